@@ -1,0 +1,1 @@
+//! chatbox-benches: criterion micro-benchmarks and the load generator (arrive with the benchmarks issue).
