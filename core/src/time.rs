@@ -93,7 +93,20 @@ impl Sub<Instant> for Instant {
 
 /// Wall-clock time in milliseconds since the Unix epoch (UTC). Used only for values that are
 /// stored or shown (session start and end, message times), never for deadlines.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
