@@ -1,6 +1,9 @@
-//! `chatbox` command-line entry point.
+//! `chatbox` command line: `serve`, `check-config`, `token`, `gen-secret`.
 
+#[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
-    eprintln!("chatbox: server not built yet (see the chat-path issue); chatbox-core is available");
-    std::process::ExitCode::from(2)
+    chatbox::adapters::cli::main()
 }
+
+#[cfg(madsim)]
+fn main() {}

@@ -1,0 +1,355 @@
+//! The command line (clap): reads the environment and the optional TOML file, validates the
+//! configuration (every problem at once), sets up logging, runs the server on a tokio runtime and
+//! shuts it down gracefully on SIGTERM/SIGINT. `serve --dev` needs no configuration at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chatbox_core::config::{self, jwt_secret_problems, Config, LogFormat, Origin, Secret};
+use clap::{Parser, Subcommand};
+
+use super::wiring;
+use crate::http::auth::mint;
+use crate::http::router::route;
+use crate::server;
+
+/// chatbox: a WebSocket gateway between people and LLM providers.
+#[derive(Debug, Parser)]
+#[command(name = "chatbox", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Development mode: no configuration needed (fresh secret, embedded store in the data
+        /// directory, the built-in echo model); prints tokens and a WebSocket URL.
+        #[arg(long)]
+        dev: bool,
+        /// TOML configuration file (environment variables win over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory for the embedded store (overrides DATA_DIR).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Listen port (overrides SERVER_PORT; 0 picks a free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Validate the configuration and print every problem; exits non-zero when invalid.
+    CheckConfig {
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Mint a JWT signed with the configured secret (for development and tests).
+    Token {
+        /// `user_id` claim.
+        #[arg(long)]
+        user: String,
+        /// `name` claim.
+        #[arg(long)]
+        name: Option<String>,
+        /// A role (repeat for several), e.g. `--role admin`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in Go duration syntax (e.g. `24h`); no `exp` claim when absent.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use the development secret of `serve --dev` (from the data directory).
+        #[arg(long)]
+        dev: bool,
+        /// Data directory of `serve --dev`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a strong random JWT secret.
+    GenSecret,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { dev, config, data_dir, port } => serve(dev, config.as_deref(), data_dir, port),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Token { user, name, roles, ttl, config, dev, data_dir } => {
+            token(&user, name.as_deref(), &roles, ttl.as_deref(), config.as_deref(), dev, data_dir)
+        }
+        Command::GenSecret => {
+            println!("{}", generate_secret());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// A random secret that passes every rule of PROTOCOL.md §2.4 (48 random bytes, base64url).
+pub fn generate_secret() -> String {
+    loop {
+        let mut bytes = [0u8; 48];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
+        let candidate = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        // Random text can contain a weak substring such as "demo"; draw again then.
+        if jwt_secret_problems(&Secret::new(candidate.clone(), Origin::Builtin)).is_empty() {
+            return candidate;
+        }
+    }
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// The configuration file: `--config`, else `CHATBOX_CONFIG`, else the original's `RMBASE_FILE_CFG`.
+fn read_config_file(path: Option<&Path>) -> Result<Option<String>, String> {
+    let from_env = || std::env::var_os("CHATBOX_CONFIG").or_else(|| std::env::var_os("RMBASE_FILE_CFG"));
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => match from_env() {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => return Ok(None),
+        },
+    };
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))
+}
+
+fn load(path: Option<&Path>) -> Result<config::Loaded, String> {
+    let text = read_config_file(path)?;
+    config::load(&env_map(), text.as_deref()).map_err(|errors| {
+        format!("configuration is invalid ({} problems):\n{errors}", errors.len())
+    })
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match load(path) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                println!("warning: {warning}");
+            }
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(report) => {
+            eprintln!("{report}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The development secret: kept in the data directory so tokens survive restarts.
+fn dev_secret(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join(".dev-jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if jwt_secret_problems(&Secret::new(existing.clone(), Origin::Builtin)).is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = generate_secret();
+    std::fs::write(&path, &secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(secret)
+}
+
+fn dev_config(data_dir: Option<PathBuf>) -> Result<Config, String> {
+    let dir = data_dir
+        .or_else(|| std::env::var_os("DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let secret = dev_secret(&dir).map_err(|e| format!("cannot prepare data directory {}: {e}", dir.display()))?;
+    let mut config = Config::for_dev(secret, dir);
+    if let Some(port) = std::env::var("SERVER_PORT").ok().and_then(|p| p.parse().ok()) {
+        config.server.port = port;
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.clone()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option<u16>) -> ExitCode {
+    let (mut config, warnings) = if dev {
+        match dev_config(data_dir) {
+            Ok(config) => (config, Vec::new()),
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        match load(path) {
+            Ok(loaded) => {
+                let mut config = loaded.config;
+                if let Some(dir) = data_dir {
+                    config.storage.data_dir = dir;
+                }
+                (config, loaded.warnings)
+            }
+            Err(report) => {
+                eprintln!("{report}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(port) = port {
+        config.server.port = port;
+    }
+    init_logging(&config);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(Arc::new(config), dev));
+    // Tasks still running after the drain plan exited (e.g. a stuck store call) are abandoned.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+async fn run(config: Arc<Config>, dev: bool) -> ExitCode {
+    let store = match wiring::store(&config) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "start-up failed");
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let providers = match wiring::providers(&config) {
+        Ok(providers) => providers,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match server::start(Arc::clone(&config), store, providers).await {
+        Ok(running) => running,
+        Err(error) => {
+            eprintln!(
+                "cannot listen on {}:{}: {error}",
+                config.server.host, config.server.port
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = running.addr();
+    if dev {
+        print_dev_banner(&config, addr);
+    }
+    // Machine-readable line for scripts and tests that start the binary on port 0.
+    println!("listening on {addr}");
+    wait_for_signal().await;
+    let report = running.shutdown().await;
+    tracing::info!(cut_replies = report.cut_replies, forced = report.forced_connections, "stopped");
+    ExitCode::SUCCESS
+}
+
+fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
+    let secret = config.auth.jwt_secret.expose().as_bytes();
+    let day = chrono::Utc::now().timestamp() + 24 * 3600;
+    let user = mint(secret, "dev-user", Some("Dev User"), &["user".into()], Some(day));
+    let admin = mint(secret, "dev-admin", Some("Dev Admin"), &["admin".into()], Some(day));
+    let (Ok(user), Ok(admin)) = (user, admin) else { return };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let ws = route(&config.server.path_prefix, "/ws");
+    println!("chatbox is running in development mode (echo model, embedded store in {})", config.storage.data_dir.display());
+    println!("user token (24 h):  {user}");
+    println!("admin token (24 h): {admin}");
+    println!("WebSocket URL:      ws://{host}:{}{ws}?token={user}", addr.port());
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(
+    user: &str,
+    name: Option<&str>,
+    roles: &[String],
+    ttl: Option<&str>,
+    path: Option<&Path>,
+    dev: bool,
+    data_dir: Option<PathBuf>,
+) -> ExitCode {
+    let secret = if dev {
+        match dev_config(data_dir) {
+            Ok(config) => config.auth.jwt_secret.expose().to_string(),
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        match load(path) {
+            Ok(loaded) => loaded.config.auth.jwt_secret.expose().to_string(),
+            Err(report) => {
+                eprintln!("{report}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let expires_at = match ttl.map(chatbox_core::godur::parse) {
+        None => None,
+        Some(Ok(d)) => Some(chrono::Utc::now().timestamp() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+        Some(Err(error)) => {
+            eprintln!("--ttl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match mint(secret.as_bytes(), user, name, roles, expires_at) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The Anthropic provider (PROTOCOL.md §7.4): `POST {endpoint}/messages` with the conversation,
+//! `max_tokens` 4096 and `"stream": true`, read as server-sent events.
+//!
+//! Request shape — a deliberate change from the original, which sent `system` lines as `user`:
+//! the Messages API has no `system` role, so the leading system messages go to the top-level
+//! `system` field (joined by blank lines), which is how Anthropic expects instructions. A
+//! system note later in the conversation (e.g. an admin note, §10 item 1) is sent as a `user`
+//! line, as the original did. Consecutive lines of one role are merged into one turn (the API
+//! wants alternating turns) and empty lines are dropped (the API rejects empty text).
+//!
+//! Events (by the JSON `type`): `content_block_delta` contributes `delta.text`; `message_stop`
+//! ends; `error` is a permanent failure (the original ignored it, §10 item 21); everything else
+//! (`message_start`, `ping`, `content_block_start`/`stop`, `message_delta`) is skipped.
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use serde::Serialize;
+
+use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
+use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
+use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role};
+
+const UPSTREAM: Upstream = Upstream { kind: "anthropic", display: "Anthropic" };
+
+/// The API version header value the original sent.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `max_tokens` of every request (PROTOCOL.md §7.4).
+pub const MAX_TOKENS: u32 = 4096;
+
+/// An Anthropic Messages API upstream.
+#[derive(Debug, Clone)]
+pub struct AnthropicProvider {
+    settings: ProviderSettings,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl AnthropicProvider {
+    /// A provider for `settings`, sending through the server's shared `client`
+    /// (see [`super::http_client::build_client`]).
+    pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
+        let url = join_url(&settings.endpoint, "messages");
+        Self { settings, client, url }
+    }
+}
+
+/// The request body.
+#[derive(Debug, Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<Turn>,
+    max_tokens: u32,
+    stream: bool,
+}
+
+/// One turn on the wire.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct Turn {
+    role: &'static str,
+    content: String,
+}
+
+/// Splits the conversation into Anthropic's top-level `system` text and alternating turns
+/// (see the module doc).
+fn to_wire(messages: &[ChatMessage]) -> (Option<String>, Vec<Turn>) {
+    let leading_system = messages.iter().take_while(|m| m.role == Role::System).count();
+    let system_parts: Vec<&str> = messages[..leading_system]
+        .iter()
+        .map(|m| m.content.as_str())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let system = (!system_parts.is_empty()).then(|| system_parts.join("\n\n"));
+
+    let mut turns: Vec<Turn> = Vec::new();
+    for message in &messages[leading_system..] {
+        if message.content.is_empty() {
+            continue;
+        }
+        let role = match message.role {
+            Role::Assistant => "assistant",
+            Role::User | Role::System => "user",
+        };
+        match turns.last_mut() {
+            Some(last) if last.role == role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&message.content);
+            }
+            _ => turns.push(Turn { role, content: message.content.clone() }),
+        }
+    }
+    (system, turns)
+}
+
+#[async_trait]
+impl LlmProvider for AnthropicProvider {
+    fn kind(&self) -> &'static str {
+        UPSTREAM.kind
+    }
+
+    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+        let (system, messages) = to_wire(&request.messages);
+        let body = Body {
+            model: &self.settings.model,
+            system,
+            messages,
+            max_tokens: MAX_TOKENS,
+            stream: true,
+        };
+        let http = self
+            .client
+            .post(&self.url)
+            .header("x-api-key", self.settings.api_key.expose())
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body);
+        let response =
+            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
+                .await?;
+        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder))
+    }
+}
+
+/// Reads Messages API stream events.
+#[derive(Debug, Default)]
+struct Decoder;
+
+impl SseDecoder for Decoder {
+    fn decode(&mut self, event: &Event) -> Decoded {
+        let Some(json) = json_data(event) else {
+            return Decoded::Skip;
+        };
+        match json.get("type").and_then(serde_json::Value::as_str) {
+            Some("content_block_delta") => {
+                let text = json
+                    .get("delta")
+                    .and_then(|d| d.get("text"))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                Decoded::Delta(text.to_owned())
+            }
+            Some("message_stop") => Decoded::End { conversation_id: None },
+            Some("error") => {
+                Decoded::Fail(json.get("error").map(error_text).unwrap_or_else(|| "error".into()))
+            }
+            _ => Decoded::Skip,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, content: &str) -> ChatMessage {
+        ChatMessage { role, content: content.to_owned() }
+    }
+
+    #[test]
+    fn leading_system_goes_top_level_and_roles_alternate() {
+        let (system, turns) = to_wire(&[
+            msg(Role::System, "be brief"),
+            msg(Role::System, "be kind"),
+            msg(Role::User, "a"),
+            msg(Role::User, "b"),
+            msg(Role::Assistant, "c"),
+            msg(Role::System, "note"),
+            msg(Role::User, ""),
+            msg(Role::User, "d"),
+        ]);
+        assert_eq!(system.as_deref(), Some("be brief\n\nbe kind"));
+        assert_eq!(
+            turns,
+            vec![
+                Turn { role: "user", content: "a\n\nb".into() },
+                Turn { role: "assistant", content: "c".into() },
+                Turn { role: "user", content: "note\n\nd".into() },
+            ]
+        );
+        let (system, _) = to_wire(&[msg(Role::User, "x")]);
+        assert!(system.is_none());
+    }
+
+    #[test]
+    fn decodes_events() {
+        let ev = |data: &str| Event { data: data.to_owned(), ..Event::default() };
+        let mut d = Decoder;
+        assert_eq!(
+            d.decode(&ev(
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}"#
+            )),
+            Decoded::Delta("Hi".into())
+        );
+        assert_eq!(d.decode(&ev(r#"{"type":"ping"}"#)), Decoded::Skip);
+        assert_eq!(
+            d.decode(&ev(r#"{"type":"message_stop"}"#)),
+            Decoded::End { conversation_id: None }
+        );
+        assert_eq!(
+            d.decode(&ev(
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            )),
+            Decoded::Fail("overloaded_error: Overloaded".into())
+        );
+    }
+}

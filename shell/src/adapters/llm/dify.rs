@@ -1,0 +1,153 @@
+//! The Dify provider (PROTOCOL.md §7.5): `POST {endpoint}/chat-messages` in streaming mode.
+//!
+//! Dify keeps the conversation itself, keyed by `conversation_id` (§10 item 1): the request
+//! carries only the current user message as `query`, the session's `conversation_id` from the
+//! previous reply if there is one, and `user` = the request's stable per-user key (§10 item 29;
+//! the original sent a per-day constant shared by everyone). `model` is unused, as in the
+//! original.
+//!
+//! Events (by the JSON `event` field): `message` and `agent_message` contribute `answer`;
+//! `message_end` ends, carrying the `conversation_id` to send next time; `error` is a permanent
+//! failure (the original ended silently, §10 item 21); everything else (`ping`, workflow and
+//! node events, `agent_thought`, `message_file`, `message_replace`, `tts_message`…) is skipped.
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use serde::Serialize;
+
+use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
+use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
+use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, Role};
+
+const UPSTREAM: Upstream = Upstream { kind: "dify", display: "Dify" };
+
+/// A Dify chat application.
+#[derive(Debug, Clone)]
+pub struct DifyProvider {
+    settings: ProviderSettings,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl DifyProvider {
+    /// A provider for `settings`, sending through the server's shared `client`
+    /// (see [`super::http_client::build_client`]).
+    pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
+        let url = join_url(&settings.endpoint, "chat-messages");
+        Self { settings, client, url }
+    }
+}
+
+/// The request body.
+#[derive(Debug, Serialize)]
+struct Body<'a> {
+    inputs: serde_json::Map<String, serde_json::Value>,
+    query: &'a str,
+    response_mode: &'static str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation_id: Option<&'a str>,
+}
+
+#[async_trait]
+impl LlmProvider for DifyProvider {
+    fn kind(&self) -> &'static str {
+        UPSTREAM.kind
+    }
+
+    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+        let Some(query) = request.messages.iter().rev().find(|m| m.role == Role::User) else {
+            return Err(UPSTREAM.permanent("request has no user message"));
+        };
+        let body = Body {
+            inputs: serde_json::Map::new(),
+            query: &query.content,
+            response_mode: "streaming",
+            user: &request.user_key,
+            conversation_id: request.conversation_id.as_deref().filter(|id| !id.is_empty()),
+        };
+        let http = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.settings.api_key.expose())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body);
+        let response =
+            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
+                .await?;
+        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder::default()))
+    }
+}
+
+/// Reads Dify chat events.
+#[derive(Debug, Default)]
+struct Decoder {
+    /// The last non-empty `conversation_id` seen (every message event carries it), used if
+    /// `message_end` lacks one.
+    conversation_id: Option<String>,
+}
+
+impl Decoder {
+    fn remember_conversation(&mut self, json: &serde_json::Value) {
+        if let Some(id) = json
+            .get("conversation_id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| !id.is_empty())
+        {
+            if self.conversation_id.as_deref() != Some(id) {
+                self.conversation_id = Some(id.to_owned());
+            }
+        }
+    }
+}
+
+impl SseDecoder for Decoder {
+    fn decode(&mut self, event: &Event) -> Decoded {
+        let Some(json) = json_data(event) else {
+            return Decoded::Skip;
+        };
+        match json.get("event").and_then(serde_json::Value::as_str) {
+            Some("message" | "agent_message") => {
+                self.remember_conversation(&json);
+                let answer =
+                    json.get("answer").and_then(serde_json::Value::as_str).unwrap_or_default();
+                Decoded::Delta(answer.to_owned())
+            }
+            Some("message_end") => {
+                self.remember_conversation(&json);
+                Decoded::End { conversation_id: self.conversation_id.take() }
+            }
+            Some("error") => Decoded::Fail(error_text(&json)),
+            _ => Decoded::Skip,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(data: &str) -> Event {
+        Event { data: data.to_owned(), ..Event::default() }
+    }
+
+    #[test]
+    fn decodes_events_and_keeps_the_conversation_id() {
+        let mut d = Decoder::default();
+        assert_eq!(
+            d.decode(&ev(r#"{"event":"message","answer":"Hi","conversation_id":"c1"}"#)),
+            Decoded::Delta("Hi".into())
+        );
+        assert_eq!(d.decode(&ev(r#"{"event":"ping"}"#)), Decoded::Skip);
+        assert_eq!(
+            d.decode(&ev(r#"{"event":"message_end"}"#)),
+            Decoded::End { conversation_id: Some("c1".into()) }
+        );
+        assert_eq!(
+            d.decode(&ev(
+                r#"{"event":"error","status":400,"code":"invalid_param","message":"bad"}"#
+            )),
+            Decoded::Fail("invalid_param: bad".into())
+        );
+    }
+}

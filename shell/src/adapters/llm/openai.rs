@@ -1,0 +1,152 @@
+//! The OpenAI-compatible provider (PROTOCOL.md §7.3): `POST {endpoint}/chat/completions` with
+//! the whole conversation (§10 item 1) and `"stream": true`, read as server-sent events.
+//!
+//! Events: `data: [DONE]` ends the reply; otherwise `choices[0].delta.content` is a chunk. An
+//! `error` object (or an SSE event named `error`) is a permanent failure. A body that ends
+//! cleanly after a choice carried a `finish_reason` counts as complete even without `[DONE]`
+//! (some OpenAI-compatible servers omit it, and nothing of the reply is missing); a body that
+//! ends before that is a truncated stream.
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use serde::Serialize;
+
+use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
+use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
+use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
+
+const UPSTREAM: Upstream = Upstream { kind: "openai", display: "OpenAI" };
+
+/// An OpenAI-compatible chat-completions upstream.
+#[derive(Debug, Clone)]
+pub struct OpenAiProvider {
+    settings: ProviderSettings,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl OpenAiProvider {
+    /// A provider for `settings`, sending through the server's shared `client`
+    /// (see [`super::http_client::build_client`]).
+    pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
+        let url = join_url(&settings.endpoint, "chat/completions");
+        Self { settings, client, url }
+    }
+}
+
+/// The request body (no other parameters, as the original).
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+}
+
+/// One conversation line on the wire.
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[async_trait]
+impl LlmProvider for OpenAiProvider {
+    fn kind(&self) -> &'static str {
+        UPSTREAM.kind
+    }
+
+    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+        let body = Body {
+            model: &self.settings.model,
+            messages: request
+                .messages
+                .iter()
+                .map(|m| WireMessage { role: m.role.as_str(), content: &m.content })
+                .collect(),
+            stream: true,
+        };
+        let http = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.settings.api_key.expose())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body);
+        let response =
+            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
+                .await?;
+        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder::default()))
+    }
+}
+
+/// Reads chat-completion chunks.
+#[derive(Debug, Default)]
+struct Decoder {
+    /// A choice carried a `finish_reason`: the reply is complete even if `[DONE]` never comes.
+    finished_reason_seen: bool,
+}
+
+impl SseDecoder for Decoder {
+    fn decode(&mut self, event: &Event) -> Decoded {
+        if event.data.trim() == "[DONE]" {
+            return Decoded::End { conversation_id: None };
+        }
+        let Some(json) = json_data(event) else {
+            if event.event == "error" {
+                return Decoded::Fail(super::http_client::truncate(
+                    event.data.clone(),
+                    super::http_client::ERROR_BODY_BYTES,
+                ));
+            }
+            return Decoded::Skip;
+        };
+        if let Some(error) = json.get("error").filter(|e| !e.is_null()) {
+            return Decoded::Fail(error_text(error));
+        }
+        if event.event == "error" {
+            return Decoded::Fail(error_text(&json));
+        }
+        let Some(choice) = json.get("choices").and_then(|c| c.get(0)) else {
+            return Decoded::Skip;
+        };
+        if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
+            self.finished_reason_seen = true;
+        }
+        let text = choice
+            .get("delta")
+            .and_then(|d| d.get("content"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        Decoded::Delta(text.to_owned())
+    }
+
+    fn end_of_body(&mut self) -> Option<StreamEvent> {
+        self.finished_reason_seen.then_some(StreamEvent::End { conversation_id: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, data: &str) -> Event {
+        Event { event: name.to_owned(), data: data.to_owned(), ..Event::default() }
+    }
+
+    #[test]
+    fn decodes_chunks_done_and_errors() {
+        let mut d = Decoder::default();
+        let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+        assert_eq!(d.decode(&event("message", chunk)), Decoded::Delta("Hi".into()));
+        assert_eq!(d.decode(&event("message", "{not json")), Decoded::Skip);
+        assert_eq!(d.decode(&event("message", "[DONE]")), Decoded::End { conversation_id: None });
+        let err = r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#;
+        assert_eq!(
+            d.decode(&event("message", err)),
+            Decoded::Fail("insufficient_quota: quota".into())
+        );
+        assert!(d.end_of_body().is_none());
+        let last = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert_eq!(d.decode(&event("message", last)), Decoded::Delta(String::new()));
+        assert!(d.end_of_body().is_some());
+    }
+}

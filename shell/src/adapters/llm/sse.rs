@@ -1,0 +1,314 @@
+//! Turning an upstream's server-sent-event body into the port's [`EventStream`], shared by the
+//! three HTTP providers. `eventsource-stream` does the SSE parsing; each provider supplies a
+//! `SseDecoder` that says what one event means (a delta, the end, an upstream error, nothing).
+//!
+//! The rules here are the rebuild's answer to PROTOCOL.md §7.2 and §10 item 21: every stream
+//! ends with exactly one outcome — `End`, or one error. A body that ends without the provider's
+//! end event is a permanent "stream ended without completion" error, never a silent success; a
+//! line longer than [`MAX_LINE_BYTES`] is a permanent error; a connection lost mid-body is a
+//! transient error (nothing is retried once streaming started, but the class is honest); a
+//! data line whose JSON does not parse is skipped, as in the original; empty deltas are dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::{stream, FutureExt, Stream, StreamExt};
+
+use super::http_client::{describe, truncate, Upstream, ERROR_BODY_BYTES};
+use crate::engine::llm::{EventStream, ProviderError, StreamEvent};
+
+/// Longest SSE line accepted (PROTOCOL.md §7.2: 1 MiB).
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Longest SSE event accepted (all its lines together). Real upstreams send one `data:` line
+/// per event; this only bounds memory against a peer that never sends the blank line.
+pub const MAX_EVENT_BYTES: usize = 2 * MAX_LINE_BYTES;
+
+/// What one SSE event means to a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// Nothing for the client (pings, bookkeeping events, unparsable JSON).
+    Skip,
+    /// A piece of reply text (may be empty; empty pieces are dropped).
+    Delta(String),
+    /// The upstream's end event.
+    End {
+        /// Upstream conversation id to send next time (Dify).
+        conversation_id: Option<String>,
+    },
+    /// An upstream error event; the text is the upstream's own description.
+    Fail(String),
+}
+
+/// A provider's reading of its event stream. One decoder lives for one reply, so it may keep
+/// state (e.g. Dify's last seen conversation id).
+pub(crate) trait SseDecoder: Send + 'static {
+    /// What `event` means.
+    fn decode(&mut self, event: &Event) -> Decoded;
+
+    /// Called once if the body ends cleanly without an end event: `Some` accepts that as the
+    /// end (only when the upstream already said the reply is finished), `None` makes it a
+    /// "stream ended without completion" error.
+    fn end_of_body(&mut self) -> Option<StreamEvent> {
+        None
+    }
+}
+
+/// Reads `response`'s body as SSE, decoded by `decoder`. See the module doc for the outcome
+/// rules.
+pub(crate) fn event_stream<D: SseDecoder>(
+    upstream: Upstream,
+    provider_id: &str,
+    response: reqwest::Response,
+    decoder: D,
+) -> EventStream {
+    // The original read line by line, so a last line without its newline still counted;
+    // eventsource-stream only dispatches an event at a blank line, hence the closing "\n\n"
+    // after a clean end of body (after a transport error the stream stops before it).
+    let body = Box::pin(response.bytes_stream())
+        .map(|chunk| chunk.map_err(BodyError::Transport))
+        .chain(stream::iter([Ok(Bytes::from_static(b"\n\n"))]));
+    let events = LineLimit::new(body).eventsource();
+    let state = Reader {
+        upstream,
+        provider_id: provider_id.to_owned(),
+        events: Box::pin(events),
+        decoder,
+        finished: false,
+    };
+    Box::pin(stream::unfold(state, Reader::next))
+}
+
+/// Why the body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    /// The connection failed mid-body (reset, closed before the end of the chunked body).
+    #[error("connection lost mid-stream")]
+    Transport(reqwest::Error),
+    /// A line exceeded [`MAX_LINE_BYTES`].
+    #[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    /// An event exceeded [`MAX_EVENT_BYTES`].
+    #[error("SSE event longer than {MAX_EVENT_BYTES} bytes")]
+    EventTooLong,
+}
+
+/// The reply being read: the parsed events, the provider's decoder, and whether the one
+/// outcome has been produced.
+struct Reader<D> {
+    upstream: Upstream,
+    /// The client-visible model id, for logs.
+    provider_id: String,
+    events: Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<BodyError>>> + Send>>,
+    decoder: D,
+    finished: bool,
+}
+
+impl<D: SseDecoder> Reader<D> {
+    /// The next item of the port's stream; `None` after the outcome.
+    async fn next(mut self) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let item = match self.events.next().await {
+                Some(Ok(event)) => match self.decoder.decode(&event) {
+                    Decoded::Skip => continue,
+                    Decoded::Delta(text) if text.is_empty() => continue,
+                    Decoded::Delta(text) => Ok(StreamEvent::Delta(text)),
+                    Decoded::End { conversation_id } => {
+                        self.finished = true;
+                        self.drain_ready();
+                        Ok(StreamEvent::End { conversation_id })
+                    }
+                    Decoded::Fail(detail) => {
+                        self.finished = true;
+                        tracing::warn!(
+                            provider = self.upstream.kind,
+                            model_id = %self.provider_id,
+                            "upstream error event"
+                        );
+                        Err(self.upstream.permanent(format!("upstream error event: {detail}")))
+                    }
+                },
+                Some(Err(err)) => {
+                    self.finished = true;
+                    let error = self.body_error(err);
+                    tracing::warn!(
+                        provider = self.upstream.kind,
+                        model_id = %self.provider_id,
+                        error = %error,
+                        "upstream stream failed"
+                    );
+                    Err(error)
+                }
+                None => {
+                    self.finished = true;
+                    match self.decoder.end_of_body() {
+                        Some(end) => Ok(end),
+                        None => {
+                            tracing::warn!(
+                                provider = self.upstream.kind,
+                                model_id = %self.provider_id,
+                                "upstream stream ended without completion"
+                            );
+                            Err(self.upstream.permanent("stream ended without completion"))
+                        }
+                    }
+                }
+            };
+            return Some((item, self));
+        }
+    }
+
+    /// Maps a body or parse failure onto the port's classes.
+    fn body_error(&self, err: EventStreamError<BodyError>) -> ProviderError {
+        match err {
+            EventStreamError::Transport(BodyError::Transport(err)) => {
+                let detail = describe(&err.without_url());
+                self.upstream.transient(format!("connection lost mid-stream: {detail}"))
+            }
+            EventStreamError::Transport(err) => self.upstream.permanent(err.to_string()),
+            EventStreamError::Utf8(_) => self.upstream.permanent("stream is not valid UTF-8"),
+            EventStreamError::Parser(_) => self.upstream.permanent("stream is not valid SSE"),
+        }
+    }
+
+    /// After the end event, reads whatever of the body has already arrived (without waiting),
+    /// so that a body that is complete lets its connection go back to the pool.
+    fn drain_ready(&mut self) {
+        for _ in 0..8 {
+            match self.events.next().now_or_never() {
+                Some(Some(_)) => continue,
+                Some(None) | None => break,
+            }
+        }
+    }
+}
+
+/// Passes body chunks through unchanged, failing once a line exceeds [`MAX_LINE_BYTES`] or an
+/// event exceeds [`MAX_EVENT_BYTES`]. Only counts bytes between line terminators (CR, LF,
+/// CRLF); the parsing itself is eventsource-stream's.
+struct LineLimit<S> {
+    inner: S,
+    line_bytes: usize,
+    event_bytes: usize,
+    after_cr: bool,
+    failed: bool,
+}
+
+impl<S> LineLimit<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, line_bytes: 0, event_bytes: 0, after_cr: false, failed: false }
+    }
+
+    /// Accounts for `chunk`; the error if it breaks a limit.
+    fn check(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
+        for &byte in chunk {
+            match byte {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    if self.line_bytes == 0 {
+                        self.event_bytes = 0;
+                    }
+                    self.line_bytes = 0;
+                    self.after_cr = byte == b'\r';
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line_bytes += 1;
+                    self.event_bytes += 1;
+                    if self.line_bytes > MAX_LINE_BYTES {
+                        return Err(BodyError::LineTooLong);
+                    }
+                    if self.event_bytes > MAX_EVENT_BYTES {
+                        return Err(BodyError::EventTooLong);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S> Stream for LineLimit<S>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+{
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => match self.check(&chunk) {
+                Ok(()) => Poll::Ready(Some(Ok(chunk))),
+                Err(err) => {
+                    self.failed = true;
+                    Poll::Ready(Some(Err(err)))
+                }
+            },
+            other => other,
+        }
+    }
+}
+
+/// The JSON of an event's data, or `None` (skipped, as the original did) if it does not parse.
+pub(crate) fn json_data(event: &Event) -> Option<serde_json::Value> {
+    serde_json::from_str(&event.data).ok()
+}
+
+/// A readable text for an upstream error object such as `{"type":"…","message":"…"}`, or
+/// `{"code":"…","message":"…"}`; at most 1024 bytes.
+pub(crate) fn error_text(error: &serde_json::Value) -> String {
+    let field = |name: &str| error.get(name).and_then(serde_json::Value::as_str);
+    let kind = field("type").or_else(|| field("code"));
+    let text = match (kind, field("message")) {
+        (Some(kind), Some(message)) => format!("{kind}: {message}"),
+        (None, Some(message)) => message.to_owned(),
+        (Some(kind), None) => kind.to_owned(),
+        (None, None) => error.to_string(),
+    };
+    truncate(text, ERROR_BODY_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(chunks: &[&[u8]]) -> Result<(), BodyError> {
+        let mut guard = LineLimit::new(stream::empty::<Result<Bytes, BodyError>>());
+        chunks.iter().try_for_each(|chunk| guard.check(chunk))
+    }
+
+    #[test]
+    fn line_limit_counts_bytes_between_terminators() {
+        let line = vec![b'a'; MAX_LINE_BYTES];
+        assert!(limit(&[&line, b"\n", &line, b"\r\n\r\n", &line]).is_ok());
+        assert!(matches!(limit(&[&line, b"a"]), Err(BodyError::LineTooLong)));
+        let half = vec![b'a'; MAX_LINE_BYTES / 2];
+        assert!(matches!(limit(&[&half, &half, b"a"]), Err(BodyError::LineTooLong)));
+    }
+
+    #[test]
+    fn event_limit_resets_at_blank_lines() {
+        let line = vec![b'a'; MAX_LINE_BYTES];
+        assert!(limit(&[&line, b"\n\n", &line, b"\r\n\r\n", &line, b"\r\r", &line]).is_ok());
+        assert!(matches!(
+            limit(&[&line, b"\n", &line, b"\r\n", b"a"]),
+            Err(BodyError::EventTooLong)
+        ));
+    }
+
+    #[test]
+    fn error_texts() {
+        let v = serde_json::json!({"type": "overloaded_error", "message": "Overloaded"});
+        assert_eq!(error_text(&v), "overloaded_error: Overloaded");
+        let v = serde_json::json!({"message": "bad"});
+        assert_eq!(error_text(&v), "bad");
+        assert_eq!(truncate("héllo".to_owned(), 2), "h");
+    }
+}

@@ -1,0 +1,11 @@
+//! Adapters: IO that is not simulated. Everything here except `llm::echo` is compiled only in
+//! normal builds (`cfg(not(madsim))`); the simulator replaces them with its own implementations
+//! of the engine's ports.
+
+#[cfg(not(madsim))]
+pub mod cli;
+pub mod llm;
+#[cfg(not(madsim))]
+pub mod store;
+#[cfg(not(madsim))]
+pub mod wiring;

@@ -1,0 +1,185 @@
+//! [`EmbeddedStore`]: the out-of-the-box [`SessionStore`], a single redb file in the data
+//! directory. redb is synchronous, so every operation runs as one transaction on tokio's blocking
+//! pool (`ops.rs` holds the transactions, `schema.rs` the layout). Used when no MongoDB is
+//! configured, and by the black-box tests.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatbox_core::UnixMillis;
+use redb::Database;
+
+use super::error::{join_error, redb_error};
+use super::ops;
+use crate::engine::store::{
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+};
+
+/// Durable sessions in `<data dir>/chatbox.redb`.
+///
+/// Cheap to clone (the database handle is shared); every clone sees the same data. Each call is
+/// one atomic, durable transaction: when a write returns `Ok`, it survives a crash. Writes are
+/// idempotent as the port requires, and one process at a time may hold the file (a second
+/// [`EmbeddedStore::open`] of the same directory fails with a transient error until the first
+/// store and all its clones are dropped).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Name of the database file inside the data directory.
+    pub const FILE_NAME: &'static str = "chatbox.redb";
+
+    /// Opens (creating if needed) the data directory `dir` and `chatbox.redb` inside it, and
+    /// creates the tables on first use.
+    ///
+    /// Blocks on file IO: call it at start-up, before serving. Errors: the directory or file
+    /// cannot be created or read, the file is not a chatbox store of this schema version
+    /// (permanent), or another process holds the file (transient).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Permanent(format!(
+                "embedded store: cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(Self::FILE_NAME);
+        let db = Database::create(&path).map_err(redb_error)?;
+        ops::init(&db)?;
+        tracing::info!(path = %path.display(), "embedded store opened");
+        Ok(Self { db: Arc::new(db), path })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The session shared under `token` (PROTOCOL.md §4.5), with its messages; `None` when no
+    /// session has that token.
+    pub async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        let token = token.to_owned();
+        self.run("find_by_share_token", move |db| ops::find_by_share_token(db, &token)).await
+    }
+
+    /// Gives a session the share token `token` unless it already has one, and returns the
+    /// session's token — the existing one or `token` (PROTOCOL.md §4.4: a share token is stable).
+    /// Check and set are one transaction, so two concurrent shares agree on one token. `None`
+    /// for an unknown session; a token already used by another session is a permanent error.
+    pub async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (session_id, token) = (session_id.to_owned(), token.to_owned());
+        self.run("set_share_token", move |db| ops::set_share_token(db, &session_id, &token)).await
+    }
+
+    /// Runs one blocking operation on tokio's blocking pool with a handle to the database.
+    async fn run<T, F>(&self, op: &'static str, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        // adapters may block: redb is synchronous
+        #[allow(clippy::disallowed_methods)]
+        let task = tokio::task::spawn_blocking(move || body(&db));
+        let result = match task.await {
+            Ok(result) => result,
+            Err(err) => Err(join_error(&err)),
+        };
+        if let Err(err) = &result {
+            // The caller (the store writer) decides whether this is worth a warning or a retry.
+            tracing::debug!(op, error = %err, "embedded store operation failed");
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        let doc = doc.clone();
+        self.run("create", move |db| {
+            let outcome = ops::create(db, &doc)?;
+            match &outcome {
+                CreateOutcome::Created => {
+                    tracing::debug!(session_id = %doc.id, user_id = %doc.user_id, "session stored")
+                }
+                CreateOutcome::ActiveExists(active) => tracing::debug!(
+                    session_id = %doc.id,
+                    user_id = %doc.user_id,
+                    active_session_id = %active,
+                    "session not stored: user has another active session"
+                ),
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn append_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
+        let (session_id, msg) = (session_id.to_owned(), msg.clone());
+        self.run("append_message", move |db| ops::append_message(db, &session_id, &msg)).await
+    }
+
+    async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        let (session_id, patch) = (session_id.to_owned(), patch.clone());
+        self.run("update", move |db| ops::update(db, &session_id, &patch)).await
+    }
+
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+    ) -> Result<Option<SessionDoc>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run("end", move |db| {
+            let ended = ops::end(db, &session_id, at)?;
+            if ended.is_some() {
+                tracing::debug!(%session_id, "session ended in store");
+            }
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run("load", move |db| ops::load(db, &session_id)).await
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.run("list_by_user", move |db| ops::list_by_user(db, &user_id, limit)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", ops::ping).await
+    }
+
+    /// Nothing to do: every write commits with `Durability::Immediate`, so it is on disk before
+    /// the call that made it returns. Kept cheap on purpose (no task, no IO).
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

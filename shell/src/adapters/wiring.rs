@@ -1,0 +1,58 @@
+//! Builds the real ports from configuration: one provider per configured model (sharing one HTTP
+//! connection pool) and the configured store. Used by the binary; the simulator wires its own.
+
+use std::sync::Arc;
+
+use chatbox_core::config::{Config, ProviderKind, StoreConfig};
+
+use super::llm::anthropic::AnthropicProvider;
+use super::llm::dify::DifyProvider;
+use super::llm::echo::EchoProvider;
+use super::llm::http_client::{build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT};
+use super::llm::openai::OpenAiProvider;
+use super::store::EmbeddedStore;
+use crate::engine::llm::LlmProvider;
+use crate::engine::store::{SessionStore, StoreError};
+
+/// Why the server could not be wired.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    /// The HTTP client for providers could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// The store could not be opened.
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] StoreError),
+    /// MongoDB is configured but this build has no MongoDB store yet.
+    #[error("MONGO_URI is set, but the MongoDB store is not available in this build yet; unset MONGO_URI to use the embedded store")]
+    MongoUnavailable,
+}
+
+/// One provider per configured model, in configuration order.
+pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringError> {
+    let client = build_client(DEFAULT_CONNECT_TIMEOUT)?;
+    let header_timeout = config.llm.first_chunk_timeout;
+    Ok(config
+        .llm
+        .providers
+        .iter()
+        .map(|p| {
+            let settings = ProviderSettings::from_config(p).with_header_timeout(header_timeout);
+            let provider: Arc<dyn LlmProvider> = match p.kind {
+                ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(settings, client.clone())),
+                ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings, client.clone())),
+                ProviderKind::Dify => Arc::new(DifyProvider::new(settings, client.clone())),
+                ProviderKind::Echo => Arc::new(EchoProvider),
+            };
+            provider
+        })
+        .collect())
+}
+
+/// The configured store.
+pub fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
+    match &config.storage.backend {
+        StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
+        StoreConfig::Mongo(_) => Err(WiringError::MongoUnavailable),
+    }
+}

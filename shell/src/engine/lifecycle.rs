@@ -1,0 +1,77 @@
+//! The shutdown driver (seed fix #15): begins core's drain plan and carries out its effects —
+//! stop accepting (readiness turns not-ready), let replies finish, close every connection with
+//! 1001 "Server shutting down", flush storage, cut what is left at the deadline — and returns
+//! when the plan says `Exit`, which is never later than the configured deadline.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chatbox_core::shutdown::Effect;
+use tokio::sync::mpsc;
+
+use super::hub::Engine;
+
+/// Close code and reason sent to every connection at shutdown (PROTOCOL.md §3.12).
+pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
+
+/// What happened during a shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Replies cut at the drain deadline.
+    pub cut_replies: usize,
+    /// Connections dropped at the hard deadline.
+    pub forced_connections: usize,
+}
+
+/// Runs the drain plan to its end.
+pub async fn run(engine: Arc<Engine>, mut effects: mpsc::UnboundedReceiver<Effect>) -> ShutdownReport {
+    let timeout = engine.config.server.shutdown_timeout;
+    tracing::info!(?timeout, "shutdown started");
+    let mut report = ShutdownReport::default();
+    let mut pending: VecDeque<Effect> = engine.shutdown.begin(engine.clock.now(), timeout).into();
+    loop {
+        while let Some(effect) = pending.pop_front() {
+            match effect {
+                Effect::StopAccepting => engine.signal_stop(),
+                Effect::CutReplies { count } => {
+                    tracing::warn!(count, "cutting replies still in flight");
+                    report.cut_replies += count;
+                    engine.signal_cut();
+                }
+                Effect::CloseConnections => {
+                    let count = engine.registry.close_all(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
+                    tracing::info!(count, "closing connections");
+                }
+                Effect::FlushStorage => {
+                    let flusher = Arc::clone(&engine);
+                    engine.supervisor.spawn("flush-storage", async move {
+                        if let Err(error) = flusher.store.flush().await {
+                            tracing::error!(%error, "storage flush failed");
+                        }
+                        flusher.forward_effects(flusher.shutdown.storage_flushed(flusher.clock.now()));
+                    });
+                }
+                Effect::ForceClose { count } => {
+                    tracing::warn!(count, "dropping connections at the shutdown deadline");
+                    report.forced_connections += count;
+                    engine.signal_force();
+                    engine.registry.kick_all();
+                }
+                Effect::Exit => {
+                    tracing::info!(?report, "shutdown finished");
+                    return report;
+                }
+            }
+        }
+        let deadline = engine.shutdown.poll_timeout().unwrap_or(chatbox_core::Instant::MAX);
+        tokio::select! {
+            received = effects.recv() => match received {
+                Some(effect) => pending.push_back(effect),
+                None => pending.extend(engine.shutdown.handle_timeout(engine.clock.now())),
+            },
+            _ = tokio::time::sleep_until(engine.clock.to_runtime(deadline)) => {
+                pending.extend(engine.shutdown.handle_timeout(engine.clock.now()));
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The engine: async services that drive core.
+//!
+//! Ports: [`llm::LlmProvider`], [`store::SessionStore`]. State: [`hub::Engine`]. Services:
+//! [`dispatch`] (inbound frames), [`reply`] (one LLM reply), [`workers`] (per-session order),
+//! [`sweeper`] (session and limiter expiry), [`lifecycle`] (shutdown), [`connections`] (the
+//! registry and fan-out). [`clock`] and [`supervisor`] are the only ways to read time and spawn.
+
+pub mod caller;
+pub mod clock;
+pub mod connections;
+pub mod dispatch;
+pub mod dns;
+pub mod history;
+pub mod hub;
+pub mod lifecycle;
+pub mod llm;
+pub mod persist;
+pub mod reply;
+pub mod store;
+pub mod supervisor;
+pub mod sweeper;
+pub mod workers;

@@ -1,0 +1,58 @@
+//! The sweeper task (seed fixes #1 and #11): wakes when core's session table says its next
+//! deadline is due (and at least every cleanup interval), ends sessions idle past
+//! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`,
+//! and cleans idle rate-limiter keys on its own `Periodic` schedule. Stops when shutdown begins.
+
+use std::sync::Arc;
+
+use chatbox_core::timer::Periodic;
+
+use super::hub::Engine;
+
+/// Runs until the server stops accepting.
+pub async fn run(engine: Arc<Engine>) {
+    let mut stop = engine.stop_signal();
+    let interval = engine.config.sessions.cleanup_interval;
+    let mut limiter_cleanup = Periodic::new(engine.config.rate.cleanup_interval, engine.clock.now());
+    loop {
+        let now = engine.clock.now();
+        let mut next = now + interval;
+        if let Some(due) = engine.sessions.with(|t| t.next_deadline()) {
+            next = next.min(due);
+        }
+        if let Some(due) = limiter_cleanup.poll_timeout() {
+            next = next.min(due);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(engine.clock.to_runtime(next)) => {}
+            _ = crate::engine::supervisor::signalled(&mut stop) => return,
+        }
+        sweep_once(&engine).await;
+        let now = engine.clock.now();
+        if limiter_cleanup.handle_timeout(now) {
+            let removed = engine.message_limiter.cleanup(now);
+            tracing::debug!(removed, keys = engine.message_limiter.len(), "rate limiter cleanup");
+        }
+    }
+}
+
+/// One sweep: end idle sessions (persisting `endTs`/`dur`) and drop expired ones.
+pub async fn sweep_once(engine: &Arc<Engine>) {
+    let (now, wall) = (engine.clock.now(), engine.clock.wall());
+    let report = engine.sessions.with(|t| t.sweep(now, wall));
+    for ended in &report.idle_ended {
+        let id = ended.id.as_str();
+        tracing::info!(session_id = id, "session ended after inactivity");
+        if let Err(error) = engine.with_store_retry("end_session", || engine.store.end(id, ended.ended_wall)).await {
+            tracing::warn!(session_id = id, %error, "persisting an idle end failed");
+        }
+    }
+    if !report.dropped.is_empty() {
+        let mut conversations =
+            engine.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &report.dropped {
+            conversations.remove(id.as_str());
+        }
+        tracing::debug!(dropped = report.dropped.len(), "expired sessions dropped from memory");
+    }
+}

@@ -1,0 +1,278 @@
+//! The WebSocket route (PROTOCOL.md §3.1–§3.3, §3.12): the handshake checks in the original's
+//! order — token, per-user connection cap, upgrade headers, origin — and then the connection
+//! loop: read frames into the engine, write the outbound queue, ping every `WS_PING_INTERVAL`,
+//! drop a peer that does not answer within `WS_PONG_WAIT`, bound every write by `WS_WRITE_WAIT`,
+//! close 1009 on an oversized message and 1001 at shutdown.
+//!
+//! The connection slot is taken before the upgrade checks and held by an RAII guard, so a failed
+//! upgrade releases it at once and a finished connection releases it on exit (§10 item 12).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use chatbox_core::origin::OriginDecision;
+use chatbox_core::protocol::http::{
+    plain_text_body, WS_AUTH_FAILED, WS_CONNECTION_LIMIT, WS_MISSING_TOKEN, WS_QUERY_TOKEN_DISABLED,
+};
+use chatbox_core::protocol::Frame;
+use chatbox_core::shared::{SharedSlots, SlotGuard};
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderMap, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::auth::Verifier;
+use crate::engine::caller::Caller;
+use crate::engine::connections::{Kick, KickSignal, Outbound};
+use crate::engine::dispatch::ConnCtx;
+use crate::engine::hub::Engine;
+use crate::engine::supervisor::signalled;
+
+/// State of the WebSocket route.
+#[derive(Debug, Clone)]
+pub struct WsState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Token verifier.
+    pub verifier: Arc<Verifier>,
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response {
+    let mut response = Response::new(Body::from(plain_text_body(text)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Where the token came from, or why there is none.
+enum TokenSource<'a> {
+    Found(&'a str),
+    Missing,
+    QueryDisabled,
+}
+
+fn find_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>, query_disabled: bool) -> TokenSource<'a> {
+    // Any Authorization header wins over the query token, even a malformed one (§2.2).
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(token) if !token.is_empty() => TokenSource::Found(token),
+            _ => TokenSource::Missing,
+        };
+    }
+    let from_query = query.and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|t| !t.is_empty())
+    });
+    match from_query {
+        Some(_) if query_disabled => TokenSource::QueryDisabled,
+        Some(token) => TokenSource::Found(token),
+        None => TokenSource::Missing,
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// `GET {P}/ws`.
+pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Response {
+    let engine = &state.engine;
+    let headers = req.headers();
+    // Percent-encoded tokens are not expected (JWTs are URL-safe), so the raw query is read.
+    let token = match find_token(headers, req.uri().query(), engine.config.auth.disable_query_token) {
+        TokenSource::Found(token) => token,
+        TokenSource::Missing => return text_response(StatusCode::UNAUTHORIZED, WS_MISSING_TOKEN),
+        TokenSource::QueryDisabled => {
+            return text_response(StatusCode::UNAUTHORIZED, WS_QUERY_TOKEN_DISABLED)
+        }
+    };
+    let caller = match state.verifier.verify(token) {
+        Ok(caller) => caller,
+        Err(error) => {
+            tracing::info!(%error, "websocket authentication failed");
+            return text_response(StatusCode::UNAUTHORIZED, WS_AUTH_FAILED);
+        }
+    };
+    let slot = match SharedSlots::try_acquire(&engine.slots, &caller.user_id) {
+        Ok(slot) => slot,
+        Err(full) => {
+            tracing::info!(user_id = %caller.user_id, held = full.held, "connection limit reached");
+            let note = Frame::notification_connection_limit(engine.frame_now());
+            engine.registry.send_to_user(&caller.user_id, &Engine::encode(&note));
+            return text_response(StatusCode::TOO_MANY_REQUESTS, WS_CONNECTION_LIMIT);
+        }
+    };
+    let upgrade_ok = header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| upgrade_ok) else {
+        return text_response(StatusCode::BAD_REQUEST, "Bad Request");
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if engine.origins.check(origin) == OriginDecision::Refused {
+        tracing::info!(user_id = %caller.user_id, origin = origin.unwrap_or(""), "origin refused");
+        return text_response(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    if engine.is_stopping() {
+        return text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_engine = Arc::clone(engine);
+    engine.supervisor.spawn("websocket", async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run_connection(task_engine, upgraded, caller, slot).await,
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    if let Ok(value) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// What the connection loop saw next.
+enum Event {
+    Inbound(Option<Result<Message, WsError>>),
+    Outbound(Option<Outbound>),
+    Ping,
+    ReadDeadline,
+    Kicked(Kick),
+}
+
+/// Runs one upgraded connection until it closes; the slot is released when it returns.
+async fn run_connection(
+    engine: Arc<Engine>,
+    upgraded: hyper::upgrade::Upgraded,
+    caller: Caller,
+    _slot: SlotGuard<String>,
+) {
+    let ws_cfg = &engine.config.websocket;
+    let config = WebSocketConfig::default()
+        .max_message_size(ws_cfg.max_message_size)
+        .max_frame_size(ws_cfg.max_message_size)
+        .read_buffer_size(ws_cfg.read_buffer_size.max(256))
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX);
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (mut sink, mut stream) = ws.split();
+    if !engine.shutdown.try_open_connection() {
+        let _ = sink.send(close_message(1001, "Server shutting down")).await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(ws_cfg.send_queue.max(1));
+    let kick = Arc::new(KickSignal::default());
+    let id = engine.registry.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
+    let ctx = ConnCtx {
+        id,
+        caller,
+        in_flight: Arc::new(Semaphore::new(ws_cfg.max_in_flight.max(1) as usize)),
+    };
+    tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
+    engine.on_connect(&ctx);
+    let write_wait = ws_cfg.write_wait;
+    let pong_wait = ws_cfg.pong_wait;
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + ws_cfg.ping_interval,
+        ws_cfg.ping_interval,
+    );
+    let mut read_deadline = tokio::time::Instant::now() + pong_wait;
+    let mut force = engine.force_signal();
+    loop {
+        let event = tokio::select! {
+            msg = stream.next() => Event::Inbound(msg),
+            out = rx.recv() => Event::Outbound(out),
+            _ = ping.tick() => Event::Ping,
+            _ = tokio::time::sleep_until(read_deadline) => Event::ReadDeadline,
+            reason = kick.kicked() => Event::Kicked(reason),
+            _ = signalled(&mut force) => Event::Kicked(Kick::Forced),
+        };
+        match event {
+            Event::Inbound(Some(Ok(Message::Text(text)))) => engine.on_text(&ctx, text.as_str()).await,
+            Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
+                // The original decoded every data frame as JSON text.
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                engine.on_text(&ctx, &text).await;
+            }
+            Event::Inbound(Some(Ok(Message::Pong(_)))) => {
+                read_deadline = tokio::time::Instant::now() + pong_wait;
+            }
+            Event::Inbound(Some(Ok(Message::Ping(_)))) => {
+                // tungstenite queued the pong; push it out now.
+                if timed(write_wait, sink.flush()).await.is_err() {
+                    break;
+                }
+            }
+            Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_)))) | Event::Inbound(None) => break,
+            Event::Inbound(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })))) => {
+                tracing::info!(conn = id, size, max_size, "message too big");
+                let _ = timed(write_wait, sink.send(close_message(1009, "Message too big"))).await;
+                break;
+            }
+            Event::Inbound(Some(Err(error))) => {
+                tracing::debug!(conn = id, %error, "websocket read failed");
+                break;
+            }
+            Event::Outbound(Some(Outbound::Frame(json))) => {
+                if timed(write_wait, sink.send(Message::text(json.as_ref()))).await.is_err() {
+                    break;
+                }
+            }
+            Event::Outbound(Some(Outbound::Close(code, reason))) => {
+                let _ = timed(write_wait, sink.send(close_message(code, reason))).await;
+                break;
+            }
+            Event::Outbound(None) => break,
+            Event::Ping => {
+                if timed(write_wait, sink.send(Message::Ping(Default::default()))).await.is_err() {
+                    break;
+                }
+            }
+            Event::ReadDeadline => {
+                tracing::debug!(conn = id, "no pong within the deadline");
+                let _ = timed(write_wait, sink.send(Message::Close(None))).await;
+                break;
+            }
+            Event::Kicked(reason) => {
+                tracing::debug!(conn = id, ?reason, "connection dropped");
+                let _ = timed(Duration::from_millis(100), sink.send(Message::Close(None))).await;
+                break;
+            }
+        }
+    }
+    engine.on_disconnect(id);
+    engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));
+    tracing::debug!(conn = id, "websocket closed");
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
+}
+
+/// A write bounded by `limit`; an error or a timeout means the connection is gone.
+async fn timed<F, T>(limit: Duration, write: F) -> Result<T, ()>
+where
+    F: std::future::Future<Output = Result<T, WsError>>,
+{
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(value)) => Ok(value),
+        _ => Err(()),
+    }
+}

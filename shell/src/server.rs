@@ -1,0 +1,60 @@
+//! Starting and stopping the server, independent of where its ports come from: the binary
+//! (`main.rs`) passes the real store and providers, the simulator passes simulated ones. Both run
+//! exactly this code — engine, router, accept loop, sweeper and shutdown driver.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chatbox_core::config::Config;
+use chatbox_core::shutdown::Effect;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::engine::clock::Clock;
+use crate::engine::hub::Engine;
+use crate::engine::lifecycle::{self, ShutdownReport};
+use crate::engine::llm::LlmProvider;
+use crate::engine::store::SessionStore;
+use crate::engine::sweeper;
+use crate::http::{accept, router};
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct Running {
+    /// The engine, for inspection by tests and the simulator.
+    pub engine: Arc<Engine>,
+    addr: SocketAddr,
+    effects: mpsc::UnboundedReceiver<Effect>,
+}
+
+/// Binds the listener and starts every service. `providers` are in `config.llm.providers` order.
+pub async fn start(
+    config: Arc<Config>,
+    store: Arc<dyn SessionStore>,
+    providers: Vec<Arc<dyn LlmProvider>>,
+) -> std::io::Result<Running> {
+    let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
+    let addr = listener.local_addr()?;
+    let (engine, channels) = Engine::new(config, store, providers, Clock::new());
+    if engine.origins.snapshot().allows_any() {
+        tracing::warn!("WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted");
+    }
+    let app = router::build(Arc::clone(&engine));
+    let supervisor = engine.supervisor.clone();
+    supervisor.spawn("accept", accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()));
+    supervisor.spawn("sweeper", sweeper::run(Arc::clone(&engine)));
+    tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.models.len(), "chatbox listening");
+    Ok(Running { engine, addr, effects: channels.effects })
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs the graceful shutdown to its end (never later than `SHUTDOWN_TIMEOUT`).
+    pub async fn shutdown(self) -> ShutdownReport {
+        lifecycle::run(self.engine, self.effects).await
+    }
+}
