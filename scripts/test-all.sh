@@ -14,12 +14,19 @@ cargo fmt --all -- --check
 step "lint (clippy, all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "unit, property and model-based tests (cargo test --workspace)"
+step "build the server binary (the integration tests start the real binary)"
+cargo build -p chatbox --bin chatbox --locked
+
+step "unit, property, model-based and integration tests (cargo test --workspace)"
 cargo test --workspace --locked 2>&1 | tee target/test-all.log
 
 step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
+
+step "deterministic simulation under madsim (own target dir)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-20}" \
+  cargo test -p chatbox-sim --locked 2>&1 | tee -a target/test-all.log
 
 # One closing line for the whole run, summed over every test binary above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }

@@ -12,6 +12,7 @@ use chatbox::adapters::store::EmbeddedStore;
 use chatbox::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
+use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
 
 fn open(dir: &Path) -> EmbeddedStore {
@@ -352,4 +353,84 @@ async fn share_tokens_are_stable_and_findable() {
     assert_eq!(shared.id, "s1");
     assert_eq!(shared.share_token.as_deref(), Some("tok-1"));
     assert_eq!(store.find_by_share_token("tok-other").await.unwrap(), None);
+}
+
+fn admin_query(pairs: &[(&str, &str)]) -> AdminSessionQuery {
+    let pairs: Vec<(String, String)> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    AdminSessionQuery::parse(&pairs).expect("a valid query")
+}
+
+fn ids(docs: &[SessionDoc]) -> Vec<&str> {
+    docs.iter().map(|d| d.id.as_str()).collect()
+}
+
+/// Four sessions: s1 (u1, ended, 3 messages), s2 (u1, active, assisted, 1 message, 50 tokens),
+/// s3 (u2, ended, no message), s4 (u3, active, 2 messages).
+async fn search_fixture(store: &EmbeddedStore) {
+    store.create(&session("s1", "u1", 1_000)).await.expect("fixture write");
+    for n in 0..3 {
+        store
+            .append_message("s1", &message(&format!("a{n}"), "x", 1_100 + n, "user"))
+            .await
+            .expect("fixture write");
+    }
+    store.end("s1", UnixMillis(5_000)).await.expect("fixture write");
+    store.create(&session("s2", "u1", 2_000)).await.expect("fixture write");
+    store.append_message("s2", &message("b0", "x", 2_100, "user")).await.expect("fixture write");
+    let patch = SessionPatch {
+        assistance: Some((true, "a1".into(), "Ann".into())),
+        total_tokens: Some(50),
+        ..Default::default()
+    };
+    store.update("s2", &patch).await.expect("fixture write");
+    store.create(&session("s3", "u2", 3_000)).await.expect("fixture write");
+    store.end("s3", UnixMillis(4_000)).await.expect("fixture write");
+    store.create(&session("s4", "u3", 4_000)).await.expect("fixture write");
+    store.append_message("s4", &message("d0", "x", 4_100, "user")).await.expect("fixture write");
+    store.append_message("s4", &message("d1", "y", 4_200, "ai")).await.expect("fixture write");
+}
+
+#[tokio::test]
+async fn search_filters_sorts_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    search_fixture(&store).await;
+
+    let all = store.search(&admin_query(&[])).await.unwrap();
+    assert_eq!(ids(&all), ["s4", "s3", "s2", "s1"], "newest start first by default");
+    assert_eq!(all[3].messages.len(), 3, "documents come with their messages");
+
+    let q = |pairs: &[(&str, &str)]| admin_query(pairs);
+    assert_eq!(ids(&store.search(&q(&[("user_id", "u1")])).await.unwrap()), ["s2", "s1"]);
+    assert_eq!(ids(&store.search(&q(&[("status", "active")])).await.unwrap()), ["s4", "s2"]);
+    assert_eq!(ids(&store.search(&q(&[("status", "ended")])).await.unwrap()), ["s3", "s1"]);
+    assert_eq!(ids(&store.search(&q(&[("admin_assisted", "true")])).await.unwrap()), ["s2"]);
+    let window =
+        [("start_time_from", "1970-01-01T00:00:02Z"), ("start_time_to", "1970-01-01T00:00:03Z")];
+    assert_eq!(ids(&store.search(&q(&window)).await.unwrap()), ["s3", "s2"]);
+    let by_count = [("sort_by", "message_count"), ("sort_order", "desc")];
+    assert_eq!(ids(&store.search(&q(&by_count)).await.unwrap()), ["s1", "s4", "s2", "s3"]);
+    let by_tokens = [("sort_by", "total_tokens")];
+    assert_eq!(ids(&store.search(&q(&by_tokens)).await.unwrap())[0], "s2");
+    let by_end = [("sort_by", "end_time"), ("sort_order", "asc")];
+    assert_eq!(ids(&store.search(&q(&by_end)).await.unwrap()), ["s2", "s4", "s3", "s1"]);
+    let page = [("limit", "2"), ("offset", "1")];
+    assert_eq!(ids(&store.search(&q(&page)).await.unwrap()), ["s3", "s2"]);
+    assert!(store.search(&q(&[("offset", "4")])).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn started_between_is_inclusive_and_omits_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    search_fixture(&store).await;
+
+    let mut found = store.started_between(UnixMillis(2_000), UnixMillis(4_000)).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ids(&found), ["s2", "s3", "s4"]);
+    assert!(found.iter().all(|d| d.messages.is_empty()), "no messages are loaded");
+    assert!(found[0].admin_assisted && found[0].total_tokens == 50, "fields are there: {found:?}");
+    assert_eq!(found[1].ended, Some(UnixMillis(4_000)));
+    assert!(store.started_between(UnixMillis(4_001), UnixMillis(9_000)).await.unwrap().is_empty());
 }

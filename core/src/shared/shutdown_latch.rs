@@ -105,6 +105,11 @@ impl ShutdownLatch {
         self.plan().handle_timeout(now)
     }
 
+    /// The hard deadline (`Instant::MAX` before `begin`).
+    pub fn deadline(&self) -> Instant {
+        self.plan().deadline()
+    }
+
     /// Connections registered and not yet closed.
     pub fn open_connections(&self) -> usize {
         self.plan().open_connections()

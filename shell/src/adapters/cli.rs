@@ -228,13 +228,13 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(Arc::new(config), dev));
+    let code = runtime.block_on(run(Arc::new(config), dev, path.map(Path::to_path_buf)));
     // Tasks still running after the drain plan exited (e.g. a stuck store call) are abandoned.
     runtime.shutdown_timeout(Duration::from_millis(500));
     code
 }
 
-async fn run(config: Arc<Config>, dev: bool) -> ExitCode {
+async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> ExitCode {
     let store = match wiring::store(&config) {
         Ok(store) => store,
         Err(error) => {
@@ -266,7 +266,12 @@ async fn run(config: Arc<Config>, dev: bool) -> ExitCode {
     }
     // Machine-readable line for scripts and tests that start the binary on port 0.
     println!("listening on {addr}");
-    wait_for_signal().await;
+    loop {
+        match wait_for_signal().await {
+            Signal::Stop => break,
+            Signal::Reload => reload_origins(&running, config_path.as_deref()),
+        }
+    }
     let report = running.shutdown().await;
     tracing::info!(cut_replies = report.cut_replies, forced = report.forced_connections, "stopped");
     ExitCode::SUCCESS
@@ -286,25 +291,38 @@ fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     println!("WebSocket URL:      ws://{host}:{}{ws}?token={user}", addr.port());
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT: shut down gracefully.
+    Stop,
+    /// SIGHUP: re-read the configuration and apply what can change at runtime.
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
         let _ = tokio::signal::ctrl_c().await;
+        return Signal::Stop;
+    };
+    tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); Signal::Stop }
+        _ = hup.recv() => { tracing::info!("SIGHUP received"); Signal::Reload }
+    }
+}
+
+/// Re-reads the configuration and swaps in the new origin allow-list (no restart, no race:
+/// handshakes in progress finish with the list they started with). Other settings need a restart.
+fn reload_origins(running: &server::Running, path: Option<&Path>) {
+    match load(path) {
+        Ok(loaded) => {
+            let origins = loaded.config.websocket.allowed_origins;
+            tracing::info!(count = origins.len(), "allowed origins reloaded");
+            running.engine.origins.replace(chatbox_core::origin::OriginPolicy::new(&origins));
+        }
+        Err(report) => tracing::error!(%report, "configuration reload refused; keeping the current settings"),
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod llm;
 #[cfg(not(madsim))]
+pub mod notify;
+#[cfg(not(madsim))]
 pub mod store;
 #[cfg(not(madsim))]
 pub mod wiring;

@@ -159,16 +159,24 @@ impl Engine {
             return;
         };
         if frame.frame_type == FrameType::UserMessage {
-            if let Decision::Denied { retry_after } = self.message_limiter.check(&conn.caller.user_id, self.clock.now()) {
+            let now = self.clock.now();
+            let decision = self.message_limiter.check(&conn.caller.user_id, now);
+            if let Some(probe) = self.probe.get() {
+                probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
+            }
+            if let Decision::Denied { retry_after } = decision {
                 tracing::info!(user_id = %conn.caller.user_id, ?retry_after, "message rate limit");
                 self.reply_error(conn, frame.session(), ErrorInfo::too_many_requests(retry_after));
                 return;
             }
         }
-        let Some(key) = frame.session().map(str::to_string) else {
+        let Some(requested) = frame.session() else {
             self.reply_error(conn, None, ErrorInfo::missing_field("session_id"));
             return;
         };
+        // Keyed by user as well: two users proposing the same not-yet-created id must not wait
+        // for each other (a session id is only authoritative once resolved for its owner).
+        let key = format!("{}\u{0}{requested}", conn.caller.user_id);
         let engine = Arc::clone(self);
         let conn = conn.clone();
         self.workers.submit(
@@ -322,7 +330,9 @@ impl Engine {
             .cloned();
         let request = ChatRequest { messages, user_key: user_key(user), conversation_id };
         let job = ReplyJob { session_id: session.to_string(), model, request, sender: conn.id };
+        let live = self.replies.enter();
         let end = reply::run(self, job).await;
+        drop(live);
         tracing::debug!(session_id = session, ?end, "reply ended");
         self.forward_effects(self.shutdown.reply_finished(self.clock.now()));
     }
@@ -544,7 +554,7 @@ pub fn snapshot_of(doc: &SessionDoc) -> SessionSnapshot {
 
 /// A fresh session id: 32 random hex characters (§6.1).
 pub fn new_session_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    super::ids::hex32()
 }
 
 /// A stable, non-identifying key for a user (Dify's `user`, §10 item 29).

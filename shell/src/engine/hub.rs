@@ -3,6 +3,7 @@
 //! service (connections, workers, sweeper, shutdown driver) holds an `Arc<Engine>`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::clock::Clock;
 use super::connections::{ConnId, Registry};
+use super::gauge::Gauge;
+use super::probe::Probe;
 use super::llm::LlmProvider;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
@@ -33,6 +36,35 @@ pub struct Model {
     pub kind: &'static str,
     /// The provider.
     pub provider: Arc<dyn LlmProvider>,
+}
+
+/// The public-route limiters (PROTOCOL.md §5 with §10 item 28): one bucket per client IP **per
+/// route family**, each with `config.rate.public`, so probes, share links and metrics scrapes
+/// from one address never starve each other.
+#[derive(Debug)]
+pub struct PublicLimiters {
+    /// `{P}/healthz` and `{P}/readyz` (probes from `health_probe_networks` are exempt).
+    pub probes: SharedLimiter<IpAddr>,
+    /// `{P}/shared/:token`.
+    pub shared: SharedLimiter<IpAddr>,
+    /// `{P}/metrics/prometheus`.
+    pub metrics: SharedLimiter<IpAddr>,
+}
+
+impl PublicLimiters {
+    /// Three limiters with `limit`, each tracking at most `max_keys` addresses.
+    pub fn new(limit: RateLimit, max_keys: usize) -> Self {
+        PublicLimiters {
+            probes: SharedLimiter::new(limit, max_keys),
+            shared: SharedLimiter::new(limit, max_keys),
+            metrics: SharedLimiter::new(limit, max_keys),
+        }
+    }
+
+    /// Every limiter (for the sweeper's cleanup and for metrics).
+    pub fn all(&self) -> [&SharedLimiter<IpAddr>; 3] {
+        [&self.probes, &self.shared, &self.metrics]
+    }
 }
 
 /// Everything the engine's services share.
@@ -58,6 +90,10 @@ pub struct Engine {
     pub origins: OriginList,
     /// `user_message` limiter per user id.
     pub message_limiter: SharedLimiter<String>,
+    /// `{P}/admin/*` limiter per admin user id (`config.rate.admin`, PROTOCOL.md §5).
+    pub admin_limiter: SharedLimiter<String>,
+    /// Public-route limiters per client IP, one per route family (§5, §10 item 28).
+    pub public_limiters: PublicLimiters,
     /// Connection slots per user id.
     pub slots: Arc<SharedSlots<String>>,
     /// The drain plan.
@@ -76,6 +112,10 @@ pub struct Engine {
     pub provider_retry: RetryPolicy,
     /// Whether the store answered its last check.
     pub store_ready: AtomicBool,
+    /// Replies streaming now.
+    pub replies: Gauge,
+    /// Optional observer (simulator, tests).
+    pub probe: std::sync::OnceLock<Arc<dyn Probe>>,
     stop_tx: watch::Sender<bool>,
     cut_tx: watch::Sender<bool>,
     force_tx: watch::Sender<bool>,
@@ -131,6 +171,14 @@ impl Engine {
                 RateLimit::new(rate.messages.limit, rate.messages.window),
                 rate.max_keys,
             ),
+            admin_limiter: SharedLimiter::new(
+                RateLimit::new(rate.admin.limit, rate.admin.window),
+                rate.max_keys,
+            ),
+            public_limiters: PublicLimiters::new(
+                RateLimit::new(rate.public.limit, rate.public.window),
+                rate.max_keys,
+            ),
             slots: Arc::new(SharedSlots::new(config.websocket.max_connections_per_user)),
             shutdown: ShutdownLatch::new(),
             workers: Workers::default(),
@@ -156,6 +204,8 @@ impl Engine {
                 jitter: Jitter::None,
             },
             store_ready: AtomicBool::new(true),
+            replies: Gauge::default(),
+            probe: std::sync::OnceLock::new(),
             stop_tx,
             cut_tx,
             force_tx,

@@ -14,6 +14,9 @@ use super::hub::Engine;
 /// Close code and reason sent to every connection at shutdown (PROTOCOL.md §3.12).
 pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
 
+/// Longest wait for cut replies to send their error frame.
+const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What happened during a shutdown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -37,6 +40,10 @@ pub async fn run(engine: Arc<Engine>, mut effects: mpsc::UnboundedReceiver<Effec
                     tracing::warn!(count, "cutting replies still in flight");
                     report.cut_replies += count;
                     engine.signal_cut();
+                    // Let each cut reply queue its error frame before the close frames go out;
+                    // bounded, so a stuck reply cannot hold the plan past its deadline.
+                    let left = engine.shutdown.deadline() - engine.clock.now();
+                    engine.replies.settled(CUT_GRACE.min(left / 2)).await;
                 }
                 Effect::CloseConnections => {
                     let count = engine.registry.close_all(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);

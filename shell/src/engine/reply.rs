@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatbox_core::protocol::{ErrorInfo, Frame};
-use chatbox_core::retry::RetryDecision;
+use chatbox_core::retry::{ErrorClass, Jitter, RetryDecision, RetryPolicy};
 use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer};
 use futures_util::StreamExt;
-use rand::Rng;
 
 use super::connections::ConnId;
 use super::hub::{Engine, Model};
@@ -61,6 +60,22 @@ enum Stopped {
 /// Runs one reply to its single outcome.
 pub async fn run(engine: &Arc<Engine>, job: ReplyJob) -> ReplyEnd {
     let started = engine.clock.now();
+    let session = job.session_id.clone();
+    let mut decided = started;
+    let end = drive(engine, job, started, &mut decided).await;
+    if let Some(probe) = engine.probe.get() {
+        probe.on_reply(&session, started, decided, &end);
+    }
+    end
+}
+
+/// Runs the reply; `decided` is set to the instant its outcome was decided (before storing).
+async fn drive(
+    engine: &Arc<Engine>,
+    job: ReplyJob,
+    started: chatbox_core::Instant,
+    decided: &mut chatbox_core::Instant,
+) -> ReplyEnd {
     let mut timer = ReplyTimer::start(engine.deadlines, started);
     let mut cut = engine.cut_signal();
     let mut text = String::new();
@@ -68,7 +83,10 @@ pub async fn run(engine: &Arc<Engine>, job: ReplyJob) -> ReplyEnd {
 
     let mut stream = match open_with_retry(engine, &job, &mut timer, &mut cut).await {
         Ok(stream) => stream,
-        Err(end) => return finish(engine, &job, end).await,
+        Err(end) => {
+            *decided = engine.clock.now();
+            return finish(engine, &job, end).await;
+        }
     };
     let stopped = loop {
         let deadline =
@@ -118,7 +136,8 @@ pub async fn run(engine: &Arc<Engine>, job: ReplyJob) -> ReplyEnd {
             None => {}
         }
     };
-    let response_time = engine.clock.now() - started;
+    *decided = engine.clock.now();
+    let response_time = *decided - started;
     match stopped {
         Stopped::Outcome(Outcome::Done) => complete(engine, &job, &text, response_time).await,
         Stopped::Outcome(outcome) => emit_failure(engine, &job, outcome),
@@ -135,11 +154,14 @@ async fn open_with_retry(
     timer: &mut ReplyTimer,
     cut: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<EventStream, ReplyEnd> {
-    let mut retry = engine.provider_retry.start(timer.poll_timeout());
+    // Seeded per reply so many sessions failing together do not retry in lock-step.
+    let policy = RetryPolicy { jitter: Jitter::Seeded(super::ids::random_u64()), ..engine.provider_retry };
+    let mut retry = policy.start(timer.poll_timeout());
+    let mut request = job.request.clone();
     loop {
         let deadline = engine.clock.to_runtime(timer.poll_timeout().unwrap_or(chatbox_core::Instant::MAX));
         let attempt = tokio::select! {
-            r = job.model.provider.open_stream(job.request.clone()) => Some(r),
+            r = job.model.provider.open_stream(request.clone()) => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
             _ = crate::engine::supervisor::signalled(cut) => return Err(ReplyEnd::Cut),
         };
@@ -153,11 +175,20 @@ async fn open_with_retry(
             }
         };
         tracing::warn!(session_id = %job.session_id, model_id = %job.model.info.id, %error, "provider call failed");
+        if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
+            // An upstream conversation can expire (Dify answers 404 "Conversation Not Exists"):
+            // forget it and try once more as a new conversation.
+            request.conversation_id = None;
+            engine
+                .conversations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&job.session_id);
+            continue;
+        }
         match retry.on_failure(error.class(), now) {
             RetryDecision::RetryAfter { delay, .. } => {
-                // Jitter the provider backoff a little so many sessions do not retry in step.
-                let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=delay.as_millis().min(250) as u64));
-                let wake = engine.clock.to_runtime(now + delay.saturating_sub(jitter));
+                let wake = engine.clock.to_runtime(now + delay);
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake.min(deadline)) => {}
                     _ = crate::engine::supervisor::signalled(cut) => return Err(ReplyEnd::Cut),
@@ -235,5 +266,5 @@ async fn complete(engine: &Arc<Engine>, job: &ReplyJob, text: &str, response_tim
 
 /// A fresh message id (32 hex characters).
 pub fn new_message_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    super::ids::hex32()
 }

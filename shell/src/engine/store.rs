@@ -3,10 +3,12 @@
 //! later by MongoDB, and by the simulator's fault-injecting store. Every write is idempotent, so
 //! the engine may retry any of them after an ambiguous failure without storing anything twice.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
+use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
 use chatbox_core::retry::ErrorClass;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -163,18 +165,209 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Sets the end time (and `dur`); returns the updated document, `None` for an unknown id.
     /// Ending again overwrites the end time (PROTOCOL.md §4.3).
-    async fn end(&self, session_id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError>;
+    async fn end(&self, session_id: &str, at: UnixMillis)
+        -> Result<Option<SessionDoc>, StoreError>;
 
     /// Loads one session with its messages.
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError>;
 
     /// Up to `limit` of a user's sessions, newest start first.
-    async fn list_by_user(&self, user_id: &str, limit: usize)
-        -> Result<Vec<SessionDoc>, StoreError>;
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError>;
+
+    /// The session shared under `token` (PROTOCOL.md §4.5), with its messages; `None` when no
+    /// session has that token. Read-only.
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError>;
+
+    /// Gives session `session_id` the share token `token` unless it already has one, and returns
+    /// the session's token: the existing one, or `token` (PROTOCOL.md §4.4: a share token is
+    /// stable). Check and set are atomic, so concurrent shares agree on one token, and a retry
+    /// returns the token the first attempt stored. `None` for an unknown session; a `token`
+    /// already used by another session is a permanent error.
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// The admin search of PROTOCOL.md §4.6: every session matching the query's filters
+    /// ([`search_matches`]), ordered by [`search_order`], then `offset` skipped and at most
+    /// `limit` returned, each with its messages. Read-only. An implementation may scan every
+    /// session (the embedded store does); it must not return more than `limit` documents.
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError>;
+
+    /// Every session whose start time lies in `from..=to` (both inclusive), for the admin
+    /// metrics (§4.7), in no particular order. Read-only. The documents come **without their
+    /// messages** (`messages` is empty): aggregates need only the session fields, and loading
+    /// every message of a day's sessions would cost O(messages). An implementation may scan
+    /// every session (the embedded store does).
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError>;
 
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Makes every acknowledged write durable (called at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// What the admin search (§4.6) filters and sorts on, borrowed from whatever an adapter holds
+/// (a whole document, or a stored row plus its message count), so every store applies
+/// [`search_matches`] and [`search_order`] — one definition of the semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchKey<'a> {
+    /// Session id (the final tie-break).
+    pub id: &'a str,
+    /// Owner.
+    pub user_id: &'a str,
+    /// Start.
+    pub started: UnixMillis,
+    /// End, `None` while active.
+    pub ended: Option<UnixMillis>,
+    /// Assisted flag.
+    pub admin_assisted: bool,
+    /// Number of stored messages.
+    pub message_count: u64,
+    /// Token total.
+    pub total_tokens: u64,
+}
+
+impl<'a> SearchKey<'a> {
+    /// The key of a whole document (message count = `messages.len()`).
+    pub fn of(doc: &'a SessionDoc) -> Self {
+        SearchKey {
+            id: &doc.id,
+            user_id: &doc.user_id,
+            started: doc.started,
+            ended: doc.ended,
+            admin_assisted: doc.admin_assisted,
+            message_count: doc.messages.len() as u64,
+            total_tokens: doc.total_tokens,
+        }
+    }
+}
+
+/// Whether a session passes the filters of `query` (§4.6): exact `user_id`; `status` active = no
+/// end time, ended = an end time; `admin_assisted` true = assisted only, false = not assisted;
+/// start time within the inclusive `start_time_from`/`start_time_to` bounds (compared at the
+/// stored millisecond precision against the exact bound).
+pub fn search_matches(query: &AdminSessionQuery, key: &SearchKey<'_>) -> bool {
+    if query.user_id.as_deref().is_some_and(|u| u != key.user_id) {
+        return false;
+    }
+    match query.status {
+        Some(StatusFilter::Active) if key.ended.is_some() => return false,
+        Some(StatusFilter::Ended) if key.ended.is_none() => return false,
+        _ => {}
+    }
+    if query.admin_assisted.is_some_and(|want| want != key.admin_assisted) {
+        return false;
+    }
+    let started = key.started.to_datetime();
+    if query.start_time_from.is_some_and(|from| started < from) {
+        return false;
+    }
+    if query.start_time_to.is_some_and(|to| started > to) {
+        return false;
+    }
+    true
+}
+
+/// The order of the admin search (§4.6): by `sort_by` in `sort_order`, ties broken by session id
+/// ascending so pages are stable. As in MongoDB, a missing end time sorts before every end time
+/// (first in `asc`, last in `desc`).
+pub fn search_order(query: &AdminSessionQuery, a: &SearchKey<'_>, b: &SearchKey<'_>) -> Ordering {
+    let primary = match query.sort_by {
+        SortField::StartTime => a.started.cmp(&b.started),
+        SortField::EndTime => a.ended.cmp(&b.ended),
+        SortField::MessageCount => a.message_count.cmp(&b.message_count),
+        SortField::TotalTokens => a.total_tokens.cmp(&b.total_tokens),
+        SortField::UserId => a.user_id.cmp(b.user_id),
+    };
+    let primary = match query.sort_order {
+        SortOrder::Asc => primary,
+        SortOrder::Desc => primary.reverse(),
+    };
+    primary.then_with(|| a.id.cmp(b.id))
+}
+
+/// The page `offset .. offset + limit` of `items` (already filtered and sorted).
+pub fn search_page<T>(items: Vec<T>, query: &AdminSessionQuery) -> Vec<T> {
+    let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    items.into_iter().skip(offset).take(limit).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbox_core::protocol::query::AdminSessionQuery;
+
+    fn doc(id: &str, user: &str, started: i64, ended: Option<i64>, msgs: usize) -> SessionDoc {
+        let mut d = SessionDoc::new(id.into(), user.into(), UnixMillis(started));
+        d.ended = ended.map(UnixMillis);
+        for n in 0..msgs {
+            d.messages.push(StoredMessage {
+                id: format!("m{n}"),
+                content: String::new(),
+                ts: UnixMillis(started),
+                sender: "user".into(),
+                file_id: String::new(),
+                file_url: String::new(),
+                meta: BTreeMap::new(),
+            });
+        }
+        d
+    }
+
+    fn run(query: &AdminSessionQuery, docs: &[SessionDoc]) -> Vec<String> {
+        let mut keys: Vec<SearchKey<'_>> =
+            docs.iter().map(SearchKey::of).filter(|k| search_matches(query, k)).collect();
+        keys.sort_by(|a, b| search_order(query, a, b));
+        search_page(keys, query).into_iter().map(|k| k.id.to_string()).collect()
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> AdminSessionQuery {
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        AdminSessionQuery::parse(&pairs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn filters_sort_and_page() {
+        let mut assisted = doc("d", "u2", 4_000, None, 1);
+        assisted.admin_assisted = true;
+        let docs = vec![
+            doc("a", "u1", 1_000, Some(1_500), 5),
+            doc("b", "u1", 2_000, None, 0),
+            doc("c", "u2", 3_000, Some(9_000), 2),
+            assisted,
+        ];
+        assert_eq!(run(&parse(&[]), &docs), ["d", "c", "b", "a"]);
+        assert_eq!(run(&parse(&[("user_id", "u1")]), &docs), ["b", "a"]);
+        assert_eq!(run(&parse(&[("status", "active")]), &docs), ["d", "b"]);
+        assert_eq!(run(&parse(&[("status", "ended")]), &docs), ["c", "a"]);
+        assert_eq!(run(&parse(&[("admin_assisted", "true")]), &docs), ["d"]);
+        assert_eq!(run(&parse(&[("admin_assisted", "no")]), &docs), ["c", "b", "a"]);
+        let window = [
+            ("start_time_from", "1970-01-01T00:00:02Z"),
+            ("start_time_to", "1970-01-01T00:00:03Z"),
+        ];
+        assert_eq!(run(&parse(&window), &docs), ["c", "b"]);
+        let by_count = [("sort_by", "message_count"), ("sort_order", "asc")];
+        assert_eq!(run(&parse(&by_count), &docs), ["b", "d", "c", "a"]);
+        assert_eq!(run(&parse(&[("sort_by", "end_time")]), &docs), ["c", "a", "b", "d"]);
+        let by_end_asc = [("sort_by", "end_time"), ("sort_order", "asc")];
+        assert_eq!(run(&parse(&by_end_asc), &docs), ["b", "d", "a", "c"]);
+        let by_user = [("sort_by", "user_id"), ("sort_order", "asc")];
+        assert_eq!(run(&parse(&by_user), &docs), ["a", "b", "c", "d"]);
+        assert_eq!(run(&parse(&[("limit", "2"), ("offset", "1")]), &docs), ["c", "b"]);
+        assert!(run(&parse(&[("offset", "10")]), &docs).is_empty());
+    }
 }

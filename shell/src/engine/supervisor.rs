@@ -45,11 +45,12 @@ impl Supervisor {
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let token = Token(Arc::clone(&self.inner));
         #[allow(clippy::disallowed_methods)] // the supervisor is the one place that spawns
-        let _ = tokio::spawn(async move {
+        // The JoinHandle is dropped on purpose: the token, not the handle, tracks the task.
+        drop(tokio::spawn(async move {
             let _token = token;
             tracing::trace!(task = name, "task started");
             task.await;
-        });
+        }));
     }
 
     /// Tasks still running.

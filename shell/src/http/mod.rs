@@ -1,7 +1,13 @@
-//! HTTP and WebSocket: the accept loop, the router, authentication and the session loop.
+//! HTTP and WebSocket: the accept loop, the router, authentication, the session loop, the REST
+//! and admin routes ([`rest`], [`admin`]), the client IP ([`client_ip`]) and the HTTP rate limits
+//! ([`limits`]).
 
 pub mod accept;
+pub mod admin;
 pub mod auth;
+pub mod client_ip;
+pub mod limits;
+pub mod rest;
 pub mod router;
 pub mod timer;
 pub mod ws;

@@ -1,20 +1,32 @@
 //! The axum `Router`: every route under the configured prefix (PROTOCOL.md §1), the security
-//! headers on every response (framework 404s included), and the original's plain
-//! `404 page not found` for unknown paths and wrong methods.
+//! headers on every response (framework 404s included), the original's plain
+//! `404 page not found` for unknown paths and wrong methods, and CORS when
+//! `chatbox.cors_allowed_origins` is set.
+//!
+//! Layers, outermost first: security headers → CORS gate (403 for an unlisted origin, 204 for a
+//! preflight) → tower-http `CorsLayer` → routes. Per route: the user routes' bearer auth, the
+//! admin gate and limit, the public limits (`healthz`/`readyz`, `shared`).
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chatbox_core::protocol::http::{DbReadiness, HealthBody, ReadyBody};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue, Method, StatusCode};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::auth::Verifier;
+use super::limits::{with_public_limit, PublicFamily};
+use super::rest::ApiState;
 use super::ws::{handshake, WsState};
+use super::{admin, rest};
 use crate::engine::hub::Engine;
 
 /// Joins the prefix and a route path without doubling slashes (`/` alone means the root).
@@ -29,16 +41,24 @@ pub fn build(engine: Arc<Engine>) -> Router {
         engine.config.auth.jwt_secret.expose().as_bytes(),
         engine.config.auth.require_exp,
     ));
-    let ws_state = WsState { engine: Arc::clone(&engine), verifier };
+    let ws_state = WsState { engine: Arc::clone(&engine), verifier: Arc::clone(&verifier) };
     let ws = Router::new().route(&route(&prefix, "/ws"), get(handshake)).with_state(ws_state);
+    let api = ApiState { engine: Arc::clone(&engine), verifier };
     let ops = Router::new()
         .route(&route(&prefix, "/healthz"), get(healthz))
-        .route(&route(&prefix, "/readyz"), get(readyz))
-        .with_state(engine);
+        .route(&route(&prefix, "/readyz"), get(readyz));
+    let ops = with_public_limit(ops, &engine, PublicFamily::Probes).with_state(Arc::clone(&engine));
     let mut router = ws
         .merge(ops)
+        .merge(rest::routes(api.clone(), &prefix))
+        .merge(admin::routes(api, &prefix))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found);
+    let origins = &engine.config.http.cors_allowed_origins;
+    if !origins.is_empty() {
+        let policy = Arc::new(CorsPolicy::new(origins));
+        router = router.layer(cors_layer(&policy)).layer(from_fn_with_state(policy, cors_gate));
+    }
     for (name, value) in SECURITY_HEADERS {
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::HeaderName::from_static(name),
@@ -55,6 +75,92 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("referrer-policy", "strict-origin-when-cross-origin"),
     ("x-xss-protection", "1; mode=block"),
 ];
+
+/// The CORS origin list (PROTOCOL.md §1): entries as configured (trimmed by the loader); `*`
+/// allows every origin (echoed back, since credentials are allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsPolicy {
+    origins: Vec<String>,
+    any: bool,
+}
+
+impl CorsPolicy {
+    /// The policy for the configured list.
+    pub fn new(origins: &[String]) -> Self {
+        CorsPolicy { any: origins.iter().any(|o| o == "*"), origins: origins.to_vec() }
+    }
+
+    /// Whether `origin` is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any || self.origins.iter().any(|o| o == origin)
+    }
+}
+
+/// Preflight cache lifetime (§1: 12 h).
+const CORS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// tower-http's CORS for `policy`: the listed origins, methods `GET, POST, PUT, PATCH, DELETE,
+/// OPTIONS`, request headers `Origin, Content-Type, Accept, Authorization`, exposed
+/// `Content-Length`, credentials, max-age 12 h.
+fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
+    let allow_origin = if policy.any {
+        AllowOrigin::mirror_request()
+    } else {
+        let values = policy.origins.iter().filter_map(|o| match HeaderValue::from_str(o) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin = %o, "CORS_ALLOWED_ORIGINS entry is not a valid header value; ignored");
+                None
+            }
+        });
+        AllowOrigin::list(values)
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+        ])
+        .expose_headers([header::CONTENT_LENGTH])
+        .allow_credentials(true)
+        .max_age(CORS_MAX_AGE)
+}
+
+/// What the original's CORS library did around tower-http's layer (§1, inferred): a request
+/// whose `Origin` is neither listed nor the request's own host (`http(s)://<Host>`) is refused
+/// `403` with an empty body before any route — the WebSocket upgrade included — and a preflight
+/// (`OPTIONS`) is answered `204` rather than tower-http's `200`.
+async fn cors_gate(State(policy): State<Arc<CorsPolicy>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !origin.is_empty() && !policy.allows(origin) {
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let same_host = !host.is_empty()
+            && (origin.strip_prefix("http://") == Some(host)
+                || origin.strip_prefix("https://") == Some(host));
+        if !same_host {
+            tracing::info!(origin, path = %req.uri().path(), "CORS: origin refused");
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return response;
+        }
+    }
+    let preflight = req.method() == Method::OPTIONS;
+    let mut response = next.run(req).await;
+    if preflight && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
 
 async fn not_found() -> Response {
     let mut response = Response::new(Body::from("404 page not found\n"));
@@ -73,7 +179,8 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     let db = if engine.is_stopping() {
         DbReadiness::Unreachable
     } else {
-        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
+        let ping =
+            tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
         match ping {
             Ok(Ok(())) => DbReadiness::Ready,
             _ => DbReadiness::Unreachable,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
 use redb::Database;
 
@@ -63,26 +64,6 @@ impl EmbeddedStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The session shared under `token` (PROTOCOL.md §4.5), with its messages; `None` when no
-    /// session has that token.
-    pub async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
-        let token = token.to_owned();
-        self.run("find_by_share_token", move |db| ops::find_by_share_token(db, &token)).await
-    }
-
-    /// Gives a session the share token `token` unless it already has one, and returns the
-    /// session's token — the existing one or `token` (PROTOCOL.md §4.4: a share token is stable).
-    /// Check and set are one transaction, so two concurrent shares agree on one token. `None`
-    /// for an unknown session; a token already used by another session is a permanent error.
-    pub async fn set_share_token(
-        &self,
-        session_id: &str,
-        token: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let (session_id, token) = (session_id.to_owned(), token.to_owned());
-        self.run("set_share_token", move |db| ops::set_share_token(db, &session_id, &token)).await
     }
 
     /// Runs one blocking operation on tokio's blocking pool with a handle to the database.
@@ -171,6 +152,39 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<Vec<SessionDoc>, StoreError> {
         let user_id = user_id.to_owned();
         self.run("list_by_user", move |db| ops::list_by_user(db, &user_id, limit)).await
+    }
+
+    /// One lookup in the `share_tokens` index, then the session and its messages.
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        let token = token.to_owned();
+        self.run("find_by_share_token", move |db| ops::find_by_share_token(db, &token)).await
+    }
+
+    /// Check and set in one write transaction, so two concurrent shares agree on one token.
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (session_id, token) = (session_id.to_owned(), token.to_owned());
+        self.run("set_share_token", move |db| ops::set_share_token(db, &session_id, &token)).await
+    }
+
+    /// Scans every session row in one read transaction (O(sessions); there is no secondary
+    /// index for the filters), sorting on the rows alone (the message count is the row's
+    /// `next_seq`), then loads messages only for the returned page.
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        let query = query.clone();
+        self.run("search", move |db| ops::search(db, &query)).await
+    }
+
+    /// Scans every session row in one read transaction (O(sessions)); messages are not read.
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        self.run("started_between", move |db| ops::started_between(db, from, to)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

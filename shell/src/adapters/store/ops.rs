@@ -8,6 +8,7 @@
 //!
 //! These functions block; `embedded.rs` runs them on tokio's blocking pool.
 
+use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
@@ -16,7 +17,10 @@ use super::schema::{
     descending_start, MessageRow, SessionRow, ACTIVE_BY_USER, MESSAGES, MESSAGE_IDS, META,
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS, SESSIONS_BY_USER, SHARE_TOKENS,
 };
-use crate::engine::store::{CreateOutcome, SessionDoc, SessionPatch, StoreError, StoredMessage};
+use crate::engine::store::{
+    search_matches, search_order, search_page, CreateOutcome, SearchKey, SessionDoc, SessionPatch,
+    StoreError, StoredMessage,
+};
 
 /// What a write transaction's body decided.
 enum Write<T> {
@@ -327,6 +331,74 @@ pub(super) fn set_share_token(
         sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
         Ok(Write::Commit(Some(token.to_owned())))
     })
+}
+
+/// Every session row, decoded, with its id (one pass over the `sessions` table).
+fn all_rows(
+    sessions: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<(String, SessionRow)>, StoreError> {
+    let mut rows = Vec::new();
+    for entry in sessions.iter().map_err(redb_error)? {
+        let (key, bytes) = entry.map_err(redb_error)?;
+        let id = key.value().to_owned();
+        let row = SessionRow::decode(&id, bytes.value())?;
+        rows.push((id, row));
+    }
+    Ok(rows)
+}
+
+/// The search key of a stored row: its `next_seq` is its number of stored messages.
+fn row_key<'a>(id: &'a str, row: &'a SessionRow) -> SearchKey<'a> {
+    SearchKey {
+        id,
+        user_id: &row.user_id,
+        started: row.started,
+        ended: row.ended,
+        admin_assisted: row.admin_assisted,
+        message_count: row.next_seq,
+        total_tokens: row.total_tokens,
+    }
+}
+
+/// The admin search: filter and sort the rows, then load messages for the page only.
+pub(super) fn search(
+    db: &Database,
+    query: &AdminSessionQuery,
+) -> Result<Vec<SessionDoc>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let rows = all_rows(&sessions)?;
+    let mut keys: Vec<SearchKey<'_>> = rows
+        .iter()
+        .map(|(id, row)| row_key(id, row))
+        .filter(|key| search_matches(query, key))
+        .collect();
+    keys.sort_by(|a, b| search_order(query, a, b));
+    let page: Vec<String> = search_page(keys, query).into_iter().map(|k| k.id.to_owned()).collect();
+    drop(rows);
+    let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let mut docs = Vec::with_capacity(page.len());
+    for session_id in page {
+        if let Some(doc) = load_doc(&sessions, &messages, &session_id)? {
+            docs.push(doc);
+        }
+    }
+    Ok(docs)
+}
+
+/// Sessions started within `from..=to`, without their messages.
+pub(super) fn started_between(
+    db: &Database,
+    from: UnixMillis,
+    to: UnixMillis,
+) -> Result<Vec<SessionDoc>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    Ok(all_rows(&sessions)?
+        .into_iter()
+        .filter(|(_, row)| row.started >= from && row.started <= to)
+        .map(|(id, row)| row.into_doc(id, Vec::new()))
+        .collect())
 }
 
 /// A read transaction that opens the sessions table: proves the file is readable.

@@ -1,0 +1,167 @@
+//! chatbox-core's [`SessionTable`] at 10k and 1M sessions (1k in criterion's test mode): create
+//! (`resolve` of a new user with a fresh id), lookup (`get`), `end` of an active session, and
+//! `sweep` of a table whose sessions have all idled out.
+//!
+//! The table (`n` active sessions, one per user, no connection attached, default limits) is
+//! built once per size, lazily, and every measured operation leaves it as it found it: created
+//! sessions are removed and ended ones resumed outside the timed sections (`iter_custom`). The
+//! sweep runs on a clone of the table (`iter_batched`, one clone per iteration, cloned and
+//! dropped outside the timing) at the instant all `n` sessions reach their idle timeout, so each
+//! iteration ends `n` sessions; criterion reports the time per sweep and the sessions per second
+//! (`Throughput::Elements(n)`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use chatbox_benches::{
+    build_session_table, count_label, session_counts, SessionFixture, SplitMix64, MEASUREMENT_TIME,
+    RESAMPLES, SAMPLE_SIZE, SEQUENCE_LEN, WALL, WARM_UP_TIME,
+};
+use chatbox_core::session::{ResolutionKind, SessionId, SessionLimits, SessionTable};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+
+/// Most operations timed between two untimed clean-ups (bounds the temporary growth).
+const CHUNK: u64 = 10_000;
+
+/// A stopwatch for `iter_custom`: benchmarks measure real time by definition.
+#[allow(clippy::disallowed_methods, reason = "a benchmark harness measures wall time")]
+fn stopwatch() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Creates `iters` sessions for new users and returns the time the `resolve` calls took; the
+/// new sessions are removed afterwards, untimed.
+fn create(f: &mut SessionFixture, minted: &mut u64, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let chunk = left.min(CHUNK);
+        let users: Vec<String> = (0..chunk).map(|k| format!("new-user-{}", *minted + k)).collect();
+        let fresh: Vec<SessionId> =
+            (0..chunk).map(|k| SessionId::from(format!("n{:031x}", *minted + k))).collect();
+        let kept = fresh.clone();
+        *minted += chunk;
+        let start = stopwatch();
+        for (user, id) in users.iter().zip(fresh) {
+            let now = f.tick();
+            let created = f.table.resolve(user, None, id, now, WALL);
+            debug_assert!(created.as_ref().is_ok_and(|r| r.kind == ResolutionKind::Created));
+            let _ = black_box(created);
+        }
+        total += start.elapsed();
+        for id in &kept {
+            let _removed = f.table.remove(id.as_str());
+        }
+        left -= chunk;
+    }
+    total
+}
+
+/// Ends `iters` distinct active sessions (walking a random permutation) and returns the time
+/// the `end` calls took; each is resumed afterwards, untimed, by its owner's `resolve`.
+fn end(f: &mut SessionFixture, order: &[u32], cursor: &mut usize, iters: u64) -> Duration {
+    let n = f.ids.len();
+    let dummy = SessionId::from("unused-fresh-id");
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        // At most `n` per chunk, so the sessions of one chunk are distinct (still active).
+        let chunk = left.min(CHUNK).min(n as u64) as usize;
+        let picked: Vec<usize> =
+            (0..chunk).map(|k| order[(*cursor + k) % order.len()] as usize).collect();
+        *cursor = (*cursor + chunk) % order.len();
+        let start = stopwatch();
+        for &i in &picked {
+            let now = f.tick();
+            let ended = f.table.end(f.ids[i].as_str(), now, WALL);
+            let _ = black_box(ended);
+        }
+        total += start.elapsed();
+        for &i in &picked {
+            let now = f.tick();
+            let (user, id) = (&f.users[i], f.ids[i].as_str());
+            let resumed = f.table.resolve(user, Some(id), dummy.clone(), now, WALL);
+            debug_assert!(resumed.is_ok_and(|r| r.kind == ResolutionKind::Resumed));
+        }
+        left -= chunk as u64;
+    }
+    total
+}
+
+/// A random permutation of `0..n` (Fisher–Yates).
+fn permutation(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = SplitMix64::new(seed);
+    let mut order: Vec<u32> = (0..n).map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}
+
+fn sessions(c: &mut Criterion) {
+    let idle = SessionLimits::default().idle_timeout;
+    for n in session_counts() {
+        let label = count_label(n);
+        let mut fixture: Option<SessionFixture> = None;
+        let lookups: Vec<u32> = chatbox_benches::key_sequence(n, 0x6E7 ^ n as u64);
+        let order = permutation(n, 0xE4D ^ n as u64);
+
+        let mut group = c.benchmark_group(format!("sessions_{label}"));
+        let mut minted = 0u64;
+        group.bench_function("create", |b| {
+            let f = fixture.get_or_insert_with(|| build_session_table(n));
+            b.iter_custom(|iters| create(f, &mut minted, iters));
+        });
+        let mut pos = 0usize;
+        group.bench_function("get", |b| {
+            let f = fixture.get_or_insert_with(|| build_session_table(n));
+            b.iter(|| {
+                let id = &f.ids[lookups[pos & (SEQUENCE_LEN - 1)] as usize];
+                pos = pos.wrapping_add(1);
+                black_box(f.table.get(id.as_str())).is_some()
+            });
+        });
+        let mut cursor = 0usize;
+        group.bench_function("end", |b| {
+            let f = fixture.get_or_insert_with(|| build_session_table(n));
+            b.iter_custom(|iters| end(f, &order, &mut cursor, iters));
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("sessions_sweep_{label}"));
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .throughput(Throughput::Elements(n as u64));
+        group.bench_function("sweep_all_expired", |b| {
+            let f = fixture.get_or_insert_with(|| build_session_table(n));
+            let expired = f.now + idle;
+            b.iter_batched(
+                || f.table.clone(),
+                |mut table: SessionTable| {
+                    let report = table.sweep(expired, WALL);
+                    debug_assert_eq!(report.idle_ended.len(), n);
+                    (table, report)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+        group.finish();
+        if let Some(f) = &fixture {
+            // Every measured operation restored the table.
+            debug_assert_eq!(f.table.memory_stats().active, n);
+            debug_assert!(f.table.next_deadline().is_some_and(|at| at <= f.now + idle));
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .measurement_time(MEASUREMENT_TIME)
+        .warm_up_time(WARM_UP_TIME)
+        .sample_size(SAMPLE_SIZE)
+        .nresamples(RESAMPLES)
+        .configure_from_args();
+    sessions(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,104 @@
+//! Help-alert channels (PROTOCOL.md §6.7): email over SMTP ([`smtp`]) and a JSON webhook
+//! ([`webhook`]), both implementations of the engine's [`Notifier`] port. [`from_config`] builds
+//! whatever the configuration asks for behind one [`MultiNotifier`], or a [`LogNotifier`] when
+//! nothing is configured.
+
+pub mod smtp;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use chatbox_core::config::AlertConfig;
+
+use crate::engine::notify::{LogNotifier, MultiNotifier, Notifier};
+
+pub use smtp::SmtpNotifier;
+pub use webhook::WebhookNotifier;
+
+/// The configured alert channels: SMTP when `SMTP_HOST` and at least one admin email are set, a
+/// webhook when `ALERT_WEBHOOK_URL` is set; both when both are. A channel that cannot be built
+/// (bad sender address, TLS setup) is logged and left out rather than stopping the server; with
+/// no channel at all, alerts are only logged.
+pub fn from_config(alerts: &AlertConfig) -> Arc<dyn Notifier> {
+    let mut channels: Vec<Arc<dyn Notifier>> = Vec::new();
+    match (&alerts.smtp, alerts.admin_emails.is_empty()) {
+        (Some(smtp), false) => match SmtpNotifier::new(smtp, &alerts.admin_emails) {
+            Ok(notifier) => channels.push(Arc::new(notifier)),
+            Err(error) => tracing::error!(%error, "email alerts disabled"),
+        },
+        (Some(_), true) => {
+            tracing::warn!("SMTP_HOST is set but ADMIN_EMAILS is empty: email alerts disabled")
+        }
+        (None, false) => {
+            tracing::warn!("ADMIN_EMAILS is set but SMTP_HOST is not: email alerts disabled")
+        }
+        (None, true) => {}
+    }
+    if let Some(url) = &alerts.webhook_url {
+        match WebhookNotifier::new(url) {
+            Ok(notifier) => channels.push(Arc::new(notifier)),
+            Err(error) => tracing::error!(%error, "webhook alerts disabled"),
+        }
+    }
+    if !alerts.admin_phones.is_empty() || alerts.sms.is_some() {
+        tracing::info!("SMS alerts are not supported by this build; use email or a webhook");
+    }
+    if channels.is_empty() {
+        tracing::info!("no alert channel configured: help requests are only logged");
+        Arc::new(LogNotifier)
+    } else {
+        Arc::new(MultiNotifier::new(channels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chatbox_core::config::{Origin, Secret, SmtpConfig, SmtpTls};
+
+    use super::*;
+
+    fn alerts() -> AlertConfig {
+        AlertConfig {
+            admin_emails: Vec::new(),
+            admin_phones: Vec::new(),
+            admin_panel_url: None,
+            webhook_url: None,
+            smtp: None,
+            sms: None,
+        }
+    }
+
+    fn smtp() -> SmtpConfig {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            username: String::new(),
+            password: Secret::new("", Origin::Env),
+            from: "chatbox@example.org".into(),
+            tls: SmtpTls::None,
+        }
+    }
+
+    #[test]
+    fn notify_from_config_picks_the_configured_channels() {
+        let debug = |a: &AlertConfig| format!("{:?}", from_config(a));
+        assert_eq!(debug(&alerts()), "LogNotifier");
+
+        let mut email_without_recipients = alerts();
+        email_without_recipients.smtp = Some(smtp());
+        assert_eq!(debug(&email_without_recipients), "LogNotifier");
+
+        let mut both = alerts();
+        both.smtp = Some(smtp());
+        both.admin_emails = vec!["ops@example.org".into()];
+        both.webhook_url = Some("http://127.0.0.1:9/hook/secret-token".into());
+        let text = debug(&both);
+        assert!(text.contains("SmtpNotifier") && text.contains("WebhookNotifier"), "{text}");
+        assert!(!text.contains("secret-token"), "webhook path must not be shown: {text}");
+
+        let mut bad_sender = both.clone();
+        bad_sender.smtp = Some(SmtpConfig { from: "not an address".into(), ..smtp() });
+        let text = debug(&bad_sender);
+        assert!(!text.contains("SmtpNotifier") && text.contains("WebhookNotifier"), "{text}");
+    }
+}

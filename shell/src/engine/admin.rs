@@ -1,0 +1,386 @@
+//! Session operations behind the HTTP routes (PROTOCOL.md §4, §6.6, §6.8 with §10 items 3, 5, 6,
+//! 9): reading a user's sessions, ending and sharing them, the public shared view, the admin
+//! search and metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
+//! result ([`SessionOpError`] on refusal) and `http::rest` / `http::admin` map it to bodies.
+//!
+//! Store calls by id are retried with the engine's schedule (§8.5); listings, the search and the
+//! metrics aggregation are not retried, and they are bounded by the admin deadline (30 s).
+
+use std::time::Duration;
+
+use chatbox_core::protocol::http::{MetricsResponse, MetricsTotals};
+use chatbox_core::protocol::query::{AdminSessionQuery, MetricsQuery};
+use chatbox_core::protocol::Frame;
+use chatbox_core::session::{AdminRef, SessionError, TakeoverOutcome};
+use chatbox_core::UnixMillis;
+use chrono::{DateTime, Utc};
+
+use super::caller::Caller;
+use super::dispatch::snapshot_of;
+use super::hub::Engine;
+use super::store::{SessionDoc, SessionPatch, StoreError};
+
+/// Deadline of the admin listing and the metrics aggregation (§8.5).
+const LIST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Sessions `GET {P}/sessions` returns at most (§4.1).
+pub const USER_SESSIONS_LIMIT: usize = 100;
+
+/// Why a session operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionOpError {
+    /// No such session, another user's session (never revealed, §4.2), or — for takeover and
+    /// leave — not in this process's memory even after loading it on demand.
+    #[error("session not found")]
+    NotFound,
+    /// Takeover while another admin assists (§4.8).
+    #[error("session already assisted by another admin: {admin_name} ({admin_id})")]
+    AlreadyAssisted {
+        /// The assisting admin's `user_id`.
+        admin_id: String,
+        /// The assisting admin's display name.
+        admin_name: String,
+    },
+    /// Leave on a session nobody assists.
+    #[error("session is not assisted")]
+    NotAssisted,
+    /// The store failed (after retries where they apply).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A fresh share token: 32 random hex characters (§4.4).
+pub fn new_share_token() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+impl Engine {
+    /// Session `id` from the store if `user_id` owns it; another user's session is
+    /// [`SessionOpError::NotFound`].
+    pub async fn owned_session(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<SessionDoc, SessionOpError> {
+        match self.with_store_retry("load", || self.store.load(id)).await? {
+            Some(doc) if doc.user_id == user_id => Ok(doc),
+            _ => Err(SessionOpError::NotFound),
+        }
+    }
+
+    /// Up to [`USER_SESSIONS_LIMIT`] of the user's sessions, newest start first (§4.1).
+    pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionDoc>, StoreError> {
+        bounded(self.store.list_by_user(user_id, USER_SESSIONS_LIMIT)).await
+    }
+
+    /// Ends the caller's session (§4.3, §6.6): the in-memory copy on this process first (freeing
+    /// the user's active slot), then the store (`endTs`, `dur`). Ending again succeeds and
+    /// overwrites the end time. Connections bound to the session stay open.
+    pub async fn end_session(&self, user_id: &str, id: &str) -> Result<SessionDoc, SessionOpError> {
+        self.owned_session(user_id, id).await?;
+        let (now, wall) = (self.clock.now(), self.clock.wall());
+        let in_memory = self.sessions.with(|t| t.end(id, now, wall)).is_ok();
+        let ended = self.with_store_retry("end", || self.store.end(id, wall)).await?;
+        let doc = ended.ok_or(SessionOpError::NotFound)?;
+        tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
+        Ok(doc)
+    }
+
+    /// The caller's session's share token: the existing one, or a new random one stored now
+    /// (§4.4). Stable: every later call returns the same token.
+    pub async fn share_session(&self, user_id: &str, id: &str) -> Result<String, SessionOpError> {
+        let doc = self.owned_session(user_id, id).await?;
+        if let Some(token) = doc.share_token {
+            return Ok(token);
+        }
+        let token = new_share_token();
+        let stored = self
+            .with_store_retry("set_share_token", || self.store.set_share_token(id, &token))
+            .await?;
+        stored.ok_or(SessionOpError::NotFound)
+    }
+
+    /// The session shared under `token` (§4.5), `None` when unknown.
+    pub async fn shared_session(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.with_store_retry("find_by_share_token", || self.store.find_by_share_token(token)).await
+    }
+
+    /// The admin search (§4.6).
+    pub async fn search_sessions(
+        &self,
+        query: &AdminSessionQuery,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        bounded(self.store.search(query)).await
+    }
+
+    /// The admin metrics of the window (§4.7 with §10 item 6); see [`aggregate`] for the
+    /// definitions.
+    pub async fn session_metrics(
+        &self,
+        query: &MetricsQuery,
+    ) -> Result<MetricsResponse, StoreError> {
+        let (from, to) = (ceil_millis(query.start_utc()), floor_millis(query.end_utc()));
+        let docs = if from <= to {
+            bounded(self.store.started_between(from, to)).await?
+        } else {
+            Vec::new()
+        };
+        let stats = aggregate(&docs, from, to, self.clock.wall());
+        Ok(MetricsResponse::new(
+            stats.totals,
+            query.time_range(),
+            stats.avg_concurrent,
+            stats.max_concurrent,
+        ))
+    }
+
+    /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
+    /// in this process's memory; it is loaded from the store first if it is not. Marks the
+    /// session assisted, persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
+    /// (best-effort, like every state write after creation) and sends `admin_join` to the
+    /// session's connections. The same admin again succeeds again (and announces again).
+    pub async fn takeover(
+        &self,
+        admin: &Caller,
+        id: &str,
+    ) -> Result<TakeoverOutcome, SessionOpError> {
+        self.ensure_loaded(id).await;
+        let now = self.clock.now();
+        let outcome = self
+            .sessions
+            .with(|t| t.takeover(id, &admin.user_id, &admin.name, now))
+            .map_err(|error| match error {
+                SessionError::AlreadyAssisted { admin_id, admin_name } => {
+                    SessionOpError::AlreadyAssisted { admin_id, admin_name }
+                }
+                _ => SessionOpError::NotFound,
+            })?;
+        let patch = SessionPatch {
+            assistance: Some((true, admin.user_id.clone(), admin.name.clone())),
+            ..Default::default()
+        };
+        if let Err(error) =
+            self.with_store_retry("takeover", || self.store.update(id, &patch)).await
+        {
+            tracing::warn!(session_id = id, %error, "persisting the takeover failed");
+        }
+        let frame = Frame::admin_join(id, &admin.user_id, &admin.name, self.frame_now());
+        self.send_session(id, &frame, None);
+        tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
+        Ok(outcome)
+    }
+
+    /// Admin `admin` ends the assistance of session `id` (§10 item 3) through
+    /// [`Engine::end_assistance`]: cleared in memory, persisted, `admin_leave` sent. Any admin
+    /// may clear it (so a departed admin cannot lock a session); the returned admin is the one
+    /// who was assisting. The session is loaded on demand like for a takeover.
+    pub async fn admin_leave(&self, admin: &Caller, id: &str) -> Result<AdminRef, SessionOpError> {
+        self.ensure_loaded(id).await;
+        let assisted = self.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
+        match assisted {
+            None => return Err(SessionOpError::NotFound),
+            Some(false) => return Err(SessionOpError::NotAssisted),
+            Some(true) => {}
+        }
+        // Cleared by someone else between the check and now: report it as not assisted.
+        let left =
+            self.end_assistance(id, &admin.user_id).await.ok_or(SessionOpError::NotAssisted)?;
+        tracing::info!(session_id = id, admin_id = %admin.user_id, assisting_admin = %left.id, "admin left");
+        Ok(left)
+    }
+
+    /// Loads session `id` into memory from the store if it is not there (§10 item 23); failures
+    /// leave it absent. (Same rule as the WebSocket path's on-demand load.)
+    async fn ensure_loaded(&self, id: &str) {
+        if self.sessions.with(|t| t.get(id).is_some()) {
+            return;
+        }
+        let doc = match self.with_store_retry("load", || self.store.load(id)).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(session_id = id, %error, "loading session failed");
+                return;
+            }
+        };
+        let snapshot = snapshot_of(&doc);
+        let (now, wall) = (self.clock.now(), self.clock.wall());
+        let outcome = self.sessions.with(|t| t.insert_loaded(snapshot, now, wall));
+        tracing::debug!(session_id = id, ?outcome, "session loaded on demand");
+    }
+}
+
+/// A listing bounded by [`LIST_DEADLINE`]; running out is a transient failure.
+async fn bounded<T>(
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(LIST_DEADLINE, op).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Transient("store listing timed out".into())),
+    }
+}
+
+/// The first whole millisecond at or after `t` (inclusive lower bound at stored precision).
+fn ceil_millis(t: DateTime<Utc>) -> UnixMillis {
+    let floor = t.timestamp_millis();
+    let exact = t.timestamp_subsec_nanos() % 1_000_000 == 0;
+    UnixMillis(if exact { floor } else { floor.saturating_add(1) })
+}
+
+/// The last whole millisecond at or before `t` (inclusive upper bound at stored precision).
+fn floor_millis(t: DateTime<Utc>) -> UnixMillis {
+    UnixMillis(t.timestamp_millis())
+}
+
+/// The admin metrics of one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowStats {
+    /// The original's capitalised totals.
+    pub totals: MetricsTotals,
+    /// Time-weighted average number of sessions open during the window.
+    pub avg_concurrent: f64,
+    /// Peak number of sessions open at once during the window.
+    pub max_concurrent: i64,
+}
+
+/// Aggregates the sessions that started in the window `from..=to` (§4.7, §10 item 6).
+///
+/// Totals, as the original's aggregation: `TotalSessions` = count, `ActiveSessions` = those
+/// without an end time, `TotalTokens` = sum, `AvgResponseTime` = mean of the per-session averages
+/// (ms, truncated; 0 when none), `MaxResponseTime` = max of the per-session maxima,
+/// `AdminAssistedCount` = those with `adminAssisted`.
+///
+/// Concurrency, over the **same sessions** (those started in the window — sessions that started
+/// earlier and were still open are not counted, so the figures describe the window's own
+/// traffic): each session is open on the half-open interval `[start, end)`, where `end` is its
+/// end time, or `now` while it is active, clipped to the window. `avg_concurrent` is the
+/// time-weighted average number of open sessions, Σ open time ÷ window length (0 for an empty
+/// window); `max_concurrent` is the peak number open at one instant (a session ending at the
+/// very millisecond another starts does not overlap it).
+pub fn aggregate(
+    docs: &[SessionDoc],
+    from: UnixMillis,
+    to: UnixMillis,
+    now: UnixMillis,
+) -> WindowStats {
+    let count = i64::try_from(docs.len()).unwrap_or(i64::MAX);
+    let sum_avg: u128 = docs.iter().map(|d| u128::from(d.avg_response_ms)).sum();
+    let avg_response_time = if docs.is_empty() {
+        0
+    } else {
+        i64::try_from(sum_avg / docs.len() as u128).unwrap_or(i64::MAX)
+    };
+    let saturate = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let totals = MetricsTotals {
+        total_sessions: count,
+        active_sessions: docs.iter().filter(|d| d.ended.is_none()).count() as i64,
+        total_tokens: docs
+            .iter()
+            .fold(0_i64, |sum, d| sum.saturating_add(saturate(d.total_tokens))),
+        avg_response_time,
+        max_response_time: docs.iter().map(|d| saturate(d.max_response_ms)).max().unwrap_or(0),
+        admin_assisted_count: docs.iter().filter(|d| d.admin_assisted).count() as i64,
+    };
+
+    let mut events: Vec<(i64, i64)> = Vec::with_capacity(docs.len() * 2);
+    let mut open_ms: i128 = 0;
+    for doc in docs {
+        let start = doc.started.0.max(from.0);
+        let end = doc.ended.unwrap_or(now).0.min(to.0);
+        if end > start {
+            events.push((start, 1));
+            events.push((end, -1));
+            open_ms += i128::from(end) - i128::from(start);
+        }
+    }
+    // Ends sort before starts at the same instant: intervals are half-open.
+    events.sort_unstable();
+    let (mut open, mut peak) = (0_i64, 0_i64);
+    for (_, delta) in events {
+        open += delta;
+        peak = peak.max(open);
+    }
+    let window_ms = i128::from(to.0) - i128::from(from.0);
+    let avg_concurrent = if window_ms > 0 { open_ms as f64 / window_ms as f64 } else { 0.0 };
+    WindowStats { totals, avg_concurrent, max_concurrent: peak }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn doc(id: &str, started: i64, ended: Option<i64>) -> SessionDoc {
+        let mut d = SessionDoc::new(id.into(), "u".into(), UnixMillis(started));
+        d.ended = ended.map(UnixMillis);
+        d
+    }
+
+    #[test]
+    fn totals_follow_the_original_aggregation() {
+        let mut a = doc("a", 0, Some(10));
+        a.total_tokens = 7;
+        a.avg_response_ms = 100;
+        a.max_response_ms = 300;
+        a.admin_assisted = true;
+        let mut b = doc("b", 5, None);
+        b.total_tokens = 5;
+        b.avg_response_ms = 51;
+        b.max_response_ms = 90;
+        let stats = aggregate(&[a, b], UnixMillis(0), UnixMillis(100), UnixMillis(100));
+        assert_eq!(
+            stats.totals,
+            MetricsTotals {
+                total_sessions: 2,
+                active_sessions: 1,
+                total_tokens: 12,
+                avg_response_time: 75,
+                max_response_time: 300,
+                admin_assisted_count: 1,
+            }
+        );
+        let empty = aggregate(&[], UnixMillis(0), UnixMillis(100), UnixMillis(100));
+        assert_eq!(empty.totals, MetricsTotals::default());
+        assert_eq!((empty.avg_concurrent, empty.max_concurrent), (0.0, 0));
+    }
+
+    #[test]
+    fn concurrency_is_time_weighted_and_peaks_on_overlap() {
+        // Window 0..100. a: 0..50, b: 25..75, c: 75..(active, now = 90), d: 50..50 (empty).
+        let docs = [
+            doc("a", 0, Some(50)),
+            doc("b", 25, Some(75)),
+            doc("c", 75, None),
+            doc("d", 50, Some(50)),
+        ];
+        let stats = aggregate(&docs, UnixMillis(0), UnixMillis(100), UnixMillis(90));
+        assert_eq!(stats.max_concurrent, 2);
+        assert!((stats.avg_concurrent - (50.0 + 50.0 + 15.0) / 100.0).abs() < 1e-9, "{stats:?}");
+        // Touching intervals do not overlap.
+        let chain = [doc("a", 0, Some(10)), doc("b", 10, Some(20))];
+        assert_eq!(
+            aggregate(&chain, UnixMillis(0), UnixMillis(20), UnixMillis(20)).max_concurrent,
+            1
+        );
+        // An active session is clipped to the window end.
+        let long = [doc("a", 0, None)];
+        let stats = aggregate(&long, UnixMillis(0), UnixMillis(10), UnixMillis(1_000));
+        assert_eq!((stats.avg_concurrent, stats.max_concurrent), (1.0, 1));
+    }
+
+    #[test]
+    fn millisecond_bounds_are_inclusive() {
+        let t = Utc.timestamp_millis_opt(1_500).single().unwrap_or_default();
+        assert_eq!((ceil_millis(t), floor_millis(t)), (UnixMillis(1_500), UnixMillis(1_500)));
+        let t = t + chrono::Duration::microseconds(1);
+        assert_eq!((ceil_millis(t), floor_millis(t)), (UnixMillis(1_501), UnixMillis(1_500)));
+    }
+
+    #[test]
+    fn share_tokens_are_32_hex_characters() {
+        let token = new_share_token();
+        assert_eq!(token.len(), 32);
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(token, new_share_token());
+    }
+}

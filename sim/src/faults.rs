@@ -1,0 +1,165 @@
+//! Store faults drawn from the seed: transient errors before a write, ambiguous failures after a
+//! write (the write happened but the caller is told it failed — the engine's retry must not store
+//! it twice), slow operations, and outage windows during which every operation fails.
+//!
+//! `lose_acknowledged_every` is the test-only switch that breaks an invariant on purpose: it
+//! makes every n-th message append report success without storing anything, which the simulator
+//! must catch as "acknowledged and then lost" — and replay identically from the same seed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatbox::engine::store::{
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+};
+use chatbox_core::protocol::AdminSessionQuery;
+use chatbox_core::UnixMillis;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::store::SimStore;
+
+/// What goes wrong, and how often.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFaults {
+    /// Per-mille of operations failing transiently before doing anything.
+    pub transient_per_mille: u64,
+    /// Per-mille of writes failing transiently after they were applied (ambiguous failures).
+    pub ambiguous_per_mille: u64,
+    /// Longest injected delay per operation.
+    pub max_delay: Duration,
+    /// Windows (from the store's creation) during which every operation fails.
+    pub outages: Vec<(Duration, Duration)>,
+    /// Test-only: every n-th append reports success but stores nothing.
+    pub lose_acknowledged_every: Option<u64>,
+}
+
+/// A [`SimStore`] with injected faults.
+#[derive(Debug)]
+pub struct FaultyStore {
+    /// The store underneath (inspected by invariant checks).
+    pub inner: SimStore,
+    faults: StoreFaults,
+    rng: Mutex<ChaCha8Rng>,
+    born: tokio::time::Instant,
+    appends: AtomicU64,
+    /// Faults injected so far.
+    pub injected: AtomicU64,
+}
+
+impl FaultyStore {
+    /// A store whose faults are drawn from `seed`.
+    pub fn new(seed: u64, faults: StoreFaults) -> Self {
+        Self {
+            inner: SimStore::new(),
+            faults,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            born: tokio::time::Instant::now(),
+            appends: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    fn roll(&self, per_mille: u64) -> bool {
+        per_mille > 0 && self.next() % 1000 < per_mille
+    }
+
+    fn next(&self) -> u64 {
+        self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_u64()
+    }
+
+    /// Delay, outage and transient checks before an operation.
+    async fn before(&self, op: &str) -> Result<(), StoreError> {
+        let max = self.faults.max_delay.as_millis() as u64;
+        if max > 0 {
+            tokio::time::sleep(Duration::from_millis(self.next() % (max + 1))).await;
+        }
+        let age = self.born.elapsed();
+        let down = self.faults.outages.iter().any(|(from, to)| age >= *from && age < *to);
+        if down || self.roll(self.faults.transient_per_mille) {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Transient(format!("injected: {op} unavailable")));
+        }
+        Ok(())
+    }
+
+    /// After a successful write: sometimes report it as failed anyway.
+    fn after_write(&self, op: &str) -> Result<(), StoreError> {
+        if self.roll(self.faults.ambiguous_per_mille) {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Transient(format!("injected: {op} timed out after writing")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for FaultyStore {
+    async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        self.before("create").await?;
+        let outcome = self.inner.create(doc).await?;
+        self.after_write("create")?;
+        Ok(outcome)
+    }
+
+    async fn append_message(&self, session_id: &str, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.before("append").await?;
+        let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.faults.lose_acknowledged_every.is_some_and(|every| n % every.max(1) == 0) {
+            return Ok(());
+        }
+        self.inner.append_message(session_id, msg).await?;
+        self.after_write("append")
+    }
+
+    async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        self.before("update").await?;
+        self.inner.update(session_id, patch).await?;
+        self.after_write("update")
+    }
+
+    async fn end(&self, session_id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError> {
+        self.before("end").await?;
+        self.inner.end(session_id, at).await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.before("load").await?;
+        self.inner.load(session_id).await
+    }
+
+    async fn list_by_user(&self, user_id: &str, limit: usize) -> Result<Vec<SessionDoc>, StoreError> {
+        self.before("list").await?;
+        self.inner.list_by_user(user_id, limit).await
+    }
+
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.before("find_by_share_token").await?;
+        self.inner.find_by_share_token(token).await
+    }
+
+    async fn set_share_token(&self, session_id: &str, token: &str) -> Result<Option<String>, StoreError> {
+        self.before("set_share_token").await?;
+        self.inner.set_share_token(session_id, token).await
+    }
+
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        self.before("search").await?;
+        self.inner.search(query).await
+    }
+
+    async fn started_between(&self, from: UnixMillis, to: UnixMillis) -> Result<Vec<SessionDoc>, StoreError> {
+        self.before("started_between").await?;
+        self.inner.started_between(from, to).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.before("ping").await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

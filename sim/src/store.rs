@@ -1,0 +1,185 @@
+//! An in-memory `SessionStore` for the simulator: the same contract as the embedded store
+//! (idempotent appends by message id, one active session per user), without disk IO, so it runs
+//! under madsim. Every write is also counted, so simulations can check what was stored.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chatbox::engine::store::{
+    search_matches, search_order, search_page, CreateOutcome, SearchKey, SessionDoc, SessionPatch,
+    SessionStore, StoreError, StoredMessage,
+};
+use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::UnixMillis;
+
+/// In-memory sessions keyed by id.
+#[derive(Debug, Default)]
+pub struct SimStore {
+    docs: Mutex<BTreeMap<String, SessionDoc>>,
+}
+
+impl SimStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn docs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SessionDoc>> {
+        self.docs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of every stored session.
+    pub fn snapshot(&self) -> Vec<SessionDoc> {
+        self.docs().values().cloned().collect()
+    }
+}
+
+fn missing() -> StoreError {
+    StoreError::Permanent("session not found".into())
+}
+
+#[async_trait]
+impl SessionStore for SimStore {
+    async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        let mut docs = self.docs();
+        if docs.contains_key(&doc.id) {
+            return Ok(CreateOutcome::Created);
+        }
+        if let Some(active) =
+            docs.values().find(|d| d.user_id == doc.user_id && d.ended.is_none() && d.id != doc.id)
+        {
+            return Ok(CreateOutcome::ActiveExists(active.id.clone()));
+        }
+        docs.insert(doc.id.clone(), doc.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn append_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
+        let mut docs = self.docs();
+        let doc = docs.get_mut(session_id).ok_or_else(missing)?;
+        if !doc.messages.iter().any(|m| m.id == msg.id) {
+            doc.messages.push(msg.clone());
+            doc.last_activity = Some(msg.ts);
+        }
+        Ok(())
+    }
+
+    async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        let mut docs = self.docs();
+        let doc = docs.get_mut(session_id).ok_or_else(missing)?;
+        if let Some(name) = &patch.name {
+            doc.name = name.clone();
+        }
+        if let Some(model) = &patch.model_id {
+            doc.model_id = model.clone();
+        }
+        if let Some((assisted, id, name)) = &patch.assistance {
+            doc.admin_assisted = *assisted;
+            doc.assisting_admin_id = id.clone();
+            doc.assisting_admin_name = name.clone();
+        }
+        if let Some(help) = patch.help_requested {
+            doc.help_requested = help;
+        }
+        if let Some(tokens) = patch.total_tokens {
+            doc.total_tokens = tokens;
+        }
+        if let Some((max, avg)) = patch.response_ms {
+            doc.max_response_ms = max;
+            doc.avg_response_ms = avg;
+        }
+        if patch.reactivate {
+            doc.ended = None;
+        }
+        Ok(())
+    }
+
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+    ) -> Result<Option<SessionDoc>, StoreError> {
+        let mut docs = self.docs();
+        let Some(doc) = docs.get_mut(session_id) else { return Ok(None) };
+        doc.ended = Some(at);
+        doc.duration_secs = at.whole_seconds_since(doc.started);
+        Ok(Some(doc.clone()))
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        Ok(self.docs().get(session_id).cloned())
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        let mut list: Vec<SessionDoc> =
+            self.docs().values().filter(|d| d.user_id == user_id).cloned().collect();
+        list.sort_by_key(|d| std::cmp::Reverse(d.started));
+        list.truncate(limit);
+        Ok(list)
+    }
+
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        Ok(self.docs().values().find(|d| d.share_token.as_deref() == Some(token)).cloned())
+    }
+
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut docs = self.docs();
+        match docs.get(session_id) {
+            None => return Ok(None),
+            Some(doc) => {
+                if let Some(existing) = &doc.share_token {
+                    return Ok(Some(existing.clone()));
+                }
+            }
+        }
+        if docs.values().any(|d| d.id != session_id && d.share_token.as_deref() == Some(token)) {
+            return Err(StoreError::Permanent("share token already in use".into()));
+        }
+        let doc = docs.get_mut(session_id).ok_or_else(missing)?;
+        doc.share_token = Some(token.to_string());
+        Ok(Some(token.to_string()))
+    }
+
+    /// A scan of every document, with the port's shared filter and order.
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        let docs = self.docs();
+        let mut keys: Vec<SearchKey<'_>> =
+            docs.values().map(SearchKey::of).filter(|k| search_matches(query, k)).collect();
+        keys.sort_by(|a, b| search_order(query, a, b));
+        Ok(search_page(keys, query).into_iter().filter_map(|k| docs.get(k.id).cloned()).collect())
+    }
+
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        Ok(self
+            .docs()
+            .values()
+            .filter(|d| d.started >= from && d.started <= to)
+            .map(|d| SessionDoc { messages: Vec::new(), ..d.clone() })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

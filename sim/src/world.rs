@@ -1,0 +1,449 @@
+//! One simulated world, all drawn from one seed: the real chatbox server on node `10.0.0.1`
+//! (with a [`FaultyStore`] and a [`SimProvider`]), simulated users on their own nodes talking
+//! WebSocket over madsim TCP, network clogs, and a SIGTERM-equivalent shutdown at a random moment.
+//! [`run`] returns a [`Report`] listing every invariant violation (see SIMULATION.md); an empty
+//! list is a pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatbox::engine::hub::Engine;
+use chatbox::engine::llm::LlmProvider;
+use chatbox::engine::probe::Probe;
+use chatbox::engine::reply::ReplyEnd;
+use chatbox::http::auth::mint;
+use chatbox_core::config::{Config, ProviderConfig};
+use chatbox_core::stream::StreamDeadlines;
+use chatbox_core::Instant;
+use futures_util::{SinkExt, StreamExt};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::faults::{FaultyStore, StoreFaults};
+use crate::provider::SimProvider;
+
+const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const PORT: u16 = 8080;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Simulated users (each on its own node).
+    pub users: usize,
+    /// Simulated time of traffic.
+    pub duration: Duration,
+    /// Shut the server down at a random moment in the second half of the run.
+    pub shutdown: bool,
+    /// Test-only invariant breaker (see `faults`).
+    pub lose_acknowledged_every: Option<u64>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self { users: 6, duration: Duration::from_secs(3600), shutdown: true, lose_acknowledged_every: None }
+    }
+}
+
+/// The outcome of one world.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Every invariant violation, in the order found.
+    pub violations: Vec<String>,
+    /// User messages acknowledged (a `loading` frame was received for them).
+    pub acknowledged: usize,
+    /// Replies started, by how they ended.
+    pub replies: BTreeMap<String, usize>,
+    /// Rate decisions observed.
+    pub rate_decisions: usize,
+    /// Store faults injected.
+    pub store_faults: u64,
+    /// Simulated seconds covered.
+    pub simulated_secs: u64,
+}
+
+/// Server-side observations.
+#[derive(Debug, Default)]
+struct Observed {
+    decisions: HashMap<String, Vec<(Instant, bool)>>,
+    replies: Vec<(String, Instant, Instant, ReplyEnd)>,
+}
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Observed>);
+
+impl Probe for Recorder {
+    fn on_rate_decision(&self, key: &str, now: Instant, allowed: bool) {
+        let mut o = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.decisions.entry(key.to_string()).or_default().push((now, allowed));
+    }
+
+    fn on_reply(&self, session: &str, started: Instant, decided: Instant, end: &ReplyEnd) {
+        let mut o = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.replies.push((session.to_string(), started, decided, end.clone()));
+    }
+}
+
+/// Client-side observations.
+#[derive(Debug, Default)]
+struct ClientLog {
+    /// (content, session) of acknowledged user messages.
+    acked: Vec<(String, String)>,
+    violations: Vec<String>,
+}
+
+fn config() -> Config {
+    let mut config = Config::for_dev(SECRET.to_string(), "unused");
+    config.server.host = "0.0.0.0".into();
+    config.server.port = PORT;
+    config.llm.providers = vec![ProviderConfig::echo("sim", "Simulated model")];
+    config.llm.first_chunk_timeout = Duration::from_secs(5);
+    config.llm.idle_timeout = Duration::from_secs(4);
+    config.llm.stream_timeout = Duration::from_secs(20);
+    config.rate.messages.limit = 12;
+    config.rate.messages.window = Duration::from_secs(60);
+    config.rate.max_keys = 4;
+    config.rate.cleanup_interval = Duration::from_secs(120);
+    config.sessions.reconnect_timeout = Duration::from_secs(60);
+    config.sessions.ttl = Duration::from_secs(90);
+    config.sessions.idle_timeout = Duration::from_secs(180);
+    config.sessions.cleanup_interval = Duration::from_secs(30);
+    config.websocket.max_connections_per_user = 2;
+    config.websocket.max_message_size = Some(4096);
+    config.websocket.ping_interval = Duration::from_secs(20);
+    config.websocket.pong_wait = Duration::from_secs(25);
+    config.server.shutdown_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Runs one world under the current madsim runtime.
+pub async fn run(seed: u64, scenario: Scenario) -> Report {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let config = Arc::new(config());
+    let deadlines = StreamDeadlines {
+        first_chunk: config.llm.first_chunk_timeout,
+        idle: config.llm.idle_timeout,
+        total: config.llm.stream_timeout,
+    };
+    let outage_at = Duration::from_secs(rng.next_u64() % scenario.duration.as_secs().max(1));
+    let faults = StoreFaults {
+        transient_per_mille: rng.next_u64() % 60,
+        ambiguous_per_mille: rng.next_u64() % 30,
+        max_delay: Duration::from_millis(rng.next_u64() % 300),
+        outages: vec![(outage_at, outage_at + Duration::from_secs(5 + rng.next_u64() % 60))],
+        lose_acknowledged_every: scenario.lose_acknowledged_every,
+    };
+    let store = Arc::new(FaultyStore::new(rng.next_u64(), faults));
+    let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
+    let recorder = Arc::new(Recorder::default());
+    let shutdown_at = scenario
+        .shutdown
+        .then(|| scenario.duration / 2 + Duration::from_secs(rng.next_u64() % (scenario.duration.as_secs() / 2).max(1)));
+
+    let handle = madsim::runtime::Handle::current();
+    let (engine_tx, engine_rx) = tokio::sync::oneshot::channel::<Arc<Engine>>();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<(Duration, Duration)>();
+    let server = handle.create_node().name("server").ip(IpAddr::V4(SERVER_IP)).build();
+    {
+        let (config, store, provider, recorder) = (config.clone(), store.clone(), provider.clone(), recorder.clone());
+        server.spawn(async move {
+            let providers: Vec<Arc<dyn LlmProvider>> = vec![provider];
+            let running = chatbox::server::start(config.clone(), store, providers).await.expect("server starts");
+            let _ = running.engine.probe.set(recorder);
+            let _ = engine_tx.send(running.engine.clone());
+            match shutdown_at {
+                Some(at) => {
+                    tokio::time::sleep(at).await;
+                    let begin = tokio::time::Instant::now();
+                    let _report = running.shutdown().await;
+                    let _ = stopped_tx.send((begin.elapsed(), config.server.shutdown_timeout));
+                }
+                None => std::future::pending::<()>().await,
+            }
+        });
+    }
+    let engine = engine_rx.await.expect("server reports its engine");
+
+    let logs: Vec<Arc<Mutex<ClientLog>>> = (0..scenario.users).map(|_| Arc::default()).collect();
+    let mut clients = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, (i + 1) as u8));
+        let node = handle.create_node().name(format!("user-{i}")).ip(ip).build();
+        let (log, user_seed, until) = (log.clone(), rng.next_u64(), scenario.duration);
+        clients.push((node.id(), node.spawn(user(i, user_seed, until, log, deadlines))));
+    }
+
+    // Network trouble and periodic memory checks while the users run.
+    let net = madsim::net::NetSim::current();
+    let mut violations = Vec::new();
+    let mut elapsed = Duration::ZERO;
+    let step = Duration::from_secs(60);
+    while elapsed < scenario.duration {
+        tokio::time::sleep(step).await;
+        elapsed += step;
+        check_memory(&engine, &mut violations);
+        if rng.next_u64() % 4 == 0 && !clients.is_empty() {
+            let (id, _) = &clients[(rng.next_u64() as usize) % clients.len()];
+            net.clog_node(*id);
+            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % 30)).await;
+            net.unclog_node(*id);
+        }
+    }
+    for (_, task) in clients {
+        let _ = task.await;
+    }
+    if scenario.shutdown {
+        match tokio::time::timeout(scenario.duration, stopped_rx).await {
+            Ok(Ok((took, limit))) if took > limit => {
+                violations.push(format!("shutdown took {took:?}, more than its deadline {limit:?}"));
+            }
+            Ok(Ok(_)) => {}
+            _ => violations.push("shutdown never finished".to_string()),
+        }
+    }
+    // Let replies still running finish or time out before the final checks.
+    tokio::time::sleep(deadlines.total + Duration::from_secs(5)).await;
+
+    let mut report = Report { simulated_secs: scenario.duration.as_secs(), ..Report::default() };
+    check_memory(&engine, &mut violations);
+    for log in &logs {
+        let log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        violations.extend(log.violations.iter().cloned());
+        report.acknowledged += log.acked.len();
+        check_acknowledged(&store, &log.acked, &mut violations);
+    }
+    let observed = recorder.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    check_rate(&observed, config.rate.messages.limit, config.rate.messages.window, &mut violations);
+    check_deadlines(&observed, deadlines.total, &mut report, &mut violations);
+    report.rate_decisions = observed.decisions.values().map(Vec::len).sum();
+    report.store_faults = store.injected.load(std::sync::atomic::Ordering::Relaxed);
+    report.violations = violations;
+    report
+}
+
+fn check_memory(engine: &Arc<Engine>, violations: &mut Vec<String>) {
+    let ttl = engine.config.sessions.ttl;
+    let now = engine.clock.now();
+    let (invariants, overdue) = engine.sessions.with(|t| {
+        let overdue = t
+            .iter()
+            .filter(|s| s.ended_at().is_some_and(|at| now - at > ttl + Duration::from_secs(1)))
+            .count();
+        (t.check_invariants(), overdue)
+    });
+    if let Err(violation) = invariants {
+        violations.push(format!("session table invariant: {violation:?}"));
+    }
+    if overdue > 0 {
+        violations.push(format!("{overdue} ended sessions held past SESSION_TTL"));
+    }
+    let keys = engine.message_limiter.len();
+    if keys > engine.config.rate.max_keys {
+        violations.push(format!("rate limiter holds {keys} keys, more than {}", engine.config.rate.max_keys));
+    }
+}
+
+fn check_acknowledged(store: &FaultyStore, acked: &[(String, String)], violations: &mut Vec<String>) {
+    let docs = store.inner.snapshot();
+    for (content, session) in acked {
+        let copies: usize = docs
+            .iter()
+            .filter(|d| &d.id == session)
+            .flat_map(|d| d.messages.iter())
+            .filter(|m| m.sender == "user" && &m.content == content)
+            .count();
+        if copies != 1 {
+            violations.push(format!(
+                "acknowledged message {content:?} stored {copies} times in session {session}"
+            ));
+        }
+    }
+}
+
+fn check_rate(observed: &Observed, limit: u32, window: Duration, violations: &mut Vec<String>) {
+    for (key, decisions) in &observed.decisions {
+        let allowed: Vec<Instant> = decisions.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).collect();
+        let n = limit as usize;
+        for i in 0..allowed.len().saturating_sub(n) {
+            if allowed[i + n] - allowed[i] <= window {
+                violations.push(format!(
+                    "rate: key {key} was allowed {} events within {:?}",
+                    n + 1,
+                    allowed[i + n] - allowed[i]
+                ));
+                break;
+            }
+        }
+    }
+}
+
+fn check_deadlines(observed: &Observed, total: Duration, report: &mut Report, violations: &mut Vec<String>) {
+    // One scheduler tick: madsim advances time in whole milliseconds at most.
+    let tick = Duration::from_millis(1);
+    for (session, started, decided, end) in &observed.replies {
+        *report.replies.entry(format!("{end:?}")).or_default() += 1;
+        if *decided - *started > total + tick {
+            violations.push(format!(
+                "reply of session {session} decided after {:?}, deadline {total:?}",
+                *decided - *started
+            ));
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// What a read produced.
+enum Read {
+    Frame(serde_json::Value),
+    Closed(Option<u16>),
+    Timeout,
+}
+
+async fn read(ws: &mut Ws, limit: Duration) -> Read {
+    match tokio::time::timeout(limit, ws.next()).await {
+        Err(_) => Read::Timeout,
+        Ok(None) | Ok(Some(Err(_))) => Read::Closed(None),
+        Ok(Some(Ok(Message::Close(frame)))) => Read::Closed(frame.map(|f| u16::from(f.code))),
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str(text.as_str()) {
+            Ok(value) => Read::Frame(value),
+            Err(_) => Read::Frame(serde_json::Value::Null),
+        },
+        Ok(Some(Ok(_))) => Read::Frame(serde_json::Value::Null),
+    }
+}
+
+async fn connect(user: &str) -> Option<Ws> {
+    let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    let token = mint(SECRET.as_bytes(), user, None, &["user".into()], None).ok()?;
+    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, tcp))
+        .await
+        .ok()?
+        .ok()?;
+    Some(ws)
+}
+
+/// One simulated user for `until` of simulated time.
+async fn user(index: usize, seed: u64, until: Duration, log: Arc<Mutex<ClientLog>>, deadlines: StreamDeadlines) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let user = format!("user-{index}");
+    let end = tokio::time::Instant::now() + until;
+    let mut session = format!("proposed-{index}");
+    let mut sent = 0u64;
+    let violation = |text: String| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text);
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 20_000)).await;
+        let Some(mut ws) = connect(&user).await else { continue };
+        'conn: for _ in 0..1 + rng.next_u64() % 6 {
+            let roll = rng.next_u64() % 100;
+            if roll < 5 {
+                // Malformed frame: answered with INVALID_FORMAT, the connection stays open.
+                if ws.send(Message::text("{not json")).await.is_err() {
+                    break 'conn;
+                }
+                continue;
+            }
+            if roll < 8 {
+                // Oversized frame: the server closes with 1009.
+                let _ = ws.send(Message::text("x".repeat(5000))).await;
+                break 'conn;
+            }
+            if roll < 15 {
+                // Flood past the rate limit without waiting for replies.
+                for _ in 0..15 {
+                    let frame = serde_json::json!({"type":"user_message","session_id":session,"content":"flood"});
+                    if ws.send(Message::text(frame.to_string())).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                // Drain until the flood's replies are over (silence longer than any reply gap),
+                // so their frames cannot be mistaken for the next message's.
+                loop {
+                    match read(&mut ws, Duration::from_secs(25)).await {
+                        Read::Frame(_) => {}
+                        Read::Closed(_) => break 'conn,
+                        Read::Timeout => break,
+                    }
+                }
+                continue;
+            }
+            sent += 1;
+            let content = format!("u{index}-m{sent}-{}", rng.next_u64() % 1_000_000);
+            let frame = serde_json::json!({"type":"user_message","session_id":session,"content":content});
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                break 'conn;
+            }
+            let vanish = roll < 25;
+            let mut loading_at = None;
+            let mut outcome = false;
+            loop {
+                let limit = deadlines.total * 3;
+                match read(&mut ws, limit).await {
+                    Read::Frame(f) => {
+                        if let Some(id) = f["session_id"].as_str() {
+                            if f["type"] == "connection_status" {
+                                session = id.to_string();
+                            }
+                        }
+                        match f["type"].as_str() {
+                            Some("loading") if loading_at.is_none() => {
+                                loading_at = Some(tokio::time::Instant::now());
+                                let sid = f["session_id"].as_str().unwrap_or_default().to_string();
+                                log.lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .acked
+                                    .push((content.clone(), sid));
+                                if vanish {
+                                    // Vanish mid-stream: drop the socket without a close frame.
+                                    drop(ws);
+                                    break 'conn;
+                                }
+                            }
+                            Some("ai_response") if outcome => {
+                                violation(format!("{user}: chunk after the reply's outcome"));
+                            }
+                            Some("ai_response") if f["metadata"]["done"] == "true" => outcome = true,
+                            Some("error") => {
+                                if outcome && loading_at.is_some() {
+                                    violation(format!("{user}: second outcome {}", f["error"]["code"]));
+                                }
+                                if loading_at.is_some() {
+                                    outcome = true;
+                                }
+                                // Before `loading`: refused (rate, busy, database) — not acknowledged.
+                                if loading_at.is_none() {
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                        if outcome {
+                            break;
+                        }
+                    }
+                    Read::Closed(code) => {
+                        if code == Some(1001) && loading_at.is_some() && !outcome {
+                            violation(format!("{user}: closed by shutdown before the reply's outcome"));
+                        }
+                        break 'conn;
+                    }
+                    Read::Timeout => {
+                        if loading_at.is_some() {
+                            violation(format!("{user}: no outcome within {limit:?} of loading"));
+                        }
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        // Come back inside or outside the reconnect window.
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 150_000)).await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Smoke simulation: the real server on a simulated node, one simulated client over madsim TCP,
+//! a streamed echo reply. Deterministic per seed (`MADSIM_TEST_SEED`).
+#![cfg(madsim)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatbox::adapters::llm::echo::EchoProvider;
+use chatbox::engine::llm::LlmProvider;
+use chatbox::http::auth::mint;
+use chatbox_core::config::Config;
+use chatbox_sim::store::SimStore;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
+
+#[madsim::test]
+async fn echo_reply_streams_over_simulated_tcp() {
+    let handle = madsim::runtime::Handle::current();
+    let server_ip = "10.0.0.1".parse().expect("literal ip");
+    let server = handle.create_node().name("server").ip(server_ip).build();
+    server.spawn(async move {
+        let mut config = Config::for_dev(SECRET.to_string(), "unused");
+        config.server.host = "0.0.0.0".into();
+        config.server.port = 8080;
+        let providers: Vec<Arc<dyn LlmProvider>> = vec![Arc::new(EchoProvider)];
+        let running = chatbox::server::start(Arc::new(config), Arc::new(SimStore::new()), providers)
+            .await
+            .expect("server starts");
+        // Keep the server alive for the whole simulation.
+        std::future::pending::<()>().await;
+        drop(running);
+    });
+
+    let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("literal ip")).build();
+    let frames = client
+        .spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let addr: SocketAddr = "10.0.0.1:8080".parse().expect("literal addr");
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let token = mint(SECRET.as_bytes(), "sim-user", None, &["user".into()], None).expect("mint");
+            let mut request = "ws://10.0.0.1:8080/chatbox/ws".into_client_request().expect("request");
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header value"),
+            );
+            let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("upgrade");
+            let hello = r#"{"type":"user_message","session_id":"s-1","content":"hello simulated world"}"#;
+            ws.send(Message::text(hello)).await.expect("send");
+            let mut frames = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(text) = msg else { continue };
+                let frame: serde_json::Value = serde_json::from_str(text.as_str()).expect("json frame");
+                let done = frame["metadata"]["done"] == "true" || frame["type"] == "error";
+                frames.push(frame);
+                if done {
+                    break;
+                }
+            }
+            frames
+        })
+        .await
+        .expect("client task");
+
+    let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"connection_status"), "greeting first: {types:?}");
+    assert!(types.contains(&"loading"), "{types:?}");
+    let text: String = frames
+        .iter()
+        .filter(|f| f["type"] == "ai_response" && f["metadata"]["done"] == "false")
+        .filter_map(|f| f["content"].as_str())
+        .collect();
+    assert_eq!(text, "hello simulated world");
+    let last = frames.last().expect("frames");
+    assert_eq!(last["metadata"]["done"], "true");
+    assert_eq!(last["metadata"]["streaming"], "true");
+}

@@ -1,0 +1,736 @@
+//! The black-box harness: the real `chatbox` binary on 127.0.0.1 and real WebSocket clients.
+//!
+//! - [`Server`] spawns `chatbox serve --port 0` (never `--dev`) with a fresh temporary data
+//!   directory, a strong random `JWT_SECRET` and the environment of a [`ServerOpts`] (nothing is
+//!   inherited from the test process), waits for its `listening on ADDR` line, keeps its stderr
+//!   in a file (whose tail is printed when a [`Server`] is dropped during a panic), mints tokens
+//!   with the same secret, stops it with SIGTERM and restarts it on the same data directory.
+//!   The process is killed when the [`Server`] is dropped.
+//! - [`Client`] is a WebSocket client (tokio-tungstenite) with bounded waits: every receive
+//!   takes a timeout, so a missing frame fails the test instead of hanging it.
+//! - [`HttpResponse`] comes from [`Server::http_get`] / [`Server::ws_handshake`], raw HTTP/1.1
+//!   requests used to check handshake refusals (status, headers, body).
+//! - [`check_config`] runs `chatbox check-config` with a given environment.
+//!
+//! The binary is looked up next to the test executable (`target/<profile>/chatbox`); when it
+//! is missing it is built once with `cargo build -p chatbox --bin chatbox`. An existing binary
+//! is used as it is, so build it before running the tests (CI does).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::upstream::Upstream;
+
+/// How long a server may take to print its `listening on` line.
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+/// Lines of server stderr printed when a test fails.
+const LOG_TAIL_LINES: usize = 80;
+/// The route prefix the harness servers use (the default).
+pub const PREFIX: &str = "/chatbox";
+/// The provider id [`ServerOpts::with_upstream`] configures first.
+pub const DEFAULT_MODEL: &str = "openai-gpt4";
+
+/// The path of the `chatbox` binary, built once if it is missing.
+///
+/// # Panics
+/// When the binary is missing and `cargo build -p chatbox --bin chatbox` fails.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("path of the test executable");
+        // target/<profile>/deps/<test>-<hash> → target/<profile>/chatbox
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps");
+        let binary = profile_dir.join(format!("chatbox{}", std::env::consts::EXE_SUFFIX));
+        if !binary.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "chatbox", "--bin", "chatbox"])
+                .status();
+            match status {
+                Ok(status) if status.success() && binary.exists() => {}
+                other => panic!(
+                    "the chatbox binary is missing at {} and `cargo build -p chatbox --bin \
+                     chatbox` failed ({other:?}); build it first",
+                    binary.display()
+                ),
+            }
+        }
+        binary
+    })
+}
+
+/// Configuration of one harness server: environment variables passed to the binary.
+///
+/// Defaults: `SERVER_HOST=127.0.0.1`, `LOG_FORMAT=text`, `LOG_LEVEL=debug`, `NO_COLOR=1`; the
+/// harness adds
+/// `JWT_SECRET` and `DATA_DIR`. No provider is configured until one is added.
+#[derive(Debug, Clone)]
+pub struct ServerOpts {
+    env: BTreeMap<String, String>,
+    providers: usize,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerOpts {
+    /// The defaults, without any provider.
+    pub fn new() -> Self {
+        let mut env = BTreeMap::new();
+        for (key, value) in [
+            ("SERVER_HOST", "127.0.0.1"),
+            ("LOG_FORMAT", "text"),
+            ("LOG_LEVEL", "debug"),
+            ("NO_COLOR", "1"),
+        ] {
+            env.insert(key.to_string(), value.to_string());
+        }
+        Self { env, providers: 0 }
+    }
+
+    /// The defaults plus one OpenAI-compatible provider [`DEFAULT_MODEL`] on `upstream`.
+    pub fn with_upstream(upstream: &Upstream) -> Self {
+        Self::new().provider(DEFAULT_MODEL, "GPT-4", "openai", &upstream.url())
+    }
+
+    /// Sets an environment variable of the server.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds the next provider (`LLM_PROVIDER_<n>_*`, n = 1, 2, …) with upstream model
+    /// `scripted-<kind>` and a fixed API key.
+    #[must_use]
+    pub fn provider(mut self, id: &str, name: &str, kind: &str, endpoint: &str) -> Self {
+        self.providers += 1;
+        let n = self.providers;
+        for (field, value) in [
+            ("ID", id.to_string()),
+            ("NAME", name.to_string()),
+            ("TYPE", kind.to_string()),
+            ("ENDPOINT", endpoint.to_string()),
+            ("API_KEY", format!("sk-harness-{n}-0123456789")),
+            ("MODEL", format!("scripted-{kind}")),
+        ] {
+            self.env.insert(format!("LLM_PROVIDER_{n}_{field}"), value);
+        }
+        self
+    }
+}
+
+/// A running (or stopped) `chatbox` process.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    secret: String,
+    opts: ServerOpts,
+    root: Arc<TempDir>,
+    log: PathBuf,
+    generation: u32,
+    terminated_at: Option<Instant>,
+    exit: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts a server with `opts` on a fresh data directory and a fresh secret.
+    ///
+    /// # Panics
+    /// When the process exits or does not print `listening on ADDR` within 20 s (the stderr
+    /// tail is printed).
+    pub async fn start(opts: ServerOpts) -> Server {
+        let root = tempfile::Builder::new().prefix("chatbox-it-").tempdir().expect("temp dir");
+        let secret = chatbox::adapters::cli::generate_secret();
+        Self::spawn(opts, Arc::new(root), secret, 1).await
+    }
+
+    async fn spawn(
+        opts: ServerOpts,
+        root: Arc<TempDir>,
+        secret: String,
+        generation: u32,
+    ) -> Server {
+        let data_dir = root.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("create the data dir");
+        let log = root.path().join(format!("stderr-{generation}.log"));
+        let stderr = std::fs::File::create(&log).expect("create the stderr log");
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--port", "0"])
+            .env_clear()
+            .envs(&opts.env)
+            .env("JWT_SECRET", &secret)
+            .env("DATA_DIR", &data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        let mut child = command.spawn().expect("spawn the chatbox binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let found = tokio::time::timeout(STARTUP_LIMIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await;
+        let addr = match found {
+            Ok(Some(addr)) => addr,
+            other => {
+                let _ = child.start_kill();
+                let exit = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                panic!(
+                    "chatbox did not report `listening on ADDR` ({}; exit {exit:?})\n{}",
+                    if other.is_err() { "timed out" } else { "stdout closed" },
+                    tail(&log, LOG_TAIL_LINES)
+                );
+            }
+        };
+        // Keep draining stdout so the server can never block on a full pipe.
+        drain(lines);
+        Server { child, addr, secret, opts, root, log, generation, terminated_at: None, exit: None }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The JWT secret the server runs with.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The data directory (kept across [`Server::restart`]).
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The server's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server's stderr contains `needle`, at most `within`; whether it did.
+    /// (For events with no observable frame, e.g. a sweep; polled every 20 ms.)
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A token for `user` with `roles` and an optional `name`, valid for one hour.
+    pub fn token(&self, user: &str, roles: &[&str], name: Option<&str>) -> String {
+        let mut claims = json!({"user_id": user, "roles": roles, "exp": unix_now() + 3600});
+        if let Some(name) = name {
+            claims["name"] = json!(name);
+        }
+        self.token_with_claims(&claims)
+    }
+
+    /// An HS256 token with exactly these claims, signed with the server's secret.
+    pub fn token_with_claims(&self, claims: &Value) -> String {
+        sign(self.secret.as_bytes(), claims)
+    }
+
+    /// `ws://ADDR/chatbox/ws`, with `?query` when given.
+    pub fn ws_url(&self, query: Option<&str>) -> String {
+        match query {
+            Some(q) => format!("ws://{}{PREFIX}/ws?{q}", self.addr),
+            None => format!("ws://{}{PREFIX}/ws", self.addr),
+        }
+    }
+
+    /// Opens a WebSocket with `Authorization: Bearer <token>` and reads the greeting.
+    ///
+    /// # Panics
+    /// When the handshake is refused or no greeting arrives within 5 s.
+    pub async fn connect(&self, token: &str) -> Client {
+        let auth = format!("Bearer {token}");
+        match Client::connect(&self.ws_url(None), &[("Authorization", &auth)]).await {
+            Ok(client) => client,
+            Err(refused) => panic!("handshake refused: {refused:?}\n{}", self.tail()),
+        }
+    }
+
+    /// Opens a WebSocket to `?query` with extra headers; the refusal when the handshake fails.
+    pub async fn try_connect(
+        &self,
+        query: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, Refused> {
+        Client::connect(&self.ws_url(query), headers).await
+    }
+
+    /// A raw `GET` of `path_and_query` with `headers` (the answer is read whole).
+    pub async fn http_get(&self, path_and_query: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(self.addr, path_and_query, headers).await
+    }
+
+    /// A WebSocket upgrade request to `{P}/ws[?query]` as raw HTTP, with the standard upgrade
+    /// headers plus `headers`; for checking refusals (status, headers, body).
+    pub async fn ws_handshake(
+        &self,
+        query: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        let path = match query {
+            Some(q) => format!("{PREFIX}/ws?{q}"),
+            None => format!("{PREFIX}/ws"),
+        };
+        let mut all = vec![
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        all.extend_from_slice(headers);
+        http_get(self.addr, &path, &all).await
+    }
+
+    /// Sends SIGTERM (the start of a graceful shutdown).
+    pub fn sigterm(&mut self) {
+        let pid = self.child.id().expect("the server is still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+        self.terminated_at = Some(Instant::now());
+    }
+
+    /// Waits at most `limit` for the process to exit; its status and the time since
+    /// [`Server::sigterm`] (or since this call when no signal was sent).
+    ///
+    /// # Panics
+    /// When the process is still running after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let since = self.terminated_at.unwrap_or_else(Instant::now);
+        let status = match self.exit {
+            Some(status) => status,
+            None => match tokio::time::timeout(limit, self.child.wait()).await {
+                Ok(Ok(status)) => status,
+                Ok(Err(error)) => panic!("waiting for chatbox failed: {error}"),
+                Err(_) => panic!(
+                    "chatbox still running {limit:?} after {}\n{}",
+                    if self.terminated_at.is_some() { "SIGTERM" } else { "the wait began" },
+                    self.tail()
+                ),
+            },
+        };
+        self.exit = Some(status);
+        (status, since.elapsed())
+    }
+
+    /// Stops the server (SIGTERM, graceful, at most 30 s) and starts it again with the same
+    /// options, secret and data directory; the address changes.
+    pub async fn restart(mut self) -> Server {
+        if self.exit.is_none() {
+            if self.terminated_at.is_none() {
+                self.sigterm();
+            }
+            self.wait_exit(Duration::from_secs(30)).await;
+        }
+        let (opts, root) = (self.opts.clone(), Arc::clone(&self.root));
+        let (secret, generation) = (self.secret.clone(), self.generation + 1);
+        drop(self);
+        Self::spawn(opts, root, secret, generation).await
+    }
+
+    /// The last lines of the server's stderr, framed for a failure message.
+    pub fn tail(&self) -> String {
+        tail(&self.log, LOG_TAIL_LINES)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.tail());
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Seconds since the Unix epoch (for `exp` claims).
+#[allow(clippy::disallowed_methods)] // test infrastructure: token times are wall-clock times
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// An HS256 token with `claims` signed with `secret`.
+pub fn sign(secret: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign a token")
+}
+
+/// The last `lines` lines of a log file, framed for a failure message.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    format!(
+        "---- chatbox stderr ({}, last {} lines) ----\n{}\n---- end of chatbox stderr ----",
+        path.display(),
+        all.len() - start,
+        all[start..].join("\n")
+    )
+}
+
+/// Reads and discards the rest of the server's stdout.
+#[allow(clippy::disallowed_methods)] // test infrastructure: the task ends with the pipe
+fn drain(mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
+/// Runs `chatbox check-config` with exactly `env` (plus `PATH`); exit status, stdout, stderr.
+pub async fn check_config(env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut command = Command::new(binary());
+    command.arg("check-config").env_clear().stdin(Stdio::null()).kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("check-config finishes within 20 s")
+        .expect("run chatbox check-config");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A whole HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// Body as text (lossy UTF-8).
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the four security headers of PROTOCOL.md §1.
+    pub fn assert_security_headers(&self) {
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "strict-origin-when-cross-origin"),
+            ("x-xss-protection", "1; mode=block"),
+        ] {
+            assert_eq!(self.header(name), Some(value), "header {name} on {self:?}");
+        }
+    }
+
+    /// Asserts a plain-text handshake refusal: `status`, `text/plain; charset=utf-8`,
+    /// body `text` plus a newline, and the security headers.
+    pub fn assert_plain(&self, status: u16, text: &str) {
+        assert_eq!(self.status, status, "status of {self:?}");
+        assert_eq!(self.body, format!("{text}\n"), "body of {self:?}");
+        assert_eq!(self.header("content-type"), Some("text/plain; charset=utf-8"), "{self:?}");
+        self.assert_security_headers();
+    }
+}
+
+/// One `GET` over a fresh connection with hyper's HTTP/1.1 client.
+pub async fn http_get(
+    addr: SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .expect("connect within 5 s")
+        .expect("connect to the server");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
+    #[allow(clippy::disallowed_methods)] // test infrastructure: ends with the connection
+    let driver = tokio::spawn(connection.with_upgrades());
+    let mut request = hyper::Request::get(path_and_query).header("Host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("build the request");
+    let response = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = sender.send_request(request).await.expect("send the request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = if status == 101 {
+            Bytes::new()
+        } else {
+            response.into_body().collect().await.expect("read the body").to_bytes()
+        };
+        HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    })
+    .await
+    .expect("HTTP answer within 10 s");
+    driver.abort();
+    response
+}
+
+/// A refused WebSocket handshake.
+#[derive(Debug)]
+pub enum Refused {
+    /// The server answered with this status (body as far as the client read it).
+    Http {
+        /// Status code.
+        status: u16,
+        /// Body bytes the client had read, lossy UTF-8.
+        body: String,
+    },
+    /// Any other failure (connection refused, protocol error).
+    Other(String),
+}
+
+/// A WebSocket client with bounded waits.
+#[derive(Debug)]
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The first frame after the upgrade (`connection_status` with `models`).
+    pub greeting: Value,
+}
+
+/// How long [`Client::connect`] waits for the handshake and the greeting.
+const CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// Connects to `url` with extra request headers, then reads the greeting frame.
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, Refused> {
+        let mut request = url.into_client_request().map_err(|e| Refused::Other(e.to_string()))?;
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| Refused::Other(e.to_string()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| Refused::Other(e.to_string()))?;
+            request.headers_mut().insert(name, value);
+        }
+        let connected =
+            tokio::time::timeout(CONNECT_LIMIT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| Refused::Other("handshake timed out".into()))?;
+        let ws = match connected {
+            Ok((ws, _response)) => ws,
+            Err(WsError::Http(response)) => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy);
+                return Err(Refused::Http {
+                    status: response.status().as_u16(),
+                    body: body.map(|b| b.into_owned()).unwrap_or_default(),
+                });
+            }
+            Err(error) => return Err(Refused::Other(error.to_string())),
+        };
+        let mut client = Client { ws, greeting: Value::Null };
+        client.greeting = client.recv_frame(CONNECT_LIMIT).await;
+        Ok(client)
+    }
+
+    /// Sends one text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send a text frame");
+    }
+
+    /// Sends one JSON object as a text frame.
+    pub async fn send_json(&mut self, frame: &Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// Sends `{"type":"user_message","session_id":session,"content":content}`.
+    pub async fn send_user_message(&mut self, session: &str, content: &str) {
+        self.send_json(&json!({"type": "user_message", "session_id": session, "content": content}))
+            .await;
+    }
+
+    /// The next data frame as JSON, skipping pings and pongs.
+    ///
+    /// # Panics
+    /// On timeout, on a close, on a read error, or when the frame is not JSON.
+    pub async fn recv_frame(&mut self, limit: Duration) -> Value {
+        match self.try_recv_frame(limit).await {
+            Some(frame) => frame,
+            None => panic!("no frame within {limit:?}"),
+        }
+    }
+
+    /// The next data frame as JSON, or `None` when nothing arrives within `limit`.
+    ///
+    /// # Panics
+    /// On a close, a read error, or a frame that is not JSON.
+    pub async fn try_recv_frame(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None) => panic!("the connection ended while a frame was expected"),
+                Ok(Some(Err(error))) => panic!("read error while a frame was expected: {error}"),
+                Ok(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Text(text) => {
+                    return Some(
+                        serde_json::from_str(text.as_str()).unwrap_or_else(|e| {
+                            panic!("frame is not JSON ({e}): {}", text.as_str())
+                        }),
+                    );
+                }
+                Message::Binary(bytes) => panic!("unexpected binary frame: {bytes:?}"),
+                Message::Close(close) => panic!("closed while a frame was expected: {close:?}"),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    /// Frames up to and including the first one matching `pred`, within `limit` overall.
+    ///
+    /// # Panics
+    /// When no matching frame arrives in time (the frames seen are printed).
+    pub async fn recv_until<F>(&mut self, mut pred: F, limit: Duration) -> Vec<Value>
+    where
+        F: FnMut(&Value) -> bool,
+    {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_recv_frame(left).await {
+                Some(frame) => {
+                    let done = pred(&frame);
+                    seen.push(frame);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!("no matching frame within {limit:?}; frames seen: {seen:#?}"),
+            }
+        }
+    }
+
+    /// The frames of one reply: up to and including its outcome (a `done:"true"` frame or an
+    /// `error` frame).
+    pub async fn recv_reply(&mut self, limit: Duration) -> Vec<Value> {
+        self.recv_until(|f| is_done(f) || f["type"] == "error", limit).await
+    }
+
+    /// Asserts that no data frame arrives within `wait` (a bounded wait past a deadline).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(frame) = self.try_recv_frame(wait).await {
+            panic!("expected no frame within {wait:?}, got {frame}");
+        }
+    }
+
+    /// Waits for the server's close: the close frame (`None` when the connection ended
+    /// without one).
+    ///
+    /// # Panics
+    /// On timeout or when a data frame arrives first.
+    pub async fn expect_close(&mut self, limit: Duration) -> Option<CloseFrame> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no close within {limit:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(close)))) => return close,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    panic!("expected a close, got frame {}", text.as_str())
+                }
+                Ok(Some(Ok(other))) => {
+                    if let Message::Binary(bytes) = other {
+                        panic!("expected a close, got binary {bytes:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connection from the client side and waits (at most 2 s) for the server's
+    /// answer to the close handshake, i.e. until the server has seen the disconnect.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// Whether `frame` is the final `ai_response` of a reply (`metadata.done == "true"`).
+pub fn is_done(frame: &Value) -> bool {
+    frame["type"] == "ai_response" && frame["metadata"]["done"] == "true"
+}
+
+/// Asserts an error frame's `code`, `message` and `recoverable:true`, and its `sender:"ai"`.
+pub fn assert_error(frame: &Value, code: &str, message: &str) {
+    assert_eq!(frame["type"], "error", "not an error frame: {frame}");
+    assert_eq!(frame["sender"], "ai", "error sender: {frame}");
+    assert_eq!(frame["error"]["code"], code, "error code: {frame}");
+    assert_eq!(frame["error"]["message"], message, "error message: {frame}");
+    assert_eq!(frame["error"]["recoverable"], true, "recoverable: {frame}");
+}
+
+/// The text of a reply: the concatenated `content` of its chunk frames.
+pub fn reply_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "ai_response" && f["metadata"]["done"] == "false")
+        .filter_map(|f| f["content"].as_str())
+        .collect()
+}
