@@ -24,8 +24,8 @@ step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
 
-step "deterministic simulation under madsim (own target dir)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-20}" \
+step "deterministic simulation under madsim: 200 seeds x 1 simulated hour (own target dir)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-200}" \
   cargo test -p chatbox-sim --locked 2>&1 | tee -a target/test-all.log
 
 # One closing line for the whole run, summed over every test binary above.

@@ -11,9 +11,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::engine::clock::Clock;
+use crate::engine::crypto::ContentCipher;
+use crate::engine::encrypting_store::EncryptingStore;
 use crate::engine::hub::Engine;
 use crate::engine::lifecycle::{self, ShutdownReport};
 use crate::engine::llm::LlmProvider;
+use crate::engine::notify::Notifier;
 use crate::engine::store::SessionStore;
 use crate::engine::sweeper;
 use crate::http::{accept, router};
@@ -27,21 +30,42 @@ pub struct Running {
     effects: mpsc::UnboundedReceiver<Effect>,
 }
 
-/// Binds the listener and starts every service. `providers` are in `config.llm.providers` order.
-pub async fn start(
-    config: Arc<Config>,
-    store: Arc<dyn SessionStore>,
-    providers: Vec<Arc<dyn LlmProvider>>,
-) -> std::io::Result<Running> {
+/// The engine's ports, as the caller wires them.
+#[derive(Debug)]
+pub struct Ports {
+    /// Durable sessions (wrapped for encryption here when a key is configured).
+    pub store: Arc<dyn SessionStore>,
+    /// One provider per configured model, in `config.llm.providers` order.
+    pub providers: Vec<Arc<dyn LlmProvider>>,
+    /// Help-request alerts.
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// Binds the listener and starts every service.
+pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running> {
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
-    let (engine, channels) = Engine::new(config, store, providers, Clock::new());
+    let mut store = ports.store;
+    if let Some(cipher) = ContentCipher::new(config.storage.encryption_key.expose().as_bytes()) {
+        store = Arc::new(EncryptingStore::new(store, cipher));
+    } else if !config.storage.encryption_key.is_empty() {
+        tracing::error!(
+            "ENCRYPTION_KEY has the wrong length; message content is stored in plain text"
+        );
+    }
+    let (engine, channels) =
+        Engine::new(config, store, ports.providers, ports.notifier, Clock::new());
     if engine.origins.snapshot().allows_any() {
-        tracing::warn!("WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted");
+        tracing::warn!(
+            "WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted"
+        );
     }
     let app = router::build(Arc::clone(&engine));
     let supervisor = engine.supervisor.clone();
-    supervisor.spawn("accept", accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()));
+    supervisor.spawn(
+        "accept",
+        accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()),
+    );
     supervisor.spawn("sweeper", sweeper::run(Arc::clone(&engine)));
     tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.models.len(), "chatbox listening");
     Ok(Running { engine, addr, effects: channels.effects })

@@ -104,7 +104,11 @@ impl SessionStore for FaultyStore {
         Ok(outcome)
     }
 
-    async fn append_message(&self, session_id: &str, msg: &StoredMessage) -> Result<(), StoreError> {
+    async fn append_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
         self.before("append").await?;
         let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
         if self.faults.lose_acknowledged_every.is_some_and(|every| n % every.max(1) == 0) {
@@ -120,7 +124,11 @@ impl SessionStore for FaultyStore {
         self.after_write("update")
     }
 
-    async fn end(&self, session_id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError> {
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+    ) -> Result<Option<SessionDoc>, StoreError> {
         self.before("end").await?;
         self.inner.end(session_id, at).await
     }
@@ -130,7 +138,11 @@ impl SessionStore for FaultyStore {
         self.inner.load(session_id).await
     }
 
-    async fn list_by_user(&self, user_id: &str, limit: usize) -> Result<Vec<SessionDoc>, StoreError> {
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
         self.before("list").await?;
         self.inner.list_by_user(user_id, limit).await
     }
@@ -140,7 +152,11 @@ impl SessionStore for FaultyStore {
         self.inner.find_by_share_token(token).await
     }
 
-    async fn set_share_token(&self, session_id: &str, token: &str) -> Result<Option<String>, StoreError> {
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
         self.before("set_share_token").await?;
         self.inner.set_share_token(session_id, token).await
     }
@@ -150,7 +166,11 @@ impl SessionStore for FaultyStore {
         self.inner.search(query).await
     }
 
-    async fn started_between(&self, from: UnixMillis, to: UnixMillis) -> Result<Vec<SessionDoc>, StoreError> {
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
         self.before("started_between").await?;
         self.inner.started_between(from, to).await
     }

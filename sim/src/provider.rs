@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatbox::adapters::llm::echo::split_chunks;
-use chatbox::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent};
+use chatbox::engine::llm::{
+    ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent,
+};
 use chatbox_core::stream::StreamDeadlines;
 use futures_util::stream;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -55,7 +57,11 @@ pub struct SimProvider {
 impl SimProvider {
     /// A provider drawing from `seed`, pacing its misbehaviour around `limits`.
     pub fn new(seed: u64, limits: StreamDeadlines) -> Self {
-        Self { rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)), limits, stats: ProviderStats::default() }
+        Self {
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            limits,
+            stats: ProviderStats::default(),
+        }
     }
 
     fn draw(&self) -> (Behaviour, u64) {
@@ -109,7 +115,9 @@ impl LlmProvider for SimProvider {
                 Ok(paced(many, idle.mul_f64(0.8), Tail::End))
             }
             Behaviour::StallBeforeFirst => Ok(paced(Vec::new(), gap, Tail::Stall)),
-            Behaviour::StallMid => Ok(paced(chunks.into_iter().take(2).collect(), gap, Tail::Stall)),
+            Behaviour::StallMid => {
+                Ok(paced(chunks.into_iter().take(2).collect(), gap, Tail::Stall))
+            }
             Behaviour::FailMid => Ok(paced(chunks.into_iter().take(1).collect(), gap, Tail::Fail)),
         }
     }
@@ -136,7 +144,10 @@ fn paced(chunks: Vec<String>, gap: Duration, tail: Tail) -> EventStream {
         match tail {
             Tail::End => Some((Ok(StreamEvent::End { conversation_id: None }), (rest, true))),
             Tail::Fail => Some((
-                Err(ProviderError::Permanent { provider: "sim", detail: "injected mid-stream failure".into() }),
+                Err(ProviderError::Permanent {
+                    provider: "sim",
+                    detail: "injected mid-stream failure".into(),
+                }),
                 (rest, true),
             )),
             Tail::Stall => forever().await,

@@ -45,7 +45,12 @@ pub struct Scenario {
 
 impl Default for Scenario {
     fn default() -> Self {
-        Self { users: 6, duration: Duration::from_secs(3600), shutdown: true, lose_acknowledged_every: None }
+        Self {
+            users: 6,
+            duration: Duration::from_secs(3600),
+            shutdown: true,
+            lose_acknowledged_every: None,
+        }
     }
 }
 
@@ -140,19 +145,30 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     let store = Arc::new(FaultyStore::new(rng.next_u64(), faults));
     let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
     let recorder = Arc::new(Recorder::default());
-    let shutdown_at = scenario
-        .shutdown
-        .then(|| scenario.duration / 2 + Duration::from_secs(rng.next_u64() % (scenario.duration.as_secs() / 2).max(1)));
+    let shutdown_at = scenario.shutdown.then(|| {
+        scenario.duration / 2
+            + Duration::from_secs(rng.next_u64() % (scenario.duration.as_secs() / 2).max(1))
+    });
 
     let handle = madsim::runtime::Handle::current();
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel::<Arc<Engine>>();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<(Duration, Duration)>();
     let server = handle.create_node().name("server").ip(IpAddr::V4(SERVER_IP)).build();
     {
-        let (config, store, provider, recorder) = (config.clone(), store.clone(), provider.clone(), recorder.clone());
+        let (config, store, provider, recorder) =
+            (config.clone(), store.clone(), provider.clone(), recorder.clone());
         server.spawn(async move {
             let providers: Vec<Arc<dyn LlmProvider>> = vec![provider];
-            let running = chatbox::server::start(config.clone(), store, providers).await.expect("server starts");
+            let running = chatbox::server::start(
+                config.clone(),
+                chatbox::server::Ports {
+                    store,
+                    providers,
+                    notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+                },
+            )
+            .await
+            .expect("server starts");
             let _ = running.engine.probe.set(recorder);
             let _ = engine_tx.send(running.engine.clone());
             match shutdown_at {
@@ -199,7 +215,8 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     if scenario.shutdown {
         match tokio::time::timeout(scenario.duration, stopped_rx).await {
             Ok(Ok((took, limit))) if took > limit => {
-                violations.push(format!("shutdown took {took:?}, more than its deadline {limit:?}"));
+                violations
+                    .push(format!("shutdown took {took:?}, more than its deadline {limit:?}"));
             }
             Ok(Ok(_)) => {}
             _ => violations.push("shutdown never finished".to_string()),
@@ -243,11 +260,18 @@ fn check_memory(engine: &Arc<Engine>, violations: &mut Vec<String>) {
     }
     let keys = engine.message_limiter.len();
     if keys > engine.config.rate.max_keys {
-        violations.push(format!("rate limiter holds {keys} keys, more than {}", engine.config.rate.max_keys));
+        violations.push(format!(
+            "rate limiter holds {keys} keys, more than {}",
+            engine.config.rate.max_keys
+        ));
     }
 }
 
-fn check_acknowledged(store: &FaultyStore, acked: &[(String, String)], violations: &mut Vec<String>) {
+fn check_acknowledged(
+    store: &FaultyStore,
+    acked: &[(String, String)],
+    violations: &mut Vec<String>,
+) {
     let docs = store.inner.snapshot();
     for (content, session) in acked {
         let copies: usize = docs
@@ -257,8 +281,14 @@ fn check_acknowledged(store: &FaultyStore, acked: &[(String, String)], violation
             .filter(|m| m.sender == "user" && &m.content == content)
             .count();
         if copies != 1 {
+            let elsewhere: Vec<&str> = docs
+                .iter()
+                .filter(|d| d.messages.iter().any(|m| &m.content == content))
+                .map(|d| d.id.as_str())
+                .collect();
             violations.push(format!(
-                "acknowledged message {content:?} stored {copies} times in session {session}"
+                "acknowledged message {content:?} stored {copies} times in session {session} \
+                 (found in sessions {elsewhere:?})"
             ));
         }
     }
@@ -266,7 +296,8 @@ fn check_acknowledged(store: &FaultyStore, acked: &[(String, String)], violation
 
 fn check_rate(observed: &Observed, limit: u32, window: Duration, violations: &mut Vec<String>) {
     for (key, decisions) in &observed.decisions {
-        let allowed: Vec<Instant> = decisions.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).collect();
+        let allowed: Vec<Instant> =
+            decisions.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).collect();
         let n = limit as usize;
         for i in 0..allowed.len().saturating_sub(n) {
             if allowed[i + n] - allowed[i] <= window {
@@ -281,7 +312,12 @@ fn check_rate(observed: &Observed, limit: u32, window: Duration, violations: &mu
     }
 }
 
-fn check_deadlines(observed: &Observed, total: Duration, report: &mut Report, violations: &mut Vec<String>) {
+fn check_deadlines(
+    observed: &Observed,
+    total: Duration,
+    report: &mut Report,
+    violations: &mut Vec<String>,
+) {
     // One scheduler tick: madsim advances time in whole milliseconds at most.
     let tick = Duration::from_millis(1);
     for (session, started, decided, end) in &observed.replies {
@@ -319,28 +355,59 @@ async fn read(ws: &mut Ws, limit: Duration) -> Read {
 
 async fn connect(user: &str) -> Option<Ws> {
     let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    let token = mint(SECRET.as_bytes(), user, None, &["user".into()], None).ok()?;
-    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
-    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, tcp))
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
+    let token = mint(SECRET.as_bytes(), user, None, &["user".into()], None).ok()?;
+    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await
+    .ok()?
+    .ok()?;
     Some(ws)
 }
 
+/// Reads until the connection has been silent longer than any gap inside a reply (first-chunk
+/// and idle deadlines are 5 s and 4 s); `false` if it closed.
+async fn drain(ws: &mut Ws) -> bool {
+    loop {
+        match read(ws, Duration::from_secs(25)).await {
+            Read::Frame(_) => {}
+            Read::Closed(_) => return false,
+            Read::Timeout => return true,
+        }
+    }
+}
+
 /// One simulated user for `until` of simulated time.
-async fn user(index: usize, seed: u64, until: Duration, log: Arc<Mutex<ClientLog>>, deadlines: StreamDeadlines) {
+async fn user(
+    index: usize,
+    seed: u64,
+    until: Duration,
+    log: Arc<Mutex<ClientLog>>,
+    deadlines: StreamDeadlines,
+) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let user = format!("user-{index}");
     let end = tokio::time::Instant::now() + until;
     let mut session = format!("proposed-{index}");
     let mut sent = 0u64;
-    let violation = |text: String| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text);
+    let violation = |text: String| {
+        log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text)
+    };
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 20_000)).await;
         let Some(mut ws) = connect(&user).await else { continue };
+        // A reply started before this user vanished keeps streaming to the session's new
+        // connection; let it finish so its frames are not taken for the next message's.
+        if !drain(&mut ws).await {
+            continue;
+        }
         'conn: for _ in 0..1 + rng.next_u64() % 6 {
             let roll = rng.next_u64() % 100;
             if roll < 5 {
@@ -363,20 +430,17 @@ async fn user(index: usize, seed: u64, until: Duration, log: Arc<Mutex<ClientLog
                         break 'conn;
                     }
                 }
-                // Drain until the flood's replies are over (silence longer than any reply gap),
-                // so their frames cannot be mistaken for the next message's.
-                loop {
-                    match read(&mut ws, Duration::from_secs(25)).await {
-                        Read::Frame(_) => {}
-                        Read::Closed(_) => break 'conn,
-                        Read::Timeout => break,
-                    }
+                // Drain until the flood's replies are over, so their frames cannot be mistaken
+                // for the next message's.
+                if !drain(&mut ws).await {
+                    break 'conn;
                 }
                 continue;
             }
             sent += 1;
             let content = format!("u{index}-m{sent}-{}", rng.next_u64() % 1_000_000);
-            let frame = serde_json::json!({"type":"user_message","session_id":session,"content":content});
+            let frame =
+                serde_json::json!({"type":"user_message","session_id":session,"content":content});
             if ws.send(Message::text(frame.to_string())).await.is_err() {
                 break 'conn;
             }
@@ -409,10 +473,15 @@ async fn user(index: usize, seed: u64, until: Duration, log: Arc<Mutex<ClientLog
                             Some("ai_response") if outcome => {
                                 violation(format!("{user}: chunk after the reply's outcome"));
                             }
-                            Some("ai_response") if f["metadata"]["done"] == "true" => outcome = true,
+                            Some("ai_response") if f["metadata"]["done"] == "true" => {
+                                outcome = true
+                            }
                             Some("error") => {
                                 if outcome && loading_at.is_some() {
-                                    violation(format!("{user}: second outcome {}", f["error"]["code"]));
+                                    violation(format!(
+                                        "{user}: second outcome {}",
+                                        f["error"]["code"]
+                                    ));
                                 }
                                 if loading_at.is_some() {
                                     outcome = true;
@@ -430,7 +499,9 @@ async fn user(index: usize, seed: u64, until: Duration, log: Arc<Mutex<ClientLog
                     }
                     Read::Closed(code) => {
                         if code == Some(1001) && loading_at.is_some() && !outcome {
-                            violation(format!("{user}: closed by shutdown before the reply's outcome"));
+                            violation(format!(
+                                "{user}: closed by shutdown before the reply's outcome"
+                            ));
                         }
                         break 'conn;
                     }

@@ -27,33 +27,44 @@ async fn echo_reply_streams_over_simulated_tcp() {
         config.server.host = "0.0.0.0".into();
         config.server.port = 8080;
         let providers: Vec<Arc<dyn LlmProvider>> = vec![Arc::new(EchoProvider)];
-        let running = chatbox::server::start(Arc::new(config), Arc::new(SimStore::new()), providers)
-            .await
-            .expect("server starts");
+        let running = chatbox::server::start(
+            Arc::new(config),
+            chatbox::server::Ports {
+                store: Arc::new(SimStore::new()),
+                providers,
+                notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+            },
+        )
+        .await
+        .expect("server starts");
         // Keep the server alive for the whole simulation.
         std::future::pending::<()>().await;
         drop(running);
     });
 
-    let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("literal ip")).build();
+    let client =
+        handle.create_node().name("client").ip("10.0.0.2".parse().expect("literal ip")).build();
     let frames = client
         .spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let addr: SocketAddr = "10.0.0.1:8080".parse().expect("literal addr");
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let token = mint(SECRET.as_bytes(), "sim-user", None, &["user".into()], None).expect("mint");
-            let mut request = "ws://10.0.0.1:8080/chatbox/ws".into_client_request().expect("request");
-            request.headers_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header value"),
-            );
+            let token =
+                mint(SECRET.as_bytes(), "sim-user", None, &["user".into()], None).expect("mint");
+            let mut request =
+                "ws://10.0.0.1:8080/chatbox/ws".into_client_request().expect("request");
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().expect("header value"));
             let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("upgrade");
-            let hello = r#"{"type":"user_message","session_id":"s-1","content":"hello simulated world"}"#;
+            let hello =
+                r#"{"type":"user_message","session_id":"s-1","content":"hello simulated world"}"#;
             ws.send(Message::text(hello)).await.expect("send");
             let mut frames = Vec::new();
             while let Some(Ok(msg)) = ws.next().await {
                 let Message::Text(text) = msg else { continue };
-                let frame: serde_json::Value = serde_json::from_str(text.as_str()).expect("json frame");
+                let frame: serde_json::Value =
+                    serde_json::from_str(text.as_str()).expect("json frame");
                 let done = frame["metadata"]["done"] == "true" || frame["type"] == "error";
                 frames.push(frame);
                 if done {

@@ -81,7 +81,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { dev, config, data_dir, port } => serve(dev, config.as_deref(), data_dir, port),
+        Command::Serve { dev, config, data_dir, port } => {
+            serve(dev, config.as_deref(), data_dir, port)
+        }
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Token { user, name, roles, ttl, config, dev, data_dir } => {
             token(&user, name.as_deref(), &roles, ttl.as_deref(), config.as_deref(), dev, data_dir)
@@ -112,7 +114,8 @@ fn env_map() -> BTreeMap<String, String> {
 
 /// The configuration file: `--config`, else `CHATBOX_CONFIG`, else the original's `RMBASE_FILE_CFG`.
 fn read_config_file(path: Option<&Path>) -> Result<Option<String>, String> {
-    let from_env = || std::env::var_os("CHATBOX_CONFIG").or_else(|| std::env::var_os("RMBASE_FILE_CFG"));
+    let from_env =
+        || std::env::var_os("CHATBOX_CONFIG").or_else(|| std::env::var_os("RMBASE_FILE_CFG"));
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => match from_env() {
@@ -172,7 +175,8 @@ fn dev_config(data_dir: Option<PathBuf>) -> Result<Config, String> {
     let dir = data_dir
         .or_else(|| std::env::var_os("DATA_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("data"));
-    let secret = dev_secret(&dir).map_err(|e| format!("cannot prepare data directory {}: {e}", dir.display()))?;
+    let secret = dev_secret(&dir)
+        .map_err(|e| format!("cannot prepare data directory {}: {e}", dir.display()))?;
     let mut config = Config::for_dev(secret, dir);
     if let Some(port) = std::env::var("SERVER_PORT").ok().and_then(|p| p.parse().ok()) {
         config.server.port = port;
@@ -250,13 +254,12 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let running = match server::start(Arc::clone(&config), store, providers).await {
+    let notifier = super::notify::from_config(&config.alerts);
+    let ports = server::Ports { store, providers, notifier };
+    let running = match server::start(Arc::clone(&config), ports).await {
         Ok(running) => running,
         Err(error) => {
-            eprintln!(
-                "cannot listen on {}:{}: {error}",
-                config.server.host, config.server.port
-            );
+            eprintln!("cannot listen on {}:{}: {error}", config.server.host, config.server.port);
             return ExitCode::FAILURE;
         }
     };
@@ -283,9 +286,13 @@ fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     let user = mint(secret, "dev-user", Some("Dev User"), &["user".into()], Some(day));
     let admin = mint(secret, "dev-admin", Some("Dev Admin"), &["admin".into()], Some(day));
     let (Ok(user), Ok(admin)) = (user, admin) else { return };
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host =
+        if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let ws = route(&config.server.path_prefix, "/ws");
-    println!("chatbox is running in development mode (echo model, embedded store in {})", config.storage.data_dir.display());
+    println!(
+        "chatbox is running in development mode (echo model, embedded store in {})",
+        config.storage.data_dir.display()
+    );
     println!("user token (24 h):  {user}");
     println!("admin token (24 h): {admin}");
     println!("WebSocket URL:      ws://{host}:{}{ws}?token={user}", addr.port());
@@ -301,7 +308,8 @@ enum Signal {
 
 async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    let (Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
     else {
         let _ = tokio::signal::ctrl_c().await;
         return Signal::Stop;
@@ -322,7 +330,9 @@ fn reload_origins(running: &server::Running, path: Option<&Path>) {
             tracing::info!(count = origins.len(), "allowed origins reloaded");
             running.engine.origins.replace(chatbox_core::origin::OriginPolicy::new(&origins));
         }
-        Err(report) => tracing::error!(%report, "configuration reload refused; keeping the current settings"),
+        Err(report) => {
+            tracing::error!(%report, "configuration reload refused; keeping the current settings")
+        }
     }
 }
 
@@ -354,7 +364,9 @@ fn token(
     };
     let expires_at = match ttl.map(chatbox_core::godur::parse) {
         None => None,
-        Some(Ok(d)) => Some(chrono::Utc::now().timestamp() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)),
+        Some(Ok(d)) => Some(
+            chrono::Utc::now().timestamp() + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
+        ),
         Some(Err(error)) => {
             eprintln!("--ttl: {error}");
             return ExitCode::from(2);

@@ -8,7 +8,9 @@ use chatbox_core::config::{Config, ProviderKind, StoreConfig};
 use super::llm::anthropic::AnthropicProvider;
 use super::llm::dify::DifyProvider;
 use super::llm::echo::EchoProvider;
-use super::llm::http_client::{build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT};
+use super::llm::http_client::{
+    build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
+};
 use super::llm::openai::OpenAiProvider;
 use super::store::EmbeddedStore;
 use crate::engine::llm::LlmProvider;
@@ -40,7 +42,9 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
             let settings = ProviderSettings::from_config(p).with_header_timeout(header_timeout);
             let provider: Arc<dyn LlmProvider> = match p.kind {
                 ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(settings, client.clone())),
-                ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings, client.clone())),
+                ProviderKind::Anthropic => {
+                    Arc::new(AnthropicProvider::new(settings, client.clone()))
+                }
                 ProviderKind::Dify => Arc::new(DifyProvider::new(settings, client.clone())),
                 ProviderKind::Echo => Arc::new(EchoProvider),
             };

@@ -16,7 +16,6 @@ use chatbox_core::UnixMillis;
 use chrono::{DateTime, Utc};
 
 use super::caller::Caller;
-use super::dispatch::snapshot_of;
 use super::hub::Engine;
 use super::store::{SessionDoc, SessionPatch, StoreError};
 
@@ -51,7 +50,7 @@ pub enum SessionOpError {
 
 /// A fresh share token: 32 random hex characters (§4.4).
 pub fn new_share_token() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    super::ids::hex32()
 }
 
 impl Engine {
@@ -82,6 +81,7 @@ impl Engine {
         let in_memory = self.sessions.with(|t| t.end(id, now, wall)).is_ok();
         let ended = self.with_store_retry("end", || self.store.end(id, wall)).await?;
         let doc = ended.ok_or(SessionOpError::NotFound)?;
+        self.metrics.sessions_ended.inc();
         tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
         Ok(doc)
     }
@@ -144,7 +144,7 @@ impl Engine {
         admin: &Caller,
         id: &str,
     ) -> Result<TakeoverOutcome, SessionOpError> {
-        self.ensure_loaded(id).await;
+        self.load_on_demand(id).await;
         let now = self.clock.now();
         let outcome = self
             .sessions
@@ -166,6 +166,7 @@ impl Engine {
         }
         let frame = Frame::admin_join(id, &admin.user_id, &admin.name, self.frame_now());
         self.send_session(id, &frame, None);
+        self.metrics.admin_takeovers.inc();
         tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
         Ok(outcome)
     }
@@ -175,7 +176,7 @@ impl Engine {
     /// may clear it (so a departed admin cannot lock a session); the returned admin is the one
     /// who was assisting. The session is loaded on demand like for a takeover.
     pub async fn admin_leave(&self, admin: &Caller, id: &str) -> Result<AdminRef, SessionOpError> {
-        self.ensure_loaded(id).await;
+        self.load_on_demand(id).await;
         let assisted = self.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
         match assisted {
             None => return Err(SessionOpError::NotFound),
@@ -187,26 +188,6 @@ impl Engine {
             self.end_assistance(id, &admin.user_id).await.ok_or(SessionOpError::NotAssisted)?;
         tracing::info!(session_id = id, admin_id = %admin.user_id, assisting_admin = %left.id, "admin left");
         Ok(left)
-    }
-
-    /// Loads session `id` into memory from the store if it is not there (§10 item 23); failures
-    /// leave it absent. (Same rule as the WebSocket path's on-demand load.)
-    async fn ensure_loaded(&self, id: &str) {
-        if self.sessions.with(|t| t.get(id).is_some()) {
-            return;
-        }
-        let doc = match self.with_store_retry("load", || self.store.load(id)).await {
-            Ok(Some(doc)) => doc,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(session_id = id, %error, "loading session failed");
-                return;
-            }
-        };
-        let snapshot = snapshot_of(&doc);
-        let (now, wall) = (self.clock.now(), self.clock.wall());
-        let outcome = self.sessions.with(|t| t.insert_loaded(snapshot, now, wall));
-        tracing::debug!(session_id = id, ?outcome, "session loaded on demand");
     }
 }
 

@@ -271,7 +271,12 @@ fn remove_binding(inner: &mut Inner, session: &Arc<str>, id: ConnId) {
 mod tests {
     use super::*;
 
-    fn conn(reg: &Registry, user: &str, admin: bool, cap: usize) -> (ConnId, mpsc::Receiver<Outbound>) {
+    fn conn(
+        reg: &Registry,
+        user: &str,
+        admin: bool,
+        cap: usize,
+    ) -> (ConnId, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(cap);
         (reg.register(user, admin, tx, Arc::new(KickSignal::default())), rx)
     }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatbox_core::protocol::{
-    check_file_url, is_forbidden_ip, parse_client_frame, ClientFrame, ErrorInfo, FileUrlHost, Frame,
-    FrameType, Sender,
+    check_file_url, is_forbidden_ip, parse_client_frame, ClientFrame, ErrorInfo, FileUrlHost,
+    Frame, FrameType, Sender,
 };
 use chatbox_core::rate::Decision;
-use chatbox_core::session::{Access, AdminRef, ResolutionKind, SessionError, SessionId, SessionSnapshot};
+use chatbox_core::session::{
+    Access, AdminRef, ResolutionKind, SessionError, SessionId, SessionSnapshot,
+};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -22,6 +24,8 @@ use super::connections::ConnId;
 use super::history;
 use super::hub::Engine;
 use super::llm::{ChatMessage, ChatRequest, Role, StreamEvent};
+use super::metrics::Limiter;
+use super::notify::HelpAlert;
 use super::reply::{self, new_message_id, ReplyJob};
 use super::store::{CreateOutcome, SessionDoc, SessionPatch, StoredMessage};
 
@@ -46,11 +50,13 @@ impl Engine {
         let frame = match parse_client_frame(text, now, &self.inbound_limits) {
             Ok(frame) => frame,
             Err(error) => {
+                self.metrics.messages_received.inc();
                 tracing::debug!(user_id = %conn.caller.user_id, %error, "refused client frame");
                 self.send_conn(conn.id, &Frame::error(error.to_error_info(), None, now));
                 return;
             }
         };
+        self.metrics.messages_received.inc();
         if let Some(requested) = frame.session() {
             if self.registry.bound(conn.id).is_none() && !self.bind(conn, requested).await {
                 return;
@@ -60,7 +66,9 @@ impl Engine {
             FrameType::UserMessage | FrameType::ModelSelect => self.queue_ordered(conn, frame),
             FrameType::HelpRequest => self.on_help_request(conn, &frame).await,
             FrameType::FileUpload | FrameType::VoiceMessage => self.on_file(conn, &frame).await,
-            FrameType::AdminLeave if conn.caller.is_admin() => self.on_admin_leave(conn, &frame).await,
+            FrameType::AdminLeave if conn.caller.is_admin() => {
+                self.on_admin_leave(conn, &frame).await
+            }
             other => {
                 let info = ErrorInfo::unknown_type(other.as_str());
                 self.reply_error(conn, frame.session(), info);
@@ -70,7 +78,12 @@ impl Engine {
 
     /// The upgrade succeeded: greet the connection with the model list (§3.9).
     pub fn on_connect(&self, conn: &ConnCtx) {
-        let frame = Frame::connection_status(&self.model_list, None, &conn.caller.user_id, self.frame_now());
+        let frame = Frame::connection_status(
+            &self.model_list,
+            None,
+            &conn.caller.user_id,
+            self.frame_now(),
+        );
         self.send_conn(conn.id, &frame);
     }
 
@@ -92,17 +105,24 @@ impl Engine {
 
     /// Sends an error to a session's connections and to the sender.
     fn session_error(&self, conn: &ConnCtx, session: &str, info: ErrorInfo) {
-        self.send_session(session, &Frame::error(info, Some(session), self.frame_now()), Some(conn.id));
+        self.send_session(
+            session,
+            &Frame::error(info, Some(session), self.frame_now()),
+            Some(conn.id),
+        );
     }
 
     /// Binds an unbound connection to the first session id it names (§3.7). Returns `false`
     /// when the binding was refused (the frame is dropped, the connection stays unbound).
     async fn bind(self: &Arc<Self>, conn: &ConnCtx, requested: &str) -> bool {
         let caller = &conn.caller;
-        let mut access = self.sessions.with(|t| t.check_access(&caller.user_id, caller.is_admin(), requested));
+        let mut access =
+            self.sessions.with(|t| t.check_access(&caller.user_id, caller.is_admin(), requested));
         if access == Access::Unknown {
             self.load_on_demand(requested).await;
-            access = self.sessions.with(|t| t.check_access(&caller.user_id, caller.is_admin(), requested));
+            access = self
+                .sessions
+                .with(|t| t.check_access(&caller.user_id, caller.is_admin(), requested));
         }
         match access {
             Access::Denied => {
@@ -128,17 +148,22 @@ impl Engine {
             // An id not in memory is bound as-is (§3.7); there is nothing to attach to yet.
             let _ = t.attach(session, now);
         });
-        let frame = Frame::connection_status(&self.model_list, Some(session), &conn.caller.user_id, self.frame_now());
+        let frame = Frame::connection_status(
+            &self.model_list,
+            Some(session),
+            &conn.caller.user_id,
+            self.frame_now(),
+        );
         self.send_conn(conn.id, &frame);
     }
 
     /// Loads a session that is not in memory from the store, so it resumes on any instance
     /// (§10 item 23). Failures leave it unknown.
-    async fn load_on_demand(&self, id: &str) {
+    pub(crate) async fn load_on_demand(&self, id: &str) {
         if self.sessions.with(|t| t.get(id).is_some()) {
             return;
         }
-        let doc = match self.store.load(id).await {
+        let doc = match self.with_store_retry("load", || self.store.load(id)).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return,
             Err(error) => {
@@ -165,6 +190,7 @@ impl Engine {
                 probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
             }
             if let Decision::Denied { retry_after } = decision {
+                self.metrics.rate_limited(Limiter::Message);
                 tracing::info!(user_id = %conn.caller.user_id, ?retry_after, "message rate limit");
                 self.reply_error(conn, frame.session(), ErrorInfo::too_many_requests(retry_after));
                 return;
@@ -201,7 +227,10 @@ impl Engine {
         for _ in 0..4 {
             let fresh = SessionId::from(new_session_id());
             let (now, wall) = (self.clock.now(), self.clock.wall());
-            let resolution = match self.sessions.with(|t| t.resolve(user, Some(requested), fresh, now, wall)) {
+            let resolution = match self
+                .sessions
+                .with(|t| t.resolve(user, Some(requested), fresh, now, wall))
+            {
                 Ok(resolution) => resolution,
                 Err(SessionError::IdInUse) => continue,
                 Err(SessionError::NotOwner) => {
@@ -218,7 +247,8 @@ impl Engine {
             match resolution.kind {
                 ResolutionKind::Created => {
                     let doc = SessionDoc::new(id.clone(), user.to_string(), wall);
-                    match self.with_store_retry("create_session", || self.store.create(&doc)).await {
+                    match self.with_store_retry("create_session", || self.store.create(&doc)).await
+                    {
                         Ok(CreateOutcome::Created) => {}
                         Ok(CreateOutcome::ActiveExists(other)) => {
                             // Another instance created this user's session first: use it.
@@ -232,11 +262,14 @@ impl Engine {
                             return None;
                         }
                     }
+                    self.metrics.sessions_created.inc();
                     tracing::info!(session_id = %id, user_id = user, "session created");
                 }
                 ResolutionKind::Resumed => {
                     let patch = SessionPatch { reactivate: true, ..Default::default() };
-                    if let Err(error) = self.with_store_retry("reactivate", || self.store.update(&id, &patch)).await {
+                    if let Err(error) =
+                        self.with_store_retry("reactivate", || self.store.update(&id, &patch)).await
+                    {
                         tracing::warn!(session_id = %id, %error, "persisting a resumed session failed");
                     }
                 }
@@ -254,7 +287,8 @@ impl Engine {
     async fn on_user_message(self: &Arc<Self>, conn: &ConnCtx, frame: &ClientFrame) {
         let requested = frame.session_id.as_str();
         if conn.caller.is_admin() {
-            let access = self.sessions.with(|t| t.check_access(&conn.caller.user_id, true, requested));
+            let access =
+                self.sessions.with(|t| t.check_access(&conn.caller.user_id, true, requested));
             if access == Access::AssistingAdmin {
                 self.on_admin_message(conn, requested, frame).await;
                 return;
@@ -271,7 +305,11 @@ impl Engine {
             file_url: frame.file_url.clone(),
             meta: frame.metadata.clone(),
         };
-        if self.with_store_retry("append_message", || self.store.append_message(&session, &msg)).await.is_err() {
+        if self
+            .with_store_retry("append_message", || self.store.append_message(&session, &msg))
+            .await
+            .is_err()
+        {
             self.session_error(conn, &session, ErrorInfo::database_error());
             return;
         }
@@ -287,7 +325,8 @@ impl Engine {
             let _ = self.with_store_retry("set_name", || self.store.update(&session, &patch)).await;
         }
         // The assisting admin sees what the user writes (§10 item 2).
-        let relay = Frame::relayed_message(&session, &frame.content, Sender::User, self.frame_now());
+        let relay =
+            Frame::relayed_message(&session, &frame.content, Sender::User, self.frame_now());
         self.registry.send_to_session_admins(&session, &user, &Engine::encode(&relay));
         if assisted.is_some() && self.config.llm.pause_ai_when_assisted {
             return;
@@ -302,19 +341,22 @@ impl Engine {
             return;
         }
         self.send_session(session, &Frame::loading(session, self.frame_now()), Some(conn.id));
-        let model_id = self.sessions.with(|t| t.get(session).and_then(|s| s.model_id().map(str::to_string)));
+        let model_id =
+            self.sessions.with(|t| t.get(session).and_then(|s| s.model_id().map(str::to_string)));
         let Some(model) = self.model(model_id.as_deref()).cloned() else {
             tracing::warn!(session_id = session, model_id = ?model_id, "no provider for the session's model");
             self.session_error(conn, session, ErrorInfo::llm_unavailable());
             self.forward_effects(self.shutdown.reply_finished(self.clock.now()));
             return;
         };
-        let stored = match self.with_store_retry("load_history", || self.store.load(session)).await {
+        let stored = match self.with_store_retry("load_history", || self.store.load(session)).await
+        {
             Ok(Some(doc)) => doc.messages,
             _ => Vec::new(),
         };
         let llm = &self.config.llm;
-        let mut messages = history::conversation(&stored, llm.history_max_messages, llm.history_max_bytes);
+        let mut messages =
+            history::conversation(&stored, llm.history_max_messages, llm.history_max_bytes);
         if messages.is_empty() {
             tracing::warn!(session_id = session, "history unavailable; nothing to answer");
             self.session_error(conn, session, ErrorInfo::llm_unavailable());
@@ -338,7 +380,12 @@ impl Engine {
     }
 
     /// A message from the assisting admin: stored as `admin`, relayed with `sender:"admin"`.
-    async fn on_admin_message(self: &Arc<Self>, conn: &ConnCtx, session: &str, frame: &ClientFrame) {
+    async fn on_admin_message(
+        self: &Arc<Self>,
+        conn: &ConnCtx,
+        session: &str,
+        frame: &ClientFrame,
+    ) {
         let msg = StoredMessage {
             id: new_message_id(),
             content: frame.content.clone(),
@@ -348,7 +395,11 @@ impl Engine {
             file_url: String::new(),
             meta: frame.metadata.clone(),
         };
-        if self.with_store_retry("append_message", || self.store.append_message(session, &msg)).await.is_err() {
+        if self
+            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .await
+            .is_err()
+        {
             self.session_error(conn, session, ErrorInfo::database_error());
             return;
         }
@@ -356,7 +407,8 @@ impl Engine {
         self.sessions.with(|t| {
             let _ = t.record_message(session, now);
         });
-        let relay = Frame::relayed_message(session, &frame.content, Sender::Admin, self.frame_now());
+        let relay =
+            Frame::relayed_message(session, &frame.content, Sender::Admin, self.frame_now());
         self.send_session(session, &relay, Some(conn.id));
     }
 
@@ -370,7 +422,9 @@ impl Engine {
             let _ = t.set_model(&session, frame.model_id.clone());
         });
         let patch = SessionPatch { model_id: Some(frame.model_id.clone()), ..Default::default() };
-        if let Err(error) = self.with_store_retry("set_model", || self.store.update(&session, &patch)).await {
+        if let Err(error) =
+            self.with_store_retry("set_model", || self.store.update(&session, &patch)).await
+        {
             tracing::warn!(session_id = %session, %error, "persisting the model failed");
         }
         let changed = Frame::model_changed(&session, &frame.model_id, self.frame_now());
@@ -396,10 +450,17 @@ impl Engine {
         };
         if changed {
             let patch = SessionPatch { help_requested: Some(true), ..Default::default() };
-            let _ = self.with_store_retry("help_requested", || self.store.update(session, &patch)).await;
+            let _ = self
+                .with_store_retry("help_requested", || self.store.update(session, &patch))
+                .await;
         }
         tracing::warn!(session_id = session, user_id = %conn.caller.user_id, "help requested");
-        self.send_session(session, &Frame::help_requested(session, self.frame_now()), Some(conn.id));
+        self.alert_admins(session, &conn.caller.user_id);
+        self.send_session(
+            session,
+            &Frame::help_requested(session, self.frame_now()),
+            Some(conn.id),
+        );
     }
 
     async fn on_file(self: &Arc<Self>, conn: &ConnCtx, frame: &ClientFrame) {
@@ -413,7 +474,10 @@ impl Engine {
         }
         self.load_on_demand(session).await;
         let caller = &conn.caller;
-        let sender = match self.sessions.with(|t| t.check_access(&caller.user_id, caller.is_admin(), session)) {
+        let sender = match self
+            .sessions
+            .with(|t| t.check_access(&caller.user_id, caller.is_admin(), session))
+        {
             Access::Owner => Sender::User,
             Access::AssistingAdmin => Sender::Admin,
             Access::Unknown => {
@@ -434,7 +498,11 @@ impl Engine {
             file_url: frame.file_url.clone(),
             meta: frame.metadata.clone(),
         };
-        if self.with_store_retry("append_message", || self.store.append_message(session, &msg)).await.is_err() {
+        if self
+            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .await
+            .is_err()
+        {
             self.session_error(conn, session, ErrorInfo::database_error());
             return;
         }
@@ -443,7 +511,11 @@ impl Engine {
             let _ = t.record_message(session, now);
             t.get(session).and_then(|s| s.model_id().map(str::to_string))
         });
-        self.send_session(session, &Frame::file_broadcast(frame, session, Sender::User, self.frame_now()), Some(conn.id));
+        self.send_session(
+            session,
+            &Frame::file_broadcast(frame, session, Sender::User, self.frame_now()),
+            Some(conn.id),
+        );
         if frame.frame_type == FrameType::VoiceMessage {
             if let Some(model) = model_id.and_then(|m| self.model(Some(&m)).cloned()) {
                 let engine = Arc::clone(self);
@@ -458,7 +530,13 @@ impl Engine {
     }
 
     /// The background answer to a voice message (§3.8): one non-streamed reply within 60 s.
-    async fn answer_voice(self: &Arc<Self>, session: &str, user: &str, model: super::hub::Model, url: String) {
+    async fn answer_voice(
+        self: &Arc<Self>,
+        session: &str,
+        user: &str,
+        model: super::hub::Model,
+        url: String,
+    ) {
         let request = ChatRequest {
             messages: vec![ChatMessage { role: Role::User, content: format!("Audio file: {url}") }],
             user_key: user_key(user),
@@ -491,7 +569,11 @@ impl Engine {
             file_url: String::new(),
             meta: Default::default(),
         };
-        if self.with_store_retry("append_message", || self.store.append_message(session, &msg)).await.is_ok() {
+        if self
+            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .await
+            .is_ok()
+        {
             self.send_session(session, &Frame::ai_message(session, text, self.frame_now()), None);
         }
     }
@@ -512,11 +594,37 @@ impl Engine {
     /// Clears assistance, persists it and tells the session (`admin_leave`, §10 item 3).
     pub async fn end_assistance(&self, session: &str, admin_id: &str) -> Option<AdminRef> {
         let left = self.sessions.with(|t| t.leave(session, admin_id)).ok()?;
-        let patch = SessionPatch { assistance: Some((false, String::new(), String::new())), ..Default::default() };
+        let patch = SessionPatch {
+            assistance: Some((false, String::new(), String::new())),
+            ..Default::default()
+        };
         let _ = self.with_store_retry("leave", || self.store.update(session, &patch)).await;
         let frame = Frame::admin_leave(session, &left.admin.id, &left.admin.name, self.frame_now());
         self.send_session(session, &frame, None);
         Some(left.admin)
+    }
+
+    /// Alerts admins about a help request in the background, at most `HELP_ALERT_LIMIT` per
+    /// session per `HELP_ALERT_WINDOW` (§6.7; excess requests are acknowledged but not alerted).
+    fn alert_admins(self: &Arc<Self>, session: &str, user_id: &str) {
+        let key = format!("help_request:{session}");
+        if !self.help_limiter.check(&key, self.clock.now()).is_allowed() {
+            self.metrics.rate_limited(Limiter::HelpAlert);
+            tracing::info!(session_id = session, "help alert skipped: alert rate limit");
+            return;
+        }
+        let alert = HelpAlert {
+            user_id: user_id.to_string(),
+            session_id: session.to_string(),
+            at: self.frame_now(),
+            admin_panel_url: self.config.alerts.admin_panel_url.clone(),
+        };
+        let notifier = Arc::clone(&self.notifier);
+        self.supervisor.spawn("help-alert", async move {
+            if let Err(error) = notifier.help_requested(&alert).await {
+                tracing::error!(session_id = %alert.session_id, %error, "help alert failed");
+            }
+        });
     }
 
     /// `file_url` rule (§3.8): https, a host, and no private or loopback address — literal or

@@ -10,7 +10,11 @@ use super::store::StoredMessage;
 pub const ADMIN_PREFIX: &str = "[Administrator] ";
 
 /// Builds the request messages from stored messages (oldest first, ending with the current one).
-pub fn conversation(stored: &[StoredMessage], max_messages: usize, max_bytes: usize) -> Vec<ChatMessage> {
+pub fn conversation(
+    stored: &[StoredMessage],
+    max_messages: usize,
+    max_bytes: usize,
+) -> Vec<ChatMessage> {
     let mut picked: Vec<ChatMessage> = Vec::new();
     let mut bytes = 0usize;
     for msg in stored.iter().rev() {
@@ -62,7 +66,8 @@ mod tests {
 
     #[test]
     fn maps_roles_in_order() {
-        let stored = [msg("user", "hi"), msg("ai", "hello"), msg("admin", "I am here"), msg("user", "q")];
+        let stored =
+            [msg("user", "hi"), msg("ai", "hello"), msg("admin", "I am here"), msg("user", "q")];
         let c = conversation(&stored, 50, 10_000);
         let roles: Vec<Role> = c.iter().map(|m| m.role).collect();
         assert_eq!(roles, vec![Role::User, Role::Assistant, Role::User, Role::User]);

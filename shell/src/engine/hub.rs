@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chatbox_core::config::{Config, ProviderConfig, ProviderKind};
+use chatbox_core::origin::OriginPolicy;
 use chatbox_core::protocol::{Frame, InboundLimits, ModelInfo};
 use chatbox_core::rate::RateLimit;
 use chatbox_core::retry::{Jitter, RetryPolicy};
@@ -15,14 +16,15 @@ use chatbox_core::session::SessionLimits;
 use chatbox_core::shared::{OriginList, SessionHandle, SharedLimiter, SharedSlots, ShutdownLatch};
 use chatbox_core::shutdown::Effect;
 use chatbox_core::stream::StreamDeadlines;
-use chatbox_core::origin::OriginPolicy;
 use tokio::sync::{mpsc, watch};
 
 use super::clock::Clock;
 use super::connections::{ConnId, Registry};
 use super::gauge::Gauge;
-use super::probe::Probe;
 use super::llm::LlmProvider;
+use super::metrics::Metrics;
+use super::notify::Notifier;
+use super::probe::Probe;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
 use super::workers::Workers;
@@ -114,6 +116,12 @@ pub struct Engine {
     pub store_ready: AtomicBool,
     /// Replies streaming now.
     pub replies: Gauge,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Help-request alerts.
+    pub notifier: Arc<dyn Notifier>,
+    /// Help alerts per session (§6.7: 5 per 5 minutes).
+    pub help_limiter: SharedLimiter<String>,
     /// Optional observer (simulator, tests).
     pub probe: std::sync::OnceLock<Arc<dyn Probe>>,
     stop_tx: watch::Sender<bool>,
@@ -136,6 +144,7 @@ impl Engine {
         config: Arc<Config>,
         store: Arc<dyn SessionStore>,
         providers: Vec<Arc<dyn LlmProvider>>,
+        notifier: Arc<dyn Notifier>,
         clock: Clock,
     ) -> (Arc<Engine>, EngineChannels) {
         let models: Vec<Model> = config
@@ -158,7 +167,17 @@ impl Engine {
             ..SessionLimits::default()
         };
         let retry = &config.storage.retry;
+        let metrics = Metrics::new();
+        for model in &models {
+            metrics.init_provider(model.kind);
+        }
         let engine = Engine {
+            metrics,
+            notifier,
+            help_limiter: SharedLimiter::new(
+                RateLimit::new(rate.help_alerts.limit, rate.help_alerts.window),
+                rate.max_keys,
+            ),
             models,
             model_list,
             store,
@@ -230,12 +249,20 @@ impl Engine {
 
     /// Sends a frame to one connection.
     pub fn send_conn(&self, conn: ConnId, frame: &Frame) {
+        self.count_error(frame);
         self.registry.send_to(conn, &Self::encode(frame));
     }
 
     /// Sends a frame to every connection of a session, and to `also` if it is not bound there.
     pub fn send_session(&self, session: &str, frame: &Frame, also: Option<ConnId>) {
+        self.count_error(frame);
         self.registry.send_to_session(session, &Self::encode(frame), also);
+    }
+
+    fn count_error(&self, frame: &Frame) {
+        if frame.frame_type == chatbox_core::protocol::FrameType::Error {
+            self.metrics.message_errors.inc();
+        }
     }
 
     /// Frame timestamps: wall-clock now.

@@ -27,7 +27,10 @@ pub struct ShutdownReport {
 }
 
 /// Runs the drain plan to its end.
-pub async fn run(engine: Arc<Engine>, mut effects: mpsc::UnboundedReceiver<Effect>) -> ShutdownReport {
+pub async fn run(
+    engine: Arc<Engine>,
+    mut effects: mpsc::UnboundedReceiver<Effect>,
+) -> ShutdownReport {
     let timeout = engine.config.server.shutdown_timeout;
     tracing::info!(?timeout, "shutdown started");
     let mut report = ShutdownReport::default();
@@ -55,7 +58,8 @@ pub async fn run(engine: Arc<Engine>, mut effects: mpsc::UnboundedReceiver<Effec
                         if let Err(error) = flusher.store.flush().await {
                             tracing::error!(%error, "storage flush failed");
                         }
-                        flusher.forward_effects(flusher.shutdown.storage_flushed(flusher.clock.now()));
+                        flusher
+                            .forward_effects(flusher.shutdown.storage_flushed(flusher.clock.now()));
                     });
                 }
                 Effect::ForceClose { count } => {

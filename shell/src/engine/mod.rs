@@ -14,6 +14,7 @@ pub mod connections;
 pub mod crypto;
 pub mod dispatch;
 pub mod dns;
+pub mod encrypting_store;
 pub mod gauge;
 pub mod history;
 pub mod hub;

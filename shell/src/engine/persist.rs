@@ -11,14 +11,21 @@ use super::store::StoreError;
 
 impl Engine {
     /// Runs `op` until it succeeds, fails permanently, or the retry schedule gives up.
-    pub async fn with_store_retry<T, F, Fut>(&self, operation: &'static str, mut op: F) -> Result<T, StoreError>
+    pub async fn with_store_retry<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut op: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let mut retry = self.store_retry.start(None);
         loop {
-            match op().await {
+            let began = self.clock.now();
+            let result = op().await;
+            self.metrics.observe_store_operation(operation, self.clock.now() - began);
+            match result {
                 Ok(value) => {
                     self.store_ready.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(value);

@@ -62,7 +62,12 @@ pub async fn run(engine: &Arc<Engine>, job: ReplyJob) -> ReplyEnd {
     let started = engine.clock.now();
     let session = job.session_id.clone();
     let mut decided = started;
+    let kind = job.model.kind;
     let end = drive(engine, job, started, &mut decided).await;
+    engine.metrics.observe_llm_latency(kind, decided - started);
+    if end == ReplyEnd::Failed {
+        engine.metrics.llm_error(kind);
+    }
     if let Some(probe) = engine.probe.get() {
         probe.on_reply(&session, started, decided, &end);
     }
@@ -100,7 +105,12 @@ async fn drive(
         let decided = match step {
             Step::Event(Some(Ok(StreamEvent::Delta(chunk)))) => match timer.on_chunk(now) {
                 ChunkVerdict::Deliver => {
-                    let frame = Frame::ai_chunk(&job.session_id, &model_id, chunk.as_str(), engine.frame_now());
+                    let frame = Frame::ai_chunk(
+                        &job.session_id,
+                        &model_id,
+                        chunk.as_str(),
+                        engine.frame_now(),
+                    );
                     engine.send_session(&job.session_id, &frame, Some(job.sender));
                     text.push_str(&chunk);
                     None
@@ -155,11 +165,14 @@ async fn open_with_retry(
     cut: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<EventStream, ReplyEnd> {
     // Seeded per reply so many sessions failing together do not retry in lock-step.
-    let policy = RetryPolicy { jitter: Jitter::Seeded(super::ids::random_u64()), ..engine.provider_retry };
+    let policy =
+        RetryPolicy { jitter: Jitter::Seeded(super::ids::random_u64()), ..engine.provider_retry };
     let mut retry = policy.start(timer.poll_timeout());
     let mut request = job.request.clone();
     loop {
-        let deadline = engine.clock.to_runtime(timer.poll_timeout().unwrap_or(chatbox_core::Instant::MAX));
+        let deadline =
+            engine.clock.to_runtime(timer.poll_timeout().unwrap_or(chatbox_core::Instant::MAX));
+        engine.metrics.llm_request(job.model.kind);
         let attempt = tokio::select! {
             r = job.model.provider.open_stream(request.clone()) => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
@@ -220,14 +233,23 @@ fn emit_failure(engine: &Arc<Engine>, job: &ReplyJob, outcome: Outcome) -> Reply
 /// A reply that did not complete: cut replies get the documented service error.
 async fn finish(engine: &Arc<Engine>, job: &ReplyJob, end: ReplyEnd) -> ReplyEnd {
     if end == ReplyEnd::Cut {
-        let frame = Frame::error(ErrorInfo::service_unavailable(), Some(&job.session_id), engine.frame_now());
+        let frame = Frame::error(
+            ErrorInfo::service_unavailable(),
+            Some(&job.session_id),
+            engine.frame_now(),
+        );
         engine.send_session(&job.session_id, &frame, Some(job.sender));
     }
     end
 }
 
 /// Stores the finished reply, then acknowledges it with the `done` frame.
-async fn complete(engine: &Arc<Engine>, job: &ReplyJob, text: &str, response_time: Duration) -> ReplyEnd {
+async fn complete(
+    engine: &Arc<Engine>,
+    job: &ReplyJob,
+    text: &str,
+    response_time: Duration,
+) -> ReplyEnd {
     let now_wall = engine.clock.wall();
     if !text.is_empty() {
         let msg = StoredMessage {
@@ -240,15 +262,22 @@ async fn complete(engine: &Arc<Engine>, job: &ReplyJob, text: &str, response_tim
             meta: Default::default(),
         };
         let stored = engine
-            .with_store_retry("append_message", || engine.store.append_message(&job.session_id, &msg))
+            .with_store_retry("append_message", || {
+                engine.store.append_message(&job.session_id, &msg)
+            })
             .await;
         if stored.is_err() {
-            let frame = Frame::error(ErrorInfo::database_error(), Some(&job.session_id), engine.frame_now());
+            let frame = Frame::error(
+                ErrorInfo::database_error(),
+                Some(&job.session_id),
+                engine.frame_now(),
+            );
             engine.send_session(&job.session_id, &frame, Some(job.sender));
             return ReplyEnd::Failed;
         }
     }
     let tokens = (text.len() / 4) as u64;
+    engine.metrics.add_tokens(job.model.kind, tokens);
     let stats = engine.sessions.with(|t| {
         t.record_reply(&job.session_id, response_time, tokens).ok()?;
         let s = t.get(&job.session_id)?;
@@ -258,8 +287,14 @@ async fn complete(engine: &Arc<Engine>, job: &ReplyJob, text: &str, response_tim
     let done = Frame::ai_done(&job.session_id, &job.model.info.id, engine.frame_now());
     engine.send_session(&job.session_id, &done, Some(job.sender));
     if let Some((total, max_ms, avg_ms)) = stats {
-        let patch = SessionPatch { total_tokens: Some(total), response_ms: Some((max_ms, avg_ms)), ..Default::default() };
-        let _ = engine.with_store_retry("update_stats", || engine.store.update(&job.session_id, &patch)).await;
+        let patch = SessionPatch {
+            total_tokens: Some(total),
+            response_ms: Some((max_ms, avg_ms)),
+            ..Default::default()
+        };
+        let _ = engine
+            .with_store_retry("update_stats", || engine.store.update(&job.session_id, &patch))
+            .await;
     }
     ReplyEnd::Done
 }

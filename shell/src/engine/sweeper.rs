@@ -8,12 +8,14 @@ use std::sync::Arc;
 use chatbox_core::timer::Periodic;
 
 use super::hub::Engine;
+use super::metrics::Limiter;
 
 /// Runs until the server stops accepting.
 pub async fn run(engine: Arc<Engine>) {
     let mut stop = engine.stop_signal();
     let interval = engine.config.sessions.cleanup_interval;
-    let mut limiter_cleanup = Periodic::new(engine.config.rate.cleanup_interval, engine.clock.now());
+    let mut limiter_cleanup =
+        Periodic::new(engine.config.rate.cleanup_interval, engine.clock.now());
     loop {
         let now = engine.clock.now();
         let mut next = now + interval;
@@ -30,10 +32,31 @@ pub async fn run(engine: Arc<Engine>) {
         sweep_once(&engine).await;
         let now = engine.clock.now();
         if limiter_cleanup.handle_timeout(now) {
-            let removed = engine.message_limiter.cleanup(now);
-            tracing::debug!(removed, keys = engine.message_limiter.len(), "rate limiter cleanup");
+            cleanup_limiters(&engine, now);
         }
+        let stats = engine.sessions.with(|t| t.memory_stats());
+        engine.metrics.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
     }
+}
+
+/// Drops idle keys from every limiter and reports how many each still holds.
+fn cleanup_limiters(engine: &Engine, now: chatbox_core::Instant) {
+    let public = &engine.public_limiters;
+    let removed = engine.message_limiter.cleanup(now)
+        + engine.admin_limiter.cleanup(now)
+        + engine.help_limiter.cleanup(now)
+        + public.probes.cleanup(now)
+        + public.shared.cleanup(now)
+        + public.metrics.cleanup(now);
+    let metrics = &engine.metrics;
+    metrics.set_limiter_keys(Limiter::Message, engine.message_limiter.len());
+    metrics.set_limiter_keys(Limiter::Admin, engine.admin_limiter.len());
+    metrics.set_limiter_keys(Limiter::HelpAlert, engine.help_limiter.len());
+    metrics.set_limiter_keys(
+        Limiter::Public,
+        public.probes.len() + public.shared.len() + public.metrics.len(),
+    );
+    tracing::debug!(removed, "rate limiter cleanup");
 }
 
 /// One sweep: end idle sessions (persisting `endTs`/`dur`) and drop expired ones.
@@ -41,9 +64,12 @@ pub async fn sweep_once(engine: &Arc<Engine>) {
     let (now, wall) = (engine.clock.now(), engine.clock.wall());
     let report = engine.sessions.with(|t| t.sweep(now, wall));
     for ended in &report.idle_ended {
+        engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
         tracing::info!(session_id = id, "session ended after inactivity");
-        if let Err(error) = engine.with_store_retry("end_session", || engine.store.end(id, ended.ended_wall)).await {
+        if let Err(error) =
+            engine.with_store_retry("end_session", || engine.store.end(id, ended.ended_wall)).await
+        {
             tracing::warn!(session_id = id, %error, "persisting an idle end failed");
         }
     }

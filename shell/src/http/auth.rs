@@ -161,7 +161,10 @@ mod tests {
         let no_exp = serde_json::json!({"user_id":"u","roles":[]});
         assert!(v.verify(&token(no_exp.clone(), Algorithm::HS256)).is_ok());
         let strict = Verifier::new(SECRET, true);
-        assert!(matches!(strict.verify(&token(no_exp, Algorithm::HS256)), Err(AuthError::Token(_))));
+        assert!(matches!(
+            strict.verify(&token(no_exp, Algorithm::HS256)),
+            Err(AuthError::Token(_))
+        ));
     }
 
     #[test]

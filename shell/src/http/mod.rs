@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod limits;
+pub mod ops;
 pub mod rest;
 pub mod router;
 pub mod timer;

@@ -14,16 +14,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use chatbox_core::protocol::http::{DbReadiness, HealthBody, ReadyBody};
+use axum::Router;
 use http::{header, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::auth::Verifier;
 use super::limits::{with_public_limit, PublicFamily};
+use super::ops;
 use super::rest::ApiState;
 use super::ws::{handshake, WsState};
 use super::{admin, rest};
@@ -45,15 +45,22 @@ pub fn build(engine: Arc<Engine>) -> Router {
     let ws = Router::new().route(&route(&prefix, "/ws"), get(handshake)).with_state(ws_state);
     let api = ApiState { engine: Arc::clone(&engine), verifier };
     let ops = Router::new()
-        .route(&route(&prefix, "/healthz"), get(healthz))
-        .route(&route(&prefix, "/readyz"), get(readyz));
+        .route(&route(&prefix, "/healthz"), get(ops::healthz))
+        .route(&route(&prefix, "/readyz"), get(ops::readyz));
     let ops = with_public_limit(ops, &engine, PublicFamily::Probes).with_state(Arc::clone(&engine));
+    let scrape = Router::new().route(&route(&prefix, "/metrics/prometheus"), get(ops::prometheus));
+    // The allow-list is added after the limit so it runs first (§4.11: 403 before counting).
+    let scrape = with_public_limit(scrape, &engine, PublicFamily::Metrics)
+        .route_layer(from_fn_with_state(Arc::clone(&engine), ops::metrics_gate))
+        .with_state(Arc::clone(&engine));
     let mut router = ws
         .merge(ops)
+        .merge(scrape)
         .merge(rest::routes(api.clone(), &prefix))
         .merge(admin::routes(api, &prefix))
         .fallback(not_found)
-        .method_not_allowed_fallback(not_found);
+        .method_not_allowed_fallback(not_found)
+        .layer(from_fn_with_state(Arc::clone(&engine), ops::record_duration));
     let origins = &engine.config.http.cors_allowed_origins;
     if !origins.is_empty() {
         let policy = Arc::new(CorsPolicy::new(origins));
@@ -169,28 +176,4 @@ async fn not_found() -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
-}
-
-async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
-    Json(HealthBody::healthy(engine.frame_now()))
-}
-
-async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
-    let db = if engine.is_stopping() {
-        DbReadiness::Unreachable
-    } else {
-        let ping =
-            tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
-        match ping {
-            Ok(Ok(())) => DbReadiness::Ready,
-            _ => DbReadiness::Unreachable,
-        }
-    };
-    let body = ReadyBody::new(db, engine.models.len(), engine.frame_now());
-    let status = if engine.is_stopping() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::from_u16(body.status_code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
-    };
-    (status, Json(body)).into_response()
 }

@@ -49,9 +49,10 @@ pub struct WsState {
 fn text_response(status: StatusCode, text: &str) -> Response {
     let mut response = Response::new(Body::from(plain_text_body(text)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -62,7 +63,11 @@ enum TokenSource<'a> {
     QueryDisabled,
 }
 
-fn find_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>, query_disabled: bool) -> TokenSource<'a> {
+fn find_token<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    query_disabled: bool,
+) -> TokenSource<'a> {
     // Any Authorization header wins over the query token, even a malformed one (§2.2).
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
@@ -91,7 +96,8 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     let engine = &state.engine;
     let headers = req.headers();
     // Percent-encoded tokens are not expected (JWTs are URL-safe), so the raw query is read.
-    let token = match find_token(headers, req.uri().query(), engine.config.auth.disable_query_token) {
+    let token = match find_token(headers, req.uri().query(), engine.config.auth.disable_query_token)
+    {
         TokenSource::Found(token) => token,
         TokenSource::Missing => return text_response(StatusCode::UNAUTHORIZED, WS_MISSING_TOKEN),
         TokenSource::QueryDisabled => {
@@ -109,6 +115,7 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
         Ok(slot) => slot,
         Err(full) => {
             tracing::info!(user_id = %caller.user_id, held = full.held, "connection limit reached");
+            engine.metrics.rate_limited(crate::engine::metrics::Limiter::Connection);
             let note = Frame::notification_connection_limit(engine.frame_now());
             engine.registry.send_to_user(&caller.user_id, &Engine::encode(&note));
             return text_response(StatusCode::TOO_MANY_REQUESTS, WS_CONNECTION_LIMIT);
@@ -171,7 +178,8 @@ async fn run_connection(
         .read_buffer_size(ws_cfg.read_buffer_size.max(256))
         .write_buffer_size(0)
         .max_write_buffer_size(usize::MAX);
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (mut sink, mut stream) = ws.split();
     if !engine.shutdown.try_open_connection() {
         let _ = sink.send(close_message(1001, "Server shutting down")).await;
@@ -186,6 +194,8 @@ async fn run_connection(
         in_flight: Arc::new(Semaphore::new(ws_cfg.max_in_flight.max(1) as usize)),
     };
     tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
+    engine.metrics.websocket_connections.inc();
+    let opened = tokio::time::Instant::now();
     engine.on_connect(&ctx);
     let write_wait = ws_cfg.write_wait;
     let pong_wait = ws_cfg.pong_wait;
@@ -205,7 +215,9 @@ async fn run_connection(
             _ = signalled(&mut force) => Event::Kicked(Kick::Forced),
         };
         match event {
-            Event::Inbound(Some(Ok(Message::Text(text)))) => engine.on_text(&ctx, text.as_str()).await,
+            Event::Inbound(Some(Ok(Message::Text(text)))) => {
+                engine.on_text(&ctx, text.as_str()).await
+            }
             Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
                 // The original decoded every data frame as JSON text.
                 let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -220,8 +232,12 @@ async fn run_connection(
                     break;
                 }
             }
-            Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_)))) | Event::Inbound(None) => break,
-            Event::Inbound(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })))) => {
+            Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_))))
+            | Event::Inbound(None) => break,
+            Event::Inbound(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
+                size,
+                max_size,
+            })))) => {
                 tracing::info!(conn = id, size, max_size, "message too big");
                 let _ = timed(write_wait, sink.send(close_message(1009, "Message too big"))).await;
                 break;
@@ -234,6 +250,7 @@ async fn run_connection(
                 if timed(write_wait, sink.send(Message::text(json.as_ref()))).await.is_err() {
                     break;
                 }
+                engine.metrics.messages_sent.inc();
             }
             Event::Outbound(Some(Outbound::Close(code, reason))) => {
                 let _ = timed(write_wait, sink.send(close_message(code, reason))).await;
@@ -258,6 +275,8 @@ async fn run_connection(
         }
     }
     engine.on_disconnect(id);
+    engine.metrics.websocket_connections.dec();
+    engine.metrics.observe_connection_duration(opened.elapsed());
     engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));
     tracing::debug!(conn = id, "websocket closed");
 }
