@@ -24,8 +24,9 @@ step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
 
-step "deterministic simulation under madsim: 200 seeds x 1 simulated hour (own target dir)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-200}" \
+step "deterministic simulation under madsim: seeds 1..=200 x 1 simulated hour (own target dir)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+  MADSIM_TEST_SEED="${MADSIM_TEST_SEED:-1}" MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-200}" \
   cargo test -p chatbox-sim --locked 2>&1 | tee -a target/test-all.log
 
 # One closing line for the whole run, summed over every test binary above.

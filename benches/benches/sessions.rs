@@ -29,18 +29,37 @@ fn stopwatch() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// Mints the new users and fresh ids of the create benchmark. Both are spread over the key
+/// space like real ones (a new user sorts next to a random existing one, an id is 32 random hex
+/// digits), so inserts land in random places of the table's ordered maps, not at one hot edge.
+struct Minter {
+    rng: SplitMix64,
+    count: u64,
+}
+
+impl Minter {
+    /// A new user and a fresh session id. The id's last 8 hex digits have the top bit set, so it
+    /// differs from every fixture id (whose last 8 digits are an index below 2^31).
+    fn next(&mut self, n: usize) -> (String, SessionId) {
+        self.count += 1;
+        let user = format!("user-{:07}-new{}", self.rng.below(n), self.count);
+        let high = self.rng.next_u64();
+        let low = (self.rng.next_u64() & !0xFFFF_FFFF) | 0x8000_0000 | (self.count & 0x7FFF_FFFF);
+        (user, SessionId::from(format!("{high:016x}{low:016x}")))
+    }
+}
+
 /// Creates `iters` sessions for new users and returns the time the `resolve` calls took; the
 /// new sessions are removed afterwards, untimed.
-fn create(f: &mut SessionFixture, minted: &mut u64, iters: u64) -> Duration {
+fn create(f: &mut SessionFixture, minter: &mut Minter, iters: u64) -> Duration {
+    let n = f.ids.len();
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let chunk = left.min(CHUNK);
-        let users: Vec<String> = (0..chunk).map(|k| format!("new-user-{}", *minted + k)).collect();
-        let fresh: Vec<SessionId> =
-            (0..chunk).map(|k| SessionId::from(format!("n{:031x}", *minted + k))).collect();
+        let (users, fresh): (Vec<String>, Vec<SessionId>) =
+            (0..chunk).map(|_| minter.next(n)).unzip();
         let kept = fresh.clone();
-        *minted += chunk;
         let start = stopwatch();
         for (user, id) in users.iter().zip(fresh) {
             let now = f.tick();
@@ -107,10 +126,10 @@ fn sessions(c: &mut Criterion) {
         let order = permutation(n, 0xE4D ^ n as u64);
 
         let mut group = c.benchmark_group(format!("sessions_{label}"));
-        let mut minted = 0u64;
+        let mut minter = Minter { rng: SplitMix64::new(0xC4EA7E ^ n as u64), count: 0 };
         group.bench_function("create", |b| {
             let f = fixture.get_or_insert_with(|| build_session_table(n));
-            b.iter_custom(|iters| create(f, &mut minted, iters));
+            b.iter_custom(|iters| create(f, &mut minter, iters));
         });
         let mut pos = 0usize;
         group.bench_function("get", |b| {

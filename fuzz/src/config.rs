@@ -1,7 +1,8 @@
 //! `config_loader`: `chatbox_core::config::load(env, toml)` on structured and raw input.
 //!
 //! Input modes (first byte):
-//! * `0x00` — structured ([`ConfigInput`], decoded with `arbitrary`): an environment map of known
+//! * `0x00` — structured ([`ConfigInput`], decoded with `arbitrary`): optionally the smallest
+//!   valid environment as a base, then an environment map of known
 //!   keys (`JWT_SECRET`, `CHATBOX_PATH_PREFIX`, `MAX_MESSAGE_SIZE`, durations, origin and network
 //!   lists, `LLM_PROVIDER_<n>_*`, `MONGO_URI`, `SMTP_*`, ... and arbitrary names) with values drawn
 //!   from a dictionary of meaningful values or arbitrary text, plus an optional TOML file that is
@@ -172,6 +173,9 @@ const SECRET_FILE_KEYS: &[&str] = &[
 /// The whole structured input.
 #[derive(Debug, Clone, PartialEq, Arbitrary)]
 pub struct ConfigInput {
+    /// Start from the smallest valid environment (a strong `JWT_SECRET` and the `echo`
+    /// provider), so single settings are explored against a configuration that otherwise loads.
+    pub base: bool,
     /// Environment variables, in order (a later duplicate wins).
     pub env: Vec<EnvEntry>,
     /// The configuration file.
@@ -437,6 +441,16 @@ impl ConfigInput {
     /// The environment map and TOML text, with `replace` applied to every value.
     fn render(&self, replace: &Replace<'_>) -> Rendered {
         let mut env = BTreeMap::new();
+        if self.base {
+            for (k, v) in [
+                ("JWT_SECRET", STRONG_SECRET),
+                ("LLM_PROVIDER_1_ID", "echo"),
+                ("LLM_PROVIDER_1_NAME", "Echo"),
+                ("LLM_PROVIDER_1_TYPE", "echo"),
+            ] {
+                env.insert(k.to_string(), replace.apply(v.to_string()));
+            }
+        }
         for entry in &self.env {
             let key = match &entry.key {
                 EnvKey::Known(i) => ENV_KEYS[usize::from(*i) % ENV_KEYS.len()].to_string(),
@@ -567,6 +581,12 @@ pub fn run(data: &[u8]) {
     }
 }
 
+/// What `load` says about a structured input (for replaying and inspecting corpus entries).
+pub fn load_structured(input: &ConfigInput) -> Result<Loaded, ConfigErrors> {
+    let rendered = input.render(&Replace(None));
+    load(&rendered.env, rendered.toml.as_deref())
+}
+
 /// Loads a structured input and checks the outcome.
 pub fn run_structured(input: &ConfigInput) {
     let rendered = input.render(&Replace(None));
@@ -641,6 +661,7 @@ fn check_no_leak(input: &ConfigInput, rendered: &Rendered, secret: &str, visible
 
 impl Encode for ConfigInput {
     fn encode(&self, out: &mut Vec<u8>) {
+        self.base.encode(out);
         self.env.encode(out);
         self.file.encode(out);
     }

@@ -28,8 +28,7 @@
 use std::sync::LazyLock;
 
 use chatbox_core::protocol::{
-    parse_client_frame, ErrorCode, ErrorInfo, Frame, FrameType, InboundError, InboundLimits,
-    Sender,
+    parse_client_frame, ErrorCode, ErrorInfo, Frame, FrameType, InboundError, InboundLimits, Sender,
 };
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -155,7 +154,11 @@ fn check_serialisation(frame: &Frame) -> String {
     json
 }
 
-fn check_server_frames(f: &chatbox_core::protocol::ClientFrame, now: DateTime<Utc>, limits: &InboundLimits) {
+fn check_server_frames(
+    f: &chatbox_core::protocol::ClientFrame,
+    now: DateTime<Utc>,
+    limits: &InboundLimits,
+) {
     let session = if f.session_id.is_empty() { "S" } else { f.session_id.as_str() };
 
     let broadcast = Frame::file_broadcast(f, session, Sender::User, now);

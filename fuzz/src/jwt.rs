@@ -326,7 +326,9 @@ fn expected_for_token(token: &str) -> Option<bool> {
     if !typ_ok || header.keys().any(|k| k != "alg" && k != "typ") {
         return None;
     }
-    if URL_SAFE_NO_PAD.decode(s).ok()? != hmac(alg, SECRET.as_bytes(), format!("{h}.{p}").as_bytes()) {
+    if URL_SAFE_NO_PAD.decode(s).ok()?
+        != hmac(alg, SECRET.as_bytes(), format!("{h}.{p}").as_bytes())
+    {
         return Some(false);
     }
     let payload = URL_SAFE_NO_PAD.decode(p).ok()?;
@@ -380,8 +382,10 @@ fn check_accepted(token: &str, caller: &Caller, strict: bool) {
     // Claim rules (§2.1).
     assert!(!caller.user_id.is_empty(), "verified caller with an empty user_id: {token:?}");
     assert_eq!(claims.get("user_id").and_then(Value::as_str), Some(caller.user_id.as_str()));
-    let roles: Option<Vec<&str>> =
-        claims.get("roles").and_then(Value::as_array).and_then(|a| a.iter().map(Value::as_str).collect());
+    let roles: Option<Vec<&str>> = claims
+        .get("roles")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(Value::as_str).collect());
     assert_eq!(roles, Some(caller.roles.iter().map(String::as_str).collect()), "{token:?}");
     let name = match claims.get("name") {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
@@ -396,7 +400,9 @@ fn check_accepted(token: &str, caller: &Caller, strict: bool) {
         None | Some(Value::Null) => {}
         Some(v) => {
             let exp = v.as_f64().unwrap_or_else(|| {
-                panic!("accepted a token whose exp is not a number: payload {claims}, token {token:?}")
+                panic!(
+                    "accepted a token whose exp is not a number: payload {claims}, token {token:?}"
+                )
             });
             assert!(
                 exp >= now - MARGIN,
@@ -408,7 +414,9 @@ fn check_accepted(token: &str, caller: &Caller, strict: bool) {
         None | Some(Value::Null) => {}
         Some(v) => {
             let nbf = v.as_f64().unwrap_or_else(|| {
-                panic!("accepted a token whose nbf is not a number: payload {claims}, token {token:?}")
+                panic!(
+                    "accepted a token whose nbf is not a number: payload {claims}, token {token:?}"
+                )
             });
             assert!(
                 nbf <= now + MARGIN,
@@ -489,7 +497,8 @@ pub fn run_structured(input: &JwtInput) {
 /// close to now to call.
 fn expected_outcome(claims: &Map<String, Value>) -> Option<bool> {
     let user_ok = matches!(claims.get("user_id"), Some(Value::String(s)) if !s.is_empty());
-    let roles_ok = matches!(claims.get("roles"), Some(Value::Array(a)) if a.iter().all(Value::is_string));
+    let roles_ok =
+        matches!(claims.get("roles"), Some(Value::Array(a)) if a.iter().all(Value::is_string));
     let now = now_secs();
     let mut time_ok = true;
     for (claim, expired) in [("exp", true), ("nbf", false)] {

@@ -326,7 +326,8 @@ impl World {
             idle_timeout: pick(setup.idle),
             response_time_capacity: CAPACITIES[usize::from(setup.capacity) % CAPACITIES.len()],
         };
-        let limit = RateLimit::new(LIMITS[usize::from(setup.limit) % LIMITS.len()], pick(setup.window));
+        let limit =
+            RateLimit::new(LIMITS[usize::from(setup.limit) % LIMITS.len()], pick(setup.window));
         let max_keys = 1 + usize::from(setup.max_keys % 8);
         let limiter = RateLimiter::with_buckets(limit, max_keys, u32::from(setup.buckets));
         World {
@@ -385,7 +386,11 @@ impl World {
                 let want = model_resolve(model, u, requested, fresh, now, wall);
                 match (&got, &want) {
                     (Ok(r), Ok((id, kind, rebind))) => {
-                        assert_eq!((r.id.as_str(), r.kind, r.rebind), (id.as_str(), *kind, *rebind), "{op:?}");
+                        assert_eq!(
+                            (r.id.as_str(), r.kind, r.rebind),
+                            (id.as_str(), *kind, *rebind),
+                            "{op:?}"
+                        );
                     }
                     (Err(e), Err(w)) => assert_eq!(e, w, "{op:?}"),
                     _ => panic!("{op:?}: table {got:?}, model {want:?}"),
@@ -400,7 +405,8 @@ impl World {
                     model_id: None,
                     started_wall: UnixMillis(wall.0 - i64::from(*started_ago_ms)),
                     ended_wall: ended_ago_ms.map(|ago| UnixMillis(wall.0 - i64::from(ago))),
-                    assisting_admin: a.map(|a| AdminRef { id: admin(a).into(), name: format!("Admin {a}") }),
+                    assisting_admin: a
+                        .map(|a| AdminRef { id: admin(a).into(), name: format!("Admin {a}") }),
                     help_requested: *help,
                     total_tokens: 0,
                     message_count: 0,
@@ -483,7 +489,10 @@ impl World {
             }
             Op::Name { sid: s, content } => {
                 let name = session_name(content.as_str());
-                assert!(!name.is_empty() && name.len() <= 50, "bad session name {name:?} for {content:?}");
+                assert!(
+                    !name.is_empty() && name.len() <= 50,
+                    "bad session name {name:?} for {content:?}"
+                );
                 let want = match model.sessions.get_mut(sid(*s)) {
                     None => Err(SessionError::NotFound),
                     Some(m) if !m.name.is_empty() => Ok(None),
@@ -506,7 +515,10 @@ impl World {
                                 assert_eq!(e.id.as_str(), sid(*s));
                                 assert_eq!(e.started_wall, m.started_wall, "{op:?}");
                                 assert_eq!(e.ended_wall, wall, "{op:?}");
-                                assert_eq!(e.duration_secs, wall.whole_seconds_since(m.started_wall));
+                                assert_eq!(
+                                    e.duration_secs,
+                                    wall.whole_seconds_since(m.started_wall)
+                                );
                                 assert!(e.duration_secs >= 0);
                             }
                             Err(e) => panic!("{op:?}: {e}"),
@@ -547,7 +559,10 @@ impl World {
                         None => assert_eq!(got, Err(SessionError::NotAssisted), "{op:?}"),
                         Some((id, name)) => {
                             let left = got.unwrap_or_else(|e| panic!("{op:?}: {e}"));
-                            assert_eq!((left.admin.id.as_str(), left.admin.name.as_str()), (id.as_str(), name.as_str()));
+                            assert_eq!(
+                                (left.admin.id.as_str(), left.admin.name.as_str()),
+                                (id.as_str(), name.as_str())
+                            );
                             assert_eq!(left.by_other_admin, id != caller, "{op:?}");
                         }
                     },
@@ -586,7 +601,10 @@ impl World {
                 let t = model.observe(at);
                 let mut idle: Vec<String> = Vec::new();
                 for (id, m) in model.sessions.iter_mut() {
-                    if m.active() && m.attached == 0 && m.last_activity + model.limits.idle_timeout <= t {
+                    if m.active()
+                        && m.attached == 0
+                        && m.last_activity + model.limits.idle_timeout <= t
+                    {
                         m.ended_at = Some(t);
                         idle.push(id.clone());
                     }
@@ -619,7 +637,9 @@ impl World {
                 let want = match model.sessions.get(sid(*s)) {
                     None => Access::Unknown,
                     Some(m) if m.user == caller => Access::Owner,
-                    Some(m) if *is_admin && m.admin.as_ref().is_some_and(|(id, _)| id == caller) => {
+                    Some(m)
+                        if *is_admin && m.admin.as_ref().is_some_and(|(id, _)| id == caller) =>
+                    {
                         Access::AssistingAdmin
                     }
                     Some(_) => Access::Denied,
@@ -650,7 +670,11 @@ impl World {
                     assert_eq!(s.ended_at(), m.ended_at, "after {op:?}: end of {id}");
                     assert_eq!(s.is_active(), m.active(), "after {op:?}: state of {id}");
                     assert_eq!(s.attached(), m.attached, "after {op:?}: attached to {id}");
-                    assert_eq!(s.last_activity(), m.last_activity, "after {op:?}: activity of {id}");
+                    assert_eq!(
+                        s.last_activity(),
+                        m.last_activity,
+                        "after {op:?}: activity of {id}"
+                    );
                     let admin = s.assisting_admin().map(|a| (a.id.clone(), a.name.clone()));
                     assert_eq!(admin, m.admin, "after {op:?}: admin of {id}");
                     assert_eq!(s.help_requested(), m.help, "after {op:?}: help on {id}");
@@ -658,7 +682,11 @@ impl World {
                     assert_eq!(s.total_tokens(), m.tokens, "after {op:?}: tokens of {id}");
                     assert_eq!(s.model_id(), m.model.as_deref(), "after {op:?}: model of {id}");
                     assert_eq!(s.name(), m.name, "after {op:?}: name of {id}");
-                    assert_eq!(s.response_times().len(), m.samples, "after {op:?}: samples of {id}");
+                    assert_eq!(
+                        s.response_times().len(),
+                        m.samples,
+                        "after {op:?}: samples of {id}"
+                    );
                     assert_eq!(s.deadline(), model.deadline(m), "after {op:?}: deadline of {id}");
                 }
                 _ => panic!("after {op:?}: {id} is {got:?} in the table but {want:?} in the model"),
@@ -904,9 +932,13 @@ impl RateModel {
             gone += usize::from(!kept);
             let Some(last) = last else { continue };
             if last >= t.saturating_sub(self.window) {
-                assert!(kept, "cleanup dropped key {key} whose last event {last} is in the window at {t}");
+                assert!(
+                    kept,
+                    "cleanup dropped key {key} whose last event {last} is in the window at {t}"
+                );
             }
-            if u128::from(last) + u128::from(self.window) + u128::from(self.width) <= u128::from(t) {
+            if u128::from(last) + u128::from(self.window) + u128::from(self.width) <= u128::from(t)
+            {
                 assert!(!kept, "cleanup kept key {key} idle since {last} at {t}");
             }
         }
@@ -977,7 +1009,15 @@ impl Encode for OpsInput {
 
 impl Encode for Setup {
     fn encode(&self, out: &mut Vec<u8>) {
-        for b in [self.reconnect, self.ended_ttl, self.idle, self.capacity, self.limit, self.window, self.max_keys] {
+        for b in [
+            self.reconnect,
+            self.ended_ttl,
+            self.idle,
+            self.capacity,
+            self.limit,
+            self.window,
+            self.max_keys,
+        ] {
             b.encode(out);
         }
         self.buckets.encode(out);

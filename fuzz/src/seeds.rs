@@ -4,7 +4,9 @@
 //! seeds start with a `0x00` byte (the structured mode of `config_loader` and `jwt_verify`) and
 //! are encoded with [`crate::input::Encode`].
 
-use crate::config::{self, ConfigInput, EnvEntry, EnvKey, FileEntry, FileInput, FileKey, ProviderField, TomlVal, Val};
+use crate::config::{
+    self, ConfigInput, EnvEntry, EnvKey, FileEntry, FileInput, FileKey, ProviderField, TomlVal, Val,
+};
 use crate::input::{to_bytes, Encode, Text};
 use crate::jwt::{self, Alg, ClaimKey, ClaimVal, HeaderChoice, JwtInput, KeyChoice};
 use crate::ops::{Op, OpsInput, Setup, Step};
@@ -97,7 +99,8 @@ name = "Local"
 type = "openai"
 endpoint = "http://192.168.1.10:8000/v1"
 "#;
-    let broken = "[chatbox]\njwt_secret = \"hunter2-very-secret\nrate_limit = 5\n[[llm.providers]\n";
+    let broken =
+        "[chatbox]\njwt_secret = \"hunter2-very-secret\nrate_limit = 5\n[[llm.providers]\n";
     vec![
         ("valid.toml", valid.into_bytes()),
         ("sample_placeholders.toml", sample.as_bytes().to_vec()),
@@ -161,7 +164,10 @@ pub fn config_inputs() -> Vec<(&'static str, ConfigInput)> {
             key: FileKey::Known(config::file_key("chatbox.jwt_secret")),
             value: TomlVal::Str(known(config::STRONG_SECRET)),
         },
-        FileEntry { key: FileKey::Known(config::file_key("server.port")), value: TomlVal::Int(9000) },
+        FileEntry {
+            key: FileKey::Known(config::file_key("server.port")),
+            value: TomlVal::Int(9000),
+        },
         FileEntry {
             key: FileKey::Known(config::file_key("chatbox.allowed_origins")),
             value: TomlVal::Strings(vec![known("https://app.example.com"), known("*")]),
@@ -188,25 +194,40 @@ pub fn config_inputs() -> Vec<(&'static str, ConfigInput)> {
         },
     ]);
     vec![
-        ("s_minimal_env", ConfigInput { env: minimal.clone(), file: FileInput::None }),
-        ("s_full_env", ConfigInput { env: full_env, file: FileInput::None }),
-        ("s_broken_env", ConfigInput { env: broken_env, file: FileInput::None }),
-        ("s_file_doc", ConfigInput { env: vec![], file: doc.clone() }),
+        ("s_minimal_env", ConfigInput { base: false, env: minimal.clone(), file: FileInput::None }),
+        ("s_full_env", ConfigInput { base: false, env: full_env, file: FileInput::None }),
+        ("s_broken_env", ConfigInput { base: false, env: broken_env, file: FileInput::None }),
+        ("s_file_doc", ConfigInput { base: false, env: vec![], file: doc.clone() }),
         (
             "s_env_over_file",
             ConfigInput {
+                base: false,
                 env: vec![
-                    env("JWT_SECRET", Val::KnownWith(config::known(config::STRONG_SECRET), Text::from("admin"))),
+                    env(
+                        "JWT_SECRET",
+                        Val::KnownWith(config::known(config::STRONG_SECRET), Text::from("admin")),
+                    ),
                     EnvEntry { key: EnvKey::Other(Text::from("UNRELATED")), value: Val::Int(1) },
                 ],
                 file: doc,
             },
         ),
         (
+            "s_base_plus_one",
+            ConfigInput {
+                base: true,
+                env: vec![env("LLM_FIRST_CHUNK_TIMEOUT", Val::Duration(150, 3))],
+                file: FileInput::None,
+            },
+        ),
+        (
             "s_raw_file",
             ConfigInput {
+                base: false,
                 env: minimal,
-                file: FileInput::Raw(Text::from("[chatbox]\nrate_limit = \"x\"\nadmin_rate_window = 5\n")),
+                file: FileInput::Raw(Text::from(
+                    "[chatbox]\nrate_limit = \"x\"\nadmin_rate_window = 5\n",
+                )),
             },
         ),
     ]
@@ -233,7 +254,8 @@ const HS256: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 /// `jwt_verify` text seeds: tokens as they arrive on the wire.
 pub fn jwt_texts() -> Vec<(&'static str, Vec<u8>)> {
     let h = HS256;
-    let good = r#"{"user_id":"e2e-test-user","name":"E2E Test User","roles":["user"],"iat":1771668000}"#;
+    let good =
+        r#"{"user_id":"e2e-test-user","name":"E2E Test User","roles":["user"],"iat":1771668000}"#;
     let admin = r#"{"user_id":"a1","roles":["chat_admin"],"exp":4102444800}"#;
     let expired = r#"{"user_id":"u","roles":[],"exp":1000}"#;
     vec![
@@ -241,7 +263,10 @@ pub fn jwt_texts() -> Vec<(&'static str, Vec<u8>)> {
         ("valid_admin_exp_2100.txt", sign(h, admin, jwt::SECRET).into_bytes()),
         ("expired.txt", sign(h, expired, jwt::SECRET).into_bytes()),
         ("other_secret.txt", sign(h, good, "another-secret-of-enough-length-xyz").into_bytes()),
-        ("alg_none.txt", b"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VyX2lkIjoidSIsInJvbGVzIjpbXX0.".to_vec()),
+        (
+            "alg_none.txt",
+            b"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VyX2lkIjoidSIsInJvbGVzIjpbXX0.".to_vec(),
+        ),
         ("garbage.txt", b"not.a.jwt".to_vec()),
     ]
 }
@@ -264,14 +289,29 @@ pub fn jwt_inputs() -> Vec<(&'static str, JwtInput)> {
     };
     let input = |alg, key, header, claims, tamper| JwtInput { alg, key, header, claims, tamper };
     vec![
-        ("s_standard", input(Alg::Hs256, KeyChoice::Right, HeaderChoice::Standard, base.clone(), None)),
+        (
+            "s_standard",
+            input(Alg::Hs256, KeyChoice::Right, HeaderChoice::Standard, base.clone(), None),
+        ),
         (
             "s_hs512_exp",
-            input(Alg::Hs512, KeyChoice::Right, HeaderChoice::Standard, with(vec![(ClaimKey::Exp, ClaimVal::RelSecs(3600))]), None),
+            input(
+                Alg::Hs512,
+                KeyChoice::Right,
+                HeaderChoice::Standard,
+                with(vec![(ClaimKey::Exp, ClaimVal::RelSecs(3600))]),
+                None,
+            ),
         ),
         (
             "s_nbf_future",
-            input(Alg::Hs384, KeyChoice::Right, HeaderChoice::Standard, with(vec![(ClaimKey::Nbf, ClaimVal::RelSecs(3600))]), None),
+            input(
+                Alg::Hs384,
+                KeyChoice::Right,
+                HeaderChoice::Standard,
+                with(vec![(ClaimKey::Nbf, ClaimVal::RelSecs(3600))]),
+                None,
+            ),
         ),
         (
             "s_bad_claims",
@@ -281,17 +321,47 @@ pub fn jwt_inputs() -> Vec<(&'static str, JwtInput)> {
                 HeaderChoice::Standard,
                 claims(vec![
                     (ClaimKey::UserId, ClaimVal::Int(5)),
-                    (ClaimKey::Roles, ClaimVal::Array(vec![ClaimVal::Known(jwt::known("admin")), ClaimVal::Null])),
+                    (
+                        ClaimKey::Roles,
+                        ClaimVal::Array(vec![ClaimVal::Known(jwt::known("admin")), ClaimVal::Null]),
+                    ),
                 ]),
                 None,
             ),
         ),
-        ("s_wrong_key", input(Alg::Hs256, KeyChoice::Flipped(3), HeaderChoice::Standard, base.clone(), None)),
-        ("s_tampered", input(Alg::Hs256, KeyChoice::Right, HeaderChoice::Standard, base.clone(), Some((40, b'A')))),
-        ("s_alg_text", input(Alg::Hs256, KeyChoice::Right, HeaderChoice::AlgText(Text::from("none")), base.clone(), None)),
+        (
+            "s_wrong_key",
+            input(Alg::Hs256, KeyChoice::Flipped(3), HeaderChoice::Standard, base.clone(), None),
+        ),
+        (
+            "s_tampered",
+            input(
+                Alg::Hs256,
+                KeyChoice::Right,
+                HeaderChoice::Standard,
+                base.clone(),
+                Some((40, b'A')),
+            ),
+        ),
+        (
+            "s_alg_text",
+            input(
+                Alg::Hs256,
+                KeyChoice::Right,
+                HeaderChoice::AlgText(Text::from("none")),
+                base.clone(),
+                None,
+            ),
+        ),
         (
             "s_header_extra",
-            input(Alg::Hs384, KeyChoice::Right, HeaderChoice::Extra(Text::from("kid"), ClaimVal::Str(Text::from("k1"))), base.clone(), None),
+            input(
+                Alg::Hs384,
+                KeyChoice::Right,
+                HeaderChoice::Extra(Text::from("kid"), ClaimVal::Str(Text::from("k1"))),
+                base.clone(),
+                None,
+            ),
         ),
     ]
 }
@@ -313,7 +383,16 @@ pub fn jwt_regressions() -> Vec<(&'static str, Vec<u8>)> {
 
 /// `core_ops` seeds.
 pub fn ops_inputs() -> Vec<(&'static str, OpsInput)> {
-    let defaults = Setup { reconnect: 7, ended_ttl: 7, idle: 8, capacity: 2, limit: 3, window: 5, max_keys: 3, buckets: 20 };
+    let defaults = Setup {
+        reconnect: 7,
+        ended_ttl: 7,
+        idle: 8,
+        capacity: 2,
+        limit: 3,
+        window: 5,
+        max_keys: 3,
+        buckets: 20,
+    };
     let lifecycle = vec![
         Op::Resolve { user: 0, requested: Some(0), fresh: 0 },
         Op::Attach(0),
@@ -385,10 +464,42 @@ pub fn ops_inputs() -> Vec<(&'static str, OpsInput)> {
     ];
     let loads = vec![
         Op::Resolve { user: 0, requested: None, fresh: 0 },
-        Op::Load { sid: 1, user: 0, ended_ago_ms: None, started_ago_ms: 60_000, admin: None, help: false, avg_ms: 0 },
-        Op::Load { sid: 2, user: 0, ended_ago_ms: Some(5_000), started_ago_ms: 90_000, admin: Some(1), help: true, avg_ms: 800 },
-        Op::Load { sid: 3, user: 1, ended_ago_ms: Some(3_600_000), started_ago_ms: 4_000_000, admin: None, help: false, avg_ms: 0 },
-        Op::Load { sid: 0, user: 1, ended_ago_ms: None, started_ago_ms: 0, admin: None, help: false, avg_ms: 0 },
+        Op::Load {
+            sid: 1,
+            user: 0,
+            ended_ago_ms: None,
+            started_ago_ms: 60_000,
+            admin: None,
+            help: false,
+            avg_ms: 0,
+        },
+        Op::Load {
+            sid: 2,
+            user: 0,
+            ended_ago_ms: Some(5_000),
+            started_ago_ms: 90_000,
+            admin: Some(1),
+            help: true,
+            avg_ms: 800,
+        },
+        Op::Load {
+            sid: 3,
+            user: 1,
+            ended_ago_ms: Some(3_600_000),
+            started_ago_ms: 4_000_000,
+            admin: None,
+            help: false,
+            avg_ms: 0,
+        },
+        Op::Load {
+            sid: 0,
+            user: 1,
+            ended_ago_ms: None,
+            started_ago_ms: 0,
+            admin: None,
+            help: false,
+            avg_ms: 0,
+        },
         Op::End(0),
         Op::Resolve { user: 0, requested: Some(2), fresh: 4 },
         Op::Takeover { sid: 2, admin: 1, name: 2 },
@@ -413,7 +524,16 @@ pub fn ops_inputs() -> Vec<(&'static str, OpsInput)> {
         (
             "s_zero_limits",
             OpsInput {
-                setup: Setup { reconnect: 0, ended_ttl: 0, idle: 0, capacity: 0, limit: 1, window: 0, max_keys: 0, buckets: 0 },
+                setup: Setup {
+                    reconnect: 0,
+                    ended_ttl: 0,
+                    idle: 0,
+                    capacity: 0,
+                    limit: 1,
+                    window: 0,
+                    max_keys: 0,
+                    buckets: 0,
+                },
                 ops: zero,
             },
         ),
@@ -421,7 +541,16 @@ pub fn ops_inputs() -> Vec<(&'static str, OpsInput)> {
         (
             "s_tiny_window",
             OpsInput {
-                setup: Setup { reconnect: 1, ended_ttl: 2, idle: 3, capacity: 1, limit: 3, window: 2, max_keys: 1, buckets: 3 },
+                setup: Setup {
+                    reconnect: 1,
+                    ended_ttl: 2,
+                    idle: 3,
+                    capacity: 1,
+                    limit: 3,
+                    window: 2,
+                    max_keys: 1,
+                    buckets: 3,
+                },
                 ops: tiny_window,
             },
         ),
@@ -502,7 +631,11 @@ mod tests {
         for (target, name, bytes) in all() {
             let path = root.join(target).join(&name);
             let on_disk = std::fs::read(&path).unwrap_or_default();
-            assert!(on_disk == bytes, "{} is stale: run the ignored test write_corpus", path.display());
+            assert!(
+                on_disk == bytes,
+                "{} is stale: run the ignored test write_corpus",
+                path.display()
+            );
         }
     }
 

@@ -17,6 +17,7 @@ use crate::engine::hub::Engine;
 use crate::engine::lifecycle::{self, ShutdownReport};
 use crate::engine::llm::LlmProvider;
 use crate::engine::notify::Notifier;
+use crate::engine::outbox::{self, Outbox};
 use crate::engine::store::SessionStore;
 use crate::engine::sweeper;
 use crate::http::{accept, router};
@@ -35,6 +36,8 @@ pub struct Running {
 pub struct Ports {
     /// Durable sessions (wrapped for encryption here when a key is configured).
     pub store: Arc<dyn SessionStore>,
+    /// The durable outbox of writes the store could not take.
+    pub outbox: Arc<dyn Outbox>,
     /// One provider per configured model, in `config.llm.providers` order.
     pub providers: Vec<Arc<dyn LlmProvider>>,
     /// Help-request alerts.
@@ -54,7 +57,7 @@ pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running
         );
     }
     let (engine, channels) =
-        Engine::new(config, store, ports.providers, ports.notifier, Clock::new());
+        Engine::new(config, store, ports.outbox, ports.providers, ports.notifier, Clock::new());
     if engine.origins.snapshot().allows_any() {
         tracing::warn!(
             "WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted"
@@ -67,6 +70,9 @@ pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running
         accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()),
     );
     supervisor.spawn("sweeper", sweeper::run(Arc::clone(&engine)));
+    engine.metrics.set_outbox_depth(engine.outbox.len());
+    supervisor.spawn("outbox", outbox::run(Arc::clone(&engine)));
+    supervisor.spawn("store-prepare", prepare_store(Arc::clone(&engine)));
     tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.models.len(), "chatbox listening");
     Ok(Running { engine, addr, effects: channels.effects })
 }
@@ -80,5 +86,28 @@ impl Running {
     /// Runs the graceful shutdown to its end (never later than `SHUTDOWN_TIMEOUT`).
     pub async fn shutdown(self) -> ShutdownReport {
         lifecycle::run(self.engine, self.effects).await
+    }
+}
+
+/// Prepares the store in the background (MongoDB: its indexes), retrying with core's backoff
+/// until it succeeds or the server stops, so a database that is down at start-up delays nothing
+/// but its own indexes (PROTOCOL.md §8.3: failure is logged, never fatal).
+async fn prepare_store(engine: Arc<Engine>) {
+    let mut stop = engine.stop_signal();
+    let mut failures: u32 = 0;
+    loop {
+        match engine.store.prepare().await {
+            Ok(()) => return,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay =
+                    engine.store_retry.base_delay(failures).max(std::time::Duration::from_secs(1));
+                tracing::warn!(%error, ?delay, "store preparation failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::engine::supervisor::signalled(&mut stop) => return,
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chatbox::engine::hub::Engine;
 use chatbox::engine::llm::LlmProvider;
+use chatbox::engine::outbox::{MemoryOutbox, Outbox};
 use chatbox::engine::probe::Probe;
 use chatbox::engine::reply::ReplyEnd;
 use chatbox::http::auth::mint;
@@ -143,6 +144,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
         lose_acknowledged_every: scenario.lose_acknowledged_every,
     };
     let store = Arc::new(FaultyStore::new(rng.next_u64(), faults));
+    let outbox = Arc::new(MemoryOutbox::new(10_000));
     let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
     let recorder = Arc::new(Recorder::default());
     let shutdown_at = scenario.shutdown.then(|| {
@@ -154,15 +156,17 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel::<Arc<Engine>>();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<(Duration, Duration)>();
     let server = handle.create_node().name("server").ip(IpAddr::V4(SERVER_IP)).build();
+    let server_id = server.id();
     {
-        let (config, store, provider, recorder) =
-            (config.clone(), store.clone(), provider.clone(), recorder.clone());
+        let (config, store, provider, recorder, outbox) =
+            (config.clone(), store.clone(), provider.clone(), recorder.clone(), outbox.clone());
         server.spawn(async move {
             let providers: Vec<Arc<dyn LlmProvider>> = vec![provider];
             let running = chatbox::server::start(
                 config.clone(),
                 chatbox::server::Ports {
                     store,
+                    outbox,
                     providers,
                     notifier: Arc::new(chatbox::engine::notify::LogNotifier),
                 },
@@ -193,8 +197,17 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
         clients.push((node.id(), node.spawn(user(i, user_seed, until, log, deadlines))));
     }
 
-    // Network trouble and periodic memory checks while the users run.
+    // An administrator who takes sessions over, talks in them and leaves.
+    {
+        let node =
+            handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
+        let (store, admin_seed, until) = (store.clone(), rng.next_u64(), scenario.duration);
+        node.spawn(admin(admin_seed, until, store));
+    }
+
+    // Network trouble, clock jumps and periodic memory checks while the users run.
     let net = madsim::net::NetSim::current();
+    let mut jumps: Vec<(Instant, Instant)> = Vec::new();
     let mut violations = Vec::new();
     let mut elapsed = Duration::ZERO;
     let step = Duration::from_secs(60);
@@ -202,11 +215,25 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
         tokio::time::sleep(step).await;
         elapsed += step;
         check_memory(&engine, &mut violations);
+        if rng.next_u64() % 6 == 0 {
+            // The whole world jumps forward (a paused VM): every timer fires late at once.
+            let before = engine.clock.now();
+            madsim::time::advance(Duration::from_secs(1 + rng.next_u64() % 40));
+            jumps.push((before, engine.clock.now()));
+        }
         if rng.next_u64() % 4 == 0 && !clients.is_empty() {
             let (id, _) = &clients[(rng.next_u64() as usize) % clients.len()];
             net.clog_node(*id);
             tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % 30)).await;
             net.unclog_node(*id);
+        }
+        if rng.next_u64() % 5 == 0 && !clients.is_empty() {
+            // A one-way partition: the server's packets to one client are lost while the
+            // client's still arrive (the server must not wait on that socket forever).
+            let (id, _) = &clients[(rng.next_u64() as usize) % clients.len()];
+            net.clog_link(server_id, *id);
+            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % 30)).await;
+            net.unclog_link(server_id, *id);
         }
     }
     for (_, task) in clients {
@@ -225,6 +252,13 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     // Let replies still running finish or time out before the final checks.
     tokio::time::sleep(deadlines.total + Duration::from_secs(5)).await;
 
+    // Every write the outbox kept must reach the store once it is back (the outages are over).
+    if let Err(error) = engine.drain_outbox_once().await {
+        violations.push(format!("the outbox does not drain after the outages: {error}"));
+    }
+    if !engine.outbox.is_empty() {
+        violations.push(format!("{} writes left in the outbox", engine.outbox.len()));
+    }
     let mut report = Report { simulated_secs: scenario.duration.as_secs(), ..Report::default() };
     check_memory(&engine, &mut violations);
     for log in &logs {
@@ -235,7 +269,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     }
     let observed = recorder.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     check_rate(&observed, config.rate.messages.limit, config.rate.messages.window, &mut violations);
-    check_deadlines(&observed, deadlines.total, &mut report, &mut violations);
+    check_deadlines(&observed, deadlines.total, &jumps, &mut report, &mut violations);
     report.rate_decisions = observed.decisions.values().map(Vec::len).sum();
     report.store_faults = store.injected.load(std::sync::atomic::Ordering::Relaxed);
     report.violations = violations;
@@ -257,6 +291,13 @@ fn check_memory(engine: &Arc<Engine>, violations: &mut Vec<String>) {
     }
     if overdue > 0 {
         violations.push(format!("{overdue} ended sessions held past SESSION_TTL"));
+    }
+    let cap = engine.config.websocket.max_connections_per_user;
+    for i in 0..64 {
+        let held = engine.slots.held(&format!("user-{i}"));
+        if held > cap {
+            violations.push(format!("user-{i} holds {held} connections, more than {cap}"));
+        }
     }
     let keys = engine.message_limiter.len();
     if keys > engine.config.rate.max_keys {
@@ -315,6 +356,7 @@ fn check_rate(observed: &Observed, limit: u32, window: Duration, violations: &mu
 fn check_deadlines(
     observed: &Observed,
     total: Duration,
+    jumps: &[(Instant, Instant)],
     report: &mut Report,
     violations: &mut Vec<String>,
 ) {
@@ -322,7 +364,13 @@ fn check_deadlines(
     let tick = Duration::from_millis(1);
     for (session, started, decided, end) in &observed.replies {
         *report.replies.entry(format!("{end:?}")).or_default() += 1;
-        if *decided - *started > total + tick {
+        // A deadline that fell inside a clock jump can only be noticed when the jump ends.
+        let deadline = *started + total;
+        let noticeable = jumps
+            .iter()
+            .find(|(from, to)| *from < deadline && deadline <= *to)
+            .map_or(deadline, |(_, to)| *to);
+        if *decided > noticeable + tick {
             violations.push(format!(
                 "reply of session {session} decided after {:?}, deadline {total:?}",
                 *decided - *started
@@ -354,12 +402,16 @@ async fn read(ws: &mut Ws, limit: Duration) -> Read {
 }
 
 async fn connect(user: &str) -> Option<Ws> {
+    let token = mint(SECRET.as_bytes(), user, None, &["user".into()], None).ok()?;
+    connect_as(&token).await
+}
+
+async fn connect_as(token: &str) -> Option<Ws> {
     let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
-    let token = mint(SECRET.as_bytes(), user, None, &["user".into()], None).ok()?;
     let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
     let (ws, _) = tokio::time::timeout(
@@ -421,6 +473,17 @@ async fn user(
                 // Oversized frame: the server closes with 1009.
                 let _ = ws.send(Message::text("x".repeat(5000))).await;
                 break 'conn;
+            }
+            if roll < 10 {
+                // Try to exceed the connection cap: extra handshakes beyond it must be refused.
+                let mut extra = Vec::new();
+                for _ in 0..3 {
+                    if let Some(ws) = connect(&user).await {
+                        extra.push(ws);
+                    }
+                }
+                drop(extra);
+                continue;
             }
             if roll < 15 {
                 // Flood past the rate limit without waiting for replies.
@@ -516,5 +579,67 @@ async fn user(
         }
         // Come back inside or outside the reconnect window.
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 150_000)).await;
+    }
+}
+
+/// A raw HTTP/1.1 POST over simulated TCP; returns the status code.
+async fn post(path: &str, token: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
+    let mut tcp =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: chatbox\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// An administrator: now and then takes over a live session, talks in it over a WebSocket and
+/// leaves (over WebSocket or HTTP).
+async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let end = tokio::time::Instant::now() + until;
+    let Ok(token) = mint(SECRET.as_bytes(), "admin-1", Some("Ada"), &["admin".into()], None) else {
+        return;
+    };
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(60 + rng.next_u64() % 600)).await;
+        let live: Vec<String> = store
+            .inner
+            .snapshot()
+            .into_iter()
+            .filter(|d| d.ended.is_none())
+            .map(|d| d.id)
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let session = &live[(rng.next_u64() as usize) % live.len()];
+        if post(&format!("/chatbox/admin/takeover/{session}"), &token).await != Some(200) {
+            continue;
+        }
+        if let Some(mut ws) = connect_as(&token).await {
+            let hello = serde_json::json!({"type":"user_message","session_id":session,"content":"Hello, this is Ada."});
+            let _ = ws.send(Message::text(hello.to_string())).await;
+            tokio::time::sleep(Duration::from_secs(rng.next_u64() % 120)).await;
+            if rng.next_u64() % 2 == 0 {
+                let leave =
+                    serde_json::json!({"type":"admin_leave","session_id":session,"sender":"admin"});
+                let _ = ws.send(Message::text(leave.to_string())).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let _ = post(&format!("/chatbox/admin/leave/{session}"), &token).await;
     }
 }

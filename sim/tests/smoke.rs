@@ -31,6 +31,7 @@ async fn echo_reply_streams_over_simulated_tcp() {
             Arc::new(config),
             chatbox::server::Ports {
                 store: Arc::new(SimStore::new()),
+                outbox: Arc::new(chatbox::engine::outbox::MemoryOutbox::new(100)),
                 providers,
                 notifier: Arc::new(chatbox::engine::notify::LogNotifier),
             },

@@ -111,7 +111,28 @@ impl ServerOpts {
         ] {
             env.insert(key.to_string(), value.to_string());
         }
+        if let Some(uri) = crate::mongo::shared_uri() {
+            env.insert("MONGO_URI".into(), uri);
+            env.insert("MONGO_DATABASE".into(), crate::mongo::fresh_database());
+            env.insert("MONGO_CONNECT_TIMEOUT".into(), "2s".into());
+        }
         Self { env, providers: 0 }
+    }
+
+    /// Uses the embedded store even when the run asks for MongoDB (for tests that inspect the
+    /// data directory's files).
+    #[must_use]
+    pub fn embedded_store(mut self) -> Self {
+        self.env.retain(|key, _| !key.starts_with("MONGO_"));
+        self
+    }
+
+    /// Uses the MongoDB at `uri`, in a database of its own.
+    #[must_use]
+    pub fn mongo(self, uri: &str) -> Self {
+        self.env("MONGO_URI", uri)
+            .env("MONGO_DATABASE", &crate::mongo::fresh_database())
+            .env("MONGO_CONNECT_TIMEOUT", "1s")
     }
 
     /// The defaults plus one OpenAI-compatible provider [`DEFAULT_MODEL`] on `upstream`.
@@ -168,7 +189,12 @@ impl Server {
     /// tail is printed).
     pub async fn start(opts: ServerOpts) -> Server {
         let root = tempfile::Builder::new().prefix("chatbox-it-").tempdir().expect("temp dir");
-        let secret = chatbox::adapters::cli::generate_secret();
+        // A `JWT_SECRET` in `opts` is kept (servers that must accept each other's tokens).
+        let secret = opts
+            .env
+            .get("JWT_SECRET")
+            .cloned()
+            .unwrap_or_else(chatbox::adapters::cli::generate_secret);
         Self::spawn(opts, Arc::new(root), secret, 1).await
     }
 

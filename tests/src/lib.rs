@@ -1,14 +1,22 @@
 //! chatbox-tests: black-box integration tests of the real binary on loopback (arrive with the chat-path issue).
 //!
+//! - [`e2e`] — helpers of the end-to-end flow tests: an SMTP sink, a webhook recorder, a
+//!   Prometheus exposition parser, requests kept in progress across a shutdown.
 //! - [`harness`] — the real `chatbox` binary on loopback (temp data dir, random secret, env
 //!   configuration, SIGTERM, restart) and a WebSocket client with bounded waits.
+//! - [`mongo`] — a real MongoDB-compatible server (SecantusDB) for the store tests, and the
+//!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
 //! - [`upstream`] — a scripted upstream LLM server (OpenAI, Anthropic and Dify dialects) for
 //!   the integration tests and the load generator.
 
 #[cfg(not(madsim))]
+pub mod e2e;
+#[cfg(not(madsim))]
 pub mod harness;
 #[cfg(not(madsim))]
 pub mod http;
+#[cfg(not(madsim))]
+pub mod mongo;
 #[cfg(not(madsim))]
 pub mod upstream;

@@ -8,23 +8,19 @@
 
 #![cfg(not(madsim))]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use chatbox::adapters::notify::{from_config, SmtpNotifier, WebhookNotifier};
 use chatbox::engine::notify::{HelpAlert, Notifier, NotifyError};
 use chatbox_core::config::{AlertConfig, Origin, Secret, SmtpConfig, SmtpTls};
+use chatbox_tests::e2e::SmtpSink;
 use chrono::{TimeZone, Utc};
 use mail_parser::MessageParser;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// First start may install aiosmtpd from PyPI into the cache venv.
-const SMTP_START_BUDGET: Duration = Duration::from_secs(300);
 /// Bound on any other step, so a bug fails instead of hanging.
 const STEP: Duration = Duration::from_secs(15);
 const PANEL: &str = "https://admin.example.org/sessions";
@@ -38,91 +34,15 @@ fn alert(session_id: &str) -> HelpAlert {
     }
 }
 
-/// A running `scripts/smtp-server.sh start` (killed on drop) and the directory it writes to.
-struct SmtpSink {
-    _child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    /// Starts a server on a free port; `auth` = `Some("user:password")` requires AUTH.
-    async fn start(auth: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp-server.sh");
-        let mut command = Command::new("bash");
-        command
-            .arg(&script)
-            .args(["start", "--host", "127.0.0.1", "--port", "0", "--dir"])
-            .arg(dir.path().join("mail"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(auth) = auth {
-            command.args(["--auth", auth]);
-        }
-        let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot run bash {}: {e} (the SMTP tests need bash and python3)",
-                script.display()
-            )
-        });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(SMTP_START_BUDGET, lines.next_line()).await;
-        let line = match first {
-            Ok(Ok(Some(line))) => line,
-            outcome => {
-                let _ = child.start_kill();
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = tokio::time::timeout(STEP, err.read_to_string(&mut stderr)).await;
-                }
-                panic!(
-                    "the SMTP test server did not start ({outcome:?}).\n\
-                     These tests need python3 (with venv) and access to PyPI to install aiosmtpd;\n\
-                     run `scripts/smtp-server.sh install` to see the problem.\n\
-                     stderr of scripts/smtp-server.sh:\n{stderr}"
-                );
-            }
-        };
-        let port = line
-            .strip_prefix("listening ")
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the SMTP server: {line:?}"));
-        Self { _child: child, port, dir }
-    }
-
-    fn mail_dir(&self) -> PathBuf {
-        self.dir.path().join("mail")
-    }
-
-    /// Waits for message `n`; returns its raw bytes and its envelope.
-    async fn message(&self, n: u32) -> (Vec<u8>, Value) {
-        let eml = self.mail_dir().join(format!("{n}.eml"));
-        let deadline = tokio::time::Instant::now() + STEP;
-        while !eml.exists() {
-            assert!(tokio::time::Instant::now() < deadline, "no message {n} in {eml:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let raw = tokio::fs::read(&eml).await.expect("read message");
-        let envelope = tokio::fs::read(self.mail_dir().join(format!("{n}.json")))
-            .await
-            .expect("read envelope");
-        (raw, serde_json::from_slice(&envelope).expect("envelope JSON"))
-    }
-
-    fn config(&self) -> SmtpConfig {
-        SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            username: String::new(),
-            password: Secret::default(),
-            from: "Chatbox Alerts <alerts@chatbox.test>".into(),
-            tls: SmtpTls::None,
-        }
+/// The notifier settings that deliver to `sink` (no TLS, no AUTH).
+fn smtp_config(sink: &SmtpSink) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: sink.port(),
+        username: String::new(),
+        password: Secret::default(),
+        from: "Chatbox Alerts <alerts@chatbox.test>".into(),
+        tls: SmtpTls::None,
     }
 }
 
@@ -157,8 +77,8 @@ fn assert_alert_email(raw: &[u8], envelope: &Value, session_id: &str) {
 
 #[tokio::test]
 async fn smtp_alert_is_delivered_with_subject_recipients_text_and_link() {
-    let sink = SmtpSink::start(None).await;
-    let notifier = SmtpNotifier::new(&sink.config(), &recipients()).expect("notifier");
+    let sink = SmtpSink::start().await;
+    let notifier = SmtpNotifier::new(&smtp_config(&sink), &recipients()).expect("notifier");
     let session = "sess-1&b";
     tokio::time::timeout(STEP, notifier.help_requested(&alert(session)))
         .await
@@ -171,11 +91,11 @@ async fn smtp_alert_is_delivered_with_subject_recipients_text_and_link() {
 
 #[tokio::test]
 async fn smtp_alert_authenticates_when_a_username_is_set() {
-    let sink = SmtpSink::start(Some("alert-bot:pa55-word")).await;
+    let sink = SmtpSink::start_with_auth(Some("alert-bot:pa55-word")).await;
     let config = SmtpConfig {
         username: "alert-bot".into(),
         password: Secret::new("pa55-word", Origin::Env),
-        ..sink.config()
+        ..smtp_config(&sink)
     };
     let notifier = SmtpNotifier::new(&config, &recipients()).expect("notifier");
     tokio::time::timeout(STEP, notifier.help_requested(&alert("sess-2")))
@@ -329,14 +249,14 @@ async fn webhook_non_2xx_and_silence_are_errors_without_the_url_path() {
 
 #[tokio::test]
 async fn configured_channels_all_receive_one_alert() {
-    let sink = SmtpSink::start(None).await;
+    let sink = SmtpSink::start().await;
     let (url, received) = webhook_server(200, Duration::ZERO).await;
     let alerts = AlertConfig {
         admin_emails: recipients(),
         admin_phones: Vec::new(),
         admin_panel_url: Some(PANEL.into()),
         webhook_url: Some(url),
-        smtp: Some(sink.config()),
+        smtp: Some(smtp_config(&sink)),
         sms: None,
     };
     let notifier = from_config(&alerts);

@@ -10,6 +10,30 @@ use serde_json::json;
 const MISSING: &str = "Missing authentication token";
 const FAILED: &str = "Authentication failed";
 
+/// `token` with its header replaced by `{"alg": alg, "typ": "JWT"}`; signed over the new header
+/// with HMAC-SHA256 under `secret` (so only the `alg` is wrong), or with an empty signature.
+fn with_header(token: &str, alg: &str, secret: Option<&str>) -> String {
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let header = b64url(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let signature = match secret {
+        Some(secret) => jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .expect("HMAC"),
+        None => String::new(),
+    };
+    format!("{signing_input}.{signature}")
+}
+
+/// Unpadded base64url (RFC 7515 §2).
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 async fn server_with(upstream: &Upstream, env: &[(&str, &str)]) -> Server {
     let mut opts = ServerOpts::with_upstream(upstream);
     for (key, value) in env {
@@ -44,7 +68,15 @@ async fn handshake_auth_failures_are_401_plain_text() {
     let null_roles = server.token_with_claims(&json!({"user_id": "u", "roles": null, "exp": hour}));
     let bad_role = server.token_with_claims(&json!({"user_id": "u", "roles": [1], "exp": hour}));
     let garbage = "not.a.jwt".to_string();
+    let alg_none = with_header(&server.token("u", &["user"], None), "none", None);
+    let alg_rs256 =
+        with_header(&server.token("u", &["user"], None), "RS256", Some(server.secret()));
+    let alg_es256 =
+        with_header(&server.token("u", &["user"], None), "ES256", Some(server.secret()));
     for (what, token) in [
+        ("alg none", &alg_none),
+        ("alg RS256 (HMAC-signed)", &alg_rs256),
+        ("alg ES256 (HMAC-signed)", &alg_es256),
         ("bad signature", &other_secret),
         ("expired", &expired),
         ("not yet valid", &not_yet),
@@ -62,6 +94,18 @@ async fn handshake_auth_failures_are_401_plain_text() {
         let answer = server.ws_handshake(Some(&format!("token={token}")), &[]).await;
         assert_eq!(answer.status, 401, "{what} as ?token=: {answer:?}");
         answer.assert_plain(401, FAILED);
+    }
+
+    // Every HMAC algorithm is accepted (§2.1).
+    for alg in [jsonwebtoken::Algorithm::HS384, jsonwebtoken::Algorithm::HS512] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &json!({"user_id": "hmac-user", "roles": ["user"], "exp": hour}),
+            &jsonwebtoken::EncodingKey::from_secret(server.secret().as_bytes()),
+        )
+        .expect("sign");
+        let client = server.connect(&token).await;
+        assert_eq!(client.greeting["user_id"], "hmac-user", "{alg:?}");
     }
 
     // Any Authorization header wins over a good ?token= (§2.2).

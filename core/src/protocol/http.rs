@@ -543,6 +543,9 @@ pub struct ReadyCheck {
     /// Number of configured models (llm check, when ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers_count: Option<usize>,
+    /// Entries waiting in the durable outbox (outbox check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
     /// Why the check failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -550,13 +553,14 @@ pub struct ReadyCheck {
 
 impl ReadyCheck {
     fn ready(providers_count: Option<usize>) -> Self {
-        ReadyCheck { status: READY.to_string(), providers_count, reason: None }
+        ReadyCheck { status: READY.to_string(), providers_count, depth: None, reason: None }
     }
 
     fn not_ready(reason: &str) -> Self {
         ReadyCheck {
             status: NOT_READY.to_string(),
             providers_count: None,
+            depth: None,
             reason: Some(reason.to_string()),
         }
     }
@@ -574,6 +578,13 @@ pub struct ReadyChecks {
     pub mongodb: ReadyCheck,
     /// The configured providers.
     pub llm: ReadyCheck,
+    /// The durable outbox (an addition: not ready when full, since then no write can be
+    /// acknowledged while the database is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<ReadyCheck>,
+    /// Present only while the server drains for shutdown (an addition): always not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<ReadyCheck>,
 }
 
 /// `GET {P}/readyz` (§4.10); answer [`ReadyBody::status_code`].
@@ -601,12 +612,38 @@ impl ReadyBody {
         } else {
             ReadyCheck::not_ready("No LLM providers configured")
         };
-        let ready = mongodb.is_ready() && llm.is_ready();
-        ReadyBody {
-            status: if ready { READY } else { NOT_READY }.to_string(),
-            timestamp: now,
-            checks: ReadyChecks { mongodb, llm },
-        }
+        let checks = ReadyChecks { mongodb, llm, outbox: None, shutdown: None };
+        ReadyBody { status: String::new(), timestamp: now, checks }.with_status()
+    }
+
+    /// Adds the outbox check: `depth` entries waiting of at most `capacity`.
+    #[must_use]
+    pub fn with_outbox(mut self, depth: usize, capacity: usize) -> Self {
+        let mut check = if depth >= capacity {
+            ReadyCheck::not_ready("Outbox full")
+        } else {
+            ReadyCheck::ready(None)
+        };
+        check.depth = Some(depth);
+        self.checks.outbox = Some(check);
+        self.with_status()
+    }
+
+    /// Marks the server as draining for shutdown (not ready, whatever else holds).
+    #[must_use]
+    pub fn draining(mut self) -> Self {
+        self.checks.shutdown = Some(ReadyCheck::not_ready("Server is shutting down"));
+        self.with_status()
+    }
+
+    fn with_status(mut self) -> Self {
+        let c = &self.checks;
+        let ready = c.mongodb.is_ready()
+            && c.llm.is_ready()
+            && c.outbox.as_ref().is_none_or(ReadyCheck::is_ready)
+            && c.shutdown.is_none();
+        self.status = if ready { READY } else { NOT_READY }.to_string();
+        self
     }
 
     /// Whether every check passed.
@@ -899,6 +936,25 @@ mod tests {
             r#"{"mongodb":{"status":"not ready","reason":"MongoDB not initialized"},"llm":{"status":"not ready","reason":"No LLM providers configured"}}"#
         );
         assert!(!no_db.is_ready());
+
+        let with_outbox = ReadyBody::new(DbReadiness::Ready, 1, t(10, 0, 0, 0)).with_outbox(3, 10);
+        assert!(with_outbox.is_ready());
+        assert_eq!(
+            json(&with_outbox.checks),
+            r#"{"mongodb":{"status":"ready"},"llm":{"status":"ready","providers_count":1},"outbox":{"status":"ready","depth":3}}"#
+        );
+        let full = ReadyBody::new(DbReadiness::Ready, 1, t(10, 0, 0, 0)).with_outbox(10, 10);
+        assert_eq!(full.status_code(), 503);
+        assert_eq!(
+            json(&full.checks.outbox),
+            r#"{"status":"not ready","depth":10,"reason":"Outbox full"}"#
+        );
+        let draining = ReadyBody::new(DbReadiness::Ready, 1, t(10, 0, 0, 0)).draining();
+        assert_eq!(draining.status_code(), 503);
+        assert_eq!(
+            json(&draining.checks.shutdown),
+            r#"{"status":"not ready","reason":"Server is shutting down"}"#
+        );
     }
 
     #[test]

@@ -239,6 +239,15 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
 }
 
 async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> ExitCode {
+    // Handlers first: a SIGTERM that arrives while the store opens or the listener binds is
+    // queued and answered with a graceful shutdown once serving, never the default kill.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let store = match wiring::store(&config) {
         Ok(store) => store,
         Err(error) => {
@@ -255,7 +264,15 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
         }
     };
     let notifier = super::notify::from_config(&config.alerts);
-    let ports = server::Ports { store, providers, notifier };
+    let outbox = match wiring::outbox(&config) {
+        Ok(outbox) => outbox,
+        Err(error) => {
+            tracing::error!(%error, "start-up failed");
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ports = server::Ports { store, outbox, providers, notifier };
     let running = match server::start(Arc::clone(&config), ports).await {
         Ok(running) => running,
         Err(error) => {
@@ -270,7 +287,7 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
     // Machine-readable line for scripts and tests that start the binary on port 0.
     println!("listening on {addr}");
     loop {
-        match wait_for_signal().await {
+        match signals.next().await {
             Signal::Stop => break,
             Signal::Reload => reload_origins(&running, config_path.as_deref()),
         }
@@ -306,18 +323,31 @@ enum Signal {
     Reload,
 }
 
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return Signal::Stop;
-    };
-    tokio::select! {
-        _ = term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
-        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT received"); Signal::Stop }
-        _ = hup.recv() => { tracing::info!("SIGHUP received"); Signal::Reload }
+/// The process's signal streams, registered once at start-up so no signal falls between two
+/// waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next signal that asks for something.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { tracing::info!("SIGHUP received"); Signal::Reload }
+        }
     }
 }
 

@@ -8,6 +8,8 @@ pub mod llm;
 #[cfg(not(madsim))]
 pub mod notify;
 #[cfg(not(madsim))]
+pub mod outbox;
+#[cfg(not(madsim))]
 pub mod store;
 #[cfg(not(madsim))]
 pub mod wiring;

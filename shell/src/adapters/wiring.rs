@@ -12,8 +12,11 @@ use super::llm::http_client::{
     build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
 };
 use super::llm::openai::OpenAiProvider;
+use super::outbox::FileOutbox;
 use super::store::EmbeddedStore;
+use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
+use crate::engine::outbox::{Outbox, OutboxError};
 use crate::engine::store::{SessionStore, StoreError};
 
 /// Why the server could not be wired.
@@ -25,6 +28,9 @@ pub enum WiringError {
     /// The store could not be opened.
     #[error("cannot open the session store: {0}")]
     Store(#[from] StoreError),
+    /// The durable outbox could not be opened.
+    #[error("cannot open the outbox in the data directory: {0}")]
+    Outbox(#[from] OutboxError),
     /// MongoDB is configured but this build has no MongoDB store yet.
     #[error("MONGO_URI is set, but the MongoDB store is not available in this build yet; unset MONGO_URI to use the embedded store")]
     MongoUnavailable,
@@ -59,4 +65,12 @@ pub fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
         StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
         StoreConfig::Mongo(_) => Err(WiringError::MongoUnavailable),
     }
+}
+
+/// The durable outbox: `outbox.redb` in the data directory, sealed with `ENCRYPTION_KEY` when set.
+pub fn outbox(config: &Config) -> Result<Arc<dyn Outbox>, WiringError> {
+    let cipher = ContentCipher::new(config.storage.encryption_key.expose().as_bytes());
+    let outbox =
+        FileOutbox::open(&config.storage.data_dir, config.storage.outbox_max_entries, cipher)?;
+    Ok(Arc::new(outbox))
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::caller::Caller;
 use super::hub::Engine;
+use super::outbox::PendingWrite;
 use super::store::{SessionDoc, SessionPatch, StoreError};
 
 /// Deadline of the admin listing and the metrics aggregation (§8.5).
@@ -159,8 +160,9 @@ impl Engine {
             assistance: Some((true, admin.user_id.clone(), admin.name.clone())),
             ..Default::default()
         };
-        if let Err(error) =
-            self.with_store_retry("takeover", || self.store.update(id, &patch)).await
+        if let Err(error) = self
+            .persist(PendingWrite::Update { session_id: id.to_string(), patch: patch.clone() })
+            .await
         {
             tracing::warn!(session_id = id, %error, "persisting the takeover failed");
         }

@@ -74,6 +74,15 @@ impl KickSignal {
     }
 }
 
+/// How a fan-out went: connections that got the frame, and those that could not take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Queued.
+    pub delivered: usize,
+    /// Not queued (full queue: that connection is being dropped; or already closed).
+    pub dropped: usize,
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
@@ -189,14 +198,44 @@ impl Registry {
 
     /// Queues a frame on the admin connections bound to `session` that do not belong to the
     /// session's owner (the assisting admin's view of the user's messages).
-    pub fn send_to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> usize {
+    pub fn send_to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
         let inner = self.lock();
+        let mut fanout = Fanout::default();
+        let Some(set) = inner.by_session.get(session) else { return fanout };
+        for conn in set.iter().filter_map(|id| inner.conns.get(id)) {
+            if conn.is_admin && &*conn.user_id != owner {
+                if self.offer(conn, Outbound::Frame(Arc::clone(frame))) {
+                    fanout.delivered += 1;
+                } else {
+                    fanout.dropped += 1;
+                }
+            }
+        }
+        fanout
+    }
+
+    /// Unbinds the admin connections of `admin_id` from `session` (the admin left: nothing of the
+    /// session reaches them any more, §10 item 3). The session owner's own connections are never
+    /// touched, even when the owner is an admin. Returns how many were unbound.
+    pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+        if admin_id == owner {
+            return 0;
+        }
+        let mut inner = self.lock();
         let Some(set) = inner.by_session.get(session) else { return 0 };
-        set.iter()
-            .filter_map(|id| inner.conns.get(id))
-            .filter(|c| c.is_admin && &*c.user_id != owner)
-            .map(|c| usize::from(self.offer(c, Outbound::Frame(Arc::clone(frame)))))
-            .sum()
+        let leaving: Vec<ConnId> = set
+            .iter()
+            .copied()
+            .filter(|id| inner.conns.get(id).is_some_and(|c| c.is_admin && &*c.user_id == admin_id))
+            .collect();
+        let key: Arc<str> = Arc::from(session);
+        for id in &leaving {
+            if let Some(conn) = inner.conns.get_mut(id) {
+                conn.session = None;
+            }
+            remove_binding(&mut inner, &key, *id);
+        }
+        leaving.len()
     }
 
     /// Queues a frame on every connection of `user_id`.
@@ -336,7 +375,7 @@ mod tests {
         let (admin, mut ra) = conn(&reg, "boss", true, 8);
         reg.bind(user, "s");
         reg.bind(admin, "s");
-        assert_eq!(reg.send_to_session_admins("s", "u1", &frame("m")), 1);
+        assert_eq!(reg.send_to_session_admins("s", "u1", &frame("m")).delivered, 1);
         assert!(ra.try_recv().is_ok());
         assert!(ru.try_recv().is_err());
     }

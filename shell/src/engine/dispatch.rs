@@ -26,6 +26,7 @@ use super::hub::Engine;
 use super::llm::{ChatMessage, ChatRequest, Role, StreamEvent};
 use super::metrics::Limiter;
 use super::notify::HelpAlert;
+use super::outbox::PendingWrite;
 use super::reply::{self, new_message_id, ReplyJob};
 use super::store::{CreateOutcome, SessionDoc, SessionPatch, StoredMessage};
 
@@ -306,7 +307,7 @@ impl Engine {
             meta: frame.metadata.clone(),
         };
         if self
-            .with_store_retry("append_message", || self.store.append_message(&session, &msg))
+            .persist(PendingWrite::Append { session_id: session.to_string(), message: msg.clone() })
             .await
             .is_err()
         {
@@ -322,12 +323,18 @@ impl Engine {
         });
         if let Some(name) = name {
             let patch = SessionPatch { name: Some(name), ..Default::default() };
-            let _ = self.with_store_retry("set_name", || self.store.update(&session, &patch)).await;
+            let _ = self
+                .persist(PendingWrite::Update {
+                    session_id: session.to_string(),
+                    patch: patch.clone(),
+                })
+                .await;
         }
         // The assisting admin sees what the user writes (§10 item 2).
         let relay =
             Frame::relayed_message(&session, &frame.content, Sender::User, self.frame_now());
-        self.registry.send_to_session_admins(&session, &user, &Engine::encode(&relay));
+        let fanout = self.registry.send_to_session_admins(&session, &user, &Engine::encode(&relay));
+        self.metrics.admin_messages_dropped.inc_by(fanout.dropped as u64);
         if assisted.is_some() && self.config.llm.pause_ai_when_assisted {
             return;
         }
@@ -349,11 +356,7 @@ impl Engine {
             self.forward_effects(self.shutdown.reply_finished(self.clock.now()));
             return;
         };
-        let stored = match self.with_store_retry("load_history", || self.store.load(session)).await
-        {
-            Ok(Some(doc)) => doc.messages,
-            _ => Vec::new(),
-        };
+        let stored = self.conversation_messages(session).await.unwrap_or_default();
         let llm = &self.config.llm;
         let mut messages =
             history::conversation(&stored, llm.history_max_messages, llm.history_max_bytes);
@@ -396,7 +399,7 @@ impl Engine {
             meta: frame.metadata.clone(),
         };
         if self
-            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .persist(PendingWrite::Append { session_id: session.to_string(), message: msg.clone() })
             .await
             .is_err()
         {
@@ -422,8 +425,9 @@ impl Engine {
             let _ = t.set_model(&session, frame.model_id.clone());
         });
         let patch = SessionPatch { model_id: Some(frame.model_id.clone()), ..Default::default() };
-        if let Err(error) =
-            self.with_store_retry("set_model", || self.store.update(&session, &patch)).await
+        if let Err(error) = self
+            .persist(PendingWrite::Update { session_id: session.to_string(), patch: patch.clone() })
+            .await
         {
             tracing::warn!(session_id = %session, %error, "persisting the model failed");
         }
@@ -451,7 +455,10 @@ impl Engine {
         if changed {
             let patch = SessionPatch { help_requested: Some(true), ..Default::default() };
             let _ = self
-                .with_store_retry("help_requested", || self.store.update(session, &patch))
+                .persist(PendingWrite::Update {
+                    session_id: session.to_string(),
+                    patch: patch.clone(),
+                })
                 .await;
         }
         tracing::warn!(session_id = session, user_id = %conn.caller.user_id, "help requested");
@@ -499,7 +506,7 @@ impl Engine {
             meta: frame.metadata.clone(),
         };
         if self
-            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .persist(PendingWrite::Append { session_id: session.to_string(), message: msg.clone() })
             .await
             .is_err()
         {
@@ -570,7 +577,7 @@ impl Engine {
             meta: Default::default(),
         };
         if self
-            .with_store_retry("append_message", || self.store.append_message(session, &msg))
+            .persist(PendingWrite::Append { session_id: session.to_string(), message: msg.clone() })
             .await
             .is_ok()
         {
@@ -598,9 +605,16 @@ impl Engine {
             assistance: Some((false, String::new(), String::new())),
             ..Default::default()
         };
-        let _ = self.with_store_retry("leave", || self.store.update(session, &patch)).await;
+        let _ = self
+            .persist(PendingWrite::Update { session_id: session.to_string(), patch: patch.clone() })
+            .await;
         let frame = Frame::admin_leave(session, &left.admin.id, &left.admin.name, self.frame_now());
         self.send_session(session, &frame, None);
+        // After the farewell, the admin's sockets stop seeing the session (§10 item 3).
+        let owner = self.sessions.with(|t| t.get(session).map(|s| s.user_id().to_string()));
+        if let Some(owner) = owner {
+            self.registry.unbind_admin(session, admin_id, &owner);
+        }
         Some(left.admin)
     }
 

@@ -113,6 +113,10 @@ impl SessionStore for EncryptingStore {
         Ok(self.inner.started_between(from, to).await?.into_iter().map(|d| self.open(d)).collect())
     }
 
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.inner.prepare().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -24,6 +24,7 @@ use super::gauge::Gauge;
 use super::llm::LlmProvider;
 use super::metrics::Metrics;
 use super::notify::Notifier;
+use super::outbox::Outbox;
 use super::probe::Probe;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
@@ -80,6 +81,10 @@ pub struct Engine {
     pub model_list: Vec<ModelInfo>,
     /// Durable sessions.
     pub store: Arc<dyn SessionStore>,
+    /// Writes kept while the store is down (drained by `outbox::run`).
+    pub outbox: Arc<dyn Outbox>,
+    /// Wakes the outbox drain task when an entry is queued.
+    pub outbox_wake: tokio::sync::Notify,
     /// The runtime's clock.
     pub clock: Clock,
     /// Tracked tasks.
@@ -143,6 +148,7 @@ impl Engine {
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn SessionStore>,
+        outbox: Arc<dyn Outbox>,
         providers: Vec<Arc<dyn LlmProvider>>,
         notifier: Arc<dyn Notifier>,
         clock: Clock,
@@ -181,6 +187,8 @@ impl Engine {
             models,
             model_list,
             store,
+            outbox,
+            outbox_wake: tokio::sync::Notify::new(),
             clock,
             supervisor: Supervisor::new(),
             sessions: SessionHandle::new(limits),

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub admin_messages_dropped: IntCounter,
     /// `chatbox_outbox_depth` (gauge): entries waiting in the durable outbox.
     pub outbox_depth: IntGauge,
+    /// `chatbox_outbox_dropped_total`: outbox entries the store refused permanently (logged).
+    pub outbox_dropped: IntCounter,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
 }
@@ -243,6 +245,13 @@ impl Metrics {
                 r,
                 IntGauge::new("chatbox_outbox_depth", "Entries waiting in the durable outbox"),
             ),
+            outbox_dropped: register(
+                r,
+                IntCounter::new(
+                    "chatbox_outbox_dropped_total",
+                    "Outbox entries the store refused permanently",
+                ),
+            ),
             rate_limiter_keys: register(
                 r,
                 IntGaugeVec::new(
@@ -368,7 +377,7 @@ mod tests {
     use super::*;
 
     /// Every name of PROTOCOL.md §4.11 plus the rebuild's two.
-    const NAMES: [&str; 19] = [
+    const NAMES: [&str; 20] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -387,6 +396,7 @@ mod tests {
         "chatbox_http_request_duration_seconds",
         "chatbox_admin_messages_dropped_total",
         "chatbox_outbox_depth",
+        "chatbox_outbox_dropped_total",
         "chatbox_rate_limiter_keys",
     ];
 

@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod persist;
 pub mod probe;
 pub mod reply;

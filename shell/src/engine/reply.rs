@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use super::connections::ConnId;
 use super::hub::{Engine, Model};
 use super::llm::{ChatRequest, EventStream, ProviderError, StreamEvent};
+use super::outbox::PendingWrite;
 use super::store::{SessionPatch, StoredMessage};
 
 /// Everything one reply needs.
@@ -262,8 +263,9 @@ async fn complete(
             meta: Default::default(),
         };
         let stored = engine
-            .with_store_retry("append_message", || {
-                engine.store.append_message(&job.session_id, &msg)
+            .persist(PendingWrite::Append {
+                session_id: job.session_id.to_string(),
+                message: msg.clone(),
             })
             .await;
         if stored.is_err() {
@@ -293,7 +295,10 @@ async fn complete(
             ..Default::default()
         };
         let _ = engine
-            .with_store_retry("update_stats", || engine.store.update(&job.session_id, &patch))
+            .persist(PendingWrite::Update {
+                session_id: job.session_id.to_string(),
+                patch: patch.clone(),
+            })
             .await;
     }
     ReplyEnd::Done

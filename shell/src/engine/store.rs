@@ -210,6 +210,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         to: UnixMillis,
     ) -> Result<Vec<SessionDoc>, StoreError>;
 
+    /// One-time preparation (MongoDB: create the indexes). The server calls it in the
+    /// background until it succeeds; serving does not wait for it.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -9,6 +9,7 @@ use chatbox_core::timer::Periodic;
 
 use super::hub::Engine;
 use super::metrics::Limiter;
+use super::outbox::PendingWrite;
 
 /// Runs until the server stops accepting.
 pub async fn run(engine: Arc<Engine>) {
@@ -67,8 +68,9 @@ pub async fn sweep_once(engine: &Arc<Engine>) {
         engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
         tracing::info!(session_id = id, "session ended after inactivity");
-        if let Err(error) =
-            engine.with_store_retry("end_session", || engine.store.end(id, ended.ended_wall)).await
+        if let Err(error) = engine
+            .persist(PendingWrite::End { session_id: id.to_string(), at: ended.ended_wall })
+            .await
         {
             tracing::warn!(session_id = id, %error, "persisting an idle end failed");
         }

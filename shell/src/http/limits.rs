@@ -25,6 +25,7 @@ use http::{header, HeaderValue, StatusCode};
 use super::client_ip::{client_ip, is_health_probe};
 use crate::engine::caller::Caller;
 use crate::engine::hub::Engine;
+use crate::engine::metrics::Limiter;
 
 /// The `429` of a limiter: `Retry-After` and the admin body (with `retry_after_ms`) or the
 /// public body (without).
@@ -48,6 +49,7 @@ pub async fn admin_limit(State(engine): State<Arc<Engine>>, req: Request, next: 
         engine.admin_limiter.check(&user_id, engine.clock.now())
     {
         tracing::info!(user_id, ?retry_after, "admin rate limit");
+        engine.metrics.rate_limited(Limiter::Admin);
         return too_many_requests(retry_after, true);
     }
     next.run(req).await
@@ -106,6 +108,7 @@ pub async fn public_limit(State(gate): State<PublicGate>, req: Request, next: Ne
         gate.family.limiter(engine).check(&ip, engine.clock.now())
     {
         tracing::info!(client_ip = %ip, family = gate.family.as_str(), ?retry_after, "public rate limit");
+        engine.metrics.rate_limited(Limiter::Public);
         return too_many_requests(retry_after, false);
     }
     next.run(req).await

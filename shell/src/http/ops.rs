@@ -22,22 +22,18 @@ pub async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
 
 /// `GET {P}/readyz`: 503 while draining for shutdown or when the store does not answer in 2 s.
 pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
-    let db = if engine.is_stopping() {
-        DbReadiness::Unreachable
-    } else {
-        let ping =
-            tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
-        match ping {
-            Ok(Ok(())) => DbReadiness::Ready,
-            _ => DbReadiness::Unreachable,
-        }
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
+    let db = match ping {
+        Ok(Ok(())) => DbReadiness::Ready,
+        _ => DbReadiness::Unreachable,
     };
-    let body = ReadyBody::new(db, engine.models.len(), engine.frame_now());
-    let status = if engine.is_stopping() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::from_u16(body.status_code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
-    };
+    let mut body = ReadyBody::new(db, engine.models.len(), engine.frame_now())
+        .with_outbox(engine.outbox.len(), engine.outbox.capacity());
+    if engine.is_stopping() {
+        body = body.draining();
+    }
+    let status =
+        StatusCode::from_u16(body.status_code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, Json(body)).into_response()
 }
 
@@ -46,6 +42,9 @@ pub async fn prometheus(State(engine): State<Arc<Engine>>) -> Response {
     if !engine.config.http.enable_metrics {
         return StatusCode::NOT_FOUND.into_response();
     }
+    // The gauge is read at scrape time so it is exact, not as old as the last sweep.
+    let active = engine.sessions.with(|t| t.memory_stats().active);
+    engine.metrics.active_sessions.set(i64::try_from(active).unwrap_or(i64::MAX));
     let mut response = engine.metrics.render().into_response();
     response
         .headers_mut()

@@ -1,0 +1,122 @@
+//! A real MongoDB-wire-compatible server for the integration tests: SecantusDB, started by
+//! `scripts/mongo-server.sh` (which installs it from PyPI into a cache venv on first use) on a
+//! free loopback port with a temporary data directory. [`MongoServer::kill`] and
+//! [`MongoServer::restart`] take it away and bring it back on the same port and data, for the
+//! outage tests.
+//!
+//! When `CHATBOX_TEST_MONGO_URI` is set (CI's second pass, `scripts/test-all.sh`), every
+//! [`crate::harness::ServerOpts`] points its server at that database instead of the embedded
+//! store, each server in a database of its own ([`shared_uri`]).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// First start may install SecantusDB from PyPI.
+const START_BUDGET: Duration = Duration::from_secs(300);
+
+/// The MongoDB every harness server uses instead of the embedded store, if the test run names
+/// one (`CHATBOX_TEST_MONGO_URI`).
+pub fn shared_uri() -> Option<String> {
+    std::env::var("CHATBOX_TEST_MONGO_URI").ok().filter(|uri| !uri.is_empty())
+}
+
+/// A database name no other server of this test process uses.
+pub fn fresh_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("chatbox_it_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running SecantusDB (killed on drop) and its data directory.
+#[derive(Debug)]
+pub struct MongoServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl MongoServer {
+    /// Starts a server on a free port.
+    ///
+    /// # Panics
+    /// When bash, python3 or SecantusDB (from PyPI) are unavailable; the script's stderr is shown.
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("chatbox-mongo-").tempdir().expect("temp dir");
+        let (child, port) = spawn(dir.path(), 0).await;
+        Self { child: Some(child), port, dir }
+    }
+
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true`.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL: no goodbye to its clients), as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    ///
+    /// # Panics
+    /// When it does not come back (e.g. the port was taken meanwhile).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (child, port) = spawn(self.dir.path(), self.port).await;
+        assert_eq!(port, self.port, "restarted on the same port");
+        self.child = Some(child);
+    }
+}
+
+async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mongo-server.sh");
+    let mut command = Command::new("bash");
+    command
+        .arg(&script)
+        .args(["start", "--port", &port.to_string(), "--dir"])
+        .arg(dir.join("db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("stderr.log"))
+                .expect("open the MongoDB server's log"),
+        ))
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run bash {}: {e} (the MongoDB tests need bash and python3)",
+            script.display()
+        )
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    std::fs::create_dir_all(dir).expect("create the MongoDB data dir");
+    let line = match tokio::time::timeout(START_BUDGET, lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        outcome => {
+            let _ = child.start_kill();
+            let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            panic!(
+                "the MongoDB test server did not start ({outcome:?}); it needs python3 (with \
+                 venv) and PyPI access for SecantusDB (see `scripts/mongo-server.sh install`).\n\
+                 stderr:\n{stderr}"
+            );
+        }
+    };
+    let port = line
+        .strip_prefix("listening ")
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from the MongoDB server: {line:?}"));
+    (child, port)
+}
