@@ -691,3 +691,67 @@ async fn the_server_answers_ping() {
     store.flush().await.unwrap();
     assert!(format!("{store:?}").contains("127.0.0.1"));
 }
+
+/// Arms the server's `failCommand` fail point for the next `times` runs of `command` (the driver
+/// retries a retryable read or write once, so two failures make one failed operation).
+async fn fail_next(store: &MongoStore, command: &str, times: i32, data: Document) {
+    let mut data = data;
+    data.insert("failCommands", vec![command]);
+    store
+        .client()
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": times },
+            "data": data,
+        })
+        .await
+        .expect("configureFailPoint (the server runs with --enable-test-commands)");
+}
+
+#[tokio::test]
+async fn server_failures_are_classified_by_code_and_label() {
+    // Fail points are server-wide: this test has a server of its own (stopped on drop).
+    let server = MongoServer::start();
+    // Not-primary and shutdown codes mark the server unknown until the next heartbeat: make
+    // that quick, so the next operation finds it again.
+    let uri = format!("{}?heartbeatFrequencyMS=500", server.uri());
+    let store = MongoStore::connect(&config(uri, "sessions")).await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    let hello = message("m1", "hi", 1_500, "user");
+
+    // Codes: not-primary and shutdown are transient, a bad value is permanent.
+    fail_next(&store, "find", 2, doc! { "errorCode": 91 }).await;
+    let err = store.load("s1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "ShutdownInProgress: {err:?}");
+    fail_next(&store, "update", 2, doc! { "errorCode": 10107 }).await;
+    let err = store.append_message("s1", &hello).await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "NotWritablePrimary: {err:?}");
+    fail_next(&store, "find", 2, doc! { "errorCode": 2 }).await;
+    let err = store.load("s1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Permanent(_)), "BadValue: {err:?}");
+
+    // A label makes an otherwise permanent code transient.
+    let labelled = doc! { "errorCode": 2, "errorLabels": ["TransientTransactionError"] };
+    fail_next(&store, "find", 2, labelled).await;
+    let err = store.load("s1").await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "labelled: {err:?}");
+
+    // A connection closed mid-command is an I/O error.
+    fail_next(&store, "update", 2, doc! { "closeConnection": true }).await;
+    let err = store.append_message("s1", &hello).await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "closed connection: {err:?}");
+
+    // A write concern timeout is transient (and not retried by the driver: one failure). The
+    // write itself was applied, which is why appends are idempotent.
+    let wc = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed",
+    "errmsg": "waiting for replication timed out" } };
+    fail_next(&store, "update", 1, wc).await;
+    let err = store.append_message("s1", &hello).await.unwrap_err();
+    assert!(matches!(err, StoreError::Transient(_)), "write concern: {err:?}");
+
+    // And after the failures, the retried append stored the message exactly once.
+    store.append_message("s1", &hello).await.unwrap();
+    assert_eq!(store.load("s1").await.unwrap().unwrap().messages, [hello]);
+}
