@@ -11,8 +11,17 @@
 //! * a share token is set only where none exists, then read back.
 //!
 //! Writes use the client's default write concern (the server's default, majority on a replica
-//! set), and every call returns only once the server acknowledged it, so [`MongoStore::flush`]
-//! has nothing to do.
+//! set), and every call returns only once the server acknowledged it, so `flush` has nothing to
+//! do.
+//!
+//! Limits, on purpose:
+//! * Documents the original wrote have no `activeUid`, so its still-active sessions do not
+//!   block a new one (the original had no guard at all); they are guarded once reactivated.
+//! * The admin search sorts on the stored fields. A document without `totalTokens` (never
+//!   written that way by either system) sorts before one with 0, where the port's reference
+//!   order would tie them.
+//! * `_ts`/`_mt` on insert are the session's start time (the engine's clock; the adapter reads
+//!   none); later writes set `_mt` with `$currentDate` (the server's clock).
 
 mod error;
 mod query;
