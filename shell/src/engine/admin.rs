@@ -206,7 +206,7 @@ async fn bounded<T>(
 /// The first whole millisecond at or after `t` (inclusive lower bound at stored precision).
 fn ceil_millis(t: DateTime<Utc>) -> UnixMillis {
     let floor = t.timestamp_millis();
-    let exact = t.timestamp_subsec_nanos() % 1_000_000 == 0;
+    let exact = t.timestamp_subsec_nanos().is_multiple_of(1_000_000);
     UnixMillis(if exact { floor } else { floor.saturating_add(1) })
 }
 

@@ -3,12 +3,15 @@
 //!
 //! - [`embedded`] — [`EmbeddedStore`], one redb file in the data directory; the default when no
 //!   MongoDB is configured.
+//! - [`mongo`] — [`MongoStore`], the original system's `chat.sessions` collection on MongoDB.
 //!
 //! Compiled only in normal builds (`cfg(not(madsim))`): the simulator brings its own store.
 
 pub mod embedded;
 mod error;
+pub mod mongo;
 mod ops;
 mod schema;
 
 pub use embedded::EmbeddedStore;
+pub use mongo::MongoStore;

@@ -1,0 +1,584 @@
+//! [`MongoStore`]: the [`SessionStore`] on MongoDB (a replica set or Atlas), reading and writing
+//! the original system's documents (PROTOCOL.md §8). `schema.rs` maps documents, `query.rs`
+//! holds the indexes and the admin search, `error.rs` classifies driver errors.
+//!
+//! Every write is idempotent, so the engine may retry after an ambiguous failure (a timeout
+//! after the server applied the write):
+//! * create inserts by `_id`; a duplicate `_id` is success, a duplicate on `idx_active_user`
+//!   reports the user's active session;
+//! * an append filters on `msgs.mid` not yet present, so a message is pushed at most once;
+//! * updates `$set`/`$unset` absolute values; ending overwrites `endTs` and `dur`;
+//! * a share token is set only where none exists, then read back.
+//!
+//! Writes use the client's default write concern (the server's default, majority on a replica
+//! set), and every call returns only once the server acknowledged it, so `flush` has nothing to
+//! do.
+//!
+//! Limits, on purpose:
+//! * Documents the original wrote have no `activeUid`, so its still-active sessions do not
+//!   block a new one (the original had no guard at all); they are guarded once reactivated.
+//! * The admin search sorts on the stored fields. A document without `totalTokens` (never
+//!   written that way by either system) sorts before one with 0, where the port's reference
+//!   order would tie them.
+//! * `_ts`/`_mt` on insert are the session's start time (the engine's clock; the adapter reads
+//!   none); later writes set `_mt` with `$currentDate` (the server's clock).
+
+mod error;
+mod query;
+mod schema;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatbox_core::config::MongoConfig;
+use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::UnixMillis;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection, Cursor, Database};
+
+use self::error::is_duplicate_key;
+pub use self::error::{classify, TRANSIENT_CODES, TRANSIENT_LABELS};
+pub use self::query::{
+    IDX_ACTIVE_USER, IDX_ADMIN_ASSISTED, IDX_SHARE_TOKEN, IDX_START_TIME, IDX_USER_ID,
+    IDX_USER_START_TIME,
+};
+use self::schema::{
+    date, field, int64, message_to_document, session_from_document, session_to_document, tokens,
+};
+use crate::engine::store::{
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+};
+
+/// Every index [`MongoStore::ensure_indexes`] creates, by name.
+pub const INDEX_NAMES: [&str; 6] = [
+    IDX_USER_ID,
+    IDX_START_TIME,
+    IDX_ADMIN_ASSISTED,
+    IDX_USER_START_TIME,
+    IDX_SHARE_TOKEN,
+    IDX_ACTIVE_USER,
+];
+
+/// Time budget of index creation at start-up (§8.3).
+pub const INDEX_BUDGET: Duration = Duration::from_secs(30);
+
+/// How often `create` re-inserts when the session it collided with ended in between.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// Sessions in one MongoDB collection (default `chat.sessions`).
+///
+/// Cheap to clone (the driver's client is shared); every clone uses the same connection pool.
+/// The client connects lazily and keeps reconnecting in the background, so a store exists while
+/// MongoDB is down: operations then fail with a transient error after the connect timeout.
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    database: Database,
+    sessions: Collection<Document>,
+    uri_for_logs: String,
+}
+
+impl fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("uri", &self.uri_for_logs)
+            .field("database", &self.database.name())
+            .field("collection", &self.sessions.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoStore {
+    /// A store for `cfg`: parses the URI (for `mongodb+srv` that resolves DNS), sets the connect
+    /// and server-selection timeouts to `cfg.connect_timeout` and the app name `chatbox`.
+    /// Does **not** contact the server: starting while MongoDB is down works.
+    ///
+    /// Errors: an invalid URI (permanent; the message never shows credentials), a failed SRV
+    /// lookup (transient).
+    pub async fn connect(cfg: &MongoConfig) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(cfg.uri.expose()).await.map_err(|err| {
+            // The driver's text might quote part of the URI; leave it out when that holds
+            // credentials.
+            let class = classify(&err);
+            let detail = if cfg.has_credentials() { String::new() } else { format!(": {class}") };
+            let text = format!("mongo store: cannot use MONGO_URI {}{detail}", cfg.uri_for_logs());
+            match class {
+                StoreError::Transient(_) => StoreError::Transient(text),
+                StoreError::Permanent(_) => StoreError::Permanent(text),
+            }
+        })?;
+        options.app_name = Some("chatbox".to_owned());
+        options.connect_timeout = Some(cfg.connect_timeout);
+        options.server_selection_timeout = Some(cfg.connect_timeout);
+        let client = Client::with_options(options).map_err(|err| classify(&err))?;
+        let database = client.database(&cfg.database);
+        let sessions = database.collection::<Document>(&cfg.collection);
+        tracing::info!(
+            uri = %cfg.uri_for_logs(),
+            database = %cfg.database,
+            collection = %cfg.collection,
+            connect_timeout_ms = u64::try_from(cfg.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+            "mongo store configured"
+        );
+        Ok(Self { client, database, sessions, uri_for_logs: cfg.uri_for_logs() })
+    }
+
+    /// Creates the §8.3 indexes with their exact names, plus `idx_active_user` (unique on
+    /// `activeUid` where it exists: one active session per user), within [`INDEX_BUDGET`].
+    /// Existing identical indexes are fine. Errors are returned for the caller to log and retry
+    /// later (an index with one of these names but other keys or options is permanent).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let create = self.sessions.create_indexes(query::index_models());
+        match tokio::time::timeout(INDEX_BUDGET, create).await {
+            Ok(Ok(_)) => {
+                tracing::info!(
+                    collection = %self.sessions.name(),
+                    indexes = ?INDEX_NAMES,
+                    "mongo store indexes ensured"
+                );
+                Ok(())
+            }
+            Ok(Err(err)) => Err(classify(&err)),
+            Err(_) => Err(StoreError::Transient(format!(
+                "mongo store: index creation did not finish within {} s",
+                INDEX_BUDGET.as_secs()
+            ))),
+        }
+    }
+
+    /// The driver's client (for tests and administration).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The sessions collection as raw documents (for tests and administration).
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.sessions
+    }
+
+    /// Whether a session with this id exists.
+    async fn exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        let found = self
+            .sessions
+            .find_one(doc! { field::ID: session_id })
+            .projection(doc! { field::ID: 1 })
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(found.is_some())
+    }
+
+    /// The id of `user_id`'s guarded active session, if any.
+    async fn active_session_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let found = self
+            .sessions
+            .find_one(doc! { field::ACTIVE_USER: user_id })
+            .projection(doc! { field::ID: 1 })
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(found.and_then(|d| d.get_str(field::ID).ok().map(str::to_owned)))
+    }
+
+    /// After a duplicate key on insert: what the collision was with.
+    async fn resolve_insert_conflict(
+        &self,
+        doc: &SessionDoc,
+    ) -> Result<Option<CreateOutcome>, StoreError> {
+        let existing = self
+            .sessions
+            .find_one(doc! { field::ID: &doc.id })
+            .projection(doc! { field::USER_ID: 1 })
+            .await
+            .map_err(|e| classify(&e))?;
+        if let Some(existing) = existing {
+            if existing.get_str(field::USER_ID).ok() != Some(doc.user_id.as_str()) {
+                return Err(StoreError::Permanent(
+                    "session id already belongs to another user".into(),
+                ));
+            }
+            return Ok(Some(CreateOutcome::Created));
+        }
+        if doc.ended.is_none() {
+            if let Some(active) = self.active_session_of(&doc.user_id).await? {
+                return Ok(Some(CreateOutcome::ActiveExists(active)));
+            }
+        }
+        if let Some(token) = &doc.share_token {
+            let owner = self
+                .sessions
+                .find_one(doc! { field::SHARE_TOKEN: token })
+                .projection(doc! { field::ID: 1 })
+                .await
+                .map_err(|e| classify(&e))?;
+            if owner.is_some() {
+                return Err(StoreError::Permanent("share token already in use".into()));
+            }
+        }
+        // The colliding session ended (or went away) between the insert and the look-up.
+        Ok(None)
+    }
+}
+
+/// Runs one operation and logs its failure at debug level: the caller (the store writer)
+/// decides whether it is worth a warning or a retry.
+async fn observe<T>(
+    op: &'static str,
+    body: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result = body.await;
+    if let Err(err) = &result {
+        tracing::debug!(op, error = %err, "mongo store operation failed");
+    }
+    result
+}
+
+/// The session named by a write does not exist.
+fn not_found() -> StoreError {
+    StoreError::Permanent("session not found".into())
+}
+
+/// Decodes every document of a cursor.
+async fn collect(cursor: Cursor<Document>) -> Result<Vec<SessionDoc>, StoreError> {
+    let raw: Vec<Document> = cursor.try_collect().await.map_err(|e| classify(&e))?;
+    raw.iter().map(session_from_document).collect()
+}
+
+/// `$currentDate` of the modified time: the server's clock, as the original's helper library.
+fn touch() -> Document {
+    doc! { field::MODIFIED: true }
+}
+
+#[async_trait]
+impl SessionStore for MongoStore {
+    async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        observe("create", async {
+            let document = session_to_document(doc);
+            for _ in 0..CREATE_ATTEMPTS {
+                match self.sessions.insert_one(document.clone()).await {
+                    Ok(_) => {
+                        tracing::debug!(session_id = %doc.id, user_id = %doc.user_id, "session stored");
+                        return Ok(CreateOutcome::Created);
+                    }
+                    Err(err) if is_duplicate_key(&err) => {
+                        if let Some(outcome) = self.resolve_insert_conflict(doc).await? {
+                            if let CreateOutcome::ActiveExists(active) = &outcome {
+                                tracing::debug!(
+                                    session_id = %doc.id,
+                                    user_id = %doc.user_id,
+                                    active_session_id = %active,
+                                    "session not stored: user has another active session"
+                                );
+                            }
+                            return Ok(outcome);
+                        }
+                    }
+                    Err(err) => return Err(classify(&err)),
+                }
+            }
+            Err(StoreError::Transient(
+                "mongo store: create kept colliding with a session that was ending".into(),
+            ))
+        })
+        .await
+    }
+
+    async fn append_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
+        observe("append_message", async {
+            let filter = doc! {
+                field::ID: session_id,
+                format!("{}.{}", field::MESSAGES, schema::msg_field::ID): { "$ne": &msg.id },
+            };
+            let update = doc! {
+                "$push": { field::MESSAGES: message_to_document(msg) },
+                // Never moves backwards, like the embedded store.
+                "$max": { field::LAST_ACTIVITY: date(msg.ts) },
+                "$currentDate": touch(),
+            };
+            let result =
+                self.sessions.update_one(filter, update).await.map_err(|e| classify(&e))?;
+            if result.matched_count == 0 && !self.exists(session_id).await? {
+                return Err(not_found());
+            }
+            // matched 0 on an existing session: the message is already stored (a retry).
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        observe("update", async {
+            let SessionPatch {
+                name,
+                model_id,
+                assistance,
+                help_requested,
+                total_tokens,
+                response_ms,
+                reactivate,
+            } = patch;
+            let mut set = Document::new();
+            let mut unset = Document::new();
+            if let Some(name) = name {
+                set.insert(field::NAME, name);
+            }
+            if let Some(model_id) = model_id {
+                set.insert(field::MODEL_ID, model_id);
+            }
+            if let Some((assisted, admin_id, admin_name)) = assistance {
+                set.insert(field::ADMIN_ASSISTED, *assisted);
+                for (key, value) in [
+                    (field::ASSISTING_ADMIN_ID, admin_id),
+                    (field::ASSISTING_ADMIN_NAME, admin_name),
+                ] {
+                    if value.is_empty() {
+                        unset.insert(key, "");
+                    } else {
+                        set.insert(key, value);
+                    }
+                }
+            }
+            if let Some(help) = help_requested {
+                set.insert(field::HELP_REQUESTED, *help);
+            }
+            if let Some(total) = total_tokens {
+                set.insert(field::TOTAL_TOKENS, tokens(*total));
+            }
+            if let Some((max_ms, avg_ms)) = response_ms {
+                set.insert(field::MAX_RESPONSE_MS, int64(*max_ms));
+                set.insert(field::AVG_RESPONSE_MS, int64(*avg_ms));
+            }
+            let mut user_id = None;
+            if *reactivate {
+                let current = self
+                    .sessions
+                    .find_one(doc! { field::ID: session_id })
+                    .projection(doc! { field::USER_ID: 1 })
+                    .await
+                    .map_err(|e| classify(&e))?
+                    .ok_or_else(not_found)?;
+                let uid = current.get_str(field::USER_ID).map_err(|_| {
+                    StoreError::Permanent(format!(
+                        "mongo store: corrupt session {session_id}: field uid is not a string"
+                    ))
+                })?;
+                unset.insert(field::ENDED, "");
+                set.insert(field::DURATION, Bson::Int64(0));
+                set.insert(field::ACTIVE_USER, uid);
+                user_id = Some(uid.to_owned());
+            }
+            if set.is_empty() && unset.is_empty() {
+                return if self.exists(session_id).await? { Ok(()) } else { Err(not_found()) };
+            }
+
+            let mut update = doc! { "$currentDate": touch() };
+            if !set.is_empty() {
+                update.insert("$set", set);
+            }
+            if !unset.is_empty() {
+                update.insert("$unset", unset);
+            }
+            match self.sessions.update_one(doc! { field::ID: session_id }, update).await {
+                Ok(result) if result.matched_count == 0 => Err(not_found()),
+                Ok(_) => Ok(()),
+                Err(err) if is_duplicate_key(&err) => {
+                    // Only the active-user guard can collide here: another session is active.
+                    let other = match &user_id {
+                        Some(uid) => self.active_session_of(uid).await?,
+                        None => None,
+                    };
+                    Err(StoreError::Permanent(format!(
+                        "user already has another active session: {}",
+                        other.as_deref().unwrap_or("(ended meanwhile)")
+                    )))
+                }
+                Err(err) => Err(classify(&err)),
+            }
+        })
+        .await
+    }
+
+    /// Sets `endTs` and frees the active guard in one find-and-update, then sets `dur` from the
+    /// stored start (§8.5: the original also needs two writes).
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+    ) -> Result<Option<SessionDoc>, StoreError> {
+        observe("end", async {
+            let update = doc! {
+                "$set": { field::ENDED: date(at) },
+                "$unset": { field::ACTIVE_USER: "" },
+                "$currentDate": touch(),
+            };
+            let Some(after) = self
+                .sessions
+                .find_one_and_update(doc! { field::ID: session_id }, update)
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(|e| classify(&e))?
+            else {
+                return Ok(None);
+            };
+            let mut ended = session_from_document(&after)?;
+            let duration = at.whole_seconds_since(ended.started);
+            self.sessions
+                .update_one(
+                    doc! { field::ID: session_id },
+                    doc! { "$set": { field::DURATION: Bson::Int64(duration) } },
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            ended.duration_secs = duration;
+            tracing::debug!(%session_id, "session ended in store");
+            Ok(Some(ended))
+        })
+        .await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        observe("load", async {
+            let found = self
+                .sessions
+                .find_one(doc! { field::ID: session_id })
+                .await
+                .map_err(|e| classify(&e))?;
+            found.as_ref().map(session_from_document).transpose()
+        })
+        .await
+    }
+
+    /// `{uid}` sorted `{ts: -1, _id: 1}`: served by `idx_user_start_time`.
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        if limit == 0 {
+            // MongoDB reads a limit of 0 as "no limit".
+            return Ok(Vec::new());
+        }
+        observe("list_by_user", async {
+            let cursor = self
+                .sessions
+                .find(doc! { field::USER_ID: user_id })
+                .sort(doc! { field::STARTED: -1, field::ID: 1 })
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .await
+                .map_err(|e| classify(&e))?;
+            collect(cursor).await
+        })
+        .await
+    }
+
+    /// One look-up on `idx_share_token`.
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        observe("find_by_share_token", async {
+            let found = self
+                .sessions
+                .find_one(doc! { field::SHARE_TOKEN: token })
+                .await
+                .map_err(|e| classify(&e))?;
+            found.as_ref().map(session_from_document).transpose()
+        })
+        .await
+    }
+
+    /// Sets the token only where none is stored (one atomic update), then reads back the
+    /// session's token: concurrent shares and retries agree on the first one stored.
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        observe("set_share_token", async {
+            let filter = doc! { field::ID: session_id, field::SHARE_TOKEN: Bson::Null };
+            let update = doc! { "$set": { field::SHARE_TOKEN: token }, "$currentDate": touch() };
+            match self.sessions.update_one(filter, update).await {
+                Ok(_) => {}
+                Err(err) if is_duplicate_key(&err) => {
+                    return Err(StoreError::Permanent("share token already in use".into()))
+                }
+                Err(err) => return Err(classify(&err)),
+            }
+            let Some(stored) = self
+                .sessions
+                .find_one(doc! { field::ID: session_id })
+                .projection(doc! { field::SHARE_TOKEN: 1 })
+                .await
+                .map_err(|e| classify(&e))?
+            else {
+                return Ok(None);
+            };
+            match stored.get(field::SHARE_TOKEN) {
+                Some(Bson::String(stored)) => Ok(Some(stored.clone())),
+                _ => Err(StoreError::Permanent(format!(
+                    "mongo store: corrupt session {session_id}: field shareToken is not a string"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Filter, sort, skip and limit run in MongoDB (`ts` sorts use `idx_start_time`); sorting
+    /// by message count is an aggregation that adds the size of `msgs`.
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        observe("search", async {
+            let cursor = if query::needs_pipeline(query) {
+                self.sessions.aggregate(query::search_pipeline(query)).await
+            } else {
+                self.sessions
+                    .find(query::search_filter(query))
+                    .sort(query::search_sort(query))
+                    .skip(query.offset)
+                    .limit(i64::from(query.limit))
+                    .await
+            }
+            .map_err(|e| classify(&e))?;
+            collect(cursor).await
+        })
+        .await
+    }
+
+    /// `ts` within the bounds (`idx_start_time`), `msgs` projected away.
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        observe("started_between", async {
+            let cursor = self
+                .sessions
+                .find(query::started_between_filter(from, to))
+                .projection(doc! { field::MESSAGES: 0 })
+                .await
+                .map_err(|e| classify(&e))?;
+            collect(cursor).await
+        })
+        .await
+    }
+
+    /// `{ping: 1}` on the database.
+    async fn ping(&self) -> Result<(), StoreError> {
+        observe("ping", async {
+            self.database.run_command(doc! { "ping": 1 }).await.map_err(|e| classify(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Nothing to do: every write returned only after the server acknowledged it with the
+    /// client's default write concern; there is no client-side buffer to flush.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! The MongoDB side of the queries: the §8.3 indexes (plus the one-active-session guard), and
+//! the admin search of §4.6 translated into a filter, a sort and a page that MongoDB runs —
+//! with exactly the semantics of the port's `search_matches`, `search_order` and `search_page`.
+
+use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
+use chatbox_core::UnixMillis;
+use chrono::{DateTime, Utc};
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
+
+use super::schema::{date, field};
+
+/// `{uid: 1}`.
+pub const IDX_USER_ID: &str = "idx_user_id";
+/// `{ts: -1}`.
+pub const IDX_START_TIME: &str = "idx_start_time";
+/// `{adminAssisted: 1}`.
+pub const IDX_ADMIN_ASSISTED: &str = "idx_admin_assisted";
+/// `{uid: 1, ts: -1}`: a user's sessions, newest first.
+pub const IDX_USER_START_TIME: &str = "idx_user_start_time";
+/// `{shareToken: 1}`, unique and sparse.
+pub const IDX_SHARE_TOKEN: &str = "idx_share_token";
+/// Ours: `{activeUid: 1}`, unique, partial on `activeUid` existing — one active session per user.
+pub const IDX_ACTIVE_USER: &str = "idx_active_user";
+
+/// Name of the field the message-count search adds (and removes again) in its pipeline.
+const MESSAGE_COUNT: &str = "_msgCount";
+
+/// The indexes `ensure_indexes` creates: §8.3 with its exact names, then the active-user guard.
+/// Documents written by the original lack `activeUid`, so the partial filter leaves them
+/// unguarded.
+pub(super) fn index_models() -> Vec<IndexModel> {
+    let plain = |name: &str, keys: Document| {
+        IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().name(name.to_owned()).build())
+            .build()
+    };
+    vec![
+        plain(IDX_USER_ID, doc! { field::USER_ID: 1 }),
+        plain(IDX_START_TIME, doc! { field::STARTED: -1 }),
+        plain(IDX_ADMIN_ASSISTED, doc! { field::ADMIN_ASSISTED: 1 }),
+        plain(IDX_USER_START_TIME, doc! { field::USER_ID: 1, field::STARTED: -1 }),
+        IndexModel::builder()
+            .keys(doc! { field::SHARE_TOKEN: 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(IDX_SHARE_TOKEN.to_owned())
+                    .unique(true)
+                    .sparse(true)
+                    .build(),
+            )
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { field::ACTIVE_USER: 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(IDX_ACTIVE_USER.to_owned())
+                    .unique(true)
+                    .partial_filter_expression(doc! { field::ACTIVE_USER: { "$exists": true } })
+                    .build(),
+            )
+            .build(),
+    ]
+}
+
+/// The filter of `search_matches`. `null` and missing are the same to the reader, so the
+/// status filter tests `endTs` against `null` (which matches both), and "not assisted" is
+/// anything but `true`. The start-time bounds may carry sub-millisecond precision while stored
+/// times are whole milliseconds: the lower bound rounds up, the upper bound down.
+pub(super) fn search_filter(query: &AdminSessionQuery) -> Document {
+    let mut filter = Document::new();
+    if let Some(user_id) = &query.user_id {
+        filter.insert(field::USER_ID, user_id);
+    }
+    match query.status {
+        Some(StatusFilter::Active) => {
+            filter.insert(field::ENDED, Bson::Null);
+        }
+        Some(StatusFilter::Ended) => {
+            filter.insert(field::ENDED, doc! { "$ne": Bson::Null });
+        }
+        None => {}
+    }
+    match query.admin_assisted {
+        Some(true) => {
+            filter.insert(field::ADMIN_ASSISTED, true);
+        }
+        Some(false) => {
+            filter.insert(field::ADMIN_ASSISTED, doc! { "$ne": true });
+        }
+        None => {}
+    }
+    let mut started = Document::new();
+    if let Some(from) = query.start_time_from {
+        started.insert("$gte", date(ceil_millis(from)));
+    }
+    if let Some(to) = query.start_time_to {
+        started.insert("$lte", date(floor_millis(to)));
+    }
+    if !started.is_empty() {
+        filter.insert(field::STARTED, started);
+    }
+    filter
+}
+
+/// The sort of `search_order`: the query's field in its direction, then `_id` ascending. A
+/// missing `endTs` sorts as `null`, before every date, as the port's order says.
+pub(super) fn search_sort(query: &AdminSessionQuery) -> Document {
+    let key = match query.sort_by {
+        SortField::StartTime => field::STARTED,
+        SortField::EndTime => field::ENDED,
+        SortField::MessageCount => MESSAGE_COUNT,
+        SortField::TotalTokens => field::TOTAL_TOKENS,
+        SortField::UserId => field::USER_ID,
+    };
+    let direction = match query.sort_order {
+        SortOrder::Asc => 1,
+        SortOrder::Desc => -1,
+    };
+    doc! { key: direction, field::ID: 1 }
+}
+
+/// Whether the search needs the aggregation (sorting on the number of messages).
+pub(super) fn needs_pipeline(query: &AdminSessionQuery) -> bool {
+    query.sort_by == SortField::MessageCount
+}
+
+/// The aggregation for `sort_by=message_count`: match, add the size of `msgs` (missing counts as
+/// empty, §8.5), sort, skip, limit, drop the added field.
+pub(super) fn search_pipeline(query: &AdminSessionQuery) -> Vec<Document> {
+    vec![
+        doc! { "$match": search_filter(query) },
+        doc! { "$addFields": { MESSAGE_COUNT: { "$size": { "$ifNull": [format!("${}", field::MESSAGES), []] } } } },
+        doc! { "$sort": search_sort(query) },
+        doc! { "$skip": i64::try_from(query.offset).unwrap_or(i64::MAX) },
+        doc! { "$limit": i64::from(query.limit) },
+        doc! { "$project": { MESSAGE_COUNT: 0 } },
+    ]
+}
+
+/// The filter of `started_between`: `ts` within `from..=to`.
+pub(super) fn started_between_filter(from: UnixMillis, to: UnixMillis) -> Document {
+    doc! { field::STARTED: { "$gte": date(from), "$lte": date(to) } }
+}
+
+/// The smallest whole millisecond not before `at`.
+fn ceil_millis(at: DateTime<Utc>) -> UnixMillis {
+    let floor = at.timestamp_millis();
+    if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        UnixMillis(floor)
+    } else {
+        UnixMillis(floor.saturating_add(1))
+    }
+}
+
+/// The largest whole millisecond not after `at`.
+fn floor_millis(at: DateTime<Utc>) -> UnixMillis {
+    UnixMillis(at.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_round_inwards_to_whole_milliseconds() {
+        let at = DateTime::from_timestamp(2, 500_000).unwrap(); // 2.0005 s
+        assert_eq!(ceil_millis(at), UnixMillis(2_001));
+        assert_eq!(floor_millis(at), UnixMillis(2_000));
+        let exact = DateTime::from_timestamp_millis(-1_500).unwrap();
+        assert_eq!(ceil_millis(exact), UnixMillis(-1_500));
+        assert_eq!(floor_millis(exact), UnixMillis(-1_500));
+        let before_epoch = DateTime::from_timestamp(-2, 500_000).unwrap(); // -1.9995 s
+        assert_eq!(ceil_millis(before_epoch), UnixMillis(-1_999));
+        assert_eq!(floor_millis(before_epoch), UnixMillis(-2_000));
+    }
+
+    #[test]
+    fn every_index_has_its_name() {
+        let names: Vec<_> = index_models()
+            .into_iter()
+            .map(|m| m.options.and_then(|o| o.name).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                IDX_USER_ID,
+                IDX_START_TIME,
+                IDX_ADMIN_ASSISTED,
+                IDX_USER_START_TIME,
+                IDX_SHARE_TOKEN,
+                IDX_ACTIVE_USER
+            ]
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the store test binaries.
+
+pub mod contract;
