@@ -3,12 +3,14 @@
 # SecantusDB from PyPI (a single-node replica set on WiredTiger) in a venv outside the clone.
 #
 #   scripts/mongo-server.sh install                 # create the venv once (skipped when present)
-#   scripts/mongo-server.sh start --dir DIR [--port PORT] [--exit-with PID] [--remove-dir]
+#   scripts/mongo-server.sh start --dir DIR [--port PORT] [--exit-with PID] [--remove-dir] [--durable]
 #                                                   # install if needed, then run in the foreground;
 #                                                   # prints "listening 127.0.0.1:PORT" once the
 #                                                   # port accepts connections (port 0 = free port);
 #                                                   # --exit-with: stop when process PID is gone
-#                                                   # (a test binary); --remove-dir: then delete DIR
+#                                                   # (a test binary); --remove-dir: then delete DIR;
+#                                                   # --durable: fsync every commit, so a SIGKILL
+#                                                   # loses no acknowledged write (outage tests)
 #   scripts/mongo-server.sh python                  # print the venv's python path
 #
 # The venv lives in ${CHATBOX_TOOLS:-$HOME/.cache/chatbox-tools}/secantus-venv. Needs python3 with
@@ -59,12 +61,14 @@ accepts() {
 
 start() {
   local dir="" port=0 exit_with="" remove_dir=0
+  local durable=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --dir) dir="${2:-}"; shift 2 ;;
       --port) port="${2:-}"; shift 2 ;;
       --exit-with) exit_with="${2:-}"; shift 2 ;;
       --remove-dir) remove_dir=1; shift ;;
+      --durable) durable=(--sync-on-commit); shift ;;
       *) die "unknown option $1 (expected --dir DIR [--port PORT] [--exit-with PID] [--remove-dir])" ;;
     esac
   done
@@ -99,7 +103,7 @@ start() {
     die "--remove-dir needs --exit-with PID"
   fi
   exec "$server" --host 127.0.0.1 --port "$port" --storage-path "$dir" --enable-test-commands \
-    --log-level WARNING >&2
+    --log-level WARNING "${durable[@]}" >&2
 }
 
 case "${1:-}" in

@@ -98,6 +98,10 @@ async fn prepare_store(engine: Arc<Engine>) {
     loop {
         match engine.store.prepare().await {
             Ok(()) => return,
+            Err(error) if error.class() == chatbox_core::retry::ErrorClass::Permanent => {
+                tracing::error!(%error, "store preparation failed; not retrying (fix and restart)");
+                return;
+            }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 let delay =

@@ -111,7 +111,7 @@ impl SessionStore for FaultyStore {
     ) -> Result<(), StoreError> {
         self.before("append").await?;
         let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.faults.lose_acknowledged_every.is_some_and(|every| n % every.max(1) == 0) {
+        if self.faults.lose_acknowledged_every.is_some_and(|every| n.is_multiple_of(every.max(1))) {
             return Ok(());
         }
         self.inner.append_message(session_id, msg).await?;

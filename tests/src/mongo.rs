@@ -80,7 +80,7 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
     let mut command = Command::new("bash");
     command
         .arg(&script)
-        .args(["start", "--port", &port.to_string(), "--dir"])
+        .args(["start", "--durable", "--port", &port.to_string(), "--dir"])
         .arg(dir.join("db"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

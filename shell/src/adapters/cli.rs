@@ -248,7 +248,7 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let store = match wiring::store(&config) {
+    let store = match wiring::store(&config).await {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(%error, "start-up failed");

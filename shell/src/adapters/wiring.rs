@@ -13,7 +13,7 @@ use super::llm::http_client::{
 };
 use super::llm::openai::OpenAiProvider;
 use super::outbox::FileOutbox;
-use super::store::EmbeddedStore;
+use super::store::{EmbeddedStore, MongoStore};
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
 use crate::engine::outbox::{Outbox, OutboxError};
@@ -31,9 +31,6 @@ pub enum WiringError {
     /// The durable outbox could not be opened.
     #[error("cannot open the outbox in the data directory: {0}")]
     Outbox(#[from] OutboxError),
-    /// MongoDB is configured but this build has no MongoDB store yet.
-    #[error("MONGO_URI is set, but the MongoDB store is not available in this build yet; unset MONGO_URI to use the embedded store")]
-    MongoUnavailable,
 }
 
 /// One provider per configured model, in configuration order.
@@ -59,11 +56,12 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
         .collect())
 }
 
-/// The configured store.
-pub fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
+/// The configured store: MongoDB when `MONGO_URI` is set (not contacted yet: a database that is
+/// down at start-up only makes the server not ready), else the embedded store.
+pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
     match &config.storage.backend {
         StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
-        StoreConfig::Mongo(_) => Err(WiringError::MongoUnavailable),
+        StoreConfig::Mongo(mongo) => Ok(Arc::new(MongoStore::connect(mongo).await?)),
     }
 }
 

@@ -567,6 +567,11 @@ impl SessionStore for MongoStore {
         .await
     }
 
+    /// The indexes (the server retries this in the background until it succeeds).
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.ensure_indexes().await
+    }
+
     /// `{ping: 1}` on the database.
     async fn ping(&self) -> Result<(), StoreError> {
         observe("ping", async {

@@ -1,0 +1,247 @@
+#![cfg(not(madsim))]
+//! The MongoDB store through the real binary against a real MongoDB-compatible server
+//! (SecantusDB, `scripts/mongo-server.sh`): two instances sharing one database keep one active
+//! session per user; a database outage during a conversation loses no acknowledged message and
+//! turns `/readyz` not-ready and back; writes kept in the outbox survive a restart of chatbox
+//! while the database is down and are stored exactly once when it returns; a server started
+//! while the database is down serves and reports not-ready.
+//!
+//! "Acknowledged" is the server's `loading` frame for a user message (README, Guarantees): it is
+//! sent only after the message is in the store or in the durable outbox.
+
+use std::time::Duration;
+
+use chatbox_tests::e2e::chat;
+use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
+use chatbox_tests::http::{get, json, ok_json};
+use chatbox_tests::mongo::{fresh_database, MongoServer};
+use chatbox_tests::upstream::Upstream;
+use serde_json::Value;
+
+/// Bound on one step that may wait out a store timeout and retries.
+const SLOW_STEP: Duration = Duration::from_secs(30);
+
+/// A server on `mongo`'s database `db`, with short store timeouts so an outage is noticed fast.
+fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
+    ServerOpts::with_upstream(upstream)
+        .env("MONGO_URI", uri)
+        .env("MONGO_DATABASE", db)
+        .env("MONGO_CONNECT_TIMEOUT", "1s")
+        .env("MONGO_RETRY_ATTEMPTS", "2")
+        .env("MONGO_RETRY_DELAY", "100ms")
+        .env("MONGO_RETRY_MAX_DELAY", "500ms")
+}
+
+/// Sends `content` and waits (long) for the reply's outcome; the frames.
+async fn send(client: &mut Client, session: &str, content: &str) -> Vec<Value> {
+    client.send_user_message(session, content).await;
+    client.recv_reply(SLOW_STEP).await
+}
+
+/// The stored messages of `session` as (sender, content), read through `GET /sessions/:id`.
+async fn stored(server: &Server, token: &str, session: &str) -> Vec<(String, String)> {
+    let body = ok_json(&get(server, &format!("/sessions/{session}"), Some(token)).await);
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["sender"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `/readyz` until its status is `want` (at most `within`); the last body.
+async fn wait_ready(server: &Server, want: u16, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = get(server, "/readyz", None).await;
+        if response.status == want {
+            return json(&response);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {want} within {within:?}: {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls until `session` holds exactly `want` messages (the outbox has drained), or panics.
+async fn wait_stored(
+    server: &Server,
+    token: &str,
+    session: &str,
+    want: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = get(server, &format!("/sessions/{session}"), Some(token)).await;
+        if response.status == 200 {
+            let got = stored(server, token, session).await;
+            let as_ref: Vec<(&str, &str)> =
+                got.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+            if as_ref == want {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store never held exactly {want:?}; it holds {got:?}"
+            );
+        }
+        assert!(tokio::time::Instant::now() < deadline, "GET /sessions/{session}: {response:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_sharing_the_database_keep_one_active_session_per_user() {
+    let mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::adapters::cli::generate_secret();
+    let both = || opts(&upstream, &mongo.uri(), &db).env("JWT_SECRET", &secret);
+    let a = Server::start(both()).await;
+    let b = Server::start(both()).await;
+    let admin = a.token("ops", &["admin"], None);
+    for round in 0..4 {
+        let user = format!("twin-{round}");
+        let token = a.token(&user, &["user"], None);
+        let (mut on_a, mut on_b) = (a.connect(&token).await, b.connect(&token).await);
+        // Both instances receive the user's first message at the same moment.
+        let (proposed_a, proposed_b) = (format!("{user}-a"), format!("{user}-b"));
+        let (from_a, from_b) = tokio::join!(
+            chat(&mut on_a, &proposed_a, "hello from a"),
+            chat(&mut on_b, &proposed_b, "hello from b")
+        );
+        assert_eq!(from_a.0, from_b.0, "round {round}: the loser reuses the winner's session");
+        for server in [&a, &b] {
+            let found = ok_json(
+                &get(
+                    server,
+                    &format!("/admin/sessions?user_id={user}&status=active"),
+                    Some(&admin),
+                )
+                .await,
+            );
+            assert_eq!(found["count"], 1, "round {round}: one active session: {found}");
+            assert_eq!(found["sessions"][0]["session_id"], from_a.0.as_str());
+        }
+        let mut messages = stored(&a, &token, &from_a.0).await;
+        messages.sort();
+        let users: Vec<&str> =
+            messages.iter().filter(|(s, _)| s == "user").map(|(_, c)| c.as_str()).collect();
+        assert_eq!(users, ["hello from a", "hello from b"], "both messages in the one session");
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_loses_no_acknowledged_message() {
+    let mut mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let server = Server::start(opts(&upstream, &mongo.uri(), &fresh_database())).await;
+    let token = server.token("outage-user", &["user"], None);
+    let mut user = server.connect(&token).await;
+    let (session, _) = chat(&mut user, "outage-1", "before the outage").await;
+    let ready = wait_ready(&server, 200, SLOW_STEP).await;
+    assert_eq!(ready["checks"]["outbox"]["depth"], 0, "{ready}");
+
+    mongo.kill().await;
+    let down = wait_ready(&server, 503, SLOW_STEP).await;
+    assert_eq!(down["checks"]["mongodb"]["status"], "not ready", "{down}");
+    // Messages sent while the database is gone are acknowledged and answered.
+    for n in 1..=3 {
+        let frames = send(&mut user, &session, &format!("during the outage {n}")).await;
+        assert_eq!(
+            frames.first().map(|f| f["type"].clone()),
+            Some("loading".into()),
+            "{frames:#?}"
+        );
+        assert!(is_done(frames.last().expect("outcome")), "answered: {frames:#?}");
+    }
+    let body = json(&get(&server, "/readyz", None).await);
+    assert!(body["checks"]["outbox"]["depth"].as_u64() >= Some(3), "kept in the outbox: {body}");
+
+    mongo.restart().await;
+    wait_ready(&server, 200, Duration::from_secs(60)).await;
+    let want: Vec<(String, String)> = ["before the outage"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=3).map(|n| format!("during the outage {n}")))
+        .flat_map(|text| [("user".to_string(), text.clone()), ("ai".to_string(), text)])
+        .collect();
+    let want: Vec<(&str, &str)> = want.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+    wait_stored(&server, &token, &session, &want).await;
+    let ready = wait_ready(&server, 200, SLOW_STEP).await;
+    assert_eq!(ready["checks"]["outbox"]["depth"], 0, "drained: {ready}");
+}
+
+#[tokio::test]
+async fn the_outbox_survives_a_restart_while_the_database_is_down() {
+    let mut mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let server = Server::start(opts(&upstream, &mongo.uri(), &fresh_database())).await;
+    let token = server.token("replay-user", &["user"], None);
+    let mut user = server.connect(&token).await;
+    let (session, _) = chat(&mut user, "replay-1", "first").await;
+
+    mongo.kill().await;
+    for n in 1..=2 {
+        let frames = send(&mut user, &session, &format!("kept {n}")).await;
+        assert_eq!(
+            frames.first().map(|f| f["type"].clone()),
+            Some("loading".into()),
+            "{frames:#?}"
+        );
+    }
+    drop(user);
+    // chatbox stops and starts again while the database is still down: it serves, not ready.
+    let server = server.restart().await;
+    let body = wait_ready(&server, 503, SLOW_STEP).await;
+    assert!(body["checks"]["outbox"]["depth"].as_u64() >= Some(2), "replayed from disk: {body}");
+
+    mongo.restart().await;
+    wait_ready(&server, 200, Duration::from_secs(60)).await;
+    let want = [
+        ("user", "first"),
+        ("ai", "first"),
+        ("user", "kept 1"),
+        ("ai", "kept 1"),
+        ("user", "kept 2"),
+        ("ai", "kept 2"),
+    ];
+    wait_stored(&server, &token, &session, &want).await;
+}
+
+#[tokio::test]
+async fn a_server_started_while_the_database_is_down_serves_and_becomes_ready() {
+    let mut mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let uri = mongo.uri();
+    mongo.kill().await;
+    let server = Server::start(opts(&upstream, &uri, &fresh_database())).await;
+    let health = get(&server, "/healthz", None).await;
+    assert_eq!(health.status, 200, "it serves: {health:?}");
+    let body = wait_ready(&server, 503, SLOW_STEP).await;
+    assert_eq!(
+        body["checks"]["mongodb"],
+        serde_json::json!({"status": "not ready", "reason": "Database connectivity check failed"})
+    );
+    // A new session needs the database: refused with a clear error, nothing acknowledged.
+    let token = server.token("late-user", &["user"], None);
+    let mut user = server.connect(&token).await;
+    user.send_user_message("late-1", "too early").await;
+    let frames = user.recv_until(|f| f["type"] == "error" || is_done(f), SLOW_STEP).await;
+    let refused = frames.last().expect("an outcome");
+    assert_eq!(refused["error"]["code"], "DATABASE_ERROR", "{frames:#?}");
+    assert!(frames.iter().all(|f| f["type"] != "loading"), "not acknowledged: {frames:#?}");
+
+    mongo.restart().await;
+    wait_ready(&server, 200, Duration::from_secs(60)).await;
+    let (session, _) = chat(&mut user, "late-2", "now it works").await;
+    wait_stored(&server, &token, &session, &[("user", "now it works"), ("ai", "now it works")])
+        .await;
+}
