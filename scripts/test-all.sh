@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Runs every test tier that CI runs, in order, sharing target directories between steps.
 # Slow sweeps (long fuzzing, long seed sweeps, soak, load) are separate commands (README.md).
+#
+# Installs what the tests need, outside the clone, once per machine: SecantusDB (a
+# MongoDB-compatible server, scripts/mongo-server.sh) and aiosmtpd (scripts/smtp-server.sh) from
+# PyPI into ~/.cache/chatbox-tools, and g++ for libFuzzer (scripts/fuzz-install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+started=$(date +%s)
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%ds)\n' "$*" "$(( $(date +%s) - started ))"; }
+mkdir -p target
+: >target/test-all.log
+
+step "test servers (SecantusDB for MongoDB, aiosmtpd for SMTP; cached outside the clone)"
+bash scripts/mongo-server.sh install
+bash scripts/smtp-server.sh install
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -17,18 +28,46 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the server binary (the integration tests start the real binary)"
 cargo build -p chatbox --bin chatbox --locked
 
-step "unit, property, model-based and integration tests (cargo test --workspace)"
-cargo test --workspace --locked 2>&1 | tee target/test-all.log
+step "unit, property, model-based and integration tests on the embedded store (cargo test --workspace)"
+cargo test --workspace --locked 2>&1 | tee -a target/test-all.log
+
+step "the chat-path and HTTP API integration tests again, on MongoDB"
+mongo_dir="$(mktemp -d "${TMPDIR:-/tmp}/chatbox-ci-mongo.XXXXXX")"
+mongo_out="$mongo_dir/stdout"
+bash scripts/mongo-server.sh start --dir "$mongo_dir/db" --port 0 --exit-with $$ >"$mongo_out" 2>"$mongo_dir/stderr" &
+mongo_pid=$!
+trap 'kill "$mongo_pid" 2>/dev/null || true; rm -rf "$mongo_dir"' EXIT
+for _ in $(seq 600); do
+  grep -q '^listening ' "$mongo_out" 2>/dev/null && break
+  kill -0 "$mongo_pid" 2>/dev/null || { cat "$mongo_dir/stderr" >&2; echo "MongoDB test server failed" >&2; exit 1; }
+  sleep 0.1
+done
+mongo_addr="$(sed -n 's/^listening //p' "$mongo_out" | head -n 1)"
+[ -n "$mongo_addr" ] || { echo "MongoDB test server did not report its address" >&2; exit 1; }
+echo "MongoDB-compatible server on $mongo_addr"
+CHATBOX_TEST_MONGO_URI="mongodb://$mongo_addr/?directConnection=true" \
+  cargo test -p chatbox-tests --locked \
+    --test chat_auth --test chat_limits --test chat_sessions --test chat_shutdown \
+    --test chat_stream --test http_admin --test http_cors --test http_limits \
+    --test http_sessions --test e2e_admin_chat --test e2e_ops --test providers \
+    2>&1 | tee -a target/test-all.log
 
 step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
 
-step "deterministic simulation under madsim: seeds 1..=200 x 1 simulated hour (own target dir)"
-RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
-  MADSIM_TEST_SEED="${MADSIM_TEST_SEED:-1}" MADSIM_TEST_NUM="${MADSIM_TEST_NUM:-200}" \
-  cargo test -p chatbox-sim --locked 2>&1 | tee -a target/test-all.log
+step "deterministic simulation under madsim: smoke and replay proof (own target dir)"
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_SEED=1 \
+  cargo test -p chatbox-sim --locked -- --skip one_simulated_hour 2>&1 | tee -a target/test-all.log
 
-# One closing line for the whole run, summed over every test binary above.
+step "deterministic simulation: seeds 1..=200, one simulated hour each, a process per seed"
+scripts/sim-seeds.sh "${SIM_SEEDS:-200}" 1 2>&1 | tee -a target/test-all.log
+
+step "fuzzing: build every target with libFuzzer, run each ${FUZZ_SECONDS:-20} s from the committed corpus"
+bash scripts/fuzz-install.sh
+FUZZ_LOCKED=1 scripts/fuzz-smoke.sh 2>&1 | tee -a target/test-all.log
+
+# One closing line for the whole run, summed over every test binary and the seed sweep above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
-     END { printf "\ntotal: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-all.log
+     /^sim: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     END { printf "\nall tiers done in %ds\ntotal: %d passed, %d failed, %d skipped\n", '"$(( $(date +%s) - started ))"', p, f, s }' target/test-all.log

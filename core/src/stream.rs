@@ -224,6 +224,21 @@ mod tests {
     }
 
     #[test]
+    fn expired_reports_a_passed_deadline_without_ending_the_reply() {
+        let t0 = Instant::ZERO;
+        let mut r = ReplyTimer::start(limits(), t0);
+        assert!(!r.expired(t0 + 9 * SECOND));
+        assert!(r.expired(t0 + 10 * SECOND), "the first-chunk deadline has passed");
+        assert!(r.expired(t0 + 10 * SECOND), "asking again changes nothing");
+        assert_eq!(r.poll_timeout(), Some(t0 + 10 * SECOND), "the reply is still open");
+        assert_eq!(
+            r.handle_timeout(t0 + 10 * SECOND),
+            Some(Outcome::Timeout { kind: TimeoutKind::FirstChunk, after: 10 * SECOND })
+        );
+        assert!(!r.expired(t0 + 100 * SECOND), "an ended reply has no deadline");
+    }
+
+    #[test]
     fn idle_deadline_moves_with_chunks() {
         let t0 = Instant::ZERO;
         let mut r = ReplyTimer::start(limits(), t0);

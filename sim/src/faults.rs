@@ -114,7 +114,9 @@ impl SessionStore for FaultyStore {
         if self.faults.lose_acknowledged_every.is_some_and(|every| n.is_multiple_of(every.max(1))) {
             return Ok(());
         }
-        self.inner.append_message(session_id, msg).await?;
+        let stored = self.inner.append_message(session_id, msg).await;
+        tracing::debug!(session_id, message_id = %msg.id, content = %msg.content, ?stored, "sim store append");
+        stored?;
         self.after_write("append")
     }
 

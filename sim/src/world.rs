@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chatbox::engine::hub::Engine;
 use chatbox::engine::llm::LlmProvider;
-use chatbox::engine::outbox::{MemoryOutbox, Outbox};
+use chatbox::engine::outbox::MemoryOutbox;
 use chatbox::engine::probe::Probe;
 use chatbox::engine::reply::ReplyEnd;
 use chatbox::http::auth::mint;
@@ -30,6 +30,10 @@ use crate::provider::SimProvider;
 const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PORT: u16 = 8080;
+/// Longest clock jump the world injects.
+const MAX_JUMP: Duration = Duration::from_secs(40);
+/// Longest network fault (clog or one-way partition) on one client.
+const MAX_NET_FAULT: Duration = Duration::from_secs(30);
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -128,6 +132,13 @@ fn config() -> Config {
 
 /// Runs one world under the current madsim runtime.
 pub async fn run(seed: u64, scenario: Scenario) -> Report {
+    // `SIM_LOG=debug` (any filter) prints the server's logs, for reading a failing seed.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let config = Arc::new(config());
     let deadlines = StreamDeadlines {
@@ -154,7 +165,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
 
     let handle = madsim::runtime::Handle::current();
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel::<Arc<Engine>>();
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<(Duration, Duration)>();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<(Instant, Instant, Duration)>();
     let server = handle.create_node().name("server").ip(IpAddr::V4(SERVER_IP)).build();
     let server_id = server.id();
     {
@@ -178,9 +189,10 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
             match shutdown_at {
                 Some(at) => {
                     tokio::time::sleep(at).await;
-                    let begin = tokio::time::Instant::now();
+                    let clock = running.engine.clock.clone();
+                    let begin = clock.now();
                     let _report = running.shutdown().await;
-                    let _ = stopped_tx.send((begin.elapsed(), config.server.shutdown_timeout));
+                    let _ = stopped_tx.send((begin, clock.now(), config.server.shutdown_timeout));
                 }
                 None => std::future::pending::<()>().await,
             }
@@ -218,21 +230,24 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
         if rng.next_u64() % 6 == 0 {
             // The whole world jumps forward (a paused VM): every timer fires late at once.
             let before = engine.clock.now();
-            madsim::time::advance(Duration::from_secs(1 + rng.next_u64() % 40));
+            madsim::time::advance(Duration::from_secs(1 + rng.next_u64() % MAX_JUMP.as_secs()));
             jumps.push((before, engine.clock.now()));
         }
+        // At most one network fault per minute, each at most 30 s, so a client is never cut off
+        // for longer than a reply's 60 s budget on its side (20 s deadline + 30 s fault + slack).
         if rng.next_u64() % 4 == 0 && !clients.is_empty() {
             let (id, _) = &clients[(rng.next_u64() as usize) % clients.len()];
             net.clog_node(*id);
-            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % 30)).await;
+            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % MAX_NET_FAULT.as_secs()))
+                .await;
             net.unclog_node(*id);
-        }
-        if rng.next_u64() % 5 == 0 && !clients.is_empty() {
+        } else if rng.next_u64() % 4 == 0 && !clients.is_empty() {
             // A one-way partition: the server's packets to one client are lost while the
             // client's still arrive (the server must not wait on that socket forever).
             let (id, _) = &clients[(rng.next_u64() as usize) % clients.len()];
             net.clog_link(server_id, *id);
-            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % 30)).await;
+            tokio::time::sleep(Duration::from_secs(1 + rng.next_u64() % MAX_NET_FAULT.as_secs()))
+                .await;
             net.unclog_link(server_id, *id);
         }
     }
@@ -241,11 +256,21 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     }
     if scenario.shutdown {
         match tokio::time::timeout(scenario.duration, stopped_rx).await {
-            Ok(Ok((took, limit))) if took > limit => {
-                violations
-                    .push(format!("shutdown took {took:?}, more than its deadline {limit:?}"));
+            Ok(Ok((begin, end, limit))) => {
+                // A clock jump inside the drain makes every timer fire late by the jump: the
+                // deadline is noticed when the jump ends, never later.
+                let jumped: Duration = jumps
+                    .iter()
+                    .filter(|(from, to)| *from < end && *to > begin)
+                    .map(|(from, to)| (*to).min(end) - (*from).max(begin))
+                    .sum();
+                let took = end - begin;
+                if took > limit + jumped + Duration::from_millis(1) {
+                    violations.push(format!(
+                        "shutdown took {took:?}, more than its deadline {limit:?} (+{jumped:?} of clock jumps)"
+                    ));
+                }
             }
-            Ok(Ok(_)) => {}
             _ => violations.push("shutdown never finished".to_string()),
         }
     }
@@ -289,7 +314,9 @@ fn check_memory(engine: &Arc<Engine>, violations: &mut Vec<String>) {
     if let Err(violation) = invariants {
         violations.push(format!("session table invariant: {violation:?}"));
     }
-    if overdue > 0 {
+    // The sweeper stops with the server: after shutdown begins, nothing runs that could leak,
+    // and the process is about to exit.
+    if overdue > 0 && !engine.is_stopping() {
         violations.push(format!("{overdue} ended sessions held past SESSION_TTL"));
     }
     let cap = engine.config.websocket.max_connections_per_user;
@@ -424,16 +451,41 @@ async fn connect_as(token: &str) -> Option<Ws> {
     Some(ws)
 }
 
-/// Reads until the connection has been silent longer than any gap inside a reply (first-chunk
-/// and idle deadlines are 5 s and 4 s); `false` if it closed.
+/// Reads until no frame of a reply has come for longer than any gap inside a reply (first-chunk
+/// and idle deadlines are 5 s and 4 s); `false` if it closed. Pings and other non-JSON frames
+/// do not count as traffic: the server pings every 20 s, which must not keep a drain going.
 async fn drain(ws: &mut Ws) -> bool {
+    const QUIET: Duration = Duration::from_secs(25);
+    let mut quiet_until = tokio::time::Instant::now() + QUIET;
     loop {
-        match read(ws, Duration::from_secs(25)).await {
-            Read::Frame(_) => {}
+        let left = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+        match read(ws, left).await {
+            Read::Frame(serde_json::Value::Null) => {}
+            Read::Frame(_) => quiet_until = tokio::time::Instant::now() + QUIET,
             Read::Closed(_) => return false,
             Read::Timeout => return true,
         }
     }
+}
+
+/// Reads until `n` terminal frames (errors, or replies' `done`) have arrived; `false` if the
+/// connection closed or `limit` passed first.
+async fn await_outcomes(ws: &mut Ws, n: usize, limit: Duration) -> bool {
+    let give_up = tokio::time::Instant::now() + limit;
+    let mut seen = 0;
+    while seen < n {
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        match read(ws, left).await {
+            Read::Frame(f) => {
+                let done = f["type"] == "ai_response" && f["metadata"]["done"] == "true";
+                if done || f["type"] == "error" {
+                    seen += 1;
+                }
+            }
+            Read::Closed(_) | Read::Timeout => return false,
+        }
+    }
+    true
 }
 
 /// One simulated user for `until` of simulated time.
@@ -467,6 +519,12 @@ async fn user(
                 if ws.send(Message::text("{not json")).await.is_err() {
                     break 'conn;
                 }
+                // Its error arrives asynchronously: wait for it, so it is not taken for the
+                // outcome of the next message (which would then be counted as refused, or its
+                // next frames as someone else's).
+                if !await_outcomes(&mut ws, 1, deadlines.total).await {
+                    break 'conn;
+                }
                 continue;
             }
             if roll < 8 {
@@ -493,9 +551,9 @@ async fn user(
                         break 'conn;
                     }
                 }
-                // Drain until the flood's replies are over, so their frames cannot be mistaken
-                // for the next message's.
-                if !drain(&mut ws).await {
+                // Every flooded message ends in exactly one terminal frame (an error, or a
+                // reply's `done`); wait for all fifteen, so none is taken for the next message's.
+                if !await_outcomes(&mut ws, 15, deadlines.total * 3 * 15).await {
                     break 'conn;
                 }
                 continue;
@@ -510,9 +568,13 @@ async fn user(
             let vanish = roll < 25;
             let mut loading_at = None;
             let mut outcome = false;
+            // The reply's own deadline, plus the longest adversity this world injects on top of
+            // it: a clock jump (≤ 40 s) and one network fault on this client (≤ 30 s).
+            let limit = deadlines.total + MAX_JUMP + MAX_NET_FAULT + Duration::from_secs(10);
+            let give_up = tokio::time::Instant::now() + limit;
             loop {
-                let limit = deadlines.total * 3;
-                match read(&mut ws, limit).await {
+                let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                match read(&mut ws, left).await {
                     Read::Frame(f) => {
                         if let Some(id) = f["session_id"].as_str() {
                             if f["type"] == "connection_status" {
@@ -570,7 +632,11 @@ async fn user(
                     }
                     Read::Timeout => {
                         if loading_at.is_some() {
-                            violation(format!("{user}: no outcome within {limit:?} of loading"));
+                            violation(format!(
+                                "{user}: no outcome within {limit:?} of loading (message {content}, session {session}, loading at {:?}, now {:?})",
+                                loading_at,
+                                wall_now()
+                            ));
                         }
                         break 'conn;
                     }
@@ -642,4 +708,10 @@ async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
         }
         let _ = post(&format!("/chatbox/admin/leave/{session}"), &token).await;
     }
+}
+
+/// The simulated wall clock (for reading a failing seed next to the server's log).
+#[allow(clippy::disallowed_methods)]
+fn wall_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
 }

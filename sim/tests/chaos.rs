@@ -19,6 +19,9 @@ async fn one_simulated_hour_holds_every_invariant() {
         report.store_faults,
         report.simulated_secs
     );
+    // A world in which nothing happened proves nothing.
+    assert!(report.acknowledged > 0, "no message was acknowledged: {report:?}");
+    assert!(report.rate_decisions > 0, "no rate decision was made: {report:?}");
     assert!(
         report.violations.is_empty(),
         "invariant violations (replay with the MADSIM_TEST_SEED printed below):\n{}",

@@ -542,6 +542,11 @@ mod tests {
             fails(|c| c.storage.backend = no_db),
             [["MONGO_DATABASE"], ["MONGO_CONNECT_TIMEOUT"]]
         );
+        let mut no_collection = mongo("mongodb://db");
+        if let StoreConfig::Mongo(m) = &mut no_collection {
+            m.collection.clear();
+        }
+        assert_eq!(fails(|c| c.storage.backend = no_collection), [["MONGO_COLLECTION"]]);
     }
 
     #[test]
@@ -580,6 +585,9 @@ mod tests {
             tls: SmtpTls::StartTls,
         };
         assert_eq!(fails(|c| c.alerts.smtp = Some(smtp.clone())), [["SMTP_FROM", "SMTP_HOST"]]);
+        let no_host =
+            SmtpConfig { host: String::new(), from: "bot@example.org".into(), ..smtp.clone() };
+        assert_eq!(fails(|c| c.alerts.smtp = Some(no_host)), [["SMTP_HOST"]]);
         passes(|c| c.alerts.smtp = Some(SmtpConfig { from: "bot@example.org".into(), ..smtp }));
     }
 
