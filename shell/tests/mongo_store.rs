@@ -755,3 +755,60 @@ async fn server_failures_are_classified_by_code_and_label() {
     store.append_message("s1", &hello).await.unwrap();
     assert_eq!(store.load("s1").await.unwrap().unwrap().messages, [hello]);
 }
+
+// ---- the metrics aggregation runs in MongoDB ----
+
+#[tokio::test]
+async fn window_stats_in_mongodb_equal_the_engine_aggregation() {
+    use chatbox::engine::admin::aggregate;
+    let store = fresh("window").await;
+    // Ended, active, overlapping, touching, outside the windows; tokens, times, assistance.
+    let spans: [(i64, Option<i64>, u64, u64, u64, bool); 9] = [
+        (1_000, Some(5_000), 10, 120, 300, false),
+        (2_000, None, 7, 80, 90, true),
+        (3_000, Some(3_000), 0, 0, 0, false),
+        (5_000, Some(9_000), 3, 33, 40, false),
+        (6_000, None, 1_000_000, 999, 5_000, true),
+        (8_500, Some(20_000), 2, 10, 11, false),
+        (12_000, Some(13_000), 5, 50, 60, false),
+        (30_000, None, 4, 40, 41, true),
+        (500, Some(700), 1, 1, 1, false),
+    ];
+    for (n, (start, end, tokens, avg, max, assisted)) in spans.into_iter().enumerate() {
+        let id = format!("w{n}");
+        let created = store.create(&session(&id, &format!("u{n}"), start)).await;
+        assert_eq!(created, Ok(CreateOutcome::Created));
+        let patch = SessionPatch {
+            total_tokens: Some(tokens),
+            response_ms: Some((max, avg)),
+            assistance: assisted.then(|| (true, "a1".to_string(), "Ann".to_string())),
+            ..Default::default()
+        };
+        store.update(&id, &patch).await.expect("update");
+        if let Some(end) = end {
+            store.end(&id, UnixMillis(end)).await.expect("end");
+        }
+    }
+    // One document as the original writes it: int32 tokens, a double average.
+    let original = original_document("w-orig", "u-orig", 4_000, Some(7_000));
+    store.collection().insert_one(original).await.expect("insert an original document");
+
+    let now = UnixMillis(25_000);
+    for (from, to) in [(0, 10_000), (2_000, 8_500), (0, 40_000), (9_000, 9_500), (31_000, 32_000)] {
+        let (from, to) = (UnixMillis(from), UnixMillis(to));
+        let got = store.window_stats(from, to, now).await.expect("window stats");
+        let docs = store.started_between(from, to).await.expect("started between");
+        let want = aggregate(&docs, from, to, now);
+        assert_eq!(got.totals, want.totals, "totals of {from:?}..={to:?}");
+        assert_eq!(got.max_concurrent, want.max_concurrent, "peak of {from:?}..={to:?}");
+        assert!(
+            (got.avg_concurrent - want.avg_concurrent).abs() < 1e-9,
+            "average concurrency of {from:?}..={to:?}: {} vs {}",
+            got.avg_concurrent,
+            want.avg_concurrent
+        );
+    }
+    let all = store.window_stats(UnixMillis(0), UnixMillis(40_000), now).await.expect("stats");
+    assert_eq!(all.totals.total_sessions, 10, "every session counted: {all:?}");
+    assert!(all.max_concurrent >= 3, "overlaps are seen: {all:?}");
+}

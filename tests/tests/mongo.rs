@@ -230,8 +230,21 @@ async fn a_server_started_while_the_database_is_down_serves_and_becomes_ready() 
         body["checks"]["mongodb"],
         serde_json::json!({"status": "not ready", "reason": "Database connectivity check failed"})
     );
-    // A new session needs the database: refused with a clear error, nothing acknowledged.
+    // The REST routes say a storage failure is a 500 (§4.1, §4.6, §4.7), never a wrong answer.
     let token = server.token("late-user", &["user"], None);
+    let admin = server.token("ops", &["admin"], None);
+    for (route, who) in
+        [("/sessions", &token), ("/admin/sessions", &admin), ("/admin/metrics", &admin)]
+    {
+        let failed = get(&server, route, Some(who)).await;
+        assert_eq!(failed.status, 500, "{route}: {failed:?}");
+        assert_eq!(
+            json(&failed),
+            serde_json::json!({"error": "An internal error occurred", "code": "INTERNAL_ERROR"}),
+            "{route}"
+        );
+    }
+    // A new session needs the database: refused with a clear error, nothing acknowledged.
     let mut user = server.connect(&token).await;
     user.send_user_message("late-1", "too early").await;
     let frames = user.recv_until(|f| f["type"] == "error" || is_done(f), SLOW_STEP).await;

@@ -121,12 +121,12 @@ impl Engine {
         query: &MetricsQuery,
     ) -> Result<MetricsResponse, StoreError> {
         let (from, to) = (ceil_millis(query.start_utc()), floor_millis(query.end_utc()));
-        let docs = if from <= to {
-            bounded(self.store.started_between(from, to)).await?
+        let now = self.clock.wall();
+        let stats = if from <= to {
+            bounded(self.store.window_stats(from, to, now)).await?
         } else {
-            Vec::new()
+            aggregate(&[], from, to, now)
         };
-        let stats = aggregate(&docs, from, to, self.clock.wall());
         Ok(MetricsResponse::new(
             stats.totals,
             query.time_range(),

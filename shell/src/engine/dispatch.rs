@@ -184,6 +184,11 @@ impl Engine {
             self.reply_error(conn, None, ErrorInfo::server_busy());
             return;
         };
+        // A frame refused for its shape does not use up the sender's rate budget.
+        let Some(requested) = frame.session() else {
+            self.reply_error(conn, None, ErrorInfo::missing_field("session_id"));
+            return;
+        };
         if frame.frame_type == FrameType::UserMessage {
             let now = self.clock.now();
             let decision = self.message_limiter.check(&conn.caller.user_id, now);
@@ -197,10 +202,7 @@ impl Engine {
                 return;
             }
         }
-        let Some(requested) = frame.session() else {
-            self.reply_error(conn, None, ErrorInfo::missing_field("session_id"));
-            return;
-        };
+
         // Keyed by user as well: two users proposing the same not-yet-created id must not wait
         // for each other (a session id is only authoritative once resolved for its owner).
         let key = format!("{}\u{0}{requested}", conn.caller.user_id);

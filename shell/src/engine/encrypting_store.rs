@@ -117,6 +117,15 @@ impl SessionStore for EncryptingStore {
         self.inner.prepare().await
     }
 
+    async fn window_stats(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<super::admin::WindowStats, StoreError> {
+        self.inner.window_stats(from, to, now).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

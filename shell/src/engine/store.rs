@@ -210,6 +210,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         to: UnixMillis,
     ) -> Result<Vec<SessionDoc>, StoreError>;
 
+    /// The admin metrics (§4.7) of the sessions that started in `from..=to` (both inclusive),
+    /// exactly as [`aggregate`](super::admin::aggregate) defines them, with `now` closing the
+    /// sessions still active. The default loads those sessions (without messages) and aggregates
+    /// them here; MongoDB runs the aggregation in the database.
+    async fn window_stats(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<super::admin::WindowStats, StoreError> {
+        let docs = self.started_between(from, to).await?;
+        Ok(super::admin::aggregate(&docs, from, to, now))
+    }
+
     /// One-time preparation (MongoDB: create the indexes). The server calls it in the
     /// background until it succeeds; serving does not wait for it.
     async fn prepare(&self) -> Result<(), StoreError> {

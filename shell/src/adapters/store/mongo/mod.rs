@@ -49,9 +49,11 @@ pub use self::query::{
 use self::schema::{
     date, field, int64, message_to_document, session_from_document, session_to_document, tokens,
 };
+use crate::engine::admin::WindowStats;
 use crate::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
+use chatbox_core::protocol::http::MetricsTotals;
 
 /// Every index [`MongoStore::ensure_indexes`] creates, by name.
 pub const INDEX_NAMES: [&str; 6] = [
@@ -233,6 +235,46 @@ async fn observe<T>(
         tracing::debug!(op, error = %err, "mongo store operation failed");
     }
     result
+}
+
+/// A numeric field of an aggregation result, whatever its BSON type (0 when absent).
+fn number(d: &Document, key: &str) -> f64 {
+    match d.get(key) {
+        Some(Bson::Int32(v)) => f64::from(*v),
+        Some(Bson::Int64(v)) => *v as f64,
+        Some(Bson::Double(v)) => *v,
+        Some(Bson::Decimal128(v)) => v.to_string().parse().unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+/// [`WindowStats`] from the `$group` result (`None`: no session in the window) and the peak.
+fn window_stats_of(
+    group: Option<&Document>,
+    from: UnixMillis,
+    to: UnixMillis,
+    peak: i64,
+) -> WindowStats {
+    let Some(g) = group else {
+        return WindowStats {
+            totals: MetricsTotals::default(),
+            avg_concurrent: 0.0,
+            max_concurrent: 0,
+        };
+    };
+    let int = |key: &str| number(g, key) as i64;
+    let count = int("count");
+    let totals = MetricsTotals {
+        total_sessions: count,
+        active_sessions: int("active"),
+        total_tokens: int("tokens"),
+        avg_response_time: if count > 0 { int("sum_avg_ms") / count } else { 0 },
+        max_response_time: int("max_ms"),
+        admin_assisted_count: int("assisted"),
+    };
+    let window_ms = (to.0 - from.0) as f64;
+    let avg_concurrent = if window_ms > 0.0 { number(g, "open_ms") / window_ms } else { 0.0 };
+    WindowStats { totals, avg_concurrent, max_concurrent: peak }
 }
 
 /// The session named by a write does not exist.
@@ -563,6 +605,37 @@ impl SessionStore for MongoStore {
                 .await
                 .map_err(|e| classify(&e))?;
             collect(cursor).await
+        })
+        .await
+    }
+
+    /// Both aggregations run in MongoDB (`idx_start_time` serves the `$match`): one `$group` for
+    /// the totals and open time, one sorted event stream for the peak, read in O(1) memory.
+    async fn window_stats(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<WindowStats, StoreError> {
+        observe("window_stats", async {
+            let mut totals_cursor = self
+                .sessions
+                .aggregate(query::window_totals_pipeline(from, to, now))
+                .await
+                .map_err(|e| classify(&e))?;
+            let group = totals_cursor.try_next().await.map_err(|e| classify(&e))?;
+            let mut events = self
+                .sessions
+                .aggregate(query::window_events_pipeline(from, to, now))
+                .allow_disk_use(true)
+                .await
+                .map_err(|e| classify(&e))?;
+            let (mut open, mut peak) = (0_i64, 0_i64);
+            while let Some(event) = events.try_next().await.map_err(|e| classify(&e))? {
+                open += number(&event, "d") as i64;
+                peak = peak.max(open);
+            }
+            Ok(window_stats_of(group.as_ref(), from, to, peak))
         })
         .await
     }

@@ -160,6 +160,64 @@ fn floor_millis(at: DateTime<Utc>) -> UnixMillis {
     UnixMillis(at.timestamp_millis())
 }
 
+/// The totals of the §4.7 metrics over the sessions started in `from..=to`, in one `$group`:
+/// count, active (no `endTs`), admin-assisted, token sum, the largest `maxRespTime`, the sum of
+/// `avgRespTime` (divided by the count in Rust, truncating, as the engine does) and the open
+/// milliseconds of each session clipped to the window (an active one is open until `now`).
+/// Missing numeric fields count as 0, as in documents the original wrote before a reply.
+pub(super) fn window_totals_pipeline(
+    from: UnixMillis,
+    to: UnixMillis,
+    now: UnixMillis,
+) -> Vec<Document> {
+    vec![
+        doc! { "$match": started_between_filter(from, to) },
+        doc! { "$project": {
+            "active": { "$cond": [{ "$ifNull": [format!("${}", field::ENDED), false] }, 0, 1] },
+            "assisted": { "$cond": [{ "$eq": [format!("${}", field::ADMIN_ASSISTED), true] }, 1, 0] },
+            "tokens": { "$ifNull": [format!("${}", field::TOTAL_TOKENS), 0] },
+            "max_ms": { "$ifNull": [format!("${}", field::MAX_RESPONSE_MS), 0] },
+            "avg_ms": { "$ifNull": [format!("${}", field::AVG_RESPONSE_MS), 0] },
+            "open_ms": { "$max": [0, { "$subtract": [
+                { "$min": [{ "$ifNull": [format!("${}", field::ENDED), date(now)] }, date(to)] },
+                { "$max": [format!("${}", field::STARTED), date(from)] },
+            ] }] },
+        } },
+        doc! { "$group": {
+            "_id": Bson::Null,
+            "count": { "$sum": 1 },
+            "active": { "$sum": "$active" },
+            "assisted": { "$sum": "$assisted" },
+            "tokens": { "$sum": "$tokens" },
+            "max_ms": { "$max": "$max_ms" },
+            "sum_avg_ms": { "$sum": "$avg_ms" },
+            "open_ms": { "$sum": "$open_ms" },
+        } },
+    ]
+}
+
+/// The open/close events of the same sessions, sorted by time with closes first at one instant
+/// (intervals are half-open), so the peak concurrency is one pass over a cursor in O(1) memory.
+pub(super) fn window_events_pipeline(
+    from: UnixMillis,
+    to: UnixMillis,
+    now: UnixMillis,
+) -> Vec<Document> {
+    vec![
+        doc! { "$match": started_between_filter(from, to) },
+        doc! { "$project": {
+            "_id": 0,
+            "start": { "$max": [format!("${}", field::STARTED), date(from)] },
+            "end": { "$min": [{ "$ifNull": [format!("${}", field::ENDED), date(now)] }, date(to)] },
+        } },
+        doc! { "$match": { "$expr": { "$gt": ["$end", "$start"] } } },
+        doc! { "$project": { "ev": [{ "t": "$start", "d": 1 }, { "t": "$end", "d": -1 }] } },
+        doc! { "$unwind": "$ev" },
+        doc! { "$sort": { "ev.t": 1, "ev.d": 1 } },
+        doc! { "$project": { "_id": 0, "d": "$ev.d" } },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
