@@ -6,7 +6,7 @@
 //!
 //! These tests fail — never skip — when the server cannot be started.
 
-#![cfg(not(madsim))]
+#![cfg(all(not(madsim), feature = "mongodb"))]
 
 mod common;
 

@@ -25,7 +25,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::harness::{is_done, Client, HttpResponse};
+use crate::harness::{is_done, Client, HttpResponse, Server};
+use crate::http::{get, ok_json};
 
 /// Bound on one step of an end-to-end test, so a bug fails the test instead of hanging it.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -46,6 +47,26 @@ pub async fn chat(client: &mut Client, session: &str, content: &str) -> (String,
     assert!(is_done(last), "the reply succeeds: {frames:#?}");
     let id = last["session_id"].as_str().expect("session id").to_string();
     (id, frames)
+}
+
+/// `(sender, content)` of every stored message of `session`, read through
+/// `GET {P}/sessions/:id` with `token` (its owner's).
+///
+/// # Panics
+/// When the route does not answer `200` with a `messages` array.
+pub async fn stored_messages(server: &Server, token: &str, session: &str) -> Vec<(String, String)> {
+    let body = ok_json(&get(server, &format!("/sessions/{session}"), Some(token)).await);
+    body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["sender"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// `frame` without its `timestamp`, which must be present and a string.

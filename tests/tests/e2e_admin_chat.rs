@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use chatbox_tests::e2e::{chat, without_timestamp, STEP};
+use chatbox_tests::e2e::{chat, stored_messages, without_timestamp, STEP};
 use chatbox_tests::harness::{assert_error, is_done, reply_text, Client, Server, ServerOpts};
-use chatbox_tests::http::{assert_bad_request, get, ok_json, post};
+use chatbox_tests::http::{assert_bad_request, ok_json, post};
 use chatbox_tests::upstream::Upstream;
 use serde_json::{json, Value};
 
@@ -82,19 +82,7 @@ async fn next_from_user(admin: &mut Client) -> Value {
 
 /// `(sender, content)` of every stored message of `session`, as its owner reads it.
 async fn stored(server: &Server, owner: &str, session: &str) -> Vec<(String, String)> {
-    let token = server.token(owner, &["user"], None);
-    let body = ok_json(&get(server, &format!("/sessions/{session}"), Some(&token)).await);
-    body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            (
-                m["sender"].as_str().unwrap_or_default().to_string(),
-                m["content"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    stored_messages(server, &server.token(owner, &["user"], None), session).await
 }
 
 fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use chatbox_tests::e2e::chat;
+use chatbox_tests::e2e::{chat, stored_messages};
 use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, json, ok_json};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
@@ -36,22 +36,6 @@ fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
 async fn send(client: &mut Client, session: &str, content: &str) -> Vec<Value> {
     client.send_user_message(session, content).await;
     client.recv_reply(SLOW_STEP).await
-}
-
-/// The stored messages of `session` as (sender, content), read through `GET /sessions/:id`.
-async fn stored(server: &Server, token: &str, session: &str) -> Vec<(String, String)> {
-    let body = ok_json(&get(server, &format!("/sessions/{session}"), Some(token)).await);
-    body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| {
-            (
-                m["sender"].as_str().unwrap_or_default().to_string(),
-                m["content"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Polls `/readyz` until its status is `want` (at most `within`); the last body.
@@ -81,7 +65,7 @@ async fn wait_stored(
     loop {
         let response = get(server, &format!("/sessions/{session}"), Some(token)).await;
         if response.status == 200 {
-            let got = stored(server, token, session).await;
+            let got = stored_messages(server, token, session).await;
             let as_ref: Vec<(&str, &str)> =
                 got.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
             if as_ref == want {
@@ -130,7 +114,7 @@ async fn two_instances_sharing_the_database_keep_one_active_session_per_user() {
             assert_eq!(found["count"], 1, "round {round}: one active session: {found}");
             assert_eq!(found["sessions"][0]["session_id"], from_a.0.as_str());
         }
-        let mut messages = stored(&a, &token, &from_a.0).await;
+        let mut messages = stored_messages(&a, &token, &from_a.0).await;
         messages.sort();
         let users: Vec<&str> =
             messages.iter().filter(|(s, _)| s == "user").map(|(_, c)| c.as_str()).collect();

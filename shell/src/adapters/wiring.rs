@@ -13,7 +13,9 @@ use super::llm::http_client::{
 };
 use super::llm::openai::OpenAiProvider;
 use super::outbox::FileOutbox;
-use super::store::{EmbeddedStore, MongoStore};
+use super::store::EmbeddedStore;
+#[cfg(feature = "mongodb")]
+use super::store::MongoStore;
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
 use crate::engine::outbox::{Outbox, OutboxError};
@@ -28,6 +30,12 @@ pub enum WiringError {
     /// The store could not be opened.
     #[error("cannot open the session store: {0}")]
     Store(#[from] StoreError),
+    /// `MONGO_URI` is set but this binary was built without the `mongodb` feature.
+    #[cfg(not(feature = "mongodb"))]
+    #[error(
+        "MONGO_URI is set, but this chatbox was built without MongoDB support (feature `mongodb`)"
+    )]
+    NoMongo,
     /// The durable outbox could not be opened.
     #[error("cannot open the outbox in the data directory: {0}")]
     Outbox(#[from] OutboxError),
@@ -61,7 +69,10 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
 pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
     match &config.storage.backend {
         StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
+        #[cfg(feature = "mongodb")]
         StoreConfig::Mongo(mongo) => Ok(Arc::new(MongoStore::connect(mongo).await?)),
+        #[cfg(not(feature = "mongodb"))]
+        StoreConfig::Mongo(_) => Err(WiringError::NoMongo),
     }
 }
 

@@ -2,11 +2,18 @@
 //! secret, `exp` and `nbf` checked when present with no leeway (a switch makes `exp` required,
 //! §10 item 18), and the claim rules for `user_id`, `roles` and `name`. Where the token may be
 //! carried (header or `?token=`) is decided by the callers in `http::ws` and `http::rest`.
+//!
+//! `jsonwebtoken` checks the header and the signature; the claims are checked here, on the
+//! payload as JSON. Its own claim validation is not used: it skips `exp`/`nbf` values that are
+//! not unsigned integers (a signed token with `"exp": -1` or `"exp": "1000"` never expired) and
+//! refuses tokens whose ignored `sub` is an array or an object — both found by the `jwt_verify`
+//! fuzz target (fuzz/README.md, Findings).
 
-use std::collections::HashSet;
-
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::Value;
+
+use crate::engine::clock::Clock;
 
 pub use crate::engine::caller::{Caller, ADMIN_ROLES};
 
@@ -28,7 +35,8 @@ pub enum AuthError {
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
-    validation: Validation,
+    require_exp: bool,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -40,22 +48,64 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier for `secret`; `require_exp` refuses tokens without `exp`.
     pub fn new(secret: &[u8], require_exp: bool) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.required_spec_claims =
-            if require_exp { HashSet::from(["exp".to_string()]) } else { HashSet::new() };
-        Self { key: DecodingKey::from_secret(secret), validation }
+        Self { key: DecodingKey::from_secret(secret), require_exp, clock: Clock::new() }
     }
 
-    /// Checks a token and extracts the caller.
+    /// Checks a token against the runtime's wall clock and extracts the caller.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
-            .map_err(|e| AuthError::Token(e.kind_label()))?;
-        caller_from_claims(&data.claims)
+        self.verify_at(token, self.clock.wall().0.div_euclid(1000))
+    }
+
+    /// Checks a token at `now` (Unix seconds): three base64url segments, an HMAC `alg`, the
+    /// signature, then the claims — `exp`/`nbf` absent or `null` are not checked (unless `exp`
+    /// is required), a number is compared with `now` (`exp < now` expired, `nbf > now` not yet
+    /// valid), anything else refuses the token — and finally the caller rules.
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Caller, AuthError> {
+        let refuse = |why: &str| AuthError::Token(why.to_string());
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(refuse("InvalidToken"));
+        };
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Token(e.kind_label()))?;
+        if !matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(refuse("InvalidAlgorithm"));
+        }
+        let signed = &token[..token.len() - signature.len() - 1];
+        let valid =
+            jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &self.key, header.alg)
+                .map_err(|e| AuthError::Token(e.kind_label()))?;
+        if !valid {
+            return Err(refuse("InvalidSignature"));
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| refuse("Base64"))?;
+        let claims: Value = serde_json::from_slice(&bytes).map_err(|_| refuse("Json"))?;
+        if !claims.is_object() {
+            return Err(refuse("Json"));
+        }
+        let now = now as f64;
+        match claims.get("exp") {
+            None | Some(Value::Null) if self.require_exp => return Err(refuse("MissingExp")),
+            None | Some(Value::Null) => {}
+            Some(exp) => match exp.as_f64() {
+                Some(exp) if exp >= now => {}
+                Some(_) => return Err(refuse("ExpiredSignature")),
+                None => return Err(refuse("InvalidExp")),
+            },
+        }
+        match claims.get("nbf") {
+            None | Some(Value::Null) => {}
+            Some(nbf) => match nbf.as_f64() {
+                Some(nbf) if nbf <= now => {}
+                Some(_) => return Err(refuse("ImmatureSignature")),
+                None => return Err(refuse("InvalidNbf")),
+            },
+        }
+        caller_from_claims(&claims)
     }
 }
 
@@ -119,6 +169,39 @@ mod tests {
     fn token(claims: Value, alg: Algorithm) -> String {
         jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(SECRET))
             .expect("encoding a test token")
+    }
+
+    #[test]
+    fn exp_and_nbf_of_any_json_type_are_checked() {
+        let v = Verifier::new(SECRET, false);
+        let now = 1_800_000_000_i64;
+        let at = |claims: Value| v.verify_at(&token(claims, Algorithm::HS256), now);
+        let base = |key: &str, value: Value| {
+            let mut c = serde_json::json!({"user_id": "u1", "roles": ["user"]});
+            c[key] = value;
+            c
+        };
+        // The fuzzer's findings (fuzz/regressions/jwt_verify/): all refused now.
+        for bad in [
+            base("exp", serde_json::json!(-1)),
+            base("exp", serde_json::json!(-8128634060555066066_i64)),
+            base("exp", serde_json::json!("1000")),
+            base("exp", serde_json::json!(false)),
+            base("exp", serde_json::json!(-0.5)),
+            base("nbf", serde_json::json!("99999999999")),
+            base("nbf", serde_json::json!(1e300)),
+        ] {
+            assert!(at(bad.clone()).is_err(), "{bad}");
+        }
+        // `sub` is ignored whatever its type (§2.1).
+        assert!(at(base("sub", serde_json::json!(["a"]))).is_ok());
+        assert!(at(base("sub", serde_json::json!({"id": 7}))).is_ok());
+        // Boundaries: valid through the second of `exp`, from the second of `nbf`.
+        assert!(at(base("exp", serde_json::json!(now))).is_ok());
+        assert!(at(base("exp", serde_json::json!(now - 1))).is_err());
+        assert!(at(base("nbf", serde_json::json!(now))).is_ok());
+        assert!(at(base("nbf", serde_json::json!(now + 1))).is_err());
+        assert!(at(base("exp", Value::Null)).is_ok(), "null is absent");
     }
 
     #[test]

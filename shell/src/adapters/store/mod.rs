@@ -9,9 +9,11 @@
 
 pub mod embedded;
 mod error;
+#[cfg(feature = "mongodb")]
 pub mod mongo;
 mod ops;
 mod schema;
 
 pub use embedded::EmbeddedStore;
+#[cfg(feature = "mongodb")]
 pub use mongo::MongoStore;
