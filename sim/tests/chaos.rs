@@ -31,35 +31,44 @@ async fn one_simulated_hour_holds_every_invariant() {
 
 /// The replay proof: a test-only switch that loses every 7th acknowledged append makes a fixed
 /// seed fail, and running the same seed again fails with exactly the same violations.
+///
+/// Each run is a process of its own, as a replay is (SIMULATION.md, "Why one process per
+/// seed"): the test runs itself with `CHATBOX_SIM_REPLAY_CHILD` set, and the child prints its
+/// report.
 #[test]
 fn a_broken_invariant_fails_a_known_seed_and_replays_identically() {
     const SEED: u64 = 20261125;
-    let scenario = Scenario {
-        users: 4,
-        duration: std::time::Duration::from_secs(1200),
-        shutdown: false,
-        lose_acknowledged_every: Some(7),
-    };
-    // Each run on a fresh thread, as `madsim::test` does: thread-local generators (e.g. the one
-    // tungstenite masks frames with) are seeded from the simulation on first use per thread.
+    const CHILD: &str = "CHATBOX_SIM_REPLAY_CHILD";
+    const MARK: &str = "REPLAY-REPORT ";
+    if std::env::var_os(CHILD).is_some() {
+        let scenario = Scenario {
+            users: 4,
+            duration: std::time::Duration::from_secs(1200),
+            shutdown: false,
+            lose_acknowledged_every: Some(7),
+        };
+        let runtime =
+            madsim::runtime::Runtime::with_seed_and_config(SEED, madsim::Config::default());
+        let report = runtime.block_on(async move { world::run(SEED, scenario).await });
+        println!("{MARK}{report:?}");
+        return;
+    }
     let run = || {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let runtime =
-                    madsim::runtime::Runtime::with_seed_and_config(SEED, madsim::Config::default());
-                let scenario = scenario.clone();
-                runtime.block_on(async move { world::run(SEED, scenario).await })
-            })
-            .join()
-            .expect("simulation thread")
-        })
+        let exe = std::env::current_exe().expect("path of this test binary");
+        let out = std::process::Command::new(exe)
+            .args(["a_broken_invariant_fails_a_known_seed_and_replays_identically", "--exact"])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the replay child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|l| l.find(MARK).map(|at| l[at + MARK.len()..].to_string()))
+            .unwrap_or_else(|| panic!("no report from the child: {stdout}"))
     };
     let first = run();
-    assert!(
-        first.violations.iter().any(|v| v.starts_with("acknowledged message")),
-        "the broken store must be caught: {:#?}",
-        first.violations
-    );
+    assert!(first.contains("acknowledged message"), "the broken store must be caught: {first}");
     let second = run();
     assert_eq!(first, second, "the same seed replays the same world");
 }
