@@ -41,6 +41,32 @@ async fn fourth_message_over_the_rate_limit_is_too_many_requests() {
 }
 
 #[tokio::test]
+async fn messages_refused_for_a_missing_session_id_use_no_rate_budget() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream).env("RATE_LIMIT", "2")).await;
+    let mut client = server.connect(&server.token("budget-user", &["user"], None)).await;
+    for _ in 0..3 {
+        client
+            .send_json(&serde_json::json!({"type": "user_message", "content": "no session"}))
+            .await;
+        let refused = client.recv_frame(STEP).await;
+        assert_error(&refused, "MISSING_FIELD", "Required field missing: session_id");
+    }
+    // The whole budget of two is still there.
+    let mut session = "budget-1".to_string();
+    for i in 0..2 {
+        client.send_user_message(&session, &format!("counted {i}")).await;
+        let frames = client.recv_reply(STEP).await;
+        let done = frames.last().expect("outcome");
+        assert!(is_done(done), "message {i} is answered, not rate limited: {frames:#?}");
+        session = done["session_id"].as_str().expect("session").to_string();
+    }
+    client.send_user_message(&session, "third").await;
+    let refused = client.recv_frame(STEP).await;
+    assert_error(&refused, "TOO_MANY_REQUESTS", "Too many requests, please slow down");
+}
+
+#[tokio::test]
 async fn connection_cap_refuses_with_429_and_notifies_open_connections() {
     let upstream = Upstream::start().await;
     let server = Server::start(
