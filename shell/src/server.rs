@@ -20,6 +20,7 @@ use crate::engine::notify::Notifier;
 use crate::engine::outbox::{self, Outbox};
 use crate::engine::store::SessionStore;
 use crate::engine::sweeper;
+use crate::http::pages::PageOptions;
 use crate::http::{accept, router};
 
 /// A server that is accepting connections.
@@ -44,8 +45,17 @@ pub struct Ports {
     pub notifier: Arc<dyn Notifier>,
 }
 
-/// Binds the listener and starts every service.
+/// Binds the listener and starts every service (pages in production mode).
 pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running> {
+    start_with_pages(config, ports, PageOptions::default()).await
+}
+
+/// [`start`], with the web pages served as `pages` says (`serve --dev` offers a token form).
+pub async fn start_with_pages(
+    config: Arc<Config>,
+    ports: Ports,
+    pages: PageOptions,
+) -> std::io::Result<Running> {
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
     let mut store = ports.store;
@@ -63,7 +73,7 @@ pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running
             "WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted"
         );
     }
-    let app = router::build(Arc::clone(&engine));
+    let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
         "accept",

@@ -1,12 +1,14 @@
 #![cfg(not(madsim))]
 //! The command line through the real binary: `serve --dev` starts with no configuration at all
-//! and prints tokens and a WebSocket URL that work; `token` mints a JWT the server accepts with
-//! the claims asked for; `gen-secret` prints secrets that pass the §2.4 rules.
+//! and prints tokens, a WebSocket URL and page URLs that work; `token` mints a JWT the server
+//! accepts with the claims asked for; `gen-secret` prints secrets that pass the §2.4 rules.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use chatbox_tests::harness::{binary, check_config, reply_text, Client, Server, ServerOpts};
+use chatbox_tests::harness::{
+    binary, check_config, http_get, reply_text, Client, Server, ServerOpts,
+};
 use chatbox_tests::upstream::Upstream;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -167,6 +169,23 @@ async fn serve_dev_needs_no_configuration_and_prints_working_tokens() {
     let frames = client.recv_reply(STEP).await;
     assert_eq!(reply_text(&frames), "hello dev", "{frames:?}");
     drop(client);
+
+    // The printed page URLs open the pages, in development mode (the token paste form).
+    let chat = value("Chat page:");
+    let console = value("Admin console:");
+    assert_eq!(chat, url.replacen("ws://", "http://", 1).replacen("/ws?", "/chat?", 1));
+    assert!(console.contains("/chatbox/console?token=") && console.ends_with(&admin), "{console}");
+    for page in [&chat, &console] {
+        let (addr, path_and_query) = page
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap_or_else(|| panic!("an http URL: {page}"));
+        let addr = addr.parse().expect("host:port");
+        let response = http_get(addr, &format!("/{path_and_query}"), &[]).await;
+        assert_eq!(response.status, 200, "{page}: {response:?}");
+        assert_eq!(response.header("content-type"), Some("text/html; charset=utf-8"));
+        assert!(response.body.contains("data-dev=\"true\""), "dev marker: {}", response.body);
+    }
     assert!(stop(&mut child).await.success(), "SIGTERM is a clean exit");
 
     // The development secret is kept in the data directory: after a restart the tokens printed

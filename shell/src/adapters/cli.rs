@@ -1,6 +1,7 @@
 //! The command line (clap): reads the environment and the optional TOML file, validates the
 //! configuration (every problem at once), sets up logging, runs the server on a tokio runtime and
-//! shuts it down gracefully on SIGTERM/SIGINT. `serve --dev` needs no configuration at all.
+//! shuts it down gracefully on SIGTERM/SIGINT. `serve --dev` needs no configuration at all and
+//! prints tokens and the URLs of the WebSocket, the chat page and the admin console.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use super::wiring;
 use crate::http::auth::mint;
+use crate::http::pages::PageOptions;
 use crate::http::router::route;
 use crate::server;
 
@@ -273,7 +275,8 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
         }
     };
     let ports = server::Ports { store, outbox, providers, notifier };
-    let running = match server::start(Arc::clone(&config), ports).await {
+    let pages = PageOptions { dev };
+    let running = match server::start_with_pages(Arc::clone(&config), ports, pages).await {
         Ok(running) => running,
         Err(error) => {
             eprintln!("cannot listen on {}:{}: {error}", config.server.host, config.server.port);
@@ -313,6 +316,10 @@ fn print_dev_banner(config: &Config, addr: std::net::SocketAddr) {
     println!("user token (24 h):  {user}");
     println!("admin token (24 h): {admin}");
     println!("WebSocket URL:      ws://{host}:{}{ws}?token={user}", addr.port());
+    let chat = route(&config.server.path_prefix, "/chat");
+    let console = route(&config.server.path_prefix, "/console");
+    println!("Chat page: http://{host}:{}{chat}?token={user}", addr.port());
+    println!("Admin console: http://{host}:{}{console}?token={admin}", addr.port());
 }
 
 /// What a signal asks for.

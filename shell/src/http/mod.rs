@@ -1,6 +1,6 @@
 //! HTTP and WebSocket: the accept loop, the router, authentication, the session loop, the REST
 //! and admin routes ([`rest`], [`admin`]), the client IP ([`client_ip`]) and the HTTP rate limits
-//! ([`limits`]).
+//! ([`limits`]), and the web pages ([`pages`]).
 
 pub mod accept;
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod limits;
 pub mod ops;
+pub mod pages;
 pub mod rest;
 pub mod router;
 pub mod timer;

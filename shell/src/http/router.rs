@@ -1,7 +1,8 @@
 //! The axum `Router`: every route under the configured prefix (PROTOCOL.md §1), the security
 //! headers on every response (framework 404s included), the original's plain
 //! `404 page not found` for unknown paths and wrong methods, and CORS when
-//! `chatbox.cors_allowed_origins` is set.
+//! `chatbox.cors_allowed_origins` is set. The web pages ([`super::pages`]) are merged in here; with
+//! `FRAME_ANCESTORS` set, CSP `frame-ancestors` replaces `X-Frame-Options` on every response.
 //!
 //! Layers, outermost first: security headers → CORS gate (403 for an unlisted origin, 204 for a
 //! preflight) → tower-http `CorsLayer` → routes. Per route: the user routes' bearer auth, the
@@ -24,6 +25,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::auth::Verifier;
 use super::limits::{with_public_limit, PublicFamily};
 use super::ops;
+use super::pages::{self, PageOptions};
 use super::rest::ApiState;
 use super::ws::{handshake, WsState};
 use super::{admin, rest};
@@ -34,8 +36,8 @@ pub fn route(prefix: &str, path: &str) -> String {
     format!("{}{}", prefix.trim_end_matches('/'), path)
 }
 
-/// Builds the router for `engine`.
-pub fn build(engine: Arc<Engine>) -> Router {
+/// Builds the router for `engine`, with the web pages served as `pages` says.
+pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
     let prefix = engine.config.server.path_prefix.clone();
     let verifier = Arc::new(Verifier::new(
         engine.config.auth.jwt_secret.expose().as_bytes(),
@@ -58,6 +60,7 @@ pub fn build(engine: Arc<Engine>) -> Router {
         .merge(scrape)
         .merge(rest::routes(api.clone(), &prefix))
         .merge(admin::routes(api, &prefix))
+        .merge(pages::routes(&prefix, pages, &engine.config.http.frame_ancestors))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(from_fn_with_state(Arc::clone(&engine), ops::record_duration));
@@ -66,7 +69,18 @@ pub fn build(engine: Arc<Engine>) -> Router {
         let policy = Arc::new(CorsPolicy::new(origins));
         router = router.layer(cors_layer(&policy)).layer(from_fn_with_state(policy, cors_gate));
     }
+    // With FRAME_ANCESTORS set, `X-Frame-Options: DENY` would block the configured embedders
+    // (browsers apply both), so CSP `frame-ancestors` replaces it on every response; the pages
+    // already carry their fuller policy, which is kept.
+    let ancestors = pages::frame_ancestors_csp(&engine.config.http.frame_ancestors);
+    if let Some(csp) = ancestors.clone() {
+        router = router
+            .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp));
+    }
     for (name, value) in SECURITY_HEADERS {
+        if name == "x-frame-options" && ancestors.is_some() {
+            continue;
+        }
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::HeaderName::from_static(name),
             HeaderValue::from_static(value),
@@ -169,7 +183,9 @@ async fn cors_gate(State(policy): State<Arc<CorsPolicy>>, req: Request, next: Ne
     response
 }
 
-async fn not_found() -> Response {
+/// The framework's plain `404 page not found` (§1), for unknown paths, wrong methods and
+/// unknown assets.
+pub(crate) async fn not_found() -> Response {
     let mut response = Response::new(Body::from("404 page not found\n"));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response

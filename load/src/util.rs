@@ -1,0 +1,247 @@
+//! Small shared pieces: the one monotonic clock every timestamp is read from, task spawning,
+//! duration parsing, `/proc` readings, token minting and a tiny HTTP/1.1 client.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+/// The process's time origin; every timestamp is microseconds since it.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Microseconds since the process's time origin (tokio's monotonic clock).
+pub fn now_us() -> u64 {
+    u64::try_from(origin().elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Spawns a task. The load generator is a client, not part of the server's task supervisor:
+/// its tasks end with the scenario (or with the process).
+#[allow(clippy::disallowed_methods)] // a client tool: no supervisor to register with
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(task)
+}
+
+/// Seconds since the Unix epoch (token `exp` claims are wall-clock times).
+#[allow(clippy::disallowed_methods)] // token expiry is a wall-clock time
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Parses `250us`, `20ms`, `1.5s`, `2m`, `1h` or a bare number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
+    let seconds = match unit {
+        "us" | "µs" => value / 1e6,
+        "" | "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("not a duration: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Go-style text of a duration, for server settings (`10s`, `250ms`).
+pub fn go_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A process's resident set: (`VmRSS`, `VmHWM`) in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.trim_start_matches(':').trim();
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    Some((field("VmRSS")?, field("VmHWM")?))
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Raises this process's `RLIMIT_NOFILE` soft limit to the hard limit; the limit in force.
+/// Children (the server) inherit it.
+pub fn raise_nofile() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            eprintln!("could not raise RLIMIT_NOFILE: {error}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    }
+}
+
+/// An HS256 user token for `user`, valid for a day.
+pub fn user_token(secret: &str, user: &str) -> String {
+    let claims = json!({"user_id": user, "roles": ["user"], "exp": unix_now() + 86_400});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+/// A strong random secret (64 hex digits: no weak word can appear in it).
+pub fn random_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// A random 32-hex-digit id (session ids proposed by the client).
+pub fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Source address number `k` of `count`: 127.0.0.(1 + k mod count).
+pub fn source_ip(k: usize, count: usize) -> IpAddr {
+    let last = 1 + (k % count.clamp(1, 254));
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(last).unwrap_or(1)))
+}
+
+/// A TCP connection to `to` from `from` (port chosen by the kernel), with `TCP_NODELAY`.
+pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if to.ip().is_loopback() && to.is_ipv4() {
+        socket.bind(SocketAddr::new(from, 0))?;
+    }
+    let stream = socket.connect(to).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A persistent HTTP/1.1 connection (requests one at a time).
+pub struct HttpConn {
+    sender: SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl HttpConn {
+    /// Opens a connection to `addr` from `from`.
+    pub async fn open(from: IpAddr, addr: SocketAddr) -> std::io::Result<HttpConn> {
+        let stream = connect_from(from, addr).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(HttpConn { sender, addr })
+    }
+
+    /// Sends one request and reads the whole answer: (status, body text).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<(u16, String), String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let bytes = match body {
+            Some(value) => {
+                builder = builder.header("content-type", "application/json");
+                Bytes::from(value.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let request = builder.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+        let response = self.sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// One `GET` on a fresh connection: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut conn =
+        HttpConn::open(IpAddr::V4(Ipv4Addr::LOCALHOST), addr).await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(10), conn.request("GET", path, &[], None))
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// The value of an unlabelled Prometheus sample `name` in a text exposition.
+pub fn prom_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = rest.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Mebibytes of a KiB figure, one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_millis(7)));
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn prometheus_values_parse() {
+        let text =
+            "# HELP x\nchatbox_active_sessions_total 12\nchatbox_sessions_created_total 30\n";
+        assert_eq!(prom_value(text, "chatbox_active_sessions_total"), Some(12.0));
+        assert_eq!(prom_value(text, "chatbox_sessions_created"), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! Smoke test of the load generator, cheap enough for CI: `chatbox-load run` and `idle` against
+//! the debug `chatbox` binary (`target/<profile>/chatbox`, built once here if missing). It
+//! checks counts and the shape of the `RESULT` report, never timings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The `chatbox` binary of this target directory and profile, built if missing.
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/chatbox
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(format!("chatbox{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status =
+            Command::new(cargo).args(["build", "-p", "chatbox", "--bin", "chatbox"]).status();
+        assert!(
+            matches!(status, Ok(s) if s.success()) && binary.exists(),
+            "the chatbox binary is missing at {} and building it failed",
+            binary.display()
+        );
+    }
+    binary
+}
+
+/// Runs `chatbox-load` with `args`; its `RESULT` reports.
+fn load(args: &[&str]) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_chatbox-load"))
+        .args(args)
+        .arg("--server-bin")
+        .arg(server_binary())
+        .output()
+        .expect("run chatbox-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chatbox-load failed\n{stdout}\n{stderr}");
+    let reports: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("RESULT "))
+        .map(|json| serde_json::from_str(json).expect("RESULT is JSON"))
+        .collect();
+    assert!(!reports.is_empty(), "no RESULT line\n{stdout}\n{stderr}");
+    reports
+}
+
+#[test]
+fn run_delivers_every_message_a_complete_reply() {
+    let reports = load(&[
+        "run",
+        "--rates",
+        "20",
+        "--duration",
+        "2s",
+        "--drain",
+        "20s",
+        "--pause",
+        "0s",
+        "--quiet",
+    ]);
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    let count = |key: &str| r[key].as_u64().unwrap_or_else(|| panic!("{key} in {r}"));
+    assert_eq!(count("scheduled"), 40, "{r}");
+    assert_eq!(count("sent"), 40, "{r}");
+    assert_eq!(count("first_chunks"), 40, "{r}");
+    assert_eq!(count("done"), 40, "{r}");
+    assert_eq!(count("complete"), 40, "{r}");
+    assert_eq!(count("errors_total"), 0, "{r}");
+    assert_eq!(count("unmatched_first_chunks"), 0, "{r}");
+    for key in ["added", "added_total", "added_from_send", "ttfc"] {
+        assert_eq!(r[key]["count"].as_u64(), Some(40), "{key} in {r}");
+        assert!(r[key]["p99_ms"].is_number(), "{key} in {r}");
+    }
+    assert!(r["server_rss_kib"]["after_run"].as_u64().is_some(), "{r}");
+}
+
+#[test]
+fn idle_opens_every_connection_and_reports_memory() {
+    let reports =
+        load(&["idle", "--connections", "30", "--checkpoints", "10", "--settle", "200ms"]);
+    let r = &reports[0];
+    assert_eq!(r["failures"].as_u64(), Some(0), "{r}");
+    let rows = r["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{r}");
+    assert_eq!(rows[2]["connections"].as_u64(), Some(30), "{r}");
+    assert!(rows.iter().all(|row| row["rss_kib"].as_u64().is_some_and(|k| k > 0)), "{r}");
+    assert!(r["slope_bytes_per_connection"].is_number(), "{r}");
+}

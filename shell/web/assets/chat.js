@@ -1,0 +1,493 @@
+// The chat page: one WebSocket to {P}/ws, streamed replies, reconnect with backoff that resumes
+// the same session, errors in words with a retry countdown, help requests and the admin
+// "assisted by" banner. Frames and their order are PROTOCOL.md §3.
+
+import {
+  $, TokenSource, api, el, jwtClaims, messageNode, pageLink, randomId, scrollToEnd, setBubbleText,
+  wireTokenForm, wsUrl,
+} from './common.js';
+
+const BACKOFF_START_MS = 1000;
+const BACKOFF_CAP_MS = 30_000;
+// Sent right after (re)connecting to bind the socket to the stored session (§3.7) so admin
+// messages and replies still in progress reach this page before the user types; the server
+// answers it with a harmless "unknown message type" error, which is not shown.
+const BIND_TYPE = 'typing_indicator';
+// The server's answer when the bind names a session that is not this user's (§3.7).
+const BIND_FAILED = 'Failed to establish session connection';
+// Senders a conversation message can have (anything else in a stored session shows as a notice).
+const SENDERS = new Set(['user', 'ai', 'admin', 'system']);
+
+const ui = {
+  status: $('conn-status'),
+  models: $('model-select'),
+  modelLabel: $('model-label'),
+  messages: $('messages'),
+  loading: $('loading'),
+  composer: $('composer'),
+  input: $('message-input'),
+  send: $('send-button'),
+  help: $('help-button'),
+  assist: $('assist-banner'),
+  error: $('error-banner'),
+  errorText: $('error-text'),
+  retryWrap: $('retry-wrap'),
+  retry: $('retry-countdown'),
+  dismiss: $('error-dismiss'),
+  mySessions: $('my-sessions-link'),
+};
+
+const state = {
+  ws: null,
+  token: '',
+  userId: '',
+  sessionId: '',
+  attempt: 0,
+  everOpened: false,
+  reconnectTimer: 0,
+  reconnectCountdown: 0,
+  countdownTimer: 0,
+  retryTimer: 0,
+  streaming: null, // { node, text } of the AI reply being streamed
+  models: [],
+  historyFor: '', // the session whose stored messages are being fetched ('' when none)
+  heldBindError: null, // a bind refusal for historyFor, shown only if the session turns out to exist
+  dropped: new Set(), // stored session ids the server did not know for this user (404)
+};
+
+// The text each conversation bubble was made from (its markdown source), for matching stored
+// messages against ones that already arrived over the socket.
+const sourceText = new WeakMap();
+// AI bubbles that were streamed to this page (possibly only their end, after a reload).
+const streamedNodes = new WeakSet();
+
+const tokens = new TokenSource(onToken);
+const form = wireTokenForm(tokens);
+
+function storageKey() {
+  return `chatbox.session.${state.userId || 'anonymous'}`;
+}
+
+function adoptSession(id) {
+  if (!id || id === state.sessionId) return;
+  state.sessionId = id;
+  document.body.dataset.sessionId = id;
+  try {
+    sessionStorage.setItem(storageKey(), id);
+  } catch {
+    // Storage can be disabled (private modes, some WebViews): the id lives in memory then.
+  }
+}
+
+/** Forgets the current session (a stored id the server does not know for this user): the next
+ *  message starts a new one. */
+function forgetSession() {
+  if (state.sessionId) state.dropped.add(state.sessionId);
+  state.sessionId = '';
+  delete document.body.dataset.sessionId;
+  try {
+    sessionStorage.removeItem(storageKey());
+  } catch {
+    // See adoptSession.
+  }
+}
+
+/** The user, AI and admin bubbles on the page (notices are not part of the conversation). */
+function conversationNodes() {
+  return Array.from(ui.messages.children).filter((node) => node.matches?.('.msg:not([data-sender="system"])'));
+}
+
+/** Fetches the stored session's messages (§4.2) and shows them before anything already on the
+ *  page; a 404 (unknown, or someone else's) drops the stored id. */
+async function loadHistory() {
+  const id = state.sessionId;
+  if (!id || !state.token || state.historyFor === id) return;
+  state.historyFor = id;
+  state.heldBindError = null;
+  const answer = await api('GET', `/sessions/${encodeURIComponent(id)}`, state.token);
+  if (state.historyFor !== id) return; // superseded (another token or session meanwhile)
+  state.historyFor = '';
+  const held = state.heldBindError;
+  state.heldBindError = null;
+  if (state.sessionId !== id) return;
+  if (answer.ok) {
+    const messages = Array.isArray(answer.body?.messages) ? answer.body.messages : [];
+    showHistory(messages);
+    if (held) showError(held);
+    return;
+  }
+  if (answer.status === 404) {
+    // Start fresh, unless the conversation already went on in this session on this page.
+    if (conversationNodes().length === 0) forgetSession();
+    return;
+  }
+  if (held) showError(held);
+  // Other failures (offline, a 401 or 5xx) keep the session: a reconnect tries again.
+}
+
+/** The bubble text of a stored (or streamed) message. */
+function messageText(m) {
+  return `${m.content || ''}\n\n${m.file_url || ''}`.trim();
+}
+
+/** Puts the stored `messages` before the page's messages, skipping the ones already shown (a
+ *  reply or admin message that arrived over the socket while the history was fetched). */
+function showHistory(messages) {
+  const stored = messages.map((m) => ({
+    sender: SENDERS.has(m.sender) ? m.sender : 'system',
+    text: m.file_url ? messageText(m) : String(m.content || ''),
+    timestamp: m.timestamp,
+  }));
+  // Match the live bubbles, in order, to the latest stored messages they can be.
+  const matched = new Set();
+  let from = 0;
+  for (const node of conversationNodes()) {
+    const live = sourceText.get(node) ?? '';
+    const sender = node.dataset.sender;
+    const partial = streamedNodes.has(node);
+    for (let i = from; i < stored.length; i += 1) {
+      const s = stored[i];
+      if (s.sender !== sender) continue;
+      const same = s.text === live || (partial && live !== '' && s.text.includes(live));
+      if (!same) continue;
+      matched.add(i);
+      from = i + 1;
+      // A finished reply seen only in part (its start streamed before this page bound) is
+      // completed from the stored text.
+      if (s.text !== live && node.dataset.streaming === 'false') {
+        setBubbleText(node, s.text);
+        sourceText.set(node, s.text);
+      }
+      break;
+    }
+  }
+  const first = ui.messages.firstChild;
+  stored.forEach((s, i) => {
+    if (matched.has(i)) return;
+    const node = messageNode(s.sender, s.text, { timestamp: s.timestamp });
+    if (s.sender === 'ai') node.dataset.streaming = 'false';
+    if (s.sender !== 'system') sourceText.set(node, s.text);
+    ui.messages.insertBefore(node, first);
+  });
+  scrollToEnd(ui.messages);
+}
+
+function onToken(token, reason) {
+  state.token = token;
+  const claims = jwtClaims(token);
+  const userId = claims && typeof claims.user_id === 'string' ? claims.user_id : '';
+  if (userId !== state.userId || !state.sessionId) {
+    state.userId = userId;
+    state.sessionId = '';
+    let stored = '';
+    try {
+      stored = sessionStorage.getItem(storageKey()) || '';
+    } catch {
+      stored = '';
+    }
+    if (stored) adoptSession(stored);
+    // A reload keeps the session: show what was said in it so far.
+    if (state.sessionId && conversationNodes().length === 0) loadHistory();
+  }
+  ui.mySessions.href = pageLink('my-sessions', token);
+  form.hide();
+  // A refreshed token is used by the next connection; an open one stays as it is.
+  if (reason === 'refresh' && state.ws && state.ws.readyState <= WebSocket.OPEN) return;
+  if (!state.ws || state.ws.readyState >= WebSocket.CLOSING) connect();
+  else {
+    // A different token (e.g. pasted again): reconnect with it.
+    state.ws.onclose = null;
+    state.ws.close();
+    connect();
+  }
+}
+
+function setStatus(stateName, text) {
+  ui.status.dataset.state = stateName;
+  ui.status.textContent = text;
+  ui.send.disabled = stateName !== 'open' || Boolean(state.countdownTimer);
+  ui.help.disabled = stateName !== 'open';
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.reconnectCountdown);
+  state.reconnectTimer = 0;
+  setStatus(state.everOpened ? 'reconnecting' : 'connecting', state.everOpened ? 'Reconnecting…' : 'Connecting…');
+  let ws;
+  try {
+    ws = new WebSocket(wsUrl(state.token));
+  } catch {
+    scheduleReconnect(false);
+    return;
+  }
+  state.ws = ws;
+  let opened = false;
+  ws.onopen = () => {
+    opened = true;
+    state.everOpened = true;
+    state.attempt = 0;
+    setStatus('open', 'Connected');
+    if (state.sessionId) send({ type: BIND_TYPE, session_id: state.sessionId, sender: 'user' });
+    // A reconnect with nothing shown yet (e.g. the first fetch found the server down).
+    if (state.sessionId && conversationNodes().length === 0) loadHistory();
+  };
+  ws.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    handleFrame(frame);
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    finishStreaming();
+    ui.loading.hidden = true;
+    scheduleReconnect(opened);
+  };
+}
+
+function scheduleReconnect(wasOpen) {
+  const delay = Math.min(BACKOFF_START_MS * 2 ** state.attempt, BACKOFF_CAP_MS);
+  state.attempt += 1;
+  let remaining = Math.ceil(delay / 1000);
+  const tick = () => {
+    setStatus('reconnecting', `Disconnected. Reconnecting in ${remaining} s…`);
+  };
+  tick();
+  const started = Date.now();
+  clearInterval(state.reconnectCountdown);
+  state.reconnectCountdown = setInterval(() => {
+    remaining = Math.max(0, Math.ceil((delay - (Date.now() - started)) / 1000));
+    tick();
+  }, 250);
+  // The browser hides a refused handshake's status (401 shows as close 1006): when a socket
+  // never opened, ask the host for a fresh token before the next try.
+  if (!wasOpen && tokens.embedded) {
+    // An answer arrives through onToken('refresh'), which reconnects at once with it.
+    tokens.refresh();
+  }
+  if (!wasOpen && !state.everOpened && !tokens.embedded && state.attempt >= 2) {
+    showError('Cannot connect. The server may be down, or the token may be invalid or expired.');
+  }
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+function send(frame) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
+  state.ws.send(JSON.stringify({ timestamp: new Date().toISOString(), ...frame }));
+  return true;
+}
+
+function append(node, text) {
+  if (text !== undefined) sourceText.set(node, text);
+  ui.messages.append(node);
+  scrollToEnd(ui.messages);
+  return node;
+}
+
+function system(text) {
+  append(messageNode('system', text));
+}
+
+function finishStreaming() {
+  if (!state.streaming) return;
+  state.streaming.node.dataset.streaming = 'false';
+  state.streaming = null;
+}
+
+function handleFrame(frame) {
+  if (typeof frame.session_id === 'string' && frame.session_id && !state.dropped.has(frame.session_id)) {
+    adoptSession(frame.session_id);
+  }
+  switch (frame.type) {
+    case 'connection_status':
+      if (Array.isArray(frame.models) && frame.models.length > 0) showModels(frame.models);
+      if (frame.content) system(frame.content);
+      break;
+    case 'loading':
+      ui.loading.hidden = false;
+      break;
+    case 'ai_response':
+      onAiResponse(frame);
+      break;
+    case 'user_message':
+      if (frame.sender === 'admin') append(messageNode('admin', frame.content, { timestamp: frame.timestamp }), frame.content || '');
+      break;
+    case 'file_upload':
+    case 'voice_message': {
+      const text = messageText(frame);
+      append(messageNode(frame.sender === 'admin' ? 'admin' : 'user', text, { timestamp: frame.timestamp }), text);
+      break;
+    }
+    case 'admin_join': {
+      const name = frame.metadata?.admin_name || 'an administrator';
+      ui.assist.textContent = `Assisted by ${name}`;
+      ui.assist.hidden = false;
+      system(frame.content || `${name} has joined the session`);
+      break;
+    }
+    case 'admin_leave':
+      ui.assist.hidden = true;
+      ui.assist.textContent = '';
+      system(frame.content || 'The administrator has left the session');
+      break;
+    case 'notification':
+      if (frame.content) system(frame.content);
+      break;
+    case 'error':
+      onError(frame.error || {}, frame.session_id);
+      break;
+    default:
+      break;
+  }
+}
+
+function onAiResponse(frame) {
+  ui.loading.hidden = true;
+  const meta = frame.metadata || {};
+  if (meta.streaming === 'true') {
+    if (!state.streaming) {
+      const node = messageNode('ai', '', { timestamp: frame.timestamp });
+      node.dataset.streaming = 'true';
+      state.streaming = { node, text: '' };
+      streamedNodes.add(node);
+      append(node, '');
+    }
+    if (frame.content) {
+      state.streaming.text += frame.content;
+      sourceText.set(state.streaming.node, state.streaming.text);
+      setBubbleText(state.streaming.node, state.streaming.text);
+      scrollToEnd(ui.messages);
+    }
+    if (meta.done === 'true') finishStreaming();
+    return;
+  }
+  finishStreaming();
+  const node = messageNode('ai', frame.content || '', { timestamp: frame.timestamp });
+  node.dataset.streaming = 'false';
+  append(node, frame.content || '');
+}
+
+function onError(error, sessionId) {
+  const message = String(error.message || 'Something went wrong.');
+  if (message.startsWith(`Invalid message format: unknown message type ${BIND_TYPE}`)) return;
+  if (message.startsWith(BIND_FAILED) && sessionId) {
+    // The bind of a stored session id: not this user's session any more (the history fetch
+    // decides), or one already dropped.
+    if (state.dropped.has(sessionId)) return;
+    if (sessionId === state.historyFor) {
+      state.heldBindError = message;
+      return;
+    }
+  }
+  ui.loading.hidden = true;
+  finishStreaming();
+  showError(message, Number(error.retry_after) || 0);
+}
+
+function showError(message, retryAfterMs = 0) {
+  ui.errorText.textContent = message;
+  ui.error.hidden = false;
+  clearInterval(state.countdownTimer);
+  state.countdownTimer = 0;
+  ui.retryWrap.hidden = true;
+  if (retryAfterMs > 0) {
+    const until = Date.now() + retryAfterMs;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      ui.retry.textContent = String(left);
+      if (left <= 0) {
+        clearInterval(state.countdownTimer);
+        state.countdownTimer = 0;
+        ui.retryWrap.hidden = true;
+        ui.error.hidden = true;
+        ui.send.disabled = ui.status.dataset.state !== 'open';
+      }
+    };
+    ui.retryWrap.hidden = false;
+    ui.send.disabled = true;
+    state.countdownTimer = setInterval(tick, 250);
+    tick();
+  }
+}
+
+function clearError() {
+  if (state.countdownTimer) return; // the countdown ends itself
+  ui.error.hidden = true;
+  ui.errorText.textContent = '';
+}
+
+function showModels(models) {
+  state.models = models;
+  const current = ui.models.value;
+  ui.models.replaceChildren(
+    ...models.map((m) => el('option', { value: m.id }, m.name || m.id)),
+  );
+  if (current && models.some((m) => m.id === current)) ui.models.value = current;
+  const several = models.length > 1;
+  ui.models.hidden = !several;
+  ui.modelLabel.hidden = !several;
+}
+
+function ensureSession() {
+  if (!state.sessionId) adoptSession(randomId());
+  return state.sessionId;
+}
+
+ui.composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const content = ui.input.value.trim();
+  if (!content || ui.send.disabled) return;
+  const frame = { type: 'user_message', session_id: ensureSession(), content, sender: 'user' };
+  if (!send(frame)) {
+    showError('Not connected. Your message was not sent; it will be possible again once reconnected.');
+    return;
+  }
+  clearError();
+  append(messageNode('user', content, { timestamp: new Date().toISOString() }), content);
+  ui.input.value = '';
+  ui.input.focus();
+});
+
+ui.input.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.models.addEventListener('change', () => {
+  send({ type: 'model_select', session_id: ensureSession(), model_id: ui.models.value, sender: 'user' });
+});
+
+ui.help.addEventListener('click', () => {
+  if (!state.sessionId) {
+    system('Send a message first, so an administrator has a conversation to join.');
+    return;
+  }
+  if (send({ type: 'help_request', session_id: state.sessionId, sender: 'user' })) clearError();
+});
+
+ui.dismiss.addEventListener('click', () => {
+  clearInterval(state.countdownTimer);
+  state.countdownTimer = 0;
+  ui.retryWrap.hidden = true;
+  ui.error.hidden = true;
+  ui.send.disabled = ui.status.dataset.state !== 'open';
+});
+
+setStatus('connecting', 'Waiting for a token…');
+tokens.start({
+  showForm: () => {
+    setStatus('closed', 'Not connected: no token');
+    form.show();
+  },
+  noToken: () => {
+    setStatus('closed', 'Not connected: no token');
+    showError('No token: open this page with ?token=<JWT>, or embed it in a page that hands one over.');
+  },
+});

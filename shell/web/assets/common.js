@@ -1,0 +1,301 @@
+// Shared by every chatbox page: where the API lives, building DOM safely, HTTP calls with
+// errors in words, message bubbles and the token hand-over (query string, embedding page,
+// React Native WebView, or a pasted token in --dev mode). Plain ES module, no bundler.
+
+import { renderMarkdown } from './markdown.js';
+
+/** The path prefix the pages are served under ('' when it is `/`): the page path without its
+ *  own suffix, so any prefix works without configuring the pages. */
+export function apiBase() {
+  const path = location.pathname.replace(/\/+$/, '');
+  return path.replace(/\/(chat|my-sessions|console|view\/[^/]*)$/, '');
+}
+
+/** `document.getElementById`, failing loudly when the page lacks an element the script needs. */
+export function $(id) {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`missing element #${id}`);
+  return found;
+}
+
+/** Creates an element; `attrs` become attributes (text only: never HTML), `children` are nodes
+ *  or strings (inserted as text). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children) {
+    if (child === undefined || child === null) continue;
+    node.append(typeof child === 'string' ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+/** Whether the server runs `serve --dev` (it rewrites the page's marker). */
+export function isDev() {
+  return document.documentElement.dataset.dev === 'true';
+}
+
+/** The claims of a JWT, decoded without verification (the server verifies), or null. */
+export function jwtClaims(token) {
+  try {
+    const part = token.split('.')[1];
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+/** A new random 32-hex-character id (the form the server uses for sessions). */
+export function randomId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** A timestamp as local date and time, or '' when absent or invalid. */
+export function formatTime(iso) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime()) || date.getFullYear() < 1000) return '';
+  return date.toLocaleString();
+}
+
+/** The WebSocket URL of this server for `token`. */
+export function wsUrl(token) {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}${apiBase()}/ws?token=${encodeURIComponent(token)}`;
+}
+
+/** A same-origin page link carrying the token (`page` is `chat`, `my-sessions`, `console`). */
+export function pageLink(page, token) {
+  const url = `${apiBase()}/${page}`;
+  return token ? `${url}?token=${encodeURIComponent(token)}` : url;
+}
+
+/** The outcome of an API call: `ok`, `status`, the parsed `body` (JSON or text) and, when it
+ *  failed, `message` in words (including a rate limit's wait). */
+export async function api(method, path, token) {
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(`${apiBase()}${path}`, { method, headers, cache: 'no-store' });
+  } catch {
+    return { ok: false, status: 0, body: null, message: 'The server cannot be reached. Check your connection and try again.' };
+  }
+  const text = await response.text();
+  let body = text;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    // Plain-text bodies (e.g. 404 page not found) stay text.
+  }
+  if (response.ok) return { ok: true, status: response.status, body, message: '' };
+  return { ok: false, status: response.status, body, message: describeFailure(response, body) };
+}
+
+function describeFailure(response, body) {
+  if (response.status === 429) {
+    const seconds = Number(response.headers.get('Retry-After')) || Math.ceil((body?.retry_after_ms ?? 0) / 1000);
+    const text = body?.message || 'Too many requests. Please try again later.';
+    return seconds > 0 ? `${text} Try again in ${seconds} s.` : text;
+  }
+  if (response.status === 401) {
+    return 'You are not signed in, or your sign-in has expired. Open this page again with a valid token.';
+  }
+  if (response.status === 403) return 'You do not have permission for this (an administrator role is needed).';
+  if (body && typeof body === 'object' && body.error) return `${body.error}.`.replace(/\.\.$/, '.');
+  if (typeof body === 'string' && body.trim()) return body.trim();
+  return `The request failed (HTTP ${response.status}).`;
+}
+
+/** A message bubble: `.msg[data-sender]` with the sender's name, the time and the text
+ *  rendered as safe markdown. */
+export function messageNode(sender, text, { name, timestamp } = {}) {
+  const who = name || { user: 'You', ai: 'Assistant', admin: 'Administrator', system: 'Notice' }[sender] || sender;
+  const node = el('div', { class: 'msg', 'data-sender': sender });
+  const head = el('span', { class: 'who' }, who);
+  const when = formatTime(timestamp);
+  if (when && sender !== 'system') head.append(el('span', { class: 'when' }, when));
+  if (sender !== 'system') node.append(head);
+  const body = el('div', { class: 'body' });
+  body.append(renderMarkdown(text || ''));
+  node.append(body);
+  return node;
+}
+
+/** Replaces a bubble's text (streaming re-renders the whole reply: cheap at reply sizes, and
+ *  markdown spanning chunks renders right). */
+export function setBubbleText(node, text) {
+  const body = node.querySelector('.body');
+  body.replaceChildren(renderMarkdown(text));
+}
+
+/** Keeps a log scrolled to its end when the reader is already near it. */
+export function scrollToEnd(log) {
+  log.scrollTop = log.scrollHeight;
+}
+
+/** Fills a read-only transcript from the API's message objects. */
+export function renderTranscript(container, messages) {
+  container.replaceChildren();
+  if (!messages || messages.length === 0) {
+    container.append(messageNode('system', 'No messages.'));
+    return;
+  }
+  for (const m of messages) {
+    const sender = ['user', 'ai', 'admin', 'system'].includes(m.sender) ? m.sender : 'system';
+    let text = m.content || '';
+    if (m.file_url) text = `${text}${text ? '\n\n' : ''}Attachment: ${m.file_url}`;
+    container.append(messageNode(sender, text, { timestamp: m.timestamp }));
+  }
+}
+
+// ---- Token hand-over -------------------------------------------------------------------------
+//
+// Protocol (README, "Web pages"): without `?token=`, a page inside a frame posts
+// {"type":"request_token"} to its parent (targetOrigin '*': the request carries no secret) and
+// takes the answer {"type":"token","token":"<jwt>"} only from `window.parent`. Shortly before
+// the token's `exp`, and when a connection is refused, it posts {"type":"refresh_token"}. In a
+// React Native WebView the same JSON text goes through window.ReactNativeWebView.postMessage
+// and answers arrive as `message` events on document or window.
+
+const TOKEN_TYPES = new Set(['token', 'request_token', 'refresh_token']);
+const REFRESH_AHEAD_MS = 60_000;
+
+/** Where the page's token comes from and how to renew it. */
+export class TokenSource {
+  /** `onToken(token, reason)` is called with each token obtained ('initial', 'refresh',
+   *  'paste'). */
+  constructor(onToken) {
+    this.onToken = onToken;
+    this.token = '';
+    this.waiters = [];
+    this.refreshTimer = 0;
+    this.framed = window.parent !== window;
+    this.native = Boolean(window.ReactNativeWebView);
+  }
+
+  /** Whether a host (parent page or native app) can hand tokens over. */
+  get embedded() {
+    return this.framed || this.native;
+  }
+
+  /** Starts: `?token=` at once, else asks the host, else (dev) offers the paste form after
+   *  ~1 s; `showForm()` is called then, `noToken()` when nothing can provide one. */
+  start({ showForm, noToken }) {
+    const listener = (event) => this.onMessage(event);
+    window.addEventListener('message', listener);
+    if (this.native) document.addEventListener('message', listener);
+    const fromQuery = new URLSearchParams(location.search).get('token');
+    if (fromQuery) {
+      this.accept(fromQuery.trim(), 'initial');
+      return;
+    }
+    if (this.embedded) this.post('request_token');
+    setTimeout(() => {
+      if (this.token) return;
+      if (isDev()) showForm();
+      else if (!this.embedded) noToken();
+    }, 1000);
+  }
+
+  /** A token pasted into the dev form. */
+  paste(token) {
+    this.accept(token.trim(), 'paste');
+  }
+
+  /** Asks the host for a fresh token; resolves with it, or with '' after `waitMs`. */
+  refresh(waitMs = 5000) {
+    if (!this.embedded) return Promise.resolve('');
+    this.post('refresh_token');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        resolve('');
+      }, waitMs);
+      const waiter = (token) => {
+        clearTimeout(timer);
+        resolve(token);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  post(type) {
+    const message = { type };
+    try {
+      if (this.native) window.ReactNativeWebView.postMessage(JSON.stringify(message));
+      if (this.framed) window.parent.postMessage(message, '*');
+    } catch {
+      // A host that cannot be reached leaves the page on its paste form / error.
+    }
+  }
+
+  onMessage(event) {
+    const fromParent = this.framed && event.source === window.parent;
+    const fromNative = this.native && (event.source === null || event.source === window || event.source === undefined);
+    if (!fromParent && !fromNative) return;
+    let data = event.data;
+    if (typeof data === 'string') {
+      try {
+        data = JSON.parse(data);
+      } catch {
+        return;
+      }
+    }
+    if (!data || typeof data !== 'object' || !TOKEN_TYPES.has(data.type)) return;
+    if (typeof data.token !== 'string' || !data.token.trim()) return;
+    this.accept(data.token.trim(), this.token ? 'refresh' : 'initial');
+  }
+
+  accept(token, reason) {
+    if (!token) return;
+    this.token = token;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter(token);
+    this.scheduleRefresh();
+    this.onToken(token, reason);
+  }
+
+  /** Asks for a new token a minute before this one expires (hosts only). */
+  scheduleRefresh() {
+    clearTimeout(this.refreshTimer);
+    if (!this.embedded) return;
+    const exp = Number(jwtClaims(this.token)?.exp);
+    if (!Number.isFinite(exp) || exp <= 0) return;
+    const wait = Math.max(exp * 1000 - REFRESH_AHEAD_MS - Date.now(), 1000);
+    // setTimeout's limit is ~24.8 days; a longer wait is re-armed when it fires.
+    const max = 2 ** 31 - 1;
+    this.refreshTimer = setTimeout(() => (wait > max ? this.scheduleRefresh() : this.refresh()), Math.min(wait, max));
+  }
+}
+
+/** Wires a page's `#token-form` (dev paste) to `source`. */
+export function wireTokenForm(source) {
+  const form = document.getElementById('token-form');
+  if (!form) return { show() {}, hide() {} };
+  const input = $('token-input');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (!input.value.trim()) return;
+    source.paste(input.value);
+    input.value = '';
+  });
+  return {
+    show() {
+      form.hidden = false;
+      input.focus();
+    },
+    hide() {
+      form.hidden = true;
+    },
+  };
+}
