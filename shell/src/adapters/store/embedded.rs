@@ -1,7 +1,8 @@
 //! [`EmbeddedStore`]: the out-of-the-box [`SessionStore`], a single redb file in the data
 //! directory. redb is synchronous, so every operation runs as one transaction on tokio's blocking
-//! pool (`ops.rs` holds the transactions, `schema.rs` the layout). Used when no MongoDB is
-//! configured, and by the black-box tests.
+//! pool (`ops.rs` holds the transactions, `schema.rs` the layout); writes then wait for the group
+//! commit (`group_commit.rs`) that makes them durable. Used when no MongoDB is configured, and by
+//! the black-box tests.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use chatbox_core::UnixMillis;
 use redb::Database;
 
 use super::error::{join_error, redb_error};
+use super::group_commit::{self, GroupCommit};
 use super::ops;
 use crate::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
@@ -28,6 +30,7 @@ use crate::engine::store::{
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    group: Arc<GroupCommit>,
     path: PathBuf,
 }
 
@@ -55,10 +58,14 @@ impl EmbeddedStore {
             ))
         })?;
         let path = dir.join(Self::FILE_NAME);
-        let db = Database::create(&path).map_err(redb_error)?;
+        let db = Arc::new(Database::create(&path).map_err(redb_error)?);
         ops::init(&db)?;
+        group_commit::flush(&db)?;
+        let group = GroupCommit::start(Arc::clone(&db)).map_err(|e| {
+            StoreError::Permanent(format!("embedded store: cannot start the flusher: {e}"))
+        })?;
         tracing::info!(path = %path.display(), "embedded store opened");
-        Ok(Self { db: Arc::new(db), path })
+        Ok(Self { db, group: Arc::new(group), path })
     }
 
     /// Path of the database file.
@@ -86,13 +93,26 @@ impl EmbeddedStore {
         }
         result
     }
+
+    /// Runs one write transaction like [`EmbeddedStore::run`], then waits until it is durable.
+    async fn run_write<T, F>(&self, op: &'static str, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let result = self.run(op, body).await;
+        // Committed or not, the outcome may rest on writes that are not on disk yet.
+        let seq = self.group.written();
+        self.group.durable(seq).await?;
+        result
+    }
 }
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let doc = doc.clone();
-        self.run("create", move |db| {
+        self.run_write("create", move |db| {
             let outcome = ops::create(db, &doc)?;
             match &outcome {
                 CreateOutcome::Created => {
@@ -116,12 +136,12 @@ impl SessionStore for EmbeddedStore {
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
         let (session_id, msg) = (session_id.to_owned(), msg.clone());
-        self.run("append_message", move |db| ops::append_message(db, &session_id, &msg)).await
+        self.run_write("append_message", move |db| ops::append_message(db, &session_id, &msg)).await
     }
 
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         let (session_id, patch) = (session_id.to_owned(), patch.clone());
-        self.run("update", move |db| ops::update(db, &session_id, &patch)).await
+        self.run_write("update", move |db| ops::update(db, &session_id, &patch)).await
     }
 
     async fn end(
@@ -130,7 +150,7 @@ impl SessionStore for EmbeddedStore {
         at: UnixMillis,
     ) -> Result<Option<SessionDoc>, StoreError> {
         let session_id = session_id.to_owned();
-        self.run("end", move |db| {
+        self.run_write("end", move |db| {
             let ended = ops::end(db, &session_id, at)?;
             if ended.is_some() {
                 tracing::debug!(%session_id, "session ended in store");
@@ -167,7 +187,8 @@ impl SessionStore for EmbeddedStore {
         token: &str,
     ) -> Result<Option<String>, StoreError> {
         let (session_id, token) = (session_id.to_owned(), token.to_owned());
-        self.run("set_share_token", move |db| ops::set_share_token(db, &session_id, &token)).await
+        self.run_write("set_share_token", move |db| ops::set_share_token(db, &session_id, &token))
+            .await
     }
 
     /// Scans every session row in one read transaction (O(sessions); there is no secondary
@@ -191,9 +212,9 @@ impl SessionStore for EmbeddedStore {
         self.run("ping", ops::ping).await
     }
 
-    /// Nothing to do: every write commits with `Durability::Immediate`, so it is on disk before
-    /// the call that made it returns. Kept cheap on purpose (no task, no IO).
+    /// Waits for the group commit that covers every write ended so far. Cheap when nothing is
+    /// pending: every acknowledged write is already durable.
     async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.group.durable(self.group.last_written()).await
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod embedded;
 mod error;
+mod group_commit;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 mod ops;

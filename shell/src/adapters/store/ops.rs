@@ -3,8 +3,9 @@
 //! redb runs one write transaction at a time (`begin_write` waits for the previous one), which
 //! is what makes the one-active-session check in [`create`] race-free across tasks.
 //!
-//! Writes that turn out to change nothing (a repeated message id, an existing session id) abort
-//! instead of committing, so a retried write costs no fsync.
+//! Writes commit without an fsync (`Durability::None`); `group_commit.rs` makes them durable, many
+//! at a time, before the store acknowledges them. Writes that turn out to change nothing (a
+//! repeated message id, an existing session id) abort instead of committing.
 //!
 //! These functions block; `embedded.rs` runs them on tokio's blocking pool.
 
@@ -30,14 +31,15 @@ enum Write<T> {
     Discard(T),
 }
 
-/// Runs `body` in one write transaction with immediate durability; an error aborts it.
+/// Runs `body` in one write transaction, committed without an fsync (the caller waits for the
+/// group commit, see `group_commit.rs`); an error aborts it.
 fn write<T>(
     db: &Database,
     body: impl FnOnce(&WriteTransaction) -> Result<Write<T>, StoreError>,
 ) -> Result<T, StoreError> {
     let mut txn = db.begin_write().map_err(redb_error)?;
-    // The default, spelled out: a commit returns only once it is on disk (see `flush`).
-    txn.set_durability(Durability::Immediate);
+    // Durable only after the next group commit, which the store waits for before answering.
+    txn.set_durability(Durability::None);
     // On `Err` the transaction is dropped, which aborts it.
     match body(&txn)? {
         Write::Commit(value) => {
