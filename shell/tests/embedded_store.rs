@@ -32,6 +32,12 @@ async fn append_is_idempotent_by_message_id() {
 }
 
 #[tokio::test]
+async fn recent_messages_are_the_last_ones_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::recent_messages_are_the_last_ones_in_order(&open(dir.path())).await;
+}
+
+#[tokio::test]
 async fn append_to_unknown_session_is_a_permanent_error() {
     let dir = tempfile::tempdir().unwrap();
     contract::append_to_unknown_session_is_a_permanent_error(&open(dir.path())).await;
@@ -200,4 +206,18 @@ async fn crash_child(dir: &Path) {
         let _ = task.await;
     }
     std::process::abort();
+}
+
+/// Through the encrypting wrapper: the same contract, and the rows read back are sealed.
+#[tokio::test]
+async fn recent_messages_through_encryption_are_decrypted() {
+    use chatbox::engine::crypto::ContentCipher;
+    use chatbox::engine::encrypting_store::EncryptingStore;
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn SessionStore> = Arc::new(open(dir.path()));
+    let cipher = ContentCipher::new(b"k3y-for-tests-0123456789abcdefgh").unwrap();
+    let store = EncryptingStore::new(Arc::clone(&inner), cipher);
+    contract::recent_messages_are_the_last_ones_in_order(&store).await;
+    let raw = inner.recent_messages("s1", 1).await.unwrap().unwrap();
+    assert_ne!(raw[0].content, "x", "stored sealed");
 }

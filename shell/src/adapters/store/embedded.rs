@@ -165,6 +165,16 @@ impl SessionStore for EmbeddedStore {
         self.run("load", move |db| ops::load(db, &session_id)).await
     }
 
+    /// A reverse range scan over the session's message rows: O(limit), not O(session).
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run("recent_messages", move |db| ops::recent_messages(db, &session_id, limit)).await
+    }
+
     async fn list_by_user(
         &self,
         user_id: &str,

@@ -259,6 +259,29 @@ pub(super) fn load(db: &Database, session_id: &str) -> Result<Option<SessionDoc>
     load_doc(&sessions, &messages, session_id)
 }
 
+/// The last `limit` messages of a session, oldest first (a reverse range scan: only those rows
+/// are read).
+pub(super) fn recent_messages(
+    db: &Database,
+    session_id: &str,
+    limit: usize,
+) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    if sessions.get(session_id).map_err(redb_error)?.is_none() {
+        return Ok(None);
+    }
+    let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let mut out = Vec::with_capacity(limit.min(256));
+    let range = messages.range((session_id, 0_u64)..=(session_id, u64::MAX)).map_err(redb_error)?;
+    for entry in range.rev().take(limit) {
+        let (_, bytes) = entry.map_err(redb_error)?;
+        out.push(MessageRow::decode(session_id, bytes.value())?);
+    }
+    out.reverse();
+    Ok(Some(out))
+}
+
 /// Up to `limit` of a user's sessions, newest start first (ties: by id), each with its messages.
 pub(super) fn list_by_user(
     db: &Database,
