@@ -221,3 +221,34 @@ async fn recent_messages_through_encryption_are_decrypted() {
     let raw = inner.recent_messages("s1", 1).await.unwrap().unwrap();
     assert_ne!(raw[0].content, "x", "stored sealed");
 }
+
+/// Writes queued together share one transaction; one that fails (an unknown session) must not
+/// take the others down, and must not leave anything half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::disallowed_methods, reason = "test code: concurrent writers are spawned tasks")]
+async fn a_failing_write_in_a_batch_leaves_the_others_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200_i64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (target, id) = if i % 10 == 0 { ("nope", "bad") } else { ("s1", "ok") };
+            let msg = message(&format!("{id}{i:03}"), "x", 2_000 + i, "user");
+            (target, store.append_message(target, &msg).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ("s1", Ok(())) => ok += 1,
+            ("nope", Err(StoreError::Permanent(_))) => refused += 1,
+            (target, other) => panic!("append to {target}: {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (180, 20));
+    let doc = store.load("s1").await.unwrap().unwrap();
+    assert_eq!(doc.messages.len(), 180);
+    assert!(store.load("nope").await.unwrap().is_none());
+}

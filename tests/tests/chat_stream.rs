@@ -390,10 +390,9 @@ async fn stream_without_end_event_is_one_llm_unavailable() {
 #[tokio::test]
 async fn history_budget_skips_messages_without_text() {
     let upstream = Upstream::start().await;
-    let server = Server::start(
-        ServerOpts::with_upstream(&upstream).env("LLM_HISTORY_MAX_MESSAGES", "3"),
-    )
-    .await;
+    let server =
+        Server::start(ServerOpts::with_upstream(&upstream).env("LLM_HISTORY_MAX_MESSAGES", "3"))
+            .await;
     let mut client = server.connect(&server.token("history-files", &["user"], None)).await;
     upstream.push_script(Script::reply(["First answer"]));
     let (_, session) = chat(&mut client, "history-files-1", "First question").await;

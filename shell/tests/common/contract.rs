@@ -83,7 +83,10 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: &dyn SessionStore
     assert_eq!(store.recent_messages("s1", 3).await.unwrap(), Some(vec![]));
     for i in 0..5 {
         let sender = if i % 2 == 0 { "user" } else { "ai" };
-        store.append_message("s1", &message(&format!("m{i}"), "x", 2_000 + i, sender)).await.unwrap();
+        store
+            .append_message("s1", &message(&format!("m{i}"), "x", 2_000 + i, sender))
+            .await
+            .unwrap();
     }
     let ids = |messages: Option<Vec<StoredMessage>>| -> Vec<String> {
         messages.unwrap().into_iter().map(|m| m.id).collect()

@@ -1,7 +1,7 @@
 //! [`EmbeddedStore`]: the out-of-the-box [`SessionStore`], a single redb file in the data
 //! directory. redb is synchronous, so every operation runs as one transaction on tokio's blocking
-//! pool (`ops.rs` holds the transactions, `schema.rs` the layout); writes then wait for the group
-//! commit (`group_commit.rs`) that makes them durable. Used when no MongoDB is configured, and by
+//! pool (`ops.rs` holds the transactions, `schema.rs` the layout); writes run on the store's
+//! writer thread, which makes batches of them durable with one fsync (`writer.rs`). Used when no MongoDB is configured, and by
 //! the black-box tests.
 
 use std::fmt;
@@ -11,11 +11,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
-use redb::Database;
+use redb::{Database, WriteTransaction};
 
 use super::error::{join_error, redb_error};
-use super::group_commit::{self, GroupCommit};
-use super::ops;
+use super::ops::{self, Write};
+use super::writer::Writer;
 use crate::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
@@ -30,7 +30,7 @@ use crate::engine::store::{
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    group: Arc<GroupCommit>,
+    writer: Arc<Writer>,
     path: PathBuf,
 }
 
@@ -60,12 +60,11 @@ impl EmbeddedStore {
         let path = dir.join(Self::FILE_NAME);
         let db = Arc::new(Database::create(&path).map_err(redb_error)?);
         ops::init(&db)?;
-        group_commit::flush(&db)?;
-        let group = GroupCommit::start(Arc::clone(&db)).map_err(|e| {
-            StoreError::Permanent(format!("embedded store: cannot start the flusher: {e}"))
+        let writer = Writer::start(Arc::clone(&db)).map_err(|e| {
+            StoreError::Permanent(format!("embedded store: cannot start the writer: {e}"))
         })?;
         tracing::info!(path = %path.display(), "embedded store opened");
-        Ok(Self { db, group: Arc::new(group), path })
+        Ok(Self { db, writer: Arc::new(writer), path })
     }
 
     /// Path of the database file.
@@ -94,16 +93,16 @@ impl EmbeddedStore {
         result
     }
 
-    /// Runs one write transaction like [`EmbeddedStore::run`], then waits until it is durable.
+    /// Runs one write transaction on the writer thread; returns once it is durable.
     async fn run_write<T, F>(&self, op: &'static str, body: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<Write<T>, StoreError> + Send + 'static,
     {
-        let result = self.run(op, body).await;
-        // Committed or not, the outcome may rest on writes that are not on disk yet.
-        let seq = self.group.written();
-        self.group.durable(seq).await?;
+        let result = self.writer.write(body).await;
+        if let Err(err) = &result {
+            tracing::debug!(op, error = %err, "embedded store operation failed");
+        }
         result
     }
 }
@@ -112,22 +111,20 @@ impl EmbeddedStore {
 impl SessionStore for EmbeddedStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let doc = doc.clone();
-        self.run_write("create", move |db| {
-            let outcome = ops::create(db, &doc)?;
-            match &outcome {
-                CreateOutcome::Created => {
-                    tracing::debug!(session_id = %doc.id, user_id = %doc.user_id, "session stored")
-                }
-                CreateOutcome::ActiveExists(active) => tracing::debug!(
-                    session_id = %doc.id,
-                    user_id = %doc.user_id,
-                    active_session_id = %active,
-                    "session not stored: user has another active session"
-                ),
+        let (id, user) = (doc.id.clone(), doc.user_id.clone());
+        let outcome = self.run_write("create", move |txn| ops::create(txn, &doc)).await?;
+        match &outcome {
+            CreateOutcome::Created => {
+                tracing::debug!(session_id = %id, user_id = %user, "session stored")
             }
-            Ok(outcome)
-        })
-        .await
+            CreateOutcome::ActiveExists(active) => tracing::debug!(
+                session_id = %id,
+                user_id = %user,
+                active_session_id = %active,
+                "session not stored: user has another active session"
+            ),
+        }
+        Ok(outcome)
     }
 
     async fn append_message(
@@ -136,12 +133,13 @@ impl SessionStore for EmbeddedStore {
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
         let (session_id, msg) = (session_id.to_owned(), msg.clone());
-        self.run_write("append_message", move |db| ops::append_message(db, &session_id, &msg)).await
+        self.run_write("append_message", move |txn| ops::append_message(txn, &session_id, &msg))
+            .await
     }
 
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         let (session_id, patch) = (session_id.to_owned(), patch.clone());
-        self.run_write("update", move |db| ops::update(db, &session_id, &patch)).await
+        self.run_write("update", move |txn| ops::update(txn, &session_id, &patch)).await
     }
 
     async fn end(
@@ -149,15 +147,12 @@ impl SessionStore for EmbeddedStore {
         session_id: &str,
         at: UnixMillis,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        let session_id = session_id.to_owned();
-        self.run_write("end", move |db| {
-            let ended = ops::end(db, &session_id, at)?;
-            if ended.is_some() {
-                tracing::debug!(%session_id, "session ended in store");
-            }
-            Ok(ended)
-        })
-        .await
+        let id = session_id.to_owned();
+        let ended = self.run_write("end", move |txn| ops::end(txn, &id, at)).await?;
+        if ended.is_some() {
+            tracing::debug!(%session_id, "session ended in store");
+        }
+        Ok(ended)
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
@@ -197,7 +192,7 @@ impl SessionStore for EmbeddedStore {
         token: &str,
     ) -> Result<Option<String>, StoreError> {
         let (session_id, token) = (session_id.to_owned(), token.to_owned());
-        self.run_write("set_share_token", move |db| ops::set_share_token(db, &session_id, &token))
+        self.run_write("set_share_token", move |txn| ops::set_share_token(txn, &session_id, &token))
             .await
     }
 
@@ -225,6 +220,6 @@ impl SessionStore for EmbeddedStore {
     /// Waits for the group commit that covers every write ended so far. Cheap when nothing is
     /// pending: every acknowledged write is already durable.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.group.durable(self.group.last_written()).await
+        self.writer.flush().await
     }
 }

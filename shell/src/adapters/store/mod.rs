@@ -9,11 +9,11 @@
 
 pub mod embedded;
 mod error;
-mod group_commit;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 mod ops;
 mod schema;
+mod writer;
 
 pub use embedded::EmbeddedStore;
 #[cfg(feature = "mongodb")]
