@@ -32,6 +32,12 @@ async fn append_is_idempotent_by_message_id() {
 }
 
 #[tokio::test]
+async fn recent_messages_are_the_last_ones_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::recent_messages_are_the_last_ones_in_order(&open(dir.path())).await;
+}
+
+#[tokio::test]
 async fn append_to_unknown_session_is_a_permanent_error() {
     let dir = tempfile::tempdir().unwrap();
     contract::append_to_unknown_session_is_a_permanent_error(&open(dir.path())).await;
@@ -136,4 +142,113 @@ async fn a_second_open_of_the_same_directory_is_transient() {
     let _first = open(dir.path());
     let err = EmbeddedStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Transient(_)), "{err:?}");
+}
+
+/// Environment variable that turns [`acknowledged_writes_survive_a_crash`] into its own child.
+const CRASH_CHILD: &str = "CHATBOX_EMBEDDED_CRASH_CHILD";
+
+/// Writes are acknowledged only after the group commit that makes them durable: a process that
+/// aborts (no destructor runs, nothing more is flushed) with writes still in flight loses none of
+/// the writes it acknowledged. The child process appends concurrently, prints each acknowledged
+/// message id, and aborts after the 150th acknowledgement; the parent reopens the file.
+#[tokio::test]
+async fn acknowledged_writes_survive_a_crash() {
+    if let Ok(dir) = std::env::var(CRASH_CHILD) {
+        crash_child(Path::new(&dir)).await;
+        unreachable!("the child aborts");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "acknowledged_writes_survive_a_crash", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD, dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the child aborts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The test harness prints its own text on the first line, so find the marks anywhere.
+    let acked: Vec<&str> =
+        stdout.split("ACK:").skip(1).filter_map(|rest| rest.split_whitespace().next()).collect();
+    assert!(acked.len() >= 150, "the child acknowledged {} writes:\n{stdout}", acked.len());
+
+    let store = open(dir.path());
+    let doc = store.load("crash").await.unwrap().expect("the session was acknowledged");
+    let stored: std::collections::HashSet<&str> =
+        doc.messages.iter().map(|m| m.id.as_str()).collect();
+    let lost: Vec<&&str> = acked.iter().filter(|id| !stored.contains(**id)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost after the crash: {lost:?}");
+}
+
+#[allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: concurrent writers need spawned tasks, and a failure should panic"
+)]
+async fn crash_child(dir: &Path) {
+    use std::io::Write;
+    let store = Arc::new(open(dir));
+    store.create(&session("crash", "u1", 1_000)).await.unwrap();
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (store, acks) = (Arc::clone(&store), Arc::clone(&acks));
+        tasks.push(tokio::spawn(async move {
+            let id = format!("m{i:03}");
+            store.append_message("crash", &message(&id, "x", 2_000 + i, "user")).await.unwrap();
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ACK:{id}").unwrap();
+            out.flush().unwrap();
+            if acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 150 {
+                std::process::abort();
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    std::process::abort();
+}
+
+/// Through the encrypting wrapper: the same contract, and the rows read back are sealed.
+#[tokio::test]
+async fn recent_messages_through_encryption_are_decrypted() {
+    use chatbox::engine::crypto::ContentCipher;
+    use chatbox::engine::encrypting_store::EncryptingStore;
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn SessionStore> = Arc::new(open(dir.path()));
+    let cipher = ContentCipher::new(b"k3y-for-tests-0123456789abcdefgh").unwrap();
+    let store = EncryptingStore::new(Arc::clone(&inner), cipher);
+    contract::recent_messages_are_the_last_ones_in_order(&store).await;
+    let raw = inner.recent_messages("s1", 1).await.unwrap().unwrap();
+    assert_ne!(raw[0].content, "x", "stored sealed");
+}
+
+/// Writes queued together share one transaction; one that fails (an unknown session) must not
+/// take the others down, and must not leave anything half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::disallowed_methods, reason = "test code: concurrent writers are spawned tasks")]
+async fn a_failing_write_in_a_batch_leaves_the_others_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200_i64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (target, id) = if i % 10 == 0 { ("nope", "bad") } else { ("s1", "ok") };
+            let msg = message(&format!("{id}{i:03}"), "x", 2_000 + i, "user");
+            (target, store.append_message(target, &msg).await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ("s1", Ok(())) => ok += 1,
+            ("nope", Err(StoreError::Permanent(_))) => refused += 1,
+            (target, other) => panic!("append to {target}: {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (180, 20));
+    let doc = store.load("s1").await.unwrap().unwrap();
+    assert_eq!(doc.messages.len(), 180);
+    assert!(store.load("nope").await.unwrap().is_none());
 }

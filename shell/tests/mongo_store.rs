@@ -141,6 +141,11 @@ async fn append_is_idempotent_by_message_id() {
 }
 
 #[tokio::test]
+async fn recent_messages_are_the_last_ones_in_order() {
+    contract::recent_messages_are_the_last_ones_in_order(&fresh("recent").await).await;
+}
+
+#[tokio::test]
 async fn append_to_unknown_session_is_a_permanent_error() {
     contract::append_to_unknown_session_is_a_permanent_error(&fresh("unknown").await).await;
 }

@@ -384,3 +384,33 @@ async fn stream_without_end_event_is_one_llm_unavailable() {
     )
     .await;
 }
+
+/// The history budget counts messages with text: a file between two questions does not push the
+/// first exchange out, however the store reads the end of the session (§10 item 1).
+#[tokio::test]
+async fn history_budget_skips_messages_without_text() {
+    let upstream = Upstream::start().await;
+    let server =
+        Server::start(ServerOpts::with_upstream(&upstream).env("LLM_HISTORY_MAX_MESSAGES", "3"))
+            .await;
+    let mut client = server.connect(&server.token("history-files", &["user"], None)).await;
+    upstream.push_script(Script::reply(["First answer"]));
+    let (_, session) = chat(&mut client, "history-files-1", "First question").await;
+    client
+        .send_json(&json!({"type": "file_upload", "session_id": session, "sender": "user",
+            "file_id": "a.png", "file_url": "https://files.invalid/a.png"}))
+        .await;
+    let echo = client.recv_frame(STEP).await;
+    assert_eq!(echo["type"], "file_upload", "the file is stored and echoed: {echo}");
+    upstream.push_script(Script::reply(["Second answer"]));
+    chat(&mut client, &session, "Second question").await;
+    assert_eq!(
+        upstream.last_request().expect("a second request").body["messages"],
+        json!([
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "First answer"},
+            {"role": "user", "content": "Second question"},
+        ]),
+        "three messages with text, the file skipped"
+    );
+}

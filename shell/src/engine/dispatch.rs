@@ -358,8 +358,9 @@ impl Engine {
             self.forward_effects(self.shutdown.reply_finished(self.clock.now()));
             return;
         };
-        let stored = self.conversation_messages(session).await.unwrap_or_default();
         let llm = &self.config.llm;
+        let stored =
+            self.conversation_messages(session, llm.history_max_messages).await.unwrap_or_default();
         let mut messages =
             history::conversation(&stored, llm.history_max_messages, llm.history_max_bytes);
         if messages.is_empty() {

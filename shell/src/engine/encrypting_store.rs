@@ -75,6 +75,18 @@ impl SessionStore for EncryptingStore {
         Ok(self.inner.load(session_id).await?.map(|d| self.open(d)))
     }
 
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let mut messages = self.inner.recent_messages(session_id, limit).await?;
+        for msg in messages.iter_mut().flatten() {
+            msg.content = self.cipher.decrypt(&msg.content);
+        }
+        Ok(messages)
+    }
+
     async fn list_by_user(
         &self,
         user_id: &str,

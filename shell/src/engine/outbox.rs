@@ -273,11 +273,16 @@ impl Engine {
 impl Engine {
     /// A session's stored messages followed by those still waiting in the outbox (acknowledged,
     /// not yet in the store), so a reply during a store outage still sees the whole conversation.
-    /// `None` when neither the store nor the outbox could be read.
-    pub async fn conversation_messages(&self, session: &str) -> Option<Vec<StoredMessage>> {
-        let loaded = self.with_store_retry("load_history", || self.store.load(session)).await;
+    /// `None` when neither the store nor the outbox could be read. Only the end of the stored
+    /// conversation is read: enough to hold `wanted` messages with text (see `recent_history`).
+    pub async fn conversation_messages(
+        &self,
+        session: &str,
+        wanted: usize,
+    ) -> Option<Vec<StoredMessage>> {
+        let loaded = self.recent_history(session, wanted).await;
         let mut messages = match &loaded {
-            Ok(Some(doc)) => doc.messages.clone(),
+            Ok(Some(messages)) => messages.clone(),
             _ => Vec::new(),
         };
         if self.outbox.is_empty() {
@@ -296,6 +301,32 @@ impl Engine {
             }
         }
         Some(messages)
+    }
+}
+
+impl Engine {
+    /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
+    /// with content (messages without text, such as files, are not sent to the model), or all
+    /// of them. Reads `wanted` rows first and twice as many each time that falls short, so a
+    /// session of text messages costs one read of `wanted` rows however long it is.
+    async fn recent_history(
+        &self,
+        session: &str,
+        wanted: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let wanted = wanted.max(1);
+        let mut limit = wanted;
+        loop {
+            let read = self
+                .with_store_retry("load_history", || self.store.recent_messages(session, limit))
+                .await?;
+            let Some(messages) = read else { return Ok(None) };
+            let with_text = messages.iter().filter(|m| !m.content.is_empty()).count();
+            if with_text >= wanted || messages.len() < limit {
+                return Ok(Some(messages));
+            }
+            limit = limit.saturating_mul(2);
+        }
     }
 }
 

@@ -171,6 +171,22 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Loads one session with its messages.
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError>;
 
+    /// The last `limit` messages of a session, oldest first; `None` when there is no such
+    /// session. The conversation sent to the model needs only the end of a session, and reading
+    /// all of it for every message would make each reply cost O(session length). The default
+    /// loads the whole session; the embedded store reads only the requested rows.
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        Ok(self.load(session_id).await?.map(|doc| {
+            let mut messages = doc.messages;
+            messages.drain(..messages.len().saturating_sub(limit));
+            messages
+        }))
+    }
+
     /// Up to `limit` of a user's sessions, newest start first.
     async fn list_by_user(
         &self,

@@ -77,6 +77,28 @@ pub async fn append_is_idempotent_by_message_id(store: &dyn SessionStore) {
     assert_eq!(loaded.last_activity, Some(UnixMillis(3_000)));
 }
 
+pub async fn recent_messages_are_the_last_ones_in_order(store: &dyn SessionStore) {
+    assert_eq!(store.recent_messages("nope", 3).await.unwrap(), None);
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    assert_eq!(store.recent_messages("s1", 3).await.unwrap(), Some(vec![]));
+    for i in 0..5 {
+        let sender = if i % 2 == 0 { "user" } else { "ai" };
+        store
+            .append_message("s1", &message(&format!("m{i}"), "x", 2_000 + i, sender))
+            .await
+            .unwrap();
+    }
+    let ids = |messages: Option<Vec<StoredMessage>>| -> Vec<String> {
+        messages.unwrap().into_iter().map(|m| m.id).collect()
+    };
+    assert_eq!(ids(store.recent_messages("s1", 3).await.unwrap()), ["m2", "m3", "m4"]);
+    assert_eq!(ids(store.recent_messages("s1", 9).await.unwrap()), ["m0", "m1", "m2", "m3", "m4"]);
+    assert_eq!(ids(store.recent_messages("s1", 0).await.unwrap()), Vec::<String>::new());
+    // The contents come back as stored (decrypted when the store encrypts).
+    let last = store.recent_messages("s1", 1).await.unwrap().unwrap();
+    assert_eq!(last, [message("m4", "x", 2_004, "user")]);
+}
+
 pub async fn append_to_unknown_session_is_a_permanent_error(store: &dyn SessionStore) {
     let err = store.append_message("nope", &message("m1", "x", 1, "user")).await.unwrap_err();
     assert!(matches!(err, StoreError::Permanent(_)), "{err:?}");

@@ -1,7 +1,8 @@
 //! [`EmbeddedStore`]: the out-of-the-box [`SessionStore`], a single redb file in the data
 //! directory. redb is synchronous, so every operation runs as one transaction on tokio's blocking
-//! pool (`ops.rs` holds the transactions, `schema.rs` the layout). Used when no MongoDB is
-//! configured, and by the black-box tests.
+//! pool (`ops.rs` holds the transactions, `schema.rs` the layout); writes run on the store's
+//! writer thread, which makes batches of them durable with one fsync (`writer.rs`). Used when no MongoDB is configured, and by
+//! the black-box tests.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
-use redb::Database;
+use redb::{Database, WriteTransaction};
 
 use super::error::{join_error, redb_error};
-use super::ops;
+use super::ops::{self, Write};
+use super::writer::Writer;
 use crate::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
@@ -28,6 +30,7 @@ use crate::engine::store::{
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
     path: PathBuf,
 }
 
@@ -40,6 +43,11 @@ impl fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Name of the database file inside the data directory.
     pub const FILE_NAME: &'static str = "chatbox.redb";
+
+    /// redb's page cache. Its default (1 GiB) let the server's memory grow with the file — about
+    /// 1.4 KiB per session ever created in the churn scenario (BENCHMARKS.md); the operating
+    /// system's page cache still keeps hot pages in memory beyond this.
+    pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
     /// Opens (creating if needed) the data directory `dir` and `chatbox.redb` inside it, and
     /// creates the tables on first use.
@@ -55,10 +63,18 @@ impl EmbeddedStore {
             ))
         })?;
         let path = dir.join(Self::FILE_NAME);
-        let db = Database::create(&path).map_err(redb_error)?;
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(Self::CACHE_BYTES)
+                .create(&path)
+                .map_err(redb_error)?,
+        );
         ops::init(&db)?;
+        let writer = Writer::start(Arc::clone(&db)).map_err(|e| {
+            StoreError::Permanent(format!("embedded store: cannot start the writer: {e}"))
+        })?;
         tracing::info!(path = %path.display(), "embedded store opened");
-        Ok(Self { db: Arc::new(db), path })
+        Ok(Self { db, writer: Arc::new(writer), path })
     }
 
     /// Path of the database file.
@@ -86,28 +102,39 @@ impl EmbeddedStore {
         }
         result
     }
+
+    /// Runs one write transaction on the writer thread; returns once it is durable.
+    async fn run_write<T, F>(&self, op: &'static str, body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<Write<T>, StoreError> + Send + 'static,
+    {
+        let result = self.writer.write(body).await;
+        if let Err(err) = &result {
+            tracing::debug!(op, error = %err, "embedded store operation failed");
+        }
+        result
+    }
 }
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let doc = doc.clone();
-        self.run("create", move |db| {
-            let outcome = ops::create(db, &doc)?;
-            match &outcome {
-                CreateOutcome::Created => {
-                    tracing::debug!(session_id = %doc.id, user_id = %doc.user_id, "session stored")
-                }
-                CreateOutcome::ActiveExists(active) => tracing::debug!(
-                    session_id = %doc.id,
-                    user_id = %doc.user_id,
-                    active_session_id = %active,
-                    "session not stored: user has another active session"
-                ),
+        let (id, user) = (doc.id.clone(), doc.user_id.clone());
+        let outcome = self.run_write("create", move |txn| ops::create(txn, &doc)).await?;
+        match &outcome {
+            CreateOutcome::Created => {
+                tracing::debug!(session_id = %id, user_id = %user, "session stored")
             }
-            Ok(outcome)
-        })
-        .await
+            CreateOutcome::ActiveExists(active) => tracing::debug!(
+                session_id = %id,
+                user_id = %user,
+                active_session_id = %active,
+                "session not stored: user has another active session"
+            ),
+        }
+        Ok(outcome)
     }
 
     async fn append_message(
@@ -116,12 +143,13 @@ impl SessionStore for EmbeddedStore {
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
         let (session_id, msg) = (session_id.to_owned(), msg.clone());
-        self.run("append_message", move |db| ops::append_message(db, &session_id, &msg)).await
+        self.run_write("append_message", move |txn| ops::append_message(txn, &session_id, &msg))
+            .await
     }
 
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         let (session_id, patch) = (session_id.to_owned(), patch.clone());
-        self.run("update", move |db| ops::update(db, &session_id, &patch)).await
+        self.run_write("update", move |txn| ops::update(txn, &session_id, &patch)).await
     }
 
     async fn end(
@@ -129,20 +157,27 @@ impl SessionStore for EmbeddedStore {
         session_id: &str,
         at: UnixMillis,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        let session_id = session_id.to_owned();
-        self.run("end", move |db| {
-            let ended = ops::end(db, &session_id, at)?;
-            if ended.is_some() {
-                tracing::debug!(%session_id, "session ended in store");
-            }
-            Ok(ended)
-        })
-        .await
+        let id = session_id.to_owned();
+        let ended = self.run_write("end", move |txn| ops::end(txn, &id, at)).await?;
+        if ended.is_some() {
+            tracing::debug!(%session_id, "session ended in store");
+        }
+        Ok(ended)
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
         let session_id = session_id.to_owned();
         self.run("load", move |db| ops::load(db, &session_id)).await
+    }
+
+    /// A reverse range scan over the session's message rows: O(limit), not O(session).
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run("recent_messages", move |db| ops::recent_messages(db, &session_id, limit)).await
     }
 
     async fn list_by_user(
@@ -167,7 +202,8 @@ impl SessionStore for EmbeddedStore {
         token: &str,
     ) -> Result<Option<String>, StoreError> {
         let (session_id, token) = (session_id.to_owned(), token.to_owned());
-        self.run("set_share_token", move |db| ops::set_share_token(db, &session_id, &token)).await
+        self.run_write("set_share_token", move |txn| ops::set_share_token(txn, &session_id, &token))
+            .await
     }
 
     /// Scans every session row in one read transaction (O(sessions); there is no secondary
@@ -191,9 +227,9 @@ impl SessionStore for EmbeddedStore {
         self.run("ping", ops::ping).await
     }
 
-    /// Nothing to do: every write commits with `Durability::Immediate`, so it is on disk before
-    /// the call that made it returns. Kept cheap on purpose (no task, no IO).
+    /// Waits for the group commit that covers every write ended so far. Cheap when nothing is
+    /// pending: every acknowledged write is already durable.
     async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.writer.flush().await
     }
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod mongo;
 mod ops;
 mod schema;
+mod writer;
 
 pub use embedded::EmbeddedStore;
 #[cfg(feature = "mongodb")]

@@ -1,12 +1,13 @@
-//! The embedded store's operations as synchronous redb transactions. Each public function here is
-//! one transaction, so each operation is atomic: a failure part-way leaves nothing written.
-//! redb runs one write transaction at a time (`begin_write` waits for the previous one), which
-//! is what makes the one-active-session check in [`create`] race-free across tasks.
+//! The embedded store's operations on redb. Reads are functions of the database, each one read
+//! transaction. Writes are functions of a write transaction that say whether they changed
+//! anything ([`Write`]); the store's writer thread (`writer.rs`) applies them, several to one
+//! transaction, and each is atomic: a write that fails makes no change, since the writer then
+//! drops the shared transaction and applies the others one by one. redb runs one write
+//! transaction at a time, and only the writer thread writes, which is what makes the
+//! one-active-session check in [`create`] race-free across tasks.
 //!
-//! Writes that turn out to change nothing (a repeated message id, an existing session id) abort
-//! instead of committing, so a retried write costs no fsync.
-//!
-//! These functions block; `embedded.rs` runs them on tokio's blocking pool.
+//! These functions block: `embedded.rs` runs reads on tokio's blocking pool and writes on the
+//! writer thread.
 
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
@@ -22,62 +23,49 @@ use crate::engine::store::{
     StoreError, StoredMessage,
 };
 
-/// What a write transaction's body decided.
-enum Write<T> {
-    /// Something changed: commit, then return the value.
+/// What a write decided.
+pub(super) enum Write<T> {
+    /// Something changed: the transaction must be committed.
     Commit(T),
-    /// Nothing changed: abort (no fsync), then return the value.
+    /// Nothing changed (a repeated message id, an existing session id): no commit needed.
     Discard(T),
 }
 
-/// Runs `body` in one write transaction with immediate durability; an error aborts it.
-fn write<T>(
-    db: &Database,
-    body: impl FnOnce(&WriteTransaction) -> Result<Write<T>, StoreError>,
-) -> Result<T, StoreError> {
+/// Creates every table and records (or checks) the schema version, in one immediately durable
+/// transaction. Run once at open, before the writer thread starts.
+pub(super) fn init(db: &Database) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(redb_error)?;
-    // The default, spelled out: a commit returns only once it is on disk (see `flush`).
     txn.set_durability(Durability::Immediate);
-    // On `Err` the transaction is dropped, which aborts it.
-    match body(&txn)? {
-        Write::Commit(value) => {
-            txn.commit().map_err(redb_error)?;
-            Ok(value)
-        }
-        Write::Discard(value) => {
-            txn.abort().map_err(redb_error)?;
-            Ok(value)
-        }
+    if let Write::Commit(()) = init_tables(&txn)? {
+        txn.commit().map_err(redb_error)?;
     }
+    Ok(())
 }
 
-/// Creates every table and records (or checks) the schema version. Run once at open.
-pub(super) fn init(db: &Database) -> Result<(), StoreError> {
-    write(db, |txn| {
-        let mut meta = txn.open_table(META).map_err(redb_error)?;
-        let stored = meta.get(SCHEMA_VERSION_KEY).map_err(redb_error)?.map(|guard| guard.value());
-        match stored {
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(StoreError::Permanent(format!(
-                    "embedded store: file has schema version {other}, this build reads \
+fn init_tables(txn: &WriteTransaction) -> Result<Write<()>, StoreError> {
+    let mut meta = txn.open_table(META).map_err(redb_error)?;
+    let stored = meta.get(SCHEMA_VERSION_KEY).map_err(redb_error)?.map(|guard| guard.value());
+    match stored {
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(StoreError::Permanent(format!(
+                "embedded store: file has schema version {other}, this build reads \
                      {SCHEMA_VERSION}"
-                )))
-            }
-            None => {
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).map_err(redb_error)?;
-            }
+            )))
         }
-        // Opening a table in a write transaction creates it, so read transactions never meet a
-        // missing table.
-        txn.open_table(SESSIONS).map_err(redb_error)?;
-        txn.open_table(MESSAGES).map_err(redb_error)?;
-        txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
-        txn.open_table(SESSIONS_BY_USER).map_err(redb_error)?;
-        txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
-        txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
-        Ok(Write::Commit(()))
-    })
+        None => {
+            meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).map_err(redb_error)?;
+        }
+    }
+    // Opening a table in a write transaction creates it, so read transactions never meet a
+    // missing table.
+    txn.open_table(SESSIONS).map_err(redb_error)?;
+    txn.open_table(MESSAGES).map_err(redb_error)?;
+    txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
+    txn.open_table(SESSIONS_BY_USER).map_err(redb_error)?;
+    txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
+    txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
+    Ok(Write::Commit(()))
 }
 
 /// Inserts a session unless its user already has a different active one.
@@ -85,103 +73,98 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
 /// An existing id is left unchanged and reported `Created` (idempotent retry), unless it belongs
 /// to another user: that is a permanent error rather than a silent success, since the caller
 /// would otherwise write into someone else's session.
-pub(super) fn create(db: &Database, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
-    write(db, |txn| {
-        let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
-        if let Some(existing) = read_row(&sessions, &doc.id)? {
-            if existing.user_id != doc.user_id {
-                return Err(StoreError::Permanent(
-                    "session id already belongs to another user".into(),
-                ));
-            }
-            return Ok(Write::Discard(CreateOutcome::Created));
+pub(super) fn create(
+    txn: &WriteTransaction,
+    doc: &SessionDoc,
+) -> Result<Write<CreateOutcome>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    if let Some(existing) = read_row(&sessions, &doc.id)? {
+        if existing.user_id != doc.user_id {
+            return Err(StoreError::Permanent("session id already belongs to another user".into()));
         }
-        let mut row = SessionRow::from_doc(doc);
+        return Ok(Write::Discard(CreateOutcome::Created));
+    }
+    let mut row = SessionRow::from_doc(doc);
 
-        if row.ended.is_none() {
-            let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
-            if let Some(other) = active_holder(&active, &sessions, &row.user_id, &doc.id)? {
-                return Ok(Write::Discard(CreateOutcome::ActiveExists(other)));
-            }
-            active.insert(row.user_id.as_str(), doc.id.as_str()).map_err(redb_error)?;
+    if row.ended.is_none() {
+        let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
+        if let Some(other) = active_holder(&active, &sessions, &row.user_id, &doc.id)? {
+            return Ok(Write::Discard(CreateOutcome::ActiveExists(other)));
         }
+        active.insert(row.user_id.as_str(), doc.id.as_str()).map_err(redb_error)?;
+    }
 
-        let mut by_user = txn.open_table(SESSIONS_BY_USER).map_err(redb_error)?;
-        by_user
-            .insert((row.user_id.as_str(), descending_start(row.started), doc.id.as_str()), ())
-            .map_err(redb_error)?;
+    let mut by_user = txn.open_table(SESSIONS_BY_USER).map_err(redb_error)?;
+    by_user
+        .insert((row.user_id.as_str(), descending_start(row.started), doc.id.as_str()), ())
+        .map_err(redb_error)?;
 
-        if let Some(token) = &row.share_token {
-            let mut tokens = txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
-            claim_share_token(&mut tokens, token, &doc.id)?;
+    if let Some(token) = &row.share_token {
+        let mut tokens = txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
+        claim_share_token(&mut tokens, token, &doc.id)?;
+    }
+
+    if !doc.messages.is_empty() {
+        let mut messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+        let mut ids = txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
+        for msg in &doc.messages {
+            insert_message(&mut messages, &mut ids, &doc.id, &mut row, msg)?;
         }
+    }
 
-        if !doc.messages.is_empty() {
-            let mut messages = txn.open_table(MESSAGES).map_err(redb_error)?;
-            let mut ids = txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
-            for msg in &doc.messages {
-                insert_message(&mut messages, &mut ids, &doc.id, &mut row, msg)?;
-            }
-        }
-
-        sessions.insert(doc.id.as_str(), row.encode()?.as_slice()).map_err(redb_error)?;
-        Ok(Write::Commit(CreateOutcome::Created))
-    })
+    sessions.insert(doc.id.as_str(), row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(CreateOutcome::Created))
 }
 
 /// Appends `msg` unless a message with its id is already stored in the session; moves
 /// `last_activity` forward to the message's time. An unknown session is a permanent error (a
 /// message must never vanish silently).
 pub(super) fn append_message(
-    db: &Database,
+    txn: &WriteTransaction,
     session_id: &str,
     msg: &StoredMessage,
-) -> Result<(), StoreError> {
-    write(db, |txn| {
-        let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
-        let mut row = read_row(&sessions, session_id)?.ok_or_else(not_found)?;
-        let mut messages = txn.open_table(MESSAGES).map_err(redb_error)?;
-        let mut ids = txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
-        if !insert_message(&mut messages, &mut ids, session_id, &mut row, msg)? {
-            return Ok(Write::Discard(()));
-        }
-        sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
-        Ok(Write::Commit(()))
-    })
+) -> Result<Write<()>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let mut row = read_row(&sessions, session_id)?.ok_or_else(not_found)?;
+    let mut messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let mut ids = txn.open_table(MESSAGE_IDS).map_err(redb_error)?;
+    if !insert_message(&mut messages, &mut ids, session_id, &mut row, msg)? {
+        return Ok(Write::Discard(()));
+    }
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(()))
 }
 
 /// Applies `patch`. Reactivation clears the end time and the duration and takes the user's
 /// active slot; it is refused (permanently, nothing else applied) when another session holds it.
 pub(super) fn update(
-    db: &Database,
+    txn: &WriteTransaction,
     session_id: &str,
     patch: &SessionPatch,
-) -> Result<(), StoreError> {
-    write(db, |txn| {
-        let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
-        let before = read_row(&sessions, session_id)?.ok_or_else(not_found)?;
-        let mut row = before.clone();
+) -> Result<Write<()>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let before = read_row(&sessions, session_id)?.ok_or_else(not_found)?;
+    let mut row = before.clone();
 
-        if patch.reactivate {
-            let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
-            if let Some(other) = active_holder(&active, &sessions, &row.user_id, session_id)? {
-                return Err(StoreError::Permanent(format!(
-                    "user already has another active session: {other}"
-                )));
-            }
-            active.insert(row.user_id.as_str(), session_id).map_err(redb_error)?;
-            row.ended = None;
-            row.duration_secs = 0;
+    if patch.reactivate {
+        let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
+        if let Some(other) = active_holder(&active, &sessions, &row.user_id, session_id)? {
+            return Err(StoreError::Permanent(format!(
+                "user already has another active session: {other}"
+            )));
         }
-        apply_fields(&mut row, patch);
+        active.insert(row.user_id.as_str(), session_id).map_err(redb_error)?;
+        row.ended = None;
+        row.duration_secs = 0;
+    }
+    apply_fields(&mut row, patch);
 
-        // An unchanged row still commits when the active slot was (re)claimed above.
-        if row == before && !patch.reactivate {
-            return Ok(Write::Discard(()));
-        }
-        sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
-        Ok(Write::Commit(()))
-    })
+    // An unchanged row still commits when the active slot was (re)claimed above.
+    if row == before && !patch.reactivate {
+        return Ok(Write::Discard(()));
+    }
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(()))
 }
 
 /// The plain field updates of a patch (everything except reactivation).
@@ -221,32 +204,30 @@ fn apply_fields(row: &mut SessionRow, patch: &SessionPatch) {
 /// Sets the end time and duration (overwriting an earlier end) and frees the user's active slot
 /// if this session holds it. `None` for an unknown id.
 pub(super) fn end(
-    db: &Database,
+    txn: &WriteTransaction,
     session_id: &str,
     at: UnixMillis,
-) -> Result<Option<SessionDoc>, StoreError> {
-    write(db, |txn| {
-        let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
-        let Some(mut row) = read_row(&sessions, session_id)? else {
-            return Ok(Write::Discard(None));
-        };
-        row.ended = Some(at);
-        row.duration_secs = at.whole_seconds_since(row.started);
+) -> Result<Write<Option<SessionDoc>>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let Some(mut row) = read_row(&sessions, session_id)? else {
+        return Ok(Write::Discard(None));
+    };
+    row.ended = Some(at);
+    row.duration_secs = at.whole_seconds_since(row.started);
 
-        let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
-        let holds_slot = active
-            .get(row.user_id.as_str())
-            .map_err(redb_error)?
-            .is_some_and(|holder| holder.value() == session_id);
-        if holds_slot {
-            active.remove(row.user_id.as_str()).map_err(redb_error)?;
-        }
+    let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;
+    let holds_slot = active
+        .get(row.user_id.as_str())
+        .map_err(redb_error)?
+        .is_some_and(|holder| holder.value() == session_id);
+    if holds_slot {
+        active.remove(row.user_id.as_str()).map_err(redb_error)?;
+    }
 
-        sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
-        let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
-        let stored = read_messages(&messages, session_id)?;
-        Ok(Write::Commit(Some(row.into_doc(session_id.to_owned(), stored))))
-    })
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let stored = read_messages(&messages, session_id)?;
+    Ok(Write::Commit(Some(row.into_doc(session_id.to_owned(), stored))))
 }
 
 /// One session with its messages in append order.
@@ -255,6 +236,29 @@ pub(super) fn load(db: &Database, session_id: &str) -> Result<Option<SessionDoc>
     let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
     let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
     load_doc(&sessions, &messages, session_id)
+}
+
+/// The last `limit` messages of a session, oldest first (a reverse range scan: only those rows
+/// are read).
+pub(super) fn recent_messages(
+    db: &Database,
+    session_id: &str,
+    limit: usize,
+) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    if sessions.get(session_id).map_err(redb_error)?.is_none() {
+        return Ok(None);
+    }
+    let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let mut out = Vec::with_capacity(limit.min(256));
+    let range = messages.range((session_id, 0_u64)..=(session_id, u64::MAX)).map_err(redb_error)?;
+    for entry in range.rev().take(limit) {
+        let (_, bytes) = entry.map_err(redb_error)?;
+        out.push(MessageRow::decode(session_id, bytes.value())?);
+    }
+    out.reverse();
+    Ok(Some(out))
 }
 
 /// Up to `limit` of a user's sessions, newest start first (ties: by id), each with its messages.
@@ -313,24 +317,22 @@ pub(super) fn find_by_share_token(
 /// Gives the session `token` unless it already has one; returns the session's token either way
 /// (`None` for an unknown session). A token already used by another session is a permanent error.
 pub(super) fn set_share_token(
-    db: &Database,
+    txn: &WriteTransaction,
     session_id: &str,
     token: &str,
-) -> Result<Option<String>, StoreError> {
-    write(db, |txn| {
-        let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
-        let Some(mut row) = read_row(&sessions, session_id)? else {
-            return Ok(Write::Discard(None));
-        };
-        if let Some(existing) = row.share_token {
-            return Ok(Write::Discard(Some(existing)));
-        }
-        let mut tokens = txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
-        claim_share_token(&mut tokens, token, session_id)?;
-        row.share_token = Some(token.to_owned());
-        sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
-        Ok(Write::Commit(Some(token.to_owned())))
-    })
+) -> Result<Write<Option<String>>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let Some(mut row) = read_row(&sessions, session_id)? else {
+        return Ok(Write::Discard(None));
+    };
+    if let Some(existing) = row.share_token {
+        return Ok(Write::Discard(Some(existing)));
+    }
+    let mut tokens = txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
+    claim_share_token(&mut tokens, token, session_id)?;
+    row.share_token = Some(token.to_owned());
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(Some(token.to_owned())))
 }
 
 /// Every session row, decoded, with its id (one pass over the `sessions` table).
