@@ -60,6 +60,19 @@ pub enum ConfigError {
         /// The marker found.
         marker: &'static str,
     },
+    /// A `FRAME_ANCESTORS` entry that cannot be a Content-Security-Policy source list: it holds
+    /// a `;` or `,` (which would end the directive or the header), a control or a non-ASCII
+    /// character.
+    #[error(
+        "{setting}: {entry:?} is not a CSP source (e.g. 'self' or https://portal.example; no \
+         ';', ',', control or non-ASCII characters)"
+    )]
+    FrameAncestor {
+        /// Always the frame-ancestors setting.
+        setting: SettingName,
+        /// The entry as configured.
+        entry: String,
+    },
     /// The HTTP path prefix is not an absolute path (§1).
     #[error("{setting}: must start with \"/\" (e.g. \"/chatbox\", or \"/\" for the root)")]
     PathPrefix {
@@ -183,6 +196,7 @@ impl ConfigError {
             | Self::JwtSecret { setting, .. }
             | Self::EncryptionKeyLength { setting, .. }
             | Self::Placeholder { setting, .. }
+            | Self::FrameAncestor { setting, .. }
             | Self::PathPrefix { setting }
             | Self::NotPositive { setting }
             | Self::InvalidNetworks { setting, .. }

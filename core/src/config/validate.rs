@@ -119,6 +119,17 @@ impl Config {
         );
         rules.no_placeholder(keys::CORS_ALLOWED_ORIGINS, &self.http.cors_allowed_origins);
         rules.no_placeholder(keys::FRAME_ANCESTORS, &self.http.frame_ancestors);
+        // Sources are separated by spaces; anything else that is not a visible ASCII character
+        // (or is `;` / `,`) could end the directive or the header.
+        let csp_byte = |b: u8| b == b' ' || (b.is_ascii_graphic() && b != b';' && b != b',');
+        for entry in &self.http.frame_ancestors {
+            if !entry.bytes().all(csp_byte) {
+                rules.errors.push(ConfigError::FrameAncestor {
+                    setting: keys::FRAME_ANCESTORS,
+                    entry: entry.clone(),
+                });
+            }
+        }
     }
 
     fn check_rates_and_sessions(&self, rules: &mut Rules) {
@@ -438,6 +449,23 @@ mod tests {
         );
         assert_eq!(fails(|c| c.http.frame_ancestors = marked), [["FRAME_ANCESTORS"]]);
         passes(|c| c.websocket.allowed_origins = vec!["https://chat.example.org".into()]);
+    }
+
+    #[test]
+    fn frame_ancestors_must_be_csp_sources() {
+        for bad in
+            ["https://a.example; script-src *", "https://a.example\nX: y", "https://é.example"]
+        {
+            assert_eq!(
+                fails(|c| c.http.frame_ancestors = vec![bad.to_string()]),
+                [["FRAME_ANCESTORS"]],
+                "{bad:?}"
+            );
+        }
+        passes(|c| {
+            c.http.frame_ancestors =
+                vec!["'self'".into(), "https://portal.example *.corp.example".into()]
+        });
     }
 
     #[test]

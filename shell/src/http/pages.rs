@@ -66,7 +66,8 @@ impl Pages {
 /// The `frame-ancestors` sources of `FRAME_ANCESTORS`, space-joined, or `None` when none is
 /// configured. Entries may themselves hold several space-separated sources; an entry with a
 /// character that could end the directive or the header (`;`, `,`, controls, non-ASCII) is
-/// dropped whole, with a warning, rather than let it rewrite the policy.
+/// dropped whole, with a warning, rather than let it rewrite the policy. (Configuration
+/// validation already refuses such entries at start-up; this keeps the header safe regardless.)
 pub fn frame_ancestors(configured: &[String]) -> Option<String> {
     let valid =
         |source: &str| source.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
