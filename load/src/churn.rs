@@ -61,7 +61,7 @@ impl Counts {
 
 /// Runs the scenario and prints the time series and a `RESULT` line.
 pub async fn churn(server: &ServerArgs, args: &ChurnArgs, stub: Stub) {
-    let ttl = util::go_duration(args.session_ttl);
+    let ttl = chatbox_core::godur::format(args.session_ttl);
     let env = [
         ("SESSION_TTL", ttl.clone()),
         ("RECONNECT_TIMEOUT", ttl),

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatbox_core::godur;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -44,32 +45,13 @@ pub fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
-/// Parses `250us`, `20ms`, `1.5s`, `2m`, `1h` or a bare number of milliseconds.
+/// Parses Go duration text (`250us`, `20ms`, `1.5s`, `2m`, `1h30m`; core's `godur`, the syntax
+/// of the server's own settings) or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("not a duration: {text:?}"))?;
-    let seconds = match unit {
-        "us" | "µs" => value / 1e6,
-        "" | "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("not a duration: {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Go-style text of a duration, for server settings (`10s`, `250ms`).
-pub fn go_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+    match text.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(Duration::from_secs_f64(ms / 1e3)),
+        Ok(_) => Err(format!("not a duration: {text:?}")),
+        Err(_) => godur::parse(text).map_err(|e| e.to_string()),
     }
 }
 
@@ -233,8 +215,6 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_millis(7)));
         assert!(parse_duration("fast").is_err());
-        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

@@ -2,39 +2,16 @@
 //! the debug `chatbox` binary (`target/<profile>/chatbox`, built once here if missing). It
 //! checks counts and the shape of the `RESULT` report, never timings.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-
-/// The `chatbox` binary of this target directory and profile, built if missing.
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/chatbox
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let binary = profile_dir.join(format!("chatbox{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status =
-            Command::new(cargo).args(["build", "-p", "chatbox", "--bin", "chatbox"]).status();
-        assert!(
-            matches!(status, Ok(s) if s.success()) && binary.exists(),
-            "the chatbox binary is missing at {} and building it failed",
-            binary.display()
-        );
-    }
-    binary
-}
 
 /// Runs `chatbox-load` with `args`; its `RESULT` reports.
 fn load(args: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_chatbox-load"))
         .args(args)
         .arg("--server-bin")
-        .arg(server_binary())
+        .arg(chatbox_tests::harness::binary())
         .output()
         .expect("run chatbox-load");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -23,6 +23,13 @@ use crate::godur;
 /// Required length of the content encryption key in bytes (AES-256, §8.4).
 pub const ENCRYPTION_KEY_BYTES: usize = 32;
 
+/// Whether `entry` is one or more Content-Security-Policy sources separated by spaces: visible
+/// ASCII only, and no `;` or `,`, which would end the directive or the header. The rule for
+/// `FRAME_ANCESTORS` entries, shared with the shell that builds the header from them.
+pub fn is_csp_source_list(entry: &str) -> bool {
+    entry.bytes().all(|b| b == b' ' || (b.is_ascii_graphic() && b != b';' && b != b','))
+}
+
 impl Config {
     /// Checks every rule; `Err` lists all violations at once.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
@@ -119,11 +126,8 @@ impl Config {
         );
         rules.no_placeholder(keys::CORS_ALLOWED_ORIGINS, &self.http.cors_allowed_origins);
         rules.no_placeholder(keys::FRAME_ANCESTORS, &self.http.frame_ancestors);
-        // Sources are separated by spaces; anything else that is not a visible ASCII character
-        // (or is `;` / `,`) could end the directive or the header.
-        let csp_byte = |b: u8| b == b' ' || (b.is_ascii_graphic() && b != b';' && b != b',');
         for entry in &self.http.frame_ancestors {
-            if !entry.bytes().all(csp_byte) {
+            if !is_csp_source_list(entry) {
                 rules.errors.push(ConfigError::FrameAncestor {
                     setting: keys::FRAME_ANCESTORS,
                     entry: entry.clone(),

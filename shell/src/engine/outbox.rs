@@ -280,17 +280,16 @@ impl Engine {
         session: &str,
         wanted: usize,
     ) -> Option<Vec<StoredMessage>> {
-        let loaded = self.recent_history(session, wanted).await;
-        let mut messages = match &loaded {
-            Ok(Some(messages)) => messages.clone(),
-            _ => Vec::new(),
+        let (mut messages, stored_ok) = match self.recent_history(session, wanted).await {
+            Ok(messages) => (messages.unwrap_or_default(), true),
+            Err(_) => (Vec::new(), false),
         };
         if self.outbox.is_empty() {
-            return loaded.ok().map(|_| messages);
+            return stored_ok.then_some(messages);
         }
         let pending = match self.outbox.pending(session).await {
             Ok(pending) => pending,
-            Err(_) if loaded.is_ok() => return Some(messages),
+            Err(_) if stored_ok => return Some(messages),
             Err(_) => return None,
         };
         for write in pending {

@@ -14,6 +14,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use chatbox_core::config::is_csp_source_list;
 use http::{header, HeaderValue};
 use include_dir::{include_dir, Dir};
 
@@ -69,12 +70,10 @@ impl Pages {
 /// dropped whole, with a warning, rather than let it rewrite the policy. (Configuration
 /// validation already refuses such entries at start-up; this keeps the header safe regardless.)
 pub fn frame_ancestors(configured: &[String]) -> Option<String> {
-    let valid =
-        |source: &str| source.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
     let sources: Vec<&str> = configured
         .iter()
         .filter(|entry| {
-            let ok = entry.split_ascii_whitespace().all(valid);
+            let ok = is_csp_source_list(entry);
             if !ok {
                 tracing::warn!(entry = %entry, "FRAME_ANCESTORS entry is not valid in a CSP; ignored");
             }

@@ -69,30 +69,28 @@ pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
         let policy = Arc::new(CorsPolicy::new(origins));
         router = router.layer(cors_layer(&policy)).layer(from_fn_with_state(policy, cors_gate));
     }
-    // With FRAME_ANCESTORS set, `X-Frame-Options: DENY` would block the configured embedders
-    // (browsers apply both), so CSP `frame-ancestors` replaces it on every response; the pages
-    // already carry their fuller policy, which is kept.
-    let ancestors = pages::frame_ancestors_csp(&engine.config.http.frame_ancestors);
-    if let Some(csp) = ancestors.clone() {
-        router = router
-            .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp));
-    }
     for (name, value) in SECURITY_HEADERS {
-        if name == "x-frame-options" && ancestors.is_some() {
-            continue;
-        }
         router = router.layer(SetResponseHeaderLayer::overriding(
             header::HeaderName::from_static(name),
             HeaderValue::from_static(value),
         ));
     }
-    router
+    match pages::frame_ancestors_csp(&engine.config.http.frame_ancestors) {
+        // The pages already carry their fuller policy (with these ancestors), which is kept.
+        Some(csp) => router
+            .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp)),
+        None => router.layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        )),
+    }
 }
 
-/// Headers on every response (PROTOCOL.md §1).
-pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+/// Headers on every response (PROTOCOL.md §1), besides the framing rule: `X-Frame-Options:
+/// DENY`, or — with `FRAME_ANCESTORS` set — CSP `frame-ancestors` in its place, since browsers
+/// apply both and DENY would block the configured embedders.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
     ("referrer-policy", "strict-origin-when-cross-origin"),
     ("x-xss-protection", "1; mode=block"),
 ];

@@ -3,16 +3,10 @@
 // "assisted by" banner. Frames and their order are PROTOCOL.md §3.
 
 import {
-  $, TokenSource, api, el, jwtClaims, messageNode, pageLink, randomId, scrollToEnd, setBubbleText,
-  wireTokenForm, wsUrl,
+  $, TokenSource, api, backoffDelay, bindFrame, el, isBindReply, jwtClaims, messageNode, openSocket,
+  pageLink, randomId, scrollToEnd, setBubbleText, submitOnEnter, wireTokenForm,
 } from './common.js';
 
-const BACKOFF_START_MS = 1000;
-const BACKOFF_CAP_MS = 30_000;
-// Sent right after (re)connecting to bind the socket to the stored session (§3.7) so admin
-// messages and replies still in progress reach this page before the user types; the server
-// answers it with a harmless "unknown message type" error, which is not shown.
-const BIND_TYPE = 'typing_indicator';
 // The server's answer when the bind names a session that is not this user's (§3.7).
 const BIND_FAILED = 'Failed to establish session connection';
 // Senders a conversation message can have (anything else in a stored session shows as a notice).
@@ -216,7 +210,7 @@ function connect() {
   setStatus(state.everOpened ? 'reconnecting' : 'connecting', state.everOpened ? 'Reconnecting…' : 'Connecting…');
   let ws;
   try {
-    ws = new WebSocket(wsUrl(state.token));
+    ws = openSocket(state.token, handleFrame);
   } catch {
     scheduleReconnect(false);
     return;
@@ -228,18 +222,9 @@ function connect() {
     state.everOpened = true;
     state.attempt = 0;
     setStatus('open', 'Connected');
-    if (state.sessionId) send({ type: BIND_TYPE, session_id: state.sessionId, sender: 'user' });
+    if (state.sessionId) send(bindFrame(state.sessionId, 'user'));
     // A reconnect with nothing shown yet (e.g. the first fetch found the server down).
     if (state.sessionId && conversationNodes().length === 0) loadHistory();
-  };
-  ws.onmessage = (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    handleFrame(frame);
   };
   ws.onclose = () => {
     if (state.ws !== ws) return;
@@ -251,7 +236,7 @@ function connect() {
 }
 
 function scheduleReconnect(wasOpen) {
-  const delay = Math.min(BACKOFF_START_MS * 2 ** state.attempt, BACKOFF_CAP_MS);
+  const delay = backoffDelay(state.attempt);
   state.attempt += 1;
   let remaining = Math.ceil(delay / 1000);
   const tick = () => {
@@ -374,7 +359,7 @@ function onAiResponse(frame) {
 
 function onError(error, sessionId) {
   const message = String(error.message || 'Something went wrong.');
-  if (message.startsWith(`Invalid message format: unknown message type ${BIND_TYPE}`)) return;
+  if (isBindReply(message)) return;
   if (message.startsWith(BIND_FAILED) && sessionId) {
     // The bind of a stored session id: not this user's session any more (the history fetch
     // decides), or one already dropped.
@@ -453,12 +438,7 @@ ui.composer.addEventListener('submit', (event) => {
   ui.input.focus();
 });
 
-ui.input.addEventListener('keydown', (event) => {
-  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    ui.composer.requestSubmit();
-  }
-});
+submitOnEnter(ui.input, ui.composer);
 
 ui.models.addEventListener('change', () => {
   send({ type: 'model_select', session_id: ensureSession(), model_id: ui.models.value, sender: 'user' });

@@ -72,6 +72,51 @@ export function wsUrl(token) {
   return `${scheme}//${location.host}${apiBase()}/ws?token=${encodeURIComponent(token)}`;
 }
 
+/** Reconnect backoff of the chat page and the console: 1 s, doubling, capped at 30 s. */
+export function backoffDelay(attempt) {
+  return Math.min(1000 * 2 ** attempt, 30_000);
+}
+
+// Sent right after (re)connecting to bind the socket to a session (§3.7) so frames of that
+// session (admin messages, replies still in progress) arrive before anyone types. The type has no
+// handler, so the server answers with an "unknown message type" error, which pages do not show.
+const BIND_TYPE = 'typing_indicator';
+
+/** The frame that binds a freshly opened socket to `sessionId` as `sender`. */
+export function bindFrame(sessionId, sender) {
+  return { type: BIND_TYPE, session_id: sessionId, sender, timestamp: new Date().toISOString() };
+}
+
+/** Whether an error message is the server's expected answer to `bindFrame`. */
+export function isBindReply(message) {
+  return message.startsWith(`Invalid message format: unknown message type ${BIND_TYPE}`);
+}
+
+/** Enter sends `form` from the `input` textarea (Shift+Enter is a new line; IME input is left alone). */
+export function submitOnEnter(input, form) {
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
+
+/** Opens the WebSocket for `token`; each text frame that is JSON goes to `onFrame`. */
+export function openSocket(token, onFrame) {
+  const ws = new WebSocket(wsUrl(token));
+  ws.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return; // the server sends only JSON; anything else is not a frame
+    }
+    onFrame(frame);
+  };
+  return ws;
+}
+
 /** A same-origin page link carrying the token (`page` is `chat`, `my-sessions`, `console`). */
 export function pageLink(page, token) {
   const url = `${apiBase()}/${page}`;

@@ -4,18 +4,13 @@
 // default, so metrics and the chart are fetched only when a search is submitted, not on paging.
 
 import {
-  $, TokenSource, api, el, formatTime, jwtClaims, messageNode, scrollToEnd, setBubbleText,
-  wireTokenForm, wsUrl,
+  $, TokenSource, api, backoffDelay, bindFrame, el, formatTime, isBindReply, jwtClaims, messageNode,
+  openSocket, scrollToEnd, setBubbleText, submitOnEnter, wireTokenForm,
 } from './common.js';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const CHART_SAMPLE = 1000;
 const BUCKETS = 24;
-const BACKOFF_START_MS = 1000;
-const BACKOFF_CAP_MS = 30_000;
-// The frame that binds the admin's socket to the session (§3.7); it has no handler, so the
-// server's "unknown message type" answer is expected and not shown.
-const BIND_TYPE = 'typing_indicator';
 
 const ui = {
   error: $('admin-error'),
@@ -262,21 +257,12 @@ function setConn(stateName, text) {
 function connectAdmin() {
   clearTimeout(chat.timer);
   setConn('connecting', 'Connecting…');
-  const ws = new WebSocket(wsUrl(token));
+  const ws = openSocket(token, onAdminFrame);
   chat.ws = ws;
   ws.onopen = () => {
     chat.attempt = 0;
     setConn('open', 'Connected');
-    ws.send(JSON.stringify({ type: BIND_TYPE, session_id: chat.session, sender: 'admin', timestamp: new Date().toISOString() }));
-  };
-  ws.onmessage = (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    onAdminFrame(frame);
+    ws.send(JSON.stringify(bindFrame(chat.session, 'admin')));
   };
   ws.onclose = () => {
     if (chat.ws !== ws) return;
@@ -285,7 +271,7 @@ function connectAdmin() {
       setConn('closed', 'Disconnected');
       return;
     }
-    const delay = Math.min(BACKOFF_START_MS * 2 ** chat.attempt, BACKOFF_CAP_MS);
+    const delay = backoffDelay(chat.attempt);
     chat.attempt += 1;
     setConn('reconnecting', `Reconnecting in ${Math.ceil(delay / 1000)} s…`);
     chat.timer = setTimeout(connectAdmin, delay);
@@ -335,7 +321,7 @@ function onAdminFrame(frame) {
       break;
     case 'error': {
       const message = String(frame.error?.message || 'Something went wrong.');
-      if (message.startsWith(`Invalid message format: unknown message type ${BIND_TYPE}`)) break;
+      if (isBindReply(message)) break;
       showError(message);
       break;
     }
@@ -382,12 +368,7 @@ ui.composer.addEventListener('submit', (event) => {
   ui.input.focus();
 });
 
-ui.input.addEventListener('keydown', (event) => {
-  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    ui.composer.requestSubmit();
-  }
-});
+submitOnEnter(ui.input, ui.composer);
 
 ui.leave.addEventListener('click', () => leave());
 

@@ -179,12 +179,21 @@ enum Retry {
 fn apply_together(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), Retry> {
     let mut txn = db.begin_write().map_err(|e| Retry::Failed(redb_error(e)))?;
     txn.set_durability(Durability::Immediate);
+    let mut changed = false;
     for job in batch.iter_mut() {
-        if job.apply(&txn) == Applied::Failed {
-            return Err(Retry::OneByOne); // dropping `txn` aborts it
+        match job.apply(&txn) {
+            Applied::Failed => return Err(Retry::OneByOne), // dropping `txn` aborts it
+            Applied::Changed => changed = true,
+            Applied::Unchanged => {}
         }
     }
-    txn.commit().map_err(|e| Retry::Failed(redb_error(e)))
+    if changed {
+        txn.commit().map_err(|e| Retry::Failed(redb_error(e)))
+    } else {
+        // Nothing to write (repeated writes, a flush request): every earlier batch was durable
+        // before it was answered, so there is nothing to sync either.
+        txn.abort().map_err(|e| Retry::Failed(redb_error(e)))
+    }
 }
 
 /// Applies each write in its own transaction without an fsync, then one flush for all.
