@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 /// Tracks spawned tasks.
@@ -44,13 +45,14 @@ impl Supervisor {
     {
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         let token = Token(Arc::clone(&self.inner));
+        tracing::trace!(task = name, "task started");
+        // `map` rather than an `async move` wrapper: an async block that captures a future and
+        // awaits it keeps two copies of its state (the capture and the awaitee), which doubled
+        // every connection task's memory. The token drops when the task ends or is dropped.
+        let tracked = task.map(move |()| drop(token));
         #[allow(clippy::disallowed_methods)] // the supervisor is the one place that spawns
         // The JoinHandle is dropped on purpose: the token, not the handle, tracks the task.
-        drop(tokio::spawn(async move {
-            let _token = token;
-            tracing::trace!(task = name, "task started");
-            task.await;
-        }));
+        drop(tokio::spawn(tracked));
     }
 
     /// Tasks still running.
@@ -74,4 +76,48 @@ impl Supervisor {
 /// of the value afterwards, so it can be used in `select!` arms that await further.
 pub async fn signalled(signal: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = signal.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_idle_returns_once_every_task_has_ended() {
+        let supervisor = Supervisor::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        supervisor.spawn("waits", async move {
+            let _ = rx.await;
+        });
+        assert_eq!(supervisor.live(), 1);
+        let idle = supervisor.wait_idle();
+        tokio::pin!(idle);
+        assert!(futures_util::poll!(idle.as_mut()).is_pending(), "a task is still running");
+        tx.send(()).expect("the task holds the receiver");
+        idle.await;
+        assert_eq!(supervisor.live(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_no_longer_counted() {
+        let supervisor = Supervisor::new();
+        supervisor.spawn("panics", async { panic!("deliberate panic in a supervised task") });
+        supervisor.wait_idle().await;
+        assert_eq!(supervisor.live(), 0);
+    }
+
+    #[test]
+    fn tasks_dropped_with_the_runtime_are_no_longer_counted() {
+        let supervisor = Supervisor::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        runtime.block_on(async {
+            supervisor.spawn("never ends", std::future::pending());
+        });
+        assert_eq!(supervisor.live(), 1);
+        drop(runtime);
+        assert_eq!(supervisor.live(), 0, "dropping the task drops its token");
+    }
 }

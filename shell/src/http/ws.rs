@@ -216,12 +216,14 @@ async fn run_connection(
         };
         match event {
             Event::Inbound(Some(Ok(Message::Text(text)))) => {
-                engine.on_text(&ctx, text.as_str()).await
+                // Boxed, here and below: inline, the handler's state (binding, store calls)
+                // would sit in every idle connection's future, ~1.5 KiB each.
+                Box::pin(engine.on_text(&ctx, text.as_str())).await
             }
             Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
                 // The original decoded every data frame as JSON text.
                 let text = String::from_utf8_lossy(&bytes).into_owned();
-                engine.on_text(&ctx, &text).await;
+                Box::pin(engine.on_text(&ctx, &text)).await;
             }
             Event::Inbound(Some(Ok(Message::Pong(_)))) => {
                 read_deadline = tokio::time::Instant::now() + pong_wait;
