@@ -230,6 +230,7 @@ async fn run_step(
     let connect_errors = stats.errors.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = pid.and_then(util::rss_kib);
+    let cpu_before = (pid.and_then(util::cpu_time), util::cpu_time(std::process::id()));
 
     // The open loop, on a thread of its own so that due times are kept to the OS timer's
     // precision rather than the runtime's 1 ms timer wheel.
@@ -283,6 +284,7 @@ async fn run_step(
         eprintln!();
     }
     let rss_after = pid.and_then(util::rss_kib);
+    let cpu_after = (pid.and_then(util::cpu_time), util::cpu_time(std::process::id()));
     let fds = pid.and_then(util::open_fds);
     drop(slots); // closes the connections
     let mut report = stats.to_json();
@@ -310,8 +312,21 @@ async fn run_step(
         },
     });
     report["server_fds_at_end"] = json!(fds);
+    // CPU time per reply: steadier than latency on a shared box, and it bounds the rate one
+    // core can carry. The generator's own share shows how much of the box it took.
+    let per_reply = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+        (Some(b), Some(a)) if done > 0 => json!((a - b).as_secs_f64() * 1e6 / done as f64),
+        _ => Value::Null,
+    };
+    report["server_cpu_us_per_reply"] = per_reply(cpu_before.0, cpu_after.0);
+    report["generator_cpu_us_per_reply"] = per_reply(cpu_before.1, cpu_after.1);
     print_step(&report);
     report
+}
+
+/// A figure in µs, or `?` when it was not measured.
+fn micros(v: &Value) -> String {
+    v.as_f64().map(|v| format!("{v:.0}")).unwrap_or_else(|| "?".into())
 }
 
 fn print_step(r: &Value) {
@@ -335,7 +350,7 @@ fn print_step(r: &Value) {
     let rss = &r["server_rss_kib"];
     println!(
         "  server RSS KiB: before {} / connected {} / after {} / HWM {}; per connection {} B; \
-         fds {}; loadavg {}",
+         fds {}; loadavg {}\n  CPU per reply: server {} µs, generator {} µs",
         rss["before_connect"],
         rss["after_connect"],
         rss["after_run"],
@@ -345,7 +360,9 @@ fn print_step(r: &Value) {
             .map(|v| format!("{v:.0}"))
             .unwrap_or_else(|| "?".into()),
         r["server_fds_at_end"],
-        r["loadavg"]
+        r["loadavg"],
+        micros(&r["server_cpu_us_per_reply"]),
+        micros(&r["generator_cpu_us_per_reply"]),
     );
 }
 

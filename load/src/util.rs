@@ -67,6 +67,20 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS")?, field("VmHWM")?))
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 on every architecture it exports it on
+    // (sysconf(_SC_CLK_TCK) would need unsafe code, which the workspace forbids).
+    const USER_HZ: u64 = 100;
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / USER_HZ))
+}
+
 /// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
 pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())

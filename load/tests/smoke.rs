@@ -55,6 +55,9 @@ fn run_delivers_every_message_a_complete_reply() {
         assert!(r[key]["p99_ms"].is_number(), "{key} in {r}");
     }
     assert!(r["server_rss_kib"]["after_run"].as_u64().is_some(), "{r}");
+    // CPU per reply is measured for both processes (a value, not a figure checked here).
+    assert!(r["server_cpu_us_per_reply"].is_number(), "{r}");
+    assert!(r["generator_cpu_us_per_reply"].is_number(), "{r}");
 }
 
 #[test]

@@ -285,6 +285,23 @@ async fn documents_written_by_the_original_read_through_the_store() {
     assert_eq!(old.messages[2].file_url, "https://files.example/f1.png");
     assert_eq!(old.messages[2].meta.get("filename").map(String::as_str), Some("f1.png"));
 
+    // The history read slices on the server and numbers mid-less messages the same way.
+    let recent = |id: &'static str, limit: usize| {
+        let store = &store;
+        async move {
+            let messages = store.recent_messages(id, limit).await.unwrap().expect("stored");
+            messages.into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(recent("old", 2).await, ["legacy-1", "legacy-2"]);
+    assert_eq!(recent("old", 9).await, ["legacy-0", "legacy-1", "legacy-2"]);
+    assert_eq!(
+        store.recent_messages("old", 1).await.unwrap().unwrap(),
+        old.messages[2..],
+        "the same messages as the whole session's tail"
+    );
+    assert_eq!(recent("bare", 5).await, Vec::<String>::new(), "no msgs field");
+
     let bare = store.load("bare").await.unwrap().expect("stored");
     let mut expected = SessionDoc::new("bare".into(), "u2".into(), UnixMillis(5_000));
     expected.total_tokens = 7;
@@ -308,6 +325,7 @@ async fn documents_written_by_the_original_read_through_the_store() {
     let live = store.load("live").await.unwrap().unwrap();
     let ids: Vec<_> = live.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["legacy-0", "legacy-1", "legacy-2", "m-new"]);
+    assert_eq!(recent("live", 2).await, ["legacy-2", "m-new"]);
     assert_eq!(live.last_activity, Some(UnixMillis(120_000)));
     store.append_message("bare", &message("b1", "hi", 6_000, "user")).await.unwrap();
     assert_eq!(store.load("bare").await.unwrap().unwrap().messages.len(), 1);

@@ -174,7 +174,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// The last `limit` messages of a session, oldest first; `None` when there is no such
     /// session. The conversation sent to the model needs only the end of a session, and reading
     /// all of it for every message would make each reply cost O(session length). The default
-    /// loads the whole session; the embedded store reads only the requested rows.
+    /// loads the whole session; the embedded store reads only the requested rows and MongoDB
+    /// slices the array on the server.
     async fn recent_messages(
         &self,
         session_id: &str,

@@ -496,6 +496,26 @@ impl SessionStore for MongoStore {
         .await
     }
 
+    /// An aggregation that `$slice`s the message array on the server (`query::recent_pipeline`).
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        observe("recent_messages", async {
+            let mut cursor = self
+                .sessions
+                .aggregate(query::recent_pipeline(session_id, limit))
+                .await
+                .map_err(|e| classify(&e))?;
+            let Some(found) = cursor.try_next().await.map_err(|e| classify(&e))? else {
+                return Ok(None);
+            };
+            schema::recent_from_document(session_id, &found, limit).map(Some)
+        })
+        .await
+    }
+
     /// `{uid}` sorted `{ts: -1, _id: 1}`: served by `idx_user_start_time`.
     async fn list_by_user(
         &self,

@@ -1,6 +1,7 @@
 //! The MongoDB side of the queries: the §8.3 indexes (plus the one-active-session guard), and
 //! the admin search of §4.6 translated into a filter, a sort and a page that MongoDB runs —
-//! with exactly the semantics of the port's `search_matches`, `search_order` and `search_page`.
+//! with exactly the semantics of the port's `search_matches`, `search_order` and `search_page`;
+//! and the history read, which fetches only the end of a session's message array.
 
 use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
 use chatbox_core::UnixMillis;
@@ -26,6 +27,24 @@ pub const IDX_ACTIVE_USER: &str = "idx_active_user";
 
 /// Name of the field the message-count search adds (and removes again) in its pipeline.
 const MESSAGE_COUNT: &str = "_msgCount";
+
+/// Name of the field [`recent_pipeline`] fills with the length of the whole message array.
+pub(super) const RECENT_TOTAL: &str = "n";
+
+/// The last `limit` (at least 1) messages of session `session_id` and the length of its array,
+/// `{n, msgs}`, served by `_id`. The server slices, so a reply reads O(limit) messages
+/// rather than the whole session.
+pub(super) fn recent_pipeline(session_id: &str, limit: usize) -> Vec<Document> {
+    let take = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+    let messages = doc! { "$ifNull": [format!("${}", field::MESSAGES), []] };
+    vec![
+        doc! { "$match": { field::ID: session_id } },
+        doc! { "$project": {
+            RECENT_TOTAL: { "$size": messages.clone() },
+            field::MESSAGES: { "$slice": [messages, -take] },
+        } },
+    ]
+}
 
 /// The indexes `ensure_indexes` creates: §8.3 with its exact names, then the active-user guard.
 /// Documents written by the original lack `activeUid`, so the partial filter leaves them

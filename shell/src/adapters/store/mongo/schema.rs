@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use chatbox_core::UnixMillis;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
+use super::query;
 use crate::engine::store::{SessionDoc, StoreError, StoredMessage};
 
 /// Field names of the session document.
@@ -242,6 +243,34 @@ pub(super) fn session_from_document(d: &Document) -> Result<SessionDoc, StoreErr
         share_token: r.optional_string(field::SHARE_TOKEN)?,
         id,
     })
+}
+
+/// Reads the `{n, msgs}` of [`recent_pipeline`](super::query::recent_pipeline): the last messages
+/// of a session and the length of its whole array, so that messages without `mid` get the
+/// same `legacy-<index>` ids as through [`session_from_document`].
+pub(super) fn recent_from_document(
+    session_id: &str,
+    d: &Document,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let r = Reader { doc: d, session_id, what: "session" };
+    let total = usize::try_from(r.count(query::RECENT_TOTAL)?).unwrap_or(usize::MAX);
+    let items = match r.get(field::MESSAGES) {
+        None => return Ok(Vec::new()),
+        Some(Bson::Array(items)) => items,
+        Some(_) => return Err(r.wrong_type(field::MESSAGES, "an array")),
+    };
+    let skip = items.len().saturating_sub(limit);
+    let first_index = total.saturating_sub(items.len());
+    items
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .map(|(i, item)| match item {
+            Bson::Document(m) => message_from_document(session_id, first_index + i, m),
+            _ => Err(r.wrong_type(field::MESSAGES, "an array of documents")),
+        })
+        .collect()
 }
 
 /// Reads `msgs[index]`; a message without `mid` (written by the original) gets `legacy-<index>`,
