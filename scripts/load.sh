@@ -6,6 +6,8 @@
 #   scripts/load.sh churn    [args]  # 3. 1M sessions created and ended through the TTL sweeper
 #   scripts/load.sh shutdown [args]  # 4. 10 000 connections streaming, SIGTERM, what clients got
 #   scripts/load.sh stub     [args]  # only the stub OpenAI upstream (for a proxy comparison)
+#   scripts/load.sh floor    [args]  # scenario 1 against a bare relay process instead of chatbox:
+#                                    # what two processes cost on this machine (run's args)
 #
 # Extra args go to `chatbox-load <scenario>` (see `chatbox-load <scenario> --help`), e.g.
 #   scripts/load.sh run --rates 50,500 --duration 10s
@@ -21,4 +23,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/load}"
 cargo build --release --locked -q -p chatbox --bin chatbox -p chatbox-load
 bin="$CARGO_TARGET_DIR/release"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loadavg), nofile $(ulimit -Hn)" >&2
+if [ "$scenario" = floor ]; then
+  # The relay calls the run's in-process stub on a fixed port; the run measures the relay.
+  stub_port="${FLOOR_STUB_PORT:-18999}"
+  "$bin/chatbox-load" relay --port 0 --upstream "127.0.0.1:$stub_port" >"$CARGO_TARGET_DIR/relay.out" &
+  relay_pid=$!
+  trap 'kill "$relay_pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do grep -q '^relay listening' "$CARGO_TARGET_DIR/relay.out" && break; sleep 0.1; done
+  relay_addr="$(sed -n 's/^relay listening on \([^ ]*\).*/\1/p' "$CARGO_TARGET_DIR/relay.out")"
+  [ -n "$relay_addr" ] || { echo "the relay did not start" >&2; exit 1; }
+  JWT_SECRET=unused "$bin/chatbox-load" --server-addr "$relay_addr" --server-pid "$relay_pid" \
+    --stub-port "$stub_port" run "$@"
+  exit
+fi
 exec "$bin/chatbox-load" --server-bin "$bin/chatbox" "$scenario" "$@"

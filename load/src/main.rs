@@ -13,6 +13,7 @@
 //! | `idle` | scenario 2, memory per idle connection |
 //! | `churn` | scenario 3, sessions created and ended through the TTL sweeper |
 //! | `shutdown` | scenario 4, SIGTERM with streams in flight |
+//! | `relay` | a bare WebSocket ↔ SSE relay process: the floor any gateway stands on |
 //!
 //! Every scenario prints a human table and one `RESULT {json}` line per step on stdout, and a
 //! live progress line on stderr. Figures are reported, never asserted.
@@ -20,6 +21,7 @@
 mod churn;
 mod client;
 mod idle;
+mod relay;
 mod run;
 mod server;
 mod shutdown;
@@ -87,6 +89,9 @@ enum Command {
     Shutdown(shutdown::ShutdownArgs),
     /// Only the stub upstream, until killed (prints `stub endpoint URL`).
     Stub,
+    /// A bare WebSocket ↔ OpenAI SSE relay (no chatbox logic), until killed: measure it with
+    /// `run --server-addr` to see what two processes cost on this machine.
+    Relay(relay::RelayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -141,6 +146,7 @@ async fn async_main(cli: Cli, nofile: u64) {
             let config = cli.stub.config(1000, 20, 1000);
             shutdown::shutdown(&cli.server, args, config).await;
         }
+        Command::Relay(args) => relay::relay(args).await,
         Command::Stub => {
             let config = cli.stub.config(20, 4, 5);
             let stub = start_stub(cli.stub.stub_port, config).await;

@@ -1,0 +1,204 @@
+//! `chatbox-load relay`: the floor any gateway process stands on. A bare WebSocket ↔ OpenAI
+//! SSE relay with none of chatbox's work (no auth check, sessions, store, history, limits or
+//! metrics) and the fewest wake-ups a separate process can have: one task per WebSocket that
+//! also drives its upstream connections and writes each chunk itself. Measured with
+//! `chatbox-load run --server-addr`, it shows what the machine's scheduler and loopback cost
+//! between two processes, i.e. how much of chatbox's added latency is not chatbox's work.
+//!
+//! It speaks just enough of the chat protocol for the load client: a greeting, `user_message`
+//! in, `ai_response` chunks and a `done` frame out. Each message opens a new upstream
+//! connection (before the first chunk, so not part of the "added" latency).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SelectAll, Stream, StreamExt};
+use futures_util::SinkExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::spawn;
+
+/// Options of `chatbox-load relay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// Port to listen on (127.0.0.1).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// The OpenAI-compatible upstream (e.g. the stub of `chatbox-load run --stub-port P`).
+    #[arg(long, default_value = "127.0.0.1:18999")]
+    pub upstream: SocketAddr,
+}
+
+/// What one upstream reply produced.
+enum Event {
+    Chunk(String),
+    Done,
+    Failed(String),
+}
+
+type Reply = Pin<Box<dyn Stream<Item = (String, Event)> + Send>>;
+
+/// Runs the relay until the process is killed; prints `relay listening on ADDR`.
+pub async fn relay(args: &RelayArgs) {
+    let listener = match TcpListener::bind(("127.0.0.1", args.port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("relay: cannot listen on port {}: {error}", args.port);
+            std::process::exit(2);
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("relay listening on {addr} (upstream {})", args.upstream),
+        Err(error) => eprintln!("relay: {error}"),
+    }
+    let upstream = args.upstream;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        spawn(connection(stream, upstream));
+    }
+}
+
+async fn connection(stream: TcpStream, upstream: SocketAddr) {
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let (mut sink, mut inbound) = ws.split();
+    let greeting = json!({"type": "connection_status", "status": "connected"});
+    if sink.send(Message::text(greeting.to_string())).await.is_err() {
+        return;
+    }
+    let mut replies: SelectAll<Reply> = SelectAll::new();
+    loop {
+        let out = tokio::select! {
+            message = inbound.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                    let session = frame["session_id"].as_str().unwrap_or("relay").to_string();
+                    let content = frame["content"].as_str().unwrap_or("").to_string();
+                    replies.push(Box::pin(reply(upstream, session, content)));
+                    continue;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+            Some((session, event)) = replies.next(), if !replies.is_empty() => match event {
+                Event::Chunk(text) => json!({
+                    "type": "ai_response", "session_id": session, "content": text,
+                }),
+                Event::Done => json!({
+                    "type": "ai_response", "session_id": session, "content": "",
+                    "metadata": {"done": "true"},
+                }),
+                Event::Failed(why) => json!({
+                    "type": "error", "session_id": session,
+                    "error": {"code": "LLM_UNAVAILABLE", "message": why},
+                }),
+            },
+        };
+        if sink.send(Message::text(out.to_string())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One upstream reply as a stream of events. The connection future is polled by this stream
+/// (not spawned), so a chunk reaches the WebSocket without another task's wake-up.
+fn reply(upstream: SocketAddr, session: String, content: String) -> Reply {
+    let body = json!({
+        "model": "stub", "stream": true,
+        "messages": [{"role": "user", "content": content}],
+    });
+    let start = async move {
+        let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut conn = Box::pin(conn);
+        let request = hyper::Request::post("/v1/chat/completions")
+            .header("host", upstream.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::select! {
+            response = send.send_request(request) => response.map_err(|e| e.to_string())?,
+            _ = conn.as_mut() => return Err("upstream closed".to_string()),
+        };
+        Ok::<_, String>(Upstream {
+            _send: send,
+            conn,
+            conn_done: false,
+            body: response.into_body(),
+            buffer: BytesMut::new(),
+            ended: false,
+        })
+    };
+    let events = futures_util::stream::once(start).flat_map(|started| match started {
+        Ok(upstream) => futures_util::stream::unfold(upstream, next_events)
+            .flat_map(futures_util::stream::iter)
+            .left_stream(),
+        Err(why) => futures_util::stream::iter(vec![Event::Failed(why)]).right_stream(),
+    });
+    Box::pin(events.map(move |event| (session.clone(), event)))
+}
+
+/// An upstream response being read, with its connection.
+struct Upstream {
+    _send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    conn: Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    conn_done: bool,
+    body: Incoming,
+    buffer: BytesMut,
+    ended: bool,
+}
+
+/// The events of the next body frame (several SSE events may share one frame).
+async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
+    if up.ended {
+        return None;
+    }
+    loop {
+        let frame = tokio::select! {
+            frame = up.body.frame() => frame,
+            _ = up.conn.as_mut(), if !up.conn_done => { up.conn_done = true; continue; }
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Some(Err(error)) => {
+                up.ended = true;
+                return Some((vec![Event::Failed(error.to_string())], up));
+            }
+            None => {
+                up.ended = true;
+                return Some((vec![Event::Failed("no [DONE]".into())], up));
+            }
+        };
+        up.buffer.extend_from_slice(&data);
+        let mut events = Vec::new();
+        while let Some(end) = up.buffer.windows(2).position(|w| w == b"\n\n") {
+            let event = up.buffer.split_to(end + 2);
+            let line = String::from_utf8_lossy(&event);
+            let Some(payload) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
+            if payload == "[DONE]" {
+                up.ended = true;
+                events.push(Event::Done);
+                break;
+            }
+            let chunk: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+            if let Some(text) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+                events.push(Event::Chunk(text.to_string()));
+            }
+        }
+        if !events.is_empty() {
+            return Some((events, up));
+        }
+    }
+}
