@@ -1,6 +1,7 @@
 //! Smoke test of the load generator, cheap enough for CI: `chatbox-load run` and `idle` against
-//! the debug `chatbox` binary (`target/<profile>/chatbox`, built once here if missing). It
-//! checks counts and the shape of the `RESULT` report, never timings.
+//! the debug `chatbox` binary (`target/<profile>/chatbox`, built once here if missing), and
+//! `run` against `chatbox-load relay`. It checks counts and the shape of the `RESULT` report,
+//! never timings.
 
 use std::process::Command;
 
@@ -71,4 +72,46 @@ fn idle_opens_every_connection_and_reports_memory() {
     assert_eq!(rows[2]["connections"].as_u64(), Some(30), "{r}");
     assert!(rows.iter().all(|row| row["rss_kib"].as_u64().is_some_and(|k| k > 0)), "{r}");
     assert!(r["slope_bytes_per_connection"].is_number(), "{r}");
+}
+
+#[test]
+fn the_bare_relay_carries_every_reply() {
+    use std::io::{BufRead, BufReader};
+    // A free port for the run's stub, which the relay calls (a tiny race is accepted).
+    let stub_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_chatbox-load"))
+        .args(["relay", "--port", "0", "--upstream", &format!("127.0.0.1:{stub_port}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the relay");
+    let stdout = relay.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the relay prints its address");
+    let addr = line
+        .strip_prefix("relay listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_chatbox-load"))
+        .env("JWT_SECRET", "unused-by-the-relay")
+        .args(["--server-addr", &addr, "--stub-port", &stub_port.to_string()])
+        .args(["run", "--rates", "20", "--duration", "2s", "--drain", "20s", "--quiet"])
+        .output()
+        .expect("run chatbox-load against the relay");
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let r: Value = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .map(|json| serde_json::from_str(json).expect("RESULT is JSON"))
+        .unwrap_or_else(|| panic!("no RESULT line\n{stdout}"));
+    for key in ["sent", "first_chunks", "done", "complete"] {
+        assert_eq!(r[key].as_u64(), Some(40), "{key} in {r}");
+    }
+    assert_eq!(r["errors_total"].as_u64(), Some(0), "{r}");
 }
