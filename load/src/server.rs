@@ -4,14 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
-use crate::util::{self, spawn};
+use crate::util;
 
 /// Where the server is and how to reach it.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,9 +57,6 @@ pub struct Target {
     /// When SIGTERM was sent.
     terminated_at: Option<Instant>,
 }
-
-/// How long a started server may take to print `listening on ADDR`.
-const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 
 impl Target {
     /// Starts a server (or describes the given one) whose provider is `endpoint`, with the
@@ -125,42 +120,9 @@ impl Target {
                 pair.split_once('=').ok_or_else(|| format!("--server-env {pair}: no '='"))?;
             all.push((key.to_string(), value.to_string()));
         }
-        let mut command = Command::new(&bin);
-        command
-            .args(["serve", "--port", "0"])
-            .env_clear()
-            .envs(all)
-            .env("JWT_SECRET", &secret)
-            .env("DATA_DIR", &data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(true);
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        let mut child = command.spawn().map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let found = tokio::time::timeout(STARTUP_LIMIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.trim().parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(addr)) = found else {
-            let _ = child.start_kill();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            return Err(format!(
-                "chatbox did not print `listening on ADDR`; stderr tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        };
-        spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, addr) = chatbox_tests::harness::launch(&bin, all, &secret, &data, stderr)
+            .await
+            .map_err(|error| format!("{error}\n{}", chatbox_tests::harness::log_tail(&log, 30)))?;
         Ok(Target {
             addr,
             pid: child.id(),

@@ -208,46 +208,11 @@ impl Server {
         std::fs::create_dir_all(&data_dir).expect("create the data dir");
         let log = root.path().join(format!("stderr-{generation}.log"));
         let stderr = std::fs::File::create(&log).expect("create the stderr log");
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--port", "0"])
-            .env_clear()
-            .envs(&opts.env)
-            .env("JWT_SECRET", &secret)
-            .env("DATA_DIR", &data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(true);
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        let mut child = command.spawn().expect("spawn the chatbox binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let found = tokio::time::timeout(STARTUP_LIMIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.trim().parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await;
-        let addr = match found {
-            Ok(Some(addr)) => addr,
-            other => {
-                let _ = child.start_kill();
-                let exit = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                panic!(
-                    "chatbox did not report `listening on ADDR` ({}; exit {exit:?})\n{}",
-                    if other.is_err() { "timed out" } else { "stdout closed" },
-                    tail(&log, LOG_TAIL_LINES)
-                );
-            }
+        let launched = launch(binary(), &opts.env, &secret, &data_dir, stderr).await;
+        let (child, addr) = match launched {
+            Ok(launched) => launched,
+            Err(error) => panic!("{error}\n{}", log_tail(&log, LOG_TAIL_LINES)),
         };
-        // Keep draining stdout so the server can never block on a full pipe.
-        drain(lines);
         Server { child, addr, secret, opts, root, log, generation, terminated_at: None, exit: None }
     }
 
@@ -411,7 +376,7 @@ impl Server {
 
     /// The last lines of the server's stderr, framed for a failure message.
     pub fn tail(&self) -> String {
-        tail(&self.log, LOG_TAIL_LINES)
+        log_tail(&self.log, LOG_TAIL_LINES)
     }
 }
 
@@ -444,7 +409,8 @@ pub fn sign(secret: &[u8], claims: &Value) -> String {
 }
 
 /// The last `lines` lines of a log file, framed for a failure message.
-fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of a server's stderr log, framed for a failure message.
+pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
@@ -454,6 +420,90 @@ fn tail(path: &Path, lines: usize) -> String {
         all.len() - start,
         all[start..].join("\n")
     )
+}
+
+/// Why [`launch`] has no running server to give.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The process could not be started.
+    Spawn(std::io::Error),
+    /// It did not print `listening on ADDR` within the start-up limit (or closed stdout first).
+    NoAddress {
+        /// The limit passed (rather than stdout closing).
+        timed_out: bool,
+        /// How the process ended, if it did within 5 s of being killed.
+        exit: Option<ExitStatus>,
+    },
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::Spawn(error) => write!(f, "cannot start chatbox: {error}"),
+            LaunchError::NoAddress { timed_out, exit } => write!(
+                f,
+                "chatbox did not report `listening on ADDR` ({}; exit {exit:?})",
+                if *timed_out { "timed out" } else { "stdout closed" }
+            ),
+        }
+    }
+}
+
+/// Starts `bin serve --port 0` with exactly `env` (plus `PATH`), `JWT_SECRET=secret` and
+/// `DATA_DIR=data_dir`, its stderr going to `stderr`, and waits for its `listening on ADDR`
+/// line; the rest of its stdout is drained so it can never block on a full pipe. The child is
+/// killed when dropped. Shared by the test harness and the load generator.
+pub async fn launch<K, V>(
+    bin: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+    secret: &str,
+    data_dir: &Path,
+    stderr: std::fs::File,
+) -> Result<(Child, SocketAddr), LaunchError>
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(bin);
+    command
+        .args(["serve", "--port", "0"])
+        .env_clear()
+        .envs(env)
+        .env("JWT_SECRET", secret)
+        .env("DATA_DIR", data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(true);
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let mut child = command.spawn().map_err(LaunchError::Spawn)?;
+    let stdout = child.stdout.take().expect("stdout is piped above");
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(STARTUP_LIMIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return addr.trim().parse::<SocketAddr>().ok();
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(addr)) => {
+            drain(lines);
+            Ok((child, addr))
+        }
+        other => {
+            let _ = child.start_kill();
+            let exit = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            Err(LaunchError::NoAddress {
+                timed_out: other.is_err(),
+                exit: exit.ok().and_then(Result::ok),
+            })
+        }
+    }
 }
 
 /// Reads and discards the rest of the server's stdout.
