@@ -212,9 +212,7 @@ async fn worker(
             }
         }
         let Some(socket) = ws.as_mut() else { continue };
-        let frame = json!({"type": "user_message", "session_id": util::random_id(),
-            "content": "load-0", "sender": "user"});
-        if socket.send(Message::text(frame.to_string())).await.is_err() {
+        if socket.send(util::user_message(&util::random_id(), "load-0")).await.is_err() {
             counts.error("send");
             ws = None;
             continue;
@@ -229,12 +227,7 @@ async fn worker(
                     session = Some(id.to_string());
                 }
                 match frame.get("type").and_then(Value::as_str) {
-                    Some("ai_response")
-                        if frame.pointer("/metadata/done").and_then(Value::as_str)
-                            == Some("true") =>
-                    {
-                        return Ok(session);
-                    }
+                    _ if chatbox_tests::harness::is_done(&frame) => return Ok(session),
                     Some("error") => {
                         let code = frame.pointer("/error/code").and_then(Value::as_str);
                         return Err(code.unwrap_or("error").to_string());

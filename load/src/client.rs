@@ -26,7 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::stats::Stats;
 use crate::stub::Stub;
-use crate::util::{connect_from, now_us};
+use crate::util::{connect_from, now_us, SseEvent, SseReader};
 
 /// One message to send.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,7 @@ pub struct Ctx {
 struct InFlight {
     job: Job,
     sent_us: u64,
-    first: bool,
+    /// Chunks received so far (the first one is timed).
     chunks: u32,
 }
 
@@ -114,8 +114,7 @@ fn on_chunk(ctx: &Ctx, pending: &mut [InFlight], text: &str, now: u64) {
     for id in tags(text) {
         if let Some(request) = pending.iter_mut().find(|r| r.job.id == id) {
             request.chunks += 1;
-            if !request.first {
-                request.first = true;
+            if request.chunks == 1 {
                 let stub = ctx.stub.as_ref().and_then(|s| s.take(id));
                 ctx.stats.first_chunk(request.job.scheduled_us, request.sent_us, now, stub);
             }
@@ -135,27 +134,28 @@ pub async fn ws_loop(
     let (mut sink, mut stream) = ws.split();
     let mut session = crate::util::random_id();
     let mut pending: Vec<InFlight> = Vec::new();
-    let finish = |pending: &mut Vec<InFlight>, position: usize, all: bool| {
+    // Ends request `position`: with its done frame (`Some(complete)`) or refused (`None`).
+    let finish = |pending: &mut Vec<InFlight>, position: usize, done: Option<bool>| {
         pending.remove(position);
-        ctx.stats.done(all);
+        match done {
+            Some(all) => ctx.stats.done(all),
+            None => ctx.stats.finished(),
+        }
         let _ = ctx.tokens.send(index);
     };
     loop {
         tokio::select! {
             job = jobs.recv() => {
                 let Some(job) = job else { break };
-                let frame = json!({
-                    "type": "user_message", "session_id": session,
-                    "content": format!("load-{}", job.id), "sender": "user",
-                });
-                if sink.send(Message::text(frame.to_string())).await.is_err() {
+                let message = crate::util::user_message(&session, &format!("load-{}", job.id));
+                if sink.send(message).await.is_err() {
                     ctx.stats.error("send_failed");
                     ctx.stats.finished();
                     break;
                 }
                 let sent_us = now_us();
                 ctx.stats.sent(job.scheduled_us, sent_us);
-                pending.push(InFlight { job, sent_us, first: false, chunks: 0 });
+                pending.push(InFlight { job, sent_us, chunks: 0 });
             }
             message = stream.next() => {
                 let text = match message {
@@ -175,10 +175,9 @@ pub async fn ws_loop(
                         if let Some(content) = frame.get("content").and_then(Value::as_str) {
                             on_chunk(&ctx, &mut pending, content, now);
                         }
-                        let done = frame.pointer("/metadata/done").and_then(Value::as_str);
-                        if done == Some("true") && !pending.is_empty() {
+                        if chatbox_tests::harness::is_done(&frame) && !pending.is_empty() {
                             let full = pending.iter().position(|r| r.chunks >= ctx.chunks);
-                            finish(&mut pending, full.unwrap_or(0), full.is_some());
+                            finish(&mut pending, full.unwrap_or(0), Some(full.is_some()));
                         }
                     }
                     Some("error") => {
@@ -186,10 +185,8 @@ pub async fn ws_loop(
                         ctx.stats.error(code.unwrap_or("error_frame"));
                         // Refusals (busy, rate limit) come at once: attribute the error to
                         // the newest request without a chunk, if any.
-                        if let Some(position) = pending.iter().rposition(|r| !r.first) {
-                            pending.remove(position);
-                            ctx.stats.finished();
-                            let _ = ctx.tokens.send(index);
+                        if let Some(position) = pending.iter().rposition(|r| r.chunks == 0) {
+                            finish(&mut pending, position, None);
                         }
                     }
                     _ => {}
@@ -281,26 +278,18 @@ async fn http_one(
         let _ = response.into_body().collect().await;
         return Err(format!("http_{status}"));
     }
-    let mut pending = vec![InFlight { job, sent_us, first: false, chunks: 0 }];
+    let mut pending = vec![InFlight { job, sent_us, chunks: 0 }];
     let mut body = response.into_body();
-    let mut buffer = String::new();
+    let mut sse = SseReader::default();
     let mut done = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| "body_error".to_string())?;
         let Some(data) = frame.data_ref() else { continue };
         let now = now_us();
-        buffer.push_str(&String::from_utf8_lossy(data));
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
-            let Some(payload) = line.trim().strip_prefix("data:") else { continue };
-            let payload = payload.trim();
-            if payload == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let Ok(event) = serde_json::from_str::<Value>(payload) else { continue };
-            if let Some(text) = event.pointer("/choices/0/delta/content").and_then(Value::as_str) {
-                on_chunk(ctx, &mut pending, text, now);
+        for event in sse.push(data) {
+            match event {
+                SseEvent::Text(text) => on_chunk(ctx, &mut pending, &text, now),
+                SseEvent::Done => done = true,
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{SelectAll, Stream, StreamExt};
 use futures_util::SinkExt;
 use http_body_util::{BodyExt, Full};
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::spawn;
+use crate::util::{spawn, SseEvent, SseReader};
 
 /// Options of `chatbox-load relay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -134,7 +134,7 @@ fn reply(upstream: SocketAddr, session: String, content: String) -> Reply {
             conn,
             conn_done: false,
             body: response.into_body(),
-            buffer: BytesMut::new(),
+            sse: SseReader::default(),
             ended: false,
         })
     };
@@ -153,7 +153,7 @@ struct Upstream {
     conn: Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
     conn_done: bool,
     body: Incoming,
-    buffer: BytesMut,
+    sse: SseReader,
     ended: bool,
 }
 
@@ -181,22 +181,16 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
                 return Some((vec![Event::Failed("no [DONE]".into())], up));
             }
         };
-        up.buffer.extend_from_slice(&data);
-        let mut events = Vec::new();
-        while let Some(end) = up.buffer.windows(2).position(|w| w == b"\n\n") {
-            let event = up.buffer.split_to(end + 2);
-            let line = String::from_utf8_lossy(&event);
-            let Some(payload) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
-            if payload == "[DONE]" {
-                up.ended = true;
-                events.push(Event::Done);
-                break;
-            }
-            let chunk: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
-            if let Some(text) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
-                events.push(Event::Chunk(text.to_string()));
-            }
-        }
+        let events: Vec<Event> = up
+            .sse
+            .push(&data)
+            .into_iter()
+            .map(|event| match event {
+                SseEvent::Text(text) => Event::Chunk(text),
+                SseEvent::Done => Event::Done,
+            })
+            .collect();
+        up.ended = events.iter().any(|e| matches!(e, Event::Done));
         if !events.is_empty() {
             return Some((events, up));
         }

@@ -58,6 +58,9 @@ pub struct Target {
     terminated_at: Option<Instant>,
 }
 
+/// The started server's stderr, in its temporary directory.
+const SERVER_LOG: &str = "server.log";
+
 impl Target {
     /// Starts a server (or describes the given one) whose provider is `endpoint`, with the
     /// scenario's environment `env` (the user's `--server-env` wins).
@@ -98,7 +101,7 @@ impl Target {
             .find_map(|pair| pair.strip_prefix("DATA_DIR=").map(PathBuf::from))
             .unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data).map_err(|e| format!("data dir: {e}"))?;
-        let log = dir.path().join("server.log");
+        let log = dir.path().join(SERVER_LOG);
         let stderr = std::fs::File::create(&log).map_err(|e| format!("server log: {e}"))?;
         let secret = util::random_secret();
         let mut all: Vec<(String, String)> = vec![
@@ -188,9 +191,7 @@ impl Target {
     /// The last `lines` lines of a started server's stderr.
     pub fn log_tail(&self, lines: usize) -> String {
         let Some(dir) = &self.dir else { return String::new() };
-        let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        chatbox_tests::harness::last_lines(&dir.path().join(SERVER_LOG), lines).1
     }
 
     /// Stops a started server (SIGTERM, then kill after 30 s).

@@ -134,9 +134,8 @@ pub async fn shutdown(server: &ServerArgs, args: &ShutdownArgs, stub_config: Stu
             };
             outcome.connected = true;
             connected.fetch_add(1, Ordering::Relaxed);
-            let frame = json!({"type": "user_message", "session_id": util::random_id(),
-                "content": format!("load-{k}"), "sender": "user"});
-            if ws.send(Message::text(frame.to_string())).await.is_err() {
+            let message = util::user_message(&util::random_id(), &format!("load-{k}"));
+            if ws.send(message).await.is_err() {
                 outcome.end = "send failed".into();
                 return outcome;
             }
@@ -152,9 +151,7 @@ pub async fn shutdown(server: &ServerArgs, args: &ShutdownArgs, stub_config: Stu
                                     outcome.first_us = Some(now_us());
                                     streaming.fetch_add(1, Ordering::Relaxed);
                                 }
-                                if frame.pointer("/metadata/done").and_then(Value::as_str)
-                                    == Some("true")
-                                {
+                                if chatbox_tests::harness::is_done(&frame) {
                                     outcome.done_us = Some(now_us());
                                 }
                             }

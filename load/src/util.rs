@@ -36,15 +36,6 @@ where
     tokio::spawn(task)
 }
 
-/// Seconds since the Unix epoch (token `exp` claims are wall-clock times).
-#[allow(clippy::disallowed_methods)] // token expiry is a wall-clock time
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
 /// Parses Go duration text (`250us`, `20ms`, `1.5s`, `2m`, `1h30m`; core's `godur`, the syntax
 /// of the server's own settings) or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -106,15 +97,57 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-/// An HS256 user token for `user`, valid for a day.
+/// An HS256 user token for `user`, valid for a day (longer than any scenario runs).
 pub fn user_token(secret: &str, user: &str) -> String {
-    let claims = json!({"user_id": user, "roles": ["user"], "exp": unix_now() + 86_400});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    let exp = chatbox_tests::harness::unix_now() + 86_400;
+    chatbox_tests::harness::sign(
+        secret.as_bytes(),
+        &json!({"user_id": user, "roles": ["user"], "exp": exp}),
     )
-    .unwrap_or_default()
+}
+
+/// A `user_message` frame for `session` (the server assigns a session when it knows none).
+pub fn user_message(session: &str, content: &str) -> tokio_tungstenite::tungstenite::Message {
+    let frame = json!({"type": "user_message", "session_id": session, "content": content, "sender": "user"});
+    tokio_tungstenite::tungstenite::Message::text(frame.to_string())
+}
+
+/// What an OpenAI streaming body carried, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseEvent {
+    /// A chunk's `choices[0].delta.content`.
+    Text(String),
+    /// `data: [DONE]`.
+    Done,
+}
+
+/// Reads an OpenAI SSE body incrementally (the client's `--target http` and the relay): bytes
+/// go in as they arrive, whole `data:` lines come out as events.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    buffer: bytes::BytesMut,
+}
+
+impl SseReader {
+    /// Adds `data` and returns the events of every line it completed.
+    pub fn push(&mut self, data: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(data);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let line = self.buffer.split_to(end + 1);
+            let Ok(line) = std::str::from_utf8(&line) else { continue };
+            let Some(payload) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
+            if payload == "[DONE]" {
+                events.push(SseEvent::Done);
+                continue;
+            }
+            let Ok(chunk) = serde_json::from_str::<Value>(payload) else { continue };
+            if let Some(text) = chunk.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+                events.push(SseEvent::Text(text.to_string()));
+            }
+        }
+        events
+    }
 }
 
 /// A strong random secret (64 hex digits: no weak word can appear in it).
@@ -229,6 +262,20 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_millis(7)));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn sse_events_are_read_across_frame_boundaries() {
+        let mut sse = SseReader::default();
+        let chunk = r#"data: {"choices":[{"delta":{"content":"L1.0 "}}]}"#;
+        let (head, tail) = chunk.split_at(20);
+        assert_eq!(sse.push(head.as_bytes()), []);
+        assert_eq!(
+            sse.push(format!("{tail}\n\n: comment\n").as_bytes()),
+            [SseEvent::Text("L1.0 ".into())]
+        );
+        let finish = r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}"#;
+        assert_eq!(sse.push(format!("{finish}\n\ndata: [DONE]\n\n").as_bytes()), [SseEvent::Done]);
     }
 
     #[test]

@@ -408,18 +408,21 @@ pub fn sign(secret: &[u8], claims: &Value) -> String {
     .expect("sign a token")
 }
 
-/// The last `lines` lines of a log file, framed for a failure message.
 /// The last `lines` lines of a server's stderr log, framed for a failure message.
 pub fn log_tail(path: &Path, lines: usize) -> String {
+    let (shown, text) = last_lines(path, lines);
+    format!(
+        "---- chatbox stderr ({}, last {shown} lines) ----\n{text}\n---- end of chatbox stderr ----",
+        path.display(),
+    )
+}
+
+/// The last `lines` lines of a file (missing: none), and how many there are.
+pub fn last_lines(path: &Path, lines: usize) -> (usize, String) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
-    format!(
-        "---- chatbox stderr ({}, last {} lines) ----\n{}\n---- end of chatbox stderr ----",
-        path.display(),
-        all.len() - start,
-        all[start..].join("\n")
-    )
+    (all.len() - start, all[start..].join("\n"))
 }
 
 /// Why [`launch`] has no running server to give.
@@ -549,9 +552,15 @@ impl HttpResponse {
 
     /// Asserts the four security headers of PROTOCOL.md §1.
     pub fn assert_security_headers(&self) {
+        self.assert_common_security_headers();
+        assert_eq!(self.header("x-frame-options"), Some("DENY"), "x-frame-options on {self:?}");
+    }
+
+    /// Asserts the three security headers of §1 that every response carries whatever the
+    /// framing rule (`FRAME_ANCESTORS` replaces `X-Frame-Options` with CSP `frame-ancestors`).
+    pub fn assert_common_security_headers(&self) {
         for (name, value) in [
             ("x-content-type-options", "nosniff"),
-            ("x-frame-options", "DENY"),
             ("referrer-policy", "strict-origin-when-cross-origin"),
             ("x-xss-protection", "1; mode=block"),
         ] {

@@ -15,17 +15,6 @@ use chatbox_tests::upstream::Upstream;
 /// The page routes (after the prefix).
 const PAGES: [&str; 4] = ["/chat", "/my-sessions", "/console", "/view/0123456789abcdef"];
 
-/// The three headers of §1 besides `X-Frame-Options`, which must stay on every response.
-fn assert_other_security_headers(response: &HttpResponse) {
-    for (name, value) in [
-        ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "strict-origin-when-cross-origin"),
-        ("x-xss-protection", "1; mode=block"),
-    ] {
-        assert_eq!(response.header(name), Some(value), "header {name} on {response:?}");
-    }
-}
-
 /// Asserts a page answer: 200, HTML, the page policy with `frame-ancestors <ancestors>`.
 fn assert_page(response: &HttpResponse, ancestors: &str) {
     assert_eq!(response.status, 200, "{response:?}");
@@ -44,7 +33,7 @@ fn assert_page(response: &HttpResponse, ancestors: &str) {
     assert!(csp.ends_with(&format!("frame-ancestors {ancestors}")), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "no inline code: {csp}");
     assert!(response.body.starts_with("<!DOCTYPE html>"), "{}", response.body);
-    assert_other_security_headers(response);
+    response.assert_common_security_headers();
 }
 
 /// The values of `attr="…"` in `html`.
@@ -182,7 +171,7 @@ async fn frame_ancestors_replace_x_frame_options_on_every_response() {
             Some(format!("frame-ancestors {ancestors}").as_str()),
             "{route}"
         );
-        assert_other_security_headers(&response);
+        response.assert_common_security_headers();
     }
 }
 

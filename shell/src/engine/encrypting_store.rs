@@ -36,10 +36,14 @@ impl EncryptingStore {
     }
 
     fn open(&self, mut doc: SessionDoc) -> SessionDoc {
-        for msg in &mut doc.messages {
+        self.open_messages(&mut doc.messages);
+        doc
+    }
+
+    fn open_messages(&self, messages: &mut [StoredMessage]) {
+        for msg in messages {
             msg.content = self.cipher.decrypt(&msg.content);
         }
-        doc
     }
 }
 
@@ -81,8 +85,8 @@ impl SessionStore for EncryptingStore {
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
         let mut messages = self.inner.recent_messages(session_id, limit).await?;
-        for msg in messages.iter_mut().flatten() {
-            msg.content = self.cipher.decrypt(&msg.content);
+        if let Some(messages) = &mut messages {
+            self.open_messages(messages);
         }
         Ok(messages)
     }

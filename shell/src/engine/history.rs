@@ -35,8 +35,14 @@ pub fn conversation(
     picked
 }
 
+/// Whether a stored message goes to the model: only messages with text (a file message has
+/// none). The history read sizes its fetch with the same rule.
+pub(crate) fn sent_to_model(msg: &StoredMessage) -> bool {
+    !msg.content.is_empty()
+}
+
 fn to_chat(msg: &StoredMessage) -> Option<ChatMessage> {
-    if msg.content.is_empty() {
+    if !sent_to_model(msg) {
         return None;
     }
     let (role, content) = match msg.sender.as_str() {

@@ -320,7 +320,7 @@ impl Engine {
                 .with_store_retry("load_history", || self.store.recent_messages(session, limit))
                 .await?;
             let Some(messages) = read else { return Ok(None) };
-            let with_text = messages.iter().filter(|m| !m.content.is_empty()).count();
+            let with_text = messages.iter().filter(|m| super::history::sent_to_model(m)).count();
             if with_text >= wanted || messages.len() < limit {
                 return Ok(Some(messages));
             }

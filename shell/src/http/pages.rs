@@ -45,7 +45,7 @@ struct Pages {
 }
 
 impl Pages {
-    fn new(options: PageOptions, ancestors: &[String]) -> Self {
+    fn new(options: PageOptions, ancestors: Option<&str>) -> Self {
         let render = |html: &str| {
             debug_assert!(html.contains(DEV_MARKER), "every page carries the dev marker");
             if options.dev {
@@ -86,15 +86,14 @@ pub fn frame_ancestors(configured: &[String]) -> Option<String> {
 
 /// `Content-Security-Policy: frame-ancestors …` for every response when `FRAME_ANCESTORS` is
 /// set (the pages send their fuller policy instead); `None` when it is not.
-pub fn frame_ancestors_csp(configured: &[String]) -> Option<HeaderValue> {
-    let sources = frame_ancestors(configured)?;
-    HeaderValue::from_str(&format!("frame-ancestors {sources}")).ok()
+pub fn frame_ancestors_csp(ancestors: Option<&str>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("frame-ancestors {}", ancestors?)).ok()
 }
 
 /// The pages' policy: everything from this origin only, no inline code, no plugins, and
 /// framing only by the configured ancestors (`'none'` by default).
-fn page_csp(configured: &[String]) -> HeaderValue {
-    let ancestors = frame_ancestors(configured).unwrap_or_else(|| "'none'".to_string());
+fn page_csp(ancestors: Option<&str>) -> HeaderValue {
+    let ancestors = ancestors.unwrap_or("'none'");
     let policy = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
@@ -105,9 +104,9 @@ fn page_csp(configured: &[String]) -> HeaderValue {
 }
 
 /// The page routes under `prefix`: `/chat`, `/my-sessions`, `/console`, `/view/{token}` and
-/// `/assets/{file}`.
-pub fn routes(prefix: &str, options: PageOptions, frame_ancestors: &[String]) -> Router {
-    let pages = Arc::new(Pages::new(options, frame_ancestors));
+/// `/assets/{file}`. `ancestors` is [`frame_ancestors`] of the configuration.
+pub fn routes(prefix: &str, options: PageOptions, ancestors: Option<&str>) -> Router {
+    let pages = Arc::new(Pages::new(options, ancestors));
     Router::new()
         .route(&route(prefix, "/chat"), get(|State(p): State<Arc<Pages>>| html(p.chat.clone(), p)))
         .route(
@@ -236,9 +235,9 @@ mod tests {
         );
         let hostile = ["https://a.example;script-src *".to_string(), "'self'".to_string()];
         assert_eq!(frame_ancestors(&hostile).as_deref(), Some("'self'"));
-        let csp = page_csp(&[]);
+        let csp = page_csp(None);
         assert!(csp.to_str().expect("ascii").ends_with("frame-ancestors 'none'"));
-        let dev = Pages::new(PageOptions { dev: true }, &[]);
+        let dev = Pages::new(PageOptions { dev: true }, None);
         let chat = std::str::from_utf8(&dev.chat).expect("UTF-8 page");
         assert!(chat.contains("data-dev=\"true\""));
         assert!(!chat.contains(DEV_MARKER));

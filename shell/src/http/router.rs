@@ -55,12 +55,14 @@ pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
     let scrape = with_public_limit(scrape, &engine, PublicFamily::Metrics)
         .route_layer(from_fn_with_state(Arc::clone(&engine), ops::metrics_gate))
         .with_state(Arc::clone(&engine));
+    // Read once: the pages' policy and every other response's header use the same sources.
+    let ancestors = pages::frame_ancestors(&engine.config.http.frame_ancestors);
     let mut router = ws
         .merge(ops)
         .merge(scrape)
         .merge(rest::routes(api.clone(), &prefix))
         .merge(admin::routes(api, &prefix))
-        .merge(pages::routes(&prefix, pages, &engine.config.http.frame_ancestors))
+        .merge(pages::routes(&prefix, pages, ancestors.as_deref()))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(from_fn_with_state(Arc::clone(&engine), ops::record_duration));
@@ -75,7 +77,7 @@ pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
             HeaderValue::from_static(value),
         ));
     }
-    match pages::frame_ancestors_csp(&engine.config.http.frame_ancestors) {
+    match pages::frame_ancestors_csp(ancestors.as_deref()) {
         // The pages already carry their fuller policy (with these ancestors), which is kept.
         Some(csp) => router
             .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, csp)),

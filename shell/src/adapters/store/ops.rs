@@ -251,12 +251,8 @@ pub(super) fn recent_messages(
         return Ok(None);
     }
     let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
-    let mut out = Vec::with_capacity(limit.min(256));
-    let range = messages.range((session_id, 0_u64)..=(session_id, u64::MAX)).map_err(redb_error)?;
-    for entry in range.rev().take(limit) {
-        let (_, bytes) = entry.map_err(redb_error)?;
-        out.push(MessageRow::decode(session_id, bytes.value())?);
-    }
+    let mut out: Vec<_> =
+        message_rows(&messages, session_id)?.rev().take(limit).collect::<Result<_, _>>()?;
     out.reverse();
     Ok(Some(out))
 }
@@ -428,12 +424,19 @@ fn read_messages(
     messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     session_id: &str,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut out = Vec::new();
-    for entry in messages.range((session_id, 0_u64)..=(session_id, u64::MAX)).map_err(redb_error)? {
+    message_rows(messages, session_id)?.collect()
+}
+
+/// A session's message rows in seq order (or from the end, reversed), decoded as they are read.
+fn message_rows<'a>(
+    messages: &'a impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    session_id: &'a str,
+) -> Result<impl DoubleEndedIterator<Item = Result<StoredMessage, StoreError>> + 'a, StoreError> {
+    let range = messages.range((session_id, 0_u64)..=(session_id, u64::MAX)).map_err(redb_error)?;
+    Ok(range.map(move |entry| {
         let (_, bytes) = entry.map_err(redb_error)?;
-        out.push(MessageRow::decode(session_id, bytes.value())?);
-    }
-    Ok(out)
+        MessageRow::decode(session_id, bytes.value())
+    }))
 }
 
 /// Row plus messages, as the port's document.

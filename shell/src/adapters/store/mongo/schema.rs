@@ -212,18 +212,7 @@ pub(super) fn session_from_document(d: &Document) -> Result<SessionDoc, StoreErr
     let r = Reader { doc: d, session_id: &id, what: "session" };
     let user_id = r.required_string(field::USER_ID)?;
     let started = r.required_date(field::STARTED)?;
-    let messages = match r.get(field::MESSAGES) {
-        None => Vec::new(),
-        Some(Bson::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| match item {
-                Bson::Document(m) => message_from_document(&id, index, m),
-                _ => Err(r.wrong_type(field::MESSAGES, "an array of documents")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(r.wrong_type(field::MESSAGES, "an array")),
-    };
+    let messages = messages_field(&r, usize::MAX, None)?;
     Ok(SessionDoc {
         user_id,
         name: r.string(field::NAME)?,
@@ -255,19 +244,30 @@ pub(super) fn recent_from_document(
 ) -> Result<Vec<StoredMessage>, StoreError> {
     let r = Reader { doc: d, session_id, what: "session" };
     let total = usize::try_from(r.count(query::RECENT_TOTAL)?).unwrap_or(usize::MAX);
+    messages_field(&r, limit, Some(total))
+}
+
+/// The last `last` messages of the `msgs` array of `r`'s document (missing: none). `total` is
+/// the length of the session's whole array when `msgs` holds only its end, so mid-less
+/// messages are numbered by their position in the whole array.
+fn messages_field(
+    r: &Reader<'_>,
+    last: usize,
+    total: Option<usize>,
+) -> Result<Vec<StoredMessage>, StoreError> {
     let items = match r.get(field::MESSAGES) {
         None => return Ok(Vec::new()),
         Some(Bson::Array(items)) => items,
         Some(_) => return Err(r.wrong_type(field::MESSAGES, "an array")),
     };
-    let skip = items.len().saturating_sub(limit);
-    let first_index = total.saturating_sub(items.len());
+    let skip = items.len().saturating_sub(last);
+    let first_index = total.map_or(0, |total| total.saturating_sub(items.len()));
     items
         .iter()
         .enumerate()
         .skip(skip)
         .map(|(i, item)| match item {
-            Bson::Document(m) => message_from_document(session_id, first_index + i, m),
+            Bson::Document(m) => message_from_document(r.session_id, first_index + i, m),
             _ => Err(r.wrong_type(field::MESSAGES, "an array of documents")),
         })
         .collect()
