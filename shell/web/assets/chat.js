@@ -3,14 +3,13 @@
 // "assisted by" banner. Frames and their order are PROTOCOL.md §3.
 
 import {
-  $, TokenSource, api, backoffDelay, bindFrame, el, isBindReply, jwtClaims, messageNode, openSocket,
-  pageLink, randomId, scrollToEnd, setBubbleText, submitOnEnter, wireTokenForm,
+  $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, createReplyStream,
+  el, isBindReply, jwtClaims, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
+  setBubbleText, submitOnEnter, wireTokenForm,
 } from './common.js';
 
 // The server's answer when the bind names a session that is not this user's (§3.7).
 const BIND_FAILED = 'Failed to establish session connection';
-// Senders a conversation message can have (anything else in a stored session shows as a notice).
-const SENDERS = new Set(['user', 'ai', 'admin', 'system']);
 
 const ui = {
   status: $('conn-status'),
@@ -42,18 +41,15 @@ const state = {
   reconnectCountdown: 0,
   countdownTimer: 0,
   retryTimer: 0,
-  streaming: null, // { node, text } of the AI reply being streamed
-  models: [],
   historyFor: '', // the session whose stored messages are being fetched ('' when none)
   heldBindError: null, // a bind refusal for historyFor, shown only if the session turns out to exist
   dropped: new Set(), // stored session ids the server did not know for this user (404)
 };
 
-// The text each conversation bubble was made from (its markdown source), for matching stored
-// messages against ones that already arrived over the socket.
-const sourceText = new WeakMap();
 // AI bubbles that were streamed to this page (possibly only their end, after a reload).
 const streamedNodes = new WeakSet();
+// The AI replies shown in the conversation (at most one streaming at a time).
+const replies = createReplyStream(ui.messages, { onStreamStart: (node) => streamedNodes.add(node) });
 
 const tokens = new TokenSource(onToken);
 const form = wireTokenForm(tokens);
@@ -92,10 +88,11 @@ function conversationNodes() {
 }
 
 /** Fetches the stored session's messages (§4.2) and shows them before anything already on the
- *  page; a 404 (unknown, or someone else's) drops the stored id. */
+ *  page, when the page shows no conversation yet (after a reload, or a first fetch that failed);
+ *  a 404 (unknown, or someone else's) drops the stored id. */
 async function loadHistory() {
   const id = state.sessionId;
-  if (!id || !state.token || state.historyFor === id) return;
+  if (!id || !state.token || state.historyFor === id || conversationNodes().length > 0) return;
   state.historyFor = id;
   state.heldBindError = null;
   const answer = await api('GET', `/sessions/${encodeURIComponent(id)}`, state.token);
@@ -119,24 +116,15 @@ async function loadHistory() {
   // Other failures (offline, a 401 or 5xx) keep the session: a reconnect tries again.
 }
 
-/** The bubble text of a stored (or streamed) message. */
-function messageText(m) {
-  return `${m.content || ''}\n\n${m.file_url || ''}`.trim();
-}
-
 /** Puts the stored `messages` before the page's messages, skipping the ones already shown (a
  *  reply or admin message that arrived over the socket while the history was fetched). */
 function showHistory(messages) {
-  const stored = messages.map((m) => ({
-    sender: SENDERS.has(m.sender) ? m.sender : 'system',
-    text: m.file_url ? messageText(m) : String(m.content || ''),
-    timestamp: m.timestamp,
-  }));
+  const stored = messages.map((m) => ({ ...bubbleOf(m), timestamp: m.timestamp }));
   // Match the live bubbles, in order, to the latest stored messages they can be.
   const matched = new Set();
   let from = 0;
   for (const node of conversationNodes()) {
-    const live = sourceText.get(node) ?? '';
+    const live = bubbleSource(node);
     const sender = node.dataset.sender;
     const partial = streamedNodes.has(node);
     for (let i = from; i < stored.length; i += 1) {
@@ -148,22 +136,19 @@ function showHistory(messages) {
       from = i + 1;
       // A finished reply seen only in part (its start streamed before this page bound) is
       // completed from the stored text.
-      if (s.text !== live && node.dataset.streaming === 'false') {
-        setBubbleText(node, s.text);
-        sourceText.set(node, s.text);
-      }
+      if (s.text !== live && node.dataset.streaming === 'false') setBubbleText(node, s.text);
       break;
     }
   }
   const first = ui.messages.firstChild;
-  stored.forEach((s, i) => {
-    if (matched.has(i)) return;
-    const node = messageNode(s.sender, s.text, { timestamp: s.timestamp });
-    if (s.sender === 'ai') node.dataset.streaming = 'false';
-    if (s.sender !== 'system') sourceText.set(node, s.text);
-    ui.messages.insertBefore(node, first);
+  keepAtEnd(ui.messages, () => {
+    stored.forEach((s, i) => {
+      if (matched.has(i)) return;
+      const node = messageNode(s.sender, s.text, { timestamp: s.timestamp });
+      if (s.sender === 'ai') node.dataset.streaming = 'false';
+      ui.messages.insertBefore(node, first);
+    });
   });
-  scrollToEnd(ui.messages);
 }
 
 function onToken(token, reason) {
@@ -181,7 +166,7 @@ function onToken(token, reason) {
     }
     if (stored) adoptSession(stored);
     // A reload keeps the session: show what was said in it so far.
-    if (state.sessionId && conversationNodes().length === 0) loadHistory();
+    loadHistory();
   }
   ui.mySessions.href = pageLink('my-sessions', token);
   form.hide();
@@ -222,14 +207,14 @@ function connect() {
     state.everOpened = true;
     state.attempt = 0;
     setStatus('open', 'Connected');
-    if (state.sessionId) send(bindFrame(state.sessionId, 'user'));
+    if (state.sessionId) sendFrame(ws, bindFrame(state.sessionId, 'user'));
     // A reconnect with nothing shown yet (e.g. the first fetch found the server down).
-    if (state.sessionId && conversationNodes().length === 0) loadHistory();
+    loadHistory();
   };
   ws.onclose = () => {
     if (state.ws !== ws) return;
     state.ws = null;
-    finishStreaming();
+    replies.finish();
     ui.loading.hidden = true;
     scheduleReconnect(opened);
   };
@@ -261,27 +246,12 @@ function scheduleReconnect(wasOpen) {
   state.reconnectTimer = setTimeout(connect, delay);
 }
 
-function send(frame) {
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
-  state.ws.send(JSON.stringify({ timestamp: new Date().toISOString(), ...frame }));
-  return true;
-}
-
-function append(node, text) {
-  if (text !== undefined) sourceText.set(node, text);
-  ui.messages.append(node);
-  scrollToEnd(ui.messages);
-  return node;
+function append(node) {
+  return appendToLog(ui.messages, node);
 }
 
 function system(text) {
   append(messageNode('system', text));
-}
-
-function finishStreaming() {
-  if (!state.streaming) return;
-  state.streaming.node.dataset.streaming = 'false';
-  state.streaming = null;
 }
 
 function handleFrame(frame) {
@@ -297,17 +267,16 @@ function handleFrame(frame) {
       ui.loading.hidden = false;
       break;
     case 'ai_response':
-      onAiResponse(frame);
+      ui.loading.hidden = true;
+      replies.onFrame(frame);
       break;
     case 'user_message':
-      if (frame.sender === 'admin') append(messageNode('admin', frame.content, { timestamp: frame.timestamp }), frame.content || '');
+      if (frame.sender === 'admin') append(messageNode('admin', bubbleOf(frame).text, { timestamp: frame.timestamp }));
       break;
     case 'file_upload':
-    case 'voice_message': {
-      const text = messageText(frame);
-      append(messageNode(frame.sender === 'admin' ? 'admin' : 'user', text, { timestamp: frame.timestamp }), text);
+    case 'voice_message':
+      append(messageNode(frame.sender === 'admin' ? 'admin' : 'user', bubbleOf(frame).text, { timestamp: frame.timestamp }));
       break;
-    }
     case 'admin_join': {
       const name = frame.metadata?.admin_name || 'an administrator';
       ui.assist.textContent = `Assisted by ${name}`;
@@ -331,32 +300,6 @@ function handleFrame(frame) {
   }
 }
 
-function onAiResponse(frame) {
-  ui.loading.hidden = true;
-  const meta = frame.metadata || {};
-  if (meta.streaming === 'true') {
-    if (!state.streaming) {
-      const node = messageNode('ai', '', { timestamp: frame.timestamp });
-      node.dataset.streaming = 'true';
-      state.streaming = { node, text: '' };
-      streamedNodes.add(node);
-      append(node, '');
-    }
-    if (frame.content) {
-      state.streaming.text += frame.content;
-      sourceText.set(state.streaming.node, state.streaming.text);
-      setBubbleText(state.streaming.node, state.streaming.text);
-      scrollToEnd(ui.messages);
-    }
-    if (meta.done === 'true') finishStreaming();
-    return;
-  }
-  finishStreaming();
-  const node = messageNode('ai', frame.content || '', { timestamp: frame.timestamp });
-  node.dataset.streaming = 'false';
-  append(node, frame.content || '');
-}
-
 function onError(error, sessionId) {
   const message = String(error.message || 'Something went wrong.');
   if (isBindReply(message)) return;
@@ -370,7 +313,7 @@ function onError(error, sessionId) {
     }
   }
   ui.loading.hidden = true;
-  finishStreaming();
+  replies.finish();
   showError(message, Number(error.retry_after) || 0);
 }
 
@@ -407,7 +350,6 @@ function clearError() {
 }
 
 function showModels(models) {
-  state.models = models;
   const current = ui.models.value;
   ui.models.replaceChildren(
     ...models.map((m) => el('option', { value: m.id }, m.name || m.id)),
@@ -428,12 +370,12 @@ ui.composer.addEventListener('submit', (event) => {
   const content = ui.input.value.trim();
   if (!content || ui.send.disabled) return;
   const frame = { type: 'user_message', session_id: ensureSession(), content, sender: 'user' };
-  if (!send(frame)) {
+  if (!sendFrame(state.ws, frame)) {
     showError('Not connected. Your message was not sent; it will be possible again once reconnected.');
     return;
   }
   clearError();
-  append(messageNode('user', content, { timestamp: new Date().toISOString() }), content);
+  appendToLog(ui.messages, messageNode('user', content, { timestamp: new Date().toISOString() }), { own: true });
   ui.input.value = '';
   ui.input.focus();
 });
@@ -441,7 +383,7 @@ ui.composer.addEventListener('submit', (event) => {
 submitOnEnter(ui.input, ui.composer);
 
 ui.models.addEventListener('change', () => {
-  send({ type: 'model_select', session_id: ensureSession(), model_id: ui.models.value, sender: 'user' });
+  sendFrame(state.ws, { type: 'model_select', session_id: ensureSession(), model_id: ui.models.value, sender: 'user' });
 });
 
 ui.help.addEventListener('click', () => {
@@ -449,7 +391,7 @@ ui.help.addEventListener('click', () => {
     system('Send a message first, so an administrator has a conversation to join.');
     return;
   }
-  if (send({ type: 'help_request', session_id: state.sessionId, sender: 'user' })) clearError();
+  if (sendFrame(state.ws, { type: 'help_request', session_id: state.sessionId, sender: 'user' })) clearError();
 });
 
 ui.dismiss.addEventListener('click', () => {

@@ -82,9 +82,18 @@ export function backoffDelay(attempt) {
 // handler, so the server answers with an "unknown message type" error, which pages do not show.
 const BIND_TYPE = 'typing_indicator';
 
-/** The frame that binds a freshly opened socket to `sessionId` as `sender`. */
+/** The frame that binds a freshly opened socket to `sessionId` as `sender` (send it with
+ *  `sendFrame`, which stamps it). */
 export function bindFrame(sessionId, sender) {
-  return { type: BIND_TYPE, session_id: sessionId, sender, timestamp: new Date().toISOString() };
+  return { type: BIND_TYPE, session_id: sessionId, sender };
+}
+
+/** Sends `frame` on `ws` stamped with the current time; false (nothing sent) when the socket is
+ *  absent or not open. */
+export function sendFrame(ws, frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify({ ...frame, timestamp: new Date().toISOString() }));
+  return true;
 }
 
 /** Whether an error message is the server's expected answer to `bindFrame`. */
@@ -160,6 +169,13 @@ function describeFailure(response, body) {
   return `The request failed (HTTP ${response.status}).`;
 }
 
+// Senders a bubble can have; a stored message with any other sender shows as a notice.
+const SENDERS = new Set(['user', 'ai', 'admin', 'system']);
+
+// The markdown source each bubble shows (kept here, once, so pages can compare bubbles with
+// stored messages and a streamed reply can grow without a second copy of its text).
+const sources = new WeakMap();
+
 /** A message bubble: `.msg[data-sender]` with the sender's name, the time and the text
  *  rendered as safe markdown. */
 export function messageNode(sender, text, { name, timestamp } = {}) {
@@ -169,22 +185,109 @@ export function messageNode(sender, text, { name, timestamp } = {}) {
   const when = formatTime(timestamp);
   if (when && sender !== 'system') head.append(el('span', { class: 'when' }, when));
   if (sender !== 'system') node.append(head);
-  const body = el('div', { class: 'body' });
-  body.append(renderMarkdown(text || ''));
-  node.append(body);
+  node.append(el('div', { class: 'body' }));
+  setBubbleText(node, text || '');
   return node;
 }
 
-/** Replaces a bubble's text (streaming re-renders the whole reply: cheap at reply sizes, and
- *  markdown spanning chunks renders right). */
-export function setBubbleText(node, text) {
-  const body = node.querySelector('.body');
-  body.replaceChildren(renderMarkdown(text));
+/** The markdown source a bubble shows ('' for a node that is no bubble). */
+export function bubbleSource(node) {
+  return sources.get(node) ?? '';
 }
 
-/** Keeps a log scrolled to its end when the reader is already near it. */
-export function scrollToEnd(log) {
-  log.scrollTop = log.scrollHeight;
+/** Replaces a bubble's text and renders it (a streamed reply is re-rendered whole, at most once
+ *  a frame: cheap at reply sizes, and markdown spanning chunks renders right). */
+export function setBubbleText(node, text) {
+  sources.set(node, text);
+  renderBubble(node);
+}
+
+function renderBubble(node) {
+  node.querySelector('.body').replaceChildren(renderMarkdown(bubbleSource(node)));
+}
+
+/** The bubble of a stored message (or of a frame carrying one): `sender` is one a bubble can
+ *  have (anything else is 'system'), `text` the content followed, after a blank line, by the
+ *  attachment's URL when there is one (the markdown renderer makes an http(s) URL a link). */
+export function bubbleOf(message) {
+  const sender = SENDERS.has(message.sender) ? message.sender : 'system';
+  const content = String(message.content || '');
+  const text = message.file_url ? `${content}\n\n${message.file_url}`.trim() : content;
+  return { sender, text };
+}
+
+// How close to its end (in px) a log counts as "at the end" for following new content.
+const NEAR_END_PX = 40;
+
+/** Runs `change` (which adds content to `log`) and, when the reader was within NEAR_END_PX of
+ *  the log's end before it, scrolls the log to its new end; a reader scrolled further up stays
+ *  where they are. Returns what `change` returns. */
+export function keepAtEnd(log, change) {
+  const near = log.scrollHeight - log.scrollTop - log.clientHeight <= NEAR_END_PX;
+  const result = change();
+  if (near) log.scrollTop = log.scrollHeight;
+  return result;
+}
+
+/** Appends `node` to `log`, following the end as `keepAtEnd` does; `own` (the reader's own
+ *  message) scrolls to the end wherever the reader was. */
+export function appendToLog(log, node, { own = false } = {}) {
+  keepAtEnd(log, () => log.append(node));
+  if (own) log.scrollTop = log.scrollHeight;
+  return node;
+}
+
+/**
+ * The AI replies (`ai_response` frames, PROTOCOL.md §3) shown in `log`, one streamed reply at a
+ * time. `onFrame(frame)` takes each `ai_response` frame: streamed chunks (metadata.streaming
+ * "true") grow one bubble marked data-streaming="true" until metadata.done; a reply that is not
+ * streamed is a finished bubble of its own. Chunks are rendered at most once per animation
+ * frame; the reply's final text is rendered at once when it ends. `finish()` ends a reply cut
+ * short (socket closed, panel left, log cleared): the next chunk starts a new bubble.
+ * `onStreamStart(node)` is told of each streamed bubble when it is made.
+ */
+export function createReplyStream(log, { onStreamStart } = {}) {
+  let node = null; // the bubble being streamed
+  let pending = 0; // the requested animation frame that renders it (0 when none)
+
+  function render() {
+    pending = 0;
+    if (node) keepAtEnd(log, () => renderBubble(node));
+  }
+
+  function finish() {
+    if (!node) return;
+    if (pending) {
+      cancelAnimationFrame(pending);
+      render();
+    }
+    node.dataset.streaming = 'false';
+    node = null;
+  }
+
+  function onFrame(frame) {
+    const meta = frame.metadata || {};
+    if (meta.streaming !== 'true') {
+      finish();
+      const done = messageNode('ai', frame.content || '', { timestamp: frame.timestamp });
+      done.dataset.streaming = 'false';
+      appendToLog(log, done);
+      return;
+    }
+    if (!node) {
+      node = messageNode('ai', '', { timestamp: frame.timestamp });
+      node.dataset.streaming = 'true';
+      if (onStreamStart) onStreamStart(node);
+      appendToLog(log, node);
+    }
+    if (frame.content) {
+      sources.set(node, bubbleSource(node) + frame.content);
+      if (!pending) pending = requestAnimationFrame(render);
+    }
+    if (meta.done === 'true') finish();
+  }
+
+  return { onFrame, finish };
 }
 
 /** Fills a read-only transcript from the API's message objects. */
@@ -195,9 +298,7 @@ export function renderTranscript(container, messages) {
     return;
   }
   for (const m of messages) {
-    const sender = ['user', 'ai', 'admin', 'system'].includes(m.sender) ? m.sender : 'system';
-    let text = m.content || '';
-    if (m.file_url) text = `${text}${text ? '\n\n' : ''}Attachment: ${m.file_url}`;
+    const { sender, text } = bubbleOf(m);
     container.append(messageNode(sender, text, { timestamp: m.timestamp }));
   }
 }

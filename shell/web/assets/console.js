@@ -4,8 +4,8 @@
 // default, so metrics and the chart are fetched only when a search is submitted, not on paging.
 
 import {
-  $, TokenSource, api, backoffDelay, bindFrame, el, formatTime, isBindReply, jwtClaims, messageNode,
-  openSocket, scrollToEnd, setBubbleText, submitOnEnter, wireTokenForm,
+  $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, createReplyStream, el, formatTime,
+  isBindReply, jwtClaims, messageNode, openSocket, sendFrame, submitOnEnter, wireTokenForm,
 } from './common.js';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -53,8 +53,10 @@ const METRICS = {
 
 let token = '';
 let offset = 0;
-let lastQuery = null;
-const chat = { session: '', ws: null, attempt: 0, timer: 0, streaming: null, leaving: false };
+let pageSize = 20; // the page size of the results shown (Prev/Next move by it and keep it)
+const chat = { session: '', ws: null, attempt: 0, timer: 0, leaving: false };
+// The AI replies shown in the takeover chat (at most one streaming at a time).
+const replies = createReplyStream(ui.messages);
 
 function showError(message) {
   ui.error.textContent = message;
@@ -75,7 +77,12 @@ function timeWindow() {
   return { from, to };
 }
 
-function searchParams(extra = {}) {
+/** The limit in the form's field, within the API's bounds. */
+function fieldLimit() {
+  return Math.min(Math.max(Number(ui.limit.value) || 20, 1), 1000);
+}
+
+function searchParams(limit) {
   const params = new URLSearchParams();
   const put = (key, value) => {
     if (value !== undefined && value !== null && value !== '') params.set(key, String(value));
@@ -87,15 +94,15 @@ function searchParams(extra = {}) {
   put('start_time_to', rfc3339(ui.to.value));
   put('sort_by', ui.sortBy.value);
   put('sort_order', ui.sortOrder.value);
-  put('limit', Math.min(Math.max(Number(ui.limit.value) || 20, 1), 1000));
+  put('limit', limit);
   put('offset', offset);
-  for (const [key, value] of Object.entries(extra)) put(key, value);
   return params;
 }
 
-async function search() {
-  const params = searchParams();
-  lastQuery = params;
+/** Searches at `offset` with `limit` rows a page (the limit field's, unless paging keeps the
+ *  page size shown). */
+async function search(limit = fieldLimit()) {
+  const params = searchParams(limit);
   ui.form.setAttribute('aria-busy', 'true');
   const answer = await api('GET', `/admin/sessions?${params}`, token);
   ui.form.removeAttribute('aria-busy');
@@ -109,13 +116,19 @@ async function search() {
   if (sessions.length === 0) {
     ui.results.append(el('tr', {}, el('td', { colspan: '9', class: 'muted' }, 'No sessions match.')));
   }
-  const limit = Number(answer.body?.limit) || Number(params.get('limit'));
-  const page = Math.floor(offset / limit) + 1;
+  pageSize = Number(answer.body?.limit) || limit;
+  const page = Math.floor(offset / pageSize) + 1;
   ui.pageInfo.textContent = sessions.length
     ? `Page ${page}: sessions ${offset + 1}–${offset + sessions.length}`
     : `Page ${page}: no sessions`;
   ui.prev.disabled = offset <= 0;
-  ui.next.disabled = sessions.length < limit;
+  ui.next.disabled = sessions.length < pageSize;
+}
+
+/** Shows the page `delta` pages after (or before) the one shown, with the same page size. */
+function goPage(delta) {
+  offset = Math.max(0, offset + delta * pageSize);
+  return search(pageSize);
 }
 
 function resultRow(s) {
@@ -137,8 +150,7 @@ function resultRow(s) {
   return tr;
 }
 
-async function loadMetrics() {
-  const { from, to } = timeWindow();
+async function loadMetrics({ from, to }) {
   ui.metricsWindow.textContent = `(${formatTime(from)} – ${formatTime(to)})`;
   const params = new URLSearchParams({ start_time: from, end_time: to });
   const answer = await api('GET', `/admin/metrics?${params}`, token);
@@ -152,8 +164,7 @@ async function loadMetrics() {
   }
 }
 
-async function loadChart() {
-  const { from, to } = timeWindow();
+async function loadChart({ from, to }) {
   // One search call samples the window's sessions; bucketing happens here.
   const params = new URLSearchParams({
     start_time_from: from, start_time_to: to, sort_by: 'start_time', sort_order: 'asc',
@@ -174,6 +185,15 @@ async function loadChart() {
     counts[Math.min(BUCKETS - 1, Math.floor(((t - start) / span) * BUCKETS))] += 1;
   }
   drawChart(counts, start, span);
+}
+
+/** The search, then the metrics and the chart of one time window (metrics and the chart are
+ *  fetched only here, not on paging: the admin rate limit is small). */
+async function refreshAll() {
+  const span = timeWindow();
+  await search();
+  await loadMetrics(span);
+  await loadChart(span);
 }
 
 function svg(tag, attrs = {}) {
@@ -241,6 +261,7 @@ async function takeOver(id) {
   chat.session = id;
   chat.leaving = false;
   chat.attempt = 0;
+  replies.finish();
   ui.messages.replaceChildren(messageNode('system', `You joined session ${id}. The user sees that you are assisting.`));
   ui.panelHeading.textContent = `Assisting session ${id}`;
   ui.panel.hidden = false;
@@ -262,11 +283,12 @@ function connectAdmin() {
   ws.onopen = () => {
     chat.attempt = 0;
     setConn('open', 'Connected');
-    ws.send(JSON.stringify(bindFrame(chat.session, 'admin')));
+    sendFrame(ws, bindFrame(chat.session, 'admin'));
   };
   ws.onclose = () => {
     if (chat.ws !== ws) return;
     chat.ws = null;
+    replies.finish(); // a reply cut by the close will not go on on the next socket
     if (chat.leaving || !chat.session) {
       setConn('closed', 'Disconnected');
       return;
@@ -279,43 +301,22 @@ function connectAdmin() {
 }
 
 function appendAdmin(node) {
-  ui.messages.append(node);
-  scrollToEnd(ui.messages);
-  return node;
+  return appendToLog(ui.messages, node);
 }
 
 function onAdminFrame(frame) {
   if (frame.session_id && frame.session_id !== chat.session) return;
   switch (frame.type) {
     case 'user_message':
-      if (frame.sender === 'user') appendAdmin(messageNode('user', frame.content, { name: 'User', timestamp: frame.timestamp }));
+      if (frame.sender === 'user') appendAdmin(messageNode('user', bubbleOf(frame).text, { name: 'User', timestamp: frame.timestamp }));
       break;
     case 'file_upload':
     case 'voice_message':
-      appendAdmin(messageNode('user', `${frame.content || ''}\n\n${frame.file_url || ''}`.trim(), { name: 'User', timestamp: frame.timestamp }));
+      appendAdmin(messageNode('user', bubbleOf(frame).text, { name: 'User', timestamp: frame.timestamp }));
       break;
-    case 'ai_response': {
-      const meta = frame.metadata || {};
-      if (meta.streaming === 'true') {
-        if (!chat.streaming) {
-          const node = messageNode('ai', '', { timestamp: frame.timestamp });
-          node.dataset.streaming = 'true';
-          chat.streaming = { node, text: '' };
-          appendAdmin(node);
-        }
-        if (frame.content) {
-          chat.streaming.text += frame.content;
-          setBubbleText(chat.streaming.node, chat.streaming.text);
-        }
-        if (meta.done === 'true') {
-          chat.streaming.node.dataset.streaming = 'false';
-          chat.streaming = null;
-        }
-      } else {
-        appendAdmin(messageNode('ai', frame.content || '', { timestamp: frame.timestamp })).dataset.streaming = 'false';
-      }
+    case 'ai_response':
+      replies.onFrame(frame);
       break;
-    }
     case 'admin_leave':
       closePanel();
       break;
@@ -334,6 +335,7 @@ function closePanel() {
   chat.leaving = true;
   chat.session = '';
   clearTimeout(chat.timer);
+  replies.finish();
   if (chat.ws) {
     const ws = chat.ws;
     chat.ws = null;
@@ -347,11 +349,9 @@ async function leave() {
   const id = chat.session;
   if (!id) return;
   const answer = await api('POST', `/admin/leave/${encodeURIComponent(id)}`, token);
-  if (!answer.ok && chat.ws && chat.ws.readyState === WebSocket.OPEN) {
-    // The HTTP route needs the session in this process's memory; the frame works wherever the
-    // admin's socket is bound.
-    chat.ws.send(JSON.stringify({ type: 'admin_leave', session_id: id, sender: 'admin', timestamp: new Date().toISOString() }));
-  } else if (!answer.ok) {
+  // The HTTP route needs the session in this process's memory; the frame works wherever the
+  // admin's socket is bound.
+  if (!answer.ok && !sendFrame(chat.ws, { type: 'admin_leave', session_id: id, sender: 'admin' })) {
     showError(answer.message);
   }
   closePanel();
@@ -360,10 +360,9 @@ async function leave() {
 ui.composer.addEventListener('submit', (event) => {
   event.preventDefault();
   const content = ui.input.value.trim();
-  if (!content || !chat.ws || chat.ws.readyState !== WebSocket.OPEN) return;
-  chat.ws.send(JSON.stringify({ type: 'user_message', session_id: chat.session, content, sender: 'admin', timestamp: new Date().toISOString() }));
+  if (!content || !sendFrame(chat.ws, { type: 'user_message', session_id: chat.session, content, sender: 'admin' })) return;
   // The server relays the admin's line to the user only, so it is shown here directly.
-  appendAdmin(messageNode('admin', content, { name: 'You (admin)', timestamp: new Date().toISOString() }));
+  appendToLog(ui.messages, messageNode('admin', content, { name: 'You (admin)', timestamp: new Date().toISOString() }), { own: true });
   ui.input.value = '';
   ui.input.focus();
 });
@@ -375,22 +374,11 @@ ui.leave.addEventListener('click', () => leave());
 ui.form.addEventListener('submit', async (event) => {
   event.preventDefault();
   offset = 0;
-  await search();
-  await loadMetrics();
-  await loadChart();
+  await refreshAll();
 });
 
-ui.prev.addEventListener('click', () => {
-  const limit = Number(lastQuery?.get('limit')) || 20;
-  offset = Math.max(0, offset - limit);
-  search();
-});
-
-ui.next.addEventListener('click', () => {
-  const limit = Number(lastQuery?.get('limit')) || 20;
-  offset += limit;
-  search();
-});
+ui.prev.addEventListener('click', () => goPage(-1));
+ui.next.addEventListener('click', () => goPage(1));
 
 const tokens = new TokenSource(async (fresh, reason) => {
   token = fresh;
@@ -402,9 +390,7 @@ const tokens = new TokenSource(async (fresh, reason) => {
     showError('This token has no administrator role (admin or chat_admin); the console needs one.');
   }
   if (reason === 'refresh') return;
-  await search();
-  await loadMetrics();
-  await loadChart();
+  await refreshAll();
 });
 const form = wireTokenForm(tokens);
 tokens.start({
