@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use chatbox::adapters::llm::anthropic::AnthropicProvider;
 use chatbox::adapters::llm::dify::DifyProvider;
-use chatbox::adapters::llm::http_client::{
-    build_client, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
-};
+use chatbox::adapters::llm::http_client::{build_client, ProviderSettings};
 use chatbox::adapters::llm::openai::OpenAiProvider;
 use chatbox::engine::llm::{
     ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent,
 };
+use chatbox_core::budgets::PROVIDER_CONNECT_TIMEOUT;
 use chatbox_core::config::{Origin, Secret};
 use chatbox_core::retry::ErrorClass;
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
@@ -47,7 +46,7 @@ fn settings(upstream: &Upstream) -> ProviderSettings {
 }
 
 fn provider_with(kind: Kind, settings: ProviderSettings) -> Box<dyn LlmProvider> {
-    let client = build_client(DEFAULT_CONNECT_TIMEOUT).expect("client");
+    let client = build_client(PROVIDER_CONNECT_TIMEOUT).expect("client");
     match kind {
         Kind::OpenAi => Box::new(OpenAiProvider::new(settings, client)),
         Kind::Anthropic => Box::new(AnthropicProvider::new(settings, client)),
