@@ -35,6 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -672,6 +673,12 @@ impl Client {
     /// Sends one text frame as is.
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send a text frame");
+    }
+
+    /// Sends one raw WebSocket frame as built (masked by the client, otherwise unchanged), for
+    /// tests of what the server does with frames that break the protocol.
+    pub async fn send_frame(&mut self, frame: Frame) {
+        self.ws.send(Message::Frame(frame)).await.expect("send a raw frame");
     }
 
     /// Sends one JSON object as a text frame.
