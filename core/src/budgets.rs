@@ -1,8 +1,9 @@
 //! Fixed budgets and limits of the server, by name: every time or size rule that is not a
-//! setting. The settings' defaults live with their machines ([`crate::keepalive::KeepaliveTimings`],
-//! [`crate::stream::StreamDeadlines`], [`crate::retry::RetryPolicy`], [`crate::rate::RateLimit`])
-//! or here (the history budgets), and the configuration refers to them, so each value is written
-//! once. The shell imports these instead of writing its own `Duration::from_*`.
+//! setting. The settings' defaults live with their machines
+//! ([`crate::keepalive::KeepaliveTimings`], [`crate::stream::StreamDeadlines`],
+//! [`crate::retry::RetryPolicy`], [`crate::rate::RateLimit`]) or here (the history budgets), and
+//! the configuration refers to them, so each value is written once. The shell imports these
+//! instead of writing its own `Duration::from_*`.
 
 use std::time::Duration;
 

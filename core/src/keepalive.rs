@@ -23,7 +23,8 @@ pub struct KeepaliveTimings {
 }
 
 impl KeepaliveTimings {
-    /// The defaults (PROTOCOL.md §3.3, §9): ping every 54 s, pong within 60 s, writes within 10 s.
+    /// The defaults (PROTOCOL.md §3.3, §9): ping every 54 s, pong within 60 s, writes within
+    /// 10 s.
     pub const DEFAULT: KeepaliveTimings = KeepaliveTimings {
         ping_interval: Duration::from_secs(54),
         pong_wait: Duration::from_secs(60),
@@ -305,7 +306,10 @@ mod tests {
         /// machine driven the way the shell drives it: every due timeout handled before the
         /// next input.
         #[test]
-        fn keepalive_follows_its_rules(t in timings(), inputs in prop::collection::vec(input(), 0..80)) {
+        fn keepalive_follows_its_rules(
+            t in timings(),
+            inputs in prop::collection::vec(input(), 0..80),
+        ) {
             let mut k = Keepalive::new(t, Instant::ZERO);
             let mut now = Instant::ZERO;
             let mut last_pong = Instant::ZERO;

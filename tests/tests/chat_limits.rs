@@ -119,11 +119,11 @@ async fn connection_cap_refuses_with_429_and_notifies_open_connections() {
     // Closing one frees its slot. The server releases it right after the socket closes, so
     // allow a short bounded window for that instead of a fixed sleep.
     first.close().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = chatbox_tests::harness::now() + Duration::from_secs(2);
     let _replacement = loop {
         match server.try_connect(None, &[auth, good_origin]).await {
             Ok(client) => break client,
-            Err(Refused::Http { status: 429, .. }) if tokio::time::Instant::now() < deadline => {
+            Err(Refused::Http { status: 429, .. }) if chatbox_tests::harness::now() < deadline => {
                 let _ = second.try_recv_frame(Duration::from_millis(20)).await;
             }
             Err(refused) => panic!("the freed slot is reusable: {refused:?}"),
