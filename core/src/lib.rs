@@ -11,20 +11,45 @@
 //! - [`session`] — `SessionTable`: create, bind, resume within the reconnect window, end, expire,
 //!   one active session per user, ownership, takeover state, naming (PROTOCOL.md §6).
 //! - [`response_times`] — bounded ring of response times (seed properties 12, 13).
-//! - [`rate`] — the keyed sliding-window limiter and per-user connection slots (PROTOCOL.md §5).
+//! - [`rate`] — the keyed sliding-window limiter and per-user connection slots (PROTOCOL.md §5);
+//!   the default limits [`rate::RateLimit::USER_MESSAGES`], [`rate::RateLimit::ADMIN_DEFAULT`],
+//!   [`rate::RateLimit::PUBLIC`], [`rate::RateLimit::HELP_ALERTS`], [`rate::DEFAULT_MAX_KEYS`],
+//!   [`rate::DEFAULT_CONNECTIONS_PER_KEY`].
 //! - [`timer`] — a periodic schedule (cleanup and sweep ticks) that can be stopped.
-//! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9).
-//! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8).
+//! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9); the
+//!   store's default schedule [`retry::RetryPolicy::STORE_DEFAULT`] and the provider schedule
+//!   [`retry::RetryPolicy::PROVIDER`] (1 s, ×2, cap 30 s; PROTOCOL.md §7.2).
+//! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8); defaults
+//!   [`stream::StreamDeadlines::DEFAULT`].
+//! - [`keepalive`] — a WebSocket connection's ping period, pong wait and write wait
+//!   (`Keepalive`, defaults [`keepalive::KeepaliveTimings::DEFAULT`]; PROTOCOL.md §3.3).
+//! - [`budgets`] — the fixed budgets and limits that are not settings, by name:
+//!   [`budgets::KICK_CLOSE_BUDGET`], [`budgets::HEADER_READ_TIMEOUT`],
+//!   [`budgets::ACCEPT_RETRY_PAUSE`], [`budgets::CORS_MAX_AGE`], [`budgets::VOICE_BUDGET`],
+//!   [`budgets::CUT_GRACE`], the history budgets [`budgets::HISTORY_MAX_MESSAGES`] and
+//!   [`budgets::HISTORY_MAX_BYTES`], the provider client's [`budgets::PROVIDER_CONNECT_TIMEOUT`],
+//!   [`budgets::PROVIDER_HEADER_TIMEOUT`], [`budgets::PROVIDER_POOL_IDLE_TIMEOUT`],
+//!   [`budgets::PROVIDER_ERROR_BODY_BYTES`], [`budgets::SSE_MAX_LINE_BYTES`],
+//!   [`budgets::SSE_MAX_EVENT_BYTES`], [`budgets::ANTHROPIC_MAX_TOKENS`], the store's
+//!   [`budgets::STORE_PING_BUDGET`], [`budgets::STORE_PREPARE_MIN_DELAY`],
+//!   [`budgets::MONGO_INDEX_BUDGET`], [`budgets::SESSION_CREATE_ATTEMPTS`],
+//!   [`budgets::STORE_WRITE_BATCH`], [`budgets::EMBEDDED_CACHE_BYTES`], the admin routes'
+//!   [`budgets::LIST_DEADLINE`] and [`budgets::USER_SESSIONS_LIMIT`], the alert channels'
+//!   [`budgets::SMTP_COMMAND_TIMEOUT`], [`budgets::SMTP_SEND_BUDGET`],
+//!   [`budgets::WEBHOOK_TIMEOUT`], and [`budgets::RUNTIME_SHUTDOWN_GRACE`].
 //! - [`godur`] — Go-style duration text (`2m0s`), parsed and formatted.
-//! - [`config`] — the configuration model, loading from env/TOML, and `validate()` (PROTOCOL.md §9).
+//! - [`config`] — the configuration model, loading from env/TOML, and `validate()` (PROTOCOL.md §9);
+//!   its defaults refer to the constants above, so each default is written once.
 //! - [`origin`] — the allowed-origin policy (PROTOCOL.md §3.1).
 //! - [`shutdown`] — the drain plan (seed fix #15).
 //! - [`protocol`] — frames, HTTP bodies, the inbound pipeline and the error catalogue (§3–§5).
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
 
+pub mod budgets;
 pub mod config;
 pub mod godur;
+pub mod keepalive;
 pub mod origin;
 pub mod protocol;
 pub mod rate;

@@ -49,17 +49,31 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            initial_delay: Duration::from_millis(100),
-            multiplier: 2.0,
-            max_delay: Duration::from_secs(2),
-            jitter: Jitter::None,
-        }
+        Self::STORE_DEFAULT
     }
 }
 
 impl RetryPolicy {
+    /// The store's schedule by default (PROTOCOL.md §8.5; `STORE_RETRY_ATTEMPTS`,
+    /// `STORE_RETRY_DELAY`, `STORE_RETRY_MAX_DELAY`): 3 attempts, 100 ms, ×2, 2 s cap.
+    pub const STORE_DEFAULT: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        initial_delay: Duration::from_millis(100),
+        multiplier: 2.0,
+        max_delay: Duration::from_secs(2),
+        jitter: Jitter::None,
+    };
+
+    /// The provider schedule before the first chunk (PROTOCOL.md §7.2): 3 attempts, 1 s, ×2,
+    /// 30 s cap, all within the reply's first-chunk deadline.
+    pub const PROVIDER: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        initial_delay: Duration::from_secs(1),
+        multiplier: 2.0,
+        max_delay: Duration::from_secs(30),
+        jitter: Jitter::None,
+    };
+
     /// The un-jittered delay after failed attempt `attempt` (1-based): `initial × mult^(attempt-1)`,
     /// capped at `max_delay`. Non-decreasing in `attempt`.
     pub fn base_delay(&self, attempt: u32) -> Duration {

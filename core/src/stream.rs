@@ -22,13 +22,19 @@ pub struct StreamDeadlines {
     pub total: Duration,
 }
 
+impl StreamDeadlines {
+    /// The defaults (`LLM_FIRST_CHUNK_TIMEOUT` 30 s, `LLM_IDLE_TIMEOUT` 60 s,
+    /// `LLM_STREAM_TIMEOUT` 2 m).
+    pub const DEFAULT: StreamDeadlines = StreamDeadlines {
+        first_chunk: Duration::from_secs(30),
+        idle: Duration::from_secs(60),
+        total: Duration::from_secs(120),
+    };
+}
+
 impl Default for StreamDeadlines {
     fn default() -> Self {
-        Self {
-            first_chunk: Duration::from_secs(30),
-            idle: Duration::from_secs(60),
-            total: Duration::from_secs(120),
-        }
+        Self::DEFAULT
     }
 }
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
 use chatbox_core::config::Config;
 use chatbox_core::shutdown::Effect;
 use tokio::net::TcpListener;
@@ -114,8 +115,7 @@ async fn prepare_store(engine: Arc<Engine>) {
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay =
-                    engine.store_retry.base_delay(failures).max(std::time::Duration::from_secs(1));
+                let delay = engine.store_retry.base_delay(failures).max(STORE_PREPARE_MIN_DELAY);
                 tracing::warn!(%error, ?delay, "store preparation failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -51,6 +51,7 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     /// A store whose faults are drawn from `seed`.
+    #[allow(clippy::disallowed_methods, reason = "the simulator's fault schedule, not server code")]
     pub fn new(seed: u64, faults: StoreFaults) -> Self {
         Self {
             inner: SimStore::new(),

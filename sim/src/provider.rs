@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatbox::adapters::llm::echo::split_chunks;
-use chatbox::engine::llm::{
-    ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent,
-};
+use chatbox::adapters::llm::request::last_user_text;
+use chatbox::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
 use chatbox_core::stream::StreamDeadlines;
 use futures_util::stream;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -93,13 +92,7 @@ impl LlmProvider for SimProvider {
     async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let (behaviour, noise) = self.draw();
-        let text = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
+        let text = last_user_text(&request).unwrap_or_default().to_owned();
         let chunks = split_chunks(&text, 4);
         let gap = Duration::from_millis(20 + noise % 400);
         let idle = self.limits.idle;

@@ -23,9 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use crate::harness::{is_done, Client, HttpResponse, Server};
+use crate::harness::{is_done, now, Client, HttpResponse, Server};
 use crate::http::{get, ok_json};
 
 /// Bound on one step of an end-to-end test, so a bug fails the test instead of hanging it.
@@ -180,9 +179,9 @@ impl SmtpSink {
     /// When message `n` does not arrive in time.
     pub async fn message(&self, n: usize) -> (Vec<u8>, Value) {
         let eml = self.mail_dir().join(format!("{n}.eml"));
-        let deadline = Instant::now() + STEP;
+        let deadline = now() + STEP;
         while !eml.exists() {
-            assert!(Instant::now() < deadline, "no message {n} in {eml:?} within {STEP:?}");
+            assert!(now() < deadline, "no message {n} in {eml:?} within {STEP:?}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let raw = tokio::fs::read(&eml).await.expect("read message");
@@ -248,12 +247,12 @@ impl WebhookRecorder {
 
     /// Waits (at most `within`) until `count` requests were recorded; whether they were.
     pub async fn wait_for(&self, count: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = now() + within;
         loop {
             if self.hooks().len() >= count {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -35,6 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -244,12 +245,12 @@ impl Server {
     /// Waits until the server's stderr contains `needle`, at most `within`; whether it did.
     /// (For events with no observable frame, e.g. a sweep; polled every 20 ms.)
     pub async fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = now() + within;
         loop {
             if self.log_text().contains(needle) {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -333,7 +334,7 @@ impl Server {
             .status()
             .expect("run kill -TERM");
         assert!(status.success(), "kill -TERM {pid} failed: {status}");
-        self.terminated_at = Some(Instant::now());
+        self.terminated_at = Some(now());
     }
 
     /// Waits at most `limit` for the process to exit; its status and the time since
@@ -342,7 +343,7 @@ impl Server {
     /// # Panics
     /// When the process is still running after `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let since = self.terminated_at.unwrap_or_else(Instant::now);
+        let since = self.terminated_at.unwrap_or_else(now);
         let status = match self.exit {
             Some(status) => status,
             None => match tokio::time::timeout(limit, self.child.wait()).await {
@@ -387,6 +388,13 @@ impl Drop for Server {
         }
         let _ = self.child.start_kill();
     }
+}
+
+/// The runtime's monotonic now, for the harness's own bounded waits. The one place in the test
+/// crate that reads it: `clippy.toml` keeps server code on the engine's clock.
+#[allow(clippy::disallowed_methods, reason = "test infrastructure times its own waits")]
+pub fn now() -> Instant {
+    Instant::now()
 }
 
 /// Seconds since the Unix epoch (for `exp` claims).
@@ -674,6 +682,12 @@ impl Client {
         self.ws.send(Message::text(text)).await.expect("send a text frame");
     }
 
+    /// Sends one raw WebSocket frame as built (masked by the client, otherwise unchanged), for
+    /// tests of what the server does with frames that break the protocol.
+    pub async fn send_frame(&mut self, frame: Frame) {
+        self.ws.send(Message::Frame(frame)).await.expect("send a raw frame");
+    }
+
     /// Sends one JSON object as a text frame.
     pub async fn send_json(&mut self, frame: &Value) {
         self.send_text(&frame.to_string()).await;
@@ -701,7 +715,7 @@ impl Client {
     /// # Panics
     /// On a close, a read error, or a frame that is not JSON.
     pub async fn try_recv_frame(&mut self, limit: Duration) -> Option<Value> {
-        let deadline = Instant::now() + limit;
+        let deadline = now() + limit;
         loop {
             let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return None,
@@ -732,10 +746,10 @@ impl Client {
     where
         F: FnMut(&Value) -> bool,
     {
-        let deadline = Instant::now() + limit;
+        let deadline = now() + limit;
         let mut seen = Vec::new();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(now());
             match self.try_recv_frame(left).await {
                 Some(frame) => {
                     let done = pred(&frame);
@@ -768,7 +782,7 @@ impl Client {
     /// # Panics
     /// On timeout or when a data frame arrives first.
     pub async fn expect_close(&mut self, limit: Duration) -> Option<CloseFrame> {
-        let deadline = Instant::now() + limit;
+        let deadline = now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => panic!("no close within {limit:?}"),

@@ -43,6 +43,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::harness::now;
+
 /// Largest request body the upstream reads (bigger ones are recorded with a `Null` body).
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 
@@ -294,9 +296,9 @@ impl Upstream {
 
     /// Waits until at least `count` requests arrived, at most `within`; whether they did.
     pub async fn wait_for_requests(&self, count: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = now() + within;
         while self.request_count() < count {
-            if Instant::now() >= deadline {
+            if now() >= deadline {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -371,7 +373,7 @@ async fn handle(
     request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
-    let received_at = Instant::now();
+    let received_at = now();
     let index = shared.count.fetch_add(1, Ordering::SeqCst);
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
@@ -438,7 +440,7 @@ async fn handle(
                 Step::Wait(delay) => tokio::time::sleep(delay).await,
                 Step::Send { bytes, first_content } => {
                     if first_content {
-                        let _ = first_chunk.set(Instant::now());
+                        let _ = first_chunk.set(now());
                     }
                     return Some((Ok(Frame::data(bytes)), (steps, first_chunk)));
                 }

@@ -2,13 +2,16 @@
 //! Limits through the real binary (PROTOCOL.md §3.1, §3.2, §3.12, §5, §10 items 12, 16): the
 //! per-user message rate, the per-user connection cap (with the notification to the open
 //! connections, no slot leaked by failed upgrades, a slot freed by a close), the inbound message
-//! size (close 1009) and the per-connection in-flight cap.
+//! size (close 1009), the WebSocket protocol itself (close 1002, RFC 6455 §7.1.7) and the
+//! per-connection in-flight cap.
 
 use std::time::Duration;
 
 use chatbox_tests::harness::{assert_error, is_done, Refused, Server, ServerOpts};
 use chatbox_tests::upstream::{Script, Upstream};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
 const STEP: Duration = Duration::from_secs(5);
@@ -116,11 +119,11 @@ async fn connection_cap_refuses_with_429_and_notifies_open_connections() {
     // Closing one frees its slot. The server releases it right after the socket closes, so
     // allow a short bounded window for that instead of a fixed sleep.
     first.close().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = chatbox_tests::harness::now() + Duration::from_secs(2);
     let _replacement = loop {
         match server.try_connect(None, &[auth, good_origin]).await {
             Ok(client) => break client,
-            Err(Refused::Http { status: 429, .. }) if tokio::time::Instant::now() < deadline => {
+            Err(Refused::Http { status: 429, .. }) if chatbox_tests::harness::now() < deadline => {
                 let _ = second.try_recv_frame(Duration::from_millis(20)).await;
             }
             Err(refused) => panic!("the freed slot is reusable: {refused:?}"),
@@ -149,6 +152,28 @@ async fn oversized_message_closes_with_1009() {
     let close = client.expect_close(STEP).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1009, "{close:?}");
     assert_eq!(upstream.request_count(), 0, "the oversized message was not processed");
+}
+
+#[tokio::test]
+async fn frames_breaking_the_websocket_protocol_close_with_1002() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let token = server.token("protocol-user", &["user"], None);
+
+    // Reserved bits set without a negotiated extension (RFC 6455 §5.2).
+    let mut client = server.connect(&token).await;
+    let mut frame = Frame::message("{\"type\":\"ping\"}", OpCode::Data(OpData::Text), true);
+    frame.header_mut().rsv1 = true;
+    client.send_frame(frame).await;
+    let close = client.expect_close(STEP).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002, "{close:?}");
+
+    // A reserved opcode (RFC 6455 §5.2: the connection must fail).
+    let mut client = server.connect(&token).await;
+    client.send_frame(Frame::message("x", OpCode::Data(OpData::Reserved(3)), true)).await;
+    let close = client.expect_close(STEP).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002, "{close:?}");
+    assert_eq!(upstream.request_count(), 0, "nothing reached the model");
 }
 
 #[tokio::test]

@@ -267,7 +267,7 @@ async fn stall_before_first_chunk_is_one_llm_timeout() {
     upstream.set_default(Script::reply(["never"]).with_behaviour(Behaviour::StallBeforeFirst));
     let server = deadline_server(&upstream).await;
     let mut client = server.connect(&server.token("stall-first", &["user"], None)).await;
-    let started = tokio::time::Instant::now();
+    let started = chatbox_tests::harness::now();
     expect_failed_reply(
         &mut client,
         "s1",

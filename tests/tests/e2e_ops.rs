@@ -20,7 +20,6 @@ use chatbox_tests::http::{assert_forbidden, call, get, json, ok_json, post};
 use chatbox_tests::upstream::{Script, Upstream};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// Every family of §4.11 with its kind.
 const FAMILIES: [(&str, &str); 17] = [
@@ -93,12 +92,12 @@ async fn prometheus_exposes_every_family_after_traffic() {
     brief.close().await;
 
     // The closed socket is accounted asynchronously: scrape until it is.
-    let deadline = Instant::now() + STEP;
+    let deadline = chatbox_tests::harness::now() + STEP;
     let e = loop {
         let e = scrape(&server).await;
         let settled = e.value("chatbox_websocket_connections_total", &[]) == Some(1.0)
             && e.value("chatbox_websocket_connection_duration_seconds_count", &[]) >= Some(1.0);
-        if settled || Instant::now() >= deadline {
+        if settled || chatbox_tests::harness::now() >= deadline {
             break e;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -40,14 +40,14 @@ async fn send(client: &mut Client, session: &str, content: &str) -> Vec<Value> {
 
 /// Polls `/readyz` until its status is `want` (at most `within`); the last body.
 async fn wait_ready(server: &Server, want: u16, within: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = chatbox_tests::harness::now() + within;
     loop {
         let response = get(server, "/readyz", None).await;
         if response.status == want {
             return json(&response);
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            chatbox_tests::harness::now() < deadline,
             "/readyz never answered {want} within {within:?}: {response:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -61,7 +61,7 @@ async fn wait_stored(
     session: &str,
     want: &[(&str, &str)],
 ) -> Vec<(String, String)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = chatbox_tests::harness::now() + Duration::from_secs(60);
     loop {
         let response = get(server, &format!("/sessions/{session}"), Some(token)).await;
         if response.status == 200 {
@@ -72,11 +72,11 @@ async fn wait_stored(
                 return got;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                chatbox_tests::harness::now() < deadline,
                 "the store never held exactly {want:?}; it holds {got:?}"
             );
         }
-        assert!(tokio::time::Instant::now() < deadline, "GET /sessions/{session}: {response:?}");
+        assert!(chatbox_tests::harness::now() < deadline, "GET /sessions/{session}: {response:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

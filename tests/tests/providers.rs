@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use chatbox::adapters::llm::anthropic::AnthropicProvider;
 use chatbox::adapters::llm::dify::DifyProvider;
-use chatbox::adapters::llm::http_client::{
-    build_client, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
-};
+use chatbox::adapters::llm::http_client::{build_client, ProviderSettings};
 use chatbox::adapters::llm::openai::OpenAiProvider;
 use chatbox::engine::llm::{
     ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent,
 };
+use chatbox_core::budgets::PROVIDER_CONNECT_TIMEOUT;
 use chatbox_core::config::{Origin, Secret};
 use chatbox_core::retry::ErrorClass;
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
@@ -47,7 +46,7 @@ fn settings(upstream: &Upstream) -> ProviderSettings {
 }
 
 fn provider_with(kind: Kind, settings: ProviderSettings) -> Box<dyn LlmProvider> {
-    let client = build_client(DEFAULT_CONNECT_TIMEOUT).expect("client");
+    let client = build_client(PROVIDER_CONNECT_TIMEOUT).expect("client");
     match kind {
         Kind::OpenAi => Box::new(OpenAiProvider::new(settings, client)),
         Kind::Anthropic => Box::new(AnthropicProvider::new(settings, client)),
@@ -330,7 +329,7 @@ async fn headers_that_never_come_are_a_transient_timeout() {
         upstream.push_script(Script::echo().with_behaviour(Behaviour::StallBeforeHeaders));
         let header_timeout = Duration::from_millis(150);
         let provider = provider_with(kind, settings(&upstream).with_header_timeout(header_timeout));
-        let started = tokio::time::Instant::now();
+        let started = chatbox_tests::harness::now();
         let error = open(provider.as_ref(), request("hi")).await.err().expect("times out");
         let waited = started.elapsed();
         assert!(waited >= header_timeout, "{kind:?}: gave up after {waited:?}");

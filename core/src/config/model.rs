@@ -12,6 +12,11 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::secret::{Origin, Secret};
+use crate::budgets::{HISTORY_MAX_BYTES, HISTORY_MAX_MESSAGES};
+use crate::keepalive::KeepaliveTimings;
+use crate::rate::{DEFAULT_CONNECTIONS_PER_KEY, DEFAULT_MAX_KEYS};
+use crate::retry::RetryPolicy;
+use crate::stream::StreamDeadlines;
 
 /// The whole configuration (PROTOCOL.md §9 plus the rebuild's settings of §10).
 ///
@@ -108,14 +113,7 @@ pub struct HttpConfig {
     pub enable_metrics: bool,
 }
 
-/// A limit of `limit` events per sliding `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Events allowed per window.
-    pub limit: u32,
-    /// Window length.
-    pub window: Duration,
-}
+pub use crate::rate::RateLimit;
 
 /// Rate limiters (§5, §6.7).
 #[derive(Debug, Clone, PartialEq)]
@@ -462,11 +460,11 @@ impl Config {
             websocket: WebSocketConfig {
                 allowed_origins: Vec::new(),
                 max_message_size: Some(1_048_576),
-                max_connections_per_user: 10,
+                max_connections_per_user: DEFAULT_CONNECTIONS_PER_KEY,
                 max_in_flight: 3,
-                ping_interval: Duration::from_secs(54),
-                pong_wait: Duration::from_secs(60),
-                write_wait: Duration::from_secs(10),
+                ping_interval: KeepaliveTimings::DEFAULT.ping_interval,
+                pong_wait: KeepaliveTimings::DEFAULT.pong_wait,
+                write_wait: KeepaliveTimings::DEFAULT.write_wait,
                 send_queue: 256,
                 read_buffer_size: 1024,
                 write_buffer_size: 1024,
@@ -480,11 +478,11 @@ impl Config {
                 enable_metrics: true,
             },
             rate: RateConfig {
-                messages: RateLimit { limit: 100, window: MINUTE },
-                admin: RateLimit { limit: 20, window: MINUTE },
-                public: RateLimit { limit: 60, window: MINUTE },
-                help_alerts: RateLimit { limit: 5, window: 5 * MINUTE },
-                max_keys: 100_000,
+                messages: RateLimit::USER_MESSAGES,
+                admin: RateLimit::ADMIN_DEFAULT,
+                public: RateLimit::PUBLIC,
+                help_alerts: RateLimit::HELP_ALERTS,
+                max_keys: DEFAULT_MAX_KEYS,
                 cleanup_interval: 5 * MINUTE,
             },
             sessions: SessionConfig {
@@ -495,19 +493,19 @@ impl Config {
             },
             llm: LlmConfig {
                 providers,
-                stream_timeout: 2 * MINUTE,
-                first_chunk_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(60),
-                history_max_messages: 50,
-                history_max_bytes: 32_768,
+                stream_timeout: StreamDeadlines::DEFAULT.total,
+                first_chunk_timeout: StreamDeadlines::DEFAULT.first_chunk,
+                idle_timeout: StreamDeadlines::DEFAULT.idle,
+                history_max_messages: HISTORY_MAX_MESSAGES,
+                history_max_bytes: HISTORY_MAX_BYTES,
                 pause_ai_when_assisted: true,
             },
             storage: StorageConfig {
                 backend: StoreConfig::Embedded,
                 retry: StoreRetry {
-                    attempts: 3,
-                    delay: Duration::from_millis(100),
-                    max_delay: Duration::from_secs(2),
+                    attempts: RetryPolicy::STORE_DEFAULT.max_attempts,
+                    delay: RetryPolicy::STORE_DEFAULT.initial_delay,
+                    max_delay: RetryPolicy::STORE_DEFAULT.max_delay,
                 },
                 data_dir: PathBuf::from("data"),
                 outbox_max_entries: 100_000,

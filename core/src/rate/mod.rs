@@ -95,6 +95,8 @@ impl RateLimit {
     pub const ADMIN_DEFAULT: RateLimit = RateLimit::new(20, Duration::from_secs(60));
     /// Public routes: 60 per 60 s per client IP and route family (PROTOCOL.md §5, §10 item 28).
     pub const PUBLIC: RateLimit = RateLimit::new(60, Duration::from_secs(60));
+    /// Help alerts: 5 per 5 minutes per session (`HELP_ALERT_LIMIT` / `HELP_ALERT_WINDOW`).
+    pub const HELP_ALERTS: RateLimit = RateLimit::new(5, Duration::from_secs(300));
 
     /// `limit` events per `window`.
     pub const fn new(limit: u32, window: Duration) -> Self {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use chatbox_core::config::{self, jwt_secret_problems, Config, LogFormat, Origin, Secret};
@@ -236,7 +235,7 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
     };
     let code = runtime.block_on(run(Arc::new(config), dev, path.map(Path::to_path_buf)));
     // Tasks still running after the drain plan exited (e.g. a stuck store call) are abandoned.
-    runtime.shutdown_timeout(Duration::from_millis(500));
+    runtime.shutdown_timeout(chatbox_core::budgets::RUNTIME_SHUTDOWN_GRACE);
     code
 }
 

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
+use chatbox_core::budgets::PROVIDER_CONNECT_TIMEOUT;
 use chatbox_core::config::{Config, ProviderKind, StoreConfig};
 
 use super::llm::anthropic::AnthropicProvider;
 use super::llm::dify::DifyProvider;
 use super::llm::echo::EchoProvider;
-use super::llm::http_client::{
-    build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
-};
+use super::llm::http_client::{build_client, ClientBuildError, ProviderSettings};
 use super::llm::openai::OpenAiProvider;
 use super::outbox::FileOutbox;
 use super::store::EmbeddedStore;
@@ -43,7 +42,7 @@ pub enum WiringError {
 
 /// One provider per configured model, in configuration order.
 pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringError> {
-    let client = build_client(DEFAULT_CONNECT_TIMEOUT)?;
+    let client = build_client(PROVIDER_CONNECT_TIMEOUT)?;
     let header_timeout = config.llm.first_chunk_timeout;
     Ok(config
         .llm

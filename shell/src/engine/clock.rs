@@ -18,11 +18,13 @@ impl Default for Clock {
 
 impl Clock {
     /// A clock whose core origin is now.
+    #[allow(clippy::disallowed_methods, reason = "the one reader of the runtime's clock")]
     pub fn new() -> Self {
         Self { origin: tokio::time::Instant::now() }
     }
 
     /// Monotonic now, as core's `Instant`.
+    #[allow(clippy::disallowed_methods, reason = "the one reader of the runtime's clock")]
     pub fn now(&self) -> Instant {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.origin);
         Instant::from_nanos(chatbox_core::time::duration_nanos(elapsed))

@@ -5,9 +5,9 @@
 //! request (hyper graceful shutdown); upgraded WebSockets are closed by the engine.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
+use chatbox_core::budgets::{ACCEPT_RETRY_PAUSE, HEADER_READ_TIMEOUT};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -21,9 +21,6 @@ use crate::engine::supervisor::Supervisor;
 /// The peer address of the TCP connection a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// How long a client may take to send request headers (the original's read timeout).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Accepts connections until `stop` turns true, serving each with `router`.
 pub async fn accept_loop(
@@ -43,7 +40,7 @@ pub async fn accept_loop(
             Err(error) => {
                 // Out of file descriptors and similar: back off briefly instead of spinning.
                 tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                 continue;
             }
         };

@@ -1,5 +1,5 @@
-//! HTTP and WebSocket: the accept loop, the router, authentication, the session loop, the REST
-//! and admin routes ([`rest`], [`admin`]), the client IP ([`client_ip`]) and the HTTP rate limits
+//! HTTP and WebSocket: the accept loop, the router, authentication, the WebSocket route ([`ws`])
+//! and its session loop ([`ws_session`], generic over Sink/Stream), the REST and admin routes ([`rest`], [`admin`]), the client IP ([`client_ip`]) and the HTTP rate limits
 //! ([`limits`]), and the web pages ([`pages`]).
 
 pub mod accept;
@@ -13,3 +13,4 @@ pub mod rest;
 pub mod router;
 pub mod timer;
 pub mod ws;
+pub mod ws_session;

@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chatbox_core::budgets::STORE_PING_BUDGET;
 use chatbox_core::protocol::http::{DbReadiness, ErrorBody, HealthBody, ReadyBody};
 use http::{header, HeaderValue, StatusCode};
 
@@ -22,7 +23,7 @@ pub async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
 
 /// `GET {P}/readyz`: 503 while draining for shutdown or when the store does not answer in 2 s.
 pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
+    let ping = tokio::time::timeout(STORE_PING_BUDGET, engine.store.ping()).await;
     let db = match ping {
         Ok(Ok(())) => DbReadiness::Ready,
         _ => DbReadiness::Unreachable,

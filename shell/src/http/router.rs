@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
@@ -117,9 +115,6 @@ impl CorsPolicy {
     }
 }
 
-/// Preflight cache lifetime (§1: 12 h).
-const CORS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-
 /// tower-http's CORS for `policy`: the listed origins, methods `GET, POST, PUT, PATCH, DELETE,
 /// OPTIONS`, request headers `Origin, Content-Type, Accept, Authorization`, exposed
 /// `Content-Length`, credentials, max-age 12 h.
@@ -154,7 +149,7 @@ fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
         ])
         .expose_headers([header::CONTENT_LENGTH])
         .allow_credentials(true)
-        .max_age(CORS_MAX_AGE)
+        .max_age(chatbox_core::budgets::CORS_MAX_AGE)
 }
 
 /// What the original's CORS library did around tower-http's layer (§1, inferred): a request

@@ -1,41 +1,38 @@
 //! The WebSocket route (PROTOCOL.md §3.1–§3.3, §3.12): the handshake checks in the original's
-//! order — token, per-user connection cap, upgrade headers, origin — and then the connection
-//! loop: read frames into the engine, write the outbound queue, ping every `WS_PING_INTERVAL`,
-//! drop a peer that does not answer within `WS_PONG_WAIT`, bound every write by `WS_WRITE_WAIT`,
-//! close 1009 on an oversized message and 1001 at shutdown.
+//! order — token, per-user connection cap, upgrade headers, origin — and then one connection:
+//! registered with the engine, run by the session loop (`ws_session.rs`: frames both ways,
+//! keepalive, close codes) over the real socket, unregistered when the loop ends.
 //!
 //! The connection slot is taken before the upgrade checks and held by an RAII guard, so a failed
 //! upgrade releases it at once and a finished connection releases it on exit (§10 item 12).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use chatbox_core::keepalive::KeepaliveTimings;
 use chatbox_core::origin::OriginDecision;
 use chatbox_core::protocol::http::{
     plain_text_body, WS_AUTH_FAILED, WS_CONNECTION_LIMIT, WS_MISSING_TOKEN, WS_QUERY_TOKEN_DISABLED,
 };
 use chatbox_core::protocol::Frame;
 use chatbox_core::shared::{SharedSlots, SlotGuard};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::SinkExt;
 use http::{header, HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::Verifier;
+use super::ws_session::{close_message, SessionHandler, SessionLoop};
 use crate::engine::caller::Caller;
-use crate::engine::connections::{Kick, KickSignal, Outbound};
+use crate::engine::connections::KickSignal;
 use crate::engine::dispatch::ConnCtx;
 use crate::engine::hub::Engine;
-use crate::engine::supervisor::signalled;
 
 /// State of the WebSocket route.
 #[derive(Debug, Clone)]
@@ -155,13 +152,22 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     response
 }
 
-/// What the connection loop saw next.
-enum Event {
-    Inbound(Option<Result<Message, WsError>>),
-    Outbound(Option<Outbound>),
-    Ping,
-    ReadDeadline,
-    Kicked(Kick),
+/// The engine's side of one connection's session loop.
+struct EngineSide<'a> {
+    engine: &'a Arc<Engine>,
+    ctx: &'a ConnCtx,
+}
+
+impl SessionHandler for EngineSide<'_> {
+    fn on_text<'a>(&'a self, text: &'a str) -> BoxFuture<'a, ()> {
+        // Boxed: inline, the handler's state (binding, store calls) would sit in every idle
+        // connection's future, ~1.5 KiB each.
+        Box::pin(self.engine.on_text(self.ctx, text))
+    }
+
+    fn frame_sent(&self) {
+        self.engine.metrics.messages_sent.inc();
+    }
 }
 
 /// Runs one upgraded connection until it closes; the slot is released when it returns.
@@ -178,14 +184,13 @@ async fn run_connection(
         .read_buffer_size(ws_cfg.read_buffer_size.max(256))
         .write_buffer_size(0)
         .max_write_buffer_size(usize::MAX);
-    let ws =
+    let mut ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (mut sink, mut stream) = ws.split();
     if !engine.shutdown.try_open_connection() {
-        let _ = sink.send(close_message(1001, "Server shutting down")).await;
+        let _ = ws.send(close_message(1001, "Server shutting down")).await;
         return;
     }
-    let (tx, mut rx) = mpsc::channel(ws_cfg.send_queue.max(1));
+    let (tx, rx) = mpsc::channel(ws_cfg.send_queue.max(1));
     let kick = Arc::new(KickSignal::default());
     let id = engine.registry.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
     let ctx = ConnCtx {
@@ -195,105 +200,25 @@ async fn run_connection(
     };
     tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
     engine.metrics.websocket_connections.inc();
-    let opened = tokio::time::Instant::now();
+    let opened = engine.clock.now();
     engine.on_connect(&ctx);
-    let write_wait = ws_cfg.write_wait;
-    let pong_wait = ws_cfg.pong_wait;
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + ws_cfg.ping_interval,
-        ws_cfg.ping_interval,
-    );
-    let mut read_deadline = tokio::time::Instant::now() + pong_wait;
-    let mut force = engine.force_signal();
-    loop {
-        let event = tokio::select! {
-            msg = stream.next() => Event::Inbound(msg),
-            out = rx.recv() => Event::Outbound(out),
-            _ = ping.tick() => Event::Ping,
-            _ = tokio::time::sleep_until(read_deadline) => Event::ReadDeadline,
-            reason = kick.kicked() => Event::Kicked(reason),
-            _ = signalled(&mut force) => Event::Kicked(Kick::Forced),
-        };
-        match event {
-            Event::Inbound(Some(Ok(Message::Text(text)))) => {
-                // Boxed, here and below: inline, the handler's state (binding, store calls)
-                // would sit in every idle connection's future, ~1.5 KiB each.
-                Box::pin(engine.on_text(&ctx, text.as_str())).await
-            }
-            Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
-                // The original decoded every data frame as JSON text.
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                Box::pin(engine.on_text(&ctx, &text)).await;
-            }
-            Event::Inbound(Some(Ok(Message::Pong(_)))) => {
-                read_deadline = tokio::time::Instant::now() + pong_wait;
-            }
-            Event::Inbound(Some(Ok(Message::Ping(_)))) => {
-                // tungstenite queued the pong; push it out now.
-                if timed(write_wait, sink.flush()).await.is_err() {
-                    break;
-                }
-            }
-            Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_))))
-            | Event::Inbound(None) => break,
-            Event::Inbound(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
-                size,
-                max_size,
-            })))) => {
-                tracing::info!(conn = id, size, max_size, "message too big");
-                let _ = timed(write_wait, sink.send(close_message(1009, "Message too big"))).await;
-                break;
-            }
-            Event::Inbound(Some(Err(error))) => {
-                tracing::debug!(conn = id, %error, "websocket read failed");
-                break;
-            }
-            Event::Outbound(Some(Outbound::Frame(json))) => {
-                if timed(write_wait, sink.send(Message::text(json.as_ref()))).await.is_err() {
-                    break;
-                }
-                engine.metrics.messages_sent.inc();
-            }
-            Event::Outbound(Some(Outbound::Close(code, reason))) => {
-                let _ = timed(write_wait, sink.send(close_message(code, reason))).await;
-                break;
-            }
-            Event::Outbound(None) => break,
-            Event::Ping => {
-                if timed(write_wait, sink.send(Message::Ping(Default::default()))).await.is_err() {
-                    break;
-                }
-            }
-            Event::ReadDeadline => {
-                tracing::debug!(conn = id, "no pong within the deadline");
-                let _ = timed(write_wait, sink.send(Message::Close(None))).await;
-                break;
-            }
-            Event::Kicked(reason) => {
-                tracing::debug!(conn = id, ?reason, "connection dropped");
-                let _ = timed(Duration::from_millis(100), sink.send(Message::Close(None))).await;
-                break;
-            }
-        }
-    }
+    let session = SessionLoop {
+        conn: id,
+        handler: EngineSide { engine: &engine, ctx: &ctx },
+        outbound: rx,
+        kick,
+        force: engine.force_signal(),
+        clock: engine.clock,
+        timings: KeepaliveTimings {
+            ping_interval: ws_cfg.ping_interval,
+            pong_wait: ws_cfg.pong_wait,
+            write_wait: ws_cfg.write_wait,
+        },
+    };
+    let end = session.run(ws).await;
     engine.on_disconnect(id);
     engine.metrics.websocket_connections.dec();
-    engine.metrics.observe_connection_duration(opened.elapsed());
+    engine.metrics.observe_connection_duration(engine.clock.now() - opened);
     engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));
-    tracing::debug!(conn = id, "websocket closed");
-}
-
-fn close_message(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
-}
-
-/// A write bounded by `limit`; an error or a timeout means the connection is gone.
-async fn timed<F, T>(limit: Duration, write: F) -> Result<T, ()>
-where
-    F: std::future::Future<Output = Result<T, WsError>>,
-{
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok(value)) => Ok(value),
-        _ => Err(()),
-    }
+    tracing::debug!(conn = id, ?end, "websocket closed");
 }

@@ -13,20 +13,18 @@
 //! (`message_start`, `ping`, `content_block_start`/`stop`, `message_delta`) is skipped.
 
 use async_trait::async_trait;
+use chatbox_core::budgets::ANTHROPIC_MAX_TOKENS;
 use eventsource_stream::Event;
 use serde::Serialize;
 
-use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
-use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
+use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
 use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role};
 
 const UPSTREAM: Upstream = Upstream { kind: "anthropic", display: "Anthropic" };
 
 /// The API version header value the original sent.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
-
-/// `max_tokens` of every request (PROTOCOL.md §7.4).
-pub const MAX_TOKENS: u32 = 4096;
 
 /// An Anthropic Messages API upstream.
 #[derive(Debug, Clone)]
@@ -106,20 +104,15 @@ impl LlmProvider for AnthropicProvider {
             model: &self.settings.model,
             system,
             messages,
-            max_tokens: MAX_TOKENS,
+            max_tokens: ANTHROPIC_MAX_TOKENS,
             stream: true,
         };
         let http = self
             .client
             .post(&self.url)
             .header("x-api-key", self.settings.api_key.expose())
-            .header("anthropic-version", ANTHROPIC_VERSION)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body);
-        let response =
-            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
-                .await?;
-        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder))
+            .header("anthropic-version", ANTHROPIC_VERSION);
+        post_for_events(UPSTREAM, &self.settings, http, &body, Decoder).await
     }
 }
 

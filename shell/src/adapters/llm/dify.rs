@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use eventsource_stream::Event;
 use serde::Serialize;
 
-use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
-use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
-use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, Role};
+use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::request::last_user_text;
+use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
+use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError};
 
 const UPSTREAM: Upstream = Upstream { kind: "dify", display: "Dify" };
 
@@ -56,26 +57,18 @@ impl LlmProvider for DifyProvider {
     }
 
     async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let Some(query) = request.messages.iter().rev().find(|m| m.role == Role::User) else {
+        let Some(query) = last_user_text(&request) else {
             return Err(UPSTREAM.permanent("request has no user message"));
         };
         let body = Body {
             inputs: serde_json::Map::new(),
-            query: &query.content,
+            query,
             response_mode: "streaming",
             user: &request.user_key,
             conversation_id: request.conversation_id.as_deref().filter(|id| !id.is_empty()),
         };
-        let http = self
-            .client
-            .post(&self.url)
-            .bearer_auth(self.settings.api_key.expose())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body);
-        let response =
-            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
-                .await?;
-        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder::default()))
+        let http = self.client.post(&self.url).bearer_auth(self.settings.api_key.expose());
+        post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream;
 
-use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, Role, StreamEvent};
+use super::request::last_user_text;
+use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
 
 /// Pause between chunks, so streaming is visible in a browser.
 const CHUNK_PAUSE: Duration = Duration::from_millis(15);
@@ -35,14 +36,7 @@ impl LlmProvider for EchoProvider {
     }
 
     async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let text = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        let chunks = split_chunks(&text, CHUNKS);
+        let chunks = split_chunks(last_user_text(&request).unwrap_or_default(), CHUNKS);
         let events = stream::unfold((chunks.into_iter(), false), |(mut rest, ended)| async move {
             if ended {
                 return None;

@@ -10,22 +10,13 @@
 
 use std::time::Duration;
 
+use chatbox_core::budgets::{
+    PROVIDER_ERROR_BODY_BYTES, PROVIDER_HEADER_TIMEOUT, PROVIDER_POOL_IDLE_TIMEOUT,
+};
 use chatbox_core::config::{ProviderConfig, Secret};
 use futures_util::StreamExt;
 
 use crate::engine::llm::ProviderError;
-
-/// Default budget to establish a TCP (and TLS) connection to an upstream.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default wait for an upstream's response headers (PROTOCOL.md §7.2: 30 s).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bytes of a non-2xx reply body kept in the error text (PROTOCOL.md §7.2).
-pub const ERROR_BODY_BYTES: usize = 1024;
-
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How one HTTP provider is reached. A plain value: the server fills it from configuration
 /// ([`ProviderSettings::from_config`]), tests fill it by hand.
@@ -59,7 +50,7 @@ impl ProviderSettings {
             endpoint: endpoint.into(),
             api_key,
             model: model.into(),
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            header_timeout: PROVIDER_HEADER_TIMEOUT,
         }
     }
 
@@ -92,12 +83,13 @@ pub struct ClientBuildError(#[source] reqwest::Error);
 /// followed), HTTP/1.1, `TCP_NODELAY`.
 ///
 /// reqwest applies a connect timeout per client, not per request, which is why it is set here
-/// once rather than in each [`ProviderSettings`]; [`DEFAULT_CONNECT_TIMEOUT`] is the usual value.
+/// once rather than in each [`ProviderSettings`]; [`chatbox_core::budgets::PROVIDER_CONNECT_TIMEOUT`] is the
+/// usual value.
 pub fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
     reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(connect_timeout)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(PROVIDER_POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("chatbox/", env!("CARGO_PKG_VERSION")))
@@ -203,16 +195,16 @@ fn classify_send_error(upstream: Upstream, err: reqwest::Error) -> ProviderError
     }
 }
 
-/// The first [`ERROR_BODY_BYTES`] of an error reply (lossy UTF-8, cut on a character
+/// The first [`PROVIDER_ERROR_BODY_BYTES`] of an error reply (lossy UTF-8, cut on a character
 /// boundary), read within `budget`; whatever arrived by then if the upstream trickles.
 async fn error_body(response: reqwest::Response, budget: Duration) -> String {
     let mut kept: Vec<u8> = Vec::new();
     let mut body = response.bytes_stream();
     let read = async {
-        while kept.len() < ERROR_BODY_BYTES {
+        while kept.len() < PROVIDER_ERROR_BODY_BYTES {
             match body.next().await {
                 Some(Ok(bytes)) => {
-                    let room = ERROR_BODY_BYTES - kept.len();
+                    let room = PROVIDER_ERROR_BODY_BYTES - kept.len();
                     kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
                 }
                 Some(Err(_)) | None => break,
@@ -222,7 +214,7 @@ async fn error_body(response: reqwest::Response, budget: Duration) -> String {
     let _ = tokio::time::timeout(budget, read).await;
     // A cut in the middle of a multi-byte character shows as a replacement character; lossy
     // decoding can also grow the text, so cut it back to the byte budget.
-    truncate(String::from_utf8_lossy(&kept).into_owned(), ERROR_BODY_BYTES)
+    truncate(String::from_utf8_lossy(&kept).into_owned(), PROVIDER_ERROR_BODY_BYTES)
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
@@ -281,6 +273,6 @@ mod tests {
         );
         let shown = format!("{settings:?}");
         assert!(!shown.contains("sk-very-secret"), "{shown}");
-        assert_eq!(settings.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(settings.header_timeout, PROVIDER_HEADER_TIMEOUT);
     }
 }

@@ -9,5 +9,6 @@ pub mod echo;
 pub mod http_client;
 #[cfg(not(madsim))]
 pub mod openai;
+pub mod request;
 #[cfg(not(madsim))]
 pub mod sse;

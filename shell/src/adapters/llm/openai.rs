@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use eventsource_stream::Event;
 use serde::Serialize;
 
-use super::http_client::{join_url, send_for_stream, ProviderSettings, Upstream};
-use super::sse::{error_text, event_stream, json_data, Decoded, SseDecoder};
+use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
 use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
 
 const UPSTREAM: Upstream = Upstream { kind: "openai", display: "OpenAI" };
@@ -65,16 +65,8 @@ impl LlmProvider for OpenAiProvider {
                 .collect(),
             stream: true,
         };
-        let http = self
-            .client
-            .post(&self.url)
-            .bearer_auth(self.settings.api_key.expose())
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&body);
-        let response =
-            send_for_stream(UPSTREAM, &self.settings.id, http, self.settings.header_timeout)
-                .await?;
-        Ok(event_stream(UPSTREAM, &self.settings.id, response, Decoder::default()))
+        let http = self.client.post(&self.url).bearer_auth(self.settings.api_key.expose());
+        post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
     }
 }
 
@@ -94,7 +86,7 @@ impl SseDecoder for Decoder {
             if event.event == "error" {
                 return Decoded::Fail(super::http_client::truncate(
                     event.data.clone(),
-                    super::http_client::ERROR_BODY_BYTES,
+                    chatbox_core::budgets::PROVIDER_ERROR_BODY_BYTES,
                 ));
             }
             return Decoded::Skip;

@@ -5,7 +5,7 @@
 //! The rules here are the rebuild's answer to PROTOCOL.md §7.2 and §10 item 21: every stream
 //! ends with exactly one outcome — `End`, or one error. A body that ends without the provider's
 //! end event is a permanent "stream ended without completion" error, never a silent success; a
-//! line longer than [`MAX_LINE_BYTES`] is a permanent error; a connection lost mid-body is a
+//! line longer than [`SSE_MAX_LINE_BYTES`] is a permanent error; a connection lost mid-body is a
 //! transient error (nothing is retried once streaming started, but the class is honest); a
 //! data line whose JSON does not parse is skipped, as in the original; empty deltas are dropped.
 
@@ -13,18 +13,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use chatbox_core::budgets::{PROVIDER_ERROR_BODY_BYTES, SSE_MAX_EVENT_BYTES, SSE_MAX_LINE_BYTES};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{stream, FutureExt, Stream, StreamExt};
+use serde::Serialize;
 
-use super::http_client::{describe, truncate, Upstream, ERROR_BODY_BYTES};
+use super::http_client::{describe, send_for_stream, truncate, ProviderSettings, Upstream};
 use crate::engine::llm::{EventStream, ProviderError, StreamEvent};
-
-/// Longest SSE line accepted (PROTOCOL.md §7.2: 1 MiB).
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
-
-/// Longest SSE event accepted (all its lines together). Real upstreams send one `data:` line
-/// per event; this only bounds memory against a peer that never sends the blank line.
-pub const MAX_EVENT_BYTES: usize = 2 * MAX_LINE_BYTES;
 
 /// What one SSE event means to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,17 +76,33 @@ pub(crate) fn event_stream<D: SseDecoder>(
     Box::pin(stream::unfold(state, Reader::next))
 }
 
+/// The request tail the HTTP providers share: `request` (a POST carrying the provider's
+/// credentials) gets the JSON `body` and `Accept: text/event-stream`, is sent within the
+/// provider's header timeout, and its body is read as events that `decoder` interprets.
+pub(crate) async fn post_for_events<D: SseDecoder>(
+    upstream: Upstream,
+    settings: &ProviderSettings,
+    request: reqwest::RequestBuilder,
+    body: &(impl Serialize + Sync),
+    decoder: D,
+) -> Result<EventStream, ProviderError> {
+    let request = request.header(reqwest::header::ACCEPT, "text/event-stream").json(body);
+    let response =
+        send_for_stream(upstream, &settings.id, request, settings.header_timeout).await?;
+    Ok(event_stream(upstream, &settings.id, response, decoder))
+}
+
 /// Why the body could not be read.
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
     /// The connection failed mid-body (reset, closed before the end of the chunked body).
     #[error("connection lost mid-stream")]
     Transport(reqwest::Error),
-    /// A line exceeded [`MAX_LINE_BYTES`].
-    #[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
+    /// A line exceeded [`SSE_MAX_LINE_BYTES`].
+    #[error("SSE line longer than {SSE_MAX_LINE_BYTES} bytes")]
     LineTooLong,
-    /// An event exceeded [`MAX_EVENT_BYTES`].
-    #[error("SSE event longer than {MAX_EVENT_BYTES} bytes")]
+    /// An event exceeded [`SSE_MAX_EVENT_BYTES`].
+    #[error("SSE event longer than {SSE_MAX_EVENT_BYTES} bytes")]
     EventTooLong,
 }
 
@@ -188,8 +199,8 @@ impl<D: SseDecoder> Reader<D> {
     }
 }
 
-/// Passes body chunks through unchanged, failing once a line exceeds [`MAX_LINE_BYTES`] or an
-/// event exceeds [`MAX_EVENT_BYTES`]. Only counts bytes between line terminators (CR, LF,
+/// Passes body chunks through unchanged, failing once a line exceeds [`SSE_MAX_LINE_BYTES`] or an
+/// event exceeds [`SSE_MAX_EVENT_BYTES`]. Only counts bytes between line terminators (CR, LF,
 /// CRLF); the parsing itself is eventsource-stream's.
 struct LineLimit<S> {
     inner: S,
@@ -220,10 +231,10 @@ impl<S> LineLimit<S> {
                     self.after_cr = false;
                     self.line_bytes += 1;
                     self.event_bytes += 1;
-                    if self.line_bytes > MAX_LINE_BYTES {
+                    if self.line_bytes > SSE_MAX_LINE_BYTES {
                         return Err(BodyError::LineTooLong);
                     }
-                    if self.event_bytes > MAX_EVENT_BYTES {
+                    if self.event_bytes > SSE_MAX_EVENT_BYTES {
                         return Err(BodyError::EventTooLong);
                     }
                 }
@@ -272,7 +283,7 @@ pub(crate) fn error_text(error: &serde_json::Value) -> String {
         (Some(kind), None) => kind.to_owned(),
         (None, None) => error.to_string(),
     };
-    truncate(text, ERROR_BODY_BYTES)
+    truncate(text, PROVIDER_ERROR_BODY_BYTES)
 }
 
 #[cfg(test)]
@@ -286,16 +297,16 @@ mod tests {
 
     #[test]
     fn line_limit_counts_bytes_between_terminators() {
-        let line = vec![b'a'; MAX_LINE_BYTES];
+        let line = vec![b'a'; SSE_MAX_LINE_BYTES];
         assert!(limit(&[&line, b"\n", &line, b"\r\n\r\n", &line]).is_ok());
         assert!(matches!(limit(&[&line, b"a"]), Err(BodyError::LineTooLong)));
-        let half = vec![b'a'; MAX_LINE_BYTES / 2];
+        let half = vec![b'a'; SSE_MAX_LINE_BYTES / 2];
         assert!(matches!(limit(&[&half, &half, b"a"]), Err(BodyError::LineTooLong)));
     }
 
     #[test]
     fn event_limit_resets_at_blank_lines() {
-        let line = vec![b'a'; MAX_LINE_BYTES];
+        let line = vec![b'a'; SSE_MAX_LINE_BYTES];
         assert!(limit(&[&line, b"\n\n", &line, b"\r\n\r\n", &line, b"\r\r", &line]).is_ok());
         assert!(matches!(
             limit(&[&line, b"\n", &line, b"\r\n", b"a"]),

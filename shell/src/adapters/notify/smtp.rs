@@ -5,21 +5,15 @@
 //! the whole delivery a budget, so a silent server cannot hold an alert task forever.
 
 use std::fmt;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use chatbox_core::budgets::{SMTP_COMMAND_TIMEOUT, SMTP_SEND_BUDGET};
 use chatbox_core::config::{SmtpConfig, SmtpTls};
 use lettre::message::{Mailbox, Mailboxes, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::engine::notify::{HelpAlert, Notifier, NotifyError};
-
-/// Budget of one SMTP command (connect, EHLO, AUTH, DATA …).
-pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Budget of one whole delivery.
-pub const SMTP_SEND_BUDGET: Duration = Duration::from_secs(30);
 
 const CHANNEL: &str = "smtp";
 

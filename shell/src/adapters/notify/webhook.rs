@@ -8,12 +8,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatbox_core::budgets::WEBHOOK_TIMEOUT;
 use serde::Serialize;
 
 use crate::engine::notify::{HelpAlert, Notifier, NotifyError};
-
-/// Budget of one webhook call (connect, send, response headers).
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CHANNEL: &str = "webhook";
 

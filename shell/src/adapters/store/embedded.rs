@@ -44,11 +44,6 @@ impl EmbeddedStore {
     /// Name of the database file inside the data directory.
     pub const FILE_NAME: &'static str = "chatbox.redb";
 
-    /// redb's page cache. Its default (1 GiB) let the server's memory grow with the file — about
-    /// 1.4 KiB per session ever created in the churn scenario (BENCHMARKS.md); the operating
-    /// system's page cache still keeps hot pages in memory beyond this.
-    pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
-
     /// Opens (creating if needed) the data directory `dir` and `chatbox.redb` inside it, and
     /// creates the tables on first use.
     ///
@@ -65,7 +60,7 @@ impl EmbeddedStore {
         let path = dir.join(Self::FILE_NAME);
         let db = Arc::new(
             redb::Builder::new()
-                .set_cache_size(Self::CACHE_BYTES)
+                .set_cache_size(chatbox_core::budgets::EMBEDDED_CACHE_BYTES)
                 .create(&path)
                 .map_err(redb_error)?,
         );

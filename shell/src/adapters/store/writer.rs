@@ -3,7 +3,7 @@
 //!
 //! redb runs one write transaction at a time anyway, and each commit costs a page-tree flush plus
 //! an fsync. So writes arrive on a channel; the thread takes every write that is waiting (up to
-//! [`MAX_BATCH`]), applies them in order inside one transaction committed with
+//! [`STORE_WRITE_BATCH`]), applies them in order inside one transaction committed with
 //! `Durability::Immediate`, and only then answers each caller: "a write that returned `Ok`
 //! survives a crash" still holds, one write alone costs what it did before, and concurrent writes
 //! share the commit.
@@ -25,15 +25,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use chatbox_core::budgets::STORE_WRITE_BATCH;
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::error::redb_error;
 use super::ops::Write;
 use crate::engine::store::StoreError;
-
-/// Most writes applied in one transaction (bounds how long the first of them waits).
-const MAX_BATCH: usize = 256;
 
 /// One queued write: applied (perhaps twice, see the module docs), then answered.
 trait Job: Send {
@@ -140,10 +138,10 @@ impl Drop for Writer {
 
 /// The writer loop: take what is waiting, apply it as one batch, answer.
 fn run(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(STORE_WRITE_BATCH);
     while let Ok(first) = jobs.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < STORE_WRITE_BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,

@@ -29,9 +29,9 @@ mod schema;
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use chatbox_core::budgets::{MONGO_INDEX_BUDGET, SESSION_CREATE_ATTEMPTS};
 use chatbox_core::config::MongoConfig;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
@@ -64,12 +64,6 @@ pub const INDEX_NAMES: [&str; 6] = [
     IDX_SHARE_TOKEN,
     IDX_ACTIVE_USER,
 ];
-
-/// Time budget of index creation at start-up (§8.3).
-pub const INDEX_BUDGET: Duration = Duration::from_secs(30);
-
-/// How often `create` re-inserts when the session it collided with ended in between.
-const CREATE_ATTEMPTS: usize = 3;
 
 /// Sessions in one MongoDB collection (default `chat.sessions`).
 ///
@@ -130,12 +124,12 @@ impl MongoStore {
     }
 
     /// Creates the §8.3 indexes with their exact names, plus `idx_active_user` (unique on
-    /// `activeUid` where it exists: one active session per user), within [`INDEX_BUDGET`].
+    /// `activeUid` where it exists: one active session per user), within [`MONGO_INDEX_BUDGET`].
     /// Existing identical indexes are fine. Errors are returned for the caller to log and retry
     /// later (an index with one of these names but other keys or options is permanent).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let create = self.sessions.create_indexes(query::index_models());
-        match tokio::time::timeout(INDEX_BUDGET, create).await {
+        match tokio::time::timeout(MONGO_INDEX_BUDGET, create).await {
             Ok(Ok(_)) => {
                 tracing::info!(
                     collection = %self.sessions.name(),
@@ -147,7 +141,7 @@ impl MongoStore {
             Ok(Err(err)) => Err(classify(&err)),
             Err(_) => Err(StoreError::Transient(format!(
                 "mongo store: index creation did not finish within {} s",
-                INDEX_BUDGET.as_secs()
+                MONGO_INDEX_BUDGET.as_secs()
             ))),
         }
     }
@@ -298,7 +292,7 @@ impl SessionStore for MongoStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         observe("create", async {
             let document = session_to_document(doc);
-            for _ in 0..CREATE_ATTEMPTS {
+            for _ in 0..SESSION_CREATE_ATTEMPTS {
                 match self.sessions.insert_one(document.clone()).await {
                     Ok(_) => {
                         tracing::debug!(session_id = %doc.id, user_id = %doc.user_id, "session stored");

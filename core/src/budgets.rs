@@ -1,0 +1,112 @@
+//! Fixed budgets and limits of the server, by name: every time or size rule that is not a
+//! setting. The settings' defaults live with their machines
+//! ([`crate::keepalive::KeepaliveTimings`], [`crate::stream::StreamDeadlines`],
+//! [`crate::retry::RetryPolicy`], [`crate::rate::RateLimit`]) or here (the history budgets), and
+//! the configuration refers to them, so each value is written once. The shell imports these
+//! instead of writing its own `Duration::from_*`.
+
+use std::time::Duration;
+
+// ---- WebSocket -------------------------------------------------------------------------------
+
+/// How long the close frame of a kicked or force-closed connection may take before the socket
+/// is dropped anyway (the peer may be the reason for the kick).
+pub const KICK_CLOSE_BUDGET: Duration = Duration::from_millis(100);
+
+// ---- HTTP ------------------------------------------------------------------------------------
+
+/// How long a client may take to send a request's headers (the original's read timeout).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Pause after a failed `accept` (out of file descriptors and similar) instead of spinning.
+pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long browsers may cache a CORS preflight answer (`Access-Control-Max-Age`).
+pub const CORS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+// ---- Replies ---------------------------------------------------------------------------------
+
+/// Budget of a voice-message answer, from the request to the last chunk (PROTOCOL.md §7.2).
+pub const VOICE_BUDGET: Duration = Duration::from_secs(60);
+
+/// At shutdown, longest wait for cut replies to send their error frame (at most half of what is
+/// left of the shutdown budget).
+pub const CUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Default most conversation messages sent to the provider (`LLM_HISTORY_MAX_MESSAGES`).
+pub const HISTORY_MAX_MESSAGES: usize = 50;
+
+/// Default most bytes of conversation sent to the provider (`LLM_HISTORY_MAX_BYTES`), 32 KiB.
+pub const HISTORY_MAX_BYTES: usize = 32 * 1024;
+
+// ---- Providers (HTTP upstreams) --------------------------------------------------------------
+
+/// Budget to establish a TCP (and TLS) connection to a provider.
+pub const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default wait for a provider's response headers (PROTOCOL.md §7.2: 30 s).
+pub const PROVIDER_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an idle pooled connection to a provider is kept.
+pub const PROVIDER_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Bytes of a provider's non-2xx reply body kept in the error text (PROTOCOL.md §7.2).
+pub const PROVIDER_ERROR_BODY_BYTES: usize = 1024;
+
+/// Longest SSE line accepted from a provider (PROTOCOL.md §7.2: 1 MiB).
+pub const SSE_MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Longest SSE event accepted (all its lines together). Real upstreams send one `data:` line
+/// per event; this only bounds memory against a peer that never sends the blank line.
+pub const SSE_MAX_EVENT_BYTES: usize = 2 * SSE_MAX_LINE_BYTES;
+
+/// `max_tokens` of every Anthropic request (PROTOCOL.md §7.4).
+pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
+
+// ---- Store -----------------------------------------------------------------------------------
+
+/// How long `/readyz` waits for the store's ping (PROTOCOL.md §4.10).
+pub const STORE_PING_BUDGET: Duration = Duration::from_secs(2);
+
+/// Shortest pause between two attempts to prepare the store at start-up (indexes, schema).
+pub const STORE_PREPARE_MIN_DELAY: Duration = Duration::from_secs(1);
+
+/// Time budget of MongoDB index creation at start-up (PROTOCOL.md §8.3).
+pub const MONGO_INDEX_BUDGET: Duration = Duration::from_secs(30);
+
+/// How often the MongoDB store re-inserts a new session when the active session it collided
+/// with ended in between.
+pub const SESSION_CREATE_ATTEMPTS: usize = 3;
+
+/// Most writes the embedded store applies in one transaction (bounds how long the first waits).
+pub const STORE_WRITE_BATCH: usize = 256;
+
+/// The embedded store's (redb's) page cache. Its default (1 GiB) let the server's memory grow
+/// with the file — about 1.4 KiB per session ever created in the churn scenario
+/// (BENCHMARKS.md); the operating system's page cache still keeps hot pages beyond this.
+pub const EMBEDDED_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+// ---- Admin -----------------------------------------------------------------------------------
+
+/// Deadline of the admin listing and the metrics aggregation (PROTOCOL.md §8.5).
+pub const LIST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Sessions `GET {P}/sessions` returns at most (PROTOCOL.md §4.1).
+pub const USER_SESSIONS_LIMIT: usize = 100;
+
+// ---- Alerts ----------------------------------------------------------------------------------
+
+/// Budget of one SMTP command (connect, EHLO, AUTH, DATA …).
+pub const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Budget of one whole SMTP delivery.
+pub const SMTP_SEND_BUDGET: Duration = Duration::from_secs(30);
+
+/// Budget of one webhook call (connect, send, response headers).
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---- Process ---------------------------------------------------------------------------------
+
+/// After the drain plan exits, how long the runtime waits for tasks that are still running
+/// (e.g. a stuck store call) before abandoning them.
+pub const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
