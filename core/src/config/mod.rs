@@ -42,7 +42,8 @@ pub use model::{
     default_metrics_networks, default_trusted_proxies, health_probe_networks_for, AlertConfig,
     AuthConfig, Config, HttpConfig, LlmConfig, LogConfig, LogFormat, MongoConfig, ProviderConfig,
     ProviderKind, RateConfig, RateLimit, ServerConfig, SessionConfig, SmsConfig, SmtpConfig,
-    SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig,
+    SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig, HISTORY_READ_TIMEOUT_DEFAULT,
+    MONGO_CONNECT_TIMEOUT_DEFAULT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT,
 };
 pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,
