@@ -14,6 +14,7 @@
 //! - [`rate`] — the keyed sliding-window limiter and per-user connection slots (PROTOCOL.md §5).
 //! - [`timer`] — a periodic schedule (cleanup and sweep ticks) that can be stopped.
 //! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9).
+//! - [`breaker`] — the store's circuit breaker: closed / open / half-open (issue 16).
 //! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8).
 //! - [`godur`] — Go-style duration text (`2m0s`), parsed and formatted.
 //! - [`config`] — the configuration model, loading from env/TOML, and `validate()` (PROTOCOL.md §9).
@@ -23,6 +24,7 @@
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
 
+pub mod breaker;
 pub mod config;
 pub mod godur;
 pub mod origin;
