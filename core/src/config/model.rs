@@ -294,6 +294,16 @@ pub enum StoreConfig {
     Embedded,
 }
 
+impl StoreConfig {
+    /// The store's name in `/readyz` and logs: `mongodb` or `embedded`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            StoreConfig::Mongo(_) => "mongodb",
+            StoreConfig::Embedded => "embedded",
+        }
+    }
+}
+
 /// MongoDB connection (§8, §10 item 16).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MongoConfig {
