@@ -147,6 +147,13 @@ impl ServerOpts {
         self
     }
 
+    /// Removes an environment variable of the server (e.g. one of the defaults).
+    #[must_use]
+    pub fn without(mut self, key: &str) -> Self {
+        self.env.remove(key);
+        self
+    }
+
     /// Adds the next provider (`LLM_PROVIDER_<n>_*`, n = 1, 2, …) with upstream model
     /// `scripted-<kind>` and a fixed API key.
     #[must_use]

@@ -285,6 +285,23 @@ impl ConfigErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The line above the list: `configuration is invalid (1 problem)` / `(3 problems)`.
+    pub fn headline(&self) -> String {
+        let n = self.len();
+        let noun = if n == 1 { "problem" } else { "problems" };
+        format!("configuration is invalid ({n} {noun})")
+    }
+
+    /// Whether nothing at all is configured: the JWT secret is not set and there is no
+    /// provider — a newcomer's first run, who should hear about `serve --dev`.
+    pub fn nothing_configured(&self) -> bool {
+        let no_secret = self
+            .0
+            .iter()
+            .any(|e| matches!(e, ConfigError::JwtSecret { problem: SecretProblem::Missing, .. }));
+        no_secret && self.0.contains(&ConfigError::NoProviders)
+    }
 }
 
 impl fmt::Display for ConfigErrors {

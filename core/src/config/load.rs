@@ -101,6 +101,39 @@ pub fn load(
     Ok(Loaded { config, warnings })
 }
 
+/// Reads only the JWT secret (for minting tokens: `chatbox token` needs nothing else), from the
+/// same sources and with the same rules as [`load`]. `Err` lists the file's syntax error, if
+/// any, and every problem of the secret.
+pub fn load_jwt_secret(
+    env: &BTreeMap<String, String>,
+    toml_text: Option<&str>,
+) -> Result<Secret, ConfigErrors> {
+    let mut errors = Vec::new();
+    let table = match toml_text.map(str::parse::<toml::Table>) {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(error)) => {
+            errors.push(file_syntax_error(toml_text.unwrap_or_default(), &error));
+            None
+        }
+    };
+    let mut reader = Reader::new(Sources::new(env, table.as_ref()));
+    let secret = reader.secret(keys::JWT_SECRET);
+    errors.append(&mut reader.errors);
+    if !reader.failed.contains(keys::JWT_SECRET.env) {
+        errors.extend(
+            super::secret::jwt_secret_problems(&secret)
+                .into_iter()
+                .map(|problem| ConfigError::JwtSecret { setting: keys::JWT_SECRET, problem }),
+        );
+    }
+    if errors.is_empty() {
+        Ok(secret)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// The parser's message with a line and column, never the offending text (it may be a secret).
 fn file_syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
     let offset = error.span().map_or(0, |span| span.start.min(text.len()));
@@ -343,6 +376,20 @@ mod tests {
         assert_eq!(normalise_path_prefix("//"), "/");
         assert_eq!(normalise_path_prefix(""), "");
         assert_eq!(normalise_path_prefix("chatbox/"), "chatbox");
+    }
+
+    #[test]
+    fn the_secret_alone_loads_without_providers() {
+        let strong = "Zq3vN8xLr5Tm2Wk7Yp4Hs9Jd6Fb1Gc0A";
+        let env: BTreeMap<String, String> =
+            [("JWT_SECRET".to_string(), strong.to_string())].into_iter().collect();
+        assert_eq!(load_jwt_secret(&env, None).map(|s| s.expose().to_string()), Ok(strong.into()));
+        let file = format!("[chatbox]\njwt_secret = \"{strong}\"\n");
+        assert!(load_jwt_secret(&BTreeMap::new(), Some(&file)).is_ok());
+        let errors = load_jwt_secret(&BTreeMap::new(), None).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors}");
+        assert!(errors.to_string().contains("JWT_SECRET / chatbox.jwt_secret"), "{errors}");
+        assert!(load_jwt_secret(&BTreeMap::new(), Some("not = [toml")).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors, ProviderRef, Relation};
 pub use keys::SettingName;
-pub use load::{load, Loaded};
+pub use load::{load, load_jwt_secret, Loaded};
 pub use model::{
     default_metrics_networks, default_trusted_proxies, health_probe_networks_for, AlertConfig,
     AuthConfig, Config, HttpConfig, LlmConfig, LogConfig, LogFormat, MongoConfig, ProviderConfig,
