@@ -115,6 +115,7 @@ impl ServerOpts {
             env.insert("MONGO_URI".into(), uri);
             env.insert("MONGO_DATABASE".into(), crate::mongo::fresh_database());
             env.insert("MONGO_CONNECT_TIMEOUT".into(), "2s".into());
+            env.insert("MONGO_SERVER_SELECTION_TIMEOUT".into(), "2s".into());
         }
         Self { env, providers: 0 }
     }
@@ -133,6 +134,7 @@ impl ServerOpts {
         self.env("MONGO_URI", uri)
             .env("MONGO_DATABASE", &crate::mongo::fresh_database())
             .env("MONGO_CONNECT_TIMEOUT", "1s")
+            .env("MONGO_SERVER_SELECTION_TIMEOUT", "1s")
     }
 
     /// The defaults plus one OpenAI-compatible provider [`DEFAULT_MODEL`] on `upstream`.
