@@ -190,8 +190,18 @@ async fn replies_keep_flowing_through_an_outage_with_default_settings() {
         assert!(is_done(frames.last().expect("outcome")), "answered: {frames:#?}");
         assert_eq!(reply_text(&frames), content, "the echo of the current message");
     }
+    assert!(
+        server.wait_for_log("store circuit opened", SLOW_STEP).await,
+        "the breaker stops calls from waiting on the stopped store\n{}",
+        server.tail()
+    );
     mongo.restart().await;
     wait_ready(&server, 200, Duration::from_secs(60)).await;
+    assert!(
+        server.wait_for_log("store circuit closed", SLOW_STEP).await,
+        "a probe finds the store back\n{}",
+        server.tail()
+    );
 }
 
 #[tokio::test]
