@@ -19,6 +19,7 @@
 //! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9); the
 //!   store's default schedule [`retry::RetryPolicy::STORE_DEFAULT`] and the provider schedule
 //!   [`retry::RetryPolicy::PROVIDER`] (1 s, ×2, cap 30 s; PROTOCOL.md §7.2).
+//! - [`breaker`] — the store's circuit breaker: closed / open / half-open (issue 16).
 //! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8); defaults
 //!   [`stream::StreamDeadlines::DEFAULT`].
 //! - [`keepalive`] — a WebSocket connection's ping period, pong wait and write wait
@@ -46,6 +47,7 @@
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
 
+pub mod breaker;
 pub mod budgets;
 pub mod config;
 pub mod godur;

@@ -585,7 +585,7 @@ fn several_bad_settings_produce_all_their_errors_in_one_report() {
         "WS_PING_INTERVAL / chatbox.websocket.ping_interval (2m0s) must be less than",
         "MAX_CONNECTIONS / chatbox.max_connections: must be greater than zero",
         "METRICS_ALLOWED_NETWORKS / chatbox.metrics_allowed_networks: invalid network(s)",
-        "LLM provider #1 (id \"gpt\"): missing apiKey",
+        "LLM provider #1 (id \"gpt\"): missing LLM_PROVIDER_1_API_KEY / llm.providers[0].apiKey",
         "LLM provider #1 (id \"gpt\"): endpoint must use https",
     ] {
         assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
@@ -593,4 +593,73 @@ fn several_bad_settings_produce_all_their_errors_in_one_report() {
     assert_eq!(report.len(), 10, "{text}");
     assert!(text.lines().all(|line| line.starts_with("- ")));
     assert!(!text.contains("password123"));
+}
+
+/// A strong secret, the echo provider and `extra`.
+fn echo_env_with(extra: &[(&str, String)]) -> Env {
+    let mut env = echo_provider_env();
+    env.insert("JWT_SECRET".into(), "Zq3vN8xLr5Tm2Wk7Yp4Hs9Jd6Fb1Gc0A".into());
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+/// The first-chunk and idle deadlines of a loaded configuration.
+fn reply_deadlines(loaded: &chatbox_core::config::Loaded) -> (Duration, Duration) {
+    (loaded.config.llm.first_chunk_timeout, loaded.config.llm.idle_timeout)
+}
+
+proptest! {
+    /// Issue 16: with only `LLM_STREAM_TIMEOUT` set (any value, any spelling) the configuration
+    /// loads, and the unset per-chunk deadlines are their defaults capped at the whole reply's.
+    #[test]
+    fn prop_unset_reply_deadlines_follow_the_stream_timeout(
+        millis in 1u64..=600_000,
+        style in any::<u8>(),
+    ) {
+        let stream = Duration::from_millis(millis);
+        let text = if millis % 1000 == 0 { duration_text(millis / 1000, style) } else { format!("{millis}ms") };
+        let loaded = load(&echo_env_with(&[("LLM_STREAM_TIMEOUT", text)]), None)
+            .unwrap_or_else(|e| panic!("LLM_STREAM_TIMEOUT alone must load: {e}"));
+        prop_assert_eq!(loaded.config.llm.stream_timeout, stream);
+        prop_assert_eq!(
+            reply_deadlines(&loaded),
+            (stream.min(Duration::from_secs(30)), stream.min(Duration::from_secs(60)))
+        );
+    }
+
+    /// Issue 16: a per-chunk deadline the operator set is kept as set when it fits the whole
+    /// reply, and refused — naming both settings — when it exceeds it; the other one still
+    /// follows the default rule.
+    #[test]
+    fn prop_set_reply_deadlines_are_kept_or_refused(
+        stream in 1u64..=600,
+        first_chunk in 1u64..=1200,
+        set_idle in any::<bool>(),
+    ) {
+        let (key, other) = if set_idle {
+            ("LLM_IDLE_TIMEOUT", "LLM_FIRST_CHUNK_TIMEOUT")
+        } else {
+            ("LLM_FIRST_CHUNK_TIMEOUT", "LLM_IDLE_TIMEOUT")
+        };
+        let env = echo_env_with(&[
+            ("LLM_STREAM_TIMEOUT", format!("{stream}s")),
+            (key, format!("{first_chunk}s")),
+        ]);
+        match load(&env, None) {
+            Ok(loaded) => {
+                prop_assert!(first_chunk <= stream);
+                let (first, idle) = reply_deadlines(&loaded);
+                let (set, unset, default) =
+                    if set_idle { (idle, first, 30) } else { (first, idle, 60) };
+                prop_assert_eq!(set, Duration::from_secs(first_chunk));
+                prop_assert_eq!(unset, Duration::from_secs(stream.min(default)));
+            }
+            Err(errors) => {
+                prop_assert!(first_chunk > stream);
+                prop_assert_eq!(errors.len(), 1, "{}", errors);
+                prop_assert_eq!(errors.0[0].settings(), vec![key, "LLM_STREAM_TIMEOUT"]);
+                prop_assert!(!errors.to_string().contains(other), "{}", errors);
+            }
+        }
+    }
 }

@@ -33,6 +33,8 @@ struct RefSession {
     user: String,
     started: Instant,
     ended: Option<Instant>,
+    /// The end was asked for (`end`), so it is final.
+    final_end: bool,
     last_activity: Instant,
     attached: u32,
     admin: Option<String>,
@@ -105,6 +107,7 @@ impl RefState {
             user: user.to_owned(),
             started,
             ended,
+            final_end: false,
             last_activity: self.now,
             attached: 0,
             admin: None,
@@ -125,7 +128,11 @@ impl RefState {
                     let id = self.sessions[i].id.clone();
                     return Expected::Resolve(Ok((id, ResolutionKind::Existing, false)));
                 }
-                Some(at) if now - at < self.limits.reconnect_window => resumable = Some(i),
+                Some(at)
+                    if now - at < self.limits.reconnect_window && !self.sessions[i].final_end =>
+                {
+                    resumable = Some(i);
+                }
                 Some(_) => {}
             }
         }
@@ -167,6 +174,7 @@ impl RefState {
                 dropped.push(id);
             } else {
                 self.sessions[i].ended = Some(now);
+                self.sessions[i].final_end = false;
                 idle_ended.push(id);
             }
         }
@@ -297,6 +305,7 @@ impl ReferenceStateMachine for TableModel {
                 None => Err(SessionError::NotFound),
                 Some(i) => {
                     state.sessions[i].ended = Some(now);
+                    state.sessions[i].final_end = true;
                     let started = wall(state.sessions[i].started);
                     Ok((wall(now), wall(now).whole_seconds_since(started)))
                 }
@@ -484,6 +493,8 @@ impl StateMachineTest for TableModel {
             let s = t.get(&r.id).unwrap_or_else(|| panic!("{} missing from the table", r.id));
             assert_eq!(s.user_id(), r.user);
             assert_eq!(s.ended_at(), r.ended, "{}", r.id);
+            let final_end = s.end_cause().is_some_and(|cause| !cause.resumable());
+            assert_eq!(final_end, r.ended.is_some() && r.final_end, "{}", r.id);
             assert_eq!(s.last_activity(), r.last_activity, "{}", r.id);
             assert_eq!(s.attached(), r.attached, "{}", r.id);
             assert_eq!(s.assisting_admin().map(|a: &AdminRef| a.id.as_str()), r.admin.as_deref());

@@ -69,11 +69,6 @@ pub async fn start_with_pages(
     }
     let (engine, channels) =
         Engine::new(config, store, ports.outbox, ports.providers, ports.notifier, Clock::new());
-    if engine.origins.snapshot().allows_any() {
-        tracing::warn!(
-            "WS_ALLOWED_ORIGINS is empty: WebSocket connections from every origin are accepted"
-        );
-    }
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(

@@ -136,12 +136,17 @@ async fn data_survives_reopening_the_directory() {
     assert_eq!(store.list_by_user("u1", 10).await.unwrap().len(), 1);
 }
 
+/// Issue 16: at start-up nothing retries, so a locked file is a permanent error that names the
+/// file and the likely cause, not a "transient store failure".
 #[tokio::test]
-async fn a_second_open_of_the_same_directory_is_transient() {
+async fn a_second_open_of_the_same_directory_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
     let err = EmbeddedStore::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Transient(_)), "{err:?}");
+    let StoreError::Permanent(text) = &err else { panic!("permanent: {err:?}") };
+    let file = dir.path().join(EmbeddedStore::FILE_NAME);
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("locked by another process"), "{text}");
 }
 
 /// Environment variable that turns [`acknowledged_writes_survive_a_crash`] into its own child.

@@ -107,6 +107,7 @@ fn config(uri: String, collection: &str) -> MongoConfig {
         database: "chatbox_test".into(),
         collection: collection.into(),
         connect_timeout: Duration::from_secs(10),
+        server_selection_timeout: Duration::from_secs(10),
     }
 }
 

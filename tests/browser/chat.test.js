@@ -172,3 +172,27 @@ test('chat: Tab reaches the message input then the send button; controls have ac
   const unnamed = await p.unnamedControls(page);
   assert.deepEqual(unnamed, [], 'every visible control has an accessible name');
 }));
+
+test('chat: after the session is ended elsewhere, the next message starts a new session, which the page adopts and announces', h.withServerLog(() => twoModels, async () => {
+  const page = await h.newPage(browser);
+  const token = twoModels.token('ended-user');
+  await p.openChat(page, twoModels, token);
+  await p.chatOnce(page, 'Before the end');
+  const first = await p.sessionId(page);
+  assert.ok(first, 'the page knows its session');
+
+  // Ended from "My sessions" (or by an admin): final, never revived.
+  const ended = await twoModels.api('POST', `/sessions/${first}/end`, token);
+  assert.equal(ended.status, 200);
+
+  await p.chatOnce(page, 'After the end');
+  const second = await p.sessionId(page);
+  assert.ok(second && second !== first, `a new session: ${first} → ${second}`);
+  const shown = await p.messages(page, '#messages');
+  const notice = shown.findIndex(([sender, text]) => sender === 'system' && /conversation was ended/i.test(text));
+  const before = shown.findIndex(([sender, text]) => sender === 'user' && text === 'Before the end');
+  assert.ok(notice >= 0, `the page says a new conversation started: ${JSON.stringify(shown)}`);
+  assert.ok(before < notice, `the notice follows the ended conversation: ${JSON.stringify(shown)}`);
+  const stored = await twoModels.api('GET', `/sessions/${first}`, token);
+  assert.equal(stored.json.messages.length, 2, 'the ended session was not continued');
+}));

@@ -116,6 +116,7 @@ impl ServerOpts {
             env.insert("MONGO_URI".into(), uri);
             env.insert("MONGO_DATABASE".into(), crate::mongo::fresh_database());
             env.insert("MONGO_CONNECT_TIMEOUT".into(), "2s".into());
+            env.insert("MONGO_SERVER_SELECTION_TIMEOUT".into(), "2s".into());
         }
         Self { env, providers: 0 }
     }
@@ -134,6 +135,7 @@ impl ServerOpts {
         self.env("MONGO_URI", uri)
             .env("MONGO_DATABASE", &crate::mongo::fresh_database())
             .env("MONGO_CONNECT_TIMEOUT", "1s")
+            .env("MONGO_SERVER_SELECTION_TIMEOUT", "1s")
     }
 
     /// The defaults plus one OpenAI-compatible provider [`DEFAULT_MODEL`] on `upstream`.
@@ -145,6 +147,13 @@ impl ServerOpts {
     #[must_use]
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Removes an environment variable of the server (e.g. one of the defaults).
+    #[must_use]
+    pub fn without(mut self, key: &str) -> Self {
+        self.env.remove(key);
         self
     }
 

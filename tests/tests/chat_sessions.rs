@@ -1,12 +1,14 @@
 #![cfg(not(madsim))]
 //! Sessions through the real binary (PROTOCOL.md §3.5, §3.7, §6, §10 items 4, 10, 11, 13, 23):
-//! reconnecting to a session, the reconnect window after an idle end, the end of a session's
+//! reconnecting to a session, the reconnect window after an idle end (and never after an explicit
+//! end, issue 16), the end of a session's
 //! life in memory, fan-out to every connection bound to a session, and error frames that reach
 //! the sender even without a bound session.
 
 use std::time::Duration;
 
 use chatbox_tests::harness::{assert_error, is_done, reply_text, Client, Server, ServerOpts};
+use chatbox_tests::http::{get, ok_json, post};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::{json, Value};
 
@@ -76,6 +78,39 @@ async fn idle_ended_session_resumes_within_the_reconnect_window() {
     let (frames, again) = chat(&mut client, &session, "Back again").await;
     assert_eq!(again, session, "resumed within RECONNECT_TIMEOUT (§10 item 4): {frames:#?}");
     assert_eq!(announced(&frames), vec![session]);
+}
+
+/// Issue 16: a session ended through `POST {P}/sessions/:id/end` is final. The next message on
+/// the same open socket — well within the reconnect window — starts a new session, announced
+/// with its new id (§6.2), and the ended one stays ended with its conversation closed.
+#[tokio::test]
+async fn an_explicitly_ended_session_is_never_revived() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let token = server.token("end-user", &["user"], None);
+    let mut client = server.connect(&token).await;
+    let (_, session) = chat(&mut client, "end-1", "Before the end").await;
+
+    let end = post(&server, &format!("/sessions/{session}/end"), Some(&token)).await;
+    assert_eq!(ok_json(&end), json!({"status": "ended"}));
+
+    let (frames, fresh) = chat(&mut client, &session, "After the end").await;
+    assert_ne!(fresh, session, "a new session, not the ended one: {frames:#?}");
+    assert_eq!(announced(&frames).last(), Some(&fresh), "the new id is announced: {frames:#?}");
+    let history = &upstream.last_request().expect("request").body["messages"];
+    assert_eq!(
+        history,
+        &json!([{"role": "user", "content": "After the end"}]),
+        "the new session starts a new conversation"
+    );
+    let list = ok_json(&get(&server, "/sessions", Some(&token)).await);
+    let active = |id: &str| {
+        let items = list["sessions"].as_array().expect("sessions");
+        let item = items.iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("{id}: {list}"));
+        item["is_active"].as_bool().expect("is_active")
+    };
+    assert!(!active(&session), "the ended session stays ended: {list}");
+    assert!(active(&fresh), "{list}");
 }
 
 #[tokio::test]

@@ -281,6 +281,27 @@ async fn stall_before_first_chunk_is_one_llm_timeout() {
     assert_eq!(upstream.request_count(), 1, "a stall is not retried");
 }
 
+/// Issue 16: an operator of the original sets only `LLM_STREAM_TIMEOUT`; the server starts, and
+/// the unset first-chunk deadline follows it, so a model that never sends a byte is cut by the
+/// 3 s deadline (named in the error), not by the 30 s default.
+#[tokio::test]
+async fn stream_timeout_alone_bounds_a_silent_model() {
+    let upstream = Upstream::start().await;
+    upstream.set_default(Script::reply(["never"]).with_behaviour(Behaviour::StallBeforeFirst));
+    let opts = ServerOpts::with_upstream(&upstream).env("LLM_STREAM_TIMEOUT", "3s");
+    let server = Server::start(opts).await;
+    let mut client = server.connect(&server.token("stream-only", &["user"], None)).await;
+    expect_failed_reply(
+        &mut client,
+        "s-migrated",
+        "LLM_TIMEOUT",
+        "AI service request timed out after 3s",
+        0,
+        Duration::from_millis(500),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn stall_mid_stream_is_one_llm_timeout() {
     let upstream = Upstream::start().await;

@@ -1,7 +1,10 @@
 #![cfg(not(madsim))]
 //! The command line through the real binary: `serve --dev` starts with no configuration at all
 //! and prints tokens, a WebSocket URL and page URLs that work; `token` mints a JWT the server
-//! accepts with the claims asked for; `gen-secret` prints secrets that pass the §2.4 rules.
+//! accepts with the claims asked for; `gen-secret` prints secrets that pass the §2.4 rules; and
+//! the edges a newcomer meets (issue 16): counted problems, the `serve --dev` hint, `token` with
+//! only the secret, unusable or locked data directories named by their absolute path, plain
+//! logs in files (no colour), each start-up warning once, structured shutdown fields.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -29,6 +32,131 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `serve --port 0` with exactly `env` (plus `PATH`) in `dir`, expecting it to exit by
+/// itself (a start-up error) within 20 s; exit status and stderr.
+async fn serve_refused(
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--port", "0"])
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("a refused start exits by itself")
+        .expect("run the chatbox binary");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A strong secret and the echo provider without a name.
+const MINIMAL: [(&str, &str); 3] = [
+    ("JWT_SECRET", "Zq3vN8xLr5Tm2Wk7Yp4Hs9Jd6Fb1Gc0A"),
+    ("LLM_PROVIDER_1_ID", "echo"),
+    ("LLM_PROVIDER_1_TYPE", "echo"),
+];
+
+#[tokio::test]
+async fn problems_are_counted_and_an_empty_configuration_hints_at_serve_dev() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (status, err) = serve_refused(&[], dir.path()).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("configuration is invalid (2 problems)"), "{err}");
+    assert!(err.contains("chatbox serve --dev"), "hints at --dev: {err}");
+
+    // One problem is one problem; with something configured there is no hint.
+    let (_, _, err) = check_config(&[MINIMAL[1], MINIMAL[2]]).await;
+    assert!(err.contains("configuration is invalid (1 problem):"), "{err}");
+    assert!(!err.contains("serve --dev"), "something is configured: {err}");
+
+    // The echo provider needs no NAME (it defaults to its id).
+    let (status, out, err) = check_config(&MINIMAL).await;
+    assert!(status.success(), "{out}{err}");
+}
+
+#[tokio::test]
+async fn token_needs_only_the_secret() {
+    let (status, out, err) = run(&["token", "--user", "only-secret"], &[MINIMAL[0]]).await;
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(claims(out.trim())["user_id"], "only-secret");
+    // Without the secret it still refuses, naming it.
+    let (status, _, err) = run(&["token", "--user", "x"], &[]).await;
+    assert!(!status.success());
+    assert!(err.contains("JWT_SECRET"), "{err}");
+}
+
+#[tokio::test]
+async fn a_data_dir_that_is_a_file_is_named_by_its_absolute_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("data-file"), b"in the way").expect("write a file");
+    let env = [MINIMAL[0], MINIMAL[1], MINIMAL[2], ("DATA_DIR", "data-file")];
+    let (status, err) = serve_refused(&env, dir.path()).await;
+    assert!(!status.success(), "{err}");
+    let absolute = dir.path().canonicalize().expect("canonical").join("data-file");
+    assert!(err.contains(&absolute.display().to_string()), "names {}: {err}", absolute.display());
+    assert!(err.contains("is not a directory"), "{err}");
+    assert!(!err.contains("os error 17"), "{err}");
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_by_another_chatbox_is_a_clear_error() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let data = server.data_dir();
+    let data = data.to_str().expect("utf-8 path");
+    let env = [MINIMAL[0], MINIMAL[1], MINIMAL[2], ("DATA_DIR", data)];
+    let mut env = env.to_vec();
+    let mongo = chatbox_tests::mongo::shared_uri();
+    if let Some(uri) = &mongo {
+        env.push(("MONGO_URI", uri));
+    }
+    let (status, err) = serve_refused(&env, std::path::Path::new("/")).await;
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("is locked by another process"), "{err}");
+    assert!(err.contains(data), "names the data directory {data}: {err}");
+    assert!(!err.contains("transient"), "{err}");
+}
+
+#[tokio::test]
+async fn logs_to_a_file_have_no_colour_and_each_warning_once() {
+    let upstream = Upstream::start().await;
+    // NO_COLOR unset: stderr is a file, which alone must turn colour off.
+    let opts = ServerOpts::with_upstream(&upstream).without("NO_COLOR");
+    let mut server = Server::start(opts).await;
+    server.sigterm();
+    let (status, _) = server.wait_exit(STEP).await;
+    assert!(status.success());
+    let log = server.log_text();
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes in a file:\n{log}");
+    assert_eq!(log.matches("WS_ALLOWED_ORIGINS").count(), 1, "warned once:\n{log}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_structured_shutdown_fields() {
+    let upstream = Upstream::start().await;
+    let mut server =
+        Server::start(ServerOpts::with_upstream(&upstream).env("LOG_FORMAT", "json")).await;
+    server.sigterm();
+    let (status, _) = server.wait_exit(STEP).await;
+    assert!(status.success());
+    let log = server.log_text();
+    let finished = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "shutdown finished")
+        .unwrap_or_else(|| panic!("a JSON `shutdown finished` line:\n{log}"));
+    assert_eq!(finished["fields"]["cut_replies"], 0, "{finished}");
+    assert_eq!(finished["fields"]["forced_connections"], 0, "{finished}");
+    assert!(!log.contains("ShutdownReport"), "no Rust Debug text:\n{log}");
 }
 
 /// The claims of a JWT, decoded without checking the signature (the server checks that).
@@ -107,8 +235,14 @@ async fn token_mints_a_jwt_the_server_accepts() {
 
 /// `chatbox serve --dev` on `data`: the running child and every stdout line up to `listening on`.
 async fn start_dev(data: &str) -> (tokio::process::Child, Vec<String>) {
+    start_dev_in(data, std::path::Path::new("/")).await
+}
+
+/// [`start_dev`] with `dir` as the working directory.
+async fn start_dev_in(data: &str, dir: &std::path::Path) -> (tokio::process::Child, Vec<String>) {
     let mut command = Command::new(binary());
     command
+        .current_dir(dir)
         .args(["serve", "--dev", "--port", "0", "--data-dir", data])
         .env_clear()
         .stdin(Stdio::null())
@@ -207,5 +341,18 @@ async fn serve_dev_needs_no_configuration_and_prints_working_tokens() {
     let client = Client::connect(&minted_url, &[]).await.expect("token --dev is accepted");
     assert_eq!(client.greeting["user_id"], "minted");
     drop(client);
+    assert!(stop(&mut child).await.success());
+}
+
+#[tokio::test]
+async fn serve_dev_prints_a_relative_data_dir_as_absolute() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, printed) = start_dev_in("relative-data", dir.path()).await;
+    let absolute = dir.path().canonicalize().expect("canonical").join("relative-data");
+    let banner = printed
+        .iter()
+        .find(|l| l.contains("development mode"))
+        .unwrap_or_else(|| panic!("a banner: {printed:?}"));
+    assert!(banner.contains(&absolute.display().to_string()), "{banner}");
     assert!(stop(&mut child).await.success());
 }

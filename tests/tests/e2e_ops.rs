@@ -217,6 +217,13 @@ async fn healthz_and_readyz_bodies() {
     let ready = ok_json(&get(&server, "/readyz", None).await);
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["checks"]["mongodb"], serde_json::json!({"status": "ready"}), "{ready}");
+    // Issue 16: the store the ping reached is named beside the compatible `mongodb` check.
+    let backend = if chatbox_tests::mongo::shared_uri().is_some() { "mongodb" } else { "embedded" };
+    assert_eq!(
+        ready["checks"]["store"],
+        serde_json::json!({"status": "ready", "backend": backend}),
+        "{ready}"
+    );
     assert_eq!(ready["checks"]["llm"]["status"], "ready", "{ready}");
     assert_eq!(ready["checks"]["llm"]["providers_count"], 2, "{ready}");
     assert_eq!(ready["checks"]["outbox"], serde_json::json!({"status": "ready", "depth": 0}));

@@ -105,3 +105,37 @@ async fn no_cors_without_configuration() {
     ok_json(&health);
     assert!(health.header("access-control-allow-origin").is_none(), "{health:?}");
 }
+
+/// Issue 16: `*` lets any origin in without credentials — a literal `*` and no
+/// `Access-Control-Allow-Credentials`, preflights and simple requests alike — while an origin
+/// listed by name beside it keeps its mirrored origin and credentials.
+#[tokio::test]
+async fn star_means_any_origin_without_credentials() {
+    let upstream = Upstream::start().await;
+    for list in ["*", "*, https://app.example.com"] {
+        let opts = ServerOpts::with_upstream(&upstream).env("CORS_ALLOWED_ORIGINS", list);
+        let server = Server::start(opts).await;
+        let evil = "https://evil.example";
+
+        let answer = call(&server, "OPTIONS", "/sessions", None, &preflight(evil)).await;
+        assert_eq!(answer.status, 204, "{list}: {answer:?}");
+        assert_eq!(answer.header("access-control-allow-origin"), Some("*"), "{list}");
+        assert_eq!(answer.header("access-control-allow-credentials"), None, "{list}");
+        answer.assert_security_headers();
+
+        let health = call(&server, "GET", "/healthz", None, &[("Origin", evil)]).await;
+        ok_json(&health);
+        assert_eq!(health.header("access-control-allow-origin"), Some("*"), "{list}");
+        assert_eq!(health.header("access-control-allow-credentials"), None, "{list}");
+
+        let listed = call(&server, "OPTIONS", "/sessions", None, &preflight(APP)).await;
+        assert_eq!(listed.status, 204, "{list}: {listed:?}");
+        if list == "*" {
+            assert_eq!(listed.header("access-control-allow-origin"), Some("*"));
+            assert_eq!(listed.header("access-control-allow-credentials"), None);
+        } else {
+            assert_eq!(listed.header("access-control-allow-origin"), Some(APP));
+            assert_eq!(listed.header("access-control-allow-credentials"), Some("true"));
+        }
+    }
+}

@@ -248,3 +248,35 @@ async fn unknown_paths_and_wrong_methods_are_the_plain_404() {
     let outside = chatbox_tests::http::request(server.addr(), "GET", "/sessions", &[]).await;
     assert_not_found_page(&outside);
 }
+
+/// Issue 16: a path segment that does not decode to UTF-8 names nothing, so it is answered like
+/// an unknown session or share token — the §4 JSON body, never axum's plain-text `Invalid URL`.
+#[tokio::test]
+async fn undecodable_path_segments_are_unknown_sessions() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let user = server.token("owner-1", &["user"], None);
+    let admin = server.token("admin-1", &["admin"], None);
+    for (method, route) in [
+        ("GET", "/sessions/%ff%fe"),
+        ("POST", "/sessions/%ff%fe/end"),
+        ("POST", "/sessions/%ff%fe/share"),
+    ] {
+        assert_session_not_found(&call(&server, method, route, Some(&user), &[]).await);
+    }
+    for route in ["/admin/takeover/%ff%fe", "/admin/leave/%ff%fe"] {
+        assert_session_not_found(&call(&server, "POST", route, Some(&admin), &[]).await);
+    }
+    assert_error_body(
+        &get(&server, "/admin/users/%ff%fe/sessions", Some(&admin)).await,
+        400,
+        "user_id is not valid UTF-8",
+        "BAD_REQUEST",
+    );
+    assert_error_body(
+        &get(&server, "/shared/%ff%fe", None).await,
+        404,
+        "Shared session not found",
+        "NOT_FOUND",
+    );
+}

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use chatbox_tests::e2e::{chat, stored_messages};
-use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
+use chatbox_tests::harness::{is_done, reply_text, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, json, ok_json};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::upstream::Upstream;
@@ -27,6 +27,7 @@ fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
         .env("MONGO_URI", uri)
         .env("MONGO_DATABASE", db)
         .env("MONGO_CONNECT_TIMEOUT", "1s")
+        .env("MONGO_SERVER_SELECTION_TIMEOUT", "1s")
         .env("MONGO_RETRY_ATTEMPTS", "2")
         .env("MONGO_RETRY_DELAY", "100ms")
         .env("MONGO_RETRY_MAX_DELAY", "500ms")
@@ -161,6 +162,46 @@ async fn a_database_outage_loses_no_acknowledged_message() {
     wait_stored(&server, &token, &session, &want).await;
     let ready = wait_ready(&server, 200, SLOW_STEP).await;
     assert_eq!(ready["checks"]["outbox"]["depth"], 0, "drained: {ready}");
+}
+
+/// Generous bound on one reply during an outage with the default store settings (issue 16: it
+/// was 30 to 60 s, waiting on the driver's server selection and the retry schedule). The
+/// measured figures belong in BENCHMARKS.md; this only catches a return to waiting that long.
+const OUTAGE_REPLY: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn replies_keep_flowing_through_an_outage_with_default_settings() {
+    let mut mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let opts = ServerOpts::with_upstream(&upstream)
+        .embedded_store()
+        .env("MONGO_URI", &mongo.uri())
+        .env("MONGO_DATABASE", &fresh_database());
+    let server = Server::start(opts).await;
+    let token = server.token("flowing-user", &["user"], None);
+    let mut user = server.connect(&token).await;
+    let (session, _) = chat(&mut user, "flowing-1", "before the outage").await;
+
+    mongo.kill().await;
+    for n in 1..=3 {
+        let content = format!("while it is down {n}");
+        user.send_user_message(&session, &content).await;
+        let frames = user.recv_reply(OUTAGE_REPLY).await;
+        assert!(is_done(frames.last().expect("outcome")), "answered: {frames:#?}");
+        assert_eq!(reply_text(&frames), content, "the echo of the current message");
+    }
+    assert!(
+        server.wait_for_log("store circuit opened", SLOW_STEP).await,
+        "the breaker stops calls from waiting on the stopped store\n{}",
+        server.tail()
+    );
+    mongo.restart().await;
+    wait_ready(&server, 200, Duration::from_secs(60)).await;
+    assert!(
+        server.wait_for_log("store circuit closed", SLOW_STEP).await,
+        "a probe finds the store back\n{}",
+        server.tail()
+    );
 }
 
 #[tokio::test]

@@ -160,8 +160,9 @@ pub enum ConfigError {
         value: String,
     },
     /// A provider lacking required fields (`id`, `name`, `type`; and `endpoint`, `apiKey` unless
-    /// it is `echo`).
-    #[error("{provider}: missing {}", fields.join(", "))]
+    /// it is `echo`). Each field is named by its environment variable and its file key, like
+    /// every other setting (`LLM_PROVIDER_1_NAME / llm.providers[0].name`).
+    #[error("{provider}: missing {}", provider_fields_text(provider.slot, fields))]
     ProviderMissingFields {
         /// Which provider.
         provider: ProviderRef,
@@ -243,6 +244,16 @@ pub struct ProviderRef {
     pub position: usize,
     /// Its id, empty when not set.
     pub id: String,
+    /// Where it was defined: the `n` of `LLM_PROVIDER_<n>_*`, which is also file entry `n`
+    /// (differs from `position` when earlier definitions were dropped).
+    pub slot: usize,
+}
+
+impl ProviderRef {
+    /// The provider at 1-based `position`, defined at the same slot.
+    pub fn new(position: usize, id: impl Into<String>) -> Self {
+        Self { position, id: id.into(), slot: position }
+    }
 }
 
 impl fmt::Display for ProviderRef {
@@ -273,6 +284,23 @@ impl ConfigErrors {
     /// `true` when there are none (never the case for a returned `Err`).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The line above the list: `configuration is invalid (1 problem)` / `(3 problems)`.
+    pub fn headline(&self) -> String {
+        let n = self.len();
+        let noun = if n == 1 { "problem" } else { "problems" };
+        format!("configuration is invalid ({n} {noun})")
+    }
+
+    /// Whether nothing at all is configured: the JWT secret is not set and there is no
+    /// provider — a newcomer's first run, who should hear about `serve --dev`.
+    pub fn nothing_configured(&self) -> bool {
+        let no_secret = self
+            .0
+            .iter()
+            .any(|e| matches!(e, ConfigError::JwtSecret { problem: SecretProblem::Missing, .. }));
+        no_secret && self.0.contains(&ConfigError::NoProviders)
     }
 }
 
@@ -306,6 +334,27 @@ impl<'a> IntoIterator for &'a ConfigErrors {
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter()
     }
+}
+
+/// The environment variable suffix of a provider field named by its file key.
+fn provider_env_field(field: &str) -> String {
+    match field {
+        "apiKey" => "API_KEY".to_string(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// `LLM_PROVIDER_<n>_<FIELD> / llm.providers[<n-1>].<field>` for each field, comma-separated.
+fn provider_fields_text(slot: usize, fields: &[&'static str]) -> String {
+    let index = slot.saturating_sub(1);
+    let names: Vec<String> = fields
+        .iter()
+        .map(|field| {
+            let env = provider_env_field(field);
+            format!("LLM_PROVIDER_{slot}_{env} / llm.providers[{index}].{field}")
+        })
+        .collect();
+    names.join(", ")
 }
 
 fn quoted(entries: &[String]) -> String {

@@ -15,6 +15,7 @@ use super::model::{
     health_probe_networks_for, AlertConfig, AuthConfig, Config, HttpConfig, LlmConfig, LogConfig,
     LogFormat, MongoConfig, RateConfig, RateLimit, ServerConfig, SessionConfig, SmsConfig,
     SmtpConfig, SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig,
+    MONGO_CONNECT_TIMEOUT_DEFAULT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT,
 };
 use super::providers;
 use super::read::{describe, unsigned, Reader};
@@ -63,8 +64,9 @@ pub fn load(
     let rate = read_rate(&mut reader, &defaults.rate);
     let sessions = read_sessions(&mut reader, &defaults.sessions);
     let mut llm = read_llm(&mut reader, &defaults.llm);
-    let provider_read = providers::read(&reader.sources, &mut reader.errors, &mut reader.warnings);
-    llm.providers = provider_read.providers;
+    let mut provider_read =
+        providers::read(&reader.sources, &mut reader.errors, &mut reader.warnings);
+    llm.providers = std::mem::take(&mut provider_read.providers);
     let storage = read_storage(&mut reader, &defaults.storage);
     let alerts = read_alerts(&mut reader);
     let log = read_log(&mut reader, &defaults.log);
@@ -74,19 +76,62 @@ pub fn load(
 
     errors.append(&mut reader.errors);
     let failed = reader.failed;
-    errors.extend(config.problems().into_iter().filter(|problem| {
-        let about_unread = problem.settings().iter().any(|env| failed.contains(env));
-        // Definitions dropped for a bad type are reported already; "none at all" would mislead.
-        let spurious_none =
-            matches!(problem, ConfigError::NoProviders) && provider_read.dropped > 0;
-        !about_unread && !spurious_none
-    }));
+    errors.extend(
+        config
+            .problems()
+            .into_iter()
+            .filter(|problem| {
+                let about_unread = problem.settings().iter().any(|env| failed.contains(env));
+                // Definitions dropped for a bad type are reported already; "none at all" would
+                // mislead.
+                let spurious_none =
+                    matches!(problem, ConfigError::NoProviders) && provider_read.dropped > 0;
+                !about_unread && !spurious_none
+            })
+            .map(|mut problem| {
+                provider_read.locate(&mut problem);
+                problem
+            }),
+    );
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     let mut warnings = reader.warnings;
     warnings.extend(config.warnings());
     Ok(Loaded { config, warnings })
+}
+
+/// Reads only the JWT secret (for minting tokens: `chatbox token` needs nothing else), from the
+/// same sources and with the same rules as [`load`]. `Err` lists the file's syntax error, if
+/// any, and every problem of the secret.
+pub fn load_jwt_secret(
+    env: &BTreeMap<String, String>,
+    toml_text: Option<&str>,
+) -> Result<Secret, ConfigErrors> {
+    let mut errors = Vec::new();
+    let table = match toml_text.map(str::parse::<toml::Table>) {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(error)) => {
+            errors.push(file_syntax_error(toml_text.unwrap_or_default(), &error));
+            None
+        }
+    };
+    let mut reader = Reader::new(Sources::new(env, table.as_ref()));
+    let secret = reader.secret(keys::JWT_SECRET);
+    errors.append(&mut reader.errors);
+    if !reader.failed.contains(keys::JWT_SECRET.env) {
+        errors.extend(
+            super::secret::jwt_secret_problems(&secret)
+                .into_iter()
+                .map(|problem| ConfigError::JwtSecret { setting: keys::JWT_SECRET, problem }),
+        );
+    }
+    if errors.is_empty() {
+        Ok(secret)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// The parser's message with a line and column, never the offending text (it may be a secret).
@@ -202,13 +247,19 @@ fn read_sessions(r: &mut Reader<'_>, d: &SessionConfig) -> SessionConfig {
     }
 }
 
-/// Everything of [`LlmConfig`] except the providers (read by [`providers::read`]).
+/// Everything of [`LlmConfig`] except the providers (read by [`providers::read`]). The per-chunk
+/// deadlines default to [`LlmConfig::unset_deadline`] of the whole reply's.
 fn read_llm(r: &mut Reader<'_>, d: &LlmConfig) -> LlmConfig {
+    let stream_timeout = r.duration(keys::LLM_STREAM_TIMEOUT, d.stream_timeout);
+    let mut deadline = |setting, default| {
+        let unset = LlmConfig::unset_deadline(default, stream_timeout);
+        r.duration(setting, unset)
+    };
     LlmConfig {
         providers: Vec::new(),
-        stream_timeout: r.duration(keys::LLM_STREAM_TIMEOUT, d.stream_timeout),
-        first_chunk_timeout: r.duration(keys::LLM_FIRST_CHUNK_TIMEOUT, d.first_chunk_timeout),
-        idle_timeout: r.duration(keys::LLM_IDLE_TIMEOUT, d.idle_timeout),
+        stream_timeout,
+        first_chunk_timeout: deadline(keys::LLM_FIRST_CHUNK_TIMEOUT, d.first_chunk_timeout),
+        idle_timeout: deadline(keys::LLM_IDLE_TIMEOUT, d.idle_timeout),
         history_max_messages: r.integer(keys::LLM_HISTORY_MAX_MESSAGES, d.history_max_messages),
         history_max_bytes: r.integer(keys::LLM_HISTORY_MAX_BYTES, d.history_max_bytes),
         pause_ai_when_assisted: r.boolean(keys::PAUSE_AI_WHEN_ASSISTED, d.pause_ai_when_assisted),
@@ -224,12 +275,19 @@ fn read_storage(r: &mut Reader<'_>, d: &StorageConfig) -> StorageConfig {
     }
     let database = r.text(keys::MONGO_DATABASE, "chat");
     let collection = r.text(keys::MONGO_COLLECTION, "sessions");
-    let connect_timeout =
-        r.duration(keys::MONGO_CONNECT_TIMEOUT, std::time::Duration::from_secs(10));
+    let connect_timeout = r.duration(keys::MONGO_CONNECT_TIMEOUT, MONGO_CONNECT_TIMEOUT_DEFAULT);
+    let server_selection_timeout =
+        r.duration(keys::MONGO_SERVER_SELECTION_TIMEOUT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT);
     let backend = if uri.expose().trim().is_empty() {
         StoreConfig::Embedded
     } else {
-        StoreConfig::Mongo(MongoConfig { uri, database, collection, connect_timeout })
+        StoreConfig::Mongo(MongoConfig {
+            uri,
+            database,
+            collection,
+            connect_timeout,
+            server_selection_timeout,
+        })
     };
     StorageConfig {
         backend,
@@ -241,6 +299,7 @@ fn read_storage(r: &mut Reader<'_>, d: &StorageConfig) -> StorageConfig {
         data_dir: PathBuf::from(r.text(keys::DATA_DIR, &d.data_dir.to_string_lossy())),
         outbox_max_entries: r.integer(keys::OUTBOX_MAX_ENTRIES, d.outbox_max_entries),
         encryption_key: r.secret(keys::ENCRYPTION_KEY),
+        history_read_timeout: r.duration(keys::STORE_HISTORY_READ_TIMEOUT, d.history_read_timeout),
     }
 }
 
@@ -317,6 +376,20 @@ mod tests {
         assert_eq!(normalise_path_prefix("//"), "/");
         assert_eq!(normalise_path_prefix(""), "");
         assert_eq!(normalise_path_prefix("chatbox/"), "chatbox");
+    }
+
+    #[test]
+    fn the_secret_alone_loads_without_providers() {
+        let strong = "Zq3vN8xLr5Tm2Wk7Yp4Hs9Jd6Fb1Gc0A";
+        let env: BTreeMap<String, String> =
+            [("JWT_SECRET".to_string(), strong.to_string())].into_iter().collect();
+        assert_eq!(load_jwt_secret(&env, None).map(|s| s.expose().to_string()), Ok(strong.into()));
+        let file = format!("[chatbox]\njwt_secret = \"{strong}\"\n");
+        assert!(load_jwt_secret(&BTreeMap::new(), Some(&file)).is_ok());
+        let errors = load_jwt_secret(&BTreeMap::new(), None).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors}");
+        assert!(errors.to_string().contains("JWT_SECRET / chatbox.jwt_secret"), "{errors}");
+        assert!(load_jwt_secret(&BTreeMap::new(), Some("not = [toml")).is_err());
     }
 
     #[test]

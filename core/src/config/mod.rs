@@ -37,12 +37,13 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors, ProviderRef, Relation};
 pub use keys::SettingName;
-pub use load::{load, Loaded};
+pub use load::{load, load_jwt_secret, Loaded};
 pub use model::{
     default_metrics_networks, default_trusted_proxies, health_probe_networks_for, AlertConfig,
     AuthConfig, Config, HttpConfig, LlmConfig, LogConfig, LogFormat, MongoConfig, ProviderConfig,
     ProviderKind, RateConfig, RateLimit, ServerConfig, SessionConfig, SmsConfig, SmtpConfig,
-    SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig,
+    SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig, HISTORY_READ_TIMEOUT_DEFAULT,
+    MONGO_CONNECT_TIMEOUT_DEFAULT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT,
 };
 pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,

@@ -155,9 +155,11 @@ pub struct LlmConfig {
     pub providers: Vec<ProviderConfig>,
     /// Budget for a whole reply, retries included (`LLM_STREAM_TIMEOUT`), default 2 m.
     pub stream_timeout: Duration,
-    /// Budget until the first chunk (`LLM_FIRST_CHUNK_TIMEOUT`), default 30 s.
+    /// Budget until the first chunk (`LLM_FIRST_CHUNK_TIMEOUT`), default 30 s or
+    /// `stream_timeout` if smaller ([`LlmConfig::unset_deadline`]).
     pub first_chunk_timeout: Duration,
-    /// Longest silence between chunks (`LLM_IDLE_TIMEOUT`), default 60 s.
+    /// Longest silence between chunks (`LLM_IDLE_TIMEOUT`), default 60 s or `stream_timeout` if
+    /// smaller ([`LlmConfig::unset_deadline`]).
     pub idle_timeout: Duration,
     /// Most conversation messages sent to the provider (`LLM_HISTORY_MAX_MESSAGES`), default 50.
     pub history_max_messages: usize,
@@ -168,6 +170,14 @@ pub struct LlmConfig {
 }
 
 impl LlmConfig {
+    /// The value of a per-chunk deadline the operator did not set: its `default`, capped at the
+    /// whole reply's `stream_timeout` (issue 16). The original had `LLM_STREAM_TIMEOUT` as its
+    /// only deadline, so a configuration that sets just that one (say `3s`) must still start,
+    /// and the unset deadlines must not outlast it; only values the operator set can contradict.
+    pub fn unset_deadline(default: Duration, stream_timeout: Duration) -> Duration {
+        default.min(stream_timeout)
+    }
+
     /// The default model: the first configured provider (§10 item 14).
     pub fn default_provider(&self) -> Option<&ProviderConfig> {
         self.providers.first()
@@ -268,6 +278,9 @@ pub struct StorageConfig {
     pub outbox_max_entries: usize,
     /// AES-256 key for message content (`ENCRYPTION_KEY`): 32 bytes, or empty = off.
     pub encryption_key: Secret,
+    /// Budget of the history read before a model call (`STORE_HISTORY_READ_TIMEOUT`), default
+    /// [`HISTORY_READ_TIMEOUT_DEFAULT`].
+    pub history_read_timeout: Duration,
 }
 
 /// The session store: MongoDB when `MONGO_URI` is set, else the embedded store in `data_dir`.
@@ -279,6 +292,16 @@ pub enum StoreConfig {
     Embedded,
 }
 
+impl StoreConfig {
+    /// The store's name in `/readyz` and logs: `mongodb` or `embedded`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            StoreConfig::Mongo(_) => "mongodb",
+            StoreConfig::Embedded => "embedded",
+        }
+    }
+}
+
 /// MongoDB connection (§8, §10 item 16).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MongoConfig {
@@ -288,9 +311,25 @@ pub struct MongoConfig {
     pub database: String,
     /// Collection (`MONGO_COLLECTION`), default `sessions`.
     pub collection: String,
-    /// Connect / server selection budget (`MONGO_CONNECT_TIMEOUT`), default 10 s.
+    /// TCP/TLS connect budget of one connection (`MONGO_CONNECT_TIMEOUT`), default
+    /// [`MONGO_CONNECT_TIMEOUT_DEFAULT`].
     pub connect_timeout: Duration,
+    /// How long one operation waits for a usable server (`MONGO_SERVER_SELECTION_TIMEOUT`),
+    /// default [`MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT`]. The driver's own 30 s made every
+    /// reply wait half a minute during an outage (issue 16).
+    pub server_selection_timeout: Duration,
 }
+
+/// Default MongoDB connect budget: short, so an unreachable server is noticed quickly.
+pub const MONGO_CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+
+/// Default MongoDB server-selection budget: short, so no store call on the reply path waits
+/// long for a server that is down (issue 16).
+pub const MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Default budget of the history read before a model call (issue 16: at most 1 s); past it
+/// the reply goes on with what the instance has.
+pub const HISTORY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
 impl MongoConfig {
     /// The URI with any `user:password@` replaced by `<credentials>@`, for logs.
@@ -510,6 +549,7 @@ impl Config {
                 data_dir: PathBuf::from("data"),
                 outbox_max_entries: 100_000,
                 encryption_key: Secret::default(),
+                history_read_timeout: HISTORY_READ_TIMEOUT_DEFAULT,
             },
             alerts: AlertConfig {
                 admin_emails: Vec::new(),
@@ -589,6 +629,7 @@ mod tests {
             database: "chat".into(),
             collection: "sessions".into(),
             connect_timeout: Duration::from_secs(10),
+            server_selection_timeout: Duration::from_secs(2),
         });
         let shown = format!("{config:?}");
         for secret in [STRONG, &"K".repeat(32), "sk-live-abcdef", "hunter2-smtp", "sms-token-xyz"] {
@@ -606,6 +647,7 @@ mod tests {
             database: "chat".into(),
             collection: "sessions".into(),
             connect_timeout: Duration::from_secs(1),
+            server_selection_timeout: Duration::from_secs(1),
         };
         let with = mongo("mongodb://user:p%40ss@db1:27017,db2:27017/chat?authSource=admin");
         assert_eq!(

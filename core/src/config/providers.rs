@@ -29,6 +29,22 @@ pub(crate) struct ReadProviders {
     pub(crate) providers: Vec<ProviderConfig>,
     /// Definitions dropped (malformed entry, missing or unknown type); already reported.
     pub(crate) dropped: usize,
+    /// The slot (`n` of `LLM_PROVIDER_<n>_*`, file entry `n`) each kept provider came from.
+    pub(crate) slots: Vec<usize>,
+}
+
+impl ReadProviders {
+    /// Points `error`'s provider, numbered among the kept providers, at the slot it was
+    /// defined in, so its message names the operator's keys.
+    pub(crate) fn locate(&self, error: &mut ConfigError) {
+        if let ConfigError::ProviderMissingFields { provider, .. }
+        | ConfigError::ProviderEndpoint { provider, .. } = error
+        {
+            if let Some(&slot) = provider.position.checked_sub(1).and_then(|i| self.slots.get(i)) {
+                provider.slot = slot;
+            }
+        }
+    }
 }
 
 /// One definition as read, before its type is checked.
@@ -58,7 +74,7 @@ pub(crate) fn read(
             read.dropped += 1;
             continue;
         }
-        let provider = ProviderRef { position: index + 1, id: raw.id.clone().unwrap_or_default() };
+        let provider = ProviderRef::new(index + 1, raw.id.clone().unwrap_or_default());
         let kind = match raw.kind.as_deref().map(ProviderKind::from_name) {
             Some(Some(kind)) => kind,
             Some(None) => {
@@ -85,9 +101,16 @@ pub(crate) fn read(
                 continue;
             }
         };
+        // The demo model needs no display name: it defaults to its id (README).
+        let name = match (raw.name, kind) {
+            (Some(name), _) => name,
+            (None, ProviderKind::Echo) => raw.id.clone().unwrap_or_default(),
+            (None, _) => String::new(),
+        };
+        read.slots.push(index + 1);
         read.providers.push(ProviderConfig {
             id: raw.id.unwrap_or_default(),
-            name: raw.name.unwrap_or_default(),
+            name,
             kind,
             endpoint: raw.endpoint.unwrap_or_default(),
             api_key: raw.api_key.unwrap_or_default(),
@@ -215,7 +238,7 @@ pub(crate) fn problems(providers: &[ProviderConfig]) -> Vec<ConfigError> {
     }
     let mut positions_by_id: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, p) in providers.iter().enumerate() {
-        let provider = ProviderRef { position: index + 1, id: p.id.clone() };
+        let provider = ProviderRef::new(index + 1, p.id.clone());
         let needs_endpoint = p.kind.needs_endpoint();
         let fields: Vec<&'static str> = [
             ("id", p.id.trim().is_empty()),
@@ -370,7 +393,7 @@ mod tests {
         assert_eq!(
             errors,
             vec![ConfigError::ProviderMissingFields {
-                provider: ProviderRef { position: 1, id: "a".into() },
+                provider: ProviderRef::new(1, "a"),
                 fields: vec!["endpoint", "apiKey"],
             }]
         );

@@ -385,21 +385,58 @@ fn provider_problems_each_name_the_provider() {
     let texts: Vec<String> = refused(&env, None).iter().map(ToString::to_string).collect();
     assert_eq!(texts.len(), 5, "{texts:#?}");
     assert!(texts[0].starts_with("LLM provider #1 (id \"a\"): unknown type \"gemini\""));
-    assert!(texts[1].starts_with("LLM provider #3 (id \"c\"): missing type, endpoint, apiKey"));
-    // After the two dropped definitions, positions are those of the providers kept.
-    assert!(texts[2].starts_with("LLM provider #1 (id \"b\"): missing name, apiKey"));
+    assert!(texts[1].starts_with(
+        "LLM provider #3 (id \"c\"): missing LLM_PROVIDER_3_TYPE / llm.providers[2].type, \
+         LLM_PROVIDER_3_ENDPOINT / llm.providers[2].endpoint, \
+         LLM_PROVIDER_3_API_KEY / llm.providers[2].apiKey"
+    ));
+    // After the two dropped definitions, positions are those of the providers kept; the keys
+    // named are those of the slot the provider was defined in.
+    assert!(
+        texts[2].starts_with(
+            "LLM provider #1 (id \"b\"): missing LLM_PROVIDER_2_NAME / llm.providers[1].name, \
+             LLM_PROVIDER_2_API_KEY / llm.providers[1].apiKey"
+        ),
+        "{texts:#?}"
+    );
     assert!(texts[3].starts_with("LLM provider #1 (id \"b\"): endpoint must use https"));
     assert!(texts[4].contains("share the id \"d\""));
 }
 
 #[test]
+fn echo_provider_needs_no_name_and_defaults_it_to_its_id() {
+    let env = env(&[
+        ("JWT_SECRET", STRONG),
+        ("LLM_PROVIDER_1_ID", "demo"),
+        ("LLM_PROVIDER_1_TYPE", "echo"),
+    ]);
+    let providers = loaded(&env, None).config.llm.providers;
+    assert_eq!(providers, vec![ProviderConfig::echo("demo", "demo")]);
+    // Other types still need a name (their display name is not guessed).
+    let env = minimal(&[
+        ("LLM_PROVIDER_2_ID", "gpt"),
+        ("LLM_PROVIDER_2_TYPE", "openai"),
+        ("LLM_PROVIDER_2_ENDPOINT", "https://api.example.com/v1"),
+        ("LLM_PROVIDER_2_API_KEY", "sk-1234567890"),
+    ]);
+    let texts: Vec<String> = refused(&env, None).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        texts,
+        ["LLM provider #2 (id \"gpt\"): missing LLM_PROVIDER_2_NAME / llm.providers[1].name"]
+    );
+}
+
+#[test]
 fn malformed_provider_entries_are_reported() {
-    let file = "[llm]\nproviders = [\"openai\", { id = 5, name = [1], type = \"echo\" }]";
+    let file = "[llm]\nproviders = [\"openai\", { id = 5, name = [1], type = \"openai\" }]";
     let errors = refused(&env(&[("JWT_SECRET", STRONG)]), Some(file));
     let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(texts[0].starts_with("llm.providers entry #1: expected a table"), "{texts:#?}");
     assert!(texts[1].starts_with("llm.providers entry #2, field name: expected a string"));
-    assert!(texts.iter().any(|t| t.contains("missing name")), "{texts:#?}");
+    assert!(
+        texts.iter().any(|t| t.contains("missing LLM_PROVIDER_2_NAME / llm.providers[1].name")),
+        "{texts:#?}"
+    );
     assert!(!errors.contains(&ConfigError::NoProviders));
 
     let errors = refused(&env(&[("JWT_SECRET", STRONG)]), Some("[llm]\nproviders = 3"));
@@ -428,7 +465,10 @@ fn mongo_uri_from_env_or_any_file_location() {
     let config = loaded(&minimal(&[("MONGO_URI", "mongodb://u:p@db/chat")]), None).config;
     let StoreConfig::Mongo(mongo) = &config.storage.backend else { panic!("mongo expected") };
     assert_eq!((mongo.database.as_str(), mongo.collection.as_str()), ("chat", "sessions"));
-    assert_eq!(mongo.connect_timeout, Duration::from_secs(10));
+    // Issue 16: short client budgets, so no store call waits long on a server that is down.
+    assert_eq!(mongo.connect_timeout, Duration::from_secs(3));
+    assert_eq!(mongo.server_selection_timeout, Duration::from_secs(2));
+    assert_eq!(config.storage.history_read_timeout, Duration::from_secs(1));
 
     for file in [
         "[mongo]\nuri = \"mongodb://db1\"",

@@ -201,6 +201,7 @@ impl Config {
         }
         rules.not_empty(keys::DATA_DIR, &storage.data_dir.to_string_lossy());
         rules.positive_usize(keys::OUTBOX_MAX_ENTRIES, storage.outbox_max_entries);
+        rules.positive_duration(keys::STORE_HISTORY_READ_TIMEOUT, storage.history_read_timeout);
         rules.positive(keys::MONGO_RETRY_ATTEMPTS, u64::from(storage.retry.attempts));
         rules.ordered(
             (keys::MONGO_RETRY_MAX_DELAY, storage.retry.max_delay),
@@ -227,6 +228,10 @@ impl Config {
             rules.not_empty(keys::MONGO_DATABASE, &mongo.database);
             rules.not_empty(keys::MONGO_COLLECTION, &mongo.collection);
             rules.positive_duration(keys::MONGO_CONNECT_TIMEOUT, mongo.connect_timeout);
+            rules.positive_duration(
+                keys::MONGO_SERVER_SELECTION_TIMEOUT,
+                mongo.server_selection_timeout,
+            );
         }
     }
 
@@ -366,6 +371,7 @@ mod tests {
             database: "chat".into(),
             collection: "sessions".into(),
             connect_timeout: Duration::from_secs(10),
+            server_selection_timeout: Duration::from_secs(2),
         })
     }
 

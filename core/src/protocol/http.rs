@@ -546,6 +546,9 @@ pub struct ReadyCheck {
     /// Entries waiting in the durable outbox (outbox check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<usize>,
+    /// Which store the database check pinged: `embedded` or `mongodb` (store check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Why the check failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -553,7 +556,13 @@ pub struct ReadyCheck {
 
 impl ReadyCheck {
     fn ready(providers_count: Option<usize>) -> Self {
-        ReadyCheck { status: READY.to_string(), providers_count, depth: None, reason: None }
+        ReadyCheck {
+            status: READY.to_string(),
+            providers_count,
+            depth: None,
+            backend: None,
+            reason: None,
+        }
     }
 
     fn not_ready(reason: &str) -> Self {
@@ -561,6 +570,7 @@ impl ReadyCheck {
             status: NOT_READY.to_string(),
             providers_count: None,
             depth: None,
+            backend: None,
             reason: Some(reason.to_string()),
         }
     }
@@ -574,10 +584,14 @@ impl ReadyCheck {
 /// The `checks` object of `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyChecks {
-    /// The database ping.
+    /// The database ping, under the name clients know (§4.10), whichever store is in use.
     pub mongodb: ReadyCheck,
     /// The configured providers.
     pub llm: ReadyCheck,
+    /// The same ping naming the store it reached (an addition, issue 16): `backend` is
+    /// `embedded` or `mongodb`, so an operator can tell which one `mongodb` reports on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<ReadyCheck>,
     /// The durable outbox (an addition: not ready when full, since then no write can be
     /// acknowledged while the database is down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -612,8 +626,18 @@ impl ReadyBody {
         } else {
             ReadyCheck::not_ready("No LLM providers configured")
         };
-        let checks = ReadyChecks { mongodb, llm, outbox: None, shutdown: None };
+        let checks = ReadyChecks { mongodb, llm, store: None, outbox: None, shutdown: None };
         ReadyBody { status: String::new(), timestamp: now, checks }.with_status()
+    }
+
+    /// Adds the store check: the database check's result, naming the store `backend` it
+    /// pinged (`embedded` or `mongodb`).
+    #[must_use]
+    pub fn with_store(mut self, backend: &str) -> Self {
+        let mut check = self.checks.mongodb.clone();
+        check.backend = Some(backend.to_string());
+        self.checks.store = Some(check);
+        self
     }
 
     /// Adds the outbox check: `depth` entries waiting of at most `capacity`.
@@ -949,6 +973,18 @@ mod tests {
             json(&full.checks.outbox),
             r#"{"status":"not ready","depth":10,"reason":"Outbox full"}"#
         );
+        let embedded = ReadyBody::new(DbReadiness::Ready, 1, t(10, 0, 0, 0)).with_store("embedded");
+        assert_eq!(
+            json(&embedded.checks),
+            r#"{"mongodb":{"status":"ready"},"llm":{"status":"ready","providers_count":1},"store":{"status":"ready","backend":"embedded"}}"#
+        );
+        let down =
+            ReadyBody::new(DbReadiness::Unreachable, 1, t(10, 0, 0, 0)).with_store("mongodb");
+        assert_eq!(
+            json(&down.checks.store),
+            r#"{"status":"not ready","backend":"mongodb","reason":"Database connectivity check failed"}"#
+        );
+        assert_eq!(down.status_code(), 503);
         let draining = ReadyBody::new(DbReadiness::Ready, 1, t(10, 0, 0, 0)).draining();
         assert_eq!(draining.status_code(), 503);
         assert_eq!(

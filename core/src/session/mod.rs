@@ -1,7 +1,8 @@
 //! Sessions (PROTOCOL.md §6; seed issue #1 and #12, properties 1, 2, 3, 12, 13).
 //!
 //! [`SessionTable`] is the in-memory registry of live sessions of one server process: it
-//! resolves which session a frame uses (create, reuse, resume within the reconnect window),
+//! resolves which session a frame uses (create, reuse, resume within the reconnect window a
+//! session that ended without anyone asking — an explicit end is final, [`EndCause`]),
 //! decides who may bind a connection, ends sessions (explicitly or after idleness), drops ended
 //! ones after `ended_ttl`, and holds the takeover, help and statistics state. It is a sans-IO
 //! state machine: time comes in as `now`, ids are minted by the caller, and every effect (what to
@@ -29,7 +30,7 @@ pub use outcome::{
     Access, EndedSession, Left, LoadOutcome, MemoryStats, Resolution, ResolutionKind, SweepReport,
     TakeoverOutcome,
 };
-pub use record::{AdminRef, Session, SessionId, SessionSnapshot, SessionState};
+pub use record::{AdminRef, EndCause, Session, SessionId, SessionSnapshot, SessionState};
 pub use table::SessionTable;
 
 #[cfg(test)]

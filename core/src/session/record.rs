@@ -88,6 +88,26 @@ pub struct AdminRef {
     pub name: String,
 }
 
+/// Why a session ended — which decides whether the reconnect window may resume it (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndCause {
+    /// Someone asked: `POST …/end` by its user or an admin. Final: never resumed; the owner's
+    /// next message starts a new session.
+    Requested,
+    /// Nobody asked: idle with no connection (a disconnect ends this way). Resumable within the
+    /// reconnect window.
+    Idle,
+    /// Loaded ended from the store, which does not record why; resumable as before.
+    Stored,
+}
+
+impl EndCause {
+    /// Whether the reconnect window may make the session active again.
+    pub fn resumable(self) -> bool {
+        !matches!(self, EndCause::Requested)
+    }
+}
+
 /// Where a session is in its lifecycle (PROTOCOL.md §6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionState {
@@ -100,6 +120,8 @@ pub enum SessionState {
         at: Instant,
         /// When it ended, as stored and shown.
         wall: UnixMillis,
+        /// Why it ended.
+        cause: EndCause,
     },
 }
 
@@ -179,6 +201,14 @@ impl Session {
         match self.state {
             SessionState::Active => None,
             SessionState::Ended { at, .. } => Some(at),
+        }
+    }
+
+    /// Why the session ended, if ended.
+    pub fn end_cause(&self) -> Option<EndCause> {
+        match self.state {
+            SessionState::Active => None,
+            SessionState::Ended { cause, .. } => Some(cause),
         }
     }
 

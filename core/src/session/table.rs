@@ -14,7 +14,7 @@ use super::outcome::{
     Access, EndedSession, Left, LoadOutcome, MemoryStats, Resolution, ResolutionKind, SweepReport,
     TakeoverOutcome,
 };
-use super::record::{AdminRef, Session, SessionId, SessionSnapshot, SessionState};
+use super::record::{AdminRef, EndCause, Session, SessionId, SessionSnapshot, SessionState};
 use crate::response_times::ResponseTimes;
 use crate::time::{Instant, UnixMillis};
 
@@ -122,10 +122,12 @@ impl SessionTable {
     ///
     /// 1. `requested` is in memory and owned by someone else → `Err(NotOwner)`.
     /// 2. `requested` is the caller's active session → [`Existing`](ResolutionKind::Existing).
-    /// 3. `requested` is the caller's session, ended less than `reconnect_window` ago: if the
-    ///    caller has another active session → that one ([`Reused`](ResolutionKind::Reused));
-    ///    else it becomes active again ([`Resumed`](ResolutionKind::Resumed)).
-    /// 4. Otherwise (absent, unknown, or ended too long ago — then treated as unknown): the
+    /// 3. `requested` is the caller's session, ended less than `reconnect_window` ago without
+    ///    anyone asking ([`EndCause::resumable`]): if the caller has another active session →
+    ///    that one ([`Reused`](ResolutionKind::Reused)); else it becomes active again
+    ///    ([`Resumed`](ResolutionKind::Resumed)).
+    /// 4. Otherwise (absent, unknown, ended on request, or ended too long ago — then treated as
+    ///    unknown, so the reply announces another id, §6.2): the
     ///    caller's active session if any ([`Reused`](ResolutionKind::Reused)), else a new session
     ///    under `fresh_id` ([`Created`](ResolutionKind::Created); `Err(IdInUse)` if that id is
     ///    already in memory).
@@ -151,8 +153,9 @@ impl SessionTable {
                     self.mark_activity(id.as_str(), now);
                     return Ok(Resolution { id, kind: ResolutionKind::Existing, rebind: false });
                 }
-                SessionState::Ended { at, .. } => {
-                    if now.saturating_duration_since(at) < self.limits.reconnect_window {
+                SessionState::Ended { at, cause, .. } => {
+                    let recent = now.saturating_duration_since(at) < self.limits.reconnect_window;
+                    if recent && cause.resumable() {
                         resumable = Some(session.id.clone());
                     }
                 }
@@ -203,7 +206,7 @@ impl SessionTable {
                 if at + self.limits.ended_ttl <= now {
                     return LoadOutcome::Expired;
                 }
-                SessionState::Ended { at, wall: ended_wall }
+                SessionState::Ended { at, wall: ended_wall, cause: EndCause::Stored }
             }
             None => {
                 if let Some(active) = self.active_by_user.get(snapshot.user_id.as_str()) {
@@ -323,9 +326,10 @@ impl SessionTable {
         Ok(Some(name))
     }
 
-    /// Ends session `id` at `now` / `wall` (`POST …/end`, §4.3, §6.6), freeing its owner's active
-    /// slot. Ending an ended session succeeds again and overwrites the end time (its reconnect
-    /// window and memory TTL restart). Returns the values to store.
+    /// Ends session `id` at `now` / `wall` (`POST …/end`, §4.3, §6.6) on request, freeing its
+    /// owner's active slot. The end is final ([`EndCause::Requested`]): the reconnect window
+    /// never resumes it. Ending an ended session succeeds again, overwrites the end time (its
+    /// memory TTL restarts) and makes that end final too. Returns the values to store.
     pub fn end(
         &mut self,
         id: &str,
@@ -333,7 +337,7 @@ impl SessionTable {
         wall: UnixMillis,
     ) -> Result<EndedSession, SessionError> {
         let now = self.observe(now);
-        self.end_at(id, now, wall).ok_or(SessionError::NotFound)
+        self.end_at(id, now, wall, EndCause::Requested).ok_or(SessionError::NotFound)
     }
 
     /// Admin `admin_id` (display name `admin_name`) takes session `id` over (§4.8). The same
@@ -426,7 +430,7 @@ impl SessionTable {
             let state = self.sessions.get(id.as_str()).map(|s| s.state);
             match state {
                 Some(SessionState::Active) => {
-                    report.idle_ended.extend(self.end_at(id.as_str(), now, wall));
+                    report.idle_ended.extend(self.end_at(id.as_str(), now, wall, EndCause::Idle));
                 }
                 Some(SessionState::Ended { .. }) => {
                     let _dropped = self.remove(id.as_str());
@@ -521,14 +525,21 @@ impl SessionTable {
         }
     }
 
-    /// Ends `id` at `now`, freeing its owner's active slot; `None` if it is not in memory.
-    fn end_at(&mut self, id: &str, now: Instant, wall: UnixMillis) -> Option<EndedSession> {
+    /// Ends `id` at `now` for `cause`, freeing its owner's active slot; `None` if it is not in
+    /// memory.
+    fn end_at(
+        &mut self,
+        id: &str,
+        now: Instant,
+        wall: UnixMillis,
+        cause: EndCause,
+    ) -> Option<EndedSession> {
         let session = self.sessions.get_mut(id)?;
         if session.is_active() {
             let freed = self.active_by_user.remove(&*session.user_id);
             debug_assert!(freed.is_some(), "user_index_exact: active {id} was not indexed");
         }
-        session.state = SessionState::Ended { at: now, wall };
+        session.state = SessionState::Ended { at: now, wall, cause };
         let ended = EndedSession {
             id: session.id.clone(),
             started_wall: session.started_wall,

@@ -95,13 +95,20 @@ fn resolve_of_an_unknown_id_reuses_the_active_session() {
     ok(&t);
 }
 
+/// Ends every idle session at `now` the way nobody asked for: the sweep.
+fn idle_end(t: &mut SessionTable, now: Instant) {
+    let report = t.sweep(now, wall(now));
+    assert!(!report.idle_ended.is_empty(), "something idled out at {now:?}");
+}
+
 #[test]
-fn resolve_resumes_an_ended_session_within_the_reconnect_window() {
+fn resolve_resumes_an_idle_ended_session_within_the_reconnect_window() {
     let mut t = table();
     create(&mut t, "alice", "s1", T0);
-    let end = T0 + MINUTE;
-    let _ = t.end("s1", end, wall(end)).unwrap();
+    let end = T0 + HOUR;
+    idle_end(&mut t, end);
     assert!(t.active_of("alice").is_none());
+    assert_eq!(t.get("s1").unwrap().end_cause(), Some(EndCause::Idle));
     let back = end + 15 * MINUTE - Duration::from_nanos(1);
     let r = t.resolve("alice", Some("s1"), sid("s2"), back, wall(back)).unwrap();
     assert_eq!(r, Resolution { id: sid("s1"), kind: ResolutionKind::Resumed, rebind: false });
@@ -114,12 +121,41 @@ fn resolve_resumes_an_ended_session_within_the_reconnect_window() {
 }
 
 #[test]
+fn resolve_never_resumes_a_session_ended_on_request() {
+    let mut t = table();
+    create(&mut t, "alice", "s1", T0);
+    let end = T0 + MINUTE;
+    let _ = t.end("s1", end, wall(end)).unwrap();
+    assert_eq!(t.get("s1").unwrap().end_cause(), Some(EndCause::Requested));
+    // Right after the end, well within the window: a new session, announced (rebind).
+    let next = end + SECOND;
+    let r = t.resolve("alice", Some("s1"), sid("s2"), next, wall(next)).unwrap();
+    assert_eq!(r, Resolution { id: sid("s2"), kind: ResolutionKind::Created, rebind: true });
+    assert!(!t.get("s1").unwrap().is_active());
+    assert_eq!(t.active_of("alice").unwrap().id(), &sid("s2"));
+    ok(&t);
+}
+
+#[test]
+fn ending_an_idle_ended_session_makes_the_end_final() {
+    let mut t = table();
+    create(&mut t, "alice", "s1", T0);
+    idle_end(&mut t, T0 + HOUR);
+    let at = T0 + HOUR + MINUTE;
+    let _ = t.end("s1", at, wall(at)).unwrap();
+    assert_eq!(t.get("s1").unwrap().end_cause(), Some(EndCause::Requested));
+    let r = t.resolve("alice", Some("s1"), sid("s2"), at, wall(at)).unwrap();
+    assert_eq!(r.kind, ResolutionKind::Created);
+    ok(&t);
+}
+
+#[test]
 fn resolve_treats_a_session_ended_a_full_window_ago_as_unknown() {
     let mut t = table();
     create(&mut t, "alice", "s1", T0);
-    let _ = t.end("s1", T0, wall(T0)).unwrap();
+    idle_end(&mut t, T0 + HOUR);
     // Still in memory (no sweep yet), but exactly one window old: not resumable.
-    let late = T0 + 15 * MINUTE;
+    let late = T0 + HOUR + 15 * MINUTE;
     let r = t.resolve("alice", Some("s1"), sid("s2"), late, wall(late)).unwrap();
     assert_eq!(r, Resolution { id: sid("s2"), kind: ResolutionKind::Created, rebind: true });
     assert!(!t.get("s1").unwrap().is_active());
@@ -173,11 +209,12 @@ fn one_active_session_per_user_through_end_and_resume() {
         now += MINUTE;
         ok(&t);
     }
-    // Resuming the newest ended one works; asking for an older one now reuses the resumed one.
+    // Ended on request, the newest is not resumed but replaced; asking for an older one then
+    // reuses the new one.
     let r = t.resolve("alice", Some("s4"), sid("n"), now, wall(now)).unwrap();
-    assert_eq!(r.kind, ResolutionKind::Resumed);
-    let r = t.resolve("alice", Some("s3"), sid("n"), now, wall(now)).unwrap();
-    assert_eq!((r.id, r.kind), (sid("s4"), ResolutionKind::Reused));
+    assert_eq!((r.id.clone(), r.kind), (sid("n"), ResolutionKind::Created));
+    let r = t.resolve("alice", Some("s3"), sid("m"), now, wall(now)).unwrap();
+    assert_eq!((r.id, r.kind), (sid("n"), ResolutionKind::Reused));
     assert_eq!(t.memory_stats().active, 1);
     ok(&t);
 }
@@ -428,7 +465,7 @@ fn end_frees_the_slot_and_reports_what_to_store() {
         }
     );
     let s = t.get("s1").unwrap();
-    assert_eq!(s.state(), SessionState::Ended { at, wall: wall(at) });
+    assert_eq!(s.state(), SessionState::Ended { at, wall: wall(at), cause: EndCause::Requested });
     assert!(t.active_of("alice").is_none());
     assert_eq!(t.memory_stats(), MemoryStats { active: 0, inactive: 1, total: 1 });
     ok(&t);

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chatbox_core::config::{self, jwt_secret_problems, Config, LogFormat, Origin, Secret};
 use clap::{Parser, Subcommand};
 
-use super::wiring;
+use super::{data_dir, wiring};
 use crate::http::auth::mint;
 use crate::http::pages::PageOptions;
 use crate::http::router::route;
@@ -50,7 +50,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Mint a JWT signed with the configured secret (for development and tests).
+    /// Mint a JWT signed with the configured secret (for development and tests); needs only
+    /// `JWT_SECRET` (or `--dev`), no provider.
     Token {
         /// `user_id` claim.
         #[arg(long)]
@@ -129,11 +130,33 @@ fn read_config_file(path: Option<&Path>) -> Result<Option<String>, String> {
         .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))
 }
 
+/// What a newcomer who configured nothing is told to try first.
+const DEV_HINT: &str = "Nothing is configured yet. To try chatbox without any configuration, \
+                        run: chatbox serve --dev";
+
 fn load(path: Option<&Path>) -> Result<config::Loaded, String> {
     let text = read_config_file(path)?;
     config::load(&env_map(), text.as_deref()).map_err(|errors| {
-        format!("configuration is invalid ({} problems):\n{errors}", errors.len())
+        let mut report = format!("{}:\n{errors}", errors.headline());
+        if errors.nothing_configured() && text.is_none() {
+            report.push_str("\n\n");
+            report.push_str(DEV_HINT);
+        }
+        report
     })
+}
+
+/// The JWT secret alone (what `token` needs), with the same sources and rules as [`load`].
+fn load_secret(path: Option<&Path>) -> Result<String, String> {
+    let text = read_config_file(path)?;
+    config::load_jwt_secret(&env_map(), text.as_deref())
+        .map(|secret| secret.expose().to_string())
+        .map_err(|errors| format!("{}:\n{errors}", errors.headline()))
+}
+
+/// The data directory made absolute and created (see [`data_dir::prepare`]).
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf, String> {
+    data_dir::prepare(dir).map_err(|e| e.to_string())
 }
 
 fn check_config(path: Option<&Path>) -> ExitCode {
@@ -176,6 +199,7 @@ fn dev_config(data_dir: Option<PathBuf>) -> Result<Config, String> {
     let dir = data_dir
         .or_else(|| std::env::var_os("DATA_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("data"));
+    let dir = prepare_data_dir(&dir)?;
     let secret = dev_secret(&dir)
         .map_err(|e| format!("cannot prepare data directory {}: {e}", dir.display()))?;
     let mut config = Config::for_dev(secret, dir);
@@ -185,10 +209,21 @@ fn dev_config(data_dir: Option<PathBuf>) -> Result<Config, String> {
     Ok(config)
 }
 
+/// Colour in text logs only for a person at a terminal: never when stderr is a file or a pipe,
+/// and never when `NO_COLOR` is set to anything (<https://no-color.org>).
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.clone()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(log_colour());
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -198,7 +233,10 @@ fn init_logging(config: &Config) {
 fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option<u16>) -> ExitCode {
     let (mut config, warnings) = if dev {
         match dev_config(data_dir) {
-            Ok(config) => (config, Vec::new()),
+            Ok(config) => {
+                let warnings = config.warnings();
+                (config, warnings)
+            }
             Err(message) => {
                 eprintln!("{message}");
                 return ExitCode::from(2);
@@ -208,8 +246,13 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
         match load(path) {
             Ok(loaded) => {
                 let mut config = loaded.config;
-                if let Some(dir) = data_dir {
-                    config.storage.data_dir = dir;
+                let dir = data_dir.as_deref().unwrap_or(&config.storage.data_dir);
+                match prepare_data_dir(dir) {
+                    Ok(dir) => config.storage.data_dir = dir,
+                    Err(message) => {
+                        eprintln!("{message}");
+                        return ExitCode::from(2);
+                    }
                 }
                 (config, loaded.warnings)
             }
@@ -295,7 +338,11 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
         }
     }
     let report = running.shutdown().await;
-    tracing::info!(cut_replies = report.cut_replies, forced = report.forced_connections, "stopped");
+    tracing::info!(
+        cut_replies = report.cut_replies,
+        forced_connections = report.forced_connections,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }
 
@@ -382,20 +429,15 @@ fn token(
     data_dir: Option<PathBuf>,
 ) -> ExitCode {
     let secret = if dev {
-        match dev_config(data_dir) {
-            Ok(config) => config.auth.jwt_secret.expose().to_string(),
-            Err(message) => {
-                eprintln!("{message}");
-                return ExitCode::from(2);
-            }
-        }
+        dev_config(data_dir).map(|config| config.auth.jwt_secret.expose().to_string())
     } else {
-        match load(path) {
-            Ok(loaded) => loaded.config.auth.jwt_secret.expose().to_string(),
-            Err(report) => {
-                eprintln!("{report}");
-                return ExitCode::from(2);
-            }
+        load_secret(path)
+    };
+    let secret = match secret {
+        Ok(secret) => secret,
+        Err(report) => {
+            eprintln!("{report}");
+            return ExitCode::from(2);
         }
     };
     let expires_at = match ttl.map(chatbox_core::godur::parse) {

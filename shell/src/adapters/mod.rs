@@ -4,6 +4,8 @@
 
 #[cfg(not(madsim))]
 pub mod cli;
+#[cfg(not(madsim))]
+pub mod data_dir;
 pub mod llm;
 #[cfg(not(madsim))]
 pub mod notify;

@@ -45,7 +45,12 @@ impl FileOutbox {
     ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(Self::FILE_NAME);
-        let db = Database::create(&path).map_err(io)?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                OutboxError::Io(crate::adapters::data_dir::locked(&path))
+            }
+            other => io(other),
+        })?;
         let txn = db.begin_write().map_err(io)?;
         let len = {
             let table = txn.open_table(ENTRIES).map_err(io)?;

@@ -14,11 +14,13 @@ use super::llm::openai::OpenAiProvider;
 use super::outbox::FileOutbox;
 use super::store::EmbeddedStore;
 #[cfg(feature = "mongodb")]
-use super::store::MongoStore;
+use super::store::{BreakerStore, MongoStore};
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
 use crate::engine::outbox::{Outbox, OutboxError};
 use crate::engine::store::{SessionStore, StoreError};
+#[cfg(feature = "mongodb")]
+use chatbox_core::breaker::BreakerLimits;
 
 /// Why the server could not be wired.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +66,16 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
 }
 
 /// The configured store: MongoDB when `MONGO_URI` is set (not contacted yet: a database that is
-/// down at start-up only makes the server not ready), else the embedded store.
+/// down at start-up only makes the server not ready) behind a circuit breaker, so calls stop
+/// waiting on it once it is known to be down; else the embedded store.
 pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
     match &config.storage.backend {
         StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
         #[cfg(feature = "mongodb")]
-        StoreConfig::Mongo(mongo) => Ok(Arc::new(MongoStore::connect(mongo).await?)),
+        StoreConfig::Mongo(mongo) => {
+            let store: Arc<dyn SessionStore> = Arc::new(MongoStore::connect(mongo).await?);
+            Ok(Arc::new(BreakerStore::new(store, BreakerLimits::default())))
+        }
         #[cfg(not(feature = "mongodb"))]
         StoreConfig::Mongo(_) => Err(WiringError::NoMongo),
     }

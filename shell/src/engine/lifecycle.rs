@@ -69,7 +69,11 @@ pub async fn run(
                     engine.registry.kick_all();
                 }
                 Effect::Exit => {
-                    tracing::info!(?report, "shutdown finished");
+                    tracing::info!(
+                        cut_replies = report.cut_replies,
+                        forced_connections = report.forced_connections,
+                        "shutdown finished"
+                    );
                     return report;
                 }
             }

@@ -280,9 +280,17 @@ impl Engine {
         session: &str,
         wanted: usize,
     ) -> Option<Vec<StoredMessage>> {
-        let (mut messages, stored_ok) = match self.recent_history(session, wanted).await {
-            Ok(messages) => (messages.unwrap_or_default(), true),
-            Err(_) => (Vec::new(), false),
+        // The read has its own short budget (`STORE_HISTORY_READ_TIMEOUT`, issue 16): past it the
+        // reply goes on with what this instance has rather than waiting on a store that is down.
+        let budget = self.config.storage.history_read_timeout;
+        let read = tokio::time::timeout(budget, self.recent_history(session, wanted)).await;
+        let (mut messages, stored_ok) = match read {
+            Ok(Ok(messages)) => (messages.unwrap_or_default(), true),
+            Ok(Err(_)) => (Vec::new(), false),
+            Err(_) => {
+                tracing::warn!(session_id = session, ?budget, "history read over budget");
+                (Vec::new(), false)
+            }
         };
         if self.outbox.is_empty() {
             return stored_ok.then_some(messages);

@@ -6,7 +6,7 @@
 //! rate limit keyed by the admin's `user_id` (§5). Unknown paths and wrong methods under
 //! `{P}/admin/` are the router's plain `404`, before any check.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use chatbox_core::session::SessionError;
 use http::Uri;
 
 use super::limits::with_admin_limit;
+use super::path_key::{SessionKey, UserKey};
 use super::rest::{authenticate, error_response, summary_of, ApiState};
 use super::router::route;
 use crate::engine::admin::SessionOpError;
@@ -84,7 +85,7 @@ async fn search_sessions(State(state): State<ApiState>, uri: Uri) -> Response {
 /// `user_id` fixed to the path's; by default the user's 100 newest sessions.
 async fn user_sessions(
     State(state): State<ApiState>,
-    Path(user_id): Path<String>,
+    UserKey(user_id): UserKey,
     uri: Uri,
 ) -> Response {
     let mut query = match AdminSessionQuery::parse(&query_pairs(&uri)) {
@@ -122,7 +123,7 @@ async fn metrics(State(state): State<ApiState>, uri: Uri) -> Response {
 async fn takeover(
     State(state): State<ApiState>,
     Extension(admin): Extension<Caller>,
-    Path(id): Path<String>,
+    SessionKey(id): SessionKey,
 ) -> Response {
     match state.engine.takeover(&admin, &id).await {
         Ok(_) => Json(TakeoverResponse::new(id, admin.user_id)).into_response(),
@@ -139,7 +140,7 @@ async fn takeover(
 async fn leave(
     State(state): State<ApiState>,
     Extension(admin): Extension<Caller>,
-    Path(id): Path<String>,
+    SessionKey(id): SessionKey,
 ) -> Response {
     match state.engine.admin_leave(&admin, &id).await {
         Ok(_) => Json(LeaveResponse::new(id, admin.user_id)).into_response(),

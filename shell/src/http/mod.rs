@@ -1,6 +1,7 @@
 //! HTTP and WebSocket: the accept loop, the router, authentication, the WebSocket route ([`ws`])
-//! and its session loop ([`ws_session`], generic over Sink/Stream), the REST and admin routes ([`rest`], [`admin`]), the client IP ([`client_ip`]) and the HTTP rate limits
-//! ([`limits`]), and the web pages ([`pages`]).
+//! and its session loop ([`ws_session`], generic over Sink/Stream), the REST and admin routes
+//! ([`rest`], [`admin`], their path segments [`path_key`]), the client IP ([`client_ip`]) and the
+//! HTTP rate limits ([`limits`]), and the web pages ([`pages`]).
 
 pub mod accept;
 pub mod admin;
@@ -9,6 +10,7 @@ pub mod client_ip;
 pub mod limits;
 pub mod ops;
 pub mod pages;
+pub mod path_key;
 pub mod rest;
 pub mod router;
 pub mod timer;

@@ -22,6 +22,8 @@ pub async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
 }
 
 /// `GET {P}/readyz`: 503 while draining for shutdown or when the store does not answer in 2 s.
+/// `checks.store.backend` names the store pinged (the `mongodb` check keeps its name for
+/// clients of §4.10 whichever store is in use).
 pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     let ping = tokio::time::timeout(STORE_PING_BUDGET, engine.store.ping()).await;
     let db = match ping {
@@ -29,6 +31,7 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
         _ => DbReadiness::Unreachable,
     };
     let mut body = ReadyBody::new(db, engine.models.len(), engine.frame_now())
+        .with_store(engine.config.storage.backend.backend_name())
         .with_outbox(engine.outbox.len(), engine.outbox.capacity());
     if engine.is_stopping() {
         body = body.draining();

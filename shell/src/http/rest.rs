@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,7 @@ use http::{header, HeaderMap, StatusCode};
 
 use super::auth::Verifier;
 use super::limits::{with_public_limit, PublicFamily};
+use super::path_key::{SessionKey, ShareKey};
 use super::router::route;
 use crate::engine::admin::SessionOpError;
 use crate::engine::caller::Caller;
@@ -144,7 +145,7 @@ async fn list_sessions(
 async fn get_session(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    SessionKey(id): SessionKey,
 ) -> Response {
     match state.engine.owned_session(&caller.user_id, &id).await {
         Ok(doc) => Json(SessionDetail {
@@ -165,7 +166,7 @@ async fn get_session(
 async fn end_session(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    SessionKey(id): SessionKey,
 ) -> Response {
     match state.engine.end_session(&caller.user_id, &id).await {
         Ok(_) => Json(EndResponse::ended()).into_response(),
@@ -177,7 +178,7 @@ async fn end_session(
 async fn share_session(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    SessionKey(id): SessionKey,
 ) -> Response {
     match state.engine.share_session(&caller.user_id, &id).await {
         Ok(share_token) => Json(ShareResponse { share_token }).into_response(),
@@ -186,7 +187,7 @@ async fn share_session(
 }
 
 /// `GET {P}/shared/:shareToken` (§4.5), public.
-async fn shared_session(State(state): State<ApiState>, Path(token): Path<String>) -> Response {
+async fn shared_session(State(state): State<ApiState>, ShareKey(token): ShareKey) -> Response {
     match state.engine.shared_session(&token).await {
         Ok(Some(doc)) => Json(SharedSession {
             session_id: doc.id.clone(),

@@ -96,7 +96,9 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] = [
 ];
 
 /// The CORS origin list (PROTOCOL.md §1): entries as configured (trimmed by the loader); `*`
-/// allows every origin (echoed back, since credentials are allowed).
+/// allows every origin, but only anonymously: an origin that is not listed by name is answered
+/// with a literal `*` and no credentials, which browsers refuse to combine with cookies or
+/// authorization (credentials for anyone would let any site act as the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorsPolicy {
     origins: Vec<String>,
@@ -111,18 +113,29 @@ impl CorsPolicy {
 
     /// Whether `origin` is allowed.
     pub fn allows(&self, origin: &str) -> bool {
-        self.any || self.origins.iter().any(|o| o == origin)
+        self.any || self.listed(origin)
+    }
+
+    /// Whether `origin` is listed by name (and so may send credentials).
+    pub fn listed(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+    }
+
+    /// Whether the answer to `origin` must be the anonymous `*` without credentials.
+    fn anonymous(&self, origin: &str) -> bool {
+        self.any && !origin.is_empty() && !self.listed(origin)
     }
 }
 
 /// tower-http's CORS for `policy`: the listed origins, methods `GET, POST, PUT, PATCH, DELETE,
 /// OPTIONS`, request headers `Origin, Content-Type, Accept, Authorization`, exposed
-/// `Content-Length`, credentials, max-age 12 h.
+/// `Content-Length`, credentials, max-age 12 h. With `*` the origin is mirrored here and
+/// [`cors_gate`] turns the answer anonymous for origins not listed by name.
 fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
     let allow_origin = if policy.any {
         AllowOrigin::mirror_request()
     } else {
-        let values = policy.origins.iter().filter_map(|o| match HeaderValue::from_str(o) {
+        let values = policy.origins.iter().filter(|o| *o != "*").filter_map(|o| match HeaderValue::from_str(o) {
             Ok(value) => Some(value),
             Err(_) => {
                 tracing::warn!(origin = %o, "CORS_ALLOWED_ORIGINS entry is not a valid header value; ignored");
@@ -155,7 +168,8 @@ fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
 /// What the original's CORS library did around tower-http's layer (§1, inferred): a request
 /// whose `Origin` is neither listed nor the request's own host (`http(s)://<Host>`) is refused
 /// `403` with an empty body before any route — the WebSocket upgrade included — and a preflight
-/// (`OPTIONS`) is answered `204` rather than tower-http's `200`.
+/// (`OPTIONS`) is answered `204` rather than tower-http's `200`. An origin allowed only through
+/// `*` gets `Access-Control-Allow-Origin: *` and no `Access-Control-Allow-Credentials` (issue 16).
 async fn cors_gate(State(policy): State<Arc<CorsPolicy>>, req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !origin.is_empty() && !policy.allows(origin) {
@@ -171,9 +185,17 @@ async fn cors_gate(State(policy): State<Arc<CorsPolicy>>, req: Request, next: Ne
         }
     }
     let preflight = req.method() == Method::OPTIONS;
+    let anonymous = policy.anonymous(origin);
     let mut response = next.run(req).await;
     if preflight && response.status() == StatusCode::OK {
         *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    if anonymous {
+        let headers = response.headers_mut();
+        headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
     }
     response
 }

@@ -44,6 +44,7 @@ const state = {
   historyFor: '', // the session whose stored messages are being fetched ('' when none)
   heldBindError: null, // a bind refusal for historyFor, shown only if the session turns out to exist
   dropped: new Set(), // stored session ids the server did not know for this user (404)
+  confirmed: '', // the last session id a server frame carried ('' until the server names one)
 };
 
 // AI bubbles that were streamed to this page (possibly only their end, after a reload).
@@ -74,6 +75,7 @@ function adoptSession(id) {
 function forgetSession() {
   if (state.sessionId) state.dropped.add(state.sessionId);
   state.sessionId = '';
+  state.confirmed = '';
   delete document.body.dataset.sessionId;
   try {
     sessionStorage.removeItem(storageKey());
@@ -158,6 +160,7 @@ function onToken(token, reason) {
   if (userId !== state.userId || !state.sessionId) {
     state.userId = userId;
     state.sessionId = '';
+    state.confirmed = '';
     let stored = '';
     try {
       stored = sessionStorage.getItem(storageKey()) || '';
@@ -254,8 +257,20 @@ function system(text) {
   append(messageNode('system', text));
 }
 
+/** The server moved this page to another session than the one it confirmed before (the old
+ *  one was ended, e.g. from "My sessions"; an ended session is never resumed): say so, so the
+ *  conversation above is not taken for part of the new one. */
+function noteNewSession(id) {
+  const previous = state.confirmed;
+  state.confirmed = id;
+  if (previous && previous !== id && conversationNodes().length > 0) {
+    system('That conversation was ended. This is a new conversation.');
+  }
+}
+
 function handleFrame(frame) {
   if (typeof frame.session_id === 'string' && frame.session_id && !state.dropped.has(frame.session_id)) {
+    noteNewSession(frame.session_id);
     adoptSession(frame.session_id);
   }
   switch (frame.type) {

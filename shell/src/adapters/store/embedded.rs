@@ -48,8 +48,8 @@ impl EmbeddedStore {
     /// creates the tables on first use.
     ///
     /// Blocks on file IO: call it at start-up, before serving. Errors: the directory or file
-    /// cannot be created or read, the file is not a chatbox store of this schema version
-    /// (permanent), or another process holds the file (transient).
+    /// cannot be created or read, the file is not a chatbox store of this schema version, or
+    /// another process holds the file (all permanent: retrying would not help).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Permanent(format!(
@@ -62,7 +62,13 @@ impl EmbeddedStore {
             redb::Builder::new()
                 .set_cache_size(chatbox_core::budgets::EMBEDDED_CACHE_BYTES)
                 .create(&path)
-                .map_err(redb_error)?,
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Permanent(format!(
+                        "embedded store: {}",
+                        crate::adapters::data_dir::locked(&path)
+                    )),
+                    other => redb_error(other),
+                })?,
         );
         ops::init(&db)?;
         let writer = Writer::start(Arc::clone(&db)).map_err(|e| {

@@ -6,7 +6,9 @@
 //! retrying the same handle cannot help. The classification is therefore:
 //!
 //! * **Transient** — `DatabaseAlreadyOpen` (another process, typically the previous instance
-//!   still shutting down, holds the file lock; it goes away when that process exits), and a
+//!   still shutting down, holds the file lock; it goes away when that process exits; at start-up,
+//!   where nothing retries, `EmbeddedStore::open` reports it as a permanent error naming the
+//!   file instead), and a
 //!   blocking task that was cancelled before it started (the runtime is shutting down; nothing
 //!   was written, and every write is idempotent anyway).
 //! * **Permanent** — everything else: corruption, I/O, a full value, an unexpected table type,

@@ -90,7 +90,9 @@ impl fmt::Debug for MongoStore {
 
 impl MongoStore {
     /// A store for `cfg`: parses the URI (for `mongodb+srv` that resolves DNS), sets the connect
-    /// and server-selection timeouts to `cfg.connect_timeout` and the app name `chatbox`.
+    /// timeout (`MONGO_CONNECT_TIMEOUT`), the server-selection timeout
+    /// (`MONGO_SERVER_SELECTION_TIMEOUT`, short, so no call waits the driver's 30 s while the
+    /// server is down) and the app name `chatbox`.
     /// Does **not** contact the server: starting while MongoDB is down works.
     ///
     /// Errors: an invalid URI (permanent; the message never shows credentials), a failed SRV
@@ -109,7 +111,7 @@ impl MongoStore {
         })?;
         options.app_name = Some("chatbox".to_owned());
         options.connect_timeout = Some(cfg.connect_timeout);
-        options.server_selection_timeout = Some(cfg.connect_timeout);
+        options.server_selection_timeout = Some(cfg.server_selection_timeout);
         let client = Client::with_options(options).map_err(|err| classify(&err))?;
         let database = client.database(&cfg.database);
         let sessions = database.collection::<Document>(&cfg.collection);
@@ -118,6 +120,8 @@ impl MongoStore {
             database = %cfg.database,
             collection = %cfg.collection,
             connect_timeout_ms = u64::try_from(cfg.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+            server_selection_timeout_ms =
+                u64::try_from(cfg.server_selection_timeout.as_millis()).unwrap_or(u64::MAX),
             "mongo store configured"
         );
         Ok(Self { client, database, sessions, uri_for_logs: cfg.uri_for_logs() })

@@ -1,0 +1,169 @@
+//! A store decorator that stops calls from waiting on a store known to be down (issue 16): every
+//! call asks core's [`CircuitBreaker`] first. Once `STORE_BREAKER_FAILURES` calls in a row failed
+//! transiently, calls are refused at once with a transient error (so the engine's fallbacks —
+//! the outbox, the history deadline — take over without waiting) until one probe call finds the
+//! store back. Wraps the MongoDB store in the binary; the simulator wires its own store.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
+use chatbox_core::protocol::AdminSessionQuery;
+use chatbox_core::UnixMillis;
+
+use crate::engine::admin::WindowStats;
+use crate::engine::clock::Clock;
+use crate::engine::store::{
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+};
+
+/// `inner` behind a circuit breaker.
+#[derive(Debug)]
+pub struct BreakerStore {
+    inner: Arc<dyn SessionStore>,
+    breaker: Mutex<CircuitBreaker>,
+    clock: Clock,
+}
+
+impl BreakerStore {
+    /// Wraps `inner` with a closed breaker of `limits`.
+    pub fn new(inner: Arc<dyn SessionStore>, limits: BreakerLimits) -> Self {
+        Self { inner, breaker: Mutex::new(CircuitBreaker::new(limits)), clock: Clock::new() }
+    }
+
+    /// Runs `call` if the breaker allows it and reports its outcome; refused calls fail at once.
+    /// A transient error is a failure; an answer, even a refusal, shows the store is up.
+    async fn guarded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let permit = self.with_breaker(|b, now| b.check(now));
+        if !permit.allowed() {
+            return Err(StoreError::Transient(format!(
+                "store known to be down (circuit open): {operation} not attempted"
+            )));
+        }
+        let result = call.await;
+        let outcome = match &result {
+            Err(StoreError::Transient(_)) => CallOutcome::Failure,
+            _ => CallOutcome::Success,
+        };
+        let (was_open, is_open) = self.with_breaker(|b, now| {
+            let was_open = b.is_open();
+            b.record(outcome, now);
+            (was_open, b.is_open())
+        });
+        match (was_open, is_open) {
+            (false, true) => tracing::warn!(operation, "store circuit opened: calls fail fast"),
+            (true, false) => tracing::info!(operation, "store circuit closed: the store answers"),
+            _ => {}
+        }
+        result
+    }
+
+    fn with_breaker<R>(
+        &self,
+        f: impl FnOnce(&mut CircuitBreaker, chatbox_core::Instant) -> R,
+    ) -> R {
+        let now = self.clock.now();
+        // A panic while holding the lock cannot leave the breaker half-updated (each input is
+        // one assignment), so a poisoned lock is still usable.
+        let mut breaker = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut breaker, now)
+    }
+}
+
+#[async_trait]
+impl SessionStore for BreakerStore {
+    async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        self.guarded("create", self.inner.create(doc)).await
+    }
+
+    async fn append_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
+        self.guarded("append_message", self.inner.append_message(session_id, msg)).await
+    }
+
+    async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        self.guarded("update", self.inner.update(session_id, patch)).await
+    }
+
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+    ) -> Result<Option<SessionDoc>, StoreError> {
+        self.guarded("end", self.inner.end(session_id, at)).await
+    }
+
+    async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.guarded("load", self.inner.load(session_id)).await
+    }
+
+    async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        self.guarded("recent_messages", self.inner.recent_messages(session_id, limit)).await
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        self.guarded("list_by_user", self.inner.list_by_user(user_id, limit)).await
+    }
+
+    async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.guarded("find_by_share_token", self.inner.find_by_share_token(token)).await
+    }
+
+    async fn set_share_token(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.guarded("set_share_token", self.inner.set_share_token(session_id, token)).await
+    }
+
+    async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        self.guarded("search", self.inner.search(query)).await
+    }
+
+    async fn started_between(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        self.guarded("started_between", self.inner.started_between(from, to)).await
+    }
+
+    async fn window_stats(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<WindowStats, StoreError> {
+        self.guarded("window_stats", self.inner.window_stats(from, to, now)).await
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.guarded("prepare", self.inner.prepare()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.guarded("ping", self.inner.ping()).await
+    }
+
+    /// Not guarded: at shutdown every acknowledged write should get its chance.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+}
