@@ -19,7 +19,7 @@ use chatbox_core::UnixMillis;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::store::SimStore;
+use chatbox::engine::persistence::MemoryStore as SimStore;
 
 /// What goes wrong, and how often.
 #[derive(Debug, Clone, Default)]

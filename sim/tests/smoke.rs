@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chatbox::adapters::llm::echo::EchoProvider;
 use chatbox::engine::llm::LlmProvider;
+use chatbox::engine::persistence::MemoryStore as SimStore;
 use chatbox::http::auth::mint;
 use chatbox_core::config::Config;
-use chatbox_sim::store::SimStore;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,9 +31,10 @@ async fn echo_reply_streams_over_simulated_tcp() {
             Arc::new(config),
             chatbox::server::Ports {
                 store: Arc::new(SimStore::new()),
-                outbox: Arc::new(chatbox::engine::outbox::MemoryOutbox::new(100)),
+                outbox: Arc::new(chatbox::engine::persistence::MemoryOutbox::new(100)),
                 providers,
                 notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+                resolver: Arc::new(chatbox_sim::resolver::SimResolver::world()),
             },
         )
         .await

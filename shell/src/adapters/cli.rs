@@ -274,7 +274,8 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let ports = server::Ports { store, outbox, providers, notifier };
+    let resolver = Arc::new(super::dns::SystemResolver);
+    let ports = server::Ports { store, outbox, providers, notifier, resolver };
     let pages = PageOptions { dev };
     let running = match server::start_with_pages(Arc::clone(&config), ports, pages).await {
         Ok(running) => running,

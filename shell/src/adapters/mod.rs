@@ -4,6 +4,8 @@
 
 #[cfg(not(madsim))]
 pub mod cli;
+#[cfg(not(madsim))]
+pub mod dns;
 pub mod llm;
 #[cfg(not(madsim))]
 pub mod notify;

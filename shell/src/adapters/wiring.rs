@@ -18,7 +18,7 @@ use super::store::EmbeddedStore;
 use super::store::MongoStore;
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
-use crate::engine::outbox::{Outbox, OutboxError};
+use crate::engine::persistence::{Outbox, OutboxError};
 use crate::engine::store::{SessionStore, StoreError};
 
 /// Why the server could not be wired.

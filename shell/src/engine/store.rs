@@ -9,6 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
+use chatbox_core::protocol::Sender;
 use chatbox_core::retry::ErrorClass;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,34 @@ pub struct StoredMessage {
     /// Scalar metadata as strings.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+}
+
+impl StoredMessage {
+    /// A new message with a fresh id (32 hex characters), from `sender`, stored at `ts`.
+    pub fn new(content: impl Into<String>, ts: UnixMillis, sender: Sender) -> Self {
+        StoredMessage {
+            id: super::ids::hex32(),
+            content: content.into(),
+            ts,
+            sender: sender.as_str().to_string(),
+            file_id: String::new(),
+            file_url: String::new(),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    /// With an attached file.
+    pub fn with_file(mut self, file_id: &str, file_url: &str) -> Self {
+        self.file_id = file_id.to_string();
+        self.file_url = file_url.to_string();
+        self
+    }
+
+    /// With the frame's metadata.
+    pub fn with_meta(mut self, meta: &BTreeMap<String, String>) -> Self {
+        self.meta = meta.clone();
+        self
+    }
 }
 
 /// A whole session document (PROTOCOL.md §8.1).

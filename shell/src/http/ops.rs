@@ -22,13 +22,14 @@ pub async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
 
 /// `GET {P}/readyz`: 503 while draining for shutdown or when the store does not answer in 2 s.
 pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), engine.store.ping()).await;
+    let ping =
+        tokio::time::timeout(std::time::Duration::from_secs(2), engine.persistence.ping()).await;
     let db = match ping {
         Ok(Ok(())) => DbReadiness::Ready,
         _ => DbReadiness::Unreachable,
     };
-    let mut body = ReadyBody::new(db, engine.models.len(), engine.frame_now())
-        .with_outbox(engine.outbox.len(), engine.outbox.capacity());
+    let mut body = ReadyBody::new(db, engine.replies.model_list().len(), engine.frame_now())
+        .with_outbox(engine.persistence.outbox_len(), engine.persistence.outbox_capacity());
     if engine.is_stopping() {
         body = body.draining();
     }

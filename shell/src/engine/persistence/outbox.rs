@@ -4,23 +4,22 @@
 //! backoff while the store is down. While anything waits in the outbox, new writes queue behind
 //! it, so a session's messages reach the store in the order they were acknowledged.
 //!
-//! How to drive it: the engine calls [`Engine::persist`] for every fire-and-forget write
-//! (message appends, session patches, idle ends); the server spawns [`run`] once. The port is
+//! How to drive it: the persistence service (`super::Persistence`) calls the port for every
+//! fire-and-forget write (message appends, session patches, idle ends) and runs the drain task.
+//! The port is
 //! [`Outbox`]: [`MemoryOutbox`] here (tests, simulator), a redb file in the data directory in the
 //! binary (`adapters::outbox`), so a restart replays what a crash left behind.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chatbox_core::retry::ErrorClass;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
-use super::hub::Engine;
-use super::store::{SessionPatch, SessionStore, StoreError, StoredMessage};
+use crate::engine::store::{SessionPatch, SessionStore, StoreError, StoredMessage};
 
 /// A store write that can wait: it returns nothing the caller needs, and applying it twice
 /// stores it once (the store port's idempotency), so a replay after a crash is safe.
@@ -194,174 +193,6 @@ pub enum Persisted {
     Stored,
     /// The outbox has it; the drain task will store it.
     Queued,
-}
-
-impl Engine {
-    /// Makes `write` durable: in the store (with core's retry schedule), or — while the store
-    /// fails transiently, or while older writes still wait — in the outbox. `Err` means the write
-    /// is **not** durable (a permanent store error, or the outbox is full or failing): the caller
-    /// must not acknowledge it.
-    pub async fn persist(&self, write: PendingWrite) -> Result<Persisted, StoreError> {
-        if self.outbox.is_empty() {
-            let store = Arc::clone(&self.store);
-            match self.with_store_retry(write.operation(), || write.apply(store.as_ref())).await {
-                Ok(()) => return Ok(Persisted::Stored),
-                Err(error) if error.class() == ErrorClass::Permanent => return Err(error),
-                Err(error) => {
-                    tracing::warn!(
-                        session_id = write.session_id(),
-                        operation = write.operation(),
-                        %error,
-                        "store unavailable; keeping the write in the outbox"
-                    );
-                }
-            }
-        }
-        self.queue(&write).await.map(|()| Persisted::Queued)
-    }
-
-    async fn queue(&self, write: &PendingWrite) -> Result<(), StoreError> {
-        match self.outbox.push(write).await {
-            Ok(()) => {
-                self.metrics.set_outbox_depth(self.outbox.len());
-                self.outbox_wake.notify_one();
-                Ok(())
-            }
-            Err(error) => {
-                tracing::error!(
-                    session_id = write.session_id(),
-                    operation = write.operation(),
-                    %error,
-                    "write not durable: the outbox refused it"
-                );
-                Err(StoreError::Permanent(error.to_string()))
-            }
-        }
-    }
-
-    /// Applies waiting outbox entries, oldest first, until the outbox is empty or the store
-    /// fails transiently (returns that error). Permanent failures drop the entry with an error
-    /// log and a metric: retrying them cannot help.
-    pub async fn drain_outbox_once(&self) -> Result<usize, StoreError> {
-        let mut applied = 0;
-        loop {
-            let front =
-                self.outbox.front().await.map_err(|e| StoreError::Transient(e.to_string()))?;
-            let Some((seq, write)) = front else { return Ok(applied) };
-            let began = self.clock.now();
-            let result = write.apply(self.store.as_ref()).await;
-            self.metrics.observe_store_operation(write.operation(), self.clock.now() - began);
-            match result {
-                Ok(()) => applied += 1,
-                Err(error) if error.class() == ErrorClass::Transient => return Err(error),
-                Err(error) => {
-                    self.metrics.outbox_dropped.inc();
-                    tracing::error!(
-                        session_id = write.session_id(),
-                        operation = write.operation(),
-                        %error,
-                        "outbox entry cannot be applied; dropped"
-                    );
-                }
-            }
-            self.outbox.remove(seq).await.map_err(|e| StoreError::Transient(e.to_string()))?;
-            self.metrics.set_outbox_depth(self.outbox.len());
-        }
-    }
-}
-
-impl Engine {
-    /// A session's stored messages followed by those still waiting in the outbox (acknowledged,
-    /// not yet in the store), so a reply during a store outage still sees the whole conversation.
-    /// `None` when neither the store nor the outbox could be read. Only the end of the stored
-    /// conversation is read: enough to hold `wanted` messages with text (see `recent_history`).
-    pub async fn conversation_messages(
-        &self,
-        session: &str,
-        wanted: usize,
-    ) -> Option<Vec<StoredMessage>> {
-        let (mut messages, stored_ok) = match self.recent_history(session, wanted).await {
-            Ok(messages) => (messages.unwrap_or_default(), true),
-            Err(_) => (Vec::new(), false),
-        };
-        if self.outbox.is_empty() {
-            return stored_ok.then_some(messages);
-        }
-        let pending = match self.outbox.pending(session).await {
-            Ok(pending) => pending,
-            Err(_) if stored_ok => return Some(messages),
-            Err(_) => return None,
-        };
-        for write in pending {
-            if let PendingWrite::Append { message, .. } = write {
-                if !messages.iter().any(|m| m.id == message.id) {
-                    messages.push(message);
-                }
-            }
-        }
-        Some(messages)
-    }
-}
-
-impl Engine {
-    /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
-    /// with content (messages without text, such as files, are not sent to the model), or all
-    /// of them. Reads `wanted` rows first and twice as many each time that falls short, so a
-    /// session of text messages costs one read of `wanted` rows however long it is.
-    async fn recent_history(
-        &self,
-        session: &str,
-        wanted: usize,
-    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
-        let wanted = wanted.max(1);
-        let mut limit = wanted;
-        loop {
-            let read = self
-                .with_store_retry("load_history", || self.store.recent_messages(session, limit))
-                .await?;
-            let Some(messages) = read else { return Ok(None) };
-            let with_text = messages.iter().filter(|m| super::history::sent_to_model(m)).count();
-            if with_text >= wanted || messages.len() < limit {
-                return Ok(Some(messages));
-            }
-            limit = limit.saturating_mul(2);
-        }
-    }
-}
-
-/// The drain task: applies outbox entries whenever there are any, backing off (core's retry
-/// schedule, restarted after each success) while the store fails. Runs until the shutdown
-/// deadline forces connections closed; entries left then stay in the outbox for the next start.
-pub async fn run(engine: Arc<Engine>) {
-    let mut force = engine.force_signal();
-    let mut failures: u32 = 0;
-    loop {
-        if engine.outbox.is_empty() {
-            failures = 0;
-            tokio::select! {
-                _ = engine.outbox_wake.notified() => {}
-                _ = super::supervisor::signalled(&mut force) => return,
-            }
-            continue;
-        }
-        match engine.drain_outbox_once().await {
-            Ok(applied) => {
-                if applied > 0 {
-                    tracing::info!(applied, "outbox drained");
-                }
-                failures = 0;
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let delay = engine.store_retry.base_delay(failures);
-                tracing::warn!(%error, ?delay, waiting = engine.outbox.len(), "outbox drain paused");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = super::supervisor::signalled(&mut force) => return,
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
