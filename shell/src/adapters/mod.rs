@@ -3,8 +3,6 @@
 //! of the engine's ports.
 
 #[cfg(not(madsim))]
-pub mod cli;
-#[cfg(not(madsim))]
 pub mod dns;
 pub mod llm;
 #[cfg(not(madsim))]
@@ -13,5 +11,3 @@ pub mod notify;
 pub mod outbox;
 #[cfg(not(madsim))]
 pub mod store;
-#[cfg(not(madsim))]
-pub mod wiring;

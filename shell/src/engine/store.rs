@@ -14,6 +14,9 @@ use chatbox_core::retry::ErrorClass;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
+/// The admin metrics of one window (the return of [`SessionStore::window_stats`]).
+pub use super::admin::WindowStats;
+
 /// One stored message (`msgs[]`, PROTOCOL.md §8.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
@@ -265,7 +268,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         from: UnixMillis,
         to: UnixMillis,
         now: UnixMillis,
-    ) -> Result<super::admin::WindowStats, StoreError> {
+    ) -> Result<WindowStats, StoreError> {
         let docs = self.started_between(from, to).await?;
         Ok(super::admin::aggregate(&docs, from, to, now))
     }

@@ -20,11 +20,10 @@ use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
 use chatbox_core::UnixMillis;
 use tokio::sync::{watch, Notify};
 
-use super::admin::WindowStats;
 use super::clock::Clock;
 use super::metrics::Metrics;
 use super::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
 };
 pub use memory::MemoryStore;
 pub use outbox::{MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
@@ -393,5 +392,62 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
     match tokio::time::timeout(LIST_DEADLINE, op).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::Transient("store listing timed out".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbox_core::protocol::Sender;
+    use chatbox_core::retry::Jitter;
+
+    fn service(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Persistence {
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            initial_delay: Duration::from_millis(1),
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(1),
+            jitter: Jitter::None,
+        };
+        Persistence::new(store, outbox, retry, Clock::new(), Arc::new(Metrics::new()))
+    }
+
+    fn message(text: &str) -> StoredMessage {
+        StoredMessage::new(text, UnixMillis(1), Sender::User)
+    }
+
+    #[tokio::test]
+    async fn writes_queue_behind_waiting_ones_and_drain_in_order() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        let persistence = service(Arc::clone(&store), Arc::clone(&outbox));
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        assert_eq!(persistence.create(&doc).await, Ok(CreateOutcome::Created));
+        // A write left over from an outage waits in the outbox.
+        let first = PendingWrite::Append { session_id: "s".into(), message: message("first") };
+        outbox.push(&first).await.unwrap();
+        // A new write queues behind it although the store answers, to keep the order.
+        assert_eq!(persistence.append("s", message("second")).await, Ok(Persisted::Queued));
+        let history = persistence.conversation_messages("s", 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert_eq!(persistence.drain_outbox_once().await, Ok(2));
+        assert_eq!(persistence.outbox_len(), 0);
+        let stored = persistence.load("s").await.unwrap().unwrap();
+        assert_eq!(
+            stored.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert_eq!(persistence.append("s", message("third")).await, Ok(Persisted::Stored));
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_not_durable() {
+        let persistence = service(Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        // The memory store refuses appends to unknown sessions permanently.
+        assert!(persistence.append("missing", message("x")).await.is_err());
+        assert_eq!(persistence.outbox_len(), 0, "not kept: retrying cannot help");
+        assert!(persistence.is_ready(), "a permanent refusal says nothing about readiness");
     }
 }

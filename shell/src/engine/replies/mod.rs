@@ -174,3 +174,68 @@ fn model_info(p: &ProviderConfig) -> ModelInfo {
     };
     ModelInfo::new(p.id.clone(), name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::delivery::{KickSignal, LocalBus, Outbound};
+    use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    /// A provider whose upstream always refuses.
+    #[derive(Debug)]
+    struct Refusing;
+
+    #[async_trait]
+    impl LlmProvider for Refusing {
+        fn kind(&self) -> &'static str {
+            "refusing"
+        }
+
+        async fn open_stream(&self, _: ChatRequest) -> Result<EventStream, ProviderError> {
+            Err(ProviderError::Permanent { provider: "refusing", detail: "400".into() })
+        }
+    }
+
+    fn job(replies: &Replies, sender: Option<u64>, mode: ReplyMode) -> ReplyJob {
+        let request = ChatRequest {
+            messages: vec![ChatMessage { role: Role::User, content: "hi".into() }],
+            user_key: "user-x".into(),
+            conversation_id: None,
+        };
+        let model = replies.model(None).cloned().expect("one model");
+        ReplyJob { session_id: "s".into(), model, request, sender, mode }
+    }
+
+    #[tokio::test]
+    async fn a_refused_reply_ends_once_with_llm_unavailable_and_a_whole_one_silently() {
+        let config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        let metrics = Arc::new(Metrics::new());
+        let replies = Replies::new(
+            &config,
+            vec![Arc::new(Refusing)],
+            Clock::new(),
+            Supervisor::new(),
+            Arc::clone(&metrics),
+        );
+        assert_eq!(replies.model(None).map(|m| m.kind), Some("refusing"), "kind() labels metrics");
+        let delivery = Delivery::new(Arc::new(LocalBus::default()), metrics);
+        let (tx, mut rx) = mpsc::channel(8);
+        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let (_cut_tx, cut) = watch::channel(false);
+
+        let streamed = replies
+            .run(&delivery, job(&replies, Some(conn), ReplyMode::Streamed), cut.clone())
+            .await;
+        assert_eq!(streamed.end, ReplyEnd::Failed);
+        let Ok(Outbound::Frame(text)) = rx.try_recv() else { panic!("an error frame") };
+        assert!(text.contains("LLM_UNAVAILABLE"), "{text}");
+        assert!(rx.try_recv().is_err(), "exactly one outcome frame");
+
+        let whole = ReplyMode::Whole { total: VOICE_BUDGET };
+        let streamed = replies.run(&delivery, job(&replies, Some(conn), whole), cut).await;
+        assert_eq!(streamed.end, ReplyEnd::Failed);
+        assert!(rx.try_recv().is_err(), "a whole reply sends nothing of its own");
+    }
+}

@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use chatbox_core::config::{Config, ProviderKind, StoreConfig};
 
-use super::llm::anthropic::AnthropicProvider;
-use super::llm::dify::DifyProvider;
-use super::llm::echo::EchoProvider;
-use super::llm::http_client::{
+use crate::adapters::llm::anthropic::AnthropicProvider;
+use crate::adapters::llm::dify::DifyProvider;
+use crate::adapters::llm::echo::EchoProvider;
+use crate::adapters::llm::http_client::{
     build_client, ClientBuildError, ProviderSettings, DEFAULT_CONNECT_TIMEOUT,
 };
-use super::llm::openai::OpenAiProvider;
-use super::outbox::FileOutbox;
-use super::store::EmbeddedStore;
+use crate::adapters::llm::openai::OpenAiProvider;
+use crate::adapters::outbox::FileOutbox;
+use crate::adapters::store::EmbeddedStore;
 #[cfg(feature = "mongodb")]
-use super::store::MongoStore;
+use crate::adapters::store::MongoStore;
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
 use crate::engine::persistence::{Outbox, OutboxError};

@@ -265,7 +265,7 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let notifier = super::notify::from_config(&config.alerts);
+    let notifier = crate::adapters::notify::from_config(&config.alerts);
     let outbox = match wiring::outbox(&config) {
         Ok(outbox) => outbox,
         Err(error) => {
@@ -274,7 +274,7 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let resolver = Arc::new(super::dns::SystemResolver);
+    let resolver = Arc::new(crate::adapters::dns::SystemResolver);
     let ports = server::Ports { store, outbox, providers, notifier, resolver };
     let pages = PageOptions { dev };
     let running = match server::start_with_pages(Arc::clone(&config), ports, pages).await {
