@@ -180,7 +180,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
                     outbox,
                     providers,
                     notifier: Arc::new(chatbox::engine::notify::LogNotifier),
-                    resolver: Arc::new(crate::resolver::SimResolver::world()),
+                    resolver: Arc::new(crate::resolver::world()),
                 },
             )
             .await

@@ -34,7 +34,7 @@ async fn echo_reply_streams_over_simulated_tcp() {
                 outbox: Arc::new(chatbox::engine::persistence::MemoryOutbox::new(100)),
                 providers,
                 notifier: Arc::new(chatbox::engine::notify::LogNotifier),
-                resolver: Arc::new(chatbox_sim::resolver::SimResolver::world()),
+                resolver: Arc::new(chatbox_sim::resolver::world()),
             },
         )
         .await

@@ -3,6 +3,7 @@
 //! adapter (`adapters::dns`); the simulator supplies a simulated resolver, so the rule runs under
 //! madsim too. A failed lookup is no addresses, which the rule treats as "not an error".
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -28,30 +29,41 @@ pub async fn file_url_allowed(resolver: &dyn Resolver, url: &str) -> bool {
     }
 }
 
+/// Resolves names from a fixed table, unknown names to nothing: the test double of the unit
+/// tests and the simulator, where there is no real resolver.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    table: HashMap<String, Vec<IpAddr>>,
+}
+
+impl StaticResolver {
+    /// The table plus `host` resolving to `addrs`.
+    pub fn with(mut self, host: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.table.insert(host.to_ascii_lowercase(), addrs.into_iter().collect());
+        self
+    }
+}
+
+#[async_trait]
+impl Resolver for StaticResolver {
+    async fn resolve(&self, host: &str) -> Vec<IpAddr> {
+        self.table.get(&host.to_ascii_lowercase()).cloned().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct Table;
-
-    #[async_trait]
-    impl Resolver for Table {
-        async fn resolve(&self, host: &str) -> Vec<IpAddr> {
-            match host {
-                "private.example.com" => vec![IpAddr::from([192, 168, 1, 2])],
-                "public.example.com" => vec![IpAddr::from([93, 184, 216, 34])],
-                _ => Vec::new(),
-            }
-        }
-    }
-
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
-        assert!(!file_url_allowed(&Table, "https://private.example.com/a.png").await);
-        assert!(file_url_allowed(&Table, "https://public.example.com/a.png").await);
-        assert!(file_url_allowed(&Table, "https://unknown.example.com/a.png").await, "no answer");
-        assert!(!file_url_allowed(&Table, "http://public.example.com/a.png").await, "https only");
-        assert!(!file_url_allowed(&Table, "https://127.0.0.1/a.png").await);
+        let table = StaticResolver::default()
+            .with("private.example.com", [IpAddr::from([192, 168, 1, 2])])
+            .with("public.example.com", [IpAddr::from([93, 184, 216, 34])]);
+        assert!(!file_url_allowed(&table, "https://private.example.com/a.png").await);
+        assert!(file_url_allowed(&table, "https://public.example.com/a.png").await);
+        assert!(file_url_allowed(&table, "https://unknown.example.com/a.png").await, "no answer");
+        assert!(!file_url_allowed(&table, "http://public.example.com/a.png").await, "https only");
+        assert!(!file_url_allowed(&table, "https://127.0.0.1/a.png").await);
     }
 }

@@ -183,6 +183,10 @@ impl StoreError {
 
 /// Durable session storage.
 #[async_trait]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "default methods are written with the port's own methods"
+)]
 pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Inserts a new session unless the user already has an active one (then reports it).
     /// Inserting an id that already exists succeeds without change.
@@ -384,12 +388,7 @@ mod tests {
         for n in 0..msgs {
             d.messages.push(StoredMessage {
                 id: format!("m{n}"),
-                content: String::new(),
-                ts: UnixMillis(started),
-                sender: "user".into(),
-                file_id: String::new(),
-                file_url: String::new(),
-                meta: BTreeMap::new(),
+                ..StoredMessage::new("", UnixMillis(started), Sender::User)
             });
         }
         d

@@ -1,12 +1,12 @@
 //! A harness for the frame handlers' unit tests: a whole engine over test doubles (the in-memory
-//! store and outbox, the `echo` provider, a fixed DNS table, the log notifier) and connections
+//! store and outbox, the `echo` provider, a fixed DNS table — `files.example.com` public,
+//! `intranet.example.com` private —, the log notifier) and connections
 //! that are plain channels — no sockets. Frames arrive as parsed JSON.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chatbox_core::config::Config;
 use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
@@ -16,7 +16,7 @@ use crate::adapters::llm::echo::EchoProvider;
 use crate::engine::caller::Caller;
 use crate::engine::clock::Clock;
 use crate::engine::delivery::{KickSignal, Outbound};
-use crate::engine::dns::Resolver;
+use crate::engine::dns::StaticResolver;
 use crate::engine::hub::Engine;
 use crate::engine::notify::LogNotifier;
 use crate::engine::persistence::{MemoryOutbox, MemoryStore};
@@ -24,21 +24,6 @@ use crate::engine::store::StoredMessage;
 
 /// Longest wait for an expected frame before the test fails (a hang guard, not an assertion).
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// `files.example.com` is public, `intranet.example.com` private.
-#[derive(Debug)]
-struct Table;
-
-#[async_trait]
-impl Resolver for Table {
-    async fn resolve(&self, host: &str) -> Vec<IpAddr> {
-        match host {
-            "files.example.com" => vec![IpAddr::from([93, 184, 216, 34])],
-            "intranet.example.com" => vec![IpAddr::from([10, 0, 0, 7])],
-            _ => Vec::new(),
-        }
-    }
-}
 
 /// One test connection: its context and its outbound queue.
 pub(super) struct Client {
@@ -69,7 +54,11 @@ impl Harness {
             Arc::new(MemoryOutbox::new(64)),
             vec![Arc::new(EchoProvider)],
             Arc::new(LogNotifier),
-            Arc::new(Table),
+            Arc::new(
+                StaticResolver::default()
+                    .with("files.example.com", [IpAddr::from([93, 184, 216, 34])])
+                    .with("intranet.example.com", [IpAddr::from([10, 0, 0, 7])]),
+            ),
             Clock::new(),
         );
         Self { engine, store }

@@ -45,6 +45,10 @@ pub struct Persistence {
     metrics: Arc<Metrics>,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the persistence service is the one caller of the store (clippy.toml)"
+)]
 impl Persistence {
     /// The service over `store` and `outbox`, retrying with `retry`.
     pub fn new(
@@ -396,20 +400,27 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chatbox_core::protocol::Sender;
-    use chatbox_core::retry::Jitter;
-
-    fn service(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Persistence {
+impl Persistence {
+    /// The service over in-memory doubles, one attempt per call (unit tests).
+    pub(crate) fn for_tests(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Self {
         let retry = RetryPolicy {
             max_attempts: 1,
             initial_delay: Duration::from_millis(1),
             multiplier: 2.0,
             max_delay: Duration::from_millis(1),
-            jitter: Jitter::None,
+            jitter: chatbox_core::retry::Jitter::None,
         };
         Persistence::new(store, outbox, retry, Clock::new(), Arc::new(Metrics::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbox_core::protocol::Sender;
+
+    fn service(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Persistence {
+        Persistence::for_tests(store, outbox)
     }
 
     fn message(text: &str) -> StoredMessage {

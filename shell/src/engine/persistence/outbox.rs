@@ -69,6 +69,7 @@ impl PendingWrite {
     }
 
     /// Applies the write to `store` once.
+    #[allow(clippy::disallowed_methods, reason = "applied only by the persistence service")]
     pub async fn apply(&self, store: &dyn SessionStore) -> Result<(), StoreError> {
         match self {
             PendingWrite::Append { session_id, message } => {
@@ -198,18 +199,14 @@ pub enum Persisted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatbox_core::protocol::Sender;
 
     fn append(n: u32) -> PendingWrite {
         PendingWrite::Append {
             session_id: "s".into(),
             message: StoredMessage {
                 id: format!("m{n}"),
-                content: format!("hello {n}"),
-                ts: UnixMillis(i64::from(n)),
-                sender: "user".into(),
-                file_id: String::new(),
-                file_url: String::new(),
-                meta: Default::default(),
+                ..StoredMessage::new(format!("hello {n}"), UnixMillis(i64::from(n)), Sender::User)
             },
         }
     }

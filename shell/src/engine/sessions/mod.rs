@@ -198,30 +198,16 @@ pub fn new_session_id() -> String {
 mod tests {
     use super::*;
     use crate::engine::persistence::{MemoryOutbox, MemoryStore};
-    use chatbox_core::retry::{Jitter, RetryPolicy};
 
-    fn persistence(store: Arc<MemoryStore>, clock: Clock) -> Persistence {
-        let retry = RetryPolicy {
-            max_attempts: 1,
-            initial_delay: Duration::from_millis(1),
-            multiplier: 2.0,
-            max_delay: Duration::from_millis(1),
-            jitter: Jitter::None,
-        };
-        Persistence::new(
-            store,
-            Arc::new(MemoryOutbox::new(8)),
-            retry,
-            clock,
-            Arc::new(Metrics::new()),
-        )
+    fn persistence(store: Arc<MemoryStore>) -> Persistence {
+        Persistence::for_tests(store, Arc::new(MemoryOutbox::new(8)))
     }
 
     #[tokio::test]
     async fn resolving_creates_once_then_reuses_and_refuses_other_users() {
         let clock = Clock::new();
         let store = Arc::new(MemoryStore::new());
-        let persistence = persistence(Arc::clone(&store), clock);
+        let persistence = persistence(Arc::clone(&store));
         let sessions = Sessions::new(SessionLimits::default(), clock, Arc::new(Metrics::new()));
         let id = sessions.resolve(&persistence, "u1", "proposed").await.unwrap();
         assert_eq!(store.snapshot().len(), 1, "the creation is persisted");
@@ -237,7 +223,7 @@ mod tests {
     async fn a_stored_session_is_loaded_on_demand() {
         let clock = Clock::new();
         let store = Arc::new(MemoryStore::new());
-        let persistence = persistence(Arc::clone(&store), clock);
+        let persistence = persistence(Arc::clone(&store));
         persistence.create(&SessionDoc::new("s1".into(), "u1".into(), clock.wall())).await.unwrap();
         let sessions = Sessions::new(SessionLimits::default(), clock, Arc::new(Metrics::new()));
         assert_eq!(sessions.owner_of("s1"), None);
