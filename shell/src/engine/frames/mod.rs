@@ -187,3 +187,42 @@ fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
         }),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{is_error, Harness};
+
+    #[tokio::test]
+    async fn malformed_and_unhandled_frames_answer_the_sender() {
+        let h = Harness::new().await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, "{not json").await;
+        h.until(&mut user, is_error("INVALID_FORMAT")).await;
+        h.send(&user, r#"{"type":"typing_indicator","session_id":"s1"}"#).await;
+        let frames = h.until(&mut user, |f| f["type"] == "error").await;
+        assert_eq!(frames.last().unwrap()["session_id"], "s1", "the error echoes the session");
+    }
+
+    #[tokio::test]
+    async fn messages_past_the_rate_limit_are_refused_before_any_work() {
+        let h = Harness::with_config(|c| c.rate.messages.limit = 1).await;
+        let mut user = h.connect("u1", false);
+        let session = h.start_session(&mut user, "one").await;
+        let text = format!(r#"{{"type":"user_message","session_id":"{session}","content":"two"}}"#);
+        h.send(&user, &text).await;
+        h.until(&mut user, is_error("TOO_MANY_REQUESTS")).await;
+        assert_eq!(h.messages(&session).len(), 2, "only the first message and its reply");
+    }
+
+    #[tokio::test]
+    async fn another_users_session_is_not_bound() {
+        let h = Harness::new().await;
+        let mut owner = h.connect("u1", false);
+        let session = h.start_session(&mut owner, "mine").await;
+        let mut other = h.connect("u2", false);
+        let text = format!(r#"{{"type":"user_message","session_id":"{session}","content":"x"}}"#);
+        h.send(&other, &text).await;
+        h.until(&mut other, is_error("SERVICE_ERROR")).await;
+        assert_eq!(h.engine.delivery.bound(other.ctx.id), None);
+    }
+}
