@@ -4,6 +4,7 @@
 //! `Durability::Immediate` (one fsync) per write, which redb serialises whatever the concurrency.
 //! Wall-clock figures on the machine's real disk: not a criterion benchmark, it prints a table.
 //! 2 000 writes per case when benchmarking, 200 in test mode.
+#![allow(clippy::disallowed_methods, reason = "store tests call the store port directly")]
 
 use std::sync::Arc;
 

@@ -1,15 +1,24 @@
 //! # chatbox — the server
 //!
-//! Drives chatbox-core's state machines with real IO. Three parts (ARCHITECTURE.md):
-//! - [`engine`] — async services: sessions and their sweeper, the message path (provider call
-//!   with deadlines, fan-out, persistence), the connection registry, shutdown. It talks to the
-//!   world only through the ports [`engine::llm::LlmProvider`] and [`engine::store::SessionStore`].
+//! Drives chatbox-core's state machines with real IO. Four parts (ARCHITECTURE.md):
+//! - [`engine`] — a small struct of services, each owning its state: `sessions` (the live table,
+//!   load on demand, resolution, the sweeper), `delivery` (bindings and every fan-out, through
+//!   the `Bus` port), `persistence` (the only user of the store: retries, the durable outbox,
+//!   history reads), `limits` (rate limiters, connection slots), `replies` (models, one reply
+//!   under core's deadlines and retries, the per-session workers) and `alerts`; client frames
+//!   one file each in `engine::frames` behind one dispatch. It talks to the world only through
+//!   ports: `LlmProvider`, `SessionStore`, `Outbox`, `Notifier`, `Resolver`, `Bus`.
 //! - [`http`] — the accept loop (hyper + tokio-tungstenite, so the same code runs under madsim),
 //!   the axum router, JWT checks, origin checks, security headers, the WebSocket session loop.
-//! - [`adapters`] — what madsim cannot simulate (embedded store, HTTP providers, CLI helpers),
-//!   compiled only in normal builds; the built-in `echo` provider is pure and always present.
+//! - [`adapters`] — what madsim cannot simulate (stores, HTTP providers, notifiers, the outbox
+//!   file, the system resolver), compiled only in normal builds; they implement the engine's
+//!   ports and import nothing else of it. The built-in `echo` provider is pure and always present.
+//! - [`app`] — the composition root: the command line and the wiring of real ports; [`server`]
+//!   starts and stops the services (shared with the simulator, which wires its own ports).
 
 pub mod adapters;
+#[cfg(not(madsim))]
+pub mod app;
 pub mod engine;
 pub mod http;
 pub mod server;

@@ -2,7 +2,7 @@
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
-    chatbox::adapters::cli::main()
+    chatbox::app::cli::main()
 }
 
 #[cfg(madsim)]

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
 use chatbox_core::config::Config;
 use chatbox_core::shutdown::Effect;
 use tokio::net::TcpListener;
@@ -13,14 +12,15 @@ use tokio::sync::mpsc;
 
 use crate::engine::clock::Clock;
 use crate::engine::crypto::ContentCipher;
+use crate::engine::dns::Resolver;
 use crate::engine::encrypting_store::EncryptingStore;
 use crate::engine::hub::Engine;
 use crate::engine::lifecycle::{self, ShutdownReport};
 use crate::engine::llm::LlmProvider;
 use crate::engine::notify::Notifier;
-use crate::engine::outbox::{self, Outbox};
+use crate::engine::persistence::Outbox;
+use crate::engine::sessions::sweeper;
 use crate::engine::store::SessionStore;
-use crate::engine::sweeper;
 use crate::http::pages::PageOptions;
 use crate::http::{accept, router};
 
@@ -44,6 +44,8 @@ pub struct Ports {
     pub providers: Vec<Arc<dyn LlmProvider>>,
     /// Help-request alerts.
     pub notifier: Arc<dyn Notifier>,
+    /// Host name lookups for the `file_url` rule.
+    pub resolver: Arc<dyn Resolver>,
 }
 
 /// Binds the listener and starts every service (pages in production mode).
@@ -67,8 +69,15 @@ pub async fn start_with_pages(
             "ENCRYPTION_KEY has the wrong length; message content is stored in plain text"
         );
     }
-    let (engine, channels) =
-        Engine::new(config, store, ports.outbox, ports.providers, ports.notifier, Clock::new());
+    let (engine, channels) = Engine::new(
+        config,
+        store,
+        ports.outbox,
+        ports.providers,
+        ports.notifier,
+        ports.resolver,
+        Clock::new(),
+    );
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -76,10 +85,14 @@ pub async fn start_with_pages(
         accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()),
     );
     supervisor.spawn("sweeper", sweeper::run(Arc::clone(&engine)));
-    engine.metrics.set_outbox_depth(engine.outbox.len());
-    supervisor.spawn("outbox", outbox::run(Arc::clone(&engine)));
-    supervisor.spawn("store-prepare", prepare_store(Arc::clone(&engine)));
-    tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.models.len(), "chatbox listening");
+    let drainer = Arc::clone(&engine);
+    supervisor
+        .spawn("outbox", async move { drainer.persistence.drain(drainer.force_signal()).await });
+    let preparer = Arc::clone(&engine);
+    supervisor.spawn("store-prepare", async move {
+        preparer.persistence.prepare(preparer.stop_signal()).await;
+    });
+    tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.replies.model_list().len(), "chatbox listening");
     Ok(Running { engine, addr, effects: channels.effects })
 }
 
@@ -92,31 +105,5 @@ impl Running {
     /// Runs the graceful shutdown to its end (never later than `SHUTDOWN_TIMEOUT`).
     pub async fn shutdown(self) -> ShutdownReport {
         lifecycle::run(self.engine, self.effects).await
-    }
-}
-
-/// Prepares the store in the background (MongoDB: its indexes), retrying with core's backoff
-/// until it succeeds or the server stops, so a database that is down at start-up delays nothing
-/// but its own indexes (PROTOCOL.md §8.3: failure is logged, never fatal).
-async fn prepare_store(engine: Arc<Engine>) {
-    let mut stop = engine.stop_signal();
-    let mut failures: u32 = 0;
-    loop {
-        match engine.store.prepare().await {
-            Ok(()) => return,
-            Err(error) if error.class() == chatbox_core::retry::ErrorClass::Permanent => {
-                tracing::error!(%error, "store preparation failed; not retrying (fix and restart)");
-                return;
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let delay = engine.store_retry.base_delay(failures).max(STORE_PREPARE_MIN_DELAY);
-                tracing::warn!(%error, ?delay, "store preparation failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = crate::engine::supervisor::signalled(&mut stop) => return,
-                }
-            }
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! idempotency, the one-active-session guard also under concurrency, patches, ending, listing,
 //! share tokens, search), plus what is particular to it: persistence across reopening the same
 //! data directory, and the file lock.
-
+#![allow(clippy::disallowed_methods, reason = "store tests call the store port directly")]
 #![cfg(not(madsim))]
 
 mod common;

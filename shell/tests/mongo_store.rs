@@ -5,7 +5,7 @@
 //! the §8.3 indexes, and the error classification on real failures.
 //!
 //! These tests fail — never skip — when the server cannot be started.
-
+#![allow(clippy::disallowed_methods, reason = "store tests call the store port directly")]
 #![cfg(all(not(madsim), feature = "mongodb"))]
 
 mod common;

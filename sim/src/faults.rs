@@ -19,7 +19,7 @@ use chatbox_core::UnixMillis;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::store::SimStore;
+use chatbox::engine::persistence::MemoryStore as SimStore;
 
 /// What goes wrong, and how often.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +97,7 @@ impl FaultyStore {
 }
 
 #[async_trait]
+#[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for FaultyStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         self.before("create").await?;

@@ -2,11 +2,12 @@
 //!
 //! Test support for the madsim simulations in `sim/tests/` (run them with
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p chatbox-sim`). The server
-//! code is the production code; only its ports are replaced: [`store::SimStore`] is an in-memory
-//! `SessionStore`, and replies come from the pure `echo` provider.
+//! code is the production code; only its ports are replaced: the engine's in-memory
+//! `MemoryStore` with injected [`faults`], simulated [`provider`]s, and a simulated DNS
+//! [`resolver`].
 
 pub mod faults;
 pub mod provider;
-pub mod store;
+pub mod resolver;
 #[cfg(madsim)]
 pub mod world;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chatbox::engine::hub::Engine;
 use chatbox::engine::llm::LlmProvider;
-use chatbox::engine::outbox::MemoryOutbox;
+use chatbox::engine::persistence::MemoryOutbox;
 use chatbox::engine::probe::Probe;
-use chatbox::engine::reply::ReplyEnd;
+use chatbox::engine::replies::ReplyEnd;
 use chatbox::http::auth::mint;
 use chatbox_core::config::{Config, ProviderConfig};
 use chatbox_core::stream::StreamDeadlines;
@@ -180,6 +180,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
                     outbox,
                     providers,
                     notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+                    resolver: Arc::new(crate::resolver::world()),
                 },
             )
             .await
@@ -282,8 +283,8 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     // retry after a pause, a bounded number of times.
     let mut last_error = None;
     for _ in 0..50 {
-        match engine.drain_outbox_once().await {
-            Ok(_) if engine.outbox.is_empty() => {
+        match engine.persistence.drain_outbox_once().await {
+            Ok(_) if engine.persistence.outbox_len() == 0 => {
                 last_error = None;
                 break;
             }
@@ -295,8 +296,8 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
     if let Some(error) = last_error {
         violations.push(format!("the outbox does not drain after the outages: {error}"));
     }
-    if !engine.outbox.is_empty() {
-        violations.push(format!("{} writes left in the outbox", engine.outbox.len()));
+    if engine.persistence.outbox_len() > 0 {
+        violations.push(format!("{} writes left in the outbox", engine.persistence.outbox_len()));
     }
     let mut report = Report { simulated_secs: scenario.duration.as_secs(), ..Report::default() };
     check_memory(&engine, &mut violations);
@@ -335,12 +336,12 @@ fn check_memory(engine: &Arc<Engine>, violations: &mut Vec<String>) {
     }
     let cap = engine.config.websocket.max_connections_per_user;
     for i in 0..64 {
-        let held = engine.slots.held(&format!("user-{i}"));
+        let held = engine.limits.slots.held(&format!("user-{i}"));
         if held > cap {
             violations.push(format!("user-{i} holds {held} connections, more than {cap}"));
         }
     }
-    let keys = engine.message_limiter.len();
+    let keys = engine.limits.messages.len();
     if keys > engine.config.rate.max_keys {
         violations.push(format!(
             "rate limiter holds {keys} keys, more than {}",

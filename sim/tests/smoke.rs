@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chatbox::adapters::llm::echo::EchoProvider;
 use chatbox::engine::llm::LlmProvider;
+use chatbox::engine::persistence::MemoryStore as SimStore;
 use chatbox::http::auth::mint;
 use chatbox_core::config::Config;
-use chatbox_sim::store::SimStore;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,9 +31,10 @@ async fn echo_reply_streams_over_simulated_tcp() {
             Arc::new(config),
             chatbox::server::Ports {
                 store: Arc::new(SimStore::new()),
-                outbox: Arc::new(chatbox::engine::outbox::MemoryOutbox::new(100)),
+                outbox: Arc::new(chatbox::engine::persistence::MemoryOutbox::new(100)),
                 providers,
                 notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+                resolver: Arc::new(chatbox_sim::resolver::world()),
             },
         )
         .await
@@ -72,11 +73,37 @@ async fn echo_reply_streams_over_simulated_tcp() {
                     break;
                 }
             }
+            // The `file_url` rule through the simulated resolver: a name that resolves to a
+            // private address is refused, a public one stored and broadcast.
+            let session = frames.last().and_then(|f| f["session_id"].as_str()).unwrap_or("");
+            for host in ["intranet.example.com", "files.example.com"] {
+                let upload = serde_json::json!({"type": "file_upload", "session_id": session,
+                    "file_id": "f1", "file_url": format!("https://{host}/a.png")});
+                ws.send(Message::text(upload.to_string())).await.expect("send");
+            }
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(text) = msg else { continue };
+                let frame: serde_json::Value =
+                    serde_json::from_str(text.as_str()).expect("json frame");
+                let done = frame["type"] == "file_upload";
+                frames.push(frame);
+                if done {
+                    break;
+                }
+            }
             frames
         })
         .await
         .expect("client task");
 
+    let (frames, uploads) = match frames.iter().position(|f| f["metadata"]["done"] == "true") {
+        Some(done) => (frames[..=done].to_vec(), frames[done + 1..].to_vec()),
+        None => (frames, Vec::new()),
+    };
+    let upload_types: Vec<&str> = uploads.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(upload_types, ["error", "file_upload"], "{uploads:?}");
+    assert_eq!(uploads[0]["error"]["code"], "INVALID_FORMAT");
+    assert_eq!(uploads[1]["file_url"], "https://files.example.com/a.png");
     let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
     assert_eq!(types.first(), Some(&"connection_status"), "greeting first: {types:?}");
     assert!(types.contains(&"loading"), "{types:?}");

@@ -200,11 +200,8 @@ impl Server {
     pub async fn start(opts: ServerOpts) -> Server {
         let root = tempfile::Builder::new().prefix("chatbox-it-").tempdir().expect("temp dir");
         // A `JWT_SECRET` in `opts` is kept (servers that must accept each other's tokens).
-        let secret = opts
-            .env
-            .get("JWT_SECRET")
-            .cloned()
-            .unwrap_or_else(chatbox::adapters::cli::generate_secret);
+        let secret =
+            opts.env.get("JWT_SECRET").cloned().unwrap_or_else(chatbox::app::cli::generate_secret);
         Self::spawn(opts, Arc::new(root), secret, 1).await
     }
 

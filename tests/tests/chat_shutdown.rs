@@ -120,7 +120,7 @@ async fn check_config_reports_every_problem_and_exits_non_zero() {
     assert!(report.contains("4 problems"), "all four at once:\n{report}");
 
     // The same binary accepts a good configuration.
-    let secret = chatbox::adapters::cli::generate_secret();
+    let secret = chatbox::app::cli::generate_secret();
     let (status, stdout, stderr) = check_config(&[
         ("JWT_SECRET", &secret),
         ("LLM_PROVIDER_1_ID", "m"),

@@ -87,7 +87,7 @@ async fn two_instances_sharing_the_database_keep_one_active_session_per_user() {
     let mongo = MongoServer::start().await;
     let upstream = Upstream::start().await;
     let db = fresh_database();
-    let secret = chatbox::adapters::cli::generate_secret();
+    let secret = chatbox::app::cli::generate_secret();
     let both = || opts(&upstream, &mongo.uri(), &db).env("JWT_SECRET", &secret);
     let a = Server::start(both()).await;
     let b = Server::start(both()).await;

@@ -3,9 +3,10 @@
 //! of the engine's ports.
 
 #[cfg(not(madsim))]
-pub mod cli;
 #[cfg(not(madsim))]
 pub mod data_dir;
+#[cfg(not(madsim))]
+pub mod dns;
 pub mod llm;
 #[cfg(not(madsim))]
 pub mod notify;
@@ -13,5 +14,3 @@ pub mod notify;
 pub mod outbox;
 #[cfg(not(madsim))]
 pub mod store;
-#[cfg(not(madsim))]
-pub mod wiring;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::engine::crypto::ContentCipher;
-use crate::engine::outbox::{Outbox, OutboxError, PendingWrite};
+use crate::engine::persistence::{Outbox, OutboxError, PendingWrite};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 

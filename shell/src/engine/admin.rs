@@ -3,10 +3,9 @@
 //! search and metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
 //! result ([`SessionOpError`] on refusal) and `http::rest` / `http::admin` map it to bodies.
 //!
-//! Store calls by id are retried with the engine's schedule (§8.5); listings, the search and the
-//! metrics aggregation are not retried, and they are bounded by the admin deadline (30 s).
-
-use std::time::Duration;
+//! Every store call goes through the persistence service: calls by id are retried with the
+//! engine's schedule (§8.5); listings, the search and the metrics aggregation are not retried,
+//! and they are bounded by its `LIST_DEADLINE` (30 s).
 
 use chatbox_core::protocol::http::{MetricsResponse, MetricsTotals};
 use chatbox_core::protocol::query::{AdminSessionQuery, MetricsQuery};
@@ -16,34 +15,21 @@ use chatbox_core::UnixMillis;
 use chrono::{DateTime, Utc};
 
 use super::caller::Caller;
+use super::frames::end_assistance;
 use super::hub::Engine;
-use super::outbox::PendingWrite;
 use super::store::{SessionDoc, SessionPatch, StoreError};
 
-/// Deadline of the admin listing and the metrics aggregation (§8.5).
-const LIST_DEADLINE: Duration = Duration::from_secs(30);
-
 /// Sessions `GET {P}/sessions` returns at most (§4.1).
-pub const USER_SESSIONS_LIMIT: usize = 100;
+pub use chatbox_core::budgets::USER_SESSIONS_LIMIT;
 
-/// Why a session operation was refused.
+/// Why a session operation was refused: the session rule core gave (for example
+/// [`SessionError::NotFound`] — also for another user's session, never revealed, §4.2 — or
+/// [`SessionError::AlreadyAssisted`], §4.8), or the store's failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionOpError {
-    /// No such session, another user's session (never revealed, §4.2), or — for takeover and
-    /// leave — not in this process's memory even after loading it on demand.
-    #[error("session not found")]
-    NotFound,
-    /// Takeover while another admin assists (§4.8).
-    #[error("session already assisted by another admin: {admin_name} ({admin_id})")]
-    AlreadyAssisted {
-        /// The assisting admin's `user_id`.
-        admin_id: String,
-        /// The assisting admin's display name.
-        admin_name: String,
-    },
-    /// Leave on a session nobody assists.
-    #[error("session is not assisted")]
-    NotAssisted,
+    /// Refused by a session rule.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// The store failed (after retries where they apply).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -54,153 +40,147 @@ pub fn new_share_token() -> String {
     super::ids::hex32()
 }
 
-impl Engine {
-    /// Session `id` from the store if `user_id` owns it; another user's session is
-    /// [`SessionOpError::NotFound`].
-    pub async fn owned_session(
-        &self,
-        user_id: &str,
-        id: &str,
-    ) -> Result<SessionDoc, SessionOpError> {
-        match self.with_store_retry("load", || self.store.load(id)).await? {
-            Some(doc) if doc.user_id == user_id => Ok(doc),
-            _ => Err(SessionOpError::NotFound),
-        }
-    }
-
-    /// Up to [`USER_SESSIONS_LIMIT`] of the user's sessions, newest start first (§4.1).
-    pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionDoc>, StoreError> {
-        bounded(self.store.list_by_user(user_id, USER_SESSIONS_LIMIT)).await
-    }
-
-    /// Ends the caller's session (§4.3, §6.6): the in-memory copy on this process first (freeing
-    /// the user's active slot), then the store (`endTs`, `dur`). Ending again succeeds and
-    /// overwrites the end time. Connections bound to the session stay open.
-    pub async fn end_session(&self, user_id: &str, id: &str) -> Result<SessionDoc, SessionOpError> {
-        self.owned_session(user_id, id).await?;
-        let (now, wall) = (self.clock.now(), self.clock.wall());
-        let in_memory = self.sessions.with(|t| t.end(id, now, wall)).is_ok();
-        let ended = self.with_store_retry("end", || self.store.end(id, wall)).await?;
-        let doc = ended.ok_or(SessionOpError::NotFound)?;
-        self.metrics.sessions_ended.inc();
-        tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
-        Ok(doc)
-    }
-
-    /// The caller's session's share token: the existing one, or a new random one stored now
-    /// (§4.4). Stable: every later call returns the same token.
-    pub async fn share_session(&self, user_id: &str, id: &str) -> Result<String, SessionOpError> {
-        let doc = self.owned_session(user_id, id).await?;
-        if let Some(token) = doc.share_token {
-            return Ok(token);
-        }
-        let token = new_share_token();
-        let stored = self
-            .with_store_retry("set_share_token", || self.store.set_share_token(id, &token))
-            .await?;
-        stored.ok_or(SessionOpError::NotFound)
-    }
-
-    /// The session shared under `token` (§4.5), `None` when unknown.
-    pub async fn shared_session(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
-        self.with_store_retry("find_by_share_token", || self.store.find_by_share_token(token)).await
-    }
-
-    /// The admin search (§4.6).
-    pub async fn search_sessions(
-        &self,
-        query: &AdminSessionQuery,
-    ) -> Result<Vec<SessionDoc>, StoreError> {
-        bounded(self.store.search(query)).await
-    }
-
-    /// The admin metrics of the window (§4.7 with §10 item 6); see [`aggregate`] for the
-    /// definitions.
-    pub async fn session_metrics(
-        &self,
-        query: &MetricsQuery,
-    ) -> Result<MetricsResponse, StoreError> {
-        let (from, to) = (ceil_millis(query.start_utc()), floor_millis(query.end_utc()));
-        let now = self.clock.wall();
-        let stats = if from <= to {
-            bounded(self.store.window_stats(from, to, now)).await?
-        } else {
-            aggregate(&[], from, to, now)
-        };
-        Ok(MetricsResponse::new(
-            stats.totals,
-            query.time_range(),
-            stats.avg_concurrent,
-            stats.max_concurrent,
-        ))
-    }
-
-    /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
-    /// in this process's memory; it is loaded from the store first if it is not. Marks the
-    /// session assisted, persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
-    /// (best-effort, like every state write after creation) and sends `admin_join` to the
-    /// session's connections. The same admin again succeeds again (and announces again).
-    pub async fn takeover(
-        &self,
-        admin: &Caller,
-        id: &str,
-    ) -> Result<TakeoverOutcome, SessionOpError> {
-        self.load_on_demand(id).await;
-        let now = self.clock.now();
-        let outcome = self
-            .sessions
-            .with(|t| t.takeover(id, &admin.user_id, &admin.name, now))
-            .map_err(|error| match error {
-                SessionError::AlreadyAssisted { admin_id, admin_name } => {
-                    SessionOpError::AlreadyAssisted { admin_id, admin_name }
-                }
-                _ => SessionOpError::NotFound,
-            })?;
-        let patch = SessionPatch {
-            assistance: Some((true, admin.user_id.clone(), admin.name.clone())),
-            ..Default::default()
-        };
-        if let Err(error) = self
-            .persist(PendingWrite::Update { session_id: id.to_string(), patch: patch.clone() })
-            .await
-        {
-            tracing::warn!(session_id = id, %error, "persisting the takeover failed");
-        }
-        let frame = Frame::admin_join(id, &admin.user_id, &admin.name, self.frame_now());
-        self.send_session(id, &frame, None);
-        self.metrics.admin_takeovers.inc();
-        tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
-        Ok(outcome)
-    }
-
-    /// Admin `admin` ends the assistance of session `id` (§10 item 3) through
-    /// [`Engine::end_assistance`]: cleared in memory, persisted, `admin_leave` sent. Any admin
-    /// may clear it (so a departed admin cannot lock a session); the returned admin is the one
-    /// who was assisting. The session is loaded on demand like for a takeover.
-    pub async fn admin_leave(&self, admin: &Caller, id: &str) -> Result<AdminRef, SessionOpError> {
-        self.load_on_demand(id).await;
-        let assisted = self.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
-        match assisted {
-            None => return Err(SessionOpError::NotFound),
-            Some(false) => return Err(SessionOpError::NotAssisted),
-            Some(true) => {}
-        }
-        // Cleared by someone else between the check and now: report it as not assisted.
-        let left =
-            self.end_assistance(id, &admin.user_id).await.ok_or(SessionOpError::NotAssisted)?;
-        tracing::info!(session_id = id, admin_id = %admin.user_id, assisting_admin = %left.id, "admin left");
-        Ok(left)
+/// Session `id` from the store if `user_id` owns it; another user's session is
+/// [`SessionError::NotFound`].
+pub async fn owned_session(
+    engine: &Engine,
+    user_id: &str,
+    id: &str,
+) -> Result<SessionDoc, SessionOpError> {
+    match engine.persistence.load(id).await? {
+        Some(doc) if doc.user_id == user_id => Ok(doc),
+        _ => Err(SessionError::NotFound.into()),
     }
 }
 
-/// A listing bounded by [`LIST_DEADLINE`]; running out is a transient failure.
-async fn bounded<T>(
-    op: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(LIST_DEADLINE, op).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Transient("store listing timed out".into())),
+/// Up to [`USER_SESSIONS_LIMIT`] of the user's sessions, newest start first (§4.1).
+pub async fn user_sessions(engine: &Engine, user_id: &str) -> Result<Vec<SessionDoc>, StoreError> {
+    engine.persistence.list_by_user(user_id, USER_SESSIONS_LIMIT).await
+}
+
+/// Ends the caller's session (§4.3, §6.6): the in-memory copy on this process first (freeing
+/// the user's active slot), then the store (`endTs`, `dur`). Ending again succeeds and
+/// overwrites the end time. Connections bound to the session stay open.
+pub async fn end_session(
+    engine: &Engine,
+    user_id: &str,
+    id: &str,
+) -> Result<SessionDoc, SessionOpError> {
+    owned_session(engine, user_id, id).await?;
+    let (now, wall) = (engine.clock.now(), engine.clock.wall());
+    let in_memory = engine.sessions.with(|t| t.end(id, now, wall)).is_ok();
+    let ended = engine.persistence.end(id, wall).await?;
+    let doc = ended.ok_or(SessionError::NotFound)?;
+    engine.metrics.sessions_ended.inc();
+    tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
+    Ok(doc)
+}
+
+/// The caller's session's share token: the existing one, or a new random one stored now
+/// (§4.4). Stable: every later call returns the same token.
+pub async fn share_session(
+    engine: &Engine,
+    user_id: &str,
+    id: &str,
+) -> Result<String, SessionOpError> {
+    let doc = owned_session(engine, user_id, id).await?;
+    if let Some(token) = doc.share_token {
+        return Ok(token);
     }
+    let stored = engine.persistence.set_share_token(id, &new_share_token()).await?;
+    Ok(stored.ok_or(SessionError::NotFound)?)
+}
+
+/// The session shared under `token` (§4.5), `None` when unknown.
+pub async fn shared_session(
+    engine: &Engine,
+    token: &str,
+) -> Result<Option<SessionDoc>, StoreError> {
+    engine.persistence.find_by_share_token(token).await
+}
+
+/// The admin search (§4.6).
+pub async fn search_sessions(
+    engine: &Engine,
+    query: &AdminSessionQuery,
+) -> Result<Vec<SessionDoc>, StoreError> {
+    engine.persistence.search(query).await
+}
+
+/// The admin metrics of the window (§4.7 with §10 item 6); see [`aggregate`] for the
+/// definitions.
+pub async fn session_metrics(
+    engine: &Engine,
+    query: &MetricsQuery,
+) -> Result<MetricsResponse, StoreError> {
+    let (from, to) = (ceil_millis(query.start_utc()), floor_millis(query.end_utc()));
+    let now = engine.clock.wall();
+    let stats = if from <= to {
+        engine.persistence.window_stats(from, to, now).await?
+    } else {
+        aggregate(&[], from, to, now)
+    };
+    Ok(MetricsResponse::new(
+        stats.totals,
+        query.time_range(),
+        stats.avg_concurrent,
+        stats.max_concurrent,
+    ))
+}
+
+/// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
+/// in this process's memory; it is loaded from the store first if it is not. Marks the
+/// session assisted, persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
+/// (best-effort, like every state write after creation) and sends `admin_join` to the
+/// session's connections. The same admin again succeeds again (and announces again).
+pub async fn takeover(
+    engine: &Engine,
+    admin: &Caller,
+    id: &str,
+) -> Result<TakeoverOutcome, SessionOpError> {
+    engine.sessions.load_on_demand(&engine.persistence, id).await;
+    let now = engine.clock.now();
+    let outcome = engine
+        .sessions
+        .with(|t| t.takeover(id, &admin.user_id, &admin.name, now))
+        .map_err(|error| match error {
+            SessionError::AlreadyAssisted { .. } => error,
+            _ => SessionError::NotFound,
+        })?;
+    let patch = SessionPatch {
+        assistance: Some((true, admin.user_id.clone(), admin.name.clone())),
+        ..Default::default()
+    };
+    if let Err(error) = engine.persistence.patch(id, patch).await {
+        tracing::warn!(session_id = id, %error, "persisting the takeover failed");
+    }
+    let frame = Frame::admin_join(id, &admin.user_id, &admin.name, engine.frame_now());
+    engine.delivery.send_session(id, &frame, None);
+    engine.metrics.admin_takeovers.inc();
+    tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
+    Ok(outcome)
+}
+
+/// Admin `admin` ends the assistance of session `id` (§10 item 3) through
+/// [`end_assistance`]: cleared in memory, persisted, `admin_leave` sent. Any admin may clear
+/// it (so a departed admin cannot lock a session); the returned admin is the one who was
+/// assisting. The session is loaded on demand like for a takeover.
+pub async fn admin_leave(
+    engine: &Engine,
+    admin: &Caller,
+    id: &str,
+) -> Result<AdminRef, SessionOpError> {
+    engine.sessions.load_on_demand(&engine.persistence, id).await;
+    let assisted = engine.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
+    match assisted {
+        None => return Err(SessionError::NotFound.into()),
+        Some(false) => return Err(SessionError::NotAssisted.into()),
+        Some(true) => {}
+    }
+    // Cleared by someone else between the check and now: report it as not assisted.
+    let left = end_assistance(engine, id, &admin.user_id).await.ok_or(SessionError::NotAssisted)?;
+    tracing::info!(session_id = id, admin_id = %admin.user_id, assisting_admin = %left.id, "admin left");
+    Ok(left)
 }
 
 /// The first whole millisecond at or after `t` (inclusive lower bound at stored precision).

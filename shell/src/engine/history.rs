@@ -56,17 +56,14 @@ fn to_chat(msg: &StoredMessage) -> Option<ChatMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatbox_core::protocol::Sender;
     use chatbox_core::UnixMillis;
 
     fn msg(sender: &str, content: &str) -> StoredMessage {
+        let sender = Sender::from_wire(sender).expect("a known sender");
         StoredMessage {
             id: content.to_string(),
-            content: content.to_string(),
-            ts: UnixMillis(0),
-            sender: sender.to_string(),
-            file_id: String::new(),
-            file_url: String::new(),
-            meta: Default::default(),
+            ..StoredMessage::new(content, UnixMillis(0), sender)
         }
     }
 

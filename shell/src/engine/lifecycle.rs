@@ -15,7 +15,7 @@ use super::hub::Engine;
 pub const SHUTDOWN_CLOSE: (u16, &str) = (1001, "Server shutting down");
 
 /// Longest wait for cut replies to send their error frame.
-const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+use chatbox_core::budgets::CUT_GRACE;
 
 /// What happened during a shutdown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,16 +46,16 @@ pub async fn run(
                     // Let each cut reply queue its error frame before the close frames go out;
                     // bounded, so a stuck reply cannot hold the plan past its deadline.
                     let left = engine.shutdown.deadline() - engine.clock.now();
-                    engine.replies.settled(CUT_GRACE.min(left / 2)).await;
+                    engine.replies.live().settled(CUT_GRACE.min(left / 2)).await;
                 }
                 Effect::CloseConnections => {
-                    let count = engine.registry.close_all(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
+                    let count = engine.delivery.close_all(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1);
                     tracing::info!(count, "closing connections");
                 }
                 Effect::FlushStorage => {
                     let flusher = Arc::clone(&engine);
                     engine.supervisor.spawn("flush-storage", async move {
-                        if let Err(error) = flusher.store.flush().await {
+                        if let Err(error) = flusher.persistence.flush().await {
                             tracing::error!(%error, "storage flush failed");
                         }
                         flusher
@@ -66,7 +66,7 @@ pub async fn run(
                     tracing::warn!(count, "dropping connections at the shutdown deadline");
                     report.forced_connections += count;
                     engine.signal_force();
-                    engine.registry.kick_all();
+                    engine.delivery.kick_all();
                 }
                 Effect::Exit => {
                     tracing::info!(

@@ -1,33 +1,42 @@
-//! The engine: async services that drive core.
+//! The engine: async services that drive core (ARCHITECTURE.md "The engine's services").
 //!
-//! Ports: [`llm::LlmProvider`], [`store::SessionStore`]. State: [`hub::Engine`]. Services:
-//! [`dispatch`] (inbound frames), [`reply`] (one LLM reply), [`workers`] (per-session order),
-//! [`sweeper`] (session and limiter expiry), [`lifecycle`] (shutdown), [`connections`] (the
-//! registry and fan-out), [`admin`] (the HTTP routes' session operations: end, share, search,
-//! metrics, takeover, leave). [`clock`] and [`supervisor`] are the only ways to read time and
-//! spawn.
+//! [`hub::Engine`] is a small struct of services, each owning its state in its own module:
+//! - [`sessions`] — the live session table, load on demand, resolution, and the [`sessions::sweeper`];
+//! - [`delivery`] — which connections are bound to which session, and every fan-out, through
+//!   the [`delivery::Bus`] port (in-process today);
+//! - [`persistence`] — the only user of the store: retries, the durable outbox and its drain,
+//!   history reads, readiness;
+//! - [`limits`] — user, admin and public rate limiters, connection slots;
+//! - [`replies`] — models and one reply under core's deadlines and retry schedule, the
+//!   per-session ordered workers;
+//! - [`alerts`] — help-request alerts and their limiter.
+//!
+//! Client frames are handled one file each behind one dispatch in [`frames`]; the HTTP routes'
+//! session operations are in [`admin`]; [`lifecycle`] drives shutdown. Ports: [`llm::LlmProvider`],
+//! [`store::SessionStore`], [`persistence::Outbox`], [`notify::Notifier`], [`dns::Resolver`],
+//! [`delivery::Bus`]. [`clock`] and [`supervisor`] are the only ways to read time and spawn.
 
 pub mod admin;
+pub mod alerts;
 pub mod caller;
 pub mod clock;
-pub mod connections;
 pub mod crypto;
-pub mod dispatch;
+pub mod delivery;
 pub mod dns;
 pub mod encrypting_store;
+pub mod frames;
 pub mod gauge;
 pub mod history;
 pub mod hub;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod llm;
 pub mod metrics;
 pub mod notify;
-pub mod outbox;
-pub mod persist;
+pub mod persistence;
 pub mod probe;
-pub mod reply;
+pub mod replies;
+pub mod sessions;
 pub mod store;
 pub mod supervisor;
-pub mod sweeper;
-pub mod workers;

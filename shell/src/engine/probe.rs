@@ -7,7 +7,7 @@ use std::fmt;
 
 use chatbox_core::Instant;
 
-use super::reply::ReplyEnd;
+use super::replies::ReplyEnd;
 
 /// Receives engine events. Calls are synchronous and must be cheap.
 pub trait Probe: Send + Sync + fmt::Debug {

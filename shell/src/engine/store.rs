@@ -9,9 +9,13 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
+use chatbox_core::protocol::Sender;
 use chatbox_core::retry::ErrorClass;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
+
+/// The admin metrics of one window (the return of [`SessionStore::window_stats`]).
+pub use super::admin::WindowStats;
 
 /// One stored message (`msgs[]`, PROTOCOL.md §8.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +37,34 @@ pub struct StoredMessage {
     /// Scalar metadata as strings.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+}
+
+impl StoredMessage {
+    /// A new message with a fresh id (32 hex characters), from `sender`, stored at `ts`.
+    pub fn new(content: impl Into<String>, ts: UnixMillis, sender: Sender) -> Self {
+        StoredMessage {
+            id: super::ids::hex32(),
+            content: content.into(),
+            ts,
+            sender: sender.as_str().to_string(),
+            file_id: String::new(),
+            file_url: String::new(),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    /// With an attached file.
+    pub fn with_file(mut self, file_id: &str, file_url: &str) -> Self {
+        self.file_id = file_id.to_string();
+        self.file_url = file_url.to_string();
+        self
+    }
+
+    /// With the frame's metadata.
+    pub fn with_meta(mut self, meta: &BTreeMap<String, String>) -> Self {
+        self.meta = meta.clone();
+        self
+    }
 }
 
 /// A whole session document (PROTOCOL.md §8.1).
@@ -151,6 +183,10 @@ impl StoreError {
 
 /// Durable session storage.
 #[async_trait]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "default methods are written with the port's own methods"
+)]
 pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Inserts a new session unless the user already has an active one (then reports it).
     /// Inserting an id that already exists succeeds without change.
@@ -236,7 +272,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         from: UnixMillis,
         to: UnixMillis,
         now: UnixMillis,
-    ) -> Result<super::admin::WindowStats, StoreError> {
+    ) -> Result<WindowStats, StoreError> {
         let docs = self.started_between(from, to).await?;
         Ok(super::admin::aggregate(&docs, from, to, now))
     }
@@ -352,12 +388,7 @@ mod tests {
         for n in 0..msgs {
             d.messages.push(StoredMessage {
                 id: format!("m{n}"),
-                content: String::new(),
-                ts: UnixMillis(started),
-                sender: "user".into(),
-                file_id: String::new(),
-                file_url: String::new(),
-                meta: BTreeMap::new(),
+                ..StoredMessage::new("", UnixMillis(started), Sender::User)
             });
         }
         d

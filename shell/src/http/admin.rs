@@ -20,7 +20,7 @@ use super::limits::with_admin_limit;
 use super::path_key::{SessionKey, UserKey};
 use super::rest::{authenticate, error_response, summary_of, ApiState};
 use super::router::route;
-use crate::engine::admin::SessionOpError;
+use crate::engine::admin::{self, SessionOpError};
 use crate::engine::caller::Caller;
 use crate::engine::store::SessionDoc;
 
@@ -71,7 +71,7 @@ async fn search_sessions(State(state): State<ApiState>, uri: Uri) -> Response {
         Ok(query) => query,
         Err(error) => return error_response(error.to_error_body()),
     };
-    match state.engine.search_sessions(&query).await {
+    match admin::search_sessions(&state.engine, &query).await {
         Ok(docs) => {
             Json(AdminSessionList::new(summaries(&state, &docs), query.limit, query.offset))
                 .into_response()
@@ -98,7 +98,7 @@ async fn user_sessions(
         );
     }
     query.user_id = Some(user_id);
-    match state.engine.search_sessions(&query).await {
+    match admin::search_sessions(&state.engine, &query).await {
         Ok(docs) => Json(summaries(&state, &docs)).into_response(),
         Err(error) => internal("admin user sessions", &error),
     }
@@ -113,7 +113,7 @@ async fn metrics(State(state): State<ApiState>, uri: Uri) -> Response {
             return error_response(error.to_error_body());
         }
     };
-    match state.engine.session_metrics(&query).await {
+    match admin::session_metrics(&state.engine, &query).await {
         Ok(body) => Json(body).into_response(),
         Err(error) => internal("admin metrics", &error),
     }
@@ -125,12 +125,12 @@ async fn takeover(
     Extension(admin): Extension<Caller>,
     SessionKey(id): SessionKey,
 ) -> Response {
-    match state.engine.takeover(&admin, &id).await {
+    match admin::takeover(&state.engine, &admin, &id).await {
         Ok(_) => Json(TakeoverResponse::new(id, admin.user_id)).into_response(),
-        Err(SessionOpError::AlreadyAssisted { admin_id, admin_name }) => {
+        Err(SessionOpError::Session(SessionError::AlreadyAssisted { admin_id, admin_name })) => {
             error_response(ErrorBody::already_assisted(admin_name, admin_id))
         }
-        Err(SessionOpError::NotFound) => error_response(ErrorBody::session_not_found()),
+        Err(SessionOpError::Session(_)) => error_response(ErrorBody::session_not_found()),
         Err(error) => internal("takeover", &error),
     }
 }
@@ -142,12 +142,12 @@ async fn leave(
     Extension(admin): Extension<Caller>,
     SessionKey(id): SessionKey,
 ) -> Response {
-    match state.engine.admin_leave(&admin, &id).await {
+    match admin::admin_leave(&state.engine, &admin, &id).await {
         Ok(_) => Json(LeaveResponse::new(id, admin.user_id)).into_response(),
-        Err(SessionOpError::NotAssisted) => {
+        Err(SessionOpError::Session(SessionError::NotAssisted)) => {
             error_response(ErrorBody::bad_request(SessionError::NotAssisted.to_string()))
         }
-        Err(SessionOpError::NotFound) => error_response(ErrorBody::session_not_found()),
+        Err(SessionOpError::Session(_)) => error_response(ErrorBody::session_not_found()),
         Err(error) => internal("admin leave", &error),
     }
 }

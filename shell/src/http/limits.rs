@@ -46,7 +46,7 @@ pub async fn admin_limit(State(engine): State<Arc<Engine>>, req: Request, next: 
         return next.run(req).await;
     };
     if let Decision::Denied { retry_after } =
-        engine.admin_limiter.check(&user_id, engine.clock.now())
+        engine.limits.admin.check(&user_id, engine.clock.now())
     {
         tracing::info!(user_id, ?retry_after, "admin rate limit");
         engine.metrics.rate_limited(Limiter::Admin);
@@ -78,7 +78,7 @@ impl PublicFamily {
 
     /// The engine's limiter for this family.
     pub fn limiter(self, engine: &Engine) -> &SharedLimiter<IpAddr> {
-        let limiters = &engine.public_limiters;
+        let limiters = &engine.limits.public;
         match self {
             PublicFamily::Probes => &limiters.probes,
             PublicFamily::Shared => &limiters.shared,

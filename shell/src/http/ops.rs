@@ -25,14 +25,14 @@ pub async fn healthz(State(engine): State<Arc<Engine>>) -> Json<HealthBody> {
 /// `checks.store.backend` names the store pinged (the `mongodb` check keeps its name for
 /// clients of §4.10 whichever store is in use).
 pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
-    let ping = tokio::time::timeout(STORE_PING_BUDGET, engine.store.ping()).await;
+    let ping = tokio::time::timeout(STORE_PING_BUDGET, engine.persistence.ping()).await;
     let db = match ping {
         Ok(Ok(())) => DbReadiness::Ready,
         _ => DbReadiness::Unreachable,
     };
-    let mut body = ReadyBody::new(db, engine.models.len(), engine.frame_now())
+    let mut body = ReadyBody::new(db, engine.replies.model_list().len(), engine.frame_now())
         .with_store(engine.config.storage.backend.backend_name())
-        .with_outbox(engine.outbox.len(), engine.outbox.capacity());
+        .with_outbox(engine.persistence.outbox_len(), engine.persistence.outbox_capacity());
     if engine.is_stopping() {
         body = body.draining();
     }

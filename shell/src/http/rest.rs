@@ -26,7 +26,7 @@ use super::auth::Verifier;
 use super::limits::{with_public_limit, PublicFamily};
 use super::path_key::{SessionKey, ShareKey};
 use super::router::route;
-use crate::engine::admin::SessionOpError;
+use crate::engine::admin::{self, SessionOpError};
 use crate::engine::caller::Caller;
 use crate::engine::hub::Engine;
 use crate::engine::store::SessionDoc;
@@ -128,7 +128,7 @@ async fn list_sessions(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
-    match state.engine.user_sessions(&caller.user_id).await {
+    match admin::user_sessions(&state.engine, &caller.user_id).await {
         Ok(docs) => {
             let now = state.engine.frame_now();
             let sessions = docs.iter().map(|d| summary_of(d, now)).collect();
@@ -147,7 +147,7 @@ async fn get_session(
     Extension(caller): Extension<Caller>,
     SessionKey(id): SessionKey,
 ) -> Response {
-    match state.engine.owned_session(&caller.user_id, &id).await {
+    match admin::owned_session(&state.engine, &caller.user_id, &id).await {
         Ok(doc) => Json(SessionDetail {
             session_id: doc.id.clone(),
             name: doc.name.clone(),
@@ -168,7 +168,7 @@ async fn end_session(
     Extension(caller): Extension<Caller>,
     SessionKey(id): SessionKey,
 ) -> Response {
-    match state.engine.end_session(&caller.user_id, &id).await {
+    match admin::end_session(&state.engine, &caller.user_id, &id).await {
         Ok(_) => Json(EndResponse::ended()).into_response(),
         Err(error) => op_error(error),
     }
@@ -180,7 +180,7 @@ async fn share_session(
     Extension(caller): Extension<Caller>,
     SessionKey(id): SessionKey,
 ) -> Response {
-    match state.engine.share_session(&caller.user_id, &id).await {
+    match admin::share_session(&state.engine, &caller.user_id, &id).await {
         Ok(share_token) => Json(ShareResponse { share_token }).into_response(),
         Err(error) => op_error(error),
     }
@@ -188,7 +188,7 @@ async fn share_session(
 
 /// `GET {P}/shared/:shareToken` (§4.5), public.
 async fn shared_session(State(state): State<ApiState>, ShareKey(token): ShareKey) -> Response {
-    match state.engine.shared_session(&token).await {
+    match admin::shared_session(&state.engine, &token).await {
         Ok(Some(doc)) => Json(SharedSession {
             session_id: doc.id.clone(),
             name: doc.name.clone(),

@@ -30,8 +30,8 @@ use tokio_tungstenite::WebSocketStream;
 use super::auth::Verifier;
 use super::ws_session::{close_message, SessionHandler, SessionLoop};
 use crate::engine::caller::Caller;
-use crate::engine::connections::KickSignal;
-use crate::engine::dispatch::ConnCtx;
+use crate::engine::delivery::KickSignal;
+use crate::engine::frames::ConnCtx;
 use crate::engine::hub::Engine;
 
 /// State of the WebSocket route.
@@ -108,13 +108,13 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
             return text_response(StatusCode::UNAUTHORIZED, WS_AUTH_FAILED);
         }
     };
-    let slot = match SharedSlots::try_acquire(&engine.slots, &caller.user_id) {
+    let slot = match SharedSlots::try_acquire(&engine.limits.slots, &caller.user_id) {
         Ok(slot) => slot,
         Err(full) => {
             tracing::info!(user_id = %caller.user_id, held = full.held, "connection limit reached");
             engine.metrics.rate_limited(crate::engine::metrics::Limiter::Connection);
             let note = Frame::notification_connection_limit(engine.frame_now());
-            engine.registry.send_to_user(&caller.user_id, &Engine::encode(&note));
+            engine.delivery.send_user(&caller.user_id, &note);
             return text_response(StatusCode::TOO_MANY_REQUESTS, WS_CONNECTION_LIMIT);
         }
     };
@@ -192,7 +192,7 @@ async fn run_connection(
     }
     let (tx, rx) = mpsc::channel(ws_cfg.send_queue.max(1));
     let kick = Arc::new(KickSignal::default());
-    let id = engine.registry.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
+    let id = engine.delivery.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
     let ctx = ConnCtx {
         id,
         caller,

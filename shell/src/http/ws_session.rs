@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::engine::clock::Clock;
-use crate::engine::connections::{ConnId, Kick, KickSignal, Outbound};
+use crate::engine::delivery::{ConnId, Kick, KickSignal, Outbound};
 use crate::engine::supervisor::signalled;
 
 /// Close code for a peer that broke the WebSocket protocol (RFC 6455 §7.4.1).

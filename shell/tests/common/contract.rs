@@ -3,6 +3,7 @@
 //! Each function is one test body; `embedded_store.rs` and `mongo_store.rs` call every one of
 //! them with a fresh, empty store of their kind.
 
+#![allow(clippy::disallowed_methods, reason = "contract tests call the store port directly")]
 // Test bodies outside `#[test]` functions: clippy's allow-unwrap-in-tests does not see them.
 #![allow(clippy::unwrap_used)]
 

@@ -76,6 +76,7 @@ impl BreakerStore {
 }
 
 #[async_trait]
+#[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for BreakerStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         self.guarded("create", self.inner.create(doc)).await

@@ -49,7 +49,7 @@ pub use self::query::{
 use self::schema::{
     date, field, int64, message_to_document, session_from_document, session_to_document, tokens,
 };
-use crate::engine::admin::WindowStats;
+use crate::engine::store::WindowStats;
 use crate::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };

@@ -1,15 +1,15 @@
 //! The sweeper task (seed fixes #1 and #11): wakes when core's session table says its next
 //! deadline is due (and at least every cleanup interval), ends sessions idle past
-//! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`,
-//! and cleans idle rate-limiter keys on its own `Periodic` schedule. Stops when shutdown begins.
+//! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`
+//! (and the replies' upstream conversation ids with them), and cleans idle rate-limiter keys on
+//! its own `Periodic` schedule. Stops when shutdown begins.
 
 use std::sync::Arc;
 
 use chatbox_core::timer::Periodic;
 
-use super::hub::Engine;
-use super::metrics::Limiter;
-use super::outbox::PendingWrite;
+use crate::engine::hub::Engine;
+use crate::engine::persistence::PendingWrite;
 
 /// Runs until the server stops accepting.
 pub async fn run(engine: Arc<Engine>) {
@@ -33,35 +33,16 @@ pub async fn run(engine: Arc<Engine>) {
         sweep_once(&engine).await;
         let now = engine.clock.now();
         if limiter_cleanup.handle_timeout(now) {
-            cleanup_limiters(&engine, now);
+            let removed = engine.limits.cleanup(now) + engine.alerts.cleanup(now);
+            tracing::debug!(removed, "rate limiter cleanup");
         }
         let stats = engine.sessions.with(|t| t.memory_stats());
         engine.metrics.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
     }
 }
 
-/// Drops idle keys from every limiter and reports how many each still holds.
-fn cleanup_limiters(engine: &Engine, now: chatbox_core::Instant) {
-    let public = &engine.public_limiters;
-    let removed = engine.message_limiter.cleanup(now)
-        + engine.admin_limiter.cleanup(now)
-        + engine.help_limiter.cleanup(now)
-        + public.probes.cleanup(now)
-        + public.shared.cleanup(now)
-        + public.metrics.cleanup(now);
-    let metrics = &engine.metrics;
-    metrics.set_limiter_keys(Limiter::Message, engine.message_limiter.len());
-    metrics.set_limiter_keys(Limiter::Admin, engine.admin_limiter.len());
-    metrics.set_limiter_keys(Limiter::HelpAlert, engine.help_limiter.len());
-    metrics.set_limiter_keys(
-        Limiter::Public,
-        public.probes.len() + public.shared.len() + public.metrics.len(),
-    );
-    tracing::debug!(removed, "rate limiter cleanup");
-}
-
 /// One sweep: end idle sessions (persisting `endTs`/`dur`) and drop expired ones.
-pub async fn sweep_once(engine: &Arc<Engine>) {
+pub async fn sweep_once(engine: &Engine) {
     let (now, wall) = (engine.clock.now(), engine.clock.wall());
     let report = engine.sessions.with(|t| t.sweep(now, wall));
     for ended in &report.idle_ended {
@@ -69,6 +50,7 @@ pub async fn sweep_once(engine: &Arc<Engine>) {
         let id = ended.id.as_str();
         tracing::info!(session_id = id, "session ended after inactivity");
         if let Err(error) = engine
+            .persistence
             .persist(PendingWrite::End { session_id: id.to_string(), at: ended.ended_wall })
             .await
         {
@@ -76,11 +58,7 @@ pub async fn sweep_once(engine: &Arc<Engine>) {
         }
     }
     if !report.dropped.is_empty() {
-        let mut conversations =
-            engine.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for id in &report.dropped {
-            conversations.remove(id.as_str());
-        }
+        engine.replies.forget(report.dropped.iter().map(|id| id.as_str()));
         tracing::debug!(dropped = report.dropped.len(), "expired sessions dropped from memory");
     }
 }

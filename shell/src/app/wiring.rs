@@ -6,18 +6,18 @@ use std::sync::Arc;
 use chatbox_core::budgets::PROVIDER_CONNECT_TIMEOUT;
 use chatbox_core::config::{Config, ProviderKind, StoreConfig};
 
-use super::llm::anthropic::AnthropicProvider;
-use super::llm::dify::DifyProvider;
-use super::llm::echo::EchoProvider;
-use super::llm::http_client::{build_client, ClientBuildError, ProviderSettings};
-use super::llm::openai::OpenAiProvider;
-use super::outbox::FileOutbox;
-use super::store::EmbeddedStore;
+use crate::adapters::llm::anthropic::AnthropicProvider;
+use crate::adapters::llm::dify::DifyProvider;
+use crate::adapters::llm::echo::EchoProvider;
+use crate::adapters::llm::http_client::{build_client, ClientBuildError, ProviderSettings};
+use crate::adapters::llm::openai::OpenAiProvider;
+use crate::adapters::outbox::FileOutbox;
+use crate::adapters::store::EmbeddedStore;
 #[cfg(feature = "mongodb")]
-use super::store::{BreakerStore, MongoStore};
+use crate::adapters::store::{BreakerStore, MongoStore};
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
-use crate::engine::outbox::{Outbox, OutboxError};
+use crate::engine::persistence::{Outbox, OutboxError};
 use crate::engine::store::{SessionStore, StoreError};
 #[cfg(feature = "mongodb")]
 use chatbox_core::breaker::BreakerLimits;

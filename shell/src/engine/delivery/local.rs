@@ -1,5 +1,5 @@
-//! The connection registry: which WebSocket connections are open, whose they are, which session
-//! each is bound to, and the bounded outbound queue of each. Frames for a session fan out to every
+//! The in-process [`Bus`]: which WebSocket connections of this process are open, whose they are,
+//! which session each is bound to, and the bounded outbound queue of each. Frames for a session fan out to every
 //! connection bound to it (PROTOCOL.md §10 item 11); a connection whose queue is full is a slow
 //! consumer and is disconnected rather than silently losing frames of a reply — the session and
 //! the reply survive, and the client resumes on reconnect.
@@ -11,28 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
-/// Identifies one connection for its lifetime.
-pub type ConnId = u64;
-
-/// What the connection task writes next.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// One serialised frame (shared by every connection of a fan-out).
-    Frame(Arc<str>),
-    /// Send a close frame with this code and reason, then end the connection.
-    Close(u16, &'static str),
-}
-
-/// Why a connection is being dropped without a queued close (read by the connection task).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// Its outbound queue overflowed.
-    SlowConsumer,
-    /// The shutdown deadline passed.
-    Forced,
-}
+use super::{Bus, ConnId, Fanout, Kick, KickSignal, Outbound};
 
 /// The registry's view of one connection.
 #[derive(Debug)]
@@ -42,45 +23,6 @@ struct Conn {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<KickSignal>,
     session: Option<Arc<str>>,
-}
-
-/// A one-shot "drop this connection now" signal.
-#[derive(Debug, Default)]
-pub struct KickSignal {
-    notify: Notify,
-    reason: Mutex<Option<Kick>>,
-}
-
-impl KickSignal {
-    /// Signals the connection task; the first reason wins.
-    pub fn kick(&self, reason: Kick) {
-        let mut slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-        drop(slot);
-        self.notify.notify_one();
-    }
-
-    /// Waits for a kick and returns its reason.
-    pub async fn kicked(&self) -> Kick {
-        loop {
-            self.notify.notified().await;
-            let slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(reason) = *slot {
-                return reason;
-            }
-        }
-    }
-}
-
-/// How a fan-out went: connections that got the frame, and those that could not take it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fanout {
-    /// Queued.
-    pub delivered: usize,
-    /// Not queued (full queue: that connection is being dropped; or already closed).
-    pub dropped: usize,
 }
 
 /// Counters for metrics.
@@ -98,21 +40,42 @@ struct Inner {
     by_user: HashMap<Arc<str>, BTreeSet<ConnId>>,
 }
 
-/// The registry of open connections.
+/// The in-process bus: the registry of this process's open connections.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub struct LocalBus {
     inner: Mutex<Inner>,
     /// Counters.
     pub stats: RegistryStats,
 }
 
-impl Registry {
+impl LocalBus {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Connections bound to `session`.
+    #[cfg(test)]
+    fn session_connections(&self, session: &str) -> usize {
+        self.lock().by_session.get(session).map_or(0, BTreeSet::len)
+    }
+
+    fn offer(&self, conn: &Conn, item: Outbound) -> bool {
+        match conn.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(user_id = %conn.user_id, "outbound queue full; dropping slow connection");
+                conn.kick.kick(Kick::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl Bus for LocalBus {
     /// Adds a connection; returns its id.
-    pub fn register(
+    fn register(
         &self,
         user_id: &str,
         is_admin: bool,
@@ -129,7 +92,7 @@ impl Registry {
     }
 
     /// Removes a connection; returns the session it was bound to.
-    pub fn unregister(&self, id: ConnId) -> Option<Arc<str>> {
+    fn unregister(&self, id: ConnId) -> Option<Arc<str>> {
         let mut inner = self.lock();
         let conn = inner.conns.remove(&id)?;
         if let Some(set) = inner.by_user.get_mut(&conn.user_id) {
@@ -145,12 +108,12 @@ impl Registry {
     }
 
     /// The session a connection is bound to.
-    pub fn bound(&self, id: ConnId) -> Option<Arc<str>> {
+    fn bound(&self, id: ConnId) -> Option<Arc<str>> {
         self.lock().conns.get(&id).and_then(|c| c.session.clone())
     }
 
     /// Binds (or moves) a connection to `session`; returns the previous binding.
-    pub fn bind(&self, id: ConnId, session: &str) -> Option<Arc<str>> {
+    fn bind(&self, id: ConnId, session: &str) -> Option<Arc<str>> {
         let mut inner = self.lock();
         let session: Arc<str> = Arc::from(session);
         let previous = match inner.conns.get_mut(&id) {
@@ -165,7 +128,7 @@ impl Registry {
     }
 
     /// Queues a frame on one connection; `false` if it is gone or was dropped as a slow consumer.
-    pub fn send_to(&self, id: ConnId, frame: &Arc<str>) -> bool {
+    fn to_conn(&self, id: ConnId, frame: &Arc<str>) -> bool {
         let inner = self.lock();
         match inner.conns.get(&id) {
             Some(conn) => self.offer(conn, Outbound::Frame(Arc::clone(frame))),
@@ -175,7 +138,7 @@ impl Registry {
 
     /// Queues a frame on every connection bound to `session` and on `also` (the sender, when it
     /// is not bound there); returns how many connections got it.
-    pub fn send_to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
+    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
         let inner = self.lock();
         let mut delivered = 0;
         let bound = inner.by_session.get(session);
@@ -198,7 +161,7 @@ impl Registry {
 
     /// Queues a frame on the admin connections bound to `session` that do not belong to the
     /// session's owner (the assisting admin's view of the user's messages).
-    pub fn send_to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
+    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
         let inner = self.lock();
         let mut fanout = Fanout::default();
         let Some(set) = inner.by_session.get(session) else { return fanout };
@@ -217,7 +180,7 @@ impl Registry {
     /// Unbinds the admin connections of `admin_id` from `session` (the admin left: nothing of the
     /// session reaches them any more, §10 item 3). The session owner's own connections are never
     /// touched, even when the owner is an admin. Returns how many were unbound.
-    pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
         if admin_id == owner {
             return 0;
         }
@@ -239,7 +202,7 @@ impl Registry {
     }
 
     /// Queues a frame on every connection of `user_id`.
-    pub fn send_to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
+    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
         let inner = self.lock();
         let Some(set) = inner.by_user.get(user_id) else { return 0 };
         set.iter()
@@ -248,13 +211,8 @@ impl Registry {
             .sum()
     }
 
-    /// Connections bound to `session`.
-    pub fn session_connections(&self, session: &str) -> usize {
-        self.lock().by_session.get(session).map_or(0, BTreeSet::len)
-    }
-
     /// Queues a close on every connection (shutdown); a full queue gets a kick instead.
-    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
+    fn close_all(&self, code: u16, reason: &'static str) -> usize {
         let inner = self.lock();
         for conn in inner.conns.values() {
             if conn.tx.try_send(Outbound::Close(code, reason)).is_err() {
@@ -265,7 +223,7 @@ impl Registry {
     }
 
     /// Drops every connection at once (shutdown deadline).
-    pub fn kick_all(&self) -> usize {
+    fn kick_all(&self) -> usize {
         let inner = self.lock();
         for conn in inner.conns.values() {
             conn.kick.kick(Kick::Forced);
@@ -273,27 +231,8 @@ impl Registry {
         inner.conns.len()
     }
 
-    /// Open connections.
-    pub fn len(&self) -> usize {
+    fn connections(&self) -> usize {
         self.lock().conns.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn offer(&self, conn: &Conn, item: Outbound) -> bool {
-        match conn.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(user_id = %conn.user_id, "outbound queue full; dropping slow connection");
-                conn.kick.kick(Kick::SlowConsumer);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
     }
 }
 
@@ -311,7 +250,7 @@ mod tests {
     use super::*;
 
     fn conn(
-        reg: &Registry,
+        reg: &LocalBus,
         user: &str,
         admin: bool,
         cap: usize,
@@ -326,31 +265,31 @@ mod tests {
 
     #[test]
     fn fan_out_reaches_every_bound_connection_and_unbind_removes_only_one() {
-        let reg = Registry::default();
+        let reg = LocalBus::default();
         let (a, mut ra) = conn(&reg, "u1", false, 8);
         let (b, mut rb) = conn(&reg, "u1", false, 8);
         reg.bind(a, "s1");
         reg.bind(b, "s1");
-        assert_eq!(reg.send_to_session("s1", &frame("x"), None), 2);
+        assert_eq!(reg.to_session("s1", &frame("x"), None), 2);
         assert!(ra.try_recv().is_ok() && rb.try_recv().is_ok());
         assert_eq!(reg.unregister(a).as_deref(), Some("s1"));
-        assert_eq!(reg.send_to_session("s1", &frame("y"), None), 1, "b is still bound");
+        assert_eq!(reg.to_session("s1", &frame("y"), None), 1, "b is still bound");
         assert!(rb.try_recv().is_ok());
     }
 
     #[test]
     fn sender_outside_the_session_still_gets_its_frame_once() {
-        let reg = Registry::default();
+        let reg = LocalBus::default();
         let (a, mut ra) = conn(&reg, "u1", false, 8);
-        assert_eq!(reg.send_to_session("s1", &frame("err"), Some(a)), 1);
+        assert_eq!(reg.to_session("s1", &frame("err"), Some(a)), 1);
         reg.bind(a, "s1");
-        assert_eq!(reg.send_to_session("s1", &frame("err"), Some(a)), 1, "not twice");
+        assert_eq!(reg.to_session("s1", &frame("err"), Some(a)), 1, "not twice");
         assert!(ra.try_recv().is_ok() && ra.try_recv().is_ok() && ra.try_recv().is_err());
     }
 
     #[test]
     fn rebinding_moves_the_connection() {
-        let reg = Registry::default();
+        let reg = LocalBus::default();
         let (a, _ra) = conn(&reg, "u1", false, 8);
         reg.bind(a, "old");
         assert_eq!(reg.bind(a, "new").as_deref(), Some("old"));
@@ -360,22 +299,22 @@ mod tests {
 
     #[test]
     fn a_full_queue_kicks_the_slow_connection() {
-        let reg = Registry::default();
+        let reg = LocalBus::default();
         let (a, _ra) = conn(&reg, "u1", false, 1);
         reg.bind(a, "s");
-        assert_eq!(reg.send_to_session("s", &frame("1"), None), 1);
-        assert_eq!(reg.send_to_session("s", &frame("2"), None), 0);
+        assert_eq!(reg.to_session("s", &frame("1"), None), 1);
+        assert_eq!(reg.to_session("s", &frame("2"), None), 0);
         assert_eq!(reg.stats.overflowed.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn admins_see_user_messages_but_the_owner_does_not() {
-        let reg = Registry::default();
+        let reg = LocalBus::default();
         let (user, mut ru) = conn(&reg, "u1", false, 8);
         let (admin, mut ra) = conn(&reg, "boss", true, 8);
         reg.bind(user, "s");
         reg.bind(admin, "s");
-        assert_eq!(reg.send_to_session_admins("s", "u1", &frame("m")).delivered, 1);
+        assert_eq!(reg.to_session_admins("s", "u1", &frame("m")).delivered, 1);
         assert!(ra.try_recv().is_ok());
         assert!(ru.try_recv().is_err());
     }

@@ -12,7 +12,8 @@ use base64::Engine as _;
 use chatbox_core::config::{self, jwt_secret_problems, Config, LogFormat, Origin, Secret};
 use clap::{Parser, Subcommand};
 
-use super::{data_dir, wiring};
+use super::wiring;
+use crate::adapters::data_dir;
 use crate::http::auth::mint;
 use crate::http::pages::PageOptions;
 use crate::http::router::route;
@@ -307,7 +308,7 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let notifier = super::notify::from_config(&config.alerts);
+    let notifier = crate::adapters::notify::from_config(&config.alerts);
     let outbox = match wiring::outbox(&config) {
         Ok(outbox) => outbox,
         Err(error) => {
@@ -316,7 +317,8 @@ async fn run(config: Arc<Config>, dev: bool, config_path: Option<PathBuf>) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let ports = server::Ports { store, outbox, providers, notifier };
+    let resolver = Arc::new(crate::adapters::dns::SystemResolver);
+    let ports = server::Ports { store, outbox, providers, notifier, resolver };
     let pages = PageOptions { dev };
     let running = match server::start_with_pages(Arc::clone(&config), ports, pages).await {
         Ok(running) => running,

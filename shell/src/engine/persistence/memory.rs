@@ -1,25 +1,25 @@
-//! An in-memory `SessionStore` for the simulator: the same contract as the embedded store
-//! (idempotent appends by message id, one active session per user), without disk IO, so it runs
-//! under madsim. Every write is also counted, so simulations can check what was stored.
+//! An in-memory `SessionStore` (a test double for the engine's unit tests and the simulator): the
+//! same contract as the embedded store (idempotent appends by message id, one active session per
+//! user), without disk IO, so it runs under madsim.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use chatbox::engine::store::{
+use crate::engine::store::{
     search_matches, search_order, search_page, CreateOutcome, SearchKey, SessionDoc, SessionPatch,
     SessionStore, StoreError, StoredMessage,
 };
+use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::UnixMillis;
 
 /// In-memory sessions keyed by id.
 #[derive(Debug, Default)]
-pub struct SimStore {
+pub struct MemoryStore {
     docs: Mutex<BTreeMap<String, SessionDoc>>,
 }
 
-impl SimStore {
+impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -40,7 +40,7 @@ fn missing() -> StoreError {
 }
 
 #[async_trait]
-impl SessionStore for SimStore {
+impl SessionStore for MemoryStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let mut docs = self.docs();
         if docs.contains_key(&doc.id) {

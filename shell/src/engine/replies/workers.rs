@@ -13,25 +13,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use super::hub::Engine;
+use crate::engine::supervisor::Supervisor;
 
 /// One unit of work for a session.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+type Queues = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>>;
+
 /// The queues of the sessions that have work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Workers {
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    queues: Queues,
+    supervisor: Supervisor,
 }
 
 impl Workers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
-        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// No queues; workers are spawned through `supervisor`.
+    pub fn new(supervisor: Supervisor) -> Self {
+        Self { queues: Queues::default(), supervisor }
     }
 
     /// Queues `job` behind the earlier jobs of `key`, starting a worker if none runs.
-    pub fn submit(&self, engine: &Arc<Engine>, key: &str, job: Job) {
-        let mut queues = self.lock();
+    pub fn submit(&self, key: &str, job: Job) {
+        let mut queues = lock(&self.queues);
         let job = match queues.get(key) {
             Some(tx) => match tx.send(job) {
                 Ok(()) => return,
@@ -44,14 +48,13 @@ impl Workers {
         let _ = tx.send(job);
         queues.insert(key.to_string(), tx);
         drop(queues);
-        let engine = Arc::clone(engine);
-        let key = key.to_string();
-        engine.supervisor.clone().spawn("session-worker", run(engine, key, rx));
+        let queues = Arc::clone(&self.queues);
+        self.supervisor.spawn("session-worker", run(queues, key.to_string(), rx));
     }
 
     /// Sessions with a worker now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.queues).len()
     }
 
     /// Whether no worker runs.
@@ -60,15 +63,48 @@ impl Workers {
     }
 }
 
-async fn run(engine: Arc<Engine>, key: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn lock(queues: &Queues) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
+    queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn run(queues: Queues, key: String, mut rx: mpsc::UnboundedReceiver<Job>) {
     loop {
         while let Ok(job) = rx.try_recv() {
             job.await;
         }
-        let mut queues = engine.workers.lock();
+        let mut map = lock(&queues);
         if rx.is_empty() {
-            queues.remove(&key);
+            map.remove(&key);
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_of_one_key_run_in_order_and_the_worker_retires() {
+        let workers = Workers::new(Supervisor::new());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for n in 0..3 {
+            let tx = tx.clone();
+            workers.submit(
+                "s",
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    let _ = tx.send(n);
+                }),
+            );
+        }
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(seen, vec![0, 1, 2]);
+        while !workers.is_empty() {
+            tokio::task::yield_now().await;
         }
     }
 }

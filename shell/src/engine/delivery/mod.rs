@@ -1,0 +1,229 @@
+//! The delivery service: which connections are bound to which session, and sending frames to
+//! them — to one connection, to a session, to a session's admins, to a user (PROTOCOL.md §10
+//! item 11). It owns the [`Bus`], the one port every fan-out goes through: [`LocalBus`] delivers
+//! to this process's sockets; a fleet implementation (Redis) publishes to the other instances
+//! behind the same trait, so nothing else in the engine changes when one is added. Frames are
+//! serialised once per fan-out here, and error frames are counted for metrics.
+
+mod local;
+
+use std::sync::{Arc, Mutex};
+
+use chatbox_core::protocol::{Frame, FrameType};
+use tokio::sync::{mpsc, Notify};
+
+use super::metrics::Metrics;
+pub use local::LocalBus;
+
+/// Identifies one connection for its lifetime.
+pub type ConnId = u64;
+
+/// What the connection task writes next.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// One serialised frame (shared by every connection of a fan-out).
+    Frame(Arc<str>),
+    /// Send a close frame with this code and reason, then end the connection.
+    Close(u16, &'static str),
+}
+
+/// Why a connection is being dropped without a queued close (read by the connection task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Its outbound queue overflowed.
+    SlowConsumer,
+    /// The shutdown deadline passed.
+    Forced,
+}
+
+/// A one-shot "drop this connection now" signal.
+#[derive(Debug, Default)]
+pub struct KickSignal {
+    notify: Notify,
+    reason: Mutex<Option<Kick>>,
+}
+
+impl KickSignal {
+    /// Signals the connection task; the first reason wins.
+    pub fn kick(&self, reason: Kick) {
+        let mut slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a kick and returns its reason.
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            self.notify.notified().await;
+            let slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(reason) = *slot {
+                return reason;
+            }
+        }
+    }
+}
+
+/// How a fan-out went: connections that got the frame, and those that could not take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Queued.
+    pub delivered: usize,
+    /// Not queued (full queue: that connection is being dropped; or already closed).
+    pub dropped: usize,
+}
+
+/// The fan-out port. Every method returns at once (no IO is awaited): an implementation that
+/// talks to other instances queues its publications on its own task. Counts returned are the
+/// connections **of this instance** that took the frame.
+pub trait Bus: Send + Sync + std::fmt::Debug {
+    /// Adds a local connection with its outbound queue; returns its id.
+    fn register(
+        &self,
+        user_id: &str,
+        is_admin: bool,
+        tx: mpsc::Sender<Outbound>,
+        kick: Arc<KickSignal>,
+    ) -> ConnId;
+    /// Removes a local connection; returns the session it was bound to.
+    fn unregister(&self, conn: ConnId) -> Option<Arc<str>>;
+    /// The session a local connection is bound to.
+    fn bound(&self, conn: ConnId) -> Option<Arc<str>>;
+    /// Binds (or moves) a local connection to `session`; returns the previous binding.
+    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>>;
+    /// Unbinds the admin connections of `admin_id` from `session` (never the owner's own).
+    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize;
+    /// A frame for one local connection; `false` if it is gone or too slow.
+    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool;
+    /// A frame for every connection bound to `session`, and for `also` if not bound there.
+    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize;
+    /// A frame for the admin connections bound to `session` that are not the owner's.
+    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout;
+    /// A frame for every connection of `user_id`.
+    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize;
+    /// Queues a close on every local connection (shutdown).
+    fn close_all(&self, code: u16, reason: &'static str) -> usize;
+    /// Drops every local connection at once (shutdown deadline).
+    fn kick_all(&self) -> usize;
+    /// Open local connections.
+    fn connections(&self) -> usize;
+}
+
+/// The delivery service: the bus, plus encoding and error counting.
+#[derive(Debug)]
+pub struct Delivery {
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+}
+
+impl Delivery {
+    /// Delivery through `bus`, counting into `metrics`.
+    pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Self {
+        Self { bus, metrics }
+    }
+
+    /// Serialises a frame once for every connection that will receive it.
+    pub fn encode(frame: &Frame) -> Arc<str> {
+        Arc::from(frame.to_json())
+    }
+
+    fn encode_counted(&self, frame: &Frame) -> Arc<str> {
+        if frame.frame_type == FrameType::Error {
+            self.metrics.message_errors.inc();
+        }
+        Self::encode(frame)
+    }
+
+    /// Adds a connection of this process; see [`Bus::register`].
+    pub fn register(
+        &self,
+        user_id: &str,
+        is_admin: bool,
+        tx: mpsc::Sender<Outbound>,
+        kick: Arc<KickSignal>,
+    ) -> ConnId {
+        self.bus.register(user_id, is_admin, tx, kick)
+    }
+
+    /// Removes a connection; returns the session it was bound to.
+    pub fn unregister(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.bus.unregister(conn)
+    }
+
+    /// The session a connection is bound to.
+    pub fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.bus.bound(conn)
+    }
+
+    /// Binds (or moves) a connection to `session`; returns the previous binding.
+    pub fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+        self.bus.bind(conn, session)
+    }
+
+    /// The admin left: its connections stop seeing the session (§10 item 3).
+    pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+        self.bus.unbind_admin(session, admin_id, owner)
+    }
+
+    /// Sends a frame to one connection.
+    pub fn send_conn(&self, conn: ConnId, frame: &Frame) -> bool {
+        self.bus.to_conn(conn, &self.encode_counted(frame))
+    }
+
+    /// Sends a frame to every connection of a session, and to `also` if it is not bound there.
+    pub fn send_session(&self, session: &str, frame: &Frame, also: Option<ConnId>) -> usize {
+        self.bus.to_session(session, &self.encode_counted(frame), also)
+    }
+
+    /// Sends a frame to the session's admins (not the owner); counts what they could not take.
+    pub fn send_session_admins(&self, session: &str, owner: &str, frame: &Frame) -> Fanout {
+        let fanout = self.bus.to_session_admins(session, owner, &self.encode_counted(frame));
+        self.metrics.admin_messages_dropped.inc_by(fanout.dropped as u64);
+        fanout
+    }
+
+    /// Sends a frame to every connection of a user.
+    pub fn send_user(&self, user_id: &str, frame: &Frame) -> usize {
+        self.bus.to_user(user_id, &self.encode_counted(frame))
+    }
+
+    /// Queues a close on every connection (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        self.bus.close_all(code, reason)
+    }
+
+    /// Drops every connection at once (shutdown deadline).
+    pub fn kick_all(&self) -> usize {
+        self.bus.kick_all()
+    }
+
+    /// Open connections of this process.
+    pub fn connections(&self) -> usize {
+        self.bus.connections()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbox_core::protocol::ErrorInfo;
+
+    #[test]
+    fn error_frames_are_counted_once_per_fan_out() {
+        let metrics = Arc::new(Metrics::new());
+        let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(&metrics));
+        let (tx, mut rx) = mpsc::channel(4);
+        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        delivery.bind(conn, "s");
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let error = Frame::error(ErrorInfo::unexpected(), Some("s"), now);
+        assert_eq!(delivery.send_session("s", &error, Some(conn)), 1);
+        assert_eq!(metrics.message_errors.get(), 1);
+        let Ok(Outbound::Frame(text)) = rx.try_recv() else { panic!("frame queued") };
+        assert_eq!(&*text, error.to_json().as_str());
+        assert!(delivery.send_conn(conn, &Frame::loading("s", now)));
+        assert_eq!(metrics.message_errors.get(), 1, "only error frames count");
+    }
+}

@@ -1,0 +1,228 @@
+//! The inbound path of one client frame (PROTOCOL.md §3.5–§3.8 with the §10 fixes): parse and
+//! validate, bind the connection to a session (only on success, §10 item 13), then one `match`
+//! hands the frame to its handler — one file per frame type (STYLE.md §12). Errors always answer
+//! the connection that sent the frame, echoing its `session_id` (§10 item 10). `user_message`
+//! and `model_select` run in the session's ordered worker (§10 item 27) while holding one of the
+//! connection's in-flight permits. Adding a frame type means adding a file and a match arm.
+
+mod admin_leave;
+mod answer;
+mod file;
+mod help_request;
+mod model_select;
+#[cfg(test)]
+mod testing;
+mod user_message;
+
+use std::sync::Arc;
+
+use chatbox_core::protocol::{parse_client_frame, ClientFrame, ErrorInfo, Frame, FrameType};
+use chatbox_core::session::Access;
+use tokio::sync::Semaphore;
+
+use super::caller::Caller;
+use super::delivery::ConnId;
+use super::hub::Engine;
+pub use admin_leave::end_assistance;
+pub use answer::user_key;
+
+/// One connection as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    /// Connection id (delivery's).
+    pub id: ConnId,
+    /// Who is connected.
+    pub caller: Caller,
+    /// Frames of this connection being processed (`WS_MAX_IN_FLIGHT` permits).
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// Handles one text frame from a connection: the one dispatch.
+pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
+    let now = engine.frame_now();
+    let frame = match parse_client_frame(text, now, &engine.inbound_limits) {
+        Ok(frame) => frame,
+        Err(error) => {
+            engine.metrics.messages_received.inc();
+            tracing::debug!(user_id = %conn.caller.user_id, %error, "refused client frame");
+            engine.delivery.send_conn(conn.id, &Frame::error(error.to_error_info(), None, now));
+            return;
+        }
+    };
+    engine.metrics.messages_received.inc();
+    if let Some(requested) = frame.session() {
+        if engine.delivery.bound(conn.id).is_none() && !bind(engine, conn, requested).await {
+            return;
+        }
+    }
+    match frame.frame_type {
+        FrameType::UserMessage | FrameType::ModelSelect => queue_ordered(engine, conn, frame),
+        FrameType::HelpRequest => help_request::apply(engine, conn, &frame).await,
+        FrameType::FileUpload | FrameType::VoiceMessage => file::apply(engine, conn, &frame).await,
+        FrameType::AdminLeave if conn.caller.is_admin() => {
+            admin_leave::apply(engine, conn, &frame).await
+        }
+        other => {
+            reply_error(engine, conn, frame.session(), ErrorInfo::unknown_type(other.as_str()))
+        }
+    }
+}
+
+/// The upgrade succeeded: greet the connection with the model list (§3.9).
+pub fn on_connect(engine: &Engine, conn: &ConnCtx) {
+    let models = engine.replies.model_list();
+    let frame = Frame::connection_status(models, None, &conn.caller.user_id, engine.frame_now());
+    engine.delivery.send_conn(conn.id, &frame);
+}
+
+/// The connection closed: unbind it and let its session's idle clock start (§3.12).
+pub fn on_disconnect(engine: &Engine, conn: ConnId) {
+    if let Some(session) = engine.delivery.unregister(conn) {
+        engine.sessions.detach(&session);
+    }
+}
+
+/// Sends an error to the connection that sent a frame (§10 item 10).
+fn reply_error(engine: &Engine, conn: &ConnCtx, session: Option<&str>, info: ErrorInfo) {
+    engine.delivery.send_conn(conn.id, &Frame::error(info, session, engine.frame_now()));
+}
+
+/// Sends an error to a session's connections and to the sender.
+fn session_error(engine: &Engine, conn: &ConnCtx, session: &str, info: ErrorInfo) {
+    let frame = Frame::error(info, Some(session), engine.frame_now());
+    engine.delivery.send_session(session, &frame, Some(conn.id));
+}
+
+/// The frame's `session_id`, or the `MISSING_FIELD` answer.
+fn require_session<'f>(engine: &Engine, conn: &ConnCtx, frame: &'f ClientFrame) -> Option<&'f str> {
+    let session = frame.session();
+    if session.is_none() {
+        reply_error(engine, conn, None, ErrorInfo::missing_field("session_id"));
+    }
+    session
+}
+
+/// Binds an unbound connection to the first session id it names (§3.7). Returns `false`
+/// when the binding was refused (the frame is dropped, the connection stays unbound).
+async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
+    let mut access = engine.sessions.access(&conn.caller, requested);
+    if access == Access::Unknown {
+        engine.sessions.load_on_demand(&engine.persistence, requested).await;
+        access = engine.sessions.access(&conn.caller, requested);
+    }
+    match access {
+        Access::Denied => {
+            tracing::info!(user_id = %conn.caller.user_id, session_id = requested, "binding refused");
+            reply_error(engine, conn, Some(requested), ErrorInfo::bind_failed());
+            false
+        }
+        Access::Owner | Access::AssistingAdmin | Access::Unknown => {
+            move_binding(engine, conn, requested);
+            true
+        }
+    }
+}
+
+/// Binds `conn` to `session` (detaching it from its previous session) and announces it.
+fn move_binding(engine: &Engine, conn: &ConnCtx, session: &str) {
+    let previous = engine.delivery.bind(conn.id, session);
+    engine.sessions.rebind(previous.as_deref(), session);
+    let models = engine.replies.model_list();
+    let frame =
+        Frame::connection_status(models, Some(session), &conn.caller.user_id, engine.frame_now());
+    engine.delivery.send_conn(conn.id, &frame);
+}
+
+/// Resolves the authoritative session of a `user_message`/`model_select` and moves the binding
+/// if the id changed. Errors are sent; `None` means stop.
+async fn resolve(engine: &Engine, conn: &ConnCtx, requested: &str) -> Option<String> {
+    let user = conn.caller.user_id.as_str();
+    match engine.sessions.resolve(&engine.persistence, user, requested).await {
+        Ok(id) => {
+            if engine.delivery.bound(conn.id).as_deref() != Some(id.as_str()) {
+                move_binding(engine, conn, &id);
+            }
+            Some(id)
+        }
+        Err(info) => {
+            reply_error(engine, conn, Some(requested), info);
+            None
+        }
+    }
+}
+
+/// Queues `user_message` / `model_select` behind the session's earlier frames.
+fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
+    let Ok(permit) = Arc::clone(&conn.in_flight).try_acquire_owned() else {
+        reply_error(engine, conn, None, ErrorInfo::server_busy());
+        return;
+    };
+    // A frame refused for its shape does not use up the sender's rate budget.
+    let Some(requested) = require_session(engine, conn, &frame) else { return };
+    if frame.frame_type == FrameType::UserMessage {
+        let now = engine.clock.now();
+        let decision = engine.limits.check_message(&conn.caller.user_id, now);
+        if let Some(probe) = engine.probe.get() {
+            probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
+        }
+        if let chatbox_core::rate::Decision::Denied { retry_after } = decision {
+            let info = ErrorInfo::too_many_requests(retry_after);
+            reply_error(engine, conn, frame.session(), info);
+            return;
+        }
+    }
+    // Keyed by user as well: two users proposing the same not-yet-created id must not wait
+    // for each other (a session id is only authoritative once resolved for its owner).
+    let key = format!("{}\u{0}{requested}", conn.caller.user_id);
+    let task_engine = Arc::clone(engine);
+    let conn = conn.clone();
+    engine.replies.submit(
+        &key,
+        Box::pin(async move {
+            match frame.frame_type {
+                FrameType::ModelSelect => model_select::apply(&task_engine, &conn, &frame).await,
+                _ => user_message::apply(&task_engine, &conn, &frame).await,
+            }
+            drop(permit);
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{is_error, Harness};
+
+    #[tokio::test]
+    async fn malformed_and_unhandled_frames_answer_the_sender() {
+        let h = Harness::new().await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, "{not json").await;
+        h.until(&mut user, is_error("INVALID_FORMAT")).await;
+        h.send(&user, r#"{"type":"typing_indicator","session_id":"s1"}"#).await;
+        let frames = h.until(&mut user, |f| f["type"] == "error").await;
+        assert_eq!(frames.last().unwrap()["session_id"], "s1", "the error echoes the session");
+    }
+
+    #[tokio::test]
+    async fn messages_past_the_rate_limit_are_refused_before_any_work() {
+        let h = Harness::with_config(|c| c.rate.messages.limit = 1).await;
+        let mut user = h.connect("u1", false);
+        let session = h.start_session(&mut user, "one").await;
+        let text = format!(r#"{{"type":"user_message","session_id":"{session}","content":"two"}}"#);
+        h.send(&user, &text).await;
+        h.until(&mut user, is_error("TOO_MANY_REQUESTS")).await;
+        assert_eq!(h.messages(&session).len(), 2, "only the first message and its reply");
+    }
+
+    #[tokio::test]
+    async fn another_users_session_is_not_bound() {
+        let h = Harness::new().await;
+        let mut owner = h.connect("u1", false);
+        let session = h.start_session(&mut owner, "mine").await;
+        let mut other = h.connect("u2", false);
+        let text = format!(r#"{{"type":"user_message","session_id":"{session}","content":"x"}}"#);
+        h.send(&other, &text).await;
+        h.until(&mut other, is_error("SERVICE_ERROR")).await;
+        assert_eq!(h.engine.delivery.bound(other.ctx.id), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! A harness for the frame handlers' unit tests: a whole engine over test doubles (the in-memory
+//! store and outbox, the `echo` provider, a fixed DNS table — `files.example.com` public,
+//! `intranet.example.com` private —, the log notifier) and connections
+//! that are plain channels — no sockets. Frames arrive as parsed JSON.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatbox_core::config::Config;
+use serde_json::Value;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::ConnCtx;
+use crate::adapters::llm::echo::EchoProvider;
+use crate::engine::caller::Caller;
+use crate::engine::clock::Clock;
+use crate::engine::delivery::{KickSignal, Outbound};
+use crate::engine::dns::StaticResolver;
+use crate::engine::hub::Engine;
+use crate::engine::notify::LogNotifier;
+use crate::engine::persistence::{MemoryOutbox, MemoryStore};
+use crate::engine::store::StoredMessage;
+
+/// Longest wait for an expected frame before the test fails (a hang guard, not an assertion).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One test connection: its context and its outbound queue.
+pub(super) struct Client {
+    pub ctx: ConnCtx,
+    rx: mpsc::Receiver<Outbound>,
+}
+
+/// An engine over test doubles.
+pub(super) struct Harness {
+    pub engine: Arc<Engine>,
+    pub store: Arc<MemoryStore>,
+}
+
+impl Harness {
+    /// The dev configuration with one `echo` model.
+    pub async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// The dev configuration changed by `edit`.
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        edit(&mut config);
+        let store = Arc::new(MemoryStore::new());
+        let (engine, _channels) = Engine::new(
+            Arc::new(config),
+            Arc::clone(&store) as _,
+            Arc::new(MemoryOutbox::new(64)),
+            vec![Arc::new(EchoProvider)],
+            Arc::new(LogNotifier),
+            Arc::new(
+                StaticResolver::default()
+                    .with("files.example.com", [IpAddr::from([93, 184, 216, 34])])
+                    .with("intranet.example.com", [IpAddr::from([10, 0, 0, 7])]),
+            ),
+            Clock::new(),
+        );
+        Self { engine, store }
+    }
+
+    /// A connection of `user_id` (an admin when `admin`), greeted like a real one.
+    pub fn connect(&self, user_id: &str, admin: bool) -> Client {
+        let (tx, rx) = mpsc::channel(256);
+        let id = self.engine.delivery.register(user_id, admin, tx, Arc::new(KickSignal::default()));
+        let roles = if admin { vec!["admin".to_string()] } else { Vec::new() };
+        let caller = Caller { user_id: user_id.into(), name: user_id.into(), roles };
+        let ctx = ConnCtx { id, caller, in_flight: Arc::new(Semaphore::new(8)) };
+        self.engine.on_connect(&ctx);
+        Client { ctx, rx }
+    }
+
+    /// `client` sends `text`.
+    pub async fn send(&self, client: &Client, text: &str) {
+        self.engine.on_text(&client.ctx, text).await;
+    }
+
+    /// Frames `client` receives up to and including the first that satisfies `done`.
+    pub async fn until(&self, client: &mut Client, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let next = tokio::time::timeout(PATIENCE, client.rx.recv()).await;
+            let Ok(Some(Outbound::Frame(text))) = next else {
+                panic!("expected frame never came; got {seen:#?}");
+            };
+            let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+            let last = done(&frame);
+            seen.push(frame);
+            if last {
+                return seen;
+            }
+        }
+    }
+
+    /// `client` opens a session with `content` and waits for the reply's `done`; its id.
+    pub async fn start_session(&self, client: &mut Client, content: &str) -> String {
+        let text =
+            format!(r#"{{"type":"user_message","session_id":"proposed","content":"{content}"}}"#);
+        self.send(client, &text).await;
+        let frames = self.until(client, is_done).await;
+        frames.last().and_then(|f| f["session_id"].as_str()).expect("session id").to_string()
+    }
+
+    /// Admin `admin_id` takes `session` over.
+    pub async fn assist(&self, session: &str, admin_id: &str) {
+        let admin =
+            Caller { user_id: admin_id.into(), name: admin_id.into(), roles: vec!["admin".into()] };
+        let outcome = crate::engine::admin::takeover(&self.engine, &admin, session).await;
+        assert!(outcome.is_ok(), "takeover refused: {outcome:?}");
+    }
+
+    /// The stored messages of `session`.
+    pub fn messages(&self, session: &str) -> Vec<StoredMessage> {
+        let docs = self.store.snapshot();
+        docs.into_iter().find(|d| d.id == session).map(|d| d.messages).unwrap_or_default()
+    }
+}
+
+/// The reply's `done` frame.
+pub(super) fn is_done(frame: &Value) -> bool {
+    frame["type"] == "ai_response" && frame["metadata"]["done"] == "true"
+}
+
+/// A frame of `kind`.
+pub(super) fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |frame| frame["type"] == kind
+}
+
+/// An error frame with `code`.
+pub(super) fn is_error(code: &'static str) -> impl Fn(&Value) -> bool {
+    move |frame| frame["type"] == "error" && frame["error"]["code"] == code
+}

@@ -1,0 +1,484 @@
+//! The persistence service: the only owner of the [`SessionStore`] and the durable [`Outbox`].
+//! Store calls by id run under core's retry schedule (seed fix #9: transient failures retried
+//! with capped exponential backoff on the runtime's clock, permanent ones returned at once; every
+//! store write is idempotent, so a retry after an ambiguous failure is safe). Fire-and-forget
+//! writes go through [`Persistence::persist`], which keeps them in the outbox while the store is
+//! down; [`Persistence::drain`] is the task that applies them later. History reads complete the
+//! stored conversation with what still waits in the outbox. Listings are bounded by
+//! [`LIST_DEADLINE`]. Readiness (`/readyz`) is the store's last answer and its ping.
+
+pub mod memory;
+pub mod outbox;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
+use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
+use chatbox_core::UnixMillis;
+use tokio::sync::{watch, Notify};
+
+use super::clock::Clock;
+use super::metrics::Metrics;
+use super::store::{
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
+};
+pub use memory::MemoryStore;
+pub use outbox::{MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
+
+/// Deadline of the admin listing and the metrics aggregation (§8.5).
+pub use chatbox_core::budgets::LIST_DEADLINE;
+
+/// The store, its retry schedule, the outbox and the store's readiness.
+#[derive(Debug)]
+pub struct Persistence {
+    store: Arc<dyn SessionStore>,
+    outbox: Arc<dyn Outbox>,
+    /// Wakes the drain task when an entry is queued.
+    wake: Notify,
+    retry: RetryPolicy,
+    /// Longest wait of a history read before a reply goes on without it (`STORE_HISTORY_READ_TIMEOUT`).
+    history_budget: Duration,
+    /// Whether the store answered its last call.
+    ready: AtomicBool,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the persistence service is the one caller of the store (clippy.toml)"
+)]
+impl Persistence {
+    /// The service over `store` and `outbox`, retrying with `retry`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        outbox: Arc<dyn Outbox>,
+        retry: RetryPolicy,
+        history_budget: Duration,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.set_outbox_depth(outbox.len());
+        Self {
+            store,
+            outbox,
+            wake: Notify::new(),
+            retry,
+            history_budget,
+            ready: AtomicBool::new(true),
+            clock,
+            metrics,
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the retry schedule gives up.
+    async fn with_retry<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut retry = self.retry.start(None);
+        loop {
+            let began = self.clock.now();
+            let result = op().await;
+            self.metrics.observe_store_operation(operation, self.clock.now() - began);
+            match result {
+                Ok(value) => {
+                    self.ready.store(true, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(error) => match retry.on_failure(error.class(), self.clock.now()) {
+                    RetryDecision::RetryAfter { delay, attempt } => {
+                        tracing::warn!(operation, attempt, ?delay, %error, "store operation failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    RetryDecision::GiveUp(reason) => {
+                        if error.class() == ErrorClass::Transient {
+                            self.ready.store(false, Ordering::Relaxed);
+                        }
+                        tracing::error!(operation, ?reason, %error, "store operation failed");
+                        return Err(error);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Makes `write` durable: in the store (with core's retry schedule), or — while the store
+    /// fails transiently, or while older writes still wait — in the outbox. `Err` means the write
+    /// is **not** durable (a permanent store error, or the outbox is full or failing): the caller
+    /// must not acknowledge it.
+    pub async fn persist(&self, write: PendingWrite) -> Result<Persisted, StoreError> {
+        if self.outbox.is_empty() {
+            let store = Arc::clone(&self.store);
+            match self.with_retry(write.operation(), || write.apply(store.as_ref())).await {
+                Ok(()) => return Ok(Persisted::Stored),
+                Err(error) if error.class() == ErrorClass::Permanent => return Err(error),
+                Err(error) => {
+                    tracing::warn!(
+                        session_id = write.session_id(),
+                        operation = write.operation(),
+                        %error,
+                        "store unavailable; keeping the write in the outbox"
+                    );
+                }
+            }
+        }
+        self.queue(&write).await.map(|()| Persisted::Queued)
+    }
+
+    /// Appends `message` to `session` ([`Persistence::persist`]).
+    pub async fn append(
+        &self,
+        session: &str,
+        message: StoredMessage,
+    ) -> Result<Persisted, StoreError> {
+        self.persist(PendingWrite::Append { session_id: session.to_string(), message }).await
+    }
+
+    /// Applies `patch` to `session` ([`Persistence::persist`]).
+    pub async fn patch(&self, session: &str, patch: SessionPatch) -> Result<Persisted, StoreError> {
+        self.persist(PendingWrite::Update { session_id: session.to_string(), patch }).await
+    }
+
+    async fn queue(&self, write: &PendingWrite) -> Result<(), StoreError> {
+        match self.outbox.push(write).await {
+            Ok(()) => {
+                self.metrics.set_outbox_depth(self.outbox.len());
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(
+                    session_id = write.session_id(),
+                    operation = write.operation(),
+                    %error,
+                    "write not durable: the outbox refused it"
+                );
+                Err(StoreError::Permanent(error.to_string()))
+            }
+        }
+    }
+
+    /// Applies waiting outbox entries, oldest first, until the outbox is empty or the store
+    /// fails transiently (returns that error). Permanent failures drop the entry with an error
+    /// log and a metric: retrying them cannot help.
+    pub async fn drain_outbox_once(&self) -> Result<usize, StoreError> {
+        let mut applied = 0;
+        loop {
+            let front =
+                self.outbox.front().await.map_err(|e| StoreError::Transient(e.to_string()))?;
+            let Some((seq, write)) = front else { return Ok(applied) };
+            let began = self.clock.now();
+            let result = write.apply(self.store.as_ref()).await;
+            self.metrics.observe_store_operation(write.operation(), self.clock.now() - began);
+            match result {
+                Ok(()) => applied += 1,
+                Err(error) if error.class() == ErrorClass::Transient => return Err(error),
+                Err(error) => {
+                    self.metrics.outbox_dropped.inc();
+                    tracing::error!(
+                        session_id = write.session_id(),
+                        operation = write.operation(),
+                        %error,
+                        "outbox entry cannot be applied; dropped"
+                    );
+                }
+            }
+            self.outbox.remove(seq).await.map_err(|e| StoreError::Transient(e.to_string()))?;
+            self.metrics.set_outbox_depth(self.outbox.len());
+        }
+    }
+
+    /// The drain task: applies outbox entries whenever there are any, backing off (core's retry
+    /// schedule, restarted after each success) while the store fails. Runs until `force` turns
+    /// true (the shutdown deadline); entries left then stay in the outbox for the next start.
+    pub async fn drain(&self, mut force: watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        loop {
+            if self.outbox.is_empty() {
+                failures = 0;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = super::supervisor::signalled(&mut force) => return,
+                }
+                continue;
+            }
+            match self.drain_outbox_once().await {
+                Ok(applied) => {
+                    if applied > 0 {
+                        tracing::info!(applied, "outbox drained");
+                    }
+                    failures = 0;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = self.retry.base_delay(failures);
+                    tracing::warn!(%error, ?delay, waiting = self.outbox.len(), "outbox drain paused");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = super::supervisor::signalled(&mut force) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes waiting in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The most writes the outbox holds.
+    pub fn outbox_capacity(&self) -> usize {
+        self.outbox.capacity()
+    }
+
+    /// A session's stored messages followed by those still waiting in the outbox (acknowledged,
+    /// not yet in the store), so a reply during a store outage still sees the whole conversation.
+    /// `None` when neither the store nor the outbox could be read. Only the end of the stored
+    /// conversation is read: enough to hold `wanted` messages with text (see `recent_history`).
+    pub async fn conversation_messages(
+        &self,
+        session: &str,
+        wanted: usize,
+    ) -> Option<Vec<StoredMessage>> {
+        // The read has its own short budget (`STORE_HISTORY_READ_TIMEOUT`, issue 16): past it the
+        // reply goes on with what this instance has rather than waiting on a store that is down.
+        let budget = self.history_budget;
+        let read = tokio::time::timeout(budget, self.recent_history(session, wanted)).await;
+        let (mut messages, stored_ok) = match read {
+            Ok(Ok(messages)) => (messages.unwrap_or_default(), true),
+            Ok(Err(_)) => (Vec::new(), false),
+            Err(_) => {
+                tracing::warn!(session_id = session, ?budget, "history read over budget");
+                (Vec::new(), false)
+            }
+        };
+        if self.outbox.is_empty() {
+            return stored_ok.then_some(messages);
+        }
+        let pending = match self.outbox.pending(session).await {
+            Ok(pending) => pending,
+            Err(_) if stored_ok => return Some(messages),
+            Err(_) => return None,
+        };
+        for write in pending {
+            if let PendingWrite::Append { message, .. } = write {
+                if !messages.iter().any(|m| m.id == message.id) {
+                    messages.push(message);
+                }
+            }
+        }
+        Some(messages)
+    }
+
+    /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
+    /// with content (messages without text, such as files, are not sent to the model), or all
+    /// of them. Reads `wanted` rows first and twice as many each time that falls short, so a
+    /// session of text messages costs one read of `wanted` rows however long it is.
+    async fn recent_history(
+        &self,
+        session: &str,
+        wanted: usize,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let wanted = wanted.max(1);
+        let mut limit = wanted;
+        loop {
+            let read = self
+                .with_retry("load_history", || self.store.recent_messages(session, limit))
+                .await?;
+            let Some(messages) = read else { return Ok(None) };
+            let with_text = messages.iter().filter(|m| super::history::sent_to_model(m)).count();
+            if with_text >= wanted || messages.len() < limit {
+                return Ok(Some(messages));
+            }
+            limit = limit.saturating_mul(2);
+        }
+    }
+
+    /// Session `id` (retried).
+    pub async fn load(&self, id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.with_retry("load", || self.store.load(id)).await
+    }
+
+    /// Creates a session (retried).
+    pub async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
+        self.with_retry("create_session", || self.store.create(doc)).await
+    }
+
+    /// Applies `patch` now (retried, never queued: the caller wants to know).
+    pub async fn update_now(&self, id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
+        self.with_retry("reactivate", || self.store.update(id, patch)).await
+    }
+
+    /// Ends session `id` at `at` (retried); the ended document, `None` when unknown.
+    pub async fn end(&self, id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError> {
+        self.with_retry("end", || self.store.end(id, at)).await
+    }
+
+    /// Stores a share token unless one exists (retried); the token in force.
+    pub async fn set_share_token(
+        &self,
+        id: &str,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.with_retry("set_share_token", || self.store.set_share_token(id, token)).await
+    }
+
+    /// The session shared under `token` (retried).
+    pub async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.with_retry("find_by_share_token", || self.store.find_by_share_token(token)).await
+    }
+
+    /// Up to `limit` of a user's sessions (bounded by [`LIST_DEADLINE`]).
+    pub async fn list_by_user(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<SessionDoc>, StoreError> {
+        bounded(self.store.list_by_user(user_id, limit)).await
+    }
+
+    /// The admin search (bounded by [`LIST_DEADLINE`]).
+    pub async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
+        bounded(self.store.search(query)).await
+    }
+
+    /// The admin metrics of a window (bounded by [`LIST_DEADLINE`]).
+    pub async fn window_stats(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<WindowStats, StoreError> {
+        bounded(self.store.window_stats(from, to, now)).await
+    }
+
+    /// Whether the store answered its last call.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Asks the store whether it answers (the caller bounds the wait).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Flushes the store (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
+
+    /// Prepares the store (MongoDB: its indexes) in the background, retrying with core's backoff
+    /// until it succeeds or `stop` turns true, so a database that is down at start-up delays
+    /// nothing but its own indexes (PROTOCOL.md §8.3: failure is logged, never fatal).
+    pub async fn prepare(&self, mut stop: watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.store.prepare().await {
+                Ok(()) => return,
+                Err(error) if error.class() == ErrorClass::Permanent => {
+                    tracing::error!(%error, "store preparation failed; not retrying (fix and restart)");
+                    return;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = self.retry.base_delay(failures).max(STORE_PREPARE_MIN_DELAY);
+                    tracing::warn!(%error, ?delay, "store preparation failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = super::supervisor::signalled(&mut stop) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A listing bounded by [`LIST_DEADLINE`]; running out is a transient failure.
+async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(LIST_DEADLINE, op).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Transient("store listing timed out".into())),
+    }
+}
+
+#[cfg(test)]
+impl Persistence {
+    /// The service over in-memory doubles, one attempt per call (unit tests).
+    pub(crate) fn for_tests(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Self {
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            initial_delay: Duration::from_millis(1),
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(1),
+            jitter: chatbox_core::retry::Jitter::None,
+        };
+        Persistence::new(
+            store,
+            outbox,
+            retry,
+            chatbox_core::config::HISTORY_READ_TIMEOUT_DEFAULT,
+            Clock::new(),
+            Arc::new(Metrics::new()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbox_core::protocol::Sender;
+
+    fn service(store: Arc<MemoryStore>, outbox: Arc<MemoryOutbox>) -> Persistence {
+        Persistence::for_tests(store, outbox)
+    }
+
+    fn message(text: &str) -> StoredMessage {
+        StoredMessage::new(text, UnixMillis(1), Sender::User)
+    }
+
+    #[tokio::test]
+    async fn writes_queue_behind_waiting_ones_and_drain_in_order() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        let persistence = service(Arc::clone(&store), Arc::clone(&outbox));
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        assert_eq!(persistence.create(&doc).await, Ok(CreateOutcome::Created));
+        // A write left over from an outage waits in the outbox.
+        let first = PendingWrite::Append { session_id: "s".into(), message: message("first") };
+        outbox.push(&first).await.unwrap();
+        // A new write queues behind it although the store answers, to keep the order.
+        assert_eq!(persistence.append("s", message("second")).await, Ok(Persisted::Queued));
+        let history = persistence.conversation_messages("s", 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert_eq!(persistence.drain_outbox_once().await, Ok(2));
+        assert_eq!(persistence.outbox_len(), 0);
+        let stored = persistence.load("s").await.unwrap().unwrap();
+        assert_eq!(
+            stored.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+        assert_eq!(persistence.append("s", message("third")).await, Ok(Persisted::Stored));
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_not_durable() {
+        let persistence = service(Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        // The memory store refuses appends to unknown sessions permanently.
+        assert!(persistence.append("missing", message("x")).await.is_err());
+        assert_eq!(persistence.outbox_len(), 0, "not kept: retrying cannot help");
+        assert!(persistence.is_ready(), "a permanent refusal says nothing about readiness");
+    }
+}

@@ -1,0 +1,269 @@
+//! One LLM reply's stream: open the provider stream (retrying transient failures only before the
+//! first chunk, STYLE.md §8), forward chunks to every connection of the session, enforce the
+//! three deadlines of core's `ReplyTimer`, and decide exactly one outcome. A failed or cut reply
+//! sends its one error frame here — `LLM_TIMEOUT`, `LLM_UNAVAILABLE` or `SERVICE_UNAVAILABLE`
+//! (PROTOCOL.md §10 item 21); a finished one is returned with its text for the caller to store
+//! and acknowledge. The reply keeps going if the user's socket drops (STYLE.md §9); it is cut
+//! only by shutdown. A [`ReplyMode::Whole`] reply (a voice answer) runs under the same rules but
+//! sends nothing while it runs.
+
+use chatbox_core::protocol::{ErrorInfo, Frame};
+use chatbox_core::retry::{ErrorClass, Jitter, RetryDecision, RetryPolicy};
+use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer, StreamDeadlines};
+use chatbox_core::Instant;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{Model, Replies};
+use crate::engine::delivery::{ConnId, Delivery};
+use crate::engine::llm::{ChatRequest, EventStream, ProviderError, StreamEvent};
+use crate::engine::supervisor::signalled;
+
+/// How a reply reaches the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Chunks as they come, and the failure's error frame (text replies).
+    Streamed,
+    /// Nothing while it runs, within `total` at most; the caller sends the whole text (voice
+    /// answers, §3.8: failures are only logged).
+    Whole {
+        /// The reply's total budget.
+        total: std::time::Duration,
+    },
+}
+
+/// Everything one reply needs.
+#[derive(Debug)]
+pub struct ReplyJob {
+    /// Session the reply belongs to.
+    pub session_id: String,
+    /// The model answering.
+    pub model: Model,
+    /// What to send upstream.
+    pub request: ChatRequest,
+    /// The connection whose message started the reply (gets errors even if not bound there).
+    pub sender: Option<ConnId>,
+    /// How it is delivered.
+    pub mode: ReplyMode,
+}
+
+/// How the reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyEnd {
+    /// Finished (once stored and acknowledged by the caller).
+    Done,
+    /// A deadline or an upstream failure ended it (error frame sent).
+    Failed,
+    /// Shutdown cut it (error frame sent).
+    Cut,
+}
+
+/// What a stream produced.
+#[derive(Debug)]
+pub struct Streamed {
+    /// The outcome ([`ReplyEnd::Done`] means the whole text is in `text`).
+    pub end: ReplyEnd,
+    /// The reply text delivered.
+    pub text: String,
+    /// When the reply started.
+    pub started: Instant,
+    /// When its outcome was decided (before it was stored).
+    pub decided: Instant,
+}
+
+enum Step {
+    Event(Option<Result<StreamEvent, ProviderError>>),
+    Deadline,
+    Cut,
+}
+
+/// How the streaming loop stopped.
+enum Stopped {
+    /// The timer decided the outcome.
+    Outcome(Outcome),
+    /// Shutdown cut the reply.
+    Cut,
+    /// The outcome was already emitted (defensive: the loop stops at the first outcome).
+    AlreadyEnded,
+}
+
+/// One reply being driven.
+pub(super) struct Run<'a> {
+    pub(super) replies: &'a Replies,
+    pub(super) delivery: &'a Delivery,
+    pub(super) job: &'a ReplyJob,
+}
+
+impl Run<'_> {
+    fn deadlines(&self) -> StreamDeadlines {
+        match self.job.mode {
+            ReplyMode::Streamed => self.replies.deadlines,
+            ReplyMode::Whole { total } => StreamDeadlines { total, ..self.replies.deadlines },
+        }
+    }
+
+    /// Runs the reply; returns its end, its text and the instant the outcome was decided.
+    pub(super) async fn drive(
+        &self,
+        started: Instant,
+        mut cut: watch::Receiver<bool>,
+    ) -> (ReplyEnd, String, Instant) {
+        let (replies, job) = (self.replies, self.job);
+        let mut timer = ReplyTimer::start(self.deadlines(), started);
+        let mut text = String::new();
+        let model_id = job.model.info.id.clone();
+
+        let mut stream = match self.open_with_retry(&mut timer, &mut cut).await {
+            Ok(stream) => stream,
+            Err(end) => return (self.unfinished(end), text, replies.clock.now()),
+        };
+        let stopped = loop {
+            let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
+            let step = tokio::select! {
+                ev = stream.next() => Step::Event(ev),
+                _ = tokio::time::sleep_until(deadline) => Step::Deadline,
+                _ = signalled(&mut cut) => Step::Cut,
+            };
+            let now = replies.clock.now();
+            let decided = match step {
+                Step::Event(Some(Ok(StreamEvent::Delta(chunk)))) => match timer.on_chunk(now) {
+                    ChunkVerdict::Deliver => {
+                        if job.mode == ReplyMode::Streamed {
+                            let frame = Frame::ai_chunk(
+                                &job.session_id,
+                                &model_id,
+                                chunk.as_str(),
+                                replies.clock.wall_datetime(),
+                            );
+                            self.delivery.send_session(&job.session_id, &frame, job.sender);
+                        }
+                        text.push_str(&chunk);
+                        None
+                    }
+                    ChunkVerdict::Finish(outcome) => Some(outcome),
+                    // The timer ended the reply earlier and that call returned the outcome.
+                    ChunkVerdict::Discard => None,
+                },
+                Step::Event(Some(Ok(StreamEvent::End { conversation_id }))) => {
+                    if let Some(conversation) =
+                        conversation_id.filter(|_| job.mode == ReplyMode::Streamed)
+                    {
+                        replies.conversations().insert(job.session_id.clone(), conversation);
+                    }
+                    timer.on_end(now)
+                }
+                Step::Event(Some(Err(error))) => {
+                    tracing::warn!(session_id = %job.session_id, model_id = %model_id, %error, "stream failed");
+                    timer.on_error(now)
+                }
+                Step::Event(None) => {
+                    tracing::warn!(session_id = %job.session_id, model_id = %model_id, "stream ended without completion");
+                    timer.on_error(now)
+                }
+                Step::Deadline => timer.handle_timeout(now),
+                Step::Cut => break Stopped::Cut,
+            };
+            match decided {
+                Some(outcome) => break Stopped::Outcome(outcome),
+                None if timer.is_finished() => break Stopped::AlreadyEnded,
+                None => {}
+            }
+        };
+        let decided = replies.clock.now();
+        let end = match stopped {
+            Stopped::Outcome(Outcome::Done) => ReplyEnd::Done,
+            Stopped::Outcome(outcome) => self.emit_failure(outcome),
+            Stopped::Cut => self.unfinished(ReplyEnd::Cut),
+            Stopped::AlreadyEnded => ReplyEnd::Failed,
+        };
+        (end, text, decided)
+    }
+
+    /// Opens the stream, retrying transient failures while no chunk has been sent and the
+    /// first-chunk deadline allows.
+    async fn open_with_retry(
+        &self,
+        timer: &mut ReplyTimer,
+        cut: &mut watch::Receiver<bool>,
+    ) -> Result<EventStream, ReplyEnd> {
+        let (replies, job) = (self.replies, self.job);
+        // Seeded per reply so many sessions failing together do not retry in lock-step.
+        let policy = RetryPolicy {
+            jitter: Jitter::Seeded(crate::engine::ids::random_u64()),
+            ..replies.retry
+        };
+        let mut retry = policy.start(timer.poll_timeout());
+        let mut request = job.request.clone();
+        loop {
+            let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
+            replies.metrics.llm_request(job.model.kind);
+            let attempt = tokio::select! {
+                r = job.model.provider.open_stream(request.clone()) => Some(r),
+                _ = tokio::time::sleep_until(deadline) => None,
+                _ = signalled(cut) => return Err(ReplyEnd::Cut),
+            };
+            let now = replies.clock.now();
+            let error = match attempt {
+                Some(Ok(stream)) => return Ok(stream),
+                Some(Err(error)) => error,
+                None => {
+                    let outcome = timer.handle_timeout(now).unwrap_or(Outcome::Failed);
+                    return Err(self.emit_failure(outcome));
+                }
+            };
+            tracing::warn!(session_id = %job.session_id, model_id = %job.model.info.id, %error, "provider call failed");
+            if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
+                // An upstream conversation can expire (Dify answers 404 "Conversation Not
+                // Exists"): forget it and try once more as a new conversation.
+                request.conversation_id = None;
+                replies.conversations().remove(&job.session_id);
+                continue;
+            }
+            match retry.on_failure(error.class(), now) {
+                RetryDecision::RetryAfter { delay, .. } => {
+                    let wake = replies.clock.to_runtime(now + delay);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+                        _ = signalled(cut) => return Err(ReplyEnd::Cut),
+                    }
+                    if let Some(outcome) = timer.handle_timeout(replies.clock.now()) {
+                        return Err(self.emit_failure(outcome));
+                    }
+                }
+                RetryDecision::GiveUp(_) => {
+                    let outcome = timer.on_error(now).unwrap_or(Outcome::Failed);
+                    return Err(self.emit_failure(outcome));
+                }
+            }
+        }
+    }
+
+    /// Sends the one error frame of a failed reply.
+    fn emit_failure(&self, outcome: Outcome) -> ReplyEnd {
+        let job = self.job;
+        let info = match outcome {
+            Outcome::Timeout { after, .. } => ErrorInfo::llm_timeout(after),
+            Outcome::Failed | Outcome::Done => ErrorInfo::llm_unavailable(),
+        };
+        tracing::warn!(session_id = %job.session_id, model_id = %job.model.info.id, code = info.code.as_str(), "reply failed");
+        self.send_error(info);
+        ReplyEnd::Failed
+    }
+
+    /// A reply that did not complete: cut replies get the documented service error.
+    fn unfinished(&self, end: ReplyEnd) -> ReplyEnd {
+        if end == ReplyEnd::Cut {
+            self.send_error(ErrorInfo::service_unavailable());
+        }
+        end
+    }
+
+    fn send_error(&self, info: ErrorInfo) {
+        let job = self.job;
+        if job.mode == ReplyMode::Streamed {
+            let now = self.replies.clock.wall_datetime();
+            let frame = Frame::error(info, Some(&job.session_id), now);
+            self.delivery.send_session(&job.session_id, &frame, job.sender);
+        }
+    }
+}
