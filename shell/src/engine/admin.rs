@@ -101,6 +101,21 @@ impl Engine {
         stored.ok_or(SessionOpError::NotFound)
     }
 
+    /// Revokes the caller's session's share token (issue 15): the old link stops resolving and
+    /// a later share mints a new token. Revoking an unshared session succeeds.
+    pub async fn revoke_share(&self, user_id: &str, id: &str) -> Result<(), SessionOpError> {
+        self.owned_session(user_id, id).await?;
+        let cleared =
+            self.with_store_retry("clear_share_token", || self.store.clear_share_token(id)).await?;
+        tracing::info!(session_id = id, user_id, "share link revoked");
+        cleared.ok_or(SessionOpError::NotFound)
+    }
+
+    /// Any user's session `id` from the store, for the admin console (issue 15).
+    pub async fn admin_session(&self, id: &str) -> Result<SessionDoc, SessionOpError> {
+        self.with_store_retry("load", || self.store.load(id)).await?.ok_or(SessionOpError::NotFound)
+    }
+
     /// The session shared under `token` (§4.5), `None` when unknown.
     pub async fn shared_session(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
         self.with_store_retry("find_by_share_token", || self.store.find_by_share_token(token)).await
@@ -137,7 +152,7 @@ impl Engine {
 
     /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
     /// in this process's memory; it is loaded from the store first if it is not. Marks the
-    /// session assisted, persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
+    /// session assisted (`adminAssisted` then stays true after the leave, issue 15), persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
     /// (best-effort, like every state write after creation) and sends `admin_join` to the
     /// session's connections. The same admin again succeeds again (and announces again).
     pub async fn takeover(
