@@ -400,7 +400,7 @@ async function openConversation(id) {
   showError('');
   if (await loadConversation(id)) {
     showPanel(true);
-    ui.messages.focus();
+    ui.messages.focus(); // also brings the panel into view where it sits below the list
   }
 }
 
@@ -432,6 +432,7 @@ async function takeOver(id) {
 function setConn(stateName, text) {
   ui.adminConn.dataset.state = stateName;
   ui.adminConn.textContent = text;
+  ui.adminConn.hidden = stateName === 'closed'; // only while this admin chats live
   ui.send.disabled = stateName !== 'open';
 }
 
@@ -571,4 +572,6 @@ tokens.start({
   showForm: () => form.show(),
   noToken: () => showError('No token: open this page with ?token=<admin JWT>.'),
 });
+// On a phone the extra filters start folded, so the list comes sooner.
+if (window.matchMedia('(max-width: 40rem)').matches) $('more-filters').open = false;
 startPolling();
