@@ -249,6 +249,7 @@ test('pages: the index links every page; axe-core finds no serious or critical v
   // Dark mode follows the system setting.
   const dark = await h.newPage(browser, { colorScheme: 'dark' });
   await p.openChat(dark, server, token);
+  await p.chatOnce(dark, 'What does **dark mode** look like?');
   const background = await dark.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
   const [r, g, b] = background.match(/\d+/g).map(Number);
   assert.ok(r + g + b < 150, `a dark background in dark mode: ${background}`);
