@@ -120,6 +120,24 @@ test('inbox: a help request appears by the refresh; the admin reads, takes over,
   ]);
 }));
 
+test('inbox: messages stored after the console first showed a session count as unread until it is opened', h.withServerLog(() => server, async () => {
+  const token = server.token('unread-user');
+  const helper = await h.newPage(browser);
+  const sid = await h.wsChat(helper, server, token, ['First message']);
+  const admin = await h.newPage(browser);
+  await openConsole(admin, 'unread-admin', 'Una Admin');
+  const row = admin.locator(`${TABLE} tr.session-row[data-session-id="${sid}"]`);
+  await row.waitFor();
+  assert.equal(await row.locator('.unread-badge').count(), 0, 'nothing unread at first sight');
+
+  // The user's active session goes on: one more exchange (two stored messages).
+  assert.equal(await h.wsChat(helper, server, token, ['Second message']), sid, 'the same session');
+  await row.locator('.unread-badge', { hasText: '2 new' }).waitFor({ timeout: LIST_REFRESH });
+  await row.locator('.open-session').click();
+  await admin.locator('#admin-messages .msg').nth(3).waitFor();
+  assert.equal(await row.locator('.unread-badge').count(), 0, 'opened: read');
+}));
+
 test('chat: New chat ends the session and starts another; an ended session shows as ended; replies can be copied', h.withServerLog(() => server, async () => {
   const token = server.token('newchat-user');
   const page = await h.newPage(browser, { permissions: ['clipboard-read', 'clipboard-write'] });

@@ -1,6 +1,7 @@
 //! Session operations behind the HTTP routes (PROTOCOL.md §4, §6.6, §6.8 with §10 items 3, 5, 6,
-//! 9): reading a user's sessions, ending and sharing them, the public shared view, the admin
-//! search and metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
+//! 9, and issue 15): reading a user's sessions, ending and sharing them (and revoking a share),
+//! the public shared view, reading any session for the admin console, the admin search and
+//! metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
 //! result ([`SessionOpError`] on refusal) and `http::rest` / `http::admin` map it to bodies.
 //!
 //! Store calls by id are retried with the engine's schedule (§8.5); listings, the search and the

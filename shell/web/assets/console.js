@@ -1,6 +1,6 @@
 // The admin console as a support inbox (issue 15): the session list on the left — help requests
-// flagged and on top, quick filters (needs help, assisted, status), who assists now — refreshed
-// by polling; the selected session's whole transcript on the right (GET {P}/admin/sessions/{id}),
+// flagged and on top, unread counts, quick filters (needs help, assisted, status), who assists
+// now — refreshed by polling; the selected session's whole transcript on the right (GET {P}/admin/sessions/{id}),
 // where the admin takes it over, chats live with its user and hands it back to the AI (§4.8,
 // §10 items 2 and 3). Metrics sit in one compact row; the chart is folded away. The admin limit
 // is 20 calls a minute by default, so the list is polled every POLL_MS (not faster), and the
@@ -73,6 +73,9 @@ const chat = { session: '', ws: null, attempt: 0, timer: 0, leaving: false };
 const view = { session: '', detail: null, count: -1 };
 // The summaries of the rows shown, by id.
 let rows = new Map();
+// Per session, the message count this admin has seen: the count when the list first showed it,
+// or when it was last opened. More stored messages than that are shown as unread.
+const seen = new Map();
 let searching = false;
 let lastQuery = ''; // the query of the list shown, which a refresh repeats
 let searchSeq = 0; // the latest search issued; an older answer arriving later is dropped
@@ -215,7 +218,11 @@ function resultRow(s) {
     title: held ? `Assisted by ${held}` : undefined,
   }, 'Take over');
   takeover.addEventListener('click', () => takeOver(id));
+  const count = Number(s.message_count ?? 0);
+  if (!seen.has(id)) seen.set(id, count);
+  const unread = id === view.session ? 0 : count - seen.get(id);
   const sessionCell = el('td', { class: 'mono', 'data-label': 'Session' });
+  if (unread > 0) sessionCell.append(el('span', { class: 'badge unread-badge', title: `${unread} messages since you last looked` }, `${unread} new`), ' ');
   if (flagged) sessionCell.append(el('span', { class: 'badge help-badge' }, 'Needs help'), ' ');
   else if (s.help_requested) sessionCell.append(el('span', { class: 'badge muted-badge' }, 'Asked for help'), ' ');
   sessionCell.append(el('span', { class: 'session-id' }, id));
@@ -373,6 +380,9 @@ async function loadConversation(id) {
   view.detail = d;
   const messages = Array.isArray(d.messages) ? d.messages : [];
   view.count = messages.length;
+  seen.set(id, Math.max(messages.length, Number(rows.get(id)?.message_count ?? 0)));
+  const badge = ui.results.querySelector(`tr.session-row[data-session-id="${CSS.escape(id)}"] .unread-badge`);
+  if (badge) badge.remove();
   replies.finish();
   const nodes = messages.map((m) => {
     const { sender, text } = bubbleOf(m);
@@ -541,6 +551,9 @@ submitOnEnter(ui.input, ui.composer);
 ui.leave.addEventListener('click', () => leave());
 ui.panelTakeover.addEventListener('click', () => view.session && takeOver(view.session));
 ui.panelClose.addEventListener('click', () => {
+  // What was on screen counts as read, the admin's own live lines included.
+  const shown = rows.get(view.session);
+  if (shown) seen.set(view.session, Number(shown.message_count ?? 0));
   view.session = '';
   view.detail = null;
   showPanel(false);
