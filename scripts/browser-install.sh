@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the real-browser tests (tests/browser/, run by scripts/browser-tests.sh) need:
 #   - Debian's Chromium at /usr/bin/chromium (apt-get; Playwright cannot download browsers here),
-#   - playwright-core from npm, at the exact version locked in tests/browser/package-lock.json,
-#     installed with `npm ci` into a cache outside the clone.
+#   - playwright-core and axe-core from npm, at the exact versions locked in
+#     tests/browser/package-lock.json, installed with `npm ci` into a cache outside the clone.
 #
 #   scripts/browser-install.sh            # install what is missing (idempotent; fast when done)
 #   scripts/browser-install.sh --print    # also print the node_modules directory on stdout
@@ -51,6 +51,7 @@ install_chromium() {
 # The cache is current when it holds the very lock file of the clone and the package it names.
 npm_ready() {
   [ -f "$cache/node_modules/playwright-core/package.json" ] \
+    && [ -f "$cache/node_modules/axe-core/axe.min.js" ] \
     && [ -f "$cache/.installed-lock.json" ] \
     && cmp -s "$cache/.installed-lock.json" "$spec/package-lock.json"
 }
@@ -69,13 +70,15 @@ install_npm() {
     flock 9
     npm_ready && { exec 9>&-; return 0; }
   fi
-  echo "browser-install.sh: npm ci playwright-core into $cache" >&2
+  echo "browser-install.sh: npm ci playwright-core and axe-core into $cache" >&2
   rm -rf "$cache/node_modules" "$cache/.installed-lock.json"
   cp "$spec/package.json" "$spec/package-lock.json" "$cache/"
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$cache" --ignore-scripts --no-audit \
     --no-fund --loglevel=error >&2 || die "npm ci (playwright-core) failed"
   [ -f "$cache/node_modules/playwright-core/package.json" ] \
     || die "npm ci finished but playwright-core is missing in $cache/node_modules"
+  [ -f "$cache/node_modules/axe-core/axe.min.js" ] \
+    || die "npm ci finished but axe-core is missing in $cache/node_modules"
   cp "$spec/package-lock.json" "$cache/.installed-lock.json"
   if command -v flock >/dev/null 2>&1; then exec 9>&-; fi
 }

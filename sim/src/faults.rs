@@ -165,6 +165,11 @@ impl SessionStore for FaultyStore {
         self.inner.set_share_token(session_id, token).await
     }
 
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        self.before("clear_share_token").await?;
+        self.inner.clear_share_token(session_id).await
+    }
+
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
         self.before("search").await?;
         self.inner.search(query).await

@@ -1,6 +1,7 @@
 'use strict';
 // The admin console (`{P}/console`): takeover and two-way chat between a user's browser context
-// and an admin's; search with filters, sorting and paging; metrics cards and the chart.
+// and an admin's (a held session cannot be taken by another admin); search with filters, sorting
+// and paging; metrics cards and the chart.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -73,16 +74,20 @@ test('admin: takeover, then the admin and the user chat both ways; leave hands t
   assert.equal(await p.doneReplies(user).count(), repliesBefore, 'no AI reply while an admin assists');
   assert.equal(await p.shown(admin, '#admin-error'), false, 'no admin error');
 
-  // A second admin cannot take the assisted session over: the console says why.
+  // A second admin cannot take the assisted session over: the row says who holds it and its
+  // "Take over" is disabled (issue 15); the panel's one too.
   const other = await h.newPage(browser);
   await openConsole(other, server, 'Bob Admin', 'admin-2');
   await search(other, { 'f-user-id': 'assisted-user' }, (ids) => ids.length === 1 && ids[0] === sid, `[${sid}]`);
-  await other.locator(`${TABLE} tr.session-row[data-session-id="${sid}"] .takeover`).click();
-  const refusal = other.locator('#admin-error');
-  await refusal.waitFor({ state: 'visible', timeout: 5000 });
-  assert.equal(await refusal.getAttribute('role'), 'alert');
-  assert.match(await refusal.textContent(), /already assisted.*Jane Admin/i);
-  assert.equal(await p.shown(other, '#takeover-panel'), false, 'no takeover panel for the refused admin');
+  const otherRow = other.locator(`${TABLE} tr.session-row[data-session-id="${sid}"]`);
+  assert.equal((await otherRow.locator('.assisted-by').textContent()).trim(), 'Jane Admin', 'the row names who assists');
+  assert.ok(await otherRow.locator('.takeover').isDisabled(), 'Take over is disabled while Jane holds the session');
+  assert.equal(await p.shown(other, '#takeover-panel'), false, 'no takeover panel for the other admin');
+  await otherRow.locator('.open-session').click();
+  await other.locator('#takeover-panel').waitFor({ state: 'visible' });
+  assert.ok(await other.locator('#panel-takeover').isDisabled(), "the panel's Take over is disabled too");
+  assert.match(await other.locator('#conversation-state').textContent(), /assisted by Jane Admin/);
+  assert.equal(await p.shown(other, '#admin-error'), false, 'no error for the other admin');
 
   // Leave: the banner disappears and the AI answers again.
   await admin.locator('#leave-button').click();

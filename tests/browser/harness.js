@@ -54,6 +54,41 @@ function playwright() {
   }
 }
 
+/** The source of axe-core's browser build (axe.min.js): from NODE_PATH, else the install cache. */
+function axeSource() {
+  let file;
+  try {
+    file = require.resolve('axe-core/axe.min.js');
+  } catch (_) {
+    const tools = process.env.CHATBOX_TOOLS || path.join(os.homedir(), '.cache', 'chatbox-tools');
+    file = path.join(tools, 'browser', 'node_modules', 'axe-core', 'axe.min.js');
+    if (!fs.existsSync(file)) {
+      throw new Error(`axe-core not found (looked in NODE_PATH and ${file}); run scripts/browser-install.sh`);
+    }
+  }
+  return fs.readFileSync(file, 'utf8');
+}
+
+/**
+ * Runs axe-core on `page` as it is now and returns its serious and critical violations as
+ * `{id, impact, help, targets}`. axe is evaluated through the DevTools protocol, so the pages'
+ * CSP (no inline script) stays in force for the page's own code.
+ */
+async function accessibilityViolations(page) {
+  const loaded = await page.evaluate(() => typeof window.axe === 'object');
+  if (!loaded) await page.evaluate(axeSource());
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      targets: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
+    }));
+  });
+  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+}
+
 const cleanups = [];
 
 // Server processes still running: killed when this process ends, however it ends, so a crashed
@@ -548,6 +583,7 @@ function withServerLog(servers, fn) {
 }
 
 module.exports = {
+  accessibilityViolations,
   ARTIFACTS,
   BINARY,
   CHROMIUM,

@@ -1,7 +1,9 @@
 #![cfg(not(madsim))]
 //! The admin routes through the real binary (PROTOCOL.md §4.6–§4.8, §6.8 with §10 items 3, 5, 6,
 //! 7, 9): the auth matrix, every 400 text, the search filters and sorts, one user's sessions,
-//! metrics, takeover and leave with their WebSocket frames, and the persisted assistance flags.
+//! metrics, takeover and leave with their WebSocket frames, and the persisted assistance flags;
+//! issue 15: reading any session's transcript, the `help_requested` filter and flag, and
+//! `admin_assisted` answering "ever assisted".
 
 use std::time::Duration;
 
@@ -67,6 +69,7 @@ async fn admin_routes_require_an_admin_token() {
     let chat_admin = server.token("helper", &["chat_admin"], None);
     let routes = [
         ("GET", "/admin/sessions".to_string()),
+        ("GET", format!("/admin/sessions/{session}")),
         ("GET", "/admin/metrics".to_string()),
         ("GET", "/admin/users/plain-user/sessions".to_string()),
         ("POST", format!("/admin/takeover/{session}")),
@@ -320,7 +323,8 @@ async fn takeover_and_leave_reach_the_user_and_persist() {
     assert_eq!(listed[0]["admin_assisted"], true);
     assert_eq!(listed[0]["assisting_admin_name"], "Jane Admin");
 
-    // Leave: the response, the `admin_leave` frame, the cleared flags.
+    // Leave: the response, the `admin_leave` frame, who assists cleared (issue 15:
+    // `admin_assisted` stays true — the session was assisted).
     let left = ok_json(&post(&server, &format!("/admin/leave/{session}"), Some(&jane)).await);
     assert_eq!(
         left,
@@ -335,8 +339,11 @@ async fn takeover_and_leave_reach_the_user_and_persist() {
                "metadata": {"admin_id": "admin-1", "admin_name": "Jane Admin"}})
     );
     let item = &search(&server, &max, "?user_id=helped-user").await[0];
-    assert_eq!(item["admin_assisted"], false, "{item}");
-    assert!(item.get("assisting_admin_name").is_none(), "{item}");
+    assert_eq!(item["admin_assisted"], true, "ever assisted: {item}");
+    assert!(item.get("assisting_admin_name").is_none(), "nobody assists now: {item}");
+    assert_eq!(ids(&search(&server, &max, "?admin_assisted=true").await), [session.as_str()]);
+    let metrics = ok_json(&get(&server, "/admin/metrics", Some(&max)).await);
+    assert_eq!(metrics["admin_assisted_count"], 1, "{metrics}");
     assert_bad_request(
         &post(&server, &format!("/admin/leave/{session}"), Some(&jane)).await,
         "session is not assisted",
@@ -420,4 +427,110 @@ async fn takeover_loads_a_stored_session_after_a_restart() {
         post(&server, &format!("/admin/takeover/{session}"), Some(&other)).await.status,
         200
     );
+}
+
+#[tokio::test]
+async fn admins_read_any_session_with_its_state() {
+    let upstream = Upstream::start().await;
+    let server = start(&upstream).await;
+    let (mut client, session) = user_session(&server, "reader-user", "First question").await;
+    chat(&mut client, &session, "Second question").await;
+    let admin = server.token("admin-read", &["admin"], Some("Ada"));
+    let chat_admin = server.token("helper-read", &["chat_admin"], None);
+    let route = format!("/admin/sessions/{session}");
+
+    let body = ok_json(&get(&server, &route, Some(&admin)).await);
+    assert_eq!(body["session_id"], session.as_str());
+    assert_eq!(body["name"], "First question");
+    assert_eq!(body["model_id"], "");
+    assert_eq!(body["user_id"], "reader-user");
+    assert_eq!(
+        (
+            body["is_active"].as_bool(),
+            body["help_requested"].as_bool(),
+            body["admin_assisted"].as_bool()
+        ),
+        (Some(true), Some(false), Some(false)),
+        "{body}"
+    );
+    assert!(body.get("assisting_admin_name").is_none(), "omitted while nobody assists: {body}");
+    let messages = body["messages"].as_array().expect("messages");
+    let said: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m["sender"].as_str().unwrap_or(""), m["content"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(said.len(), 4, "{body}");
+    assert_eq!(said[0], ("user", "First question"));
+    assert_eq!(said[1].0, "ai");
+    assert_eq!(said[2], ("user", "Second question"));
+    assert_eq!(said[3].0, "ai");
+    // The owner's own view is the same §4.2 body.
+    let owner = server.token("reader-user", &["user"], None);
+    let own = ok_json(&get(&server, &format!("/sessions/{session}"), Some(&owner)).await);
+    assert_eq!(own["messages"], body["messages"]);
+    assert_eq!(
+        ok_json(&get(&server, &route, Some(&chat_admin)).await)["messages"],
+        body["messages"]
+    );
+
+    // Help requested, then taken over: both show.
+    client
+        .send_json(&json!({"type": "help_request", "session_id": session, "sender": "user"}))
+        .await;
+    client.recv_until(|f| f["type"] == "connection_status", STEP).await;
+    assert_eq!(
+        ok_json(&post(&server, &format!("/admin/takeover/{session}"), Some(&admin)).await)
+            ["admin_id"],
+        "admin-read"
+    );
+    let body = ok_json(&get(&server, &route, Some(&chat_admin)).await);
+    assert_eq!(
+        (body["help_requested"].as_bool(), body["admin_assisted"].as_bool()),
+        (Some(true), Some(true)),
+        "{body}"
+    );
+    assert_eq!(body["assisting_admin_name"], "Ada");
+    // After the leave: still assisted once, nobody assisting now.
+    assert_eq!(post(&server, &format!("/admin/leave/{session}"), Some(&admin)).await.status, 200);
+    let body = ok_json(&get(&server, &route, Some(&admin)).await);
+    assert_eq!(body["admin_assisted"], true, "{body}");
+    assert!(body.get("assisting_admin_name").is_none(), "{body}");
+    // Ended.
+    assert_eq!(post(&server, &format!("/sessions/{session}/end"), Some(&owner)).await.status, 200);
+    assert_eq!(ok_json(&get(&server, &route, Some(&admin)).await)["is_active"], false);
+
+    // Unknown is 404; other roles are 403 (even the owner).
+    assert_session_not_found(&get(&server, "/admin/sessions/no-such-session", Some(&admin)).await);
+    assert_forbidden(&get(&server, &route, Some(&owner)).await);
+}
+
+#[tokio::test]
+async fn help_requests_are_flagged_and_filtered() {
+    let upstream = Upstream::start().await;
+    let server = start(&upstream).await;
+    let admin = server.token("admin-help", &["admin"], None);
+    let (mut asking, helped) = user_session(&server, "asking-user", "Help me please").await;
+    let (_quiet, quiet) = user_session(&server, "quiet-user", "All fine").await;
+    asking
+        .send_json(&json!({"type": "help_request", "session_id": helped, "sender": "user"}))
+        .await;
+    asking.recv_until(|f| f["type"] == "connection_status", STEP).await;
+
+    let all = search(&server, &admin, "").await;
+    assert_eq!(all.len(), 2);
+    for item in &all {
+        let expected = item["id"] == helped.as_str();
+        assert_eq!(item["help_requested"].as_bool(), Some(expected), "{item}");
+    }
+    assert_eq!(ids(&search(&server, &admin, "?help_requested=true").await), [helped.as_str()]);
+    assert_eq!(ids(&search(&server, &admin, "?help_requested=false").await), [quiet.as_str()]);
+    let both = search(&server, &admin, "?help_requested=true&status=active").await;
+    assert_eq!(ids(&both), [helped.as_str()]);
+    assert_bad_request(
+        &get(&server, "/admin/sessions?help_requested=yes", Some(&admin)).await,
+        r#"invalid help_requested "yes"; allowed: true, false"#,
+    );
+    // One user's list carries the flag too.
+    let mine = ok_json(&get(&server, "/admin/users/asking-user/sessions", Some(&admin)).await);
+    assert_eq!(mine[0]["help_requested"], true, "{mine}");
 }

@@ -53,6 +53,7 @@ async fn user_routes_authenticate_with_the_bearer_header_only() {
         ("GET", format!("/sessions/{session}")),
         ("POST", format!("/sessions/{session}/end")),
         ("POST", format!("/sessions/{session}/share")),
+        ("DELETE", format!("/sessions/{session}/share")),
     ];
     for (method, route) in &routes {
         assert_missing_auth(&call(&server, method, route, None, &[]).await);
@@ -89,6 +90,7 @@ async fn list_and_read_own_sessions() {
         (item["is_active"].as_bool(), item["admin_assisted"].as_bool()),
         (Some(true), Some(false))
     );
+    assert_eq!(item["help_requested"], false, "{item}");
     for key in ["end_time", "assisting_admin_name", "share_token"] {
         assert!(item.get(key).is_none(), "{key} omitted while empty: {item}");
     }
@@ -223,6 +225,48 @@ async fn sharing_gives_a_stable_token_and_a_public_view() {
 
     let unknown = get(&server, "/shared/0123456789abcdef0123456789abcdef", None).await;
     assert_error_body(&unknown, 404, "Shared session not found", "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn revoking_a_share_link_ends_the_old_link() {
+    let (_upstream, server, session) = server_with_session("revoker").await;
+    let owner = server.token("revoker", &["user"], None);
+    let route = format!("/sessions/{session}/share");
+    let first = ok_json(&post(&server, &route, Some(&owner)).await)["share_token"]
+        .as_str()
+        .expect("share_token")
+        .to_string();
+    assert_eq!(get(&server, &format!("/shared/{first}"), None).await.status, 200);
+
+    // Only the owner may revoke: anyone else, and an unknown session, is 404.
+    let stranger = server.token("stranger", &["user"], None);
+    let admin = server.token("boss", &["admin"], None);
+    for token in [&stranger, &admin] {
+        assert_session_not_found(&call(&server, "DELETE", &route, Some(token), &[]).await);
+    }
+    assert_session_not_found(
+        &call(&server, "DELETE", "/sessions/does-not-exist/share", Some(&owner), &[]).await,
+    );
+    assert_eq!(get(&server, &format!("/shared/{first}"), None).await.status, 200, "still shared");
+
+    let revoked = ok_json(&call(&server, "DELETE", &route, Some(&owner), &[]).await);
+    assert_eq!(revoked, json!({"status": "revoked"}));
+    let gone = get(&server, &format!("/shared/{first}"), None).await;
+    assert_error_body(&gone, 404, "Shared session not found", "NOT_FOUND");
+    let list = ok_json(&get(&server, "/sessions", Some(&owner)).await);
+    assert!(list["sessions"][0].get("share_token").is_none(), "{list}");
+    // Revoking again is fine; a later share makes a new token that works.
+    assert_eq!(call(&server, "DELETE", &route, Some(&owner), &[]).await.status, 200);
+    let second = ok_json(&post(&server, &route, Some(&owner)).await)["share_token"]
+        .as_str()
+        .expect("share_token")
+        .to_string();
+    assert_ne!(second, first, "a new token");
+    assert_eq!(
+        ok_json(&get(&server, &format!("/shared/{second}"), None).await)["session_id"],
+        session.as_str()
+    );
+    assert_eq!(get(&server, &format!("/shared/{first}"), None).await.status, 404);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use chatbox_tests::http::{assert_not_found_page, get, path, request};
 use chatbox_tests::upstream::Upstream;
 
 /// The page routes (after the prefix).
-const PAGES: [&str; 4] = ["/chat", "/my-sessions", "/console", "/view/0123456789abcdef"];
+const PAGES: [&str; 5] = ["/", "/chat", "/my-sessions", "/console", "/view/0123456789abcdef"];
 
 /// Asserts a page answer: 200, HTML, the page policy with `frame-ancestors <ancestors>`.
 fn assert_page(response: &HttpResponse, ancestors: &str) {
@@ -141,13 +141,28 @@ async fn every_reference_of_every_page_resolves_to_an_asset_with_its_type() {
             }
         }
     }
-    for expected in ["chat.js", "sessions.js", "console.js", "view.js", "common.js", "markdown.js"]
+    for expected in
+        ["index.js", "chat.js", "sessions.js", "console.js", "view.js", "common.js", "markdown.js"]
     {
         assert!(seen.contains(&path(&format!("/assets/{expected}"))), "{expected} in {seen:?}");
     }
 
     for unknown in ["/assets/nope.js", "/assets/chat.html", "/assets/", "/assets/a/b.js"] {
         assert_not_found_page(&get(&server, unknown, None).await);
+    }
+}
+
+#[tokio::test]
+async fn the_index_links_every_page() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let index = get(&server, "/", None).await;
+    assert_page(&index, "'none'");
+    let links = attribute_values(&index.body, "href");
+    for page in ["chat", "my-sessions", "console"] {
+        assert!(links.iter().any(|l| l == page), "{page} linked: {links:?}");
+        let target = request(server.addr(), "GET", &resolve(&path("/"), page), &[]).await;
+        assert_page(&target, "'none'");
     }
 }
 
@@ -180,7 +195,7 @@ async fn pages_sit_at_the_root_when_the_prefix_is_slash() {
     let upstream = Upstream::start().await;
     let server =
         Server::start(ServerOpts::with_upstream(&upstream).env("CHATBOX_PATH_PREFIX", "/")).await;
-    for page in ["/chat", "/my-sessions", "/console", "/view/abc"] {
+    for page in ["/", "/chat", "/my-sessions", "/console", "/view/abc"] {
         let response = request(server.addr(), "GET", page, &[]).await;
         assert_page(&response, "'none'");
     }

@@ -195,8 +195,10 @@ pub struct SessionSummary {
     pub last_activity: DateTime<Utc>,
     /// Number of stored messages.
     pub message_count: u64,
-    /// Whether an admin assisted.
+    /// Whether an admin ever assisted (set at the first takeover, never cleared; issue 15).
     pub admin_assisted: bool,
+    /// Whether the user asked for help (`helpRequested`, issue 15).
+    pub help_requested: bool,
     /// Start time.
     #[serde(with = "http_time")]
     pub start_time: DateTime<Utc>,
@@ -242,6 +244,7 @@ impl SessionSummary {
             last_activity: last_message_time.unwrap_or(start_time),
             message_count: 0,
             admin_assisted: false,
+            help_requested: false,
             start_time,
             end_time,
             is_active: end_time.is_none(),
@@ -315,6 +318,26 @@ pub struct SessionDetail {
     pub messages: Vec<MessageView>,
 }
 
+/// `GET {P}/admin/sessions/:id` (issue 15): the §4.2 body of any user's session plus who owns
+/// it and its state, for the admin console's transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSessionDetail {
+    /// The §4.2 fields (`session_id`, `name`, `model_id`, `messages`).
+    #[serde(flatten)]
+    pub detail: SessionDetail,
+    /// The owner.
+    pub user_id: String,
+    /// No end time stored.
+    pub is_active: bool,
+    /// Whether the user asked for help.
+    pub help_requested: bool,
+    /// Whether an admin ever assisted.
+    pub admin_assisted: bool,
+    /// The admin assisting now; omitted when nobody does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub assisting_admin_name: String,
+}
+
 /// `GET {P}/shared/:token` (§4.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedSession {
@@ -337,6 +360,20 @@ impl EndResponse {
     /// `{"status":"ended"}`.
     pub fn ended() -> Self {
         EndResponse { status: "ended".to_string() }
+    }
+}
+
+/// `DELETE {P}/sessions/:id/share` → `{"status":"revoked"}` (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// Always `revoked`.
+    pub status: String,
+}
+
+impl RevokeResponse {
+    /// `{"status":"revoked"}`.
+    pub fn revoked() -> Self {
+        RevokeResponse { status: "revoked".to_string() }
     }
 }
 
@@ -827,9 +864,35 @@ mod tests {
         s.message_count = 6;
         s.assisting_admin_name = "Jane".into();
         s.share_token = "9f".into();
-        let want = r#"{"id":"S1","session_id":"S1","user_id":"u1","name":"How do I reset my password?","last_activity":"2026-02-21T10:05:12.345Z","message_count":6,"admin_assisted":false,"start_time":"2026-02-21T10:00:00.123Z","end_time":"2026-02-21T10:30:00Z","is_active":false,"duration":1799,"total_tokens":0,"max_response_time":0,"avg_response_time":0,"assisting_admin_name":"Jane","share_token":"9f"}"#;
+        s.help_requested = true;
+        let want = r#"{"id":"S1","session_id":"S1","user_id":"u1","name":"How do I reset my password?","last_activity":"2026-02-21T10:05:12.345Z","message_count":6,"admin_assisted":false,"help_requested":true,"start_time":"2026-02-21T10:00:00.123Z","end_time":"2026-02-21T10:30:00Z","is_active":false,"duration":1799,"total_tokens":0,"max_response_time":0,"avg_response_time":0,"assisting_admin_name":"Jane","share_token":"9f"}"#;
         assert_eq!(json(&s), want);
         assert_eq!(serde_json::from_str::<SessionSummary>(want).ok(), Some(s));
+    }
+
+    #[test]
+    fn admin_session_detail_is_the_detail_plus_state() {
+        let detail = SessionDetail {
+            session_id: "S1".into(),
+            name: "Hi".into(),
+            model_id: String::new(),
+            messages: Vec::new(),
+        };
+        let mut body = AdminSessionDetail {
+            detail,
+            user_id: "u1".into(),
+            is_active: true,
+            help_requested: true,
+            admin_assisted: false,
+            assisting_admin_name: String::new(),
+        };
+        assert_eq!(
+            json(&body),
+            r#"{"session_id":"S1","name":"Hi","model_id":"","messages":[],"user_id":"u1","is_active":true,"help_requested":true,"admin_assisted":false}"#
+        );
+        body.admin_assisted = true;
+        body.assisting_admin_name = "Jane".into();
+        assert!(json(&body).ends_with(r#""admin_assisted":true,"assisting_admin_name":"Jane"}"#));
     }
 
     #[test]
@@ -837,7 +900,7 @@ mod tests {
         let s = SessionSummary::new("S2", "u1", t(10, 0, 0, 0), None, None, t(10, 1, 40, 900));
         assert_eq!(
             json(&s),
-            r#"{"id":"S2","session_id":"S2","user_id":"u1","name":"","last_activity":"2026-02-21T10:00:00Z","message_count":0,"admin_assisted":false,"start_time":"2026-02-21T10:00:00Z","is_active":true,"duration":100,"total_tokens":0,"max_response_time":0,"avg_response_time":0}"#
+            r#"{"id":"S2","session_id":"S2","user_id":"u1","name":"","last_activity":"2026-02-21T10:00:00Z","message_count":0,"admin_assisted":false,"help_requested":false,"start_time":"2026-02-21T10:00:00Z","is_active":true,"duration":100,"total_tokens":0,"max_response_time":0,"avg_response_time":0}"#
         );
         // A start time after `now` (clock skew between instances) gives 0, not a negative value.
         let s = SessionSummary::new("S3", "u1", t(11, 0, 0, 0), None, None, t(10, 0, 0, 0));

@@ -101,6 +101,9 @@ pub enum AdminQueryError {
     /// `sort_order` is not `asc` or `desc`.
     #[error("invalid sort_order \"{0}\"; allowed: asc, desc")]
     InvalidSortOrder(String),
+    /// `help_requested` is not `true` or `false`.
+    #[error("invalid help_requested \"{0}\"; allowed: true, false")]
+    InvalidHelpRequested(String),
 }
 
 impl AdminQueryError {
@@ -119,6 +122,8 @@ pub struct AdminSessionQuery {
     pub status: Option<StatusFilter>,
     /// `Some(true)` for `true`, `Some(false)` for any other non-empty value.
     pub admin_assisted: Option<bool>,
+    /// `help_requested=true|false` (issue 15); any other value is refused.
+    pub help_requested: Option<bool>,
     /// Inclusive lower bound on the start time (`start_time_from`, alias `start_time`).
     pub start_time_from: Option<DateTime<Utc>>,
     /// Inclusive upper bound on the start time (`start_time_to`, alias `end_time`).
@@ -139,6 +144,7 @@ impl Default for AdminSessionQuery {
             user_id: None,
             status: None,
             admin_assisted: None,
+            help_requested: None,
             start_time_from: None,
             start_time_to: None,
             sort_by: SortField::StartTime,
@@ -174,6 +180,12 @@ impl AdminSessionQuery {
             _ => None,
         };
         q.admin_assisted = param(params, "admin_assisted").map(|v| v == "true");
+        q.help_requested = match param(params, "help_requested") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(v) => return Err(AdminQueryError::InvalidHelpRequested(v.to_string())),
+        };
         q.start_time_from = Self::bound(params, "start_time_from", "start_time")?;
         q.start_time_to = Self::bound(params, "start_time_to", "end_time")?;
         if let Some(v) = param(params, "sort_by") {
@@ -358,6 +370,15 @@ mod tests {
         assert_eq!(admin_ok(&[("status", "ended")]).status, Some(StatusFilter::Ended));
         assert_eq!(admin_ok(&[("status", "Active")]).status, None);
         assert_eq!(admin_ok(&[("status", "all")]).status, None);
+    }
+
+    #[test]
+    fn help_requested_filter_is_true_or_false() {
+        assert_eq!(admin_ok(&[]).help_requested, None);
+        assert_eq!(admin_ok(&[("help_requested", "true")]).help_requested, Some(true));
+        assert_eq!(admin_ok(&[("help_requested", "false")]).help_requested, Some(false));
+        let refused = AdminSessionQuery::parse(&[("help_requested".into(), "yes".into())]);
+        assert_eq!(refused, Err(AdminQueryError::InvalidHelpRequested("yes".into())));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Session operations behind the HTTP routes (PROTOCOL.md §4, §6.6, §6.8 with §10 items 3, 5, 6,
-//! 9): reading a user's sessions, ending and sharing them, the public shared view, the admin
-//! search and metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
+//! 9, and issue 15): reading a user's sessions, ending and sharing them (and revoking a share),
+//! the public shared view, reading any session for the admin console, the admin search and
+//! metrics, and admin takeover / leave. No HTTP here: each operation returns a domain
 //! result ([`SessionOpError`] on refusal) and `http::rest` / `http::admin` map it to bodies.
 //!
 //! Every store call goes through the persistence service: calls by id are retried with the
@@ -91,6 +92,20 @@ pub async fn share_session(
     Ok(stored.ok_or(SessionError::NotFound)?)
 }
 
+/// Revokes the caller's session's share token (issue 15): the old link stops resolving and a
+/// later share mints a new token. Revoking an unshared session succeeds.
+pub async fn revoke_share(engine: &Engine, user_id: &str, id: &str) -> Result<(), SessionOpError> {
+    owned_session(engine, user_id, id).await?;
+    let cleared = engine.persistence.clear_share_token(id).await?;
+    tracing::info!(session_id = id, user_id, "share link revoked");
+    Ok(cleared.ok_or(SessionError::NotFound)?)
+}
+
+/// Any user's session `id` from the store, for the admin console (issue 15).
+pub async fn admin_session(engine: &Engine, id: &str) -> Result<SessionDoc, SessionOpError> {
+    Ok(engine.persistence.load(id).await?.ok_or(SessionError::NotFound)?)
+}
+
 /// The session shared under `token` (§4.5), `None` when unknown.
 pub async fn shared_session(
     engine: &Engine,
@@ -130,7 +145,7 @@ pub async fn session_metrics(
 
 /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
 /// in this process's memory; it is loaded from the store first if it is not. Marks the
-/// session assisted, persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
+/// session assisted (`adminAssisted` then stays true after the leave, issue 15), persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
 /// (best-effort, like every state write after creation) and sends `admin_join` to the
 /// session's connections. The same admin again succeeds again (and announces again).
 pub async fn takeover(

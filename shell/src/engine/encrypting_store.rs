@@ -118,6 +118,10 @@ impl SessionStore for EncryptingStore {
         self.inner.set_share_token(session_id, token).await
     }
 
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        self.inner.clear_share_token(session_id).await
+    }
+
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
         Ok(self.inner.search(query).await?.into_iter().map(|d| self.open(d)).collect())
     }

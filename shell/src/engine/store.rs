@@ -86,7 +86,7 @@ pub struct SessionDoc {
     pub ended: Option<UnixMillis>,
     /// Whole seconds from start to end (`dur`).
     pub duration_secs: i64,
-    /// Assisted by an admin (`adminAssisted`).
+    /// Ever assisted by an admin (`adminAssisted`): set at the first takeover, never cleared.
     pub admin_assisted: bool,
     /// Assisting admin id, empty when none.
     pub assisting_admin_id: String,
@@ -139,7 +139,9 @@ pub struct SessionPatch {
     pub name: Option<String>,
     /// New model.
     pub model_id: Option<String>,
-    /// Assisted flag with admin id and name (empty strings clear them).
+    /// Assisted flag with the assisting admin's id and name (empty strings clear them, at a
+    /// leave). The flag is only ever raised: `adminAssisted` answers "was this session ever
+    /// assisted" (issue 15), so `false` leaves it as it is.
     pub assistance: Option<(bool, String, String)>,
     /// Help requested.
     pub help_requested: Option<bool>,
@@ -246,6 +248,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         token: &str,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Removes session `session_id`'s share token, so its old link no longer resolves and a
+    /// later share mints a new one (issue 15). Idempotent: `Some(())` whether or not a token was
+    /// set, `None` for an unknown session.
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError>;
+
     /// The admin search of PROTOCOL.md §4.6: every session matching the query's filters
     /// ([`search_matches`]), ordered by [`search_order`], then `offset` skipped and at most
     /// `limit` returned, each with its messages. Read-only. An implementation may scan every
@@ -305,6 +312,8 @@ pub struct SearchKey<'a> {
     pub ended: Option<UnixMillis>,
     /// Assisted flag.
     pub admin_assisted: bool,
+    /// Help requested.
+    pub help_requested: bool,
     /// Number of stored messages.
     pub message_count: u64,
     /// Token total.
@@ -320,6 +329,7 @@ impl<'a> SearchKey<'a> {
             started: doc.started,
             ended: doc.ended,
             admin_assisted: doc.admin_assisted,
+            help_requested: doc.help_requested,
             message_count: doc.messages.len() as u64,
             total_tokens: doc.total_tokens,
         }
@@ -328,6 +338,7 @@ impl<'a> SearchKey<'a> {
 
 /// Whether a session passes the filters of `query` (§4.6): exact `user_id`; `status` active = no
 /// end time, ended = an end time; `admin_assisted` true = assisted only, false = not assisted;
+/// `help_requested` likewise;
 /// start time within the inclusive `start_time_from`/`start_time_to` bounds (compared at the
 /// stored millisecond precision against the exact bound).
 pub fn search_matches(query: &AdminSessionQuery, key: &SearchKey<'_>) -> bool {
@@ -340,6 +351,9 @@ pub fn search_matches(query: &AdminSessionQuery, key: &SearchKey<'_>) -> bool {
         _ => {}
     }
     if query.admin_assisted.is_some_and(|want| want != key.admin_assisted) {
+        return false;
+    }
+    if query.help_requested.is_some_and(|want| want != key.help_requested) {
         return false;
     }
     let started = key.started.to_datetime();
@@ -411,6 +425,7 @@ mod tests {
     fn filters_sort_and_page() {
         let mut assisted = doc("d", "u2", 4_000, None, 1);
         assisted.admin_assisted = true;
+        assisted.help_requested = true;
         let docs = vec![
             doc("a", "u1", 1_000, Some(1_500), 5),
             doc("b", "u1", 2_000, None, 0),
@@ -423,6 +438,8 @@ mod tests {
         assert_eq!(run(&parse(&[("status", "ended")]), &docs), ["c", "a"]);
         assert_eq!(run(&parse(&[("admin_assisted", "true")]), &docs), ["d"]);
         assert_eq!(run(&parse(&[("admin_assisted", "no")]), &docs), ["c", "b", "a"]);
+        assert_eq!(run(&parse(&[("help_requested", "true")]), &docs), ["d"]);
+        assert_eq!(run(&parse(&[("help_requested", "false")]), &docs), ["c", "b", "a"]);
         let window = [
             ("start_time_from", "1970-01-01T00:00:02Z"),
             ("start_time_to", "1970-01-01T00:00:03Z"),

@@ -1,5 +1,5 @@
-//! The admin routes (PROTOCOL.md §4.6–§4.8 with §10 items 3, 5, 6, 7): search all sessions,
-//! metrics, one user's sessions, takeover and leave.
+//! The admin routes (PROTOCOL.md §4.6–§4.8 with §10 items 3, 5, 6, 7, and issue 15): search all
+//! sessions, read any session's transcript, metrics, one user's sessions, takeover and leave.
 //!
 //! Every route passes the admin gate ([`require_admin`]: bearer token as for the user routes,
 //! then role `admin` or `chat_admin`, else `403 Insufficient permissions`) and then the admin
@@ -11,14 +11,16 @@ use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use chatbox_core::protocol::http::{AdminSessionList, ErrorBody, LeaveResponse, TakeoverResponse};
+use chatbox_core::protocol::http::{
+    AdminSessionDetail, AdminSessionList, ErrorBody, LeaveResponse, TakeoverResponse,
+};
 use chatbox_core::protocol::query::{AdminQueryError, AdminSessionQuery, MetricsQuery};
 use chatbox_core::session::SessionError;
 use http::Uri;
 
 use super::limits::with_admin_limit;
 use super::path_key::{SessionKey, UserKey};
-use super::rest::{authenticate, error_response, summary_of, ApiState};
+use super::rest::{authenticate, error_response, session_detail, summary_of, ApiState};
 use super::router::route;
 use crate::engine::admin::{self, SessionOpError};
 use crate::engine::caller::Caller;
@@ -77,6 +79,24 @@ async fn search_sessions(State(state): State<ApiState>, uri: Uri) -> Response {
                 .into_response()
         }
         Err(error) => internal("admin session search", &error),
+    }
+}
+
+/// `GET {P}/admin/sessions/:sessionID` (issue 15): any user's session with its decrypted
+/// messages in order, its owner and its state; `404 Session not found` when unknown.
+async fn read_session(State(state): State<ApiState>, SessionKey(id): SessionKey) -> Response {
+    match admin::admin_session(&state.engine, &id).await {
+        Ok(doc) => Json(AdminSessionDetail {
+            detail: session_detail(&doc),
+            user_id: doc.user_id.clone(),
+            is_active: doc.ended.is_none(),
+            help_requested: doc.help_requested,
+            admin_assisted: doc.admin_assisted,
+            assisting_admin_name: doc.assisting_admin_name.clone(),
+        })
+        .into_response(),
+        Err(SessionOpError::Store(error)) => internal("admin session read", &error),
+        Err(_) => error_response(ErrorBody::session_not_found()),
     }
 }
 
@@ -156,6 +176,7 @@ async fn leave(
 pub fn routes(state: ApiState, prefix: &str) -> Router {
     let router = Router::new()
         .route(&route(prefix, "/admin/sessions"), get(search_sessions))
+        .route(&route(prefix, "/admin/sessions/{id}"), get(read_session))
         .route(&route(prefix, "/admin/metrics"), get(metrics))
         .route(&route(prefix, "/admin/users/{user_id}/sessions"), get(user_sessions))
         .route(&route(prefix, "/admin/takeover/{id}"), post(takeover))

@@ -1,6 +1,7 @@
 //! The web pages and their assets, embedded from `shell/web/` and served from the binary.
 //!
-//! Four pages: the chat, the user's sessions, the admin console and the shared (read-only) view.
+//! Five pages: an index of the others (`{P}/`), the chat, the user's sessions, the admin console
+//! and the shared (read-only) view.
 //! Pages carry no secret and need no authentication: their scripts take the JWT (from `?token=`,
 //! the embedding page or a paste in `--dev` mode) to the API and the WebSocket. Every page is
 //! sent with a strict Content-Security-Policy (no inline script or style, everything from this
@@ -37,6 +38,7 @@ pub struct PageOptions {
 /// The rendered pages (dev marker applied) and their CSP, shared by the handlers.
 #[derive(Debug)]
 struct Pages {
+    index: Bytes,
     chat: Bytes,
     my_sessions: Bytes,
     console: Bytes,
@@ -55,6 +57,7 @@ impl Pages {
             }
         };
         Pages {
+            index: render(include_str!("../../web/index.html")),
             chat: render(include_str!("../../web/chat.html")),
             my_sessions: render(include_str!("../../web/my-sessions.html")),
             console: render(include_str!("../../web/console.html")),
@@ -103,11 +106,12 @@ fn page_csp(ancestors: Option<&str>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"))
 }
 
-/// The page routes under `prefix`: `/chat`, `/my-sessions`, `/console`, `/view/{token}` and
+/// The page routes under `prefix`: `/` (the index), `/chat`, `/my-sessions`, `/console`, `/view/{token}` and
 /// `/assets/{file}`. `ancestors` is [`frame_ancestors`] of the configuration.
 pub fn routes(prefix: &str, options: PageOptions, ancestors: Option<&str>) -> Router {
     let pages = Arc::new(Pages::new(options, ancestors));
     Router::new()
+        .route(&route(prefix, "/"), get(|State(p): State<Arc<Pages>>| html(p.index.clone(), p)))
         .route(&route(prefix, "/chat"), get(|State(p): State<Arc<Pages>>| html(p.chat.clone(), p)))
         .route(
             &route(prefix, "/my-sessions"),
@@ -171,6 +175,7 @@ mod tests {
             })
             .collect();
         for (name, html) in [
+            ("index.html", include_str!("../../web/index.html")),
             ("chat.html", include_str!("../../web/chat.html")),
             ("my-sessions.html", include_str!("../../web/my-sessions.html")),
             ("console.html", include_str!("../../web/console.html")),

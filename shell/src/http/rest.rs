@@ -1,12 +1,13 @@
-//! The user's session routes and the public shared view (PROTOCOL.md §4.1–§4.5): list own
-//! sessions, read one, end one, share one, and read a shared session without a token.
+//! The user's session routes and the public shared view (PROTOCOL.md §4.1–§4.5, issue 15): list
+//! own sessions, read one, end one, share one or revoke its link, and read a shared session
+//! without a token.
 //!
 //! User routes take the token from `Authorization: Bearer <jwt>` only (§2.2; `?token=` is
 //! ignored) and answer the REST `401` bodies of §2.3. Another user's session is always `404`
 //! `Session not found`, never `403`. The public route carries the `shared` public limit (§5).
 //!
 //! The shared helpers here — [`authenticate`], [`error_response`], [`summary_of`],
-//! [`message_views`] and [`ApiState`] — are used by the admin routes too.
+//! [`message_views`], [`session_detail`] and [`ApiState`] — are used by the admin routes too.
 
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chatbox_core::protocol::http::{
-    EndResponse, ErrorBody, MessageView, SessionDetail, SessionList, SessionSummary, ShareResponse,
-    SharedSession,
+    EndResponse, ErrorBody, MessageView, RevokeResponse, SessionDetail, SessionList,
+    SessionSummary, ShareResponse, SharedSession,
 };
 use chrono::{DateTime, Utc};
 use http::{header, HeaderMap, StatusCode};
@@ -89,6 +90,7 @@ pub fn summary_of(doc: &SessionDoc, now: DateTime<Utc>) -> SessionSummary {
     summary.name.clone_from(&doc.name);
     summary.message_count = doc.messages.len() as u64;
     summary.admin_assisted = doc.admin_assisted;
+    summary.help_requested = doc.help_requested;
     summary.total_tokens = saturate(doc.total_tokens);
     summary.max_response_time = saturate(doc.max_response_ms);
     summary.avg_response_time = saturate(doc.avg_response_ms);
@@ -110,6 +112,16 @@ pub fn message_views(doc: &SessionDoc) -> Vec<MessageView> {
             metadata: m.meta.clone(),
         })
         .collect()
+}
+
+/// The §4.2 body of a stored document.
+pub fn session_detail(doc: &SessionDoc) -> SessionDetail {
+    SessionDetail {
+        session_id: doc.id.clone(),
+        name: doc.name.clone(),
+        model_id: doc.model_id.clone(),
+        messages: message_views(doc),
+    }
 }
 
 /// `404 Session not found` for refusals, `500` for storage failures.
@@ -148,13 +160,7 @@ async fn get_session(
     SessionKey(id): SessionKey,
 ) -> Response {
     match admin::owned_session(&state.engine, &caller.user_id, &id).await {
-        Ok(doc) => Json(SessionDetail {
-            session_id: doc.id.clone(),
-            name: doc.name.clone(),
-            model_id: doc.model_id.clone(),
-            messages: message_views(&doc),
-        })
-        .into_response(),
+        Ok(doc) => Json(session_detail(&doc)).into_response(),
         Err(error) => {
             tracing::debug!(session_id = %id, %error, "session lookup refused");
             error_response(ErrorBody::session_not_found())
@@ -186,6 +192,19 @@ async fn share_session(
     }
 }
 
+/// `DELETE {P}/sessions/:sessionID/share` (issue 15): `{"status":"revoked"}`; the old link then
+/// answers `404`, and a later share makes a new token.
+async fn revoke_share(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    SessionKey(id): SessionKey,
+) -> Response {
+    match admin::revoke_share(&state.engine, &caller.user_id, &id).await {
+        Ok(()) => Json(RevokeResponse::revoked()).into_response(),
+        Err(error) => op_error(error),
+    }
+}
+
 /// `GET {P}/shared/:shareToken` (§4.5), public.
 async fn shared_session(State(state): State<ApiState>, ShareKey(token): ShareKey) -> Response {
     match admin::shared_session(&state.engine, &token).await {
@@ -210,7 +229,7 @@ pub fn routes(state: ApiState, prefix: &str) -> Router {
         .route(&route(prefix, "/sessions"), get(list_sessions))
         .route(&route(prefix, "/sessions/{id}"), get(get_session))
         .route(&route(prefix, "/sessions/{id}/end"), post(end_session))
-        .route(&route(prefix, "/sessions/{id}/share"), post(share_session))
+        .route(&route(prefix, "/sessions/{id}/share"), post(share_session).delete(revoke_share))
         .route_layer(from_fn_with_state(state.clone(), require_user));
     let public = Router::new().route(&route(prefix, "/shared/{token}"), get(shared_session));
     let public = with_public_limit(public, &state.engine, PublicFamily::Shared);

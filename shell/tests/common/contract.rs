@@ -199,8 +199,9 @@ where
         .await
         .unwrap();
     let doc = store.load("s1").await.unwrap().unwrap();
-    assert!(!doc.admin_assisted);
+    assert!(doc.admin_assisted, "adminAssisted stays: the session was assisted (issue 15)");
     assert_eq!(doc.assisting_admin_id, "");
+    assert_eq!(doc.assisting_admin_name, "");
     assert_eq!(doc.name, "Hello", "fields not in the patch stay");
 
     let err = store.update("missing", &SessionPatch::default()).await.unwrap_err();
@@ -309,6 +310,17 @@ pub async fn share_tokens_are_stable_and_findable(store: &dyn SessionStore) {
     assert_eq!(shared.id, "s1");
     assert_eq!(shared.share_token.as_deref(), Some("tok-1"));
     assert_eq!(store.find_by_share_token("tok-other").await.unwrap(), None);
+
+    // Revoked (issue 15): the token no longer finds the session, and a new one can be set.
+    assert_eq!(store.clear_share_token("s1").await.unwrap(), Some(()));
+    assert_eq!(store.find_by_share_token("tok-1").await.unwrap(), None);
+    assert_eq!(store.load("s1").await.unwrap().unwrap().share_token, None);
+    assert_eq!(store.clear_share_token("s1").await.unwrap(), Some(()), "again: still fine");
+    assert_eq!(store.clear_share_token("missing").await.unwrap(), None);
+    assert_eq!(store.set_share_token("s1", "tok-2").await.unwrap(), Some("tok-2".into()));
+    assert_eq!(store.find_by_share_token("tok-2").await.unwrap().map(|d| d.id), Some("s1".into()));
+    // The revoked token is free again (another session may take it).
+    assert_eq!(store.set_share_token("s2", "tok-1").await.unwrap(), Some("tok-1".into()));
 }
 
 /// A parsed admin query from `(name, value)` pairs.
@@ -324,7 +336,7 @@ pub fn ids(docs: &[SessionDoc]) -> Vec<&str> {
 }
 
 /// Four sessions: s1 (u1, ended, 3 messages), s2 (u1, active, assisted, 1 message, 50 tokens),
-/// s3 (u2, ended, no message), s4 (u3, active, 2 messages).
+/// s3 (u2, ended, no message), s4 (u3, active, 2 messages, help requested).
 pub async fn search_fixture(store: &dyn SessionStore) {
     store.create(&session("s1", "u1", 1_000)).await.expect("fixture write");
     for n in 0..3 {
@@ -347,6 +359,8 @@ pub async fn search_fixture(store: &dyn SessionStore) {
     store.create(&session("s4", "u3", 4_000)).await.expect("fixture write");
     store.append_message("s4", &message("d0", "x", 4_100, "user")).await.expect("fixture write");
     store.append_message("s4", &message("d1", "y", 4_200, "ai")).await.expect("fixture write");
+    let help = SessionPatch { help_requested: Some(true), ..Default::default() };
+    store.update("s4", &help).await.expect("fixture write");
 }
 
 pub async fn search_filters_sorts_and_pages(store: &dyn SessionStore) {
@@ -361,6 +375,9 @@ pub async fn search_filters_sorts_and_pages(store: &dyn SessionStore) {
     assert_eq!(ids(&store.search(&q(&[("status", "active")])).await.unwrap()), ["s4", "s2"]);
     assert_eq!(ids(&store.search(&q(&[("status", "ended")])).await.unwrap()), ["s3", "s1"]);
     assert_eq!(ids(&store.search(&q(&[("admin_assisted", "true")])).await.unwrap()), ["s2"]);
+    assert_eq!(ids(&store.search(&q(&[("help_requested", "true")])).await.unwrap()), ["s4"]);
+    let not_asked = store.search(&q(&[("help_requested", "false")])).await.unwrap();
+    assert_eq!(ids(&not_asked), ["s3", "s2", "s1"]);
     let window =
         [("start_time_from", "1970-01-01T00:00:02Z"), ("start_time_to", "1970-01-01T00:00:03Z")];
     assert_eq!(ids(&store.search(&q(&window)).await.unwrap()), ["s3", "s2"]);

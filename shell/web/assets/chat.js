@@ -1,9 +1,10 @@
-// The chat page: one WebSocket to {P}/ws, streamed replies, reconnect with backoff that resumes
-// the same session, errors in words with a retry countdown, help requests and the admin
-// "assisted by" banner. Frames and their order are PROTOCOL.md §3.
+// The chat page: one WebSocket to {P}/ws, streamed replies (each with a copy button), reconnect
+// with backoff that resumes the same session, errors in words with a retry countdown, honest help
+// requests and the admin "assisted by" banner, "New chat" (ends the session over REST) and an
+// ended session shown as ended. Frames and their order are PROTOCOL.md §3.
 
 import {
-  $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, createReplyStream,
+  $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, copyText, createReplyStream,
   el, isBindReply, jwtClaims, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
   setBubbleText, submitOnEnter, wireTokenForm,
 } from './common.js';
@@ -28,6 +29,9 @@ const ui = {
   retry: $('retry-countdown'),
   dismiss: $('error-dismiss'),
   mySessions: $('my-sessions-link'),
+  newChat: $('new-chat'),
+  ended: $('ended-bar'),
+  startNew: $('start-new-chat'),
 };
 
 const state = {
@@ -45,12 +49,28 @@ const state = {
   heldBindError: null, // a bind refusal for historyFor, shown only if the session turns out to exist
   dropped: new Set(), // stored session ids the server did not know for this user (404)
   confirmed: '', // the last session id a server frame carried ('' until the server names one)
+  helpOpen: false, // a help request was sent and no administrator has joined since
 };
 
 // AI bubbles that were streamed to this page (possibly only their end, after a reload).
 const streamedNodes = new WeakSet();
 // The AI replies shown in the conversation (at most one streaming at a time).
-const replies = createReplyStream(ui.messages, { onStreamStart: (node) => streamedNodes.add(node) });
+const replies = createReplyStream(ui.messages, {
+  onStreamStart: (node) => streamedNodes.add(node),
+  onDone: addCopyButton,
+});
+
+/** Gives a finished reply bubble its "Copy" button (copies the reply's markdown source). */
+function addCopyButton(node) {
+  if (node.querySelector('.copy-reply')) return;
+  const button = el('button', { type: 'button', class: 'copy-reply', 'aria-label': 'Copy this reply' }, 'Copy');
+  button.addEventListener('click', async () => {
+    const copied = await copyText(bubbleSource(node));
+    button.textContent = copied ? 'Copied' : 'Copy failed';
+    setTimeout(() => { button.textContent = 'Copy'; }, 2000);
+  });
+  node.append(el('div', { class: 'msg-actions' }, button));
+}
 
 const tokens = new TokenSource(onToken);
 const form = wireTokenForm(tokens);
@@ -107,6 +127,7 @@ async function loadHistory() {
     const messages = Array.isArray(answer.body?.messages) ? answer.body.messages : [];
     showHistory(messages);
     if (held) showError(held);
+    await checkEnded(id);
     return;
   }
   if (answer.status === 404) {
@@ -147,10 +168,55 @@ function showHistory(messages) {
     stored.forEach((s, i) => {
       if (matched.has(i)) return;
       const node = messageNode(s.sender, s.text, { timestamp: s.timestamp });
-      if (s.sender === 'ai') node.dataset.streaming = 'false';
+      if (s.sender === 'ai') {
+        node.dataset.streaming = 'false';
+        addCopyButton(node);
+      }
       ui.messages.insertBefore(node, first);
     });
   });
+}
+
+/** Shows the session as ended when the user's list says so (a reload of an ended chat). */
+async function checkEnded(id) {
+  const list = await api('GET', '/sessions', state.token);
+  if (!list.ok || state.sessionId !== id) return;
+  const found = (list.body?.sessions || []).find((s) => (s.session_id || s.id) === id);
+  if (found && !found.is_active) showEnded(true);
+}
+
+/** The ended state: no live composer, a "Start a new chat" action instead. */
+function showEnded(ended) {
+  ui.ended.hidden = !ended;
+  ui.composer.hidden = ended;
+  if (ended) ui.startNew.focus();
+}
+
+/** Starts a new chat: with `ask`, confirms first and ends the current session
+ *  (POST {P}/sessions/{id}/end); the next message then starts a new session. */
+async function newChat({ ask }) {
+  const id = state.sessionId;
+  if (ask && id) {
+    if (!window.confirm('End this conversation and start a new chat?')) return;
+    const answer = await api('POST', `/sessions/${encodeURIComponent(id)}/end`, state.token);
+    // 404: never stored (nothing was said yet) or already gone; either way it is over.
+    if (!answer.ok && answer.status !== 404) {
+      showError(answer.message);
+      return;
+    }
+  }
+  forgetSession();
+  replies.finish();
+  ui.loading.hidden = true;
+  ui.messages.replaceChildren();
+  ui.assist.hidden = true;
+  ui.assist.textContent = '';
+  ui.help.hidden = false;
+  state.helpOpen = false;
+  showEnded(false);
+  clearError();
+  system('New chat. How can we help?');
+  ui.input.focus();
 }
 
 function onToken(token, reason) {
@@ -296,12 +362,16 @@ function handleFrame(frame) {
       const name = frame.metadata?.admin_name || 'an administrator';
       ui.assist.textContent = `Assisted by ${name}`;
       ui.assist.hidden = false;
+      // A person is here: no help button while they assist.
+      state.helpOpen = false;
+      ui.help.hidden = true;
       system(frame.content || `${name} has joined the session`);
       break;
     }
     case 'admin_leave':
       ui.assist.hidden = true;
       ui.assist.textContent = '';
+      ui.help.hidden = false;
       system(frame.content || 'The administrator has left the session');
       break;
     case 'notification':
@@ -406,8 +476,19 @@ ui.help.addEventListener('click', () => {
     system('Send a message first, so an administrator has a conversation to join.');
     return;
   }
-  if (sendFrame(state.ws, { type: 'help_request', session_id: state.sessionId, sender: 'user' })) clearError();
+  if (state.helpOpen) {
+    // Honest: the request is still open, nothing new is sent.
+    system('Your help request is already with the support team. An administrator will join as soon as one is free.');
+    return;
+  }
+  if (sendFrame(state.ws, { type: 'help_request', session_id: state.sessionId, sender: 'user' })) {
+    state.helpOpen = true;
+    clearError();
+  }
 });
+
+ui.newChat.addEventListener('click', () => newChat({ ask: true }));
+ui.startNew.addEventListener('click', () => newChat({ ask: false }));
 
 ui.dismiss.addEventListener('click', () => {
   clearInterval(state.countdownTimer);

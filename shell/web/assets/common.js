@@ -132,6 +132,31 @@ export function pageLink(page, token) {
   return token ? `${url}?token=${encodeURIComponent(token)}` : url;
 }
 
+/** Copies `text` to the clipboard: the async clipboard where allowed, else a selection copy of
+ *  a temporary field; whether it worked. */
+export async function copyText(text) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch {
+    // Refused (no permission, not focused): fall back below.
+  }
+  const field = el('textarea', { class: 'visually-hidden', 'aria-hidden': 'true', tabindex: '-1' });
+  field.value = text;
+  document.body.append(field);
+  field.select();
+  let copied = false;
+  try {
+    copied = document.execCommand('copy');
+  } catch {
+    copied = false;
+  }
+  field.remove();
+  return copied;
+}
+
 /** The outcome of an API call: `ok`, `status`, the parsed `body` (JSON or text) and, when it
  *  failed, `message` in words (including a rate limit's wait). */
 export async function api(method, path, token) {
@@ -244,9 +269,10 @@ export function appendToLog(log, node, { own = false } = {}) {
  * streamed is a finished bubble of its own. Chunks are rendered at most once per animation
  * frame; the reply's final text is rendered at once when it ends. `finish()` ends a reply cut
  * short (socket closed, panel left, log cleared): the next chunk starts a new bubble.
- * `onStreamStart(node)` is told of each streamed bubble when it is made.
+ * `onStreamStart(node)` is told of each streamed bubble when it is made, `onDone(node)` of each
+ * reply bubble when it is complete (or cut short).
  */
-export function createReplyStream(log, { onStreamStart } = {}) {
+export function createReplyStream(log, { onStreamStart, onDone } = {}) {
   let node = null; // the bubble being streamed
   let pending = 0; // the requested animation frame that renders it (0 when none)
 
@@ -262,7 +288,9 @@ export function createReplyStream(log, { onStreamStart } = {}) {
       render();
     }
     node.dataset.streaming = 'false';
+    const done = node;
     node = null;
+    if (onDone) onDone(done);
   }
 
   function onFrame(frame) {
@@ -272,6 +300,7 @@ export function createReplyStream(log, { onStreamStart } = {}) {
       const done = messageNode('ai', frame.content || '', { timestamp: frame.timestamp });
       done.dataset.streaming = 'false';
       appendToLog(log, done);
+      if (onDone) onDone(done);
       return;
     }
     if (!node) {
@@ -290,8 +319,9 @@ export function createReplyStream(log, { onStreamStart } = {}) {
   return { onFrame, finish };
 }
 
-/** Fills a read-only transcript from the API's message objects. */
-export function renderTranscript(container, messages) {
+/** Fills a read-only transcript from the API's message objects; `names` overrides the sender
+ *  labels (a shared view calls the owner "User", not "You"). */
+export function renderTranscript(container, messages, names = {}) {
   container.replaceChildren();
   if (!messages || messages.length === 0) {
     container.append(messageNode('system', 'No messages.'));
@@ -299,7 +329,7 @@ export function renderTranscript(container, messages) {
   }
   for (const m of messages) {
     const { sender, text } = bubbleOf(m);
-    container.append(messageNode(sender, text, { timestamp: m.timestamp }));
+    container.append(messageNode(sender, text, { name: names[sender], timestamp: m.timestamp }));
   }
 }
 

@@ -1,7 +1,10 @@
-// The admin console: session search with the filters, sorting and paging of PROTOCOL.md §4.6,
-// metrics cards (§4.7 with §10 item 6), a sessions-over-time chart, and taking a session over
-// to chat with its user (§4.8, §10 items 2 and 3). The admin limit is 20 calls a minute by
-// default, so metrics and the chart are fetched only when a search is submitted, not on paging.
+// The admin console as a support inbox (issue 15): the session list on the left — help requests
+// flagged and on top, unread counts, quick filters (needs help, assisted, status), who assists
+// now — refreshed by polling; the selected session's whole transcript on the right (GET {P}/admin/sessions/{id}),
+// where the admin takes it over, chats live with its user and hands it back to the AI (§4.8,
+// §10 items 2 and 3). Metrics sit in one compact row; the chart is folded away. The admin limit
+// is 20 calls a minute by default, so the list is polled every POLL_MS (not faster), and the
+// metrics and the chart are fetched only when a search is submitted.
 
 import {
   $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, createReplyStream, el, formatTime,
@@ -11,6 +14,9 @@ import {
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const CHART_SAMPLE = 1000;
 const BUCKETS = 24;
+// How often the list is re-read while the page is visible. A live push (the fleet bus, later)
+// calls `refreshList` itself; the poll then only catches what a push missed.
+const POLL_MS = 6000;
 
 const ui = {
   error: $('admin-error'),
@@ -19,6 +25,7 @@ const ui = {
   userId: $('f-user-id'),
   status: $('f-status'),
   assisted: $('f-admin-assisted'),
+  help: $('f-help'),
   from: $('f-from'),
   to: $('f-to'),
   sortBy: $('f-sort-by'),
@@ -30,7 +37,13 @@ const ui = {
   pageInfo: $('page-info'),
   chart: $('sessions-chart'),
   metricsWindow: $('metrics-window'),
+  refreshStatus: $('refresh-status'),
+  inbox: document.querySelector('.inbox'),
   panel: $('takeover-panel'),
+  conversationState: $('conversation-state'),
+  panelActions: $('panel-actions'),
+  panelTakeover: $('panel-takeover'),
+  panelClose: $('panel-close'),
   panelHeading: $('takeover-heading'),
   adminConn: $('admin-conn'),
   messages: $('admin-messages'),
@@ -54,7 +67,19 @@ const METRICS = {
 let token = '';
 let offset = 0;
 let pageSize = 20; // the page size of the results shown (Prev/Next move by it and keep it)
+// The session assisted by this admin ('' when none) and its socket.
 const chat = { session: '', ws: null, attempt: 0, timer: 0, leaving: false };
+// The session shown in the conversation panel ('' when none) and what the list last said of it.
+const view = { session: '', detail: null, count: -1 };
+// The summaries of the rows shown, by id.
+let rows = new Map();
+// Per session, the message count this admin has seen: the count when the list first showed it,
+// or when it was last opened. More stored messages than that are shown as unread.
+const seen = new Map();
+let searching = false;
+let lastQuery = ''; // the query of the list shown, which a refresh repeats
+let searchSeq = 0; // the latest search issued; an older answer arriving later is dropped
+let pollPausedUntil = 0;
 // The AI replies shown in the takeover chat (at most one streaming at a time).
 const replies = createReplyStream(ui.messages);
 
@@ -90,6 +115,7 @@ function searchParams(limit) {
   put('user_id', ui.userId.value.trim());
   put('status', ui.status.value);
   put('admin_assisted', ui.assisted.value);
+  put('help_requested', ui.help.value);
   put('start_time_from', rfc3339(ui.from.value));
   put('start_time_to', rfc3339(ui.to.value));
   put('sort_by', ui.sortBy.value);
@@ -99,30 +125,74 @@ function searchParams(limit) {
   return params;
 }
 
+/** Whether a summary is a help request nobody has answered yet (asked, active, never assisted). */
+function needsHelp(s) {
+  return Boolean(s.help_requested && s.is_active && !s.admin_assisted && !s.assisting_admin_name);
+}
+
+/** The page's sessions, those needing help first (otherwise in the server's order). */
+function inboxOrder(sessions) {
+  const flagged = sessions.filter(needsHelp);
+  return flagged.concat(sessions.filter((s) => !needsHelp(s)));
+}
+
 /** Searches at `offset` with `limit` rows a page (the limit field's, unless paging keeps the
- *  page size shown). */
-async function search(limit = fieldLimit()) {
-  const params = searchParams(limit);
-  ui.form.setAttribute('aria-busy', 'true');
+ *  page size shown). `quiet` (a poll) shows no busy state and keeps a failure out of the
+ *  banner when the list is already shown. */
+async function search(limit = fieldLimit(), { quiet = false, query = '' } = {}) {
+  const params = query || searchParams(limit).toString();
+  lastQuery = params;
+  const mine = ++searchSeq;
+  searching = true;
+  if (!quiet) ui.form.setAttribute('aria-busy', 'true');
   const answer = await api('GET', `/admin/sessions?${params}`, token);
+  if (mine !== searchSeq) return;
+  searching = false;
   ui.form.removeAttribute('aria-busy');
   if (!answer.ok) {
-    showError(answer.message);
+    if (answer.status === 429) pollPausedUntil = Date.now() + 60_000;
+    if (!quiet) showError(answer.message);
+    else ui.refreshStatus.textContent = 'Auto-refresh paused: ' + answer.message;
     return;
   }
-  showError('');
-  const sessions = Array.isArray(answer.body?.sessions) ? answer.body.sessions : [];
+  if (!quiet) showError('');
+  const sessions = inboxOrder(Array.isArray(answer.body?.sessions) ? answer.body.sessions : []);
+  rows = new Map(sessions.map((s) => [s.session_id || s.id, s]));
   ui.results.replaceChildren(...sessions.map(resultRow));
   if (sessions.length === 0) {
     ui.results.append(el('tr', {}, el('td', { colspan: '9', class: 'muted' }, 'No sessions match.')));
   }
   pageSize = Number(answer.body?.limit) || limit;
   const page = Math.floor(offset / pageSize) + 1;
-  ui.pageInfo.textContent = sessions.length
+  const waiting = sessions.filter(needsHelp).length;
+  ui.pageInfo.textContent = (sessions.length
     ? `Page ${page}: sessions ${offset + 1}–${offset + sessions.length}`
-    : `Page ${page}: no sessions`;
+    : `Page ${page}: no sessions`) + (waiting ? ` · ${waiting} waiting for help` : '');
   ui.prev.disabled = offset <= 0;
   ui.next.disabled = sessions.length < pageSize;
+  ui.refreshStatus.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  // The open conversation follows the list: re-read it when it changed and nobody chats live.
+  const shown = rows.get(view.session);
+  if (shown && view.session !== chat.session && shown.message_count !== view.count) {
+    await loadConversation(view.session);
+  } else if (shown && view.detail) {
+    view.detail = { ...view.detail, assisting_admin_name: shown.assisting_admin_name || '', is_active: shown.is_active };
+    showConversationState();
+  }
+}
+
+/** Re-reads the list as it is shown (filters, page). Called by the poll; a live push calls it
+ *  too. */
+export async function refreshList() {
+  if (!token || searching || !lastQuery) return;
+  await search(pageSize, { quiet: true, query: lastQuery });
+}
+
+function startPolling() {
+  setInterval(() => {
+    if (document.visibilityState !== 'visible' || Date.now() < pollPausedUntil) return;
+    refreshList();
+  }, POLL_MS);
 }
 
 /** Shows the page `delta` pages after (or before) the one shown, with the same page size. */
@@ -133,19 +203,39 @@ function goPage(delta) {
 
 function resultRow(s) {
   const id = s.session_id || s.id;
-  const tr = el('tr', { class: 'session-row', 'data-session-id': id });
-  const takeover = el('button', { type: 'button', class: 'takeover', 'aria-label': `Take over session ${id}`, disabled: !s.is_active }, 'Take over');
+  const held = s.assisting_admin_name || '';
+  const flagged = needsHelp(s);
+  const tr = el('tr', {
+    class: `session-row${flagged ? ' needs-help' : ''}${id === view.session ? ' selected' : ''}`,
+    'data-session-id': id,
+    'data-help': s.help_requested ? 'true' : 'false',
+  });
+  const open = el('button', { type: 'button', class: 'open-session secondary', 'aria-label': `Open session ${id}` }, 'Open');
+  open.addEventListener('click', () => openConversation(id));
+  const takeover = el('button', {
+    type: 'button', class: 'takeover', 'aria-label': `Take over session ${id}`,
+    disabled: !s.is_active || Boolean(held),
+    title: held ? `Assisted by ${held}` : undefined,
+  }, 'Take over');
   takeover.addEventListener('click', () => takeOver(id));
+  const count = Number(s.message_count ?? 0);
+  if (!seen.has(id)) seen.set(id, count);
+  const unread = id === view.session ? 0 : count - seen.get(id);
+  const sessionCell = el('td', { class: 'mono', 'data-label': 'Session' });
+  if (unread > 0) sessionCell.append(el('span', { class: 'badge unread-badge', title: `${unread} messages since you last looked` }, `${unread} new`), ' ');
+  if (flagged) sessionCell.append(el('span', { class: 'badge help-badge' }, 'Needs help'), ' ');
+  else if (s.help_requested) sessionCell.append(el('span', { class: 'badge muted-badge' }, 'Asked for help'), ' ');
+  sessionCell.append(el('span', { class: 'session-id' }, id));
   tr.append(
-    el('td', { class: 'mono', 'data-label': 'Session' }, id),
+    sessionCell,
     el('td', { 'data-label': 'User' }, s.user_id || ''),
     el('td', { 'data-label': 'Name' }, s.name || ''),
     el('td', { 'data-label': 'Started' }, formatTime(s.start_time)),
     el('td', { class: 'status', 'data-label': 'Status' }, s.is_active ? 'Active' : 'Ended'),
     el('td', { 'data-label': 'Messages' }, String(s.message_count ?? 0)),
     el('td', { 'data-label': 'Tokens' }, String(s.total_tokens ?? 0)),
-    el('td', { 'data-label': 'Assisted by' }, s.admin_assisted ? s.assisting_admin_name || 'yes' : ''),
-    el('td', { class: 'actions', 'data-label': 'Action' }, takeover),
+    el('td', { class: 'assisted-by', 'data-label': 'Assisted by' }, held || (s.admin_assisted ? 'Earlier' : '')),
+    el('td', { class: 'actions', 'data-label': 'Action' }, open, takeover),
   );
   return tr;
 }
@@ -248,10 +338,87 @@ function drawChart(counts, start, span) {
   ui.chart.replaceChildren(root);
 }
 
-// ---- Takeover chat ---------------------------------------------------------------------------
+
+// ---- Conversation panel and takeover ----------------------------------------------------------
+
+const NAMES = { user: 'User', ai: 'Assistant', admin: 'Administrator' };
+
+function showPanel(show) {
+  ui.panel.hidden = !show;
+  ui.inbox.classList.toggle('with-conversation', show);
+  for (const tr of ui.results.querySelectorAll('tr.session-row')) {
+    tr.classList.toggle('selected', show && tr.dataset.sessionId === view.session);
+  }
+}
+
+/** The panel's state line and buttons for the session shown. */
+function showConversationState() {
+  const d = view.detail;
+  if (!d) return;
+  const mine = chat.session === view.session;
+  const parts = [`User ${d.user_id || '?'}`, d.is_active ? 'active' : 'ended'];
+  if (d.help_requested) parts.push('asked for help');
+  if (mine) parts.push('you are assisting');
+  else if (d.assisting_admin_name) parts.push(`assisted by ${d.assisting_admin_name}`);
+  else if (d.admin_assisted) parts.push('assisted earlier');
+  ui.conversationState.textContent = parts.join(' · ');
+  ui.panelActions.hidden = mine;
+  ui.composer.hidden = !mine;
+  ui.panelTakeover.disabled = !d.is_active || Boolean(d.assisting_admin_name && !mine);
+}
+
+/** Reads session `id` (GET {P}/admin/sessions/{id}) and shows its whole transcript in the
+ *  panel; false when it could not be read. */
+async function loadConversation(id) {
+  const answer = await api('GET', `/admin/sessions/${encodeURIComponent(id)}`, token);
+  if (!answer.ok) {
+    showError(answer.message);
+    return false;
+  }
+  if (view.session !== id) return false; // another session was opened meanwhile
+  const d = answer.body || {};
+  view.detail = d;
+  const messages = Array.isArray(d.messages) ? d.messages : [];
+  view.count = messages.length;
+  seen.set(id, Math.max(messages.length, Number(rows.get(id)?.message_count ?? 0)));
+  const badge = ui.results.querySelector(`tr.session-row[data-session-id="${CSS.escape(id)}"] .unread-badge`);
+  if (badge) badge.remove();
+  replies.finish();
+  const nodes = messages.map((m) => {
+    const { sender, text } = bubbleOf(m);
+    const node = messageNode(sender, text, { name: NAMES[sender], timestamp: m.timestamp });
+    if (sender === 'ai') node.dataset.streaming = 'false';
+    return node;
+  });
+  if (nodes.length === 0) nodes.push(messageNode('system', 'No messages yet.'));
+  ui.messages.replaceChildren(...nodes);
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  ui.panelHeading.textContent = d.name ? `Conversation: ${d.name}` : 'Conversation';
+  showConversationState();
+  return true;
+}
+
+/** Shows session `id` in the panel (the one being assisted stays assisted). */
+async function openConversation(id) {
+  if (chat.session && chat.session !== id) {
+    // One panel: opening another session hands the assisted one back first.
+    if (!window.confirm('Hand the session you are assisting back to the AI and open this one?')) return;
+    await leave();
+  }
+  view.session = id;
+  view.detail = null;
+  showError('');
+  if (await loadConversation(id)) {
+    showPanel(true);
+    ui.messages.focus(); // also brings the panel into view where it sits below the list
+  }
+}
 
 async function takeOver(id) {
-  if (chat.session && chat.session !== id) await leave();
+  if (chat.session && chat.session !== id) {
+    if (!window.confirm('Hand the session you are assisting back to the AI and take this one over?')) return;
+    await leave();
+  }
   const answer = await api('POST', `/admin/takeover/${encodeURIComponent(id)}`, token);
   if (!answer.ok) {
     showError(answer.message);
@@ -261,17 +428,21 @@ async function takeOver(id) {
   chat.session = id;
   chat.leaving = false;
   chat.attempt = 0;
-  replies.finish();
-  ui.messages.replaceChildren(messageNode('system', `You joined session ${id}. The user sees that you are assisting.`));
-  ui.panelHeading.textContent = `Assisting session ${id}`;
-  ui.panel.hidden = false;
+  view.session = id;
+  // The whole conversation so far, then the live one.
+  await loadConversation(id);
+  appendAdmin(messageNode('system', 'You joined this session. The user sees that you are assisting.'));
+  showConversationState();
+  showPanel(true);
   connectAdmin();
   ui.input.focus();
+  refreshList();
 }
 
 function setConn(stateName, text) {
   ui.adminConn.dataset.state = stateName;
   ui.adminConn.textContent = text;
+  ui.adminConn.hidden = stateName === 'closed'; // only while this admin chats live
   ui.send.disabled = stateName !== 'open';
 }
 
@@ -290,7 +461,7 @@ function connectAdmin() {
     chat.ws = null;
     replies.finish(); // a reply cut by the close will not go on on the next socket
     if (chat.leaving || !chat.session) {
-      setConn('closed', 'Disconnected');
+      setConn('closed', '');
       return;
     }
     const delay = backoffDelay(chat.attempt);
@@ -318,7 +489,10 @@ function onAdminFrame(frame) {
       replies.onFrame(frame);
       break;
     case 'admin_leave':
-      closePanel();
+      // Cleared (here or by another admin): the conversation stays shown, read-only.
+      endAssist();
+      appendAdmin(messageNode('system', frame.content || 'The session was handed back to the AI.'));
+      refreshList();
       break;
     case 'error': {
       const message = String(frame.error?.message || 'Something went wrong.');
@@ -331,7 +505,8 @@ function onAdminFrame(frame) {
   }
 }
 
-function closePanel() {
+/** Stops assisting on this page: closes the socket; the panel stays, read-only. */
+function endAssist() {
   chat.leaving = true;
   chat.session = '';
   clearTimeout(chat.timer);
@@ -341,10 +516,12 @@ function closePanel() {
     chat.ws = null;
     ws.close();
   }
-  ui.panel.hidden = true;
   setConn('closed', '');
+  if (view.detail) view.detail = { ...view.detail, assisting_admin_name: '', admin_assisted: true };
+  showConversationState();
 }
 
+/** Hands the assisted session back to the AI. */
 async function leave() {
   const id = chat.session;
   if (!id) return;
@@ -354,7 +531,9 @@ async function leave() {
   if (!answer.ok && !sendFrame(chat.ws, { type: 'admin_leave', session_id: id, sender: 'admin' })) {
     showError(answer.message);
   }
-  closePanel();
+  endAssist();
+  appendAdmin(messageNode('system', 'You handed the session back to the AI.'));
+  refreshList();
 }
 
 ui.composer.addEventListener('submit', (event) => {
@@ -370,6 +549,15 @@ ui.composer.addEventListener('submit', (event) => {
 submitOnEnter(ui.input, ui.composer);
 
 ui.leave.addEventListener('click', () => leave());
+ui.panelTakeover.addEventListener('click', () => view.session && takeOver(view.session));
+ui.panelClose.addEventListener('click', () => {
+  // What was on screen counts as read, the admin's own live lines included.
+  const shown = rows.get(view.session);
+  if (shown) seen.set(view.session, Number(shown.message_count ?? 0));
+  view.session = '';
+  view.detail = null;
+  showPanel(false);
+});
 
 ui.form.addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -397,3 +585,6 @@ tokens.start({
   showForm: () => form.show(),
   noToken: () => showError('No token: open this page with ?token=<admin JWT>.'),
 });
+// On a phone the extra filters start folded, so the list comes sooner.
+if (window.matchMedia('(max-width: 40rem)').matches) $('more-filters').open = false;
+startPolling();

@@ -1,9 +1,10 @@
 // The "my sessions" page: the caller's sessions (GET {P}/sessions), a read-only transcript
-// (GET {P}/sessions/{id}), a share link (POST {P}/sessions/{id}/share) and ending a session
+// (GET {P}/sessions/{id}), a share link (POST {P}/sessions/{id}/share) and its revocation
+// (DELETE {P}/sessions/{id}/share, issue 15), and ending a session after a confirmation
 // (POST {P}/sessions/{id}/end). PROTOCOL.md §4.1–§4.4.
 
 import {
-  $, TokenSource, api, apiBase, el, formatTime, pageLink, renderTranscript, wireTokenForm,
+  $, TokenSource, api, apiBase, copyText, el, formatTime, pageLink, renderTranscript, wireTokenForm,
 } from './common.js';
 
 const ui = {
@@ -16,6 +17,7 @@ const ui = {
   sharePanel: $('share-panel'),
   shareLink: $('share-link'),
   copy: $('copy-share'),
+  revoke: $('revoke-share'),
   shareStatus: $('share-status'),
   transcriptPanel: $('transcript-panel'),
   transcriptHeading: $('transcript-heading'),
@@ -24,6 +26,7 @@ const ui = {
 };
 
 let token = '';
+let sharedId = ''; // the session whose link the share panel shows
 
 function showError(message) {
   ui.errorText.textContent = message;
@@ -49,7 +52,7 @@ function row(session) {
   const end = el('button', { type: 'button', class: 'end-session danger', 'aria-label': `End ${name}`, disabled: !session.is_active }, 'End');
   open.addEventListener('click', () => openSession(id, name));
   share.addEventListener('click', () => shareSession(id));
-  end.addEventListener('click', () => endSession(id, tr, end));
+  end.addEventListener('click', () => endSession(id, name, tr, end));
   tr.append(el('td', { class: 'actions', 'data-label': 'Actions' }, open, share, end));
   return tr;
 }
@@ -88,6 +91,9 @@ async function shareSession(id) {
   }
   showError('');
   const shareToken = answer.body?.share_token || '';
+  sharedId = id;
+  ui.revoke.disabled = false;
+  ui.copy.disabled = false;
   ui.shareLink.value = `${location.origin}${apiBase()}/view/${encodeURIComponent(shareToken)}`;
   ui.shareStatus.textContent = '';
   ui.sharePanel.hidden = false;
@@ -95,7 +101,24 @@ async function shareSession(id) {
   ui.shareLink.select();
 }
 
-async function endSession(id, tr, button) {
+/** Revokes the link shown: the old link stops working; sharing again makes a new one. */
+async function revokeShare() {
+  if (!sharedId) return;
+  const answer = await api('DELETE', `/sessions/${encodeURIComponent(sharedId)}/share`, token);
+  if (!answer.ok) {
+    showError(answer.message);
+    return;
+  }
+  showError('');
+  sharedId = '';
+  ui.shareLink.value = '';
+  ui.revoke.disabled = true;
+  ui.copy.disabled = true;
+  ui.shareStatus.textContent = 'Link revoked: it no longer works. Share again for a new link.';
+}
+
+async function endSession(id, name, tr, button) {
+  if (!window.confirm(`End "${name}"? It can no longer be continued.`)) return;
   button.disabled = true;
   const answer = await api('POST', `/sessions/${encodeURIComponent(id)}/end`, token);
   if (!answer.ok) {
@@ -112,28 +135,15 @@ async function endSession(id, tr, button) {
 }
 
 ui.copy.addEventListener('click', async () => {
-  const text = ui.shareLink.value;
-  let copied = false;
-  try {
-    if (navigator.clipboard && window.isSecureContext) {
-      await navigator.clipboard.writeText(text);
-      copied = true;
-    }
-  } catch {
-    copied = false;
-  }
+  const copied = await copyText(ui.shareLink.value);
   if (!copied) {
-    // Without the async clipboard (plain http, some WebViews) fall back to a selection copy.
     ui.shareLink.focus();
     ui.shareLink.select();
-    try {
-      copied = document.execCommand('copy');
-    } catch {
-      copied = false;
-    }
   }
   ui.shareStatus.textContent = copied ? 'Copied' : 'Selected: press Ctrl+C (or Cmd+C) to copy';
 });
+
+ui.revoke.addEventListener('click', revokeShare);
 
 ui.refresh.addEventListener('click', load);
 

@@ -21,7 +21,8 @@ async function load() {
   const title = answer.body?.name || 'Shared conversation';
   name.textContent = title;
   document.title = title;
-  renderTranscript(transcript, answer.body?.messages);
+  // The reader is not the owner: the owner's lines are the user's, not "You".
+  renderTranscript(transcript, answer.body?.messages, { user: 'User' });
 }
 
 load();

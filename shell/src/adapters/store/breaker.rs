@@ -134,6 +134,10 @@ impl SessionStore for BreakerStore {
         self.guarded("set_share_token", self.inner.set_share_token(session_id, token)).await
     }
 
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        self.guarded("clear_share_token", self.inner.clear_share_token(session_id)).await
+    }
+
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
         self.guarded("search", self.inner.search(query)).await
     }

@@ -207,6 +207,13 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    /// Drops the token from the row and from the `share_tokens` index in one write transaction.
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run_write("clear_share_token", move |txn| ops::clear_share_token(txn, &session_id))
+            .await
+    }
+
     /// Scans every session row in one read transaction (O(sessions); there is no secondary
     /// index for the filters), sorting on the rows alone (the message count is the row's
     /// `next_seq`), then loads messages only for the returned page.

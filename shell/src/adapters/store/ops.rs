@@ -185,7 +185,8 @@ fn apply_fields(row: &mut SessionRow, patch: &SessionPatch) {
         row.model_id.clone_from(model_id);
     }
     if let Some((assisted, admin_id, admin_name)) = assistance {
-        row.admin_assisted = *assisted;
+        // Only ever raised: it records that the session was assisted at some point.
+        row.admin_assisted |= *assisted;
         row.assisting_admin_id.clone_from(admin_id);
         row.assisting_admin_name.clone_from(admin_name);
     }
@@ -331,6 +332,25 @@ pub(super) fn set_share_token(
     Ok(Write::Commit(Some(token.to_owned())))
 }
 
+/// Removes the session's share token from its row and from the token index (issue 15);
+/// `None` for an unknown session, `Some(())` whether or not it had a token.
+pub(super) fn clear_share_token(
+    txn: &WriteTransaction,
+    session_id: &str,
+) -> Result<Write<Option<()>>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let Some(mut row) = read_row(&sessions, session_id)? else {
+        return Ok(Write::Discard(None));
+    };
+    let Some(token) = row.share_token.take() else {
+        return Ok(Write::Discard(Some(())));
+    };
+    let mut tokens = txn.open_table(SHARE_TOKENS).map_err(redb_error)?;
+    tokens.remove(token.as_str()).map_err(redb_error)?;
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(Some(())))
+}
+
 /// Every session row, decoded, with its id (one pass over the `sessions` table).
 fn all_rows(
     sessions: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -353,6 +373,7 @@ fn row_key<'a>(id: &'a str, row: &'a SessionRow) -> SearchKey<'a> {
         started: row.started,
         ended: row.ended,
         admin_assisted: row.admin_assisted,
+        help_requested: row.help_requested,
         message_count: row.next_seq,
         total_tokens: row.total_tokens,
     }

@@ -79,7 +79,7 @@ impl SessionStore for MemoryStore {
             doc.model_id = model.clone();
         }
         if let Some((assisted, id, name)) = &patch.assistance {
-            doc.admin_assisted = *assisted;
+            doc.admin_assisted |= *assisted;
             doc.assisting_admin_id = id.clone();
             doc.assisting_admin_name = name.clone();
         }
@@ -151,6 +151,10 @@ impl SessionStore for MemoryStore {
         let doc = docs.get_mut(session_id).ok_or_else(missing)?;
         doc.share_token = Some(token.to_string());
         Ok(Some(token.to_string()))
+    }
+
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        Ok(self.docs().get_mut(session_id).map(|doc| doc.share_token = None))
     }
 
     /// A scan of every document, with the port's shared filter and order.

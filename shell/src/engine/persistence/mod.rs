@@ -334,6 +334,11 @@ impl Persistence {
         self.with_retry("set_share_token", || self.store.set_share_token(id, token)).await
     }
 
+    /// Clears session `id`'s share token (retried); `None` when the session is unknown.
+    pub async fn clear_share_token(&self, id: &str) -> Result<Option<()>, StoreError> {
+        self.with_retry("clear_share_token", || self.store.clear_share_token(id)).await
+    }
+
     /// The session shared under `token` (retried).
     pub async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
         self.with_retry("find_by_share_token", || self.store.find_by_share_token(token)).await

@@ -372,7 +372,10 @@ impl SessionStore for MongoStore {
                 set.insert(field::MODEL_ID, model_id);
             }
             if let Some((assisted, admin_id, admin_name)) = assistance {
-                set.insert(field::ADMIN_ASSISTED, *assisted);
+                // Only ever raised: it records that the session was assisted at some point.
+                if *assisted {
+                    set.insert(field::ADMIN_ASSISTED, true);
+                }
                 for (key, value) in [
                     (field::ASSISTING_ADMIN_ID, admin_id),
                     (field::ASSISTING_ADMIN_NAME, admin_name),
@@ -582,6 +585,20 @@ impl SessionStore for MongoStore {
                     "mongo store: corrupt session {session_id}: field shareToken is not a string"
                 ))),
             }
+        })
+        .await
+    }
+
+    /// `$unset` of `shareToken` (the sparse unique index drops the entry with it).
+    async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
+        observe("clear_share_token", async {
+            let update = doc! { "$unset": { field::SHARE_TOKEN: "" }, "$currentDate": touch() };
+            let result = self
+                .sessions
+                .update_one(doc! { field::ID: session_id }, update)
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok((result.matched_count > 0).then_some(()))
         })
         .await
     }

@@ -111,6 +111,15 @@ pub(super) fn search_filter(query: &AdminSessionQuery) -> Document {
         }
         None => {}
     }
+    match query.help_requested {
+        Some(true) => {
+            filter.insert(field::HELP_REQUESTED, true);
+        }
+        Some(false) => {
+            filter.insert(field::HELP_REQUESTED, doc! { "$ne": true });
+        }
+        None => {}
+    }
     let mut started = Document::new();
     if let Some(from) = query.start_time_from {
         started.insert("$gte", date(ceil_millis(from)));
