@@ -57,7 +57,12 @@ mod tests {
         // The admin's socket was bound by the frame and is unbound again after the farewell.
         h.until(&mut admin, is_type("admin_leave")).await;
         h.until(&mut user, is_type("admin_leave")).await;
-        assert!(h.store.snapshot().iter().any(|d| d.id == session && !d.admin_assisted));
+        // Who assists is cleared; `adminAssisted` keeps saying the session was assisted (issue 15).
+        assert!(h
+            .store
+            .snapshot()
+            .iter()
+            .any(|d| d.id == session && d.assisting_admin_id.is_empty() && d.admin_assisted));
         assert_eq!(h.engine.delivery.bound(admin.ctx.id), None);
     }
 }
