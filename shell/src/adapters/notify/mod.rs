@@ -102,6 +102,17 @@ mod tests {
         assert!(text.contains("SmtpNotifier") && text.contains("WebhookNotifier"), "{text}");
         assert!(!text.contains("secret-token"), "webhook path must not be shown: {text}");
 
+        let mut sms = alerts();
+        sms.admin_phones = vec!["+15550001".into()];
+        sms.sms = Some(chatbox_core::config::SmsConfig {
+            account_sid: "AC1".into(),
+            auth_token: Secret::new("sms-token-secret", Origin::Env),
+            from_number: "+15550000".into(),
+            api_base_url: "https://api.twilio.com".into(),
+        });
+        let text = debug(&sms);
+        assert!(text.contains("SmsNotifier") && !text.contains("sms-token-secret"), "{text}");
+
         let mut bad_sender = both.clone();
         bad_sender.smtp = Some(SmtpConfig { from: "not an address".into(), ..smtp() });
         let text = debug(&bad_sender);
