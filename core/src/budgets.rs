@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::retry::{Jitter, RetryPolicy};
+
 // ---- WebSocket -------------------------------------------------------------------------------
 
 /// How long the close frame of a kicked or force-closed connection may take before the socket
@@ -104,6 +106,22 @@ pub const SMTP_SEND_BUDGET: Duration = Duration::from_secs(30);
 
 /// Budget of one webhook call (connect, send, response headers).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Budget of one SMS API call (connect, send, response).
+pub const SMS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Retries of one SMS to one phone on 429 / 5xx / transport errors: 3 attempts, 1 s, ×2, 10 s
+/// cap — an alert is worth a few seconds, not minutes.
+pub const SMS_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    initial_delay: Duration::from_secs(1),
+    multiplier: 2.0,
+    max_delay: Duration::from_secs(10),
+    jitter: Jitter::None,
+};
+
+/// The longest `Retry-After` an SMS retry waits for; a longer hint gives up instead.
+pub const SMS_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 
 // ---- Process ---------------------------------------------------------------------------------
 

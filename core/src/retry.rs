@@ -174,6 +174,23 @@ impl Retry {
     }
 }
 
+/// The wait before the next attempt when the server answered with `Retry-After: header`
+/// (RFC 9110 §10.2.3, delta-seconds form): the server's hint when it parses, else `scheduled`.
+/// `None` when the hint exceeds `cap` (waiting that long is not worth it: give up). The HTTP-date
+/// form is not read (core has no clock) and falls back to the schedule.
+pub fn retry_after_delay(
+    header: Option<&str>,
+    scheduled: Duration,
+    cap: Duration,
+) -> Option<Duration> {
+    let hint = header.and_then(|text| text.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    match hint {
+        Some(wait) if wait > cap => None,
+        Some(wait) => Some(wait),
+        None => Some(scheduled),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +211,36 @@ mod tests {
             r.on_failure(ErrorClass::Transient, Instant::ZERO),
             RetryDecision::GiveUp(GiveUpReason::Exhausted)
         );
+    }
+
+    #[test]
+    fn retry_after_hint_wins_when_it_parses_and_fits_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_after_delay(Some(" 3 "), s(1), s(30)), Some(s(3)));
+        assert_eq!(retry_after_delay(Some("0"), s(1), s(30)), Some(s(0)));
+        assert_eq!(retry_after_delay(Some("31"), s(1), s(30)), None);
+        assert_eq!(
+            retry_after_delay(Some("Wed, 21 Oct 2026 07:28:00 GMT"), s(1), s(30)),
+            Some(s(1))
+        );
+        assert_eq!(retry_after_delay(None, s(2), s(30)), Some(s(2)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_exceeds_the_cap_or_invents_a_wait(
+            header in proptest::option::of(".{0,12}"),
+            scheduled_ms in 0u64..60_000,
+            cap_ms in 0u64..60_000,
+        ) {
+            let scheduled = Duration::from_millis(scheduled_ms);
+            let cap = Duration::from_millis(cap_ms);
+            match retry_after_delay(header.as_deref(), scheduled, cap) {
+                Some(wait) if wait != scheduled => proptest::prop_assert!(wait <= cap),
+                Some(_) => {}
+                None => proptest::prop_assert!(header.is_some()),
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`mongo`] — a real MongoDB-compatible server (SecantusDB) for the store tests, and the
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
+//! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
 //! - [`upstream`] — a scripted upstream LLM server (OpenAI, Anthropic and Dify dialects) for
 //!   the integration tests and the load generator.
 
@@ -18,5 +19,7 @@ pub mod harness;
 pub mod http;
 #[cfg(not(madsim))]
 pub mod mongo;
+#[cfg(not(madsim))]
+pub mod twilio;
 #[cfg(not(madsim))]
 pub mod upstream;

@@ -135,6 +135,15 @@ pub enum ConfigError {
         /// The setting that requires it.
         because: SettingName,
     },
+    /// A feature whose settings are only partly given (e.g. SMS alerts with an account id but no
+    /// token): every missing setting is named.
+    #[error("{feature} partially configured: missing {}", names_text(missing))]
+    Incomplete {
+        /// What the settings turn on, e.g. `SMS alerts`.
+        feature: &'static str,
+        /// Every setting still needed.
+        missing: Vec<SettingName>,
+    },
     /// No LLM provider is configured (§7.1).
     #[error(
         "no LLM provider configured: add [[llm.providers]] entries to the file or set \
@@ -204,6 +213,7 @@ impl ConfigError {
             | Self::Empty { setting }
             | Self::InvalidUrl { setting, .. } => vec![setting.env],
             Self::Relation { setting, other, .. } => vec![setting.env, other.env],
+            Self::Incomplete { missing, .. } => missing.iter().map(|s| s.env).collect(),
             Self::Required { setting, because } => vec![setting.env, because.env],
             Self::FileSyntax { .. }
             | Self::NoProviders
@@ -214,6 +224,11 @@ impl ConfigError {
             | Self::ProviderDuplicateId { .. } => Vec::new(),
         }
     }
+}
+
+/// `A / a.key, B / b.key`.
+fn names_text(names: &[SettingName]) -> String {
+    names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// How two settings must compare, in [`ConfigError::Relation`].

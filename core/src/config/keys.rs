@@ -153,6 +153,7 @@ pub(crate) const SMTP_TLS: SettingName = name("SMTP_TLS", "mail.smtp.tls");
 pub(crate) const SMS_ACCOUNT_SID: SettingName = name("SMS_ACCOUNT_SID", "sms.accountSID");
 pub(crate) const SMS_AUTH_TOKEN: SettingName = name("SMS_AUTH_TOKEN", "sms.authToken");
 pub(crate) const SMS_FROM_NUMBER: SettingName = name("SMS_FROM_NUMBER", "sms.fromNumber");
+pub(crate) const SMS_API_BASE_URL: SettingName = name("SMS_API_BASE_URL", "sms.apiBaseURL");
 
 // Logging.
 pub(crate) const LOG_LEVEL: SettingName = name("LOG_LEVEL", "log.level");

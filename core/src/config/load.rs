@@ -16,6 +16,7 @@ use super::model::{
     LogFormat, MongoConfig, RateConfig, RateLimit, ServerConfig, SessionConfig, SmsConfig,
     SmtpConfig, SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig,
     MONGO_CONNECT_TIMEOUT_DEFAULT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT,
+    SMS_API_BASE_URL_DEFAULT,
 };
 use super::providers;
 use super::read::{describe, unsigned, Reader};
@@ -329,18 +330,10 @@ fn read_alerts(r: &mut Reader<'_>) -> AlertConfig {
     let account_sid = r.text(keys::SMS_ACCOUNT_SID, "");
     let auth_token = r.secret(keys::SMS_AUTH_TOKEN);
     let from_number = r.text(keys::SMS_FROM_NUMBER, "");
-    let sms = match (account_sid.is_empty(), auth_token.is_empty()) {
-        (false, false) => Some(SmsConfig { account_sid, auth_token, from_number }),
-        (true, true) => None,
-        _ => {
-            r.warnings.push(format!(
-                "SMS is off: {} and {} are both needed",
-                keys::SMS_ACCOUNT_SID,
-                keys::SMS_AUTH_TOKEN
-            ));
-            None
-        }
-    };
+    let api_base_url = r.text(keys::SMS_API_BASE_URL, SMS_API_BASE_URL_DEFAULT);
+    // Any of the three turns SMS on; validation then names whatever else is missing.
+    let sms = (!account_sid.is_empty() || !auth_token.is_empty() || !from_number.is_empty())
+        .then_some(SmsConfig { account_sid, auth_token, from_number, api_base_url });
     AlertConfig {
         admin_emails,
         admin_phones: r.list(keys::ADMIN_PHONES, &[]),

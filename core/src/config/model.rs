@@ -386,8 +386,9 @@ pub struct AlertConfig {
     pub webhook_url: Option<String>,
     /// SMTP delivery, present when `SMTP_HOST` is set.
     pub smtp: Option<SmtpConfig>,
-    /// SMS credentials, present when both `SMS_ACCOUNT_SID` and `SMS_AUTH_TOKEN` are set (kept,
-    /// not used by the rebuild).
+    /// SMS delivery through a Twilio-compatible API, present when any of `SMS_ACCOUNT_SID`,
+    /// `SMS_AUTH_TOKEN`, `SMS_FROM_NUMBER` is set (validation then requires all of them and
+    /// `ADMIN_PHONES`).
     pub sms: Option<SmsConfig>,
 }
 
@@ -419,7 +420,10 @@ pub enum SmtpTls {
     Tls,
 }
 
-/// SMS credentials (Twilio-style), kept from the original's configuration.
+/// The default `SMS_API_BASE_URL`: Twilio's REST API.
+pub const SMS_API_BASE_URL_DEFAULT: &str = "https://api.twilio.com";
+
+/// SMS delivery of help alerts through a Twilio-compatible REST API (the original's path).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmsConfig {
     /// Account id (`SMS_ACCOUNT_SID`).
@@ -428,6 +432,9 @@ pub struct SmsConfig {
     pub auth_token: Secret,
     /// Sender number (`SMS_FROM_NUMBER`, file `sms.fromNumber`).
     pub from_number: String,
+    /// Base URL of the API (`SMS_API_BASE_URL`), default [`SMS_API_BASE_URL_DEFAULT`]; messages
+    /// go to `{base}/2010-04-01/Accounts/{sid}/Messages.json`.
+    pub api_base_url: String,
 }
 
 /// Logging.
@@ -623,6 +630,7 @@ mod tests {
             account_sid: "AC1".into(),
             auth_token: Secret::new("sms-token-xyz", Origin::Env),
             from_number: "+1555".into(),
+            api_base_url: SMS_API_BASE_URL_DEFAULT.into(),
         });
         config.storage.backend = StoreConfig::Mongo(MongoConfig {
             uri: Secret::new("mongodb://u:dbpass-777@h/chat", Origin::Env),

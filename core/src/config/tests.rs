@@ -493,16 +493,53 @@ fn smtp_and_sms() {
         ("SMTP_TLS", "TLS"),
         ("SMS_ACCOUNT_SID", "AC123"),
     ]);
-    let loaded = loaded(&env, None);
+    let without_sms: BTreeMap<_, _> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("SMS_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let loaded = loaded(&without_sms, None);
     let smtp = loaded.config.alerts.smtp.as_ref().unwrap();
     assert_eq!((smtp.port, smtp.tls), (587, SmtpTls::Tls));
     assert_eq!(loaded.config.alerts.sms, None);
-    assert!(loaded.warnings.iter().any(|w| w.contains("SMS is off")));
+    assert_eq!(
+        settings_of(&refused(&env, None)),
+        [["SMS_AUTH_TOKEN", "SMS_FROM_NUMBER", "ADMIN_PHONES"]]
+    );
 
     let errors = refused(&minimal(&[("SMTP_HOST", "smtp.example.org")]), None);
     assert_eq!(settings_of(&errors), [["SMTP_FROM", "SMTP_HOST"]]);
     let errors = refused(&minimal(&[("SMTP_TLS", "ssl")]), None);
     assert_eq!(settings_of(&errors), [["SMTP_TLS"]]);
+}
+
+#[test]
+fn sms_needs_every_setting_and_an_http_base_url() {
+    let full = [
+        ("SMS_ACCOUNT_SID", "AC123"),
+        ("SMS_AUTH_TOKEN", "sms-token"),
+        ("SMS_FROM_NUMBER", "+15550000"),
+        ("ADMIN_PHONES", "+15550001, +15550002"),
+    ];
+    let sms = loaded(&minimal(&full), None).config.alerts.sms.expect("SMS on");
+    assert_eq!(sms.api_base_url, "https://api.twilio.com");
+    assert_eq!((sms.account_sid.as_str(), sms.from_number.as_str()), ("AC123", "+15550000"));
+
+    let errors = refused(&minimal(&[("SMS_AUTH_TOKEN", "sms-token")]), None);
+    assert_eq!(settings_of(&errors), [["SMS_ACCOUNT_SID", "SMS_FROM_NUMBER", "ADMIN_PHONES"]]);
+    let report = ConfigErrors(errors).to_string();
+    assert!(
+        report.contains("SMS alerts partially configured: missing SMS_ACCOUNT_SID"),
+        "{report}"
+    );
+    assert!(!report.contains("sms-token"), "{report}");
+
+    let mut bad_base = full.to_vec();
+    bad_base.push(("SMS_API_BASE_URL", "ftp://api.example"));
+    assert_eq!(settings_of(&refused(&minimal(&bad_base), None)), [["SMS_API_BASE_URL"]]);
+
+    let phones_only = loaded(&minimal(&[("ADMIN_PHONES", "+1")]), None);
+    assert_eq!(phones_only.config.alerts.sms, None, "recipients alone do not turn SMS on");
 }
 
 #[test]
@@ -561,6 +598,8 @@ fn loaded_config_debug_shows_no_secret() {
         ("SMTP_PASSWORD", "smtp-hunter2"),
         ("SMS_ACCOUNT_SID", "AC1"),
         ("SMS_AUTH_TOKEN", "sms-hunter3"),
+        ("SMS_FROM_NUMBER", "+15550000"),
+        ("ADMIN_PHONES", "+15550001"),
         ("LLM_PROVIDER_2_ID", "gpt"),
         ("LLM_PROVIDER_2_NAME", "GPT"),
         ("LLM_PROVIDER_2_TYPE", "openai"),

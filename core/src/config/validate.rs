@@ -85,6 +85,13 @@ impl Config {
                 warnings.push(format!("{} has no credentials", keys::MONGO_URI));
             }
         }
+        if self.alerts.sms.is_none() && !self.alerts.admin_phones.is_empty() {
+            warnings.push(format!(
+                "{} is set but {} is not: SMS alerts are off",
+                keys::ADMIN_PHONES,
+                keys::SMS_ACCOUNT_SID
+            ));
+        }
         if self.alerts.smtp.as_ref().is_some_and(|smtp| smtp.tls == SmtpTls::None) {
             warnings.push(format!("{} is none: alert emails are sent unencrypted", keys::SMTP_TLS));
         }
@@ -251,6 +258,26 @@ impl Config {
                 rules.errors.push(ConfigError::Required {
                     setting: keys::SMTP_FROM,
                     because: keys::SMTP_HOST,
+                });
+            }
+        }
+        if let Some(sms) = &alerts.sms {
+            let missing: Vec<_> = [
+                (keys::SMS_ACCOUNT_SID, sms.account_sid.trim().is_empty()),
+                (keys::SMS_AUTH_TOKEN, sms.auth_token.is_empty()),
+                (keys::SMS_FROM_NUMBER, sms.from_number.trim().is_empty()),
+                (keys::ADMIN_PHONES, alerts.admin_phones.iter().all(|p| p.trim().is_empty())),
+            ]
+            .into_iter()
+            .filter_map(|(setting, absent)| absent.then_some(setting))
+            .collect();
+            if !missing.is_empty() {
+                rules.errors.push(ConfigError::Incomplete { feature: "SMS alerts", missing });
+            }
+            if let Some(reason) = http_url_problem(&sms.api_base_url) {
+                rules.errors.push(ConfigError::InvalidUrl {
+                    setting: keys::SMS_API_BASE_URL,
+                    reason: reason.into(),
                 });
             }
         }

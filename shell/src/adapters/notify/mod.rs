@@ -1,8 +1,9 @@
-//! Help-alert channels (PROTOCOL.md §6.7): email over SMTP ([`smtp`]) and a JSON webhook
-//! ([`webhook`]), both implementations of the engine's [`Notifier`] port. [`from_config`] builds
+//! Help-alert channels (PROTOCOL.md §6.7): email over SMTP ([`smtp`]), a JSON webhook
+//! ([`webhook`]) and SMS through a Twilio-compatible API ([`sms`]), all implementations of the engine's [`Notifier`] port. [`from_config`] builds
 //! whatever the configuration asks for behind one [`MultiNotifier`], or a [`LogNotifier`] when
 //! nothing is configured.
 
+pub mod sms;
 pub mod smtp;
 pub mod webhook;
 
@@ -12,11 +13,13 @@ use chatbox_core::config::AlertConfig;
 
 use crate::engine::notify::{LogNotifier, MultiNotifier, Notifier};
 
+pub use sms::SmsNotifier;
 pub use smtp::SmtpNotifier;
 pub use webhook::WebhookNotifier;
 
 /// The configured alert channels: SMTP when `SMTP_HOST` and at least one admin email are set, a
-/// webhook when `ALERT_WEBHOOK_URL` is set; both when both are. A channel that cannot be built
+/// webhook when `ALERT_WEBHOOK_URL` is set, SMS when the `SMS_*` settings are (validation made
+/// sure they are complete); every one that is configured. A channel that cannot be built
 /// (bad sender address, TLS setup) is logged and left out rather than stopping the server; with
 /// no channel at all, alerts are only logged.
 pub fn from_config(alerts: &AlertConfig) -> Arc<dyn Notifier> {
@@ -40,8 +43,11 @@ pub fn from_config(alerts: &AlertConfig) -> Arc<dyn Notifier> {
             Err(error) => tracing::error!(%error, "webhook alerts disabled"),
         }
     }
-    if !alerts.admin_phones.is_empty() || alerts.sms.is_some() {
-        tracing::info!("SMS alerts are not supported by this build; use email or a webhook");
+    if let Some(sms) = &alerts.sms {
+        match SmsNotifier::new(sms, &alerts.admin_phones) {
+            Ok(notifier) => channels.push(Arc::new(notifier)),
+            Err(error) => tracing::error!(%error, "SMS alerts disabled"),
+        }
     }
     if channels.is_empty() {
         tracing::info!("no alert channel configured: help requests are only logged");
@@ -95,6 +101,17 @@ mod tests {
         let text = debug(&both);
         assert!(text.contains("SmtpNotifier") && text.contains("WebhookNotifier"), "{text}");
         assert!(!text.contains("secret-token"), "webhook path must not be shown: {text}");
+
+        let mut sms = alerts();
+        sms.admin_phones = vec!["+15550001".into()];
+        sms.sms = Some(chatbox_core::config::SmsConfig {
+            account_sid: "AC1".into(),
+            auth_token: Secret::new("sms-token-secret", Origin::Env),
+            from_number: "+15550000".into(),
+            api_base_url: "https://api.twilio.com".into(),
+        });
+        let text = debug(&sms);
+        assert!(text.contains("SmsNotifier") && !text.contains("sms-token-secret"), "{text}");
 
         let mut bad_sender = both.clone();
         bad_sender.smtp = Some(SmtpConfig { from: "not an address".into(), ..smtp() });
