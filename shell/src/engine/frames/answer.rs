@@ -104,7 +104,8 @@ async fn complete(
         let rt = s.response_times();
         Some((s.total_tokens(), rt.max().as_millis() as u64, rt.average().as_millis() as u64))
     });
-    let done = Frame::ai_done(session, model_id, engine.frame_now());
+    let done = Frame::ai_done(session, model_id, engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq);
     engine.delivery.send_session(session, &done, Some(conn.id));
     if let Some((total, max_ms, avg_ms)) = stats {
         let patch = SessionPatch {

@@ -69,6 +69,18 @@ pub struct Streamed {
     pub started: Instant,
     /// When its outcome was decided (before it was stored).
     pub decided: Instant,
+    /// The reply's identity, stamped on its frames (`metadata.reply_id`).
+    pub reply_id: String,
+    /// The seq its final `done` frame takes (one past the last chunk's).
+    pub next_seq: u64,
+}
+
+/// What [`Run::drive`] decided: the end, the text delivered, when, and the next seq.
+pub(super) struct Driven {
+    pub(super) end: ReplyEnd,
+    pub(super) text: String,
+    pub(super) decided: Instant,
+    pub(super) next_seq: u64,
 }
 
 enum Step {
@@ -92,6 +104,8 @@ pub(super) struct Run<'a> {
     pub(super) replies: &'a Replies,
     pub(super) delivery: &'a Delivery,
     pub(super) job: &'a ReplyJob,
+    /// Stamped on every `ai_response` frame of this reply.
+    pub(super) reply_id: &'a str,
 }
 
 impl Run<'_> {
@@ -102,20 +116,21 @@ impl Run<'_> {
         }
     }
 
-    /// Runs the reply; returns its end, its text and the instant the outcome was decided.
-    pub(super) async fn drive(
-        &self,
-        started: Instant,
-        mut cut: watch::Receiver<bool>,
-    ) -> (ReplyEnd, String, Instant) {
+    /// Runs the reply; returns its end, its text, the instant the outcome was decided and the
+    /// seq the `done` frame takes.
+    pub(super) async fn drive(&self, started: Instant, mut cut: watch::Receiver<bool>) -> Driven {
         let (replies, job) = (self.replies, self.job);
         let mut timer = ReplyTimer::start(self.deadlines(), started);
         let mut text = String::new();
+        let mut next_seq: u64 = 1;
         let model_id = job.model.info.id.clone();
 
         let mut stream = match self.open_with_retry(&mut timer, &mut cut).await {
             Ok(stream) => stream,
-            Err(end) => return (self.unfinished(end), text, replies.clock.now()),
+            Err(end) => {
+                let end = self.unfinished(end);
+                return Driven { end, text, decided: replies.clock.now(), next_seq };
+            }
         };
         let stopped = loop {
             let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
@@ -134,7 +149,9 @@ impl Run<'_> {
                                 &model_id,
                                 chunk.as_str(),
                                 replies.clock.wall_datetime(),
-                            );
+                            )
+                            .in_reply(self.reply_id, next_seq);
+                            next_seq += 1;
                             self.delivery.send_session(&job.session_id, &frame, job.sender);
                         }
                         text.push_str(&chunk);
@@ -176,7 +193,7 @@ impl Run<'_> {
             Stopped::Cut => self.unfinished(ReplyEnd::Cut),
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
-        (end, text, decided)
+        Driven { end, text, decided, next_seq }
     }
 
     /// Opens the stream, retrying transient failures while no chunk has been sent and the
