@@ -53,11 +53,13 @@ pub enum FrameType {
     Loading,
     /// `notification` — a system notice (connection limit).
     Notification,
+    /// `resume` — a reconnected client asks for the rest of a reply (issue 14; handled).
+    Resume,
 }
 
 impl FrameType {
-    /// Every type, in §3.6 order.
-    pub const ALL: [FrameType; 13] = [
+    /// Every type, in §3.6 order, then the extensions of §11.
+    pub const ALL: [FrameType; 14] = [
         FrameType::UserMessage,
         FrameType::AiResponse,
         FrameType::FileUpload,
@@ -71,6 +73,7 @@ impl FrameType {
         FrameType::ModelSelect,
         FrameType::Loading,
         FrameType::Notification,
+        FrameType::Resume,
     ];
 
     /// The wire text (`"user_message"`).
@@ -89,6 +92,7 @@ impl FrameType {
             FrameType::ModelSelect => "model_select",
             FrameType::Loading => "loading",
             FrameType::Notification => "notification",
+            FrameType::Resume => "resume",
         }
     }
 
