@@ -146,7 +146,13 @@ impl Replies {
         let started = self.clock.now();
         let kind = job.model.kind;
         let reply_id = super::ids::hex32();
-        let run = stream::Run { replies: self, delivery, job: &job, reply_id: &reply_id };
+        let run = stream::Run {
+            replies: self,
+            delivery,
+            job: &job,
+            reply_id: &reply_id,
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+        };
         let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut).await;
         self.metrics.observe_llm_latency(kind, decided - started);
         if end == ReplyEnd::Failed {
