@@ -142,3 +142,27 @@ async fn a_resume_of_another_users_session_gets_the_binding_refusal() {
     assert_eq!(error["session_id"], session.as_str(), "{error}");
     other.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_reply_past_its_resume_window_is_resume_unavailable() {
+    let upstream = Upstream::start().await;
+    upstream.set_default(Script::reply(CHUNKS));
+    let opts = ServerOpts::with_upstream(&upstream).env("RESUME_WINDOW", "1s");
+    let server = Server::start(opts).await;
+    let token = server.token("u1", &["user"], None);
+    let mut first = server.connect(&token).await;
+    let (session, frames) = start_reply(&mut first, CHUNKS.len() + 1).await;
+    let reply = frames[0]["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut second = server.connect(&token).await;
+    second.send_json(&resume_frame(&session, &reply, 0)).await;
+    let frames = second.recv_until(|f| f["type"] == "error", STEP).await;
+    assert_error(
+        frames.last().unwrap(),
+        "RESUME_UNAVAILABLE",
+        "This reply can no longer be resumed",
+    );
+    assert!(frames.iter().all(|f| f["type"] != "ai_response"), "nothing replayed: {frames:#?}");
+}
