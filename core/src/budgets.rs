@@ -41,6 +41,16 @@ pub const HISTORY_MAX_MESSAGES: usize = 50;
 /// Default most bytes of conversation sent to the provider (`LLM_HISTORY_MAX_BYTES`), 32 KiB.
 pub const HISTORY_MAX_BYTES: usize = 32 * 1024;
 
+/// Default time a reply stays resumable after it ended (`RESUME_WINDOW`, issue 14).
+pub const RESUME_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// Most frames of one reply kept for a resume; a client that missed more reloads over REST.
+pub const REPLAY_FRAMES_PER_REPLY: usize = 4096;
+
+/// Most reply frames kept for resumes in one instance, all replies together (a chunk frame is a
+/// few hundred bytes, so this bounds the buffer to tens of MiB).
+pub const REPLAY_FRAMES_TOTAL: usize = 100_000;
+
 // ---- Providers (HTTP upstreams) --------------------------------------------------------------
 
 /// Budget to establish a TCP (and TLS) connection to a provider.

@@ -11,6 +11,7 @@
 //! - [`session`] — `SessionTable`: create, bind, resume within the reconnect window, end, expire,
 //!   one active session per user, ownership, takeover state, naming (PROTOCOL.md §6).
 //! - [`response_times`] — bounded ring of response times (seed properties 12, 13).
+//! - [`replay`] — the replay log of resumable replies: bounded, expiring, exact after a seq (issue 14).
 //! - [`rate`] — the keyed sliding-window limiter and per-user connection slots (PROTOCOL.md §5);
 //!   the default limits [`rate::RateLimit::USER_MESSAGES`], [`rate::RateLimit::ADMIN_DEFAULT`],
 //!   [`rate::RateLimit::PUBLIC`], [`rate::RateLimit::HELP_ALERTS`], [`rate::DEFAULT_MAX_KEYS`],
@@ -55,6 +56,7 @@ pub mod keepalive;
 pub mod origin;
 pub mod protocol;
 pub mod rate;
+pub mod replay;
 pub mod response_times;
 pub mod retry;
 pub mod session;

@@ -90,6 +90,14 @@ fn valid_frame() -> impl Strategy<Value = Frame> {
                 f.file_id = file_id;
                 f.file_url = file_url;
                 f.metadata = metadata;
+                if t == FrameType::Resume {
+                    // A resume names its session, reply and last seq (issue 14).
+                    if f.session_id.is_empty() {
+                        f.session_id = "s".into();
+                    }
+                    f.metadata.insert("reply_id".into(), "r".into());
+                    f.metadata.insert("after_seq".into(), offset.unsigned_abs().to_string());
+                }
                 f.models = models.into_iter().map(|(id, name)| ModelInfo::new(id, name)).collect();
                 f.user_id = user;
                 let (code, message, recoverable, retry_after) = e;

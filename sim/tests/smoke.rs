@@ -46,8 +46,11 @@ async fn echo_reply_streams_over_simulated_tcp() {
 
     let client =
         handle.create_node().name("client").ip("10.0.0.2".parse().expect("literal ip")).build();
+    let resumed_frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let resumed_out = std::sync::Arc::clone(&resumed_frames);
     let frames = client
         .spawn(async move {
+            let mut resumed = Vec::new();
             tokio::time::sleep(Duration::from_millis(100)).await;
             let addr: SocketAddr = "10.0.0.1:8080".parse().expect("literal addr");
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -75,7 +78,8 @@ async fn echo_reply_streams_over_simulated_tcp() {
             }
             // The `file_url` rule through the simulated resolver: a name that resolves to a
             // private address is refused, a public one stored and broadcast.
-            let session = frames.last().and_then(|f| f["session_id"].as_str()).unwrap_or("");
+            let session =
+                frames.last().and_then(|f| f["session_id"].as_str()).unwrap_or("").to_string();
             for host in ["intranet.example.com", "files.example.com"] {
                 let upload = serde_json::json!({"type": "file_upload", "session_id": session,
                     "file_id": "f1", "file_url": format!("https://{host}/a.png")});
@@ -91,11 +95,45 @@ async fn echo_reply_streams_over_simulated_tcp() {
                     break;
                 }
             }
+            // Resume (issue 14): the reply after its first chunk, then an unknown reply.
+            let reply = frames
+                .iter()
+                .find_map(|f| f["metadata"]["reply_id"].as_str())
+                .unwrap_or("")
+                .to_string();
+            for id in [reply.as_str(), "no-such-reply"] {
+                let resume = serde_json::json!({"type": "resume", "session_id": session,
+                    "metadata": {"reply_id": id, "after_seq": "1"}});
+                ws.send(Message::text(resume.to_string())).await.expect("send");
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let frame: serde_json::Value =
+                        serde_json::from_str(text.as_str()).expect("json frame");
+                    let done = frame["metadata"]["done"] == "true" || frame["type"] == "error";
+                    resumed.push(frame);
+                    if done {
+                        break;
+                    }
+                }
+            }
+            *resumed_out.lock().expect("not poisoned") = resumed;
             frames
         })
         .await
         .expect("client task");
+    let resumed = resumed_frames.lock().expect("not poisoned").clone();
 
+    // Every resume replays exactly the missing frames or answers RESUME_UNAVAILABLE.
+    let reply_frames: Vec<_> = frames
+        .iter()
+        .filter(|f| f["type"] == "ai_response" && f["metadata"]["seq"] != "1")
+        .cloned()
+        .collect();
+    let replayed: Vec<_> = resumed.iter().filter(|f| f["type"] != "connection_status").collect();
+    let (replay, unavailable) = replayed.split_at(replayed.len().saturating_sub(1));
+    assert!(!reply_frames.is_empty(), "the reply has frames after seq 1: {frames:?}");
+    assert_eq!(replay.iter().map(|f| (*f).clone()).collect::<Vec<_>>(), reply_frames);
+    assert_eq!(unavailable[0]["error"]["code"], "RESUME_UNAVAILABLE", "{resumed:?}");
     let (frames, uploads) = match frames.iter().position(|f| f["metadata"]["done"] == "true") {
         Some(done) => (frames[..=done].to_vec(), frames[done + 1..].to_vec()),
         None => (frames, Vec::new()),

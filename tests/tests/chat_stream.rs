@@ -51,13 +51,18 @@ fn check_reply(frames: &[Value], proposed: &str, model: &str, chunks: &[&str]) -
 
     let rest = &frames[loading + 1..];
     assert_eq!(rest.len(), chunks.len() + 1, "chunks then one done frame: {rest:#?}");
-    for (frame, chunk) in rest.iter().zip(chunks) {
+    // Every frame of the reply names it (issue 14): one reply_id, seq "1", "2", … and the done
+    // frame the next one.
+    let reply_id = rest[0]["metadata"]["reply_id"].as_str().expect("reply_id").to_string();
+    assert!(!reply_id.is_empty(), "{rest:#?}");
+    let meta = |done: &str, seq: usize| json!({"streaming": "true", "done": done, "reply_id": reply_id, "seq": seq.to_string()});
+    for (i, (frame, chunk)) in rest.iter().zip(chunks).enumerate() {
         assert_eq!(frame["type"], "ai_response", "{frame}");
         assert_eq!(frame["session_id"], session.as_str(), "{frame}");
         assert_eq!(frame["content"], *chunk, "{frame}");
         assert_eq!(frame["model_id"], model, "{frame}");
         assert_eq!(frame["sender"], "ai", "{frame}");
-        assert_eq!(frame["metadata"], json!({"streaming": "true", "done": "false"}), "{frame}");
+        assert_eq!(frame["metadata"], meta("false", i + 1), "{frame}");
         assert!(frame["timestamp"].is_string(), "{frame}");
     }
     let done = rest.last().expect("done frame");
@@ -65,7 +70,7 @@ fn check_reply(frames: &[Value], proposed: &str, model: &str, chunks: &[&str]) -
     assert_eq!(done["session_id"], session.as_str(), "{done}");
     assert_eq!(done["model_id"], model, "{done}");
     assert_eq!(done["sender"], "ai", "{done}");
-    assert_eq!(done["metadata"], json!({"streaming": "true", "done": "true"}), "{done}");
+    assert_eq!(done["metadata"], meta("true", chunks.len() + 1), "{done}");
     assert!(done.get("content").is_none(), "the done frame has no content: {done}");
     session
 }

@@ -109,6 +109,7 @@ pub(crate) const LLM_HISTORY_MAX_MESSAGES: SettingName =
     name("LLM_HISTORY_MAX_MESSAGES", "chatbox.llm_history_max_messages");
 pub(crate) const LLM_HISTORY_MAX_BYTES: SettingName =
     name("LLM_HISTORY_MAX_BYTES", "chatbox.llm_history_max_bytes");
+pub(crate) const RESUME_WINDOW: SettingName = name("RESUME_WINDOW", "chatbox.resume_window");
 pub(crate) const PAUSE_AI_WHEN_ASSISTED: SettingName =
     name("PAUSE_AI_WHEN_ASSISTED", "chatbox.pause_ai_when_assisted");
 

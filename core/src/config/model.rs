@@ -167,6 +167,9 @@ pub struct LlmConfig {
     pub history_max_bytes: usize,
     /// No AI replies while an admin assists the session (`PAUSE_AI_WHEN_ASSISTED`), default true.
     pub pause_ai_when_assisted: bool,
+    /// How long a reply stays resumable after it ended (`RESUME_WINDOW`), default
+    /// [`crate::budgets::RESUME_WINDOW`] (5 m).
+    pub resume_window: Duration,
 }
 
 impl LlmConfig {
@@ -545,6 +548,7 @@ impl Config {
                 history_max_messages: HISTORY_MAX_MESSAGES,
                 history_max_bytes: HISTORY_MAX_BYTES,
                 pause_ai_when_assisted: true,
+                resume_window: crate::budgets::RESUME_WINDOW,
             },
             storage: StorageConfig {
                 backend: StoreConfig::Embedded,

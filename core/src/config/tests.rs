@@ -145,6 +145,7 @@ fn durations_use_go_syntax_everywhere() {
         ("LLM_STREAM_TIMEOUT", "2m30s"),
         ("LLM_FIRST_CHUNK_TIMEOUT", "1.5s"),
         ("LLM_IDLE_TIMEOUT", "45s"),
+        ("RESUME_WINDOW", "90s"),
         ("MONGO_RETRY_DELAY", "250ms"),
         ("SESSION_IDLE_TIMEOUT", "2h"),
     ]);
@@ -152,6 +153,7 @@ fn durations_use_go_syntax_everywhere() {
     assert_eq!(config.llm.stream_timeout, Duration::from_secs(150));
     assert_eq!(config.llm.first_chunk_timeout, Duration::from_millis(1500));
     assert_eq!(config.llm.idle_timeout, Duration::from_secs(45));
+    assert_eq!(config.llm.resume_window, Duration::from_secs(90));
     assert_eq!(config.storage.retry.delay, Duration::from_millis(250));
     assert_eq!(config.sessions.idle_timeout, Duration::from_secs(7200));
 

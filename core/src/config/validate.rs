@@ -176,6 +176,7 @@ impl Config {
         rules.positive_duration(keys::LLM_STREAM_TIMEOUT, llm.stream_timeout);
         rules.positive_duration(keys::LLM_FIRST_CHUNK_TIMEOUT, llm.first_chunk_timeout);
         rules.positive_duration(keys::LLM_IDLE_TIMEOUT, llm.idle_timeout);
+        rules.positive_duration(keys::RESUME_WINDOW, llm.resume_window);
         rules.ordered(
             (keys::LLM_FIRST_CHUNK_TIMEOUT, llm.first_chunk_timeout),
             Relation::AtMost,
@@ -541,6 +542,7 @@ mod tests {
         assert_eq!(fails(|c| c.llm.stream_timeout = zero), [["LLM_STREAM_TIMEOUT"]]);
         assert_eq!(fails(|c| c.llm.first_chunk_timeout = zero), [["LLM_FIRST_CHUNK_TIMEOUT"]]);
         assert_eq!(fails(|c| c.llm.idle_timeout = zero), [["LLM_IDLE_TIMEOUT"]]);
+        assert_eq!(fails(|c| c.llm.resume_window = zero), [["RESUME_WINDOW"]]);
         assert_eq!(fails(|c| c.websocket.ping_interval = zero), [["WS_PING_INTERVAL"]]);
         assert_eq!(fails(|c| c.websocket.pong_wait = zero), [["WS_PONG_WAIT"]]);
         assert_eq!(fails(|c| c.sessions.ttl = zero), [["SESSION_TTL"]]);

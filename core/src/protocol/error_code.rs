@@ -46,11 +46,14 @@ pub enum ErrorCode {
     InvalidFileSize,
     /// `STORAGE_ERROR` — file storage failed.
     StorageError,
+    /// `RESUME_UNAVAILABLE` — a `resume` names a reply that is unknown, expired, or whose
+    /// instance died (issue 14); the client reloads the session over REST.
+    ResumeUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidFormat,
         ErrorCode::MissingField,
         ErrorCode::NotFound,
@@ -67,6 +70,7 @@ impl ErrorCode {
         ErrorCode::InvalidFileType,
         ErrorCode::InvalidFileSize,
         ErrorCode::StorageError,
+        ErrorCode::ResumeUnavailable,
     ];
 
     /// The code as written on the wire (`"INVALID_FORMAT"`).
@@ -88,6 +92,7 @@ impl ErrorCode {
             ErrorCode::InvalidFileType => "INVALID_FILE_TYPE",
             ErrorCode::InvalidFileSize => "INVALID_FILE_SIZE",
             ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::ResumeUnavailable => "RESUME_UNAVAILABLE",
         }
     }
 
@@ -123,6 +128,7 @@ impl ErrorCode {
             ErrorCode::InvalidFileType => "Invalid file type",
             ErrorCode::InvalidFileSize => "File size exceeds maximum",
             ErrorCode::StorageError => "File storage operation failed",
+            ErrorCode::ResumeUnavailable => "This reply can no longer be resumed",
         }
     }
 
@@ -263,6 +269,11 @@ impl ErrorInfo {
     /// `SERVICE_ERROR` / `Server busy — please retry` (em dash) — a 4th message in flight (§3.2).
     pub fn server_busy() -> Self {
         Self::new(ErrorCode::ServiceError, "Server busy \u{2014} please retry")
+    }
+
+    /// `RESUME_UNAVAILABLE` / `This reply can no longer be resumed` (recoverable, issue 14).
+    pub fn resume_unavailable() -> Self {
+        Self::new(ErrorCode::ResumeUnavailable, ErrorCode::ResumeUnavailable.default_message())
     }
 
     /// `SERVICE_ERROR` / `Failed to establish session connection` — binding refused (§3.7).
@@ -423,6 +434,12 @@ mod tests {
                 true,
             ),
             (ErrorInfo::unexpected(), "SERVICE_ERROR", "An unexpected error occurred", true),
+            (
+                ErrorInfo::resume_unavailable(),
+                "RESUME_UNAVAILABLE",
+                "This reply can no longer be resumed",
+                true,
+            ),
             (
                 ErrorInfo::connection_limit_exceeded(),
                 "CONNECTION_LIMIT_EXCEEDED",

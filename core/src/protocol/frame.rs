@@ -53,11 +53,13 @@ pub enum FrameType {
     Loading,
     /// `notification` — a system notice (connection limit).
     Notification,
+    /// `resume` — a reconnected client asks for the rest of a reply (issue 14; handled).
+    Resume,
 }
 
 impl FrameType {
-    /// Every type, in §3.6 order.
-    pub const ALL: [FrameType; 13] = [
+    /// Every type, in §3.6 order, then the extensions of §11.
+    pub const ALL: [FrameType; 14] = [
         FrameType::UserMessage,
         FrameType::AiResponse,
         FrameType::FileUpload,
@@ -71,6 +73,7 @@ impl FrameType {
         FrameType::ModelSelect,
         FrameType::Loading,
         FrameType::Notification,
+        FrameType::Resume,
     ];
 
     /// The wire text (`"user_message"`).
@@ -89,6 +92,7 @@ impl FrameType {
             FrameType::ModelSelect => "model_select",
             FrameType::Loading => "loading",
             FrameType::Notification => "notification",
+            FrameType::Resume => "resume",
         }
     }
 
@@ -162,6 +166,12 @@ impl ModelInfo {
 
 /// Longest admin name, in bytes, inside `admin_join`/`admin_leave` content (§3.9).
 pub const ADMIN_NAME_CONTENT_MAX_BYTES: usize = 100;
+
+/// Metadata key naming the reply an `ai_response` frame belongs to (PROTOCOL.md §11).
+pub const REPLY_ID_KEY: &str = "reply_id";
+
+/// Metadata key with the frame's decimal position in its reply ("1", "2", …).
+pub const SEQ_KEY: &str = "seq";
 
 /// `content` of the connection-limit notification (§3.9).
 pub const CONNECTION_LIMIT_NOTIFICATION: &str = "Connection limit reached. You have reached the \
@@ -316,6 +326,14 @@ impl Frame {
             .with_content(text)
             .with_meta("streaming", "true")
             .with_meta("done", "false")
+    }
+
+    /// Stamps a streamed `ai_response` with its reply's identity (PROTOCOL.md §11): the same
+    /// `metadata.reply_id` on every frame of one reply and `metadata.seq` counting "1", "2", …;
+    /// the `done` frame takes the next seq. A resuming client names both (`resume`).
+    #[must_use]
+    pub fn in_reply(self, reply_id: impl Into<String>, seq: u64) -> Self {
+        self.with_meta(REPLY_ID_KEY, reply_id).with_meta(SEQ_KEY, seq.to_string())
     }
 
     /// The final streamed `ai_response`: no content, metadata `streaming:"true"`, `done:"true"`.
@@ -665,6 +683,17 @@ mod tests {
                 r#"{{"type":"ai_response","session_id":"S","model_id":"openai-gpt4","sender":"ai","timestamp":"{T}","metadata":{{"done":"true","streaming":"true"}}}}"#
             ),
         );
+    }
+
+    #[test]
+    fn reply_frames_carry_their_reply_id_and_seq() {
+        let now = DateTime::UNIX_EPOCH;
+        let chunk = Frame::ai_chunk("S", "m", "Hel", now).in_reply("r1", 1);
+        let done = Frame::ai_done("S", "m", now).in_reply("r1", 2);
+        assert_eq!(chunk.metadata.get("reply_id").map(String::as_str), Some("r1"));
+        assert_eq!(chunk.metadata.get("seq").map(String::as_str), Some("1"));
+        assert_eq!(done.metadata.get("seq").map(String::as_str), Some("2"));
+        assert_eq!(done.metadata.get("done").map(String::as_str), Some("true"), "others kept");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor}
 
 use super::cut_to_char_boundary;
 use super::error_code::ErrorInfo;
-use super::frame::{FrameType, Sender};
+use super::frame::{FrameType, Sender, REPLY_ID_KEY};
 use super::timestamp::parse_rfc3339;
 
 /// The byte limits of §3.4 and the future-timestamp tolerance of §3.6.
@@ -107,6 +107,37 @@ impl ClientFrame {
     pub fn session(&self) -> Option<&str> {
         Some(self.session_id.as_str()).filter(|s| !s.is_empty())
     }
+
+    /// Where a `resume` frame asks to continue (`metadata.reply_id`, `metadata.after_seq`);
+    /// `None` on other frames. Validation guarantees it on every `resume`.
+    pub fn resume_point(&self) -> Option<ResumePoint<'_>> {
+        if self.frame_type != FrameType::Resume {
+            return None;
+        }
+        let reply_id = self.metadata.get(REPLY_ID_KEY).filter(|r| !r.is_empty())?;
+        let after_seq = parse_seq(self.metadata.get(AFTER_SEQ_KEY)?)?;
+        Some(ResumePoint { reply_id, after_seq })
+    }
+}
+
+/// Metadata key of a `resume` frame: the last seq the client showed ("0" for none).
+pub const AFTER_SEQ_KEY: &str = "after_seq";
+
+/// Where a resumed reply continues: its id and the last seq the client has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint<'a> {
+    /// `metadata.reply_id`.
+    pub reply_id: &'a str,
+    /// `metadata.after_seq`: frames with a greater seq are owed.
+    pub after_seq: u64,
+}
+
+/// A seq as sent on the wire: plain ASCII digits (no sign, no spaces), fitting a `u64`.
+fn parse_seq(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// A field with a byte limit.
@@ -194,6 +225,9 @@ pub enum ValidationError {
     /// `help_request` not from `user`.
     #[error("help_request needs sender user, got {0}")]
     SenderMustBeUser(Sender),
+    /// `resume` without `session_id`, `metadata.reply_id` or a decimal `metadata.after_seq`.
+    #[error("resume needs session_id, metadata.reply_id and a decimal metadata.after_seq")]
+    InvalidResume,
     /// A field exceeds its byte limit.
     #[error("{field} is {bytes} bytes, limit {max}")]
     FieldTooLong {
@@ -335,6 +369,9 @@ fn validate(
         }
         FrameType::HelpRequest if f.sender != Sender::User => {
             return Err(ValidationError::SenderMustBeUser(f.sender));
+        }
+        FrameType::Resume if f.session_id.is_empty() || f.resume_point().is_none() => {
+            return Err(ValidationError::InvalidResume);
         }
         _ => {}
     }
@@ -1005,5 +1042,23 @@ mod tests {
             .is_ok());
         assert!(parse_client_frame(r#"{"type":"user_message","content":"abcd"}"#, now(), &limits)
             .is_err());
+    }
+
+    #[test]
+    fn resume_names_its_reply_and_seq_or_is_invalid() {
+        let ok =
+            r#"{"type":"resume","session_id":"S","metadata":{"reply_id":"r1","after_seq":"3"}}"#;
+        let f = parse_client_frame(ok, Utc::now(), &InboundLimits::DEFAULT).expect("valid");
+        assert_eq!(f.resume_point(), Some(ResumePoint { reply_id: "r1", after_seq: 3 }));
+        for bad in [
+            r#"{"type":"resume","metadata":{"reply_id":"r1","after_seq":"3"}}"#,
+            r#"{"type":"resume","session_id":"S","metadata":{"after_seq":"3"}}"#,
+            r#"{"type":"resume","session_id":"S","metadata":{"reply_id":"r1"}}"#,
+            r#"{"type":"resume","session_id":"S","metadata":{"reply_id":"r1","after_seq":"-1"}}"#,
+            r#"{"type":"resume","session_id":"S","metadata":{"reply_id":"r1","after_seq":"x"}}"#,
+        ] {
+            let error = parse_client_frame(bad, Utc::now(), &InboundLimits::DEFAULT).unwrap_err();
+            assert_eq!(error.to_error_info().message, "Message validation failed", "{bad}");
+        }
     }
 }

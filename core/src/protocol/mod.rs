@@ -27,10 +27,11 @@ pub mod timestamp;
 
 pub use error_code::{ErrorCode, ErrorInfo};
 pub use file_url::{check_file_url, is_forbidden_ip, FileUrlError, FileUrlHost};
-pub use frame::{Frame, FrameType, ModelInfo, Sender};
+pub use frame::{Frame, FrameType, ModelInfo, Sender, REPLY_ID_KEY, SEQ_KEY};
 pub use http::{retry_after_header_secs, ErrorBody, HttpErrorCode};
 pub use inbound::{
-    parse_client_frame, ClientErrorInfo, ClientFrame, InboundError, InboundLimits, ValidationError,
+    parse_client_frame, ClientErrorInfo, ClientFrame, InboundError, InboundLimits, ResumePoint,
+    ValidationError, AFTER_SEQ_KEY,
 };
 pub use query::{AdminQueryError, AdminSessionQuery, MetricsQuery, MetricsQueryError};
 pub use timestamp::{format_frame_time, format_http_time, parse_rfc3339};

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use chatbox_core::config::Config;
 use chatbox_core::origin::OriginPolicy;
 use chatbox_core::protocol::InboundLimits;
+use chatbox_core::replay::ReplayLimits;
 use chatbox_core::retry::{Jitter, RetryPolicy};
 use chatbox_core::session::SessionLimits;
 use chatbox_core::shared::{OriginList, ShutdownLatch};
@@ -18,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::alerts::Alerts;
 use super::clock::Clock;
-use super::delivery::{ConnId, Delivery, LocalBus};
+use super::delivery::{ConnId, Delivery, LocalBus, LocalReplay};
 use super::dns::Resolver;
 use super::frames::{self, ConnCtx};
 use super::limits::Limits;
@@ -113,7 +114,14 @@ impl Engine {
         };
         let engine = Engine {
             sessions: Sessions::new(session_limits, clock, Arc::clone(&metrics)),
-            delivery: Delivery::new(Arc::new(LocalBus::default()), Arc::clone(&metrics)),
+            delivery: Delivery::with_replay(
+                Arc::new(LocalBus::default()),
+                Arc::new(LocalReplay::new(ReplayLimits {
+                    window: config.llm.resume_window,
+                    ..ReplayLimits::DEFAULT
+                })),
+                Arc::clone(&metrics),
+            ),
             persistence: Persistence::new(
                 store,
                 outbox,

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub outbox_dropped: IntCounter,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
+    /// `chatbox_replay_buffer_frames` (gauge): reply frames held for resumes (issue 14).
+    pub replay_buffer_frames: IntGauge,
 }
 
 impl Default for Metrics {
@@ -244,6 +246,13 @@ impl Metrics {
             outbox_depth: register(
                 r,
                 IntGauge::new("chatbox_outbox_depth", "Entries waiting in the durable outbox"),
+            ),
+            replay_buffer_frames: register(
+                r,
+                IntGauge::new(
+                    "chatbox_replay_buffer_frames",
+                    "Reply frames held for resumes in this instance",
+                ),
             ),
             outbox_dropped: register(
                 r,
@@ -377,7 +386,7 @@ mod tests {
     use super::*;
 
     /// Every name of PROTOCOL.md §4.11 plus the rebuild's two.
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 21] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -396,6 +405,7 @@ mod tests {
         "chatbox_http_request_duration_seconds",
         "chatbox_admin_messages_dropped_total",
         "chatbox_outbox_depth",
+        "chatbox_replay_buffer_frames",
         "chatbox_outbox_dropped_total",
         "chatbox_rate_limiter_keys",
     ];
@@ -426,6 +436,7 @@ mod tests {
                     | "chatbox_active_sessions_total"
                     | "chatbox_outbox_depth"
                     | "chatbox_rate_limiter_keys"
+                    | "chatbox_replay_buffer_frames"
             ) {
                 "gauge"
             } else {

@@ -49,6 +49,8 @@ pub async fn prometheus(State(engine): State<Arc<Engine>>) -> Response {
     // The gauge is read at scrape time so it is exact, not as old as the last sweep.
     let active = engine.sessions.with(|t| t.memory_stats().active);
     engine.metrics.active_sessions.set(i64::try_from(active).unwrap_or(i64::MAX));
+    let replay = engine.delivery.replay_frames();
+    engine.metrics.replay_buffer_frames.set(i64::try_from(replay).unwrap_or(i64::MAX));
     let mut response = engine.metrics.render().into_response();
     response
         .headers_mut()

@@ -43,6 +43,7 @@ const state = {
   everOpened: false,
   reconnectTimer: 0,
   reconnectCountdown: 0,
+  resumePoint: null, // where a reply cut by a drop continues ({reply_id, after_seq})
   countdownTimer: 0,
   retryTimer: 0,
   historyFor: '', // the session whose stored messages are being fetched ('' when none)
@@ -276,14 +277,24 @@ function connect() {
     state.everOpened = true;
     state.attempt = 0;
     setStatus('open', 'Connected');
-    if (state.sessionId) sendFrame(ws, bindFrame(state.sessionId, 'user'));
+    // A reply cut mid-stream by the drop continues in its bubble (`resume`, issue 14);
+    // otherwise the usual bind.
+    const point = state.resumePoint;
+    state.resumePoint = null;
+    if (state.sessionId && point) {
+      sendFrame(ws, { type: 'resume', session_id: state.sessionId, metadata: point });
+    } else if (state.sessionId) {
+      sendFrame(ws, bindFrame(state.sessionId, 'user'));
+    }
     // A reconnect with nothing shown yet (e.g. the first fetch found the server down).
     loadHistory();
   };
   ws.onclose = () => {
     if (state.ws !== ws) return;
     state.ws = null;
-    replies.finish();
+    // Keep a streaming bubble open to resume it; anything else ends here.
+    state.resumePoint = replies.resumePoint();
+    if (!state.resumePoint) replies.finish();
     ui.loading.hidden = true;
     scheduleReconnect(opened);
   };
@@ -399,6 +410,11 @@ function onError(error, sessionId) {
   }
   ui.loading.hidden = true;
   replies.finish();
+  if (error.code === 'RESUME_UNAVAILABLE') {
+    // The rest of the reply is gone from the buffers: the stored session has it.
+    loadHistory();
+    return;
+  }
   showError(message, Number(error.retry_after) || 0);
 }
 

@@ -270,11 +270,16 @@ export function appendToLog(log, node, { own = false } = {}) {
  * frame; the reply's final text is rendered at once when it ends. `finish()` ends a reply cut
  * short (socket closed, panel left, log cleared): the next chunk starts a new bubble.
  * `onStreamStart(node)` is told of each streamed bubble when it is made, `onDone(node)` of each
- * reply bubble when it is complete (or cut short).
+ * reply bubble when it is complete (or cut short). Each streamed reply names itself
+ * (`metadata.reply_id`, `metadata.seq`, issue 14): `resumePoint()` is where a reconnected page
+ * asks to continue the bubble being streamed (`resume` frame), and a frame of that reply with a
+ * seq already shown is skipped, so the bubble never shows a chunk twice.
  */
 export function createReplyStream(log, { onStreamStart, onDone } = {}) {
   let node = null; // the bubble being streamed
   let pending = 0; // the requested animation frame that renders it (0 when none)
+  let replyId = ''; // the streamed reply's id ('' when the server sent none)
+  let lastSeq = 0; // the highest seq shown in that bubble
 
   function render() {
     pending = 0;
@@ -290,7 +295,14 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
     node.dataset.streaming = 'false';
     const done = node;
     node = null;
+    replyId = '';
+    lastSeq = 0;
     if (onDone) onDone(done);
+  }
+
+  /** `{reply_id, after_seq}` of the bubble being streamed, or null when none can be resumed. */
+  function resumePoint() {
+    return node && replyId ? { reply_id: replyId, after_seq: String(lastSeq) } : null;
   }
 
   function onFrame(frame) {
@@ -302,6 +314,14 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
       appendToLog(log, done);
       if (onDone) onDone(done);
       return;
+    }
+    const id = typeof meta.reply_id === 'string' ? meta.reply_id : '';
+    const seq = Number(meta.seq) || 0;
+    if (node && id && replyId && id !== replyId) finish();
+    if (node && id && id === replyId && seq > 0 && seq <= lastSeq) return; // shown already
+    if (id) {
+      replyId = id;
+      lastSeq = Math.max(lastSeq, seq);
     }
     if (!node) {
       node = messageNode('ai', '', { timestamp: frame.timestamp });
@@ -316,7 +336,7 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
     if (meta.done === 'true') finish();
   }
 
-  return { onFrame, finish };
+  return { onFrame, finish, resumePoint };
 }
 
 /** Fills a read-only transcript from the API's message objects; `names` overrides the sender

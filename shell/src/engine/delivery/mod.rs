@@ -3,17 +3,22 @@
 //! item 11). It owns the [`Bus`], the one port every fan-out goes through: [`LocalBus`] delivers
 //! to this process's sockets; a fleet implementation (Redis) publishes to the other instances
 //! behind the same trait, so nothing else in the engine changes when one is added. Frames are
-//! serialised once per fan-out here, and error frames are counted for metrics.
+//! serialised once per fan-out here, and error frames are counted for metrics. Reply frames
+//! also go into the [`ReplayBuffer`] (resumable replies, issue 14).
 
 mod local;
+pub mod replay;
 
 use std::sync::{Arc, Mutex};
 
 use chatbox_core::protocol::{Frame, FrameType};
+use chatbox_core::replay::Replay;
+use chatbox_core::Instant;
 use tokio::sync::{mpsc, Notify};
 
 use super::metrics::Metrics;
 pub use local::LocalBus;
+pub use replay::{LocalReplay, ReplayBuffer, ReplyFrame};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;
@@ -111,17 +116,78 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn connections(&self) -> usize;
 }
 
-/// The delivery service: the bus, plus encoding and error counting.
+/// The delivery service: the bus and the replay buffer, plus encoding and error counting.
 #[derive(Debug)]
 pub struct Delivery {
     bus: Arc<dyn Bus>,
+    replay: Arc<dyn ReplayBuffer>,
     metrics: Arc<Metrics>,
 }
 
 impl Delivery {
-    /// Delivery through `bus`, counting into `metrics`.
+    /// Delivery through `bus` with an in-process replay buffer, counting into `metrics`.
     pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Self {
-        Self { bus, metrics }
+        Self::with_replay(bus, Arc::new(LocalReplay::default()), metrics)
+    }
+
+    /// Delivery through `bus`, keeping reply frames in `replay`.
+    pub fn with_replay(
+        bus: Arc<dyn Bus>,
+        replay: Arc<dyn ReplayBuffer>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { bus, replay, metrics }
+    }
+
+    /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
+    pub fn send_reply_frame(
+        &self,
+        at: ReplyFrame<'_>,
+        frame: &Frame,
+        also: Option<ConnId>,
+        now: Instant,
+    ) -> usize {
+        let text = self.encode_counted(frame);
+        let mut delivered = 0;
+        self.replay.publish(at, &text, now, &mut || {
+            delivered = self.bus.to_session(at.session, &text, also);
+        });
+        delivered
+    }
+
+    /// The reply ended (whatever way): nothing live follows its recorded frames.
+    pub fn end_reply(&self, reply_id: &str, now: Instant) {
+        self.replay.end(reply_id, now);
+    }
+
+    /// Resumes `reply_id` on `conn`: runs `bind` (which binds the connection to `session` and
+    /// announces it), then queues the recorded frames after `after_seq` — all before any later
+    /// live frame of the reply. Returns `false` when the reply cannot be resumed (the connection
+    /// is bound all the same).
+    pub fn resume(
+        &self,
+        conn: ConnId,
+        session: &str,
+        (reply_id, after_seq): (&str, u64),
+        now: Instant,
+        bind: &mut dyn FnMut(),
+    ) -> bool {
+        let mut resumed = false;
+        self.replay.resume(session, reply_id, after_seq, now, &mut |replay| {
+            bind();
+            if let Replay::Frames { frames, .. } = replay {
+                for frame in &frames {
+                    self.bus.to_conn(conn, frame);
+                }
+                resumed = true;
+            }
+        });
+        resumed
+    }
+
+    /// Reply frames held for resumes now.
+    pub fn replay_frames(&self) -> usize {
+        self.replay.frames()
     }
 
     /// Serialises a frame once for every connection that will receive it.

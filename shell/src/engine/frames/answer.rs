@@ -10,6 +10,7 @@ use chatbox_core::protocol::{ErrorInfo, Frame, Sender};
 use sha2::{Digest, Sha256};
 
 use super::{session_error, ConnCtx};
+use crate::engine::delivery::ReplyFrame;
 use crate::engine::hub::Engine;
 use crate::engine::llm::{ChatMessage, ChatRequest, Role};
 use crate::engine::replies::{ReplyEnd, ReplyJob, ReplyMode, Streamed, VOICE_BUDGET};
@@ -75,6 +76,8 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
         ReplyEnd::Done => complete(engine, conn, session, (&model_id, kind), &streamed).await,
         ref other => other.clone(),
     };
+    // However it ended (a failed store write sends no done frame), nothing live follows.
+    engine.delivery.end_reply(&streamed.reply_id, engine.clock.now());
     report(engine, session, &streamed, &end);
     Some(end)
 }
@@ -104,8 +107,11 @@ async fn complete(
         let rt = s.response_times();
         Some((s.total_tokens(), rt.max().as_millis() as u64, rt.average().as_millis() as u64))
     });
-    let done = Frame::ai_done(session, model_id, engine.frame_now());
-    engine.delivery.send_session(session, &done, Some(conn.id));
+    let done = Frame::ai_done(session, model_id, engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq);
+    let at =
+        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
+    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
     if let Some((total, max_ms, avg_ms)) = stats {
         let patch = SessionPatch {
             total_tokens: Some(total),

@@ -10,6 +10,7 @@ mod answer;
 mod file;
 mod help_request;
 mod model_select;
+mod resume;
 #[cfg(test)]
 mod testing;
 mod user_message;
@@ -50,6 +51,11 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
         }
     };
     engine.metrics.messages_received.inc();
+    if frame.frame_type == FrameType::Resume {
+        // A resume binds in the same step as its replay (resume.rs).
+        resume::apply(engine, conn, &frame).await;
+        return;
+    }
     if let Some(requested) = frame.session() {
         if engine.delivery.bound(conn.id).is_none() && !bind(engine, conn, requested).await {
             return;
@@ -105,6 +111,16 @@ fn require_session<'f>(engine: &Engine, conn: &ConnCtx, frame: &'f ClientFrame) 
 /// Binds an unbound connection to the first session id it names (§3.7). Returns `false`
 /// when the binding was refused (the frame is dropped, the connection stays unbound).
 async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
+    let allowed = check_access(engine, conn, requested).await;
+    if allowed {
+        move_binding(engine, conn, requested);
+    }
+    allowed
+}
+
+/// The ownership check of a binding (§3.7): `false`, with the `SERVICE_ERROR` answer sent,
+/// when the session belongs to another user.
+async fn check_access(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
     let mut access = engine.sessions.access(&conn.caller, requested);
     if access == Access::Unknown {
         engine.sessions.load_on_demand(&engine.persistence, requested).await;
@@ -116,10 +132,7 @@ async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
             reply_error(engine, conn, Some(requested), ErrorInfo::bind_failed());
             false
         }
-        Access::Owner | Access::AssistingAdmin | Access::Unknown => {
-            move_binding(engine, conn, requested);
-            true
-        }
+        Access::Owner | Access::AssistingAdmin | Access::Unknown => true,
     }
 }
 

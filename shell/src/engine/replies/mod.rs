@@ -145,13 +145,20 @@ impl Replies {
     ) -> Streamed {
         let started = self.clock.now();
         let kind = job.model.kind;
-        let run = stream::Run { replies: self, delivery, job: &job };
-        let (end, text, decided) = run.drive(started, cut).await;
+        let reply_id = super::ids::hex32();
+        let run = stream::Run {
+            replies: self,
+            delivery,
+            job: &job,
+            reply_id: &reply_id,
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+        };
+        let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut).await;
         self.metrics.observe_llm_latency(kind, decided - started);
         if end == ReplyEnd::Failed {
             self.metrics.llm_error(kind);
         }
-        Streamed { end, text, started, decided }
+        Streamed { end, text, started, decided, reply_id, next_seq }
     }
 
     fn conversations(&self) -> MutexGuard<'_, HashMap<String, String>> {

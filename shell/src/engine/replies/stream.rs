@@ -7,15 +7,17 @@
 //! only by shutdown. A [`ReplyMode::Whole`] reply (a voice answer) runs under the same rules but
 //! sends nothing while it runs.
 
-use chatbox_core::protocol::{ErrorInfo, Frame};
+use chatbox_core::protocol::{ErrorInfo, Frame, FrameType};
 use chatbox_core::retry::{ErrorClass, Jitter, RetryDecision, RetryPolicy};
 use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer, StreamDeadlines};
 use chatbox_core::Instant;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::{Model, Replies};
-use crate::engine::delivery::{ConnId, Delivery};
+use crate::engine::delivery::{ConnId, Delivery, ReplyFrame};
 use crate::engine::llm::{ChatRequest, EventStream, ProviderError, StreamEvent};
 use crate::engine::supervisor::signalled;
 
@@ -69,6 +71,18 @@ pub struct Streamed {
     pub started: Instant,
     /// When its outcome was decided (before it was stored).
     pub decided: Instant,
+    /// The reply's identity, stamped on its frames (`metadata.reply_id`).
+    pub reply_id: String,
+    /// The seq its final `done` frame takes (one past the last chunk's).
+    pub next_seq: u64,
+}
+
+/// What [`Run::drive`] decided: the end, the text delivered, when, and the next seq.
+pub(super) struct Driven {
+    pub(super) end: ReplyEnd,
+    pub(super) text: String,
+    pub(super) decided: Instant,
+    pub(super) next_seq: u64,
 }
 
 enum Step {
@@ -92,6 +106,10 @@ pub(super) struct Run<'a> {
     pub(super) replies: &'a Replies,
     pub(super) delivery: &'a Delivery,
     pub(super) job: &'a ReplyJob,
+    /// Stamped on every `ai_response` frame of this reply.
+    pub(super) reply_id: &'a str,
+    /// The seq the next frame of the reply takes.
+    pub(super) next_seq: AtomicU64,
 }
 
 impl Run<'_> {
@@ -102,12 +120,9 @@ impl Run<'_> {
         }
     }
 
-    /// Runs the reply; returns its end, its text and the instant the outcome was decided.
-    pub(super) async fn drive(
-        &self,
-        started: Instant,
-        mut cut: watch::Receiver<bool>,
-    ) -> (ReplyEnd, String, Instant) {
+    /// Runs the reply; returns its end, its text, the instant the outcome was decided and the
+    /// seq the `done` frame takes.
+    pub(super) async fn drive(&self, started: Instant, mut cut: watch::Receiver<bool>) -> Driven {
         let (replies, job) = (self.replies, self.job);
         let mut timer = ReplyTimer::start(self.deadlines(), started);
         let mut text = String::new();
@@ -115,7 +130,10 @@ impl Run<'_> {
 
         let mut stream = match self.open_with_retry(&mut timer, &mut cut).await {
             Ok(stream) => stream,
-            Err(end) => return (self.unfinished(end), text, replies.clock.now()),
+            Err(end) => {
+                let end = self.unfinished(end);
+                return Driven { end, text, decided: replies.clock.now(), next_seq: self.seq() };
+            }
         };
         let stopped = loop {
             let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
@@ -135,7 +153,7 @@ impl Run<'_> {
                                 chunk.as_str(),
                                 replies.clock.wall_datetime(),
                             );
-                            self.delivery.send_session(&job.session_id, &frame, job.sender);
+                            self.send_reply_frame(frame, false);
                         }
                         text.push_str(&chunk);
                         None
@@ -176,7 +194,26 @@ impl Run<'_> {
             Stopped::Cut => self.unfinished(ReplyEnd::Cut),
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
-        (end, text, decided)
+        Driven { end, text, decided, next_seq: self.seq() }
+    }
+
+    fn seq(&self) -> u64 {
+        // Only this reply's task touches it; atomic just so `&Run` is `Send`.
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Stamps `frame` with the reply's id and next seq (only `ai_response` frames show them),
+    /// records it for resumes and fans it out.
+    fn send_reply_frame(&self, frame: Frame, last: bool) {
+        let (job, seq) = (self.job, self.seq());
+        self.next_seq.store(seq + 1, Ordering::Relaxed);
+        let frame = if frame.frame_type == FrameType::AiResponse {
+            frame.in_reply(self.reply_id, seq)
+        } else {
+            frame
+        };
+        let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last };
+        self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
     }
 
     /// Opens the stream, retrying transient failures while no chunk has been sent and the
@@ -262,8 +299,8 @@ impl Run<'_> {
         let job = self.job;
         if job.mode == ReplyMode::Streamed {
             let now = self.replies.clock.wall_datetime();
-            let frame = Frame::error(info, Some(&job.session_id), now);
-            self.delivery.send_session(&job.session_id, &frame, job.sender);
+            // The outcome is the reply's last frame: a resume replays it too.
+            self.send_reply_frame(Frame::error(info, Some(&job.session_id), now), true);
         }
     }
 }

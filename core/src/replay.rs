@@ -1,0 +1,299 @@
+//! The replay rule of resumable replies (issue 14, STYLE.md §13): the frames of each reply kept
+//! by seq, bounded per reply and in total, and forgotten `window` after the reply ended. A resume
+//! asks for the frames after a seq; it gets them all, in order, or `Unavailable` when the reply is
+//! unknown, expired, belongs to another session, or lost frames it would need to the bounds. Sans
+//! IO and generic over the stored frame, so the engine's in-process buffer and the tests share it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::budgets::{REPLAY_FRAMES_PER_REPLY, REPLAY_FRAMES_TOTAL, RESUME_WINDOW};
+use crate::Instant;
+
+/// The bounds of a [`ReplayLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    /// Most frames kept of one reply (the oldest go first).
+    pub per_reply: usize,
+    /// Most frames kept of all replies together (whole ended replies go first).
+    pub total: usize,
+    /// How long a reply stays resumable after it ended (`RESUME_WINDOW`).
+    pub window: Duration,
+}
+
+impl ReplayLimits {
+    /// The defaults: core's budgets.
+    pub const DEFAULT: ReplayLimits = ReplayLimits {
+        per_reply: REPLAY_FRAMES_PER_REPLY,
+        total: REPLAY_FRAMES_TOTAL,
+        window: RESUME_WINDOW,
+    };
+}
+
+/// What a resume gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay<T> {
+    /// Every kept frame after the asked seq, in order; `ended` when no live frame will follow.
+    Frames {
+        /// The frames, by increasing seq.
+        frames: Vec<T>,
+        /// The reply has ended (its last frame is among the kept ones).
+        ended: bool,
+    },
+    /// Unknown, expired, another session's, or a frame it needs was dropped.
+    Unavailable,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    session: String,
+    frames: VecDeque<(u64, T)>,
+    /// Highest seq dropped to the bounds (0: none).
+    dropped_through: u64,
+    ended: Option<Instant>,
+    opened: u64,
+}
+
+/// Kept frames of recent replies, by reply id.
+#[derive(Debug)]
+pub struct ReplayLog<T> {
+    limits: ReplayLimits,
+    entries: HashMap<String, Entry<T>>,
+    total: usize,
+    opened: u64,
+}
+
+impl<T: Clone> ReplayLog<T> {
+    /// An empty log with `limits`.
+    pub fn new(limits: ReplayLimits) -> Self {
+        Self { limits, entries: HashMap::new(), total: 0, opened: 0 }
+    }
+
+    /// Frames kept now (all replies).
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Replies known now.
+    pub fn replies(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Keeps frame `seq` of `reply` (of `session`); `last` marks the reply's final frame.
+    pub fn push(
+        &mut self,
+        reply: &str,
+        session: &str,
+        seq: u64,
+        frame: T,
+        last: bool,
+        now: Instant,
+    ) {
+        self.expire(now);
+        if !self.entries.contains_key(reply) {
+            self.opened += 1;
+            let entry = Entry {
+                session: session.to_string(),
+                frames: VecDeque::new(),
+                dropped_through: 0,
+                ended: None,
+                opened: self.opened,
+            };
+            self.entries.insert(reply.to_string(), entry);
+        }
+        while self.total >= self.limits.total && self.evict_one(reply) {}
+        let per_reply = self.limits.per_reply;
+        let Some(entry) = self.entries.get_mut(reply) else { return };
+        if entry.ended.is_some() {
+            return;
+        }
+        entry.frames.push_back((seq, frame));
+        self.total += 1;
+        while entry.frames.len() > per_reply {
+            if let Some((dropped, _)) = entry.frames.pop_front() {
+                entry.dropped_through = dropped;
+                self.total -= 1;
+            }
+        }
+        if last {
+            entry.ended = Some(now);
+        }
+    }
+
+    /// The reply ended without a final frame of its own (failed, cut): no live frame follows.
+    pub fn end(&mut self, reply: &str, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(reply) {
+            entry.ended.get_or_insert(now);
+        }
+    }
+
+    /// The frames of `reply` after `after_seq`, for a client on `session`.
+    pub fn replay(
+        &mut self,
+        reply: &str,
+        session: &str,
+        after_seq: u64,
+        now: Instant,
+    ) -> Replay<T> {
+        self.expire(now);
+        let Some(entry) = self.entries.get(reply) else { return Replay::Unavailable };
+        if entry.session != session || after_seq < entry.dropped_through {
+            return Replay::Unavailable;
+        }
+        let mut after = entry.frames.iter().filter(|(s, _)| *s > after_seq).peekable();
+        // The first frame owed is `after_seq + 1`; anything else is a gap (never papered over).
+        if after.peek().is_some_and(|(s, _)| *s != after_seq + 1) {
+            return Replay::Unavailable;
+        }
+        let frames = after.map(|(_, f)| f.clone()).collect();
+        Replay::Frames { frames, ended: entry.ended.is_some() }
+    }
+
+    /// Forgets the replies that ended `window` or more before `now`.
+    pub fn expire(&mut self, now: Instant) {
+        let window = self.limits.window;
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let keep = e.ended.is_none_or(|t| now.saturating_duration_since(t) < window);
+            if !keep {
+                freed += e.frames.len();
+            }
+            keep
+        });
+        self.total -= freed;
+    }
+
+    /// Makes room for one frame: the oldest ended reply goes whole; failing that, the oldest
+    /// frame of the oldest reply (possibly `pushing` itself).
+    /// Returns whether a frame was freed.
+    fn evict_one(&mut self, pushing: &str) -> bool {
+        let oldest_ended = self
+            .entries
+            .iter()
+            .filter(|(id, e)| e.ended.is_some() && !e.frames.is_empty() && id.as_str() != pushing)
+            .min_by_key(|(_, e)| (e.ended, e.opened))
+            .map(|(id, _)| id.clone());
+        if let Some(id) = oldest_ended {
+            if let Some(e) = self.entries.remove(&id) {
+                self.total -= e.frames.len();
+            }
+            return true;
+        }
+        let oldest = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.frames.is_empty())
+            .min_by_key(|(_, e)| e.opened)
+            .map(|(id, _)| id.clone());
+        if let Some(entry) = oldest.and_then(|id| self.entries.get_mut(&id)) {
+            if let Some((dropped, _)) = entry.frames.pop_front() {
+                entry.dropped_through = dropped;
+                self.total -= 1;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits(per_reply: usize, total: usize) -> ReplayLimits {
+        ReplayLimits { per_reply, total, window: Duration::from_secs(300) }
+    }
+
+    fn at(secs: u64) -> Instant {
+        Instant::from_secs(secs)
+    }
+
+    #[test]
+    fn a_resume_gets_exactly_the_frames_after_its_seq() {
+        let mut log = ReplayLog::new(ReplayLimits::DEFAULT);
+        for seq in 1..=4 {
+            log.push("r", "s", seq, seq, seq == 4, at(0));
+        }
+        assert_eq!(
+            log.replay("r", "s", 2, at(1)),
+            Replay::Frames { frames: vec![3, 4], ended: true }
+        );
+        assert_eq!(log.replay("r", "s", 4, at(1)), Replay::Frames { frames: vec![], ended: true });
+    }
+
+    #[test]
+    fn unknown_foreign_and_expired_replies_are_unavailable() {
+        let mut log = ReplayLog::new(limits(8, 64));
+        log.push("r", "s", 1, 1, true, at(0));
+        assert_eq!(log.replay("x", "s", 0, at(1)), Replay::Unavailable);
+        assert_eq!(log.replay("r", "other", 0, at(1)), Replay::Unavailable);
+        assert!(matches!(log.replay("r", "s", 0, at(299)), Replay::Frames { .. }));
+        assert_eq!(log.replay("r", "s", 0, at(300)), Replay::Unavailable, "window passed");
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn a_live_reply_never_expires_and_a_gap_is_unavailable() {
+        let mut log = ReplayLog::new(limits(2, 64));
+        for seq in 1..=3 {
+            log.push("r", "s", seq, seq, false, at(0));
+        }
+        assert_eq!(log.replay("r", "s", 0, at(10_000)), Replay::Unavailable, "frame 1 dropped");
+        let replay = log.replay("r", "s", 1, at(10_000));
+        assert_eq!(replay, Replay::Frames { frames: vec![2, 3], ended: false });
+    }
+
+    proptest! {
+        /// Whatever is pushed, the bounds hold and every answered resume is exactly the pushed
+        /// frames after its seq (nothing missing, nothing duplicated, in order).
+        #[test]
+        fn bounds_hold_and_answers_are_exact(
+            ops in proptest::collection::vec((0u8..4, 0u64..6, 0u64..20), 1..200),
+            per_reply in 1usize..8,
+            total in 1usize..20,
+        ) {
+            let mut log = ReplayLog::new(limits(per_reply, total));
+            // The model: every frame pushed per reply; a reply takes no frame after its end
+            // (reply ids are never reused).
+            let mut pushed: HashMap<String, Vec<u64>> = HashMap::new();
+            let mut ended: std::collections::HashSet<String> = Default::default();
+            let mut now = 0;
+            for (op, reply, arg) in ops {
+                let id = format!("r{reply}");
+                now += arg;
+                match op {
+                    0 | 1 if !ended.contains(&id) => {
+                        let seqs = pushed.entry(id.clone()).or_default();
+                        let seq = seqs.last().copied().unwrap_or(0) + 1;
+                        log.push(&id, "s", seq, seq, op == 1, at(now));
+                        seqs.push(seq);
+                        if op == 1 {
+                            ended.insert(id);
+                        }
+                    }
+                    0..=2 => {
+                        log.end(&id, at(now));
+                        ended.insert(id);
+                    }
+                    _ => {
+                        if let Replay::Frames { frames, .. } = log.replay(&id, "s", arg, at(now)) {
+                            let seqs = pushed.get(&id).cloned().unwrap_or_default();
+                            let want: Vec<u64> = seqs.into_iter().filter(|s| *s > arg).collect();
+                            prop_assert_eq!(frames, want, "exactly the missing frames");
+                        }
+                    }
+                }
+                prop_assert!(log.len() <= total);
+                let counted: usize = log.entries.values().map(|e| e.frames.len()).sum();
+                prop_assert_eq!(counted, log.len());
+                prop_assert!(log.entries.values().all(|e| e.frames.len() <= per_reply));
+            }
+        }
+    }
+}

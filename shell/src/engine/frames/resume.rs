@@ -1,0 +1,92 @@
+//! `resume` (issue 14): a reconnected client asks for the rest of a reply. After the usual
+//! ownership check (a foreign session gets the §3.7 answer and stays unbound), the connection is
+//! bound to the session and gets every recorded frame of the reply after its seq, then the live
+//! ones — one step in the delivery service, so nothing is repeated or skipped at the switch. A
+//! reply that is unknown, expired, another session's or missing frames gets one
+//! `RESUME_UNAVAILABLE`; the client then reloads the session over REST.
+
+use chatbox_core::protocol::{ClientFrame, ErrorInfo};
+
+use super::{check_access, move_binding, reply_error, ConnCtx};
+use crate::engine::hub::Engine;
+
+/// Handles one `resume` frame (it binds the connection itself).
+pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
+    let Some(point) = frame.resume_point() else {
+        // Validation guarantees the point; answer as for any invalid frame all the same.
+        reply_error(engine, conn, None, ErrorInfo::validation_failed());
+        return;
+    };
+    let session = frame.session_id.as_str();
+    if !check_access(engine, conn, session).await {
+        return;
+    }
+    let now = engine.clock.now();
+    let resumed = engine.delivery.resume(
+        conn.id,
+        session,
+        (point.reply_id, point.after_seq),
+        now,
+        &mut || move_binding(engine, conn, session),
+    );
+    tracing::debug!(
+        session_id = session,
+        reply_id = point.reply_id,
+        after_seq = point.after_seq,
+        resumed,
+        "resume"
+    );
+    if !resumed {
+        reply_error(engine, conn, Some(session), ErrorInfo::resume_unavailable());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{is_done, is_error, Harness};
+
+    fn resume(session: &str, reply: &str, after: &str) -> String {
+        format!(
+            r#"{{"type":"resume","session_id":"{session}","metadata":{{"reply_id":"{reply}","after_seq":"{after}"}}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn a_finished_reply_is_replayed_after_the_seq_and_an_unknown_one_is_unavailable() {
+        let h = Harness::new().await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
+        let frames = h.until(&mut user, is_done).await;
+        let sent: Vec<_> = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();
+        let done = sent.last().expect("done frame");
+        let session = done["session_id"].as_str().expect("session").to_string();
+        let reply = done["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+        assert_eq!(h.engine.delivery.replay_frames(), sent.len(), "the reply's frames are held");
+
+        let mut back = h.connect("u1", false);
+        h.send(&back, &resume(&session, &reply, "0")).await;
+        let replayed = h.until(&mut back, is_done).await;
+        let first = replayed.iter().position(|f| f["type"] == "ai_response").expect("replayed");
+        let binding = &replayed[first - 1];
+        assert_eq!(binding["type"], "connection_status", "bound before the replay: {binding}");
+        assert_eq!(binding["session_id"], session.as_str(), "{binding}");
+        assert_eq!(replayed[first..].to_vec(), sent, "every frame after seq 0, unchanged");
+
+        let mut again = h.connect("u1", false);
+        h.send(&again, &resume(&session, "unknown", "0")).await;
+        let frames = h.until(&mut again, is_error("RESUME_UNAVAILABLE")).await;
+        assert_eq!(frames.last().unwrap()["session_id"], session.as_str());
+        assert_eq!(h.engine.delivery.bound(again.ctx.id).as_deref(), Some(session.as_str()));
+    }
+
+    #[tokio::test]
+    async fn another_users_session_is_refused_and_left_unbound() {
+        let h = Harness::new().await;
+        let mut owner = h.connect("u1", false);
+        let session = h.start_session(&mut owner, "mine").await;
+        let mut other = h.connect("u2", false);
+        h.send(&other, &resume(&session, "r", "0")).await;
+        h.until(&mut other, is_error("SERVICE_ERROR")).await;
+        assert_eq!(h.engine.delivery.bound(other.ctx.id), None);
+    }
+}

@@ -1,0 +1,67 @@
+'use strict';
+// Resumable replies on the chat page (issue 14): the page's socket is cut mid-reply (closed from
+// page.evaluate); the page reconnects, sends `resume` with the reply id and the last seq it
+// showed, and the rest of the reply arrives in the same bubble — the whole text once, no chunk
+// twice, one AI bubble.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const h = require('./harness');
+const p = require('./pages');
+
+const CHUNKS = ['Alpha ', 'bravo ', 'charlie ', 'delta ', 'echo ', 'foxtrot ', 'golf ', 'hotel.'];
+
+let browser;
+let server;
+let upstream;
+
+test.before(async () => {
+  upstream = await h.scriptedUpstream(() => ({ chunks: CHUNKS, delayMs: 400 }));
+  server = await h.startServer({
+    providers: [{ id: 'scripted', name: 'Scripted model', type: 'openai', endpoint: upstream.endpoint }],
+  });
+  browser = await h.launchBrowser();
+});
+test.after(h.cleanup);
+
+test('resume: a page whose socket drops mid-reply shows the rest of the reply in the same bubble, without duplicates', h.withServerLog(() => server, async () => {
+  const page = await h.newPage(browser);
+  // Keep the page's sockets and what it sends reachable from the test.
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.__sent = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+      }
+      send(data) {
+        window.__sent.push(String(data));
+        super.send(data);
+      }
+    };
+  });
+  const token = server.token('resume-user', { name: 'Resume User' });
+  await p.openChat(page, server, token);
+  await p.send(page, 'Spell the alphabet');
+  const bubble = page.locator('#messages .msg[data-sender="ai"]');
+  await page.waitForFunction(
+    () => /bravo/.test(document.querySelector('#messages .msg[data-sender="ai"]')?.textContent || ''),
+    null,
+    { timeout: 10000 },
+  );
+  const cutAt = await p.msgText(bubble.first());
+  assert.ok(!cutAt.includes('hotel.'), `cut before the end: "${cutAt}"`);
+  await page.evaluate(() => window.__sockets[window.__sockets.length - 1].close());
+
+  await p.waitReplies(page, 1, 20000);
+  assert.equal(await bubble.count(), 1, 'one AI bubble');
+  assert.equal(await p.msgText(bubble.first()), CHUNKS.join('').trim(), 'the whole reply, once');
+  const resumes = (await page.evaluate(() => window.__sent))
+    .map((t) => JSON.parse(t))
+    .filter((f) => f.type === 'resume');
+  assert.equal(resumes.length, 1, 'the reconnect resumed the reply');
+  assert.match(resumes[0].metadata.reply_id, /^[0-9a-f]+$/);
+  assert.ok(Number(resumes[0].metadata.after_seq) >= 2, JSON.stringify(resumes[0]));
+}));
