@@ -5,7 +5,9 @@
 //! behind the same trait, so nothing else in the engine changes when one is added. Frames are
 //! serialised once per fan-out here, and error frames are counted for metrics.
 
+mod fleet;
 mod local;
+pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,7 @@ use chatbox_core::protocol::{Frame, FrameType};
 use tokio::sync::{mpsc, Notify};
 
 use super::metrics::Metrics;
+pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
 pub use local::LocalBus;
 
 /// Identifies one connection for its lifetime.
@@ -109,6 +112,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn kick_all(&self) -> usize;
     /// Open local connections.
     fn connections(&self) -> usize;
+    /// Whether the link to the other instances is up (`/readyz` `checks.bus`): `Err` names
+    /// why not. The in-process bus has no link and is always up.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The delivery service: the bus, plus encoding and error counting.
@@ -202,6 +210,11 @@ impl Delivery {
     /// Open connections of this process.
     pub fn connections(&self) -> usize {
         self.bus.connections()
+    }
+
+    /// The bus link's state (see [`Bus::health`]).
+    pub fn bus_health(&self) -> Result<(), String> {
+        self.bus.health()
     }
 }
 
