@@ -18,6 +18,7 @@ mkdir -p target
 
 step "test servers and browser (SecantusDB for MongoDB, aiosmtpd for SMTP, Chromium + playwright-core; cached outside the clone)"
 bash scripts/mongo-server.sh install
+bash scripts/redis-server.sh install
 bash scripts/smtp-server.sh install
 bash scripts/browser-install.sh
 

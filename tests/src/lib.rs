@@ -19,4 +19,6 @@ pub mod http;
 #[cfg(not(madsim))]
 pub mod mongo;
 #[cfg(not(madsim))]
+pub mod redis;
+#[cfg(not(madsim))]
 pub mod upstream;
