@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chatbox_tests::e2e::chat;
 use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
-use chatbox_tests::http::{get, json};
+use chatbox_tests::http::{get, json, post};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::redis::RedisServer;
 use chatbox_tests::upstream::Upstream;
@@ -76,4 +76,38 @@ async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redi
     wait_bus(&b, "ready").await;
     chat(&mut laptop, &session, "after the outage").await;
     done_in(&mut phone, &session).await;
+}
+
+#[tokio::test]
+async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk() {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let mut user = a.connect(&a.token("fleet-taken", &["user"], None)).await;
+    let (session, _) = chat(&mut user, "fleet-taken-1", "I need a person").await;
+
+    let jane = b.token("admin-1", &["admin"], Some("Jane Admin"));
+    let taken = post(&b, &format!("/admin/takeover/{session}"), Some(&jane)).await;
+    assert_eq!(taken.status, 200, "{taken:?}");
+    let join = user.recv_until(|f| f["type"] == "admin_join", STEP).await;
+    assert_eq!(join.last().expect("admin_join")["session_id"], session.as_str());
+
+    let mut admin = b.connect(&jane).await;
+    admin.send_user_message(&session, "Hi, this is Jane").await;
+    let relayed = user
+        .recv_until(|f| f["type"] == "user_message" && f["sender"] == "admin", STEP)
+        .await;
+    assert_eq!(relayed.last().expect("the admin's message")["content"], "Hi, this is Jane");
+
+    user.send_user_message(&session, "Thanks Jane").await;
+    let from_user = admin
+        .recv_until(|f| f["type"] == "user_message" && f["sender"] == "user", STEP)
+        .await;
+    assert_eq!(from_user.last().expect("the user's message")["content"], "Thanks Jane");
 }
