@@ -100,14 +100,12 @@ async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk(
 
     let mut admin = b.connect(&jane).await;
     admin.send_user_message(&session, "Hi, this is Jane").await;
-    let relayed = user
-        .recv_until(|f| f["type"] == "user_message" && f["sender"] == "admin", STEP)
-        .await;
+    let relayed =
+        user.recv_until(|f| f["type"] == "user_message" && f["sender"] == "admin", STEP).await;
     assert_eq!(relayed.last().expect("the admin's message")["content"], "Hi, this is Jane");
 
     user.send_user_message(&session, "Thanks Jane").await;
-    let from_user = admin
-        .recv_until(|f| f["type"] == "user_message" && f["sender"] == "user", STEP)
-        .await;
+    let from_user =
+        admin.recv_until(|f| f["type"] == "user_message" && f["sender"] == "user", STEP).await;
     assert_eq!(from_user.last().expect("the user's message")["content"], "Thanks Jane");
 }
