@@ -109,3 +109,32 @@ async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk(
         admin.recv_until(|f| f["type"] == "user_message" && f["sender"] == "user", STEP).await;
     assert_eq!(from_user.last().expect("the user's message")["content"], "Thanks Jane");
 }
+
+#[tokio::test]
+async fn an_instance_killed_with_sigkill_leaves_the_others_serving() {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let token = a.token("fleet-survivor", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let mut laptop = b.connect(&token).await;
+    let (session, _) = chat(&mut phone, "fleet-survivor-1", "before the kill").await;
+    chat(&mut laptop, &session, "laptop joins").await;
+    done_in(&mut phone, &session).await;
+
+    let pid = b.pid().expect("B runs");
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
+    // A keeps serving, with the bus up, and a new connection to A continues the session.
+    let mut again = a.connect(&token).await;
+    let (same, _) = chat(&mut again, &session, "after the kill").await;
+    assert_eq!(same, session);
+    let ready = wait_bus(&a, "ready").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
