@@ -8,7 +8,7 @@
 #   FUZZ_FORK=N    run each target with libFuzzer's -fork=N (N processes; default: one process)
 #   FUZZ_ARGS      extra libFuzzer flags for every run
 
-FUZZ_ALL_TARGETS="frame_parser config_loader jwt_verify core_ops"
+FUZZ_ALL_TARGETS="frame_parser config_loader jwt_verify core_ops bus_message"
 FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FUZZ_HOST="$(rustc -vV | sed -n 's/^host: //p')"
 FUZZ_BIN_DIR="$FUZZ_DIR/target/$FUZZ_HOST/release"

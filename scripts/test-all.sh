@@ -18,6 +18,7 @@ mkdir -p target
 
 step "test servers and browser (SecantusDB for MongoDB, aiosmtpd for SMTP, Chromium + playwright-core; cached outside the clone)"
 bash scripts/mongo-server.sh install
+bash scripts/redis-server.sh install
 bash scripts/smtp-server.sh install
 bash scripts/browser-install.sh
 
@@ -51,7 +52,7 @@ CHATBOX_TEST_MONGO_URI="mongodb://$mongo_addr/?directConnection=true" \
   cargo test -p chatbox-tests --locked \
     --test chat_auth --test chat_limits --test chat_sessions --test chat_shutdown \
     --test chat_stream --test http_admin --test http_cors --test http_limits \
-    --test http_sessions --test e2e_admin_chat --test e2e_ops --test providers \
+    --test http_sessions --test e2e_admin_chat --test e2e_ops --test providers --test fleet \
     2>&1 | tee -a target/test-all.log
 
 step "real-browser tests: Playwright driving Debian's Chromium against the real server"

@@ -98,6 +98,21 @@ pub const STORE_WRITE_BATCH: usize = 256;
 /// (BENCHMARKS.md); the operating system's page cache still keeps hot pages beyond this.
 pub const EMBEDDED_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+// ---- Fleet bus (issue 14) ---------------------------------------------------------------------
+
+/// Largest bus message an instance accepts from Redis; larger ones are rejected and counted.
+pub const BUS_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
+
+/// Publications queued for the bus task; past it a frame is not published (local connections
+/// still get it), so a slow or lost Redis never holds up the reply path.
+pub const BUS_PUBLISH_QUEUE: usize = 4096;
+
+/// Budget of connecting to Redis (TCP, TLS, AUTH, SELECT) and of one bus command.
+pub const BUS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a connected bus pings Redis, so an outage is noticed without traffic.
+pub const BUS_HEARTBEAT: Duration = Duration::from_secs(1);
+
 // ---- Admin -----------------------------------------------------------------------------------
 
 /// Deadline of the admin listing and the metrics aggregation (PROTOCOL.md §8.5).

@@ -74,6 +74,16 @@ impl RetryPolicy {
         jitter: Jitter::None,
     };
 
+    /// The fleet bus's reconnect schedule (issue 14): 100 ms, ×2, capped at 5 s, never giving
+    /// up (an instance serves its own sockets meanwhile).
+    pub const BUS_RECONNECT: RetryPolicy = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_delay: Duration::from_millis(100),
+        multiplier: 2.0,
+        max_delay: Duration::from_secs(5),
+        jitter: Jitter::None,
+    };
+
     /// The un-jittered delay after failed attempt `attempt` (1-based): `initial × mult^(attempt-1)`,
     /// capped at `max_delay`. Non-decreasing in `attempt`.
     pub fn base_delay(&self, attempt: u32) -> Duration {

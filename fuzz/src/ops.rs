@@ -251,6 +251,8 @@ fn wall_of(t: Instant) -> UnixMillis {
 struct MSession {
     user: String,
     ended_at: Option<Instant>,
+    /// Ended through `end` (asked for): final, never resumed (issue 16).
+    end_requested: bool,
     started_wall: UnixMillis,
     last_activity: Instant,
     attached: u32,
@@ -510,6 +512,7 @@ impl World {
                     None => assert_eq!(got, Err(SessionError::NotFound), "{op:?}"),
                     Some(m) => {
                         m.ended_at = Some(t);
+                        m.end_requested = true;
                         match got {
                             Ok(e) => {
                                 assert_eq!(e.id.as_str(), sid(*s));
@@ -606,6 +609,7 @@ impl World {
                         && m.last_activity + model.limits.idle_timeout <= t
                     {
                         m.ended_at = Some(t);
+                        m.end_requested = false;
                         idle.push(id.clone());
                     }
                 }
@@ -725,7 +729,9 @@ fn model_resolve(
                     return Ok((r.to_string(), ResolutionKind::Existing, false));
                 }
                 Some(at) => {
-                    if t.saturating_duration_since(at) < model.limits.reconnect_window {
+                    if !s.end_requested
+                        && t.saturating_duration_since(at) < model.limits.reconnect_window
+                    {
                         resumable = Some(r.to_string());
                     }
                 }
@@ -752,6 +758,7 @@ fn model_resolve(
         MSession {
             user: u.to_string(),
             ended_at: None,
+            end_requested: false,
             started_wall: wall,
             last_activity: t,
             attached: 0,
@@ -802,6 +809,7 @@ fn model_load(
         MSession {
             user: snap.user_id.clone(),
             ended_at,
+            end_requested: false,
             started_wall: snap.started_wall,
             last_activity: t,
             attached: 0,

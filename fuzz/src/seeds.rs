@@ -585,7 +585,28 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (n, v) in ops_inputs() {
         out.push(("core_ops", n.to_string(), to_bytes(&v)));
     }
+    for (n, b) in bus_messages() {
+        out.push(("bus_message", n.to_string(), b.as_bytes().to_vec()));
+    }
     out
+}
+
+/// `bus_message` seeds: one message of each kind, and near misses.
+fn bus_messages() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("session", r#"{"v":1,"from":"a","event":{"kind":"session","session":"s","frame":"{}"}}"#),
+        (
+            "session_admins",
+            r#"{"v":1,"from":"a","event":{"kind":"session_admins","session":"s","owner":"u","frame":"{}"}}"#,
+        ),
+        ("user", r#"{"v":1,"from":"a","event":{"kind":"user","user":"u","frame":"{}"}}"#),
+        (
+            "unbind_admin",
+            r#"{"v":1,"from":"b","event":{"kind":"unbind_admin","session":"s","admin":"x","owner":"u"}}"#,
+        ),
+        ("version_2", r#"{"v":2,"from":"a","event":{"kind":"user","user":"u","frame":"{}"}}"#),
+        ("unknown_kind", r#"{"v":1,"from":"a","event":{"kind":"nope"}}"#),
+    ]
 }
 
 /// `0x00` (structured mode) then the encoding.
@@ -627,6 +648,7 @@ mod tests {
                 "config_loader" => crate::config::run(&bytes),
                 "jwt_verify" => crate::jwt::run(&bytes),
                 "core_ops" => crate::ops::run(&bytes),
+                "bus_message" => crate::bus::run(&bytes),
                 _ => unreachable!(),
             }
         }

@@ -69,15 +69,35 @@ pub async fn start_with_pages(
             "ENCRYPTION_KEY has the wrong length; message content is stored in plain text"
         );
     }
-    let (engine, channels) = Engine::new(
-        config,
-        store,
-        ports.outbox,
-        ports.providers,
-        ports.notifier,
-        ports.resolver,
-        Clock::new(),
-    );
+    #[cfg(not(madsim))]
+    let fleet = fleet_bus(&config)?;
+    #[cfg(madsim)]
+    let fleet: Option<(
+        Arc<dyn crate::engine::delivery::Bus>,
+        Arc<crate::engine::metrics::Metrics>,
+    )> = None;
+    let (engine, channels) = match fleet {
+        Some((bus, metrics)) => Engine::with_bus(
+            config,
+            store,
+            ports.outbox,
+            ports.providers,
+            ports.notifier,
+            ports.resolver,
+            Clock::new(),
+            bus,
+            metrics,
+        ),
+        None => Engine::new(
+            config,
+            store,
+            ports.outbox,
+            ports.providers,
+            ports.notifier,
+            ports.resolver,
+            Clock::new(),
+        ),
+    };
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -94,6 +114,35 @@ pub async fn start_with_pages(
     });
     tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.replies.model_list().len(), "chatbox listening");
     Ok(Running { engine, addr, effects: channels.effects })
+}
+
+/// The fleet bus when `REDIS_URL` is set (issue 14): its link task is started here and
+/// connects in the background, so Redis being down at start-up only makes the bus degraded.
+#[cfg(not(madsim))]
+#[allow(clippy::type_complexity)]
+fn fleet_bus(
+    config: &Config,
+) -> std::io::Result<
+    Option<(Arc<dyn crate::engine::delivery::Bus>, Arc<crate::engine::metrics::Metrics>)>,
+> {
+    use crate::engine::delivery::FleetBus;
+    if !config.storage.has_redis() {
+        return Ok(None);
+    }
+    let client =
+        crate::adapters::bus::client(config.storage.redis_url.expose().trim()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("REDIS_URL: {e}"))
+        })?;
+    let metrics = Arc::new(crate::engine::metrics::Metrics::new());
+    let instance = format!("{:016x}", rand::random::<u64>());
+    let (bus, queues) = FleetBus::new(instance, Arc::clone(&metrics));
+    crate::adapters::bus::start(
+        client,
+        Arc::clone(&bus),
+        queues,
+        config.storage.redis_url_for_logs(),
+    );
+    Ok(Some((bus, metrics)))
 }
 
 impl Running {

@@ -20,6 +20,8 @@ pub mod http;
 #[cfg(not(madsim))]
 pub mod mongo;
 #[cfg(not(madsim))]
+pub mod redis;
+#[cfg(not(madsim))]
 pub mod twilio;
 #[cfg(not(madsim))]
 pub mod upstream;

@@ -114,6 +114,8 @@ pub(crate) const PAUSE_AI_WHEN_ASSISTED: SettingName =
     name("PAUSE_AI_WHEN_ASSISTED", "chatbox.pause_ai_when_assisted");
 
 // Storage (§8).
+/// The fleet's Redis (issue 14).
+pub(crate) const REDIS_URL: SettingName = name("REDIS_URL", "chatbox.redis_url");
 pub(crate) const ENCRYPTION_KEY: SettingName = name("ENCRYPTION_KEY", "chatbox.encryption_key");
 pub(crate) const MONGO_URI: SettingName = name("MONGO_URI", "mongo.uri");
 /// Older file locations of the MongoDB URI, tried in this order after `mongo.uri`.

@@ -49,4 +49,4 @@ pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,
     MIN_JWT_SECRET_BYTES, PLACEHOLDER_MARKERS, WEAK_PATTERNS,
 };
-pub use validate::{is_csp_source_list, ENCRYPTION_KEY_BYTES};
+pub use validate::{is_csp_source_list, redis_url_problem, ENCRYPTION_KEY_BYTES};

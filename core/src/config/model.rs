@@ -284,6 +284,21 @@ pub struct StorageConfig {
     /// Budget of the history read before a model call (`STORE_HISTORY_READ_TIMEOUT`), default
     /// [`HISTORY_READ_TIMEOUT_DEFAULT`].
     pub history_read_timeout: Duration,
+    /// The fleet's Redis (`REDIS_URL`, `redis://` or `rediss://`; may hold credentials), or empty
+    /// for one instance with the in-process bus.
+    pub redis_url: Secret,
+}
+
+impl StorageConfig {
+    /// The Redis URL with any `user:password@` replaced by `<credentials>@`, for logs.
+    pub fn redis_url_for_logs(&self) -> String {
+        redact_uri_credentials(self.redis_url.expose())
+    }
+
+    /// Whether a fleet bus is configured (`REDIS_URL` set).
+    pub fn has_redis(&self) -> bool {
+        !self.redis_url.expose().trim().is_empty()
+    }
 }
 
 /// The session store: MongoDB when `MONGO_URI` is set, else the embedded store in `data_dir`.
@@ -561,6 +576,7 @@ impl Config {
                 outbox_max_entries: 100_000,
                 encryption_key: Secret::default(),
                 history_read_timeout: HISTORY_READ_TIMEOUT_DEFAULT,
+                redis_url: Secret::default(),
             },
             alerts: AlertConfig {
                 admin_emails: Vec::new(),
@@ -650,6 +666,15 @@ mod tests {
         assert!(!shown.contains("dbpass-777"));
         let alt = format!("{config:#?}");
         assert!(!alt.contains(STRONG) && !alt.contains("sk-live-abcdef"));
+    }
+
+    #[test]
+    fn redis_url_credentials_are_redacted_for_logs() {
+        let mut storage = Config::with_defaults(Secret::default(), Vec::new()).storage;
+        assert!(!storage.has_redis());
+        storage.redis_url = Secret::new("rediss://default:hunter2@cache:6380/2", Origin::Env);
+        assert!(storage.has_redis());
+        assert_eq!(storage.redis_url_for_logs(), "rediss://<credentials>@cache:6380/2");
     }
 
     #[test]

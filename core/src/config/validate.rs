@@ -30,6 +30,33 @@ pub fn is_csp_source_list(entry: &str) -> bool {
     entry.bytes().all(|b| b == b' ' || (b.is_ascii_graphic() && b != b';' && b != b','))
 }
 
+/// What is wrong with a `REDIS_URL` (`redis://[user:password@]host[:port][/db]`, `rediss://`
+/// for TLS), or `None`. The URL itself is never echoed: it may carry a password.
+pub fn redis_url_problem(url: &str) -> Option<String> {
+    let Some(rest) = url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) else {
+        return Some("must start with redis:// or rediss://".into());
+    };
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host_port.starts_with('[') => {
+            (host, Some(port))
+        }
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return Some("has no host".into());
+    }
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Some("port must be a number from 1 to 65535".into());
+    }
+    let db = db.split('?').next().unwrap_or("");
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Some("database must be a number (redis://host:port/0)".into());
+    }
+    None
+}
+
 impl Config {
     /// Checks every rule; `Err` lists all violations at once.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
@@ -216,6 +243,11 @@ impl Config {
             Relation::AtLeast,
             (keys::MONGO_RETRY_DELAY, storage.retry.delay),
         );
+        if storage.has_redis() {
+            if let Some(reason) = redis_url_problem(storage.redis_url.expose().trim()) {
+                rules.errors.push(ConfigError::InvalidUrl { setting: keys::REDIS_URL, reason });
+            }
+        }
         if let StoreConfig::Mongo(mongo) = &storage.backend {
             let uri = mongo.uri.expose().trim();
             let rest =
@@ -361,6 +393,32 @@ impl Rules {
                 other,
                 other_value: godur::format(other_value),
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod redis_url_tests {
+    use super::redis_url_problem;
+
+    #[test]
+    fn redis_urls_are_checked_without_echoing_them() {
+        for good in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://user:s3cret@cache.internal:6380/2",
+            "redis://cache",
+        ] {
+            assert_eq!(redis_url_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("http://cache:6379", "must start with"),
+            ("redis://:pw@/0", "no host"),
+            ("redis://cache:http/0", "port"),
+            ("redis://cache:6379/zero", "database"),
+        ] {
+            let reason = redis_url_problem(bad).expect(bad);
+            assert!(reason.contains(why), "{bad}: {reason}");
+            assert!(!reason.contains("pw"), "no URL echoed");
         }
     }
 }

@@ -636,6 +636,20 @@ pub struct ReadyChecks {
     /// Present only while the server drains for shutdown (an addition): always not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown: Option<ReadyCheck>,
+    /// The fleet bus (issue 14): `ready`, or `degraded` with an `error` during a bus outage,
+    /// which alone never makes the instance not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusCheck>,
+}
+
+/// `checks.bus` of `/readyz`: `{"status":"ready"}` or `{"status":"degraded","error":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusCheck {
+    /// `ready` or `degraded`.
+    pub status: String,
+    /// Why the bus is degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET {P}/readyz` (§4.10); answer [`ReadyBody::status_code`].
@@ -663,7 +677,8 @@ impl ReadyBody {
         } else {
             ReadyCheck::not_ready("No LLM providers configured")
         };
-        let checks = ReadyChecks { mongodb, llm, store: None, outbox: None, shutdown: None };
+        let checks =
+            ReadyChecks { mongodb, llm, store: None, outbox: None, shutdown: None, bus: None };
         ReadyBody { status: String::new(), timestamp: now, checks }.with_status()
     }
 
@@ -688,6 +703,16 @@ impl ReadyBody {
         check.depth = Some(depth);
         self.checks.outbox = Some(check);
         self.with_status()
+    }
+
+    /// Adds the bus check: `Err` is a bus outage (degraded, still ready).
+    #[must_use]
+    pub fn with_bus(mut self, health: Result<(), String>) -> Self {
+        self.checks.bus = Some(match health {
+            Ok(()) => BusCheck { status: READY.to_string(), error: None },
+            Err(error) => BusCheck { status: "degraded".to_string(), error: Some(error) },
+        });
+        self
     }
 
     /// Marks the server as draining for shutdown (not ready, whatever else holds).

@@ -4,6 +4,8 @@
 
 #[cfg(not(madsim))]
 #[cfg(not(madsim))]
+pub mod bus;
+#[cfg(not(madsim))]
 pub mod data_dir;
 #[cfg(not(madsim))]
 pub mod dns;

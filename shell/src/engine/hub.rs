@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::alerts::Alerts;
 use super::clock::Clock;
-use super::delivery::{ConnId, Delivery, LocalBus, LocalReplay};
+use super::delivery::{Bus, ConnId, Delivery, LocalBus, LocalReplay};
 use super::dns::Resolver;
 use super::frames::{self, ConnCtx};
 use super::limits::Limits;
@@ -92,11 +92,30 @@ impl Engine {
         resolver: Arc<dyn Resolver>,
         clock: Clock,
     ) -> (Arc<Engine>, EngineChannels) {
+        let metrics = Arc::new(Metrics::new());
+        metrics.bus_up.set(1);
+        let bus = Arc::new(LocalBus::default());
+        Self::with_bus(config, store, outbox, providers, notifier, resolver, clock, bus, metrics)
+    }
+
+    /// [`Engine::new`] with the given delivery `bus` (the fleet's, issue 14) counting into
+    /// `metrics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_bus(
+        config: Arc<Config>,
+        store: Arc<dyn SessionStore>,
+        outbox: Arc<dyn Outbox>,
+        providers: Vec<Arc<dyn LlmProvider>>,
+        notifier: Arc<dyn Notifier>,
+        resolver: Arc<dyn Resolver>,
+        clock: Clock,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Engine>, EngineChannels) {
         let (stop_tx, _) = watch::channel(false);
         let (cut_tx, _) = watch::channel(false);
         let (force_tx, _) = watch::channel(false);
         let (effects_tx, effects) = mpsc::unbounded_channel();
-        let metrics = Arc::new(Metrics::new());
         let supervisor = Supervisor::new();
         let session_limits = SessionLimits {
             reconnect_window: config.sessions.reconnect_timeout,
@@ -115,7 +134,7 @@ impl Engine {
         let engine = Engine {
             sessions: Sessions::new(session_limits, clock, Arc::clone(&metrics)),
             delivery: Delivery::with_replay(
-                Arc::new(LocalBus::default()),
+                bus,
                 Arc::new(LocalReplay::new(ReplayLimits {
                     window: config.llm.resume_window,
                     ..ReplayLimits::DEFAULT

@@ -109,12 +109,24 @@ pub struct Metrics {
     pub admin_messages_dropped: IntCounter,
     /// `chatbox_outbox_depth` (gauge): entries waiting in the durable outbox.
     pub outbox_depth: IntGauge,
+    /// `chatbox_bus_up` (gauge): 1 while the fleet bus (Redis) is connected or the bus is
+    /// in-process, 0 during a bus outage.
+    pub bus_up: IntGauge,
+    /// `chatbox_bus_frames_published_total`: bus messages this instance published to the fleet.
+    pub bus_published: IntCounter,
+    /// `chatbox_bus_frames_received_total`: bus messages from other instances delivered here.
+    pub bus_received: IntCounter,
+    /// `chatbox_bus_messages_rejected_total`: bus messages that did not decode (logged).
+    pub bus_rejected: IntCounter,
+    /// `chatbox_bus_frames_unpublished_total`: frames not published because the bus was down
+    /// or its queue full (local connections still got them).
+    pub bus_unpublished: IntCounter,
+    /// `chatbox_replay_buffer_frames` (gauge): frames held for resumable replies.
+    pub replay_buffer_frames: IntGauge,
     /// `chatbox_outbox_dropped_total`: outbox entries the store refused permanently (logged).
     pub outbox_dropped: IntCounter,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
-    /// `chatbox_replay_buffer_frames` (gauge): reply frames held for resumes (issue 14).
-    pub replay_buffer_frames: IntGauge,
 }
 
 impl Default for Metrics {
@@ -247,12 +259,41 @@ impl Metrics {
                 r,
                 IntGauge::new("chatbox_outbox_depth", "Entries waiting in the durable outbox"),
             ),
+            bus_up: register(
+                r,
+                IntGauge::new("chatbox_bus_up", "1 while the fleet bus is connected, else 0"),
+            ),
+            bus_published: register(
+                r,
+                IntCounter::new(
+                    "chatbox_bus_frames_published_total",
+                    "Bus messages published to the other instances",
+                ),
+            ),
+            bus_received: register(
+                r,
+                IntCounter::new(
+                    "chatbox_bus_frames_received_total",
+                    "Bus messages from other instances delivered here",
+                ),
+            ),
+            bus_rejected: register(
+                r,
+                IntCounter::new(
+                    "chatbox_bus_messages_rejected_total",
+                    "Bus messages that did not decode",
+                ),
+            ),
+            bus_unpublished: register(
+                r,
+                IntCounter::new(
+                    "chatbox_bus_frames_unpublished_total",
+                    "Frames not published to the fleet (bus down or queue full)",
+                ),
+            ),
             replay_buffer_frames: register(
                 r,
-                IntGauge::new(
-                    "chatbox_replay_buffer_frames",
-                    "Reply frames held for resumes in this instance",
-                ),
+                IntGauge::new("chatbox_replay_buffer_frames", "Frames held for resumable replies"),
             ),
             outbox_dropped: register(
                 r,

@@ -32,7 +32,8 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     };
     let mut body = ReadyBody::new(db, engine.replies.model_list().len(), engine.frame_now())
         .with_store(engine.config.storage.backend.backend_name())
-        .with_outbox(engine.persistence.outbox_len(), engine.persistence.outbox_capacity());
+        .with_outbox(engine.persistence.outbox_len(), engine.persistence.outbox_capacity())
+        .with_bus(engine.delivery.bus_health());
     if engine.is_stopping() {
         body = body.draining();
     }

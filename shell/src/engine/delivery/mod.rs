@@ -6,8 +6,10 @@
 //! serialised once per fan-out here, and error frames are counted for metrics. Reply frames
 //! also go into the [`ReplayBuffer`] (resumable replies, issue 14).
 
+mod fleet;
 mod local;
 pub mod replay;
+pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,7 @@ use chatbox_core::Instant;
 use tokio::sync::{mpsc, Notify};
 
 use super::metrics::Metrics;
+pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
 pub use local::LocalBus;
 pub use replay::{LocalReplay, ReplayBuffer, ReplyFrame};
 
@@ -114,6 +117,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn kick_all(&self) -> usize;
     /// Open local connections.
     fn connections(&self) -> usize;
+    /// Whether the link to the other instances is up (`/readyz` `checks.bus`): `Err` names
+    /// why not. The in-process bus has no link and is always up.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The delivery service: the bus and the replay buffer, plus encoding and error counting.
@@ -268,6 +276,11 @@ impl Delivery {
     /// Open connections of this process.
     pub fn connections(&self) -> usize {
         self.bus.connections()
+    }
+
+    /// The bus link's state (see [`Bus::health`]).
+    pub fn bus_health(&self) -> Result<(), String> {
+        self.bus.health()
     }
 }
 

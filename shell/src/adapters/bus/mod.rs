@@ -1,0 +1,122 @@
+//! The fleet bus's link to Redis (issue 14): publishes what [`FleetBus`] queues, keeps this
+//! instance subscribed to the channels its connections need and feeds received messages back.
+//! On any failure it marks the bus down (logged once), reconnects with core's
+//! [`RetryPolicy::BUS_RECONNECT`] backoff, resubscribes and marks it up again: no restart.
+//!
+//! Built on the `redis` crate (multiplexed connection for PUBLISH/PING, a dedicated pub/sub
+//! connection split into sink and stream).
+
+use std::sync::Arc;
+
+use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT};
+use chatbox_core::retry::RetryPolicy;
+use futures_util::StreamExt;
+use tokio::time::timeout;
+
+use crate::engine::delivery::{FleetBus, LinkCommand, LinkQueues};
+
+/// Why the link dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Redis refused or the connection broke.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A connect or a command took longer than its budget.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The subscription stream ended.
+    #[error("redis closed the subscription connection")]
+    Closed,
+}
+
+async fn bounded<T, F>(future: F) -> Result<T, LinkError>
+where
+    F: std::future::Future<Output = Result<T, redis::RedisError>>,
+{
+    timeout(BUS_COMMAND_TIMEOUT, future)
+        .await
+        .map_err(|_| LinkError::Timeout(BUS_COMMAND_TIMEOUT))?
+        .map_err(LinkError::from)
+}
+
+/// The client for `url` (already validated by the configuration).
+pub fn client(url: &str) -> Result<redis::Client, redis::RedisError> {
+    redis::Client::open(url)
+}
+
+/// Starts the link task for `bus` (detached: it holds no state to drain and ends with the
+/// runtime).
+pub fn start(client: redis::Client, bus: Arc<FleetBus>, queues: LinkQueues, url_for_logs: String) {
+    #[allow(clippy::disallowed_methods)] // reason: the link never ends by itself; nothing to drain
+    tokio::spawn(run(client, bus, queues, url_for_logs));
+}
+
+async fn run(client: redis::Client, bus: Arc<FleetBus>, mut queues: LinkQueues, url: String) {
+    let mut failures = 0u32;
+    loop {
+        let error = connected(&client, &bus, &mut queues, &url, &mut failures).await;
+        if bus.link_down(&error.to_string()) {
+            tracing::warn!(redis = %url, %error, "fleet bus down: serving local connections only");
+        }
+        // Publications queued before the outage are stale: local connections had them.
+        while queues.publish.try_recv().is_ok() {}
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(RetryPolicy::BUS_RECONNECT.base_delay(failures)).await;
+    }
+}
+
+async fn connected(
+    client: &redis::Client,
+    bus: &FleetBus,
+    queues: &mut LinkQueues,
+    url: &str,
+    failures: &mut u32,
+) -> LinkError {
+    match serve(client, bus, queues, url, failures).await {
+        Ok(never) => match never {},
+        Err(error) => error,
+    }
+}
+
+async fn serve(
+    client: &redis::Client,
+    bus: &FleetBus,
+    queues: &mut LinkQueues,
+    url: &str,
+    failures: &mut u32,
+) -> Result<std::convert::Infallible, LinkError> {
+    let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
+    let (mut sink, mut stream) = bounded(client.get_async_pubsub()).await?.split();
+    while queues.control.try_recv().is_ok() {}
+    for channel in bus.channels() {
+        bounded(sink.subscribe(channel)).await?;
+    }
+    *failures = 0;
+    if bus.link_up() {
+        tracing::info!(redis = %url, instance = bus.instance(), "fleet bus up");
+    }
+    let mut heartbeat = tokio::time::interval(BUS_HEARTBEAT);
+    loop {
+        tokio::select! {
+            Some(command) = queues.publish.recv() => {
+                if let LinkCommand::Publish { channel, payload } = command {
+                    let mut publish = redis::cmd("PUBLISH");
+                    publish.arg(channel).arg(payload);
+                    bounded(publish.query_async::<i64>(&mut conn)).await?;
+                }
+            }
+            Some(command) = queues.control.recv() => match command {
+                LinkCommand::Subscribe(channel) => bounded(sink.subscribe(channel)).await?,
+                LinkCommand::Unsubscribe(channel) => bounded(sink.unsubscribe(channel)).await?,
+                LinkCommand::Publish { .. } => {}
+            },
+            message = stream.next() => match message {
+                Some(message) => bus.deliver(message.get_payload_bytes()),
+                None => return Err(LinkError::Closed),
+            },
+            _ = heartbeat.tick() => {
+                bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await?;
+            }
+        }
+    }
+}

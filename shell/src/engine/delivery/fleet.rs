@@ -1,0 +1,385 @@
+//! The fleet [`Bus`] (issue 14): this instance's connections in a [`LocalBus`], plus a link to
+//! the other instances. Every fan-out is delivered to the local connections directly and handed
+//! once, as a [`BusMessage`], to the link's queue (never awaited: a slow or lost link cannot
+//! delay a local frame). The link (an adapter: Redis pub/sub) publishes it on the session's (or
+//! user's) channel and feeds messages from other instances back through [`FleetBus::deliver`].
+//!
+//! Channels: one per session (`chatbox:bus:s:{id}`) and one per user (`chatbox:bus:u:{id}`).
+//! This instance subscribes to a channel while at least one of its connections is bound to the
+//! session (or belongs to the user) and unsubscribes when the last one goes, so an instance
+//! only receives traffic for the sessions it serves. Every message names its instance, and an
+//! instance ignores its own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chatbox_core::budgets::BUS_PUBLISH_QUEUE;
+use tokio::sync::mpsc;
+
+use super::wire::{BusEvent, BusMessage};
+use super::{Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound};
+use crate::engine::metrics::Metrics;
+
+/// A request to the link task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkCommand {
+    /// Publish `payload` on `channel`.
+    Publish {
+        /// Redis channel.
+        channel: String,
+        /// Encoded [`BusMessage`].
+        payload: String,
+    },
+    /// Start receiving `channel`.
+    Subscribe(String),
+    /// Stop receiving `channel`.
+    Unsubscribe(String),
+}
+
+/// The receiving ends the link task consumes, handed out once by [`FleetBus::new`].
+#[derive(Debug)]
+pub struct LinkQueues {
+    /// Publications (bounded: dropped and counted when full).
+    pub publish: mpsc::Receiver<LinkCommand>,
+    /// Subscription changes (never dropped: the channel set must stay exact).
+    pub control: mpsc::UnboundedReceiver<LinkCommand>,
+}
+
+/// The channel of a session.
+pub fn session_channel(session: &str) -> String {
+    format!("chatbox:bus:s:{session}")
+}
+
+/// The channel of a user.
+pub fn user_channel(user: &str) -> String {
+    format!("chatbox:bus:u:{user}")
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Local connections interested in each channel.
+    channels: HashMap<String, usize>,
+    /// The user of each local connection (for its user channel on unregister).
+    users: HashMap<ConnId, String>,
+    /// `None` while the link is up, else why it is down.
+    down: Option<String>,
+}
+
+/// The fleet bus: local delivery plus publication to, and subscription from, the other instances.
+#[derive(Debug)]
+pub struct FleetBus {
+    local: LocalBus,
+    instance: String,
+    publish: mpsc::Sender<LinkCommand>,
+    control: mpsc::UnboundedSender<LinkCommand>,
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+impl FleetBus {
+    /// A fleet bus for instance `instance` (unique per process), counting into `metrics`; the
+    /// link starts down until it reports [`FleetBus::link_up`].
+    pub fn new(instance: String, metrics: Arc<Metrics>) -> (Arc<FleetBus>, LinkQueues) {
+        let (publish, publish_rx) = mpsc::channel(BUS_PUBLISH_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        metrics.bus_up.set(0);
+        let state = State { down: Some("not connected yet".into()), ..State::default() };
+        let bus = FleetBus {
+            local: LocalBus::default(),
+            instance,
+            publish,
+            control,
+            state: Mutex::new(state),
+            metrics,
+        };
+        (Arc::new(bus), LinkQueues { publish: publish_rx, control: control_rx })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Every channel this instance should be subscribed to (after a reconnect).
+    pub fn channels(&self) -> BTreeSet<String> {
+        self.lock().channels.keys().cloned().collect()
+    }
+
+    /// The link is connected and subscribed; returns whether it was down before (log once).
+    pub fn link_up(&self) -> bool {
+        self.metrics.bus_up.set(1);
+        self.lock().down.take().is_some()
+    }
+
+    /// The link is down for `error`; returns whether it was up before (log once).
+    pub fn link_down(&self, error: &str) -> bool {
+        self.metrics.bus_up.set(0);
+        self.lock().down.replace(error.to_string()).is_none()
+    }
+
+    /// A payload received on a subscribed channel: decoded defensively and delivered to this
+    /// instance's connections unless it is this instance's own. A bad message is counted and
+    /// logged, never a panic.
+    pub fn deliver(&self, payload: &[u8]) {
+        let message = match BusMessage::decode(payload) {
+            Ok(message) => message,
+            Err(error) => {
+                self.metrics.bus_rejected.inc();
+                tracing::warn!(%error, bytes = payload.len(), "bus message rejected");
+                return;
+            }
+        };
+        if message.from == self.instance {
+            return;
+        }
+        self.metrics.bus_received.inc();
+        match message.event {
+            BusEvent::Session { session, frame } => {
+                self.local.to_session(&session, &Arc::from(frame), None);
+            }
+            BusEvent::SessionAdmins { session, owner, frame } => {
+                let fanout = self.local.to_session_admins(&session, &owner, &Arc::from(frame));
+                self.metrics.admin_messages_dropped.inc_by(fanout.dropped as u64);
+            }
+            BusEvent::User { user, frame } => {
+                self.local.to_user(&user, &Arc::from(frame));
+            }
+            BusEvent::UnbindAdmin { session, admin, owner } => {
+                let unbound = self.local.unbind_admin(&session, &admin, &owner);
+                self.release(&session_channel(&session), unbound);
+            }
+        }
+    }
+
+    fn publish(&self, channel: String, event: BusEvent) {
+        if self.lock().down.is_some() {
+            self.metrics.bus_unpublished.inc();
+            return;
+        }
+        let payload = BusMessage::new(&self.instance, event).encode();
+        match self.publish.try_send(LinkCommand::Publish { channel, payload }) {
+            Ok(()) => self.metrics.bus_published.inc(),
+            Err(_) => self.metrics.bus_unpublished.inc(),
+        }
+    }
+
+    fn acquire(&self, channel: String) {
+        let mut state = self.lock();
+        let count = state.channels.entry(channel.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            let _ = self.control.send(LinkCommand::Subscribe(channel));
+        }
+    }
+
+    fn release(&self, channel: &str, times: usize) {
+        if times == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        let Some(count) = state.channels.get_mut(channel) else { return };
+        *count = count.saturating_sub(times);
+        if *count == 0 {
+            state.channels.remove(channel);
+            let _ = self.control.send(LinkCommand::Unsubscribe(channel.to_string()));
+        }
+    }
+}
+
+impl Bus for FleetBus {
+    fn register(
+        &self,
+        user_id: &str,
+        is_admin: bool,
+        tx: mpsc::Sender<Outbound>,
+        kick: Arc<KickSignal>,
+    ) -> ConnId {
+        let id = self.local.register(user_id, is_admin, tx, kick);
+        self.lock().users.insert(id, user_id.to_string());
+        self.acquire(user_channel(user_id));
+        id
+    }
+
+    fn unregister(&self, conn: ConnId) -> Option<Arc<str>> {
+        let session = self.local.unregister(conn);
+        if let Some(session) = &session {
+            self.release(&session_channel(session), 1);
+        }
+        let user = self.lock().users.remove(&conn);
+        if let Some(user) = user {
+            self.release(&user_channel(&user), 1);
+        }
+        session
+    }
+
+    fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.local.bound(conn)
+    }
+
+    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+        let previous = self.local.bind(conn, session);
+        if self.local.bound(conn).as_deref() == Some(session) {
+            self.acquire(session_channel(session));
+        }
+        if let Some(previous) = &previous {
+            self.release(&session_channel(previous), 1);
+        }
+        previous
+    }
+
+    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+        let unbound = self.local.unbind_admin(session, admin_id, owner);
+        self.release(&session_channel(session), unbound);
+        if admin_id != owner {
+            let event = BusEvent::UnbindAdmin {
+                session: session.to_string(),
+                admin: admin_id.to_string(),
+                owner: owner.to_string(),
+            };
+            self.publish(session_channel(session), event);
+        }
+        unbound
+    }
+
+    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool {
+        self.local.to_conn(conn, frame)
+    }
+
+    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
+        let delivered = self.local.to_session(session, frame, also);
+        let event = BusEvent::Session { session: session.to_string(), frame: frame.to_string() };
+        self.publish(session_channel(session), event);
+        delivered
+    }
+
+    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
+        let fanout = self.local.to_session_admins(session, owner, frame);
+        let event = BusEvent::SessionAdmins {
+            session: session.to_string(),
+            owner: owner.to_string(),
+            frame: frame.to_string(),
+        };
+        self.publish(session_channel(session), event);
+        fanout
+    }
+
+    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
+        let delivered = self.local.to_user(user_id, frame);
+        let event = BusEvent::User { user: user_id.to_string(), frame: frame.to_string() };
+        self.publish(user_channel(user_id), event);
+        delivered
+    }
+
+    fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        self.local.close_all(code, reason)
+    }
+
+    fn kick_all(&self) -> usize {
+        self.local.kick_all()
+    }
+
+    fn connections(&self) -> usize {
+        self.local.connections()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.lock().down.clone().map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(bus: &FleetBus, user: &str, admin: bool) -> (ConnId, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(8);
+        (bus.register(user, admin, tx, Arc::new(KickSignal::default())), rx)
+    }
+
+    #[test]
+    fn subscriptions_follow_local_bindings() {
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
+        let (c1, _r1) = conn(&bus, "u1", false);
+        let (c2, _r2) = conn(&bus, "u1", false);
+        bus.bind(c1, "s");
+        bus.bind(c2, "s");
+        let mut seen = Vec::new();
+        while let Ok(command) = queues.control.try_recv() {
+            seen.push(command);
+        }
+        assert_eq!(
+            seen,
+            [
+                LinkCommand::Subscribe(user_channel("u1")),
+                LinkCommand::Subscribe(session_channel("s"))
+            ]
+        );
+        bus.unregister(c1);
+        assert!(queues.control.try_recv().is_err(), "c2 still needs both channels");
+        bus.unregister(c2);
+        assert_eq!(
+            queues.control.try_recv().ok(),
+            Some(LinkCommand::Unsubscribe(session_channel("s")))
+        );
+        assert_eq!(
+            queues.control.try_recv().ok(),
+            Some(LinkCommand::Unsubscribe(user_channel("u1")))
+        );
+        assert!(bus.channels().is_empty());
+    }
+
+    #[test]
+    fn frames_reach_local_connections_at_once_and_are_published_only_while_up() {
+        let metrics = Arc::new(Metrics::new());
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
+        let (c, mut rx) = conn(&bus, "u1", false);
+        bus.bind(c, "s");
+        assert_eq!(bus.to_session("s", &Arc::from("f1"), None), 1, "local while down");
+        assert!(rx.try_recv().is_ok());
+        assert!(queues.publish.try_recv().is_err());
+        assert_eq!(metrics.bus_unpublished.get(), 1);
+        assert!(bus.health().is_err());
+        assert!(bus.link_up());
+        assert_eq!(bus.health(), Ok(()));
+        bus.to_session("s", &Arc::from("f2"), None);
+        let Ok(LinkCommand::Publish { channel, payload }) = queues.publish.try_recv() else {
+            panic!("published")
+        };
+        assert_eq!(channel, session_channel("s"));
+        let message = BusMessage::decode(payload.as_bytes()).expect("decodes");
+        assert_eq!(message.from, "a");
+        assert_eq!(message.event, BusEvent::Session { session: "s".into(), frame: "f2".into() });
+    }
+
+    #[test]
+    fn messages_from_other_instances_are_delivered_and_own_ones_ignored() {
+        let metrics = Arc::new(Metrics::new());
+        let (bus, _queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
+        let (user, mut ru) = conn(&bus, "u1", false);
+        let (admin, mut ra) = conn(&bus, "boss", true);
+        bus.bind(user, "s");
+        bus.bind(admin, "s");
+        let frame = |from: &str| {
+            BusMessage::new(from, BusEvent::Session { session: "s".into(), frame: "x".into() })
+                .encode()
+        };
+        bus.deliver(frame("a").as_bytes());
+        assert!(ru.try_recv().is_err(), "own publication ignored");
+        bus.deliver(frame("b").as_bytes());
+        assert!(ru.try_recv().is_ok() && ra.try_recv().is_ok());
+        let leave = BusMessage::new(
+            "b",
+            BusEvent::UnbindAdmin { session: "s".into(), admin: "boss".into(), owner: "u1".into() },
+        );
+        bus.deliver(leave.encode().as_bytes());
+        assert_eq!(bus.bound(admin), None, "the admin left on another instance");
+        assert_eq!(bus.bound(user).as_deref(), Some("s"));
+        bus.deliver(b"\xff garbage");
+        assert_eq!(metrics.bus_rejected.get(), 1);
+        assert_eq!(metrics.bus_received.get(), 2);
+    }
+}

@@ -1,0 +1,140 @@
+#![cfg(not(madsim))]
+//! Two real chatbox processes on one MongoDB-compatible database (SecantusDB) and one real Redis
+//! (issue 14): frames produced on one instance reach the connections bound to the same session on
+//! the other; a Redis outage degrades `/readyz` (still ready) without stopping local delivery,
+//! and the fleet comes back by itself when Redis does.
+
+use std::time::Duration;
+
+use chatbox_tests::e2e::chat;
+use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
+use chatbox_tests::http::{get, json, post};
+use chatbox_tests::mongo::{fresh_database, MongoServer};
+use chatbox_tests::redis::RedisServer;
+use chatbox_tests::upstream::Upstream;
+use serde_json::Value;
+
+const STEP: Duration = Duration::from_secs(20);
+
+fn opts(upstream: &Upstream, mongo: &str, db: &str, redis: &str, secret: &str) -> ServerOpts {
+    ServerOpts::with_upstream(upstream)
+        .env("MONGO_URI", mongo)
+        .env("MONGO_DATABASE", db)
+        .env("REDIS_URL", redis)
+        .env("JWT_SECRET", secret)
+}
+
+/// Polls `/readyz` until `checks.bus.status` is `want`; the body.
+async fn wait_bus(server: &Server, want: &str) -> Value {
+    let deadline = now() + Duration::from_secs(30);
+    loop {
+        let body = json(&get(server, "/readyz", None).await);
+        if body["checks"]["bus"]["status"] == want {
+            return body;
+        }
+        assert!(now() < deadline, "checks.bus never became {want}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the `done` frame of a reply in `session` on `client`.
+async fn done_in(client: &mut Client, session: &str) -> Vec<Value> {
+    let frames = client.recv_until(|f| is_done(f) && f["session_id"] == session, STEP).await;
+    assert!(frames.last().is_some_and(is_done), "no done frame for {session}: {frames:#?}");
+    frames
+}
+
+#[tokio::test]
+async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redis_restart() {
+    let mongo = MongoServer::start().await;
+    let mut redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let token = a.token("fleet-user", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let mut laptop = b.connect(&token).await;
+    let (session, _) = chat(&mut phone, "fleet-1", "from the phone on A").await;
+    let (same, _) = chat(&mut laptop, &session, "from the laptop on B").await;
+    assert_eq!(same, session);
+    // The laptop's message was answered on B; the phone on A sees that reply too.
+    done_in(&mut phone, &session).await;
+
+    redis.stop().await;
+    let degraded = wait_bus(&a, "degraded").await;
+    assert_eq!(degraded["status"], "ready", "a bus outage alone keeps the instance ready");
+    assert!(degraded["checks"]["bus"]["error"].is_string(), "{degraded}");
+    // Local delivery goes on during the outage.
+    chat(&mut phone, &session, "during the outage").await;
+
+    redis.restart().await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    chat(&mut laptop, &session, "after the outage").await;
+    done_in(&mut phone, &session).await;
+}
+
+#[tokio::test]
+async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk() {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let mut user = a.connect(&a.token("fleet-taken", &["user"], None)).await;
+    let (session, _) = chat(&mut user, "fleet-taken-1", "I need a person").await;
+
+    let jane = b.token("admin-1", &["admin"], Some("Jane Admin"));
+    let taken = post(&b, &format!("/admin/takeover/{session}"), Some(&jane)).await;
+    assert_eq!(taken.status, 200, "{taken:?}");
+    let join = user.recv_until(|f| f["type"] == "admin_join", STEP).await;
+    assert_eq!(join.last().expect("admin_join")["session_id"], session.as_str());
+
+    let mut admin = b.connect(&jane).await;
+    admin.send_user_message(&session, "Hi, this is Jane").await;
+    let relayed =
+        user.recv_until(|f| f["type"] == "user_message" && f["sender"] == "admin", STEP).await;
+    assert_eq!(relayed.last().expect("the admin's message")["content"], "Hi, this is Jane");
+
+    user.send_user_message(&session, "Thanks Jane").await;
+    let from_user =
+        admin.recv_until(|f| f["type"] == "user_message" && f["sender"] == "user", STEP).await;
+    assert_eq!(from_user.last().expect("the user's message")["content"], "Thanks Jane");
+}
+
+#[tokio::test]
+async fn an_instance_killed_with_sigkill_leaves_the_others_serving() {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let token = a.token("fleet-survivor", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let mut laptop = b.connect(&token).await;
+    let (session, _) = chat(&mut phone, "fleet-survivor-1", "before the kill").await;
+    chat(&mut laptop, &session, "laptop joins").await;
+    done_in(&mut phone, &session).await;
+
+    let pid = b.pid().expect("B runs");
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
+    // A keeps serving, with the bus up, and a new connection to A continues the session.
+    let mut again = a.connect(&token).await;
+    let (same, _) = chat(&mut again, &session, "after the kill").await;
+    assert_eq!(same, session);
+    let ready = wait_bus(&a, "ready").await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
