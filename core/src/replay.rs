@@ -338,9 +338,7 @@ impl ResumeWatch {
             }
             Some(Liveness::Ended) => Watch::Stop,
             Some(Liveness::Gone) => Watch::Unavailable,
-            None if now.saturating_duration_since(self.last_live) >= self.ttl => {
-                Watch::Unavailable
-            }
+            None if now.saturating_duration_since(self.last_live) >= self.ttl => Watch::Unavailable,
             None => Watch::Keep,
         }
     }

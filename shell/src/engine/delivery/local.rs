@@ -94,7 +94,9 @@ impl Bus for LocalBus {
         let id = inner.next_id;
         let user: Arc<str> = Arc::from(user_id);
         inner.by_user.entry(Arc::clone(&user)).or_default().insert(id);
-        inner.conns.insert(id, Conn { user_id: user, is_admin, tx, kick, session: None, held: None });
+        inner
+            .conns
+            .insert(id, Conn { user_id: user, is_admin, tx, kick, session: None, held: None });
         id
     }
 

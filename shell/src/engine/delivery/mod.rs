@@ -24,9 +24,7 @@ use tokio::sync::{mpsc, Notify};
 use super::metrics::Metrics;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::LocalBus;
-pub use replay::{
-    replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay,
-};
+pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;

@@ -75,8 +75,11 @@ pub struct SharedRead {
 pub trait SharedReplay: Send + Sync {
     /// The reply's state and recorded frames after `after_seq`; `Err` names why it could not
     /// be read.
-    fn read<'a>(&'a self, reply_id: &'a str, after_seq: u64)
-        -> BoxFuture<'a, Result<SharedRead, String>>;
+    fn read<'a>(
+        &'a self,
+        reply_id: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<SharedRead, String>>;
     /// The reply's liveness now; `None` when it could not be read.
     fn liveness<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Option<Liveness>>;
     /// The TTL of a reply's alive key (core's `alive_ttl` of the idle deadline).

@@ -35,13 +35,9 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     let now = engine.clock.now();
     let resumed = engine
         .delivery
-        .resume(
-            conn.id,
-            session,
-            (point.reply_id, point.after_seq),
-            now,
-            &mut || move_binding(engine, conn, session),
-        )
+        .resume(conn.id, session, (point.reply_id, point.after_seq), now, &mut || {
+            move_binding(engine, conn, session)
+        })
         .await;
     tracing::debug!(
         session_id = session,
