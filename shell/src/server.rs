@@ -72,10 +72,7 @@ pub async fn start_with_pages(
     #[cfg(not(madsim))]
     let fleet = fleet_bus(&config)?;
     #[cfg(madsim)]
-    let fleet: Option<(
-        Arc<dyn crate::engine::delivery::Bus>,
-        Arc<crate::engine::metrics::Metrics>,
-    )> = None;
+    let fleet: Option<crate::engine::hub::DeliveryParts> = None;
     let (engine, channels) = match fleet {
         Some(fleet) => Engine::with_bus(
             config,
@@ -119,16 +116,7 @@ pub async fn start_with_pages(
 /// here and connects in the background, so Redis being down at start-up only makes the bus
 /// degraded.
 #[cfg(not(madsim))]
-#[allow(clippy::type_complexity)]
-fn fleet_bus(
-    config: &Config,
-) -> std::io::Result<
-    Option<(
-        Arc<dyn crate::engine::delivery::Bus>,
-        Option<Arc<dyn crate::engine::delivery::ReplayBuffer>>,
-        Arc<crate::engine::metrics::Metrics>,
-    )>,
-> {
+fn fleet_bus(config: &Config) -> std::io::Result<Option<crate::engine::hub::DeliveryParts>> {
     use crate::adapters::bus::replay::RedisReplay;
     use crate::engine::delivery::{replay_limits, FleetBus, LocalReplay};
     if !config.storage.has_redis() {

@@ -32,6 +32,10 @@ use super::sessions::Sessions;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
 
+/// What a fleet hands the engine's delivery (issue 14): its bus, its replay buffer (`None`: the
+/// in-process one) and the metrics they count into.
+pub type DeliveryParts = (Arc<dyn Bus>, Option<Arc<dyn ReplayBuffer>>, Arc<Metrics>);
+
 /// The engine's services and what they share.
 #[derive(Debug)]
 pub struct Engine {
@@ -109,7 +113,7 @@ impl Engine {
         notifier: Arc<dyn Notifier>,
         resolver: Arc<dyn Resolver>,
         clock: Clock,
-        (bus, replay, metrics): (Arc<dyn Bus>, Option<Arc<dyn ReplayBuffer>>, Arc<Metrics>),
+        (bus, replay, metrics): DeliveryParts,
     ) -> (Arc<Engine>, EngineChannels) {
         let (stop_tx, _) = watch::channel(false);
         let (cut_tx, _) = watch::channel(false);
