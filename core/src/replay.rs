@@ -446,6 +446,42 @@ mod tests {
     }
 
     proptest! {
+        /// A resume that subscribed at frame `sub` and read the recorded frames up to `read`
+        /// (`sub <= read + 1`: subscribed before reading, and every frame is recorded before it
+        /// is published) gets exactly the frames after its seq, once each, in order, with the
+        /// other frames of the session kept in order; a live frame after a hole (frames neither
+        /// read nor held: their records were lost) is refused, never skipped.
+        #[test]
+        fn merging_a_replay_with_held_frames_is_exact_or_refused(
+            n in 1u64..30,
+            after in 0u64..30,
+            read in 0u64..30,
+            sub in 1u64..32,
+            others in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let after = after.min(n);
+            let read = read.clamp(after, n);
+            let replayed: Vec<u64> = (after + 1..=read).collect();
+            let mut held: Vec<u64> = (sub..=n).collect();
+            for (i, at) in others.iter().enumerate() {
+                held.insert((*at).min(held.len()), 1000 + i as u64);
+            }
+            let seq_of = |f: &u64| (*f < 1000).then_some(*f);
+            let merged = merge_resumed(after, replayed, held.clone(), seq_of);
+            if sub <= read + 1 {
+                let merged = merged.expect("no hole");
+                let seqs: Vec<u64> = merged.iter().copied().filter(|f| *f < 1000).collect();
+                prop_assert_eq!(seqs, (after + 1..=n).collect::<Vec<_>>());
+                let kept: Vec<u64> = merged.iter().copied().filter(|f| *f >= 1000).collect();
+                let want: Vec<u64> = held.iter().copied().filter(|f| *f >= 1000).collect();
+                prop_assert_eq!(kept, want);
+            } else if sub <= n {
+                prop_assert_eq!(merged, None);
+            }
+        }
+    }
+
+    proptest! {
         /// Whatever is pushed, the bounds hold and every answered resume is exactly the pushed
         /// frames after its seq (nothing missing, nothing duplicated, in order).
         #[test]
