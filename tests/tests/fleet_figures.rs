@@ -12,9 +12,11 @@
 //! `cargo test -p chatbox-tests --test fleet_figures -- --ignored --nocapture` (debug build).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
+use tokio::time::Instant;
+
+use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::redis::RedisServer;
 use chatbox_tests::upstream::{Script, Upstream};
@@ -49,7 +51,7 @@ async fn arrivals(client: &mut Client) -> HashMap<u64, Instant> {
         let frame = client.recv_frame(STEP).await;
         if frame["type"] == "ai_response" {
             if let Some(seq) = frame["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()) {
-                seen.insert(seq, Instant::now());
+                seen.insert(seq, now());
             }
         }
         if is_done(&frame) {
@@ -106,7 +108,7 @@ async fn fleet_figures() {
         let chunks: Vec<String> = (0..frames).map(|i| format!("token{i} ")).collect();
         let interval = Duration::from_micros(1_000_000 / rate);
         upstream.set_default(Script::reply(chunks).with_chunk_interval(interval));
-        let started = Instant::now();
+        let started = now();
         phone.send_user_message(&session, "stream").await;
         let (on_a, on_b) = tokio::join!(arrivals(&mut phone), arrivals(&mut laptop));
         let elapsed = started.elapsed();
