@@ -335,6 +335,22 @@ impl Delivery {
         self.bus.unbind_admin(session, admin_id, owner)
     }
 
+    /// Takes the frames for `conn` aside until [`Delivery::release`] (see [`Bus::hold`]).
+    pub fn hold(&self, conn: ConnId) -> bool {
+        self.bus.hold(conn)
+    }
+
+    /// Queues the frames taken aside for `conn`, in order, before any later frame.
+    pub fn release(&self, conn: ConnId) {
+        self.bus.release(conn, &mut |held| held);
+    }
+
+    /// Whether frames published for `session` by other instances reach this one now (waits,
+    /// bounded, for the subscription's acknowledgement; see [`Bus::subscribed`]).
+    pub async fn subscribed(&self, session: &str) -> bool {
+        self.bus.subscribed(session).await
+    }
+
     /// Sends a frame to one connection.
     pub fn send_conn(&self, conn: ConnId, frame: &Frame) -> bool {
         self.bus.to_conn(conn, &self.encode_counted(frame))
