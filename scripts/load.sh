@@ -8,6 +8,8 @@
 #   scripts/load.sh stub     [args]  # only the stub OpenAI upstream (for a proxy comparison)
 #   scripts/load.sh floor    [args]  # scenario 1 against a bare relay process instead of chatbox:
 #                                    # what two processes cost on this machine (run's args)
+#   scripts/load.sh fleet            # issue 14's fleet figures: two instances, SecantusDB, Redis
+#                                    # (relay latency, Redis commands and memory per reply; ~40 s)
 #
 # Extra args go to `chatbox-load <scenario>` (see `chatbox-load <scenario> --help`), e.g.
 #   scripts/load.sh run --rates 50,500 --duration 10s
@@ -20,6 +22,12 @@ cd "$(dirname "$0")/.."
 scenario="${1:?usage: scripts/load.sh run|idle|churn|shutdown|stub [args]}"
 shift
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/load}"
+if [ "$scenario" = fleet ]; then
+  # The tests crate's harness runs the chatbox binary of the same profile (target/load/release).
+  echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  cargo build --release --locked -q -p chatbox --bin chatbox
+  exec cargo test --release --locked -q -p chatbox-tests --test fleet_figures -- --ignored --nocapture
+fi
 cargo build --release --locked -q -p chatbox --bin chatbox -p chatbox-load
 bin="$CARGO_TARGET_DIR/release"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loadavg), nofile $(ulimit -Hn)" >&2

@@ -51,6 +51,22 @@ pub const REPLAY_FRAMES_PER_REPLY: usize = 4096;
 /// few hundred bytes, so this bounds the buffer to tens of MiB).
 pub const REPLAY_FRAMES_TOTAL: usize = 100_000;
 
+/// Most entries of one reply's Redis stream (`XADD … MAXLEN ~`): the per-reply bound of the
+/// in-process buffer, so a resume is as exact on another instance as on the producing one.
+pub const REPLAY_STREAM_MAXLEN: usize = REPLAY_FRAMES_PER_REPLY;
+
+/// Added to the reply's idle deadline (`LLM_IDLE_TIMEOUT`) to make the TTL of its "alive" key
+/// in Redis: a producer refreshes it with every frame, so silence past idle + grace means the
+/// producing instance died (the grace covers the write queue and the Redis round trip).
+pub const REPLY_ALIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a connection resumed from Redis checks that the reply's producer is still alive.
+pub const RESUME_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most live frames held for a connection while its resume reads the replay from Redis; past
+/// it the connection is a slow consumer (dropped, and it resumes again).
+pub const RESUME_HOLD_FRAMES: usize = 1024;
+
 // ---- Providers (HTTP upstreams) --------------------------------------------------------------
 
 /// Budget to establish a TCP (and TLS) connection to a provider.

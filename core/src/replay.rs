@@ -3,11 +3,19 @@
 //! asks for the frames after a seq; it gets them all, in order, or `Unavailable` when the reply is
 //! unknown, expired, belongs to another session, or lost frames it would need to the bounds. Sans
 //! IO and generic over the stored frame, so the engine's in-process buffer and the tests share it.
+//!
+//! A fleet (Redis) adds the rules of a resume served by another instance than the producing one:
+//! what the shared store must hold for a resume to be answered ([`shared_replay`]), how live
+//! frames held during the read are merged after it without repeating or skipping a seq
+//! ([`merge_resumed`]), and when a producer is dead ([`Liveness`], [`alive_ttl`],
+//! [`ResumeWatch`]: no refresh of its alive key within idle + grace).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::budgets::{REPLAY_FRAMES_PER_REPLY, REPLAY_FRAMES_TOTAL, RESUME_WINDOW};
+use crate::budgets::{
+    REPLAY_FRAMES_PER_REPLY, REPLAY_FRAMES_TOTAL, REPLY_ALIVE_GRACE, RESUME_WINDOW,
+};
 use crate::Instant;
 
 /// The bounds of a [`ReplayLog`].
@@ -201,6 +209,141 @@ impl<T: Clone> ReplayLog<T> {
     }
 }
 
+/// What the shared store says of a reply's producer (its alive key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The producer refreshed the key within [`alive_ttl`]: frames still come.
+    Live,
+    /// The reply ended (its last frame is recorded); kept for the resume window.
+    Ended,
+    /// No key: never known here, the window passed, or the producer went silent past its
+    /// deadline (it died).
+    Gone,
+}
+
+/// The TTL of a reply's alive key: the reply's idle deadline plus [`REPLY_ALIVE_GRACE`]. A live
+/// producer writes a frame (and refreshes the key) at least once per idle deadline, or ends the
+/// reply with a timeout frame; silence past this means it is dead.
+pub fn alive_ttl(idle: Duration) -> Duration {
+    idle + REPLY_ALIVE_GRACE
+}
+
+/// How long a reply's frames stay in the shared store after their last write: the alive key's
+/// TTL plus the resume window while streaming (a dead producer's frames go when the window
+/// after its death ends), the window alone after the reply ended.
+pub fn stream_ttl(state_ttl: Duration, ended: bool, window: Duration) -> Duration {
+    if ended {
+        window
+    } else {
+        state_ttl + window
+    }
+}
+
+/// Decides a resume from what the shared store holds of a reply: its alive key (state and the
+/// session it belongs to) and its recorded frames after `after_seq` (seq, session, frame), by
+/// increasing seq. Exactly the frames `after_seq + 1 ..` with no gap, or `Unavailable`: no key
+/// (unknown, expired, dead producer), another session's reply, or a frame it needs is missing
+/// (trimmed, or lost while Redis was unreachable).
+pub fn shared_replay<T>(
+    session: &str,
+    after_seq: u64,
+    state: Option<(Liveness, &str)>,
+    entries: Vec<(u64, String, T)>,
+) -> Replay<T> {
+    let (liveness, owner) = match state {
+        Some((liveness @ (Liveness::Live | Liveness::Ended), owner)) => (liveness, owner),
+        _ => return Replay::Unavailable,
+    };
+    if owner != session {
+        return Replay::Unavailable;
+    }
+    let mut frames = Vec::with_capacity(entries.len());
+    for (i, (seq, entry_session, frame)) in entries.into_iter().enumerate() {
+        if entry_session != session || seq != after_seq + 1 + i as u64 {
+            return Replay::Unavailable;
+        }
+        frames.push(frame);
+    }
+    Replay::Frames { frames, ended: liveness == Liveness::Ended }
+}
+
+/// Merges the live frames held while a resume read the shared store (`held`, in arrival order)
+/// with the frames it read (`replayed`, seq `after_seq + 1 ..`). `seq_of` names the seq of a held
+/// frame that is a numbered frame of the resumed reply. The held frames that came before any
+/// frame of the reply keep their place (the binding's answer among them), then the replayed
+/// frames, then the rest of the held ones without those already replayed (by seq, or equal to a
+/// replayed one: the reply's unnumbered error frame). `None` when a numbered frame would be
+/// skipped (a gap between the replay and the live frames): the resume is unavailable.
+pub fn merge_resumed<T: PartialEq>(
+    after_seq: u64,
+    replayed: Vec<T>,
+    held: Vec<T>,
+    seq_of: impl Fn(&T) -> Option<u64>,
+) -> Option<Vec<T>> {
+    let mut last = after_seq + replayed.len() as u64;
+    let of_reply = |frame: &T| seq_of(frame).is_some() || replayed.contains(frame);
+    let split = held.iter().position(of_reply).unwrap_or(held.len());
+    let mut held = held.into_iter();
+    let mut out: Vec<T> = held.by_ref().take(split).collect();
+    let mut rest = Vec::new();
+    for frame in held {
+        match seq_of(&frame) {
+            Some(seq) if seq <= last => {}
+            Some(seq) if seq == last + 1 => {
+                last = seq;
+                rest.push(frame);
+            }
+            Some(_) => return None,
+            None if replayed.contains(&frame) => {}
+            None => rest.push(frame),
+        }
+    }
+    out.extend(replayed);
+    out.extend(rest);
+    Some(out)
+}
+
+/// What a resumed connection does after one look at the producer's alive key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// The reply is still live: look again later.
+    Keep,
+    /// The reply ended: its last frame comes (or came) live; stop watching.
+    Stop,
+    /// The producer is dead (or cannot be known alive for a whole [`alive_ttl`]): answer
+    /// `RESUME_UNAVAILABLE` and stop.
+    Unavailable,
+}
+
+/// Watches the producer of a reply resumed from the shared store, so a client never waits
+/// forever for the rest of a reply whose instance died (issue 14, behaviour 5).
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeWatch {
+    ttl: Duration,
+    last_live: Instant,
+}
+
+impl ResumeWatch {
+    /// Starts watching at `now` (the resume just saw the reply live); `ttl` is [`alive_ttl`].
+    pub fn new(ttl: Duration, now: Instant) -> Self {
+        Self { ttl, last_live: now }
+    }
+
+    /// One look at the alive key at `now`: `None` when the store could not be read.
+    pub fn on_poll(&mut self, now: Instant, seen: Option<Liveness>) -> Watch {
+        match seen {
+            Some(Liveness::Live) => {
+                self.last_live = now;
+                Watch::Keep
+            }
+            Some(Liveness::Ended) => Watch::Stop,
+            Some(Liveness::Gone) => Watch::Unavailable,
+            None if now.saturating_duration_since(self.last_live) >= self.ttl => Watch::Unavailable,
+            None => Watch::Keep,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +390,95 @@ mod tests {
         assert_eq!(log.replay("r", "s", 0, at(10_000)), Replay::Unavailable, "frame 1 dropped");
         let replay = log.replay("r", "s", 1, at(10_000));
         assert_eq!(replay, Replay::Frames { frames: vec![2, 3], ended: false });
+    }
+
+    #[test]
+    fn a_shared_replay_needs_a_live_or_ended_key_of_the_same_session_and_no_gap() {
+        let entries = |seqs: &[u64]| -> Vec<(u64, String, u64)> {
+            seqs.iter().map(|s| (*s, "s".to_string(), *s)).collect()
+        };
+        let live = Some((Liveness::Live, "s"));
+        assert_eq!(
+            shared_replay("s", 2, live, entries(&[3, 4])),
+            Replay::Frames { frames: vec![3, 4], ended: false }
+        );
+        assert_eq!(
+            shared_replay("s", 4, Some((Liveness::Ended, "s")), entries(&[])),
+            Replay::Frames { frames: vec![], ended: true }
+        );
+        assert_eq!(shared_replay("s", 2, None, entries(&[3])), Replay::Unavailable, "no key");
+        let gone = Some((Liveness::Gone, "s"));
+        assert_eq!(shared_replay("s", 2, gone, entries(&[3])), Replay::Unavailable, "dead");
+        let other = Some((Liveness::Live, "other"));
+        assert_eq!(shared_replay("s", 2, other, entries(&[3])), Replay::Unavailable);
+        assert_eq!(shared_replay("s", 2, live, entries(&[4, 5])), Replay::Unavailable, "trimmed");
+        assert_eq!(shared_replay("s", 2, live, entries(&[3, 5])), Replay::Unavailable, "hole");
+        let foreign = vec![(3, "other".to_string(), 3)];
+        assert_eq!(shared_replay("s", 2, live, foreign), Replay::Unavailable);
+    }
+
+    #[test]
+    fn held_frames_are_merged_after_the_replay_without_repeats_or_gaps() {
+        // Frames: numbers are seqs of the reply; 100+ are other frames; 99 the reply's error.
+        let seq_of = |f: &u64| (*f < 99).then_some(*f);
+        let merged = merge_resumed(2, vec![3, 4, 99], vec![100, 4, 101, 99], seq_of);
+        assert_eq!(merged, Some(vec![100, 3, 4, 99, 101]), "the binding's answer first");
+        let merged = merge_resumed(2, vec![3], vec![3, 4, 5], seq_of);
+        assert_eq!(merged, Some(vec![3, 4, 5]));
+        assert_eq!(merge_resumed(2, vec![3], vec![5], seq_of), None, "seq 4 would be skipped");
+        assert_eq!(merge_resumed(2, Vec::new(), vec![100], seq_of), Some(vec![100]));
+    }
+
+    #[test]
+    fn a_watch_answers_unavailable_when_the_producer_is_gone_or_unknown_for_a_ttl() {
+        let ttl = alive_ttl(Duration::from_secs(5));
+        assert_eq!(ttl, Duration::from_secs(5) + REPLY_ALIVE_GRACE);
+        let mut watch = ResumeWatch::new(ttl, at(0));
+        assert_eq!(watch.on_poll(at(1), Some(Liveness::Live)), Watch::Keep);
+        assert_eq!(watch.on_poll(at(2), None), Watch::Keep, "one failed read is not death");
+        let silent = Instant::from_secs(1) + ttl;
+        assert_eq!(watch.on_poll(silent, None), Watch::Unavailable);
+        assert_eq!(watch.on_poll(at(3), Some(Liveness::Ended)), Watch::Stop);
+        assert_eq!(watch.on_poll(at(3), Some(Liveness::Gone)), Watch::Unavailable);
+        let window = Duration::from_secs(300);
+        assert_eq!(stream_ttl(ttl, true, window), window);
+        assert_eq!(stream_ttl(ttl, false, window), ttl + window);
+    }
+
+    proptest! {
+        /// A resume that subscribed at frame `sub` and read the recorded frames up to `read`
+        /// (`sub <= read + 1`: subscribed before reading, and every frame is recorded before it
+        /// is published) gets exactly the frames after its seq, once each, in order, with the
+        /// other frames of the session kept in order; a live frame after a hole (frames neither
+        /// read nor held: their records were lost) is refused, never skipped.
+        #[test]
+        fn merging_a_replay_with_held_frames_is_exact_or_refused(
+            n in 1u64..30,
+            after in 0u64..30,
+            read in 0u64..30,
+            sub in 1u64..32,
+            others in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let after = after.min(n);
+            let read = read.clamp(after, n);
+            let replayed: Vec<u64> = (after + 1..=read).collect();
+            let mut held: Vec<u64> = (sub..=n).collect();
+            for (i, at) in others.iter().enumerate() {
+                held.insert((*at).min(held.len()), 1000 + i as u64);
+            }
+            let seq_of = |f: &u64| (*f < 1000).then_some(*f);
+            let merged = merge_resumed(after, replayed, held.clone(), seq_of);
+            if sub <= read + 1 {
+                let merged = merged.expect("no hole");
+                let seqs: Vec<u64> = merged.iter().copied().filter(|f| *f < 1000).collect();
+                prop_assert_eq!(seqs, (after + 1..=n).collect::<Vec<_>>());
+                let kept: Vec<u64> = merged.iter().copied().filter(|f| *f >= 1000).collect();
+                let want: Vec<u64> = held.iter().copied().filter(|f| *f >= 1000).collect();
+                prop_assert_eq!(kept, want);
+            } else if sub <= n {
+                prop_assert_eq!(merged, None);
+            }
+        }
     }
 
     proptest! {

@@ -591,7 +591,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
-/// `bus_message` seeds: one message of each kind, and near misses.
+/// `bus_message` seeds: one message of each kind, a replay stream entry, and near misses.
 fn bus_messages() -> Vec<(&'static str, &'static str)> {
     vec![
         ("session", r#"{"v":1,"from":"a","event":{"kind":"session","session":"s","frame":"{}"}}"#),
@@ -606,6 +606,11 @@ fn bus_messages() -> Vec<(&'static str, &'static str)> {
         ),
         ("version_2", r#"{"v":2,"from":"a","event":{"kind":"user","user":"u","frame":"{}"}}"#),
         ("unknown_kind", r#"{"v":1,"from":"a","event":{"kind":"nope"}}"#),
+        (
+            "replay_entry",
+            r#"{"v":1,"session":"s","seq":3,"last":false,"frame":"{\"type\":\"ai_response\"}"}"#,
+        ),
+        ("replay_entry_v2", r#"{"v":2,"session":"s","seq":1,"last":true,"frame":"{}"}"#),
     ]
 }
 

@@ -72,12 +72,9 @@ pub async fn start_with_pages(
     #[cfg(not(madsim))]
     let fleet = fleet_bus(&config)?;
     #[cfg(madsim)]
-    let fleet: Option<(
-        Arc<dyn crate::engine::delivery::Bus>,
-        Arc<crate::engine::metrics::Metrics>,
-    )> = None;
+    let fleet: Option<crate::engine::hub::DeliveryParts> = None;
     let (engine, channels) = match fleet {
-        Some((bus, metrics)) => Engine::with_bus(
+        Some(fleet) => Engine::with_bus(
             config,
             store,
             ports.outbox,
@@ -85,8 +82,7 @@ pub async fn start_with_pages(
             ports.notifier,
             ports.resolver,
             Clock::new(),
-            bus,
-            metrics,
+            fleet,
         ),
         None => Engine::new(
             config,
@@ -116,16 +112,13 @@ pub async fn start_with_pages(
     Ok(Running { engine, addr, effects: channels.effects })
 }
 
-/// The fleet bus when `REDIS_URL` is set (issue 14): its link task is started here and
-/// connects in the background, so Redis being down at start-up only makes the bus degraded.
+/// The fleet bus and replay buffer when `REDIS_URL` is set (issue 14): the link task is started
+/// here and connects in the background, so Redis being down at start-up only makes the bus
+/// degraded.
 #[cfg(not(madsim))]
-#[allow(clippy::type_complexity)]
-fn fleet_bus(
-    config: &Config,
-) -> std::io::Result<
-    Option<(Arc<dyn crate::engine::delivery::Bus>, Arc<crate::engine::metrics::Metrics>)>,
-> {
-    use crate::engine::delivery::FleetBus;
+fn fleet_bus(config: &Config) -> std::io::Result<Option<crate::engine::hub::DeliveryParts>> {
+    use crate::adapters::bus::replay::RedisReplay;
+    use crate::engine::delivery::{replay_limits, FleetBus, LocalReplay};
     if !config.storage.has_redis() {
         return Ok(None);
     }
@@ -136,13 +129,20 @@ fn fleet_bus(
     let metrics = Arc::new(crate::engine::metrics::Metrics::new());
     let instance = format!("{:016x}", rand::random::<u64>());
     let (bus, queues) = FleetBus::new(instance, Arc::clone(&metrics));
+    let replay = RedisReplay::new(
+        LocalReplay::new(replay_limits(config)),
+        Arc::clone(&bus),
+        client.clone(),
+        config.llm.idle_timeout,
+        config.llm.resume_window,
+    );
     crate::adapters::bus::start(
         client,
         Arc::clone(&bus),
         queues,
         config.storage.redis_url_for_logs(),
     );
-    Ok(Some((bus, metrics)))
+    Ok(Some((bus, Some(Arc::new(replay)), metrics)))
 }
 
 impl Running {

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 use chatbox_core::config::Config;
 use chatbox_core::origin::OriginPolicy;
 use chatbox_core::protocol::InboundLimits;
-use chatbox_core::replay::ReplayLimits;
 use chatbox_core::retry::{Jitter, RetryPolicy};
 use chatbox_core::session::SessionLimits;
 use chatbox_core::shared::{OriginList, ShutdownLatch};
@@ -19,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::alerts::Alerts;
 use super::clock::Clock;
-use super::delivery::{Bus, ConnId, Delivery, LocalBus, LocalReplay};
+use super::delivery::{replay_limits, Bus, ConnId, Delivery, LocalBus, LocalReplay, ReplayBuffer};
 use super::dns::Resolver;
 use super::frames::{self, ConnCtx};
 use super::limits::Limits;
@@ -32,6 +31,10 @@ use super::replies::Replies;
 use super::sessions::Sessions;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
+
+/// What a fleet hands the engine's delivery (issue 14): its bus, its replay buffer (`None`: the
+/// in-process one) and the metrics they count into.
+pub type DeliveryParts = (Arc<dyn Bus>, Option<Arc<dyn ReplayBuffer>>, Arc<Metrics>);
 
 /// The engine's services and what they share.
 #[derive(Debug)]
@@ -94,12 +97,13 @@ impl Engine {
     ) -> (Arc<Engine>, EngineChannels) {
         let metrics = Arc::new(Metrics::new());
         metrics.bus_up.set(1);
-        let bus = Arc::new(LocalBus::default());
-        Self::with_bus(config, store, outbox, providers, notifier, resolver, clock, bus, metrics)
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let fleet = (bus, None, metrics);
+        Self::with_bus(config, store, outbox, providers, notifier, resolver, clock, fleet)
     }
 
-    /// [`Engine::new`] with the given delivery `bus` (the fleet's, issue 14) counting into
-    /// `metrics`.
+    /// [`Engine::new`] with the given delivery `bus` and replay buffer (the fleet's, issue 14;
+    /// `None`: the in-process one) counting into `metrics`.
     #[allow(clippy::too_many_arguments)]
     pub fn with_bus(
         config: Arc<Config>,
@@ -109,8 +113,7 @@ impl Engine {
         notifier: Arc<dyn Notifier>,
         resolver: Arc<dyn Resolver>,
         clock: Clock,
-        bus: Arc<dyn Bus>,
-        metrics: Arc<Metrics>,
+        (bus, replay, metrics): DeliveryParts,
     ) -> (Arc<Engine>, EngineChannels) {
         let (stop_tx, _) = watch::channel(false);
         let (cut_tx, _) = watch::channel(false);
@@ -135,10 +138,7 @@ impl Engine {
             sessions: Sessions::new(session_limits, clock, Arc::clone(&metrics)),
             delivery: Delivery::with_replay(
                 bus,
-                Arc::new(LocalReplay::new(ReplayLimits {
-                    window: config.llm.resume_window,
-                    ..ReplayLimits::DEFAULT
-                })),
+                replay.unwrap_or_else(|| Arc::new(LocalReplay::new(replay_limits(&config)))),
                 Arc::clone(&metrics),
             ),
             persistence: Persistence::new(

@@ -3,8 +3,12 @@
 //! On any failure it marks the bus down (logged once), reconnects with core's
 //! [`RetryPolicy::BUS_RECONNECT`] backoff, resubscribes and marks it up again: no restart.
 //!
-//! Built on the `redis` crate (multiplexed connection for PUBLISH/PING, a dedicated pub/sub
-//! connection split into sink and stream).
+//! Built on the `redis` crate (multiplexed connection for PUBLISH/PING and the replay buffer's
+//! writes, a dedicated pub/sub connection split into sink and stream). Each acknowledged
+//! SUBSCRIBE is reported to the bus ([`FleetBus::confirm`]): a resume waits for it before reading
+//! the replay, so no frame published in between is lost. [`replay`] is the replay buffer in Redis.
+
+pub mod replay;
 
 use std::sync::Arc;
 
@@ -37,6 +41,14 @@ where
         .await
         .map_err(|_| LinkError::Timeout(BUS_COMMAND_TIMEOUT))?
         .map_err(LinkError::from)
+}
+
+/// Whether `error` means the connection is gone (rather than one command refused).
+fn lost(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
 }
 
 /// The client for `url` (already validated by the configuration).
@@ -89,7 +101,8 @@ async fn serve(
     let (mut sink, mut stream) = bounded(client.get_async_pubsub()).await?.split();
     while queues.control.try_recv().is_ok() {}
     for channel in bus.channels() {
-        bounded(sink.subscribe(channel)).await?;
+        bounded(sink.subscribe(&channel)).await?;
+        bus.confirm(&channel);
     }
     *failures = 0;
     if bus.link_up() {
@@ -98,17 +111,30 @@ async fn serve(
     let mut heartbeat = tokio::time::interval(BUS_HEARTBEAT);
     loop {
         tokio::select! {
-            Some(command) = queues.publish.recv() => {
-                if let LinkCommand::Publish { channel, payload } = command {
+            Some(command) = queues.publish.recv() => match command {
+                LinkCommand::Publish { channel, payload } => {
                     let mut publish = redis::cmd("PUBLISH");
                     publish.arg(channel).arg(payload);
                     bounded(publish.query_async::<i64>(&mut conn)).await?;
                 }
-            }
+                LinkCommand::Record(write) => match bounded(replay::write(&mut conn, &write)).await {
+                    Ok(()) => {}
+                    // Redis refused this write (say, a seq recorded twice): the resume that
+                    // needs it sees a gap; the link itself is fine.
+                    Err(LinkError::Redis(error)) if !lost(&error) => {
+                        tracing::warn!(%error, reply_id = %write.reply_id, "replay write refused");
+                    }
+                    Err(error) => return Err(error),
+                },
+                LinkCommand::Subscribe(_) | LinkCommand::Unsubscribe(_) => {}
+            },
             Some(command) = queues.control.recv() => match command {
-                LinkCommand::Subscribe(channel) => bounded(sink.subscribe(channel)).await?,
+                LinkCommand::Subscribe(channel) => {
+                    bounded(sink.subscribe(&channel)).await?;
+                    bus.confirm(&channel);
+                }
                 LinkCommand::Unsubscribe(channel) => bounded(sink.unsubscribe(channel)).await?,
-                LinkCommand::Publish { .. } => {}
+                LinkCommand::Publish { .. } | LinkCommand::Record(_) => {}
             },
             message = stream.next() => match message {
                 Some(message) => bus.deliver(message.get_payload_bytes()),

@@ -9,15 +9,22 @@
 //! session (or belongs to the user) and unsubscribes when the last one goes, so an instance
 //! only receives traffic for the sessions it serves. Every message names its instance, and an
 //! instance ignores its own.
+//!
+//! The shared replay buffer's writes ([`ReplayWrite`]) go through the same queue as the
+//! publications, just before the frame's own publication: Redis then records a frame before any
+//! instance can receive it live, which is what lets a resume elsewhere subscribe first, read the
+//! recorded frames second, and miss nothing. A subscription counts as confirmed (see
+//! [`Bus::subscribed`]) once Redis acknowledged it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use chatbox_core::budgets::BUS_PUBLISH_QUEUE;
-use tokio::sync::mpsc;
+use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_PUBLISH_QUEUE};
+use tokio::sync::{mpsc, Notify};
 
 use super::wire::{BusEvent, BusMessage};
-use super::{Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound};
+use super::{BoxFuture, Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound};
 use crate::engine::metrics::Metrics;
 
 /// A request to the link task.
@@ -34,6 +41,26 @@ pub enum LinkCommand {
     Subscribe(String),
     /// Stop receiving `channel`.
     Unsubscribe(String),
+    /// Write to the shared replay buffer (queued before the frame's publication).
+    Record(ReplayWrite),
+}
+
+/// One write to a reply's record in the shared replay buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayWrite {
+    /// The reply's id.
+    pub reply_id: String,
+    /// The session it belongs to.
+    pub session: String,
+    /// The frame appended: its seq and its encoded [`super::wire::ReplayEntry`]; `None` when
+    /// only the reply's state changes (it ended without a final frame of its own).
+    pub entry: Option<(u64, String)>,
+    /// Whether the reply has ended.
+    pub ended: bool,
+    /// TTL of the reply's state key (its alive key while live).
+    pub state_ttl: Duration,
+    /// TTL of its frames.
+    pub stream_ttl: Duration,
 }
 
 /// The receiving ends the link task consumes, handed out once by [`FleetBus::new`].
@@ -63,6 +90,8 @@ struct State {
     users: HashMap<ConnId, String>,
     /// `None` while the link is up, else why it is down.
     down: Option<String>,
+    /// Channels whose subscription Redis acknowledged on the current link.
+    confirmed: HashSet<String>,
 }
 
 /// The fleet bus: local delivery plus publication to, and subscription from, the other instances.
@@ -73,6 +102,8 @@ pub struct FleetBus {
     publish: mpsc::Sender<LinkCommand>,
     control: mpsc::UnboundedSender<LinkCommand>,
     state: Mutex<State>,
+    /// Woken when a subscription is confirmed or the link drops.
+    confirmations: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -90,6 +121,7 @@ impl FleetBus {
             publish,
             control,
             state: Mutex::new(state),
+            confirmations: Notify::new(),
             metrics,
         };
         (Arc::new(bus), LinkQueues { publish: publish_rx, control: control_rx })
@@ -118,7 +150,32 @@ impl FleetBus {
     /// The link is down for `error`; returns whether it was up before (log once).
     pub fn link_down(&self, error: &str) -> bool {
         self.metrics.bus_up.set(0);
-        self.lock().down.replace(error.to_string()).is_none()
+        let mut state = self.lock();
+        state.confirmed.clear();
+        let was_up = state.down.replace(error.to_string()).is_none();
+        drop(state);
+        self.confirmations.notify_waiters();
+        was_up
+    }
+
+    /// Redis acknowledged the subscription to `channel` (the link reports it).
+    pub fn confirm(&self, channel: &str) {
+        let mut state = self.lock();
+        if state.channels.contains_key(channel) {
+            state.confirmed.insert(channel.to_string());
+        }
+        drop(state);
+        self.confirmations.notify_waiters();
+    }
+
+    /// Queues a write to the shared replay buffer, in order with the publications; `false` when
+    /// it cannot be made (link down, queue full): a resume elsewhere then finds the gap and
+    /// answers `RESUME_UNAVAILABLE` rather than skip a frame.
+    pub fn record(&self, write: ReplayWrite) -> bool {
+        if self.lock().down.is_some() {
+            return false;
+        }
+        self.publish.try_send(LinkCommand::Record(write)).is_ok()
     }
 
     /// A payload received on a subscribed channel: decoded defensively and delivered to this
@@ -185,6 +242,7 @@ impl FleetBus {
         *count = count.saturating_sub(times);
         if *count == 0 {
             state.channels.remove(channel);
+            state.confirmed.remove(channel);
             let _ = self.control.send(LinkCommand::Unsubscribe(channel.to_string()));
         }
     }
@@ -289,6 +347,39 @@ impl Bus for FleetBus {
     fn health(&self) -> Result<(), String> {
         self.lock().down.clone().map_or(Ok(()), Err)
     }
+
+    fn hold(&self, conn: ConnId) -> bool {
+        self.local.hold(conn)
+    }
+
+    fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
+        self.local.release(conn, merge);
+    }
+
+    fn subscribed(&self, session: &str) -> BoxFuture<'_, bool> {
+        let channel = session_channel(session);
+        Box::pin(async move {
+            let wait = async {
+                loop {
+                    let notified = self.confirmations.notified();
+                    tokio::pin!(notified);
+                    // Registered before the check, so a confirmation in between is not missed.
+                    notified.as_mut().enable();
+                    {
+                        let state = self.lock();
+                        if state.confirmed.contains(&channel) {
+                            return true;
+                        }
+                        if state.down.is_some() {
+                            return false;
+                        }
+                    }
+                    notified.await;
+                }
+            };
+            tokio::time::timeout(BUS_COMMAND_TIMEOUT, wait).await.unwrap_or(false)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +444,33 @@ mod tests {
         let message = BusMessage::decode(payload.as_bytes()).expect("decodes");
         assert_eq!(message.from, "a");
         assert_eq!(message.event, BusEvent::Session { session: "s".into(), frame: "f2".into() });
+    }
+
+    #[tokio::test]
+    async fn a_subscription_counts_once_confirmed_and_replay_writes_queue_before_publications() {
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
+        let (c, _rx) = conn(&bus, "u1", false);
+        bus.bind(c, "s");
+        assert!(!bus.subscribed("s").await, "link down: cannot be known");
+        bus.link_up();
+        let waiting = bus.subscribed("s");
+        bus.confirm(&session_channel("s"));
+        assert!(waiting.await, "confirmed while waiting");
+        assert!(bus.subscribed("s").await);
+        let write = ReplayWrite {
+            reply_id: "r".into(),
+            session: "s".into(),
+            entry: Some((1, "{}".into())),
+            ended: false,
+            state_ttl: Duration::from_secs(3),
+            stream_ttl: Duration::from_secs(9),
+        };
+        assert!(bus.record(write.clone()));
+        bus.to_session("s", &Arc::from("f1"), None);
+        assert_eq!(queues.publish.try_recv().ok(), Some(LinkCommand::Record(write)));
+        assert!(matches!(queues.publish.try_recv(), Ok(LinkCommand::Publish { .. })));
+        bus.link_down("gone");
+        assert!(!bus.subscribed("s").await, "confirmations end with the link");
     }
 
     #[test]

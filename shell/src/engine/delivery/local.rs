@@ -6,11 +6,16 @@
 //!
 //! Shared state behind one `std::sync::Mutex` whose critical sections are map updates and
 //! non-blocking `try_send`s; nothing awaits while holding it.
+//!
+//! A connection can be *held* while a resume reads its replay from Redis: its frames go to a
+//! side queue (bounded by `RESUME_HOLD_FRAMES`, overflowing like any queue) and are merged with
+//! the replay on release, under the lock, before any later frame.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chatbox_core::budgets::RESUME_HOLD_FRAMES;
 use tokio::sync::mpsc;
 
 use super::{Bus, ConnId, Fanout, Kick, KickSignal, Outbound};
@@ -23,6 +28,8 @@ struct Conn {
     tx: mpsc::Sender<Outbound>,
     kick: Arc<KickSignal>,
     session: Option<Arc<str>>,
+    /// While held: the connection's own queue, and the side queue `tx` points to meanwhile.
+    held: Option<(mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>)>,
 }
 
 /// Counters for metrics.
@@ -87,7 +94,9 @@ impl Bus for LocalBus {
         let id = inner.next_id;
         let user: Arc<str> = Arc::from(user_id);
         inner.by_user.entry(Arc::clone(&user)).or_default().insert(id);
-        inner.conns.insert(id, Conn { user_id: user, is_admin, tx, kick, session: None });
+        inner
+            .conns
+            .insert(id, Conn { user_id: user, is_admin, tx, kick, session: None, held: None });
         id
     }
 
@@ -234,6 +243,41 @@ impl Bus for LocalBus {
     fn connections(&self) -> usize {
         self.lock().conns.len()
     }
+
+    fn hold(&self, id: ConnId) -> bool {
+        let mut inner = self.lock();
+        let Some(conn) = inner.conns.get_mut(&id) else { return false };
+        if conn.held.is_some() {
+            return true;
+        }
+        let (side, rx) = mpsc::channel(RESUME_HOLD_FRAMES);
+        let own = std::mem::replace(&mut conn.tx, side);
+        conn.held = Some((own, rx));
+        true
+    }
+
+    fn release(&self, id: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
+        let mut inner = self.lock();
+        let Some(conn) = inner.conns.get_mut(&id) else { return };
+        let Some((own, mut rx)) = conn.held.take() else { return };
+        conn.tx = own;
+        let (mut frames, mut closes) = (Vec::new(), Vec::new());
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Outbound::Frame(frame) => frames.push(frame),
+                close @ Outbound::Close(..) => closes.push(close),
+            }
+        }
+        let Some(conn) = inner.conns.get(&id) else { return };
+        for frame in merge(frames) {
+            if !self.offer(conn, Outbound::Frame(frame)) {
+                return;
+            }
+        }
+        for close in closes {
+            self.offer(conn, close);
+        }
+    }
 }
 
 fn remove_binding(inner: &mut Inner, session: &Arc<str>, id: ConnId) {
@@ -305,6 +349,28 @@ mod tests {
         assert_eq!(reg.to_session("s", &frame("1"), None), 1);
         assert_eq!(reg.to_session("s", &frame("2"), None), 0);
         assert_eq!(reg.stats.overflowed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_held_connection_gets_the_merge_of_its_held_frames_before_any_later_frame() {
+        let reg = LocalBus::default();
+        let (a, mut ra) = conn(&reg, "u1", false, 8);
+        reg.bind(a, "s");
+        assert!(reg.hold(a));
+        assert_eq!(reg.to_session("s", &frame("live"), None), 1, "taken aside");
+        assert!(ra.try_recv().is_err(), "nothing reaches the socket while held");
+        reg.release(a, &mut |held| {
+            assert_eq!(held, vec![frame("live")]);
+            vec![frame("replayed"), frame("live")]
+        });
+        reg.to_session("s", &frame("later"), None);
+        let got: Vec<_> = std::iter::from_fn(|| match ra.try_recv() {
+            Ok(Outbound::Frame(f)) => Some(f),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(got, vec![frame("replayed"), frame("live"), frame("later")]);
+        assert!(!reg.hold(99), "unknown connection");
     }
 
     #[test]

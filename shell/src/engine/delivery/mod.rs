@@ -4,7 +4,10 @@
 //! to this process's sockets; a fleet implementation (Redis) publishes to the other instances
 //! behind the same trait, so nothing else in the engine changes when one is added. Frames are
 //! serialised once per fan-out here, and error frames are counted for metrics. Reply frames
-//! also go into the [`ReplayBuffer`] (resumable replies, issue 14).
+//! also go into the [`ReplayBuffer`] (resumable replies, issue 14). A resume of a reply this
+//! instance did not produce is served from the buffer's [`SharedReplay`] (Redis): the connection
+//! is held, bound (its channel subscription confirmed), the recorded frames read, and the live
+//! frames held meanwhile merged after them by seq (core's `merge_resumed`).
 
 mod fleet;
 mod local;
@@ -14,14 +17,14 @@ pub mod wire;
 use std::sync::{Arc, Mutex};
 
 use chatbox_core::protocol::{Frame, FrameType};
-use chatbox_core::replay::Replay;
+use chatbox_core::replay::{merge_resumed, shared_replay, Liveness, Replay};
 use chatbox_core::Instant;
 use tokio::sync::{mpsc, Notify};
 
 use super::metrics::Metrics;
-pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
+pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::LocalBus;
-pub use replay::{LocalReplay, ReplayBuffer, ReplyFrame};
+pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;
@@ -83,6 +86,29 @@ pub struct Fanout {
     pub dropped: usize,
 }
 
+/// How a resume went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The frames after the seq were queued; the live ones follow on this instance's own
+    /// delivery (or the reply had ended).
+    Replayed,
+    /// Replayed from the shared store while the reply streams on another instance: its
+    /// producer must be watched (core's `ResumeWatch`) so a dead one is answered.
+    Live,
+    /// It cannot be resumed: answer `RESUME_UNAVAILABLE`.
+    Unavailable,
+}
+
+/// The seq of `frame` if it is a numbered `ai_response` frame of `reply_id`.
+fn reply_seq(frame: &str, reply_id: &str) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    let metadata = value.get("metadata")?;
+    if value.get("type")? != "ai_response" || metadata.get("reply_id")? != reply_id {
+        return None;
+    }
+    metadata.get("seq")?.as_str()?.parse().ok()
+}
+
 /// The fan-out port. Every method returns at once (no IO is awaited): an implementation that
 /// talks to other instances queues its publications on its own task. Counts returned are the
 /// connections **of this instance** that took the frame.
@@ -122,7 +148,22 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Takes the frames for `conn` aside until [`Bus::release`] (a resume is reading what
+    /// precedes them from Redis); `false` if the connection is gone.
+    fn hold(&self, conn: ConnId) -> bool;
+    /// Ends a hold: `merge` turns the frames taken aside into what the connection gets, queued
+    /// before any later frame.
+    fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>);
+    /// Resolves once frames published for `session` by other instances reach this one (its
+    /// channel subscription is confirmed); `false` if that cannot be known now (link down).
+    /// The in-process bus has no other instances: at once.
+    fn subscribed(&self, _session: &str) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
 }
+
+/// A boxed future of the ports (object-safe async).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The delivery service: the bus and the replay buffer, plus encoding and error counting.
 #[derive(Debug)]
@@ -170,27 +211,80 @@ impl Delivery {
 
     /// Resumes `reply_id` on `conn`: runs `bind` (which binds the connection to `session` and
     /// announces it), then queues the recorded frames after `after_seq` — all before any later
-    /// live frame of the reply. Returns `false` when the reply cannot be resumed (the connection
-    /// is bound all the same).
-    pub fn resume(
+    /// live frame of the reply. From this instance's buffer when it knows the reply, else from
+    /// the shared store (another instance produced it). The connection is bound whatever the
+    /// answer.
+    pub async fn resume(
         &self,
         conn: ConnId,
         session: &str,
         (reply_id, after_seq): (&str, u64),
         now: Instant,
-        bind: &mut dyn FnMut(),
-    ) -> bool {
-        let mut resumed = false;
+        bind: &mut (dyn FnMut() + Send),
+    ) -> Resumed {
+        let mut local = false;
         self.replay.resume(session, reply_id, after_seq, now, &mut |replay| {
-            bind();
             if let Replay::Frames { frames, .. } = replay {
+                bind();
                 for frame in &frames {
                     self.bus.to_conn(conn, frame);
                 }
-                resumed = true;
+                local = true;
             }
         });
-        resumed
+        if local {
+            return Resumed::Replayed;
+        }
+        let Some(shared) = self.replay.shared() else {
+            bind();
+            return Resumed::Unavailable;
+        };
+        // Held from before the binding: live frames wait for the replay that precedes them.
+        self.bus.hold(conn);
+        bind();
+        let replay = if self.bus.subscribed(session).await {
+            match shared.read(reply_id, after_seq).await {
+                Ok(read) => {
+                    let state = read.state.as_ref().map(|(l, s)| (*l, s.as_str()));
+                    shared_replay(session, after_seq, state, read.entries)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, reply_id, "replay buffer unreadable; resume unavailable");
+                    Replay::Unavailable
+                }
+            }
+        } else {
+            Replay::Unavailable
+        };
+        let Replay::Frames { frames, ended } = replay else {
+            self.bus.release(conn, &mut |held| held);
+            return Resumed::Unavailable;
+        };
+        let mut replayed = Some(frames);
+        let mut merged = true;
+        self.bus.release(conn, &mut |held| {
+            let replayed = replayed.take().unwrap_or_default();
+            let seq_of = |frame: &Arc<str>| reply_seq(frame, reply_id);
+            merge_resumed(after_seq, replayed, held.clone(), seq_of).unwrap_or_else(|| {
+                merged = false;
+                held
+            })
+        });
+        match (merged, ended) {
+            (false, _) => Resumed::Unavailable,
+            (true, true) => Resumed::Replayed,
+            (true, false) => Resumed::Live,
+        }
+    }
+
+    /// The liveness of a reply in the shared store (`None`: no shared store, or unreadable).
+    pub async fn liveness(&self, reply_id: &str) -> Option<Liveness> {
+        self.replay.shared()?.liveness(reply_id).await
+    }
+
+    /// The TTL of a reply's alive key in the shared store, if there is one.
+    pub fn alive_ttl(&self) -> Option<std::time::Duration> {
+        self.replay.shared().map(SharedReplay::alive_ttl)
     }
 
     /// Reply frames held for resumes now.
@@ -239,6 +333,22 @@ impl Delivery {
     /// The admin left: its connections stop seeing the session (§10 item 3).
     pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
         self.bus.unbind_admin(session, admin_id, owner)
+    }
+
+    /// Takes the frames for `conn` aside until [`Delivery::release`] (see [`Bus::hold`]).
+    pub fn hold(&self, conn: ConnId) -> bool {
+        self.bus.hold(conn)
+    }
+
+    /// Queues the frames taken aside for `conn`, in order, before any later frame.
+    pub fn release(&self, conn: ConnId) {
+        self.bus.release(conn, &mut |held| held);
+    }
+
+    /// Whether frames published for `session` by other instances reach this one now (waits,
+    /// bounded, for the subscription's acknowledgement; see [`Bus::subscribed`]).
+    pub async fn subscribed(&self, session: &str) -> bool {
+        self.bus.subscribed(session).await
     }
 
     /// Sends a frame to one connection.

@@ -4,11 +4,17 @@
 //! same step, so the switch from replay to live neither repeats nor skips a frame. The rule and
 //! its bounds are core's [`ReplayLog`]; this file adds only the lock that makes "record and fan
 //! out" and "replay and attach" atomic with respect to each other.
+//!
+//! A fleet's buffer (Redis, in the adapters) also answers [`ReplayBuffer::shared`]: the
+//! [`SharedReplay`] port a resume falls back to when the reply was produced on another instance.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chatbox_core::replay::{Replay, ReplayLimits, ReplayLog};
+use chatbox_core::replay::{Liveness, Replay, ReplayLimits, ReplayLog};
 use chatbox_core::Instant;
+
+use super::BoxFuture;
 
 /// One recorded frame of a reply.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +54,41 @@ pub trait ReplayBuffer: Send + Sync + std::fmt::Debug {
     );
     /// Frames held now (for metrics).
     fn frames(&self) -> usize;
+    /// The fleet-wide store behind this buffer; `None` for the in-process one.
+    fn shared(&self) -> Option<&dyn SharedReplay> {
+        None
+    }
+}
+
+/// What the fleet-wide store holds of one reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedRead {
+    /// Its state key: liveness and the session it belongs to (`None`: no key).
+    pub state: Option<(Liveness, String)>,
+    /// Its recorded frames after the asked seq: seq, session, frame (by increasing seq; entries
+    /// that did not decode are left out, so they show as a gap).
+    pub entries: Vec<(u64, String, Arc<str>)>,
+}
+
+/// The fleet-wide replay store (Redis): read by the instance serving a resume of a reply that
+/// another instance produced.
+pub trait SharedReplay: Send + Sync {
+    /// The reply's state and recorded frames after `after_seq`; `Err` names why it could not
+    /// be read.
+    fn read<'a>(
+        &'a self,
+        reply_id: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<SharedRead, String>>;
+    /// The reply's liveness now; `None` when it could not be read.
+    fn liveness<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Option<Liveness>>;
+    /// The TTL of a reply's alive key (core's `alive_ttl` of the idle deadline).
+    fn alive_ttl(&self) -> Duration;
+}
+
+/// The in-process buffer's bounds for `config`: core's, with its `RESUME_WINDOW`.
+pub fn replay_limits(config: &chatbox_core::config::Config) -> ReplayLimits {
+    ReplayLimits { window: config.llm.resume_window, ..ReplayLimits::DEFAULT }
 }
 
 /// The replay buffer of one instance (the default; what `serve --dev` uses).

@@ -2,6 +2,9 @@
 //! own connections (issue 14). A small versioned JSON object; [`BusMessage::decode`] never
 //! panics and rejects anything it does not know, since Redis is shared infrastructure and a
 //! message may come from an older or newer instance, or from anyone with access to it.
+//!
+//! [`ReplayEntry`] is the entry of a reply's Redis stream (the shared replay buffer), read back
+//! by whichever instance serves a resume; it is decoded with the same care.
 
 use chatbox_core::budgets::BUS_MESSAGE_MAX_BYTES;
 use serde::{Deserialize, Serialize};
@@ -102,6 +105,48 @@ impl BusMessage {
     }
 }
 
+/// One recorded frame of a reply in the shared replay buffer (the `m` field of a stream entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayEntry {
+    /// Always [`BUS_VERSION`] when written by this build.
+    pub v: u32,
+    /// The session the reply belongs to (a resume must name the same one).
+    pub session: String,
+    /// The frame's seq within its reply.
+    pub seq: u64,
+    /// Whether it is the reply's last frame.
+    pub last: bool,
+    /// The serialised frame, replayed unchanged.
+    pub frame: String,
+}
+
+impl ReplayEntry {
+    /// An entry of this build's version.
+    pub fn new(session: &str, seq: u64, last: bool, frame: &str) -> Self {
+        ReplayEntry { v: BUS_VERSION, session: session.to_string(), seq, last, frame: frame.into() }
+    }
+
+    /// The JSON text stored.
+    pub fn encode(&self) -> String {
+        // Strings, an integer and a bool always serialise.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a stored entry; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<ReplayEntry, BusDecodeError> {
+        if bytes.len() > BUS_MESSAGE_MAX_BYTES {
+            return Err(BusDecodeError::TooLarge(bytes.len()));
+        }
+        let entry: ReplayEntry =
+            serde_json::from_slice(bytes).map_err(|e| BusDecodeError::Malformed(e.to_string()))?;
+        if entry.v != BUS_VERSION {
+            return Err(BusDecodeError::Version(entry.v));
+        }
+        Ok(entry)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +167,16 @@ mod tests {
         }
         let huge = vec![b' '; BUS_MESSAGE_MAX_BYTES + 1];
         assert_eq!(BusMessage::decode(&huge), Err(BusDecodeError::TooLarge(huge.len())));
+    }
+
+    #[test]
+    fn replay_entries_round_trip_and_bad_ones_are_rejected() {
+        let entry = ReplayEntry::new("s", 3, false, r#"{"type":"ai_response"}"#);
+        assert_eq!(ReplayEntry::decode(entry.encode().as_bytes()), Ok(entry));
+        let v2 = br#"{"v":2,"session":"s","seq":1,"last":true,"frame":"{}"}"#;
+        assert_eq!(ReplayEntry::decode(v2), Err(BusDecodeError::Version(2)));
+        for bad in [&b"[]"[..], br#"{"v":1,"session":"s","seq":-1,"last":true,"frame":""}"#] {
+            assert!(matches!(ReplayEntry::decode(bad), Err(BusDecodeError::Malformed(_))));
+        }
     }
 }

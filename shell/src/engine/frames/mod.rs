@@ -113,9 +113,20 @@ fn require_session<'f>(engine: &Engine, conn: &ConnCtx, frame: &'f ClientFrame) 
 async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
     let allowed = check_access(engine, conn, requested).await;
     if allowed {
-        move_binding(engine, conn, requested);
+        move_binding_confirmed(engine, conn, requested).await;
     }
     allowed
+}
+
+/// [`move_binding`], answered (`connection_status` and anything after it) only once frames
+/// published for the session by other instances reach this one: the fleet's subscription is
+/// acknowledged (bounded; at once without a fleet). So no frame after the answer is lost to the
+/// subscribe race (issue 14).
+async fn move_binding_confirmed(engine: &Engine, conn: &ConnCtx, session: &str) {
+    engine.delivery.hold(conn.id);
+    move_binding(engine, conn, session);
+    engine.delivery.subscribed(session).await;
+    engine.delivery.release(conn.id);
 }
 
 /// The ownership check of a binding (§3.7): `false`, with the `SERVICE_ERROR` answer sent,
@@ -153,7 +164,7 @@ async fn resolve(engine: &Engine, conn: &ConnCtx, requested: &str) -> Option<Str
     match engine.sessions.resolve(&engine.persistence, user, requested).await {
         Ok(id) => {
             if engine.delivery.bound(conn.id).as_deref() != Some(id.as_str()) {
-                move_binding(engine, conn, &id);
+                move_binding_confirmed(engine, conn, &id).await;
             }
             Some(id)
         }

@@ -4,14 +4,25 @@
 //! ones — one step in the delivery service, so nothing is repeated or skipped at the switch. A
 //! reply that is unknown, expired, another session's or missing frames gets one
 //! `RESUME_UNAVAILABLE`; the client then reloads the session over REST.
+//!
+//! A reply resumed from the shared store (Redis) while it streams on another instance is
+//! watched: its producer's alive key is read every `RESUME_WATCH_INTERVAL`, and a producer gone
+//! silent past its idle deadline (killed) gets the connection `RESUME_UNAVAILABLE` — never a
+//! wait for a `done` that will not come (issue 14, behaviour 5; core's `ResumeWatch`).
 
+use std::sync::Arc;
+
+use chatbox_core::budgets::RESUME_WATCH_INTERVAL;
 use chatbox_core::protocol::{ClientFrame, ErrorInfo};
+use chatbox_core::replay::{ResumeWatch, Watch};
 
 use super::{check_access, move_binding, reply_error, ConnCtx};
+use crate::engine::delivery::Resumed;
 use crate::engine::hub::Engine;
+use crate::engine::supervisor::signalled;
 
 /// Handles one `resume` frame (it binds the connection itself).
-pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
+pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(point) = frame.resume_point() else {
         // Validation guarantees the point; answer as for any invalid frame all the same.
         reply_error(engine, conn, None, ErrorInfo::validation_failed());
@@ -22,23 +33,59 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
         return;
     }
     let now = engine.clock.now();
-    let resumed = engine.delivery.resume(
-        conn.id,
-        session,
-        (point.reply_id, point.after_seq),
-        now,
-        &mut || move_binding(engine, conn, session),
-    );
+    let resumed = engine
+        .delivery
+        .resume(conn.id, session, (point.reply_id, point.after_seq), now, &mut || {
+            move_binding(engine, conn, session)
+        })
+        .await;
     tracing::debug!(
         session_id = session,
         reply_id = point.reply_id,
         after_seq = point.after_seq,
-        resumed,
+        ?resumed,
         "resume"
     );
-    if !resumed {
-        reply_error(engine, conn, Some(session), ErrorInfo::resume_unavailable());
+    match resumed {
+        Resumed::Replayed => {}
+        Resumed::Live => watch(engine, conn, session, point.reply_id),
+        Resumed::Unavailable => {
+            reply_error(engine, conn, Some(session), ErrorInfo::resume_unavailable());
+        }
     }
+}
+
+/// Watches the producer of a reply resumed from the shared store until the reply ends, the
+/// connection leaves the session, or the server stops; a dead producer is answered.
+fn watch(engine: &Arc<Engine>, conn: &ConnCtx, session: &str, reply_id: &str) {
+    let Some(ttl) = engine.delivery.alive_ttl() else { return };
+    let (engine, conn) = (Arc::clone(engine), conn.clone());
+    let (session, reply_id) = (session.to_string(), reply_id.to_string());
+    let mut stop = engine.stop_signal();
+    let supervisor = engine.supervisor.clone();
+    supervisor.spawn("resume-watch", async move {
+        let mut watch = ResumeWatch::new(ttl, engine.clock.now());
+        loop {
+            let wake = engine.clock.to_runtime(engine.clock.now() + RESUME_WATCH_INTERVAL);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = signalled(&mut stop) => return,
+            }
+            if engine.delivery.bound(conn.id).as_deref() != Some(session.as_str()) {
+                return;
+            }
+            let seen = engine.delivery.liveness(&reply_id).await;
+            match watch.on_poll(engine.clock.now(), seen) {
+                Watch::Keep => {}
+                Watch::Stop => return,
+                Watch::Unavailable => {
+                    tracing::info!(session_id = %session, reply_id = %reply_id, "resumed reply's instance is gone");
+                    reply_error(&engine, &conn, Some(&session), ErrorInfo::resume_unavailable());
+                    return;
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
