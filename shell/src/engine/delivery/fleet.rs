@@ -8,16 +8,18 @@
 //! This instance subscribes to a channel while at least one of its connections is bound to the
 //! session (or belongs to the user) and unsubscribes when the last one goes, so an instance
 //! only receives traffic for the sessions it serves. Every message names its instance, and an
-//! instance ignores its own.
+//! instance ignores its own. Signals (issue 15) ride the same link: a stop on the session's
+//! channel, admin events on the fleet-wide admins channel (`chatbox:bus:admins`), to which every
+//! instance stays subscribed; received ones go to [`Bus::signals`] listeners.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chatbox_core::budgets::BUS_PUBLISH_QUEUE;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::wire::{BusEvent, BusMessage};
-use super::{Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound};
+use super::{Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound, Signal};
 use crate::engine::metrics::Metrics;
 
 /// A request to the link task.
@@ -50,6 +52,11 @@ pub fn session_channel(session: &str) -> String {
     format!("chatbox:bus:s:{session}")
 }
 
+/// The fleet-wide channel of the admin consoles' live events (issue 15).
+pub fn admins_channel() -> String {
+    "chatbox:bus:admins".to_string()
+}
+
 /// The channel of a user.
 pub fn user_channel(user: &str) -> String {
     format!("chatbox:bus:u:{user}")
@@ -73,6 +80,8 @@ pub struct FleetBus {
     publish: mpsc::Sender<LinkCommand>,
     control: mpsc::UnboundedSender<LinkCommand>,
     state: Mutex<State>,
+    /// Signals received from the other instances, for this instance's listeners.
+    signals: broadcast::Sender<Signal>,
     metrics: Arc<Metrics>,
 }
 
@@ -84,14 +93,18 @@ impl FleetBus {
         let (control, control_rx) = mpsc::unbounded_channel();
         metrics.bus_up.set(0);
         let state = State { down: Some("not connected yet".into()), ..State::default() };
+        let (signals, _) = broadcast::channel(chatbox_core::budgets::SIGNAL_QUEUE);
         let bus = FleetBus {
             local: LocalBus::default(),
             instance,
             publish,
             control,
             state: Mutex::new(state),
+            signals,
             metrics,
         };
+        // Every instance hears the admin events, whether or not a console is open on it now.
+        bus.acquire(admins_channel());
         (Arc::new(bus), LinkQueues { publish: publish_rx, control: control_rx })
     }
 
@@ -151,6 +164,10 @@ impl FleetBus {
             BusEvent::UnbindAdmin { session, admin, owner } => {
                 let unbound = self.local.unbind_admin(&session, &admin, &owner);
                 self.release(&session_channel(&session), unbound);
+            }
+            BusEvent::Signal { signal } => {
+                // No listener (none started yet) is fine: signals are not kept.
+                let _ = self.signals.send(signal);
             }
         }
     }
@@ -289,6 +306,18 @@ impl Bus for FleetBus {
     fn health(&self) -> Result<(), String> {
         self.lock().down.clone().map_or(Ok(()), Err)
     }
+
+    fn publish_signal(&self, signal: &Signal) {
+        let channel = match signal {
+            Signal::StopReply { session } => session_channel(session),
+            Signal::Admin { .. } => admins_channel(),
+        };
+        self.publish(channel, BusEvent::Signal { signal: signal.clone() });
+    }
+
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        Some(self.signals.subscribe())
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +343,7 @@ mod tests {
         assert_eq!(
             seen,
             [
+                LinkCommand::Subscribe(admins_channel()),
                 LinkCommand::Subscribe(user_channel("u1")),
                 LinkCommand::Subscribe(session_channel("s"))
             ]
@@ -329,7 +359,7 @@ mod tests {
             queues.control.try_recv().ok(),
             Some(LinkCommand::Unsubscribe(user_channel("u1")))
         );
-        assert!(bus.channels().is_empty());
+        assert_eq!(bus.channels().into_iter().collect::<Vec<_>>(), [admins_channel()]);
     }
 
     #[test]
@@ -378,8 +408,15 @@ mod tests {
         bus.deliver(leave.encode().as_bytes());
         assert_eq!(bus.bound(admin), None, "the admin left on another instance");
         assert_eq!(bus.bound(user).as_deref(), Some("s"));
+        let mut signals = bus.signals().expect("a fleet bus has signals");
+        let stop = BusMessage::new(
+            "b",
+            BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } },
+        );
+        bus.deliver(stop.encode().as_bytes());
+        assert_eq!(signals.try_recv().ok(), Some(Signal::StopReply { session: "s".into() }));
         bus.deliver(b"\xff garbage");
         assert_eq!(metrics.bus_rejected.get(), 1);
-        assert_eq!(metrics.bus_received.get(), 2);
+        assert_eq!(metrics.bus_received.get(), 3);
     }
 }

@@ -4,11 +4,14 @@
 //! to this process's sockets; a fleet implementation (Redis) publishes to the other instances
 //! behind the same trait, so nothing else in the engine changes when one is added. Frames are
 //! serialised once per fan-out here, and error frames are counted for metrics. Reply frames
-//! also go into the [`ReplayBuffer`] (resumable replies, issue 14).
+//! also go into the [`ReplayBuffer`] (resumable replies, issue 14). [`Signal`]s — stops and the
+//! admin consoles' live events (issue 15) — go through the same port to the other instances; admin
+//! events also fan out to this instance's consoles ([`AdminEvents`]).
 
 mod fleet;
 mod local;
 pub mod replay;
+pub mod signal;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -16,12 +19,14 @@ use std::sync::{Arc, Mutex};
 use chatbox_core::protocol::{Frame, FrameType};
 use chatbox_core::replay::Replay;
 use chatbox_core::Instant;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::metrics::Metrics;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
 pub use local::LocalBus;
+pub use fleet::admins_channel;
 pub use replay::{LocalReplay, ReplayBuffer, ReplyFrame};
+pub use signal::{AdminEvents, Signal};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;
@@ -122,6 +127,12 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Sends `signal` to the other instances (issue 15); the in-process bus has none.
+    fn publish_signal(&self, _signal: &Signal) {}
+    /// The signals received from the other instances from now on; `None` without any.
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        None
+    }
 }
 
 /// The delivery service: the bus and the replay buffer, plus encoding and error counting.
@@ -129,6 +140,7 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
 pub struct Delivery {
     bus: Arc<dyn Bus>,
     replay: Arc<dyn ReplayBuffer>,
+    admin_events: AdminEvents,
     metrics: Arc<Metrics>,
 }
 
@@ -144,7 +156,7 @@ impl Delivery {
         replay: Arc<dyn ReplayBuffer>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { bus, replay, metrics }
+        Self { bus, replay, admin_events: AdminEvents::default(), metrics }
     }
 
     /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
@@ -191,6 +203,33 @@ impl Delivery {
             }
         });
         resumed
+    }
+
+    /// Asks the other instances to stop the reply of `session` they stream, if any (a `stop`
+    /// frame; this instance's own reply is stopped by the replies service directly).
+    pub fn stop_reply(&self, session: &str) {
+        self.bus.publish_signal(&Signal::StopReply { session: session.to_string() });
+    }
+
+    /// Sends an admin event (JSON text) to every console, on this instance and the others.
+    pub fn admin_event(&self, event: String) {
+        self.bus.publish_signal(&Signal::Admin { event: event.clone() });
+        self.admin_events.send(Arc::from(event));
+    }
+
+    /// An admin event received from another instance: to this instance's consoles.
+    pub fn relay_admin_event(&self, event: String) {
+        self.admin_events.send(Arc::from(event));
+    }
+
+    /// A receiver of the admin events for one console, from now on.
+    pub fn admin_events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.admin_events.subscribe()
+    }
+
+    /// The signals of the other instances from now on (`None` on a single instance).
+    pub fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        self.bus.signals()
     }
 
     /// Reply frames held for resumes now.

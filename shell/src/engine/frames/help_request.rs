@@ -31,6 +31,8 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     }
     tracing::warn!(session_id = session, user_id, "help requested");
     engine.alerts.help_requested(session, user_id);
+    let details = crate::engine::inbox::Details::default();
+    crate::engine::inbox::emit(engine, crate::engine::inbox::HELP_REQUESTED, session, details);
     let ack = Frame::help_requested(session, engine.frame_now());
     engine.delivery.send_session(session, &ack, Some(conn.id));
 }
