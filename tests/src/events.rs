@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::harness::PREFIX;
+use crate::harness::{now, PREFIX};
 
 /// One event: its name and its JSON data.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +85,7 @@ impl EventStream {
 
     /// The next event within `limit`, or `None` (the stream ended or nothing came).
     pub async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = now() + limit;
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Some(event);
@@ -104,10 +104,10 @@ impl EventStream {
     /// # Panics
     /// When no such event comes within `limit`.
     pub async fn until(&mut self, name: &str, limit: Duration) -> Vec<SseEvent> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = now() + limit;
         let mut seen = Vec::new();
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(now());
             let Some(event) = self.next(left).await else {
                 panic!("no {name:?} event within {limit:?}; got {seen:#?}");
             };

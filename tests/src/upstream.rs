@@ -443,29 +443,33 @@ async fn handle(
     let steps = plan(&writer, &script, &chunks);
 
     let watch = Abandon { shared: Arc::clone(&shared), finished: false };
-    let frames = stream::unfold((steps, first_chunk, watch), |(mut steps, first_chunk, mut watch)| async move {
-        loop {
-            let Some(step) = steps.pop_front() else {
-                watch.finished = true;
-                return None;
-            };
-            match step {
-                Step::Wait(delay) => tokio::time::sleep(delay).await,
-                Step::Send { bytes, first_content } => {
-                    if first_content {
-                        let _ = first_chunk.set(now());
+    let frames = stream::unfold(
+        (steps, first_chunk, watch),
+        |(mut steps, first_chunk, mut watch)| async move {
+            loop {
+                let Some(step) = steps.pop_front() else {
+                    watch.finish();
+                    return None;
+                };
+                match step {
+                    Step::Wait(delay) => tokio::time::sleep(delay).await,
+                    Step::Send { bytes, first_content } => {
+                        if first_content {
+                            let _ = first_chunk.set(now());
+                        }
+                        return Some((Ok(Frame::data(bytes)), (steps, first_chunk, watch)));
                     }
-                    return Some((Ok(Frame::data(bytes)), (steps, first_chunk, watch)));
-                }
-                Step::Stall => std::future::pending::<()>().await,
-                Step::Drop => {
-                    let error = io::Error::new(io::ErrorKind::ConnectionAborted, "scripted drop");
-                    watch.finished = true;
-                    return Some((Err(error), (steps, first_chunk, watch)));
+                    Step::Stall => std::future::pending::<()>().await,
+                    Step::Drop => {
+                        let error =
+                            io::Error::new(io::ErrorKind::ConnectionAborted, "scripted drop");
+                        watch.finish();
+                        return Some((Err(error), (steps, first_chunk, watch)));
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     let response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
@@ -478,6 +482,13 @@ async fn handle(
 struct Abandon {
     shared: Arc<Shared>,
     finished: bool,
+}
+
+impl Abandon {
+    /// The stream reached its end (or its scripted abort): not a client going away.
+    fn finish(&mut self) {
+        self.finished = true;
+    }
 }
 
 impl Drop for Abandon {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chatbox_tests::harness::{assert_error, is_done, reply_text, Server, ServerOpts};
+use chatbox_tests::harness::{assert_error, is_done, now, reply_text, Server, ServerOpts};
 use chatbox_tests::http::{get, ok_json};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::{json, Value};
@@ -35,8 +35,9 @@ async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
     let token = server.token("stopper", &["user"], None);
     let mut client = server.connect(&token).await;
     client.send_user_message("stop-1", "Tell me a long story").await;
-    let mut frames =
-        client.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "3", STEP).await;
+    let mut frames = client
+        .recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "3", STEP)
+        .await;
     let session = frames.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
 
     client.send_json(&stop(&session)).await;
@@ -56,8 +57,8 @@ async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
     assert_eq!(reply["content"], shown.as_str(), "exactly the text the user saw");
     assert_eq!(reply["metadata"]["interrupted"], "true", "{reply}");
     // The provider request was cancelled: the upstream saw its client go before the end.
-    let deadline = tokio::time::Instant::now() + STEP;
-    while upstream.abandoned_streams() == 0 && tokio::time::Instant::now() < deadline {
+    let deadline = now() + STEP;
+    while upstream.abandoned_streams() == 0 && now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(upstream.abandoned_streams(), 1, "the upstream stream was dropped");

@@ -174,7 +174,8 @@ pub async fn takeover(
     let frame = Frame::admin_join(id, &admin.user_id, &admin.name, engine.frame_now());
     engine.delivery.send_session(id, &frame, None);
     engine.metrics.admin_takeovers.inc();
-    let details = inbox::Details { admin: Some((&admin.user_id, &admin.name)), ..Default::default() };
+    let details =
+        inbox::Details { admin: Some((&admin.user_id, &admin.name)), ..Default::default() };
     inbox::emit(engine, inbox::ADMIN_JOINED, id, details);
     tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
     Ok(outcome)

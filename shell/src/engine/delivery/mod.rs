@@ -22,9 +22,9 @@ use chatbox_core::Instant;
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::metrics::Metrics;
+pub use fleet::admins_channel;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
 pub use local::LocalBus;
-pub use fleet::admins_channel;
 pub use replay::{LocalReplay, ReplayBuffer, ReplyFrame};
 pub use signal::{AdminEvents, Signal};
 

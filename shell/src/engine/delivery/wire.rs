@@ -135,7 +135,10 @@ mod tests {
         let event = r#"{"v":1,"from":"x","event":{"kind":"signal","signal":{"signal":"admin","event":"{}"}}}"#;
         assert!(BusMessage::decode(event.as_bytes()).is_ok());
         let unknown = r#"{"v":1,"from":"x","event":{"kind":"signal","signal":{"signal":"nope"}}}"#;
-        assert!(matches!(BusMessage::decode(unknown.as_bytes()), Err(BusDecodeError::Malformed(_))));
+        assert!(matches!(
+            BusMessage::decode(unknown.as_bytes()),
+            Err(BusDecodeError::Malformed(_))
+        ));
         let huge = vec![b' '; BUS_MESSAGE_MAX_BYTES + 1];
         assert_eq!(BusMessage::decode(&huge), Err(BusDecodeError::TooLarge(huge.len())));
     }

@@ -82,7 +82,8 @@ mod tests {
 
         // Nothing in flight now: a second stop is answered by nothing, and the session goes on.
         h.send(&user, &stop(&session)).await;
-        let next = format!(r#"{{"type":"user_message","session_id":"{session}","content":"more"}}"#);
+        let next =
+            format!(r#"{{"type":"user_message","session_id":"{session}","content":"more"}}"#);
         h.send(&user, &next).await;
         let frames = h.until(&mut user, is_type("loading")).await;
         assert_eq!(frames.len(), 1, "no answer to the idle stop: {frames:?}");

@@ -42,7 +42,12 @@ impl Stops {
         };
         let (tx, signal) = watch::channel(false);
         lock(&self.entries).insert(session.to_string(), (token, tx));
-        StopGuard { entries: Arc::clone(&self.entries), session: session.to_string(), token, signal }
+        StopGuard {
+            entries: Arc::clone(&self.entries),
+            session: session.to_string(),
+            token,
+            signal,
+        }
     }
 
     /// Stops the reply of `session` in progress; `false` when none runs here.

@@ -104,7 +104,7 @@ enum Stopped {
     /// Shutdown cut the reply.
     Cut,
     /// A `stop` frame ended it.
-    Stopped,
+    StopFrame,
     /// The outcome was already emitted (defensive: the loop stops at the first outcome).
     AlreadyEnded,
 }
@@ -194,7 +194,7 @@ impl Run<'_> {
                 }
                 Step::Deadline => timer.handle_timeout(now),
                 Step::Cut => break Stopped::Cut,
-                Step::Stop => break Stopped::Stopped,
+                Step::Stop => break Stopped::StopFrame,
             };
             match decided {
                 Some(outcome) => break Stopped::Outcome(outcome),
@@ -207,7 +207,7 @@ impl Run<'_> {
             Stopped::Outcome(Outcome::Done) => ReplyEnd::Done,
             Stopped::Outcome(outcome) => self.emit_failure(outcome),
             Stopped::Cut => self.unfinished(ReplyEnd::Cut),
-            Stopped::Stopped => ReplyEnd::Stopped,
+            Stopped::StopFrame => ReplyEnd::Stopped,
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
         Driven { end, text, decided, next_seq: self.seq() }
