@@ -25,6 +25,19 @@ async fn stored(server: &Server, token: &str, session: &str) -> Vec<Value> {
     body["messages"].as_array().expect("messages").clone()
 }
 
+/// The stored messages of `session` once its last one is the AI's: a cut reply's error frame
+/// goes out as the reply ends, and its partial text is stored right after it.
+async fn stored_reply(server: &Server, token: &str, session: &str) -> Vec<Value> {
+    let deadline = now() + STEP;
+    loop {
+        let messages = stored(server, token, session).await;
+        if messages.last().is_some_and(|m| m["sender"] == "ai") || now() > deadline {
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
     let upstream = Upstream::start().await;
@@ -93,7 +106,7 @@ async fn a_reply_cut_by_the_idle_deadline_stores_its_partial_text_marked_interru
     let error = frames.last().expect("outcome");
     assert_error(error, "LLM_TIMEOUT", "AI service request timed out after 1s");
     let session = error["session_id"].as_str().expect("session").to_string();
-    let messages = stored(&server, &token, &session).await;
+    let messages = stored_reply(&server, &token, &session).await;
     let reply = messages.last().expect("stored");
     assert_eq!(reply["sender"], "ai", "{messages:#?}");
     assert_eq!(reply["content"], "Half a ", "the text delivered before the deadline");
