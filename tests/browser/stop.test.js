@@ -49,6 +49,7 @@ test('stop: Escape stops a streaming reply; it is stored and shown marked interr
   await page.locator('#stop-button').waitFor({ state: 'hidden' });
   await page.locator('#send-button:not([disabled])').waitFor();
   await h.screenshot(page, 'chat-reply-stopped');
+  assert.equal(await page.getByText(/That conversation was ended/).count(), 0, 'a first message starts no "new conversation" notice');
 
   const sid = await p.sessionId(page);
   const stored = await server.api('GET', `/sessions/${sid}`, token);

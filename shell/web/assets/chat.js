@@ -55,6 +55,7 @@ const state = {
   confirmed: '', // the last session id a server frame carried ('' until the server names one)
   helpOpen: false, // a help request was sent and no administrator has joined since
   replying: false, // a reply is on its way (from its `loading` frame to its end)
+  proposed: '', // the id this page made up for a new session (the server names the real one)
 };
 
 // AI bubbles that were streamed to this page (possibly only their end, after a reload).
@@ -374,7 +375,8 @@ function system(text) {
 function noteNewSession(id) {
   const previous = state.confirmed;
   state.confirmed = id;
-  if (previous && previous !== id && conversationNodes().length > 0) {
+  // The binding to the id this page proposed for a new session is no conversation of its own.
+  if (previous && previous !== id && previous !== state.proposed && conversationNodes().length > 0) {
     system('That conversation was ended. This is a new conversation.');
   }
 }
@@ -501,7 +503,10 @@ function showModels(models) {
 }
 
 function ensureSession() {
-  if (!state.sessionId) adoptSession(randomId());
+  if (!state.sessionId) {
+    state.proposed = randomId();
+    adoptSession(state.proposed);
+  }
   return state.sessionId;
 }
 
