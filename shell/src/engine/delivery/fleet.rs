@@ -386,6 +386,32 @@ mod tests {
     }
 
     #[test]
+    fn signals_are_published_on_the_session_or_the_admins_channel() {
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
+        assert!(bus.link_up());
+        bus.publish_signal(&Signal::StopReply { session: "s".into() });
+        bus.publish_signal(&Signal::Admin { event: "{}".into() });
+        let mut published = Vec::new();
+        while let Ok(LinkCommand::Publish { channel, payload }) = queues.publish.try_recv() {
+            let message = BusMessage::decode(payload.as_bytes()).expect("decodes");
+            published.push((channel, message.event));
+        }
+        assert_eq!(
+            published,
+            [
+                (
+                    session_channel("s"),
+                    BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } }
+                ),
+                (
+                    admins_channel(),
+                    BusEvent::Signal { signal: Signal::Admin { event: "{}".into() } }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn messages_from_other_instances_are_delivered_and_own_ones_ignored() {
         let metrics = Arc::new(Metrics::new());
         let (bus, _queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
