@@ -123,6 +123,13 @@ pub const BUS_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
 /// still get it), so a slow or lost Redis never holds up the reply path.
 pub const BUS_PUBLISH_QUEUE: usize = 4096;
 
+/// Signals (stops, admin events) held for one slow listener of an instance (issue 15); one that
+/// falls further behind skips the oldest (an admin console then re-reads its list).
+pub const SIGNAL_QUEUE: usize = 1024;
+
+/// How often the admin event stream sends a keep-alive comment, so proxies keep it open.
+pub const ADMIN_EVENTS_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Budget of connecting to Redis (TCP, TLS, AUTH, SELECT) and of one bus command.
 pub const BUS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 

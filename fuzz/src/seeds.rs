@@ -24,6 +24,7 @@ pub fn frames() -> Vec<(&'static str, Vec<u8>)> {
         ("ai_response_done.json", r#"{"type":"ai_response","session_id":"S","model_id":"openai-gpt4","sender":"ai","content":"lo!","metadata":{"streaming":"true","done":"false"}}"#.into()),
         ("resume.json", r#"{"type":"resume","session_id":"S","timestamp":"2026-02-21T10:00:00Z","metadata":{"reply_id":"0f3a9c","after_seq":"3"}}"#.into()),
         ("resume_bad_seq.json", r#"{"type":"resume","session_id":"S","metadata":{"reply_id":"r","after_seq":"+18446744073709551616"}}"#.into()),
+        ("stop.json", r#"{"type":"stop","session_id":"S","timestamp":"2026-02-21T10:00:00Z"}"#.into()),
         ("ping.json", r#"{"type":"ping"}"#.into()),
         ("null.json", "null".into()),
         ("sanitize.json", "{\"type\":\"file_upload\",\"session_id\":\" S\\u0000 \",\"content\":\"\\u0000 hi\\u0000 there \\n\",\"file_id\":\"\\tf\\u0000\",\"file_url\":\" https://x.example/a \",\"model_id\":\" m \",\"metadata\":{\" k\\u0000 \":\" v \\u0000\"}}".into()),

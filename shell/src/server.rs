@@ -101,6 +101,7 @@ pub async fn start_with_pages(
         accept::accept_loop(listener, app, engine.stop_signal(), supervisor.clone()),
     );
     supervisor.spawn("sweeper", sweeper::run(Arc::clone(&engine)));
+    supervisor.spawn("signal-relay", crate::engine::relay::run(Arc::clone(&engine)));
     let drainer = Arc::clone(&engine);
     supervisor
         .spawn("outbox", async move { drainer.persistence.drain(drainer.force_signal()).await });

@@ -1,6 +1,7 @@
 'use strict';
 // The support inbox and the chat controls (issue 15), in a user's and an admin's browser
-// contexts: a help request reaches an open console by its refresh (no reload, no click), the
+// contexts: a help request reaches an open console live, within 2 s (the admin event stream; no
+// reload, no click), the
 // admin reads the earlier messages, takes over, both chat, the admin hands back and the AI
 // answers again; "Request help" is honest; New chat; an ended session; copy a reply; revoke a
 // share link; the share view's labels; the index page; dark mode and 375 px screenshots; axe-core
@@ -13,8 +14,10 @@ const h = require('./harness');
 const p = require('./pages');
 
 const TABLE = '#admin-sessions';
-// The console re-reads its list every 6 s; a help request must show within two refreshes.
-const LIST_REFRESH = 15000;
+// The issue's bound for a help request to show in an open console.
+const LIVE = 2000;
+// A generous bound for the other live updates of the list (takeovers, leaves, unread counts).
+const SOON = 5000;
 
 let browser;
 let server;
@@ -35,9 +38,10 @@ async function assertAccessible(page, name) {
 async function openConsole(page, id, name) {
   await page.goto(server.pageUrl('/console', server.adminToken(id, name)));
   await page.locator('#refresh-status').filter({ hasText: /Updated/ }).waitFor();
+  await page.locator('#refresh-status[data-live="live"]').waitFor();
 }
 
-test('inbox: a help request appears by the refresh; the admin reads, takes over, chats, hands back; the AI answers again', h.withServerLog(() => server, async () => {
+test('inbox: a help request appears live within 2 s; the admin reads, takes over, chats, hands back; the AI answers again', h.withServerLog(() => server, async () => {
   const admin = await h.newPage(browser);
   await openConsole(admin, 'inbox-admin', 'Ines Admin');
 
@@ -47,16 +51,17 @@ test('inbox: a help request appears by the refresh; the admin reads, takes over,
   await p.chatOnce(user, 'It was due on Monday');
   const sid = await p.sessionId(user);
 
-  // Request help twice: the second press says the request is already with the team.
+  // The console learns of the help request without a reload or a click, within 2 s: flagged,
+  // on top.
+  const row = admin.locator(`${TABLE} tr.session-row[data-session-id="${sid}"]`);
   await user.locator('#help-button').click();
+  await row.locator('.help-badge').waitFor({ timeout: LIVE });
+  // A second press says the request is already with the team.
   await user.getByText(/Help request sent/i).first().waitFor();
   await user.locator('#help-button').click();
   await user.getByText(/already with the support team/i).first().waitFor();
   assert.equal(await user.getByText(/Help request sent/i).count(), 1, 'a second press does not say "sent" again');
 
-  // The console learns of it without a reload or a click: flagged, on top.
-  const row = admin.locator(`${TABLE} tr.session-row[data-session-id="${sid}"]`);
-  await row.locator('.help-badge').waitFor({ timeout: LIST_REFRESH });
   assert.equal((await p.rowIds(admin, TABLE))[0], sid, 'the help request is the first row');
   assert.equal(await row.getAttribute('data-help'), 'true');
 
@@ -84,7 +89,7 @@ test('inbox: a help request appears by the refresh; the admin reads, takes over,
   assert.match(await user.locator('#assist-banner').textContent(), /Ines Admin/);
   assert.equal(await p.shown(user, '#help-button'), false, 'no help button while an admin assists');
   // The row says who assists and no longer offers a takeover.
-  await h.waitFor(async () => (await row.locator('.assisted-by').textContent()).trim() === 'Ines Admin', LIST_REFRESH, 'the row to name the admin');
+  await h.waitFor(async () => (await row.locator('.assisted-by').textContent()).trim() === 'Ines Admin', SOON, 'the row to name the admin');
   assert.ok(await row.locator('.takeover').isDisabled(), 'Take over is disabled while held');
 
   // Both ways.
@@ -103,7 +108,7 @@ test('inbox: a help request appears by the refresh; the admin reads, takes over,
   await p.chatOnce(user, 'Back to the assistant');
   assert.equal(await p.msgText(p.doneReplies(user).last()), 'Back to the assistant');
   assert.equal(await p.shown(admin, '#admin-composer'), false, 'the admin composer is gone after the hand-back');
-  await h.waitFor(async () => !(await row.locator('.takeover').isDisabled()), LIST_REFRESH, 'Take over to be offered again');
+  await h.waitFor(async () => !(await row.locator('.takeover').isDisabled()), SOON, 'Take over to be offered again');
   assert.equal(await p.shown(admin, '#admin-error'), false, 'no console error');
   assert.deepEqual(admin.records.pageErrors, [], 'no script error in the console');
   assert.deepEqual(user.records.pageErrors, [], 'no script error in the chat');
@@ -132,7 +137,7 @@ test('inbox: messages stored after the console first showed a session count as u
 
   // The user's active session goes on: one more exchange (two stored messages).
   assert.equal(await h.wsChat(helper, server, token, ['Second message']), sid, 'the same session');
-  await row.locator('.unread-badge', { hasText: '2 new' }).waitFor({ timeout: LIST_REFRESH });
+  await row.locator('.unread-badge', { hasText: '2 new' }).waitFor({ timeout: SOON });
   await row.locator('.open-session').click();
   await admin.locator('#admin-messages .msg').nth(3).waitFor();
   assert.equal(await row.locator('.unread-badge').count(), 0, 'opened: read');

@@ -2,6 +2,7 @@
 //!
 //! - [`e2e`] — helpers of the end-to-end flow tests: an SMTP sink, a webhook recorder, a
 //!   Prometheus exposition parser, requests kept in progress across a shutdown.
+//! - [`events`] — a client of the admin event stream (server-sent events, issue 15).
 //! - [`harness`] — the real `chatbox` binary on loopback (temp data dir, random secret, env
 //!   configuration, SIGTERM, restart) and a WebSocket client with bounded waits.
 //! - [`mongo`] — a real MongoDB-compatible server (SecantusDB) for the store tests, and the
@@ -13,6 +14,8 @@
 
 #[cfg(not(madsim))]
 pub mod e2e;
+#[cfg(not(madsim))]
+pub mod events;
 #[cfg(not(madsim))]
 pub mod harness;
 #[cfg(not(madsim))]

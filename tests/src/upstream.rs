@@ -190,6 +190,8 @@ struct Shared {
     state: Mutex<State>,
     count: AtomicUsize,
     conversation_seq: AtomicU64,
+    /// Streams the client dropped before their last step (a cancelled provider request).
+    abandoned: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -238,6 +240,7 @@ impl Upstream {
             }),
             count: AtomicUsize::new(0),
             conversation_seq: AtomicU64::new(0),
+            abandoned: AtomicUsize::new(0),
         });
         let (shutdown, stopped) = watch::channel(());
         let accept = spawn(accept_loop(listener, Arc::clone(&shared), stopped));
@@ -267,6 +270,11 @@ impl Upstream {
     /// Drops every queued script.
     pub fn clear_scripts(&self) {
         self.shared.lock().queue.clear();
+    }
+
+    /// Streamed replies whose client went away before the stream's end (a cancelled request).
+    pub fn abandoned_streams(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
     }
 
     /// Requests received so far (all of them, also those not recorded).
@@ -434,30 +442,61 @@ async fn handle(
     };
     let steps = plan(&writer, &script, &chunks);
 
-    let frames = stream::unfold((steps, first_chunk), |(mut steps, first_chunk)| async move {
-        loop {
-            match steps.pop_front()? {
-                Step::Wait(delay) => tokio::time::sleep(delay).await,
-                Step::Send { bytes, first_content } => {
-                    if first_content {
-                        let _ = first_chunk.set(now());
+    let watch = Abandon { shared: Arc::clone(&shared), finished: false };
+    let frames = stream::unfold(
+        (steps, first_chunk, watch),
+        |(mut steps, first_chunk, mut watch)| async move {
+            loop {
+                let Some(step) = steps.pop_front() else {
+                    watch.finish();
+                    return None;
+                };
+                match step {
+                    Step::Wait(delay) => tokio::time::sleep(delay).await,
+                    Step::Send { bytes, first_content } => {
+                        if first_content {
+                            let _ = first_chunk.set(now());
+                        }
+                        return Some((Ok(Frame::data(bytes)), (steps, first_chunk, watch)));
                     }
-                    return Some((Ok(Frame::data(bytes)), (steps, first_chunk)));
-                }
-                Step::Stall => std::future::pending::<()>().await,
-                Step::Drop => {
-                    let error = io::Error::new(io::ErrorKind::ConnectionAborted, "scripted drop");
-                    return Some((Err(error), (steps, first_chunk)));
+                    Step::Stall => std::future::pending::<()>().await,
+                    Step::Drop => {
+                        let error =
+                            io::Error::new(io::ErrorKind::ConnectionAborted, "scripted drop");
+                        watch.finish();
+                        return Some((Err(error), (steps, first_chunk, watch)));
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     let response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(StreamBody::new(frames).boxed_unsync());
     Ok(response.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad response")))
+}
+
+/// Counts a streamed reply dropped before its last step (the client went away).
+struct Abandon {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Abandon {
+    /// The stream reached its end (or its scripted abort): not a client going away.
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A whole-body reply.

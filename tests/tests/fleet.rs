@@ -2,17 +2,20 @@
 //! Two real chatbox processes on one MongoDB-compatible database (SecantusDB) and one real Redis
 //! (issue 14): frames produced on one instance reach the connections bound to the same session on
 //! the other; a Redis outage degrades `/readyz` (still ready) without stopping local delivery,
-//! and the fleet comes back by itself when Redis does.
+//! and the fleet comes back by itself when Redis does. Issue 15: a help request made on one
+//! instance reaches an admin console's event stream on the other within 2 s, and a `stop` sent on
+//! one instance ends the reply streaming on the other.
 
 use std::time::Duration;
 
 use chatbox_tests::e2e::chat;
+use chatbox_tests::events::EventStream;
 use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, json, post};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::Upstream;
-use serde_json::Value;
+use chatbox_tests::upstream::{Script, Upstream};
+use serde_json::{json, Value};
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -137,4 +140,50 @@ async fn an_instance_killed_with_sigkill_leaves_the_others_serving() {
     assert_eq!(same, session);
     let ready = wait_bus(&a, "ready").await;
     assert_eq!(ready["status"], "ready", "{ready}");
+}
+
+#[tokio::test]
+async fn a_help_request_on_one_instance_reaches_a_console_on_the_other_and_a_stop_crosses_too() {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    let admin = b.token("admin-2", &["admin"], Some("Ben Admin"));
+    let mut console = EventStream::open(b.addr(), &admin).await;
+    assert_eq!(console.status, 200);
+    console.until("ready", STEP).await;
+
+    let token = a.token("fleet-help", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let (session, _) = chat(&mut phone, "fleet-help-1", "Something is wrong").await;
+    phone.send_json(&json!({"type": "help_request", "session_id": session})).await;
+    let seen = console.until("help_requested", Duration::from_secs(2)).await;
+    let help = &seen.last().expect("help_requested").data;
+    assert_eq!(help["session_id"], session.as_str(), "{seen:#?}");
+    assert_eq!(help["user_id"], "fleet-help");
+    assert!(seen.iter().any(|e| e.name == "message"), "messages on A were announced: {seen:#?}");
+
+    // A slow reply streams on A; the user's laptop on B stops it.
+    let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    upstream.push_script(Script::reply(chunks).with_chunk_interval(Duration::from_millis(150)));
+    let mut laptop = b.connect(&token).await;
+    phone.send_user_message(&session, "Tell me everything").await;
+    phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    laptop
+        .send_json(&json!({"type": "stop", "session_id": session, "timestamp": chrono::Utc::now().to_rfc3339()}))
+        .await;
+    let frames = done_in(&mut phone, &session).await;
+    let done = frames.last().expect("done");
+    assert_eq!(done["metadata"]["interrupted"], "true", "stopped from B: {done}");
+    let shown: String = frames
+        .iter()
+        .filter(|f| f["type"] == "ai_response" && f["metadata"]["done"] == "false")
+        .filter_map(|f| f["content"].as_str())
+        .collect();
+    assert!(!shown.contains("w39"), "stopped before the end: {shown}");
 }

@@ -55,11 +55,13 @@ pub enum FrameType {
     Notification,
     /// `resume` — a reconnected client asks for the rest of a reply (issue 14; handled).
     Resume,
+    /// `stop` — a client stops its session's reply in progress (issue 15; handled).
+    Stop,
 }
 
 impl FrameType {
     /// Every type, in §3.6 order, then the extensions of §11.
-    pub const ALL: [FrameType; 14] = [
+    pub const ALL: [FrameType; 15] = [
         FrameType::UserMessage,
         FrameType::AiResponse,
         FrameType::FileUpload,
@@ -74,6 +76,7 @@ impl FrameType {
         FrameType::Loading,
         FrameType::Notification,
         FrameType::Resume,
+        FrameType::Stop,
     ];
 
     /// The wire text (`"user_message"`).
@@ -93,6 +96,7 @@ impl FrameType {
             FrameType::Loading => "loading",
             FrameType::Notification => "notification",
             FrameType::Resume => "resume",
+            FrameType::Stop => "stop",
         }
     }
 

@@ -1061,4 +1061,19 @@ mod tests {
             assert_eq!(error.to_error_info().message, "Message validation failed", "{bad}");
         }
     }
+
+    #[test]
+    fn stop_frames_parse_with_or_without_a_session() {
+        let f = parse_client_frame(
+            r#"{"type":"stop","session_id":"S","timestamp":"2026-02-21T10:00:00Z"}"#,
+            now(),
+            &InboundLimits::DEFAULT,
+        )
+        .expect("a stop frame is valid");
+        assert_eq!(f.frame_type, FrameType::Stop);
+        assert_eq!(f.session(), Some("S"));
+        // Without a session the handler answers MISSING_FIELD; the parser accepts it.
+        let bare = parse_client_frame(r#"{"type":"stop"}"#, now(), &InboundLimits::DEFAULT);
+        assert_eq!(bare.expect("valid").session(), None);
+    }
 }

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::caller::Caller;
 use super::frames::end_assistance;
 use super::hub::Engine;
+use super::inbox;
 use super::store::{SessionDoc, SessionPatch, StoreError};
 
 /// Sessions `GET {P}/sessions` returns at most (§4.1).
@@ -73,6 +74,7 @@ pub async fn end_session(
     let ended = engine.persistence.end(id, wall).await?;
     let doc = ended.ok_or(SessionError::NotFound)?;
     engine.metrics.sessions_ended.inc();
+    inbox::emit(engine, inbox::SESSION_ENDED, id, inbox::Details::default());
     tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
     Ok(doc)
 }
@@ -172,6 +174,9 @@ pub async fn takeover(
     let frame = Frame::admin_join(id, &admin.user_id, &admin.name, engine.frame_now());
     engine.delivery.send_session(id, &frame, None);
     engine.metrics.admin_takeovers.inc();
+    let details =
+        inbox::Details { admin: Some((&admin.user_id, &admin.name)), ..Default::default() };
+    inbox::emit(engine, inbox::ADMIN_JOINED, id, details);
     tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
     Ok(outcome)
 }

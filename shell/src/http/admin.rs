@@ -1,5 +1,6 @@
 //! The admin routes (PROTOCOL.md §4.6–§4.8 with §10 items 3, 5, 6, 7, and issue 15): search all
-//! sessions, read any session's transcript, metrics, one user's sessions, takeover and leave.
+//! sessions, read any session's transcript, metrics, one user's sessions, takeover and leave, and
+//! the consoles' live events (`admin_events`).
 //!
 //! Every route passes the admin gate ([`require_admin`]: bearer token as for the user routes,
 //! then role `admin` or `chat_admin`, else `403 Insufficient permissions`) and then the admin
@@ -180,7 +181,8 @@ pub fn routes(state: ApiState, prefix: &str) -> Router {
         .route(&route(prefix, "/admin/metrics"), get(metrics))
         .route(&route(prefix, "/admin/users/{user_id}/sessions"), get(user_sessions))
         .route(&route(prefix, "/admin/takeover/{id}"), post(takeover))
-        .route(&route(prefix, "/admin/leave/{id}"), post(leave));
+        .route(&route(prefix, "/admin/leave/{id}"), post(leave))
+        .route(&route(prefix, "/admin/events"), get(super::admin_events::stream));
     // Layers added later run first: gate, then limit, then the handler.
     let router = with_admin_limit(router, &state.engine);
     router.route_layer(from_fn_with_state(state.clone(), require_admin)).with_state(state)

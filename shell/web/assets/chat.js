@@ -1,11 +1,13 @@
 // The chat page: one WebSocket to {P}/ws, streamed replies (each with a copy button), reconnect
 // with backoff that resumes the same session, errors in words with a retry countdown, honest help
 // requests and the admin "assisted by" banner, "New chat" (ends the session over REST) and an
-// ended session shown as ended. Frames and their order are PROTOCOL.md §3.
+// ended session shown as ended; Stop (or Escape) while a reply streams sends the `stop` frame, and
+// an interrupted reply is marked as such, also after a reload (issue 15). Frames and their order
+// are PROTOCOL.md §3.
 
 import {
   $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, copyText, createReplyStream,
-  el, isBindReply, jwtClaims, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
+  el, isBindReply, isInterrupted, jwtClaims, markInterrupted, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
   setBubbleText, submitOnEnter, wireTokenForm,
 } from './common.js';
 
@@ -21,6 +23,7 @@ const ui = {
   composer: $('composer'),
   input: $('message-input'),
   send: $('send-button'),
+  stop: $('stop-button'),
   help: $('help-button'),
   assist: $('assist-banner'),
   error: $('error-banner'),
@@ -51,6 +54,8 @@ const state = {
   dropped: new Set(), // stored session ids the server did not know for this user (404)
   confirmed: '', // the last session id a server frame carried ('' until the server names one)
   helpOpen: false, // a help request was sent and no administrator has joined since
+  replying: false, // a reply is on its way (from its `loading` frame to its end)
+  proposed: '', // the id this page made up for a new session (the server names the real one)
 };
 
 // AI bubbles that were streamed to this page (possibly only their end, after a reload).
@@ -147,6 +152,7 @@ function showHistory(messages) {
   // Match the live bubbles, in order, to the latest stored messages they can be.
   const matched = new Set();
   let from = 0;
+  const interrupted = messages.map(isInterrupted);
   for (const node of conversationNodes()) {
     const live = bubbleSource(node);
     const sender = node.dataset.sender;
@@ -158,6 +164,7 @@ function showHistory(messages) {
       if (!same) continue;
       matched.add(i);
       from = i + 1;
+      if (interrupted[i] && node.dataset.streaming === 'false') markInterrupted(node);
       // A finished reply seen only in part (its start streamed before this page bound) is
       // completed from the stored text.
       if (s.text !== live && node.dataset.streaming === 'false') setBubbleText(node, s.text);
@@ -168,7 +175,7 @@ function showHistory(messages) {
   keepAtEnd(ui.messages, () => {
     stored.forEach((s, i) => {
       if (matched.has(i)) return;
-      const node = messageNode(s.sender, s.text, { timestamp: s.timestamp });
+      const node = messageNode(s.sender, s.text, { timestamp: s.timestamp, interrupted: interrupted[i] });
       if (s.sender === 'ai') {
         node.dataset.streaming = 'false';
         addCopyButton(node);
@@ -208,6 +215,7 @@ async function newChat({ ask }) {
   }
   forgetSession();
   replies.finish();
+  setReplying(false);
   ui.loading.hidden = true;
   ui.messages.replaceChildren();
   ui.assist.hidden = true;
@@ -254,8 +262,32 @@ function onToken(token, reason) {
 function setStatus(stateName, text) {
   ui.status.dataset.state = stateName;
   ui.status.textContent = text;
-  ui.send.disabled = stateName !== 'open' || Boolean(state.countdownTimer);
+  updateSend();
   ui.help.disabled = stateName !== 'open';
+}
+
+/** Send is enabled while connected, outside a rate-limit countdown and while no reply streams. */
+function updateSend() {
+  ui.send.disabled = ui.status.dataset.state !== 'open' || Boolean(state.countdownTimer) || state.replying;
+}
+
+/** A reply started (`loading`) or ended: Stop shows only meanwhile, Send is disabled meanwhile. */
+function setReplying(replying) {
+  const had = ui.stop.contains(document.activeElement);
+  state.replying = replying;
+  ui.stop.hidden = !replying;
+  ui.stop.disabled = !replying;
+  updateSend();
+  if (had && !replying) ui.input.focus();
+}
+
+/** Asks the server to stop the reply in progress (`stop`, issue 15); the reply then ends with
+ *  its `done` frame marked interrupted. */
+function stopReply() {
+  if (!state.replying || !state.sessionId) return;
+  if (sendFrame(state.ws, { type: 'stop', session_id: state.sessionId, timestamp: new Date().toISOString() })) {
+    ui.stop.disabled = true; // until the reply's end arrives
+  }
 }
 
 function connect() {
@@ -294,7 +326,10 @@ function connect() {
     state.ws = null;
     // Keep a streaming bubble open to resume it; anything else ends here.
     state.resumePoint = replies.resumePoint();
-    if (!state.resumePoint) replies.finish();
+    if (!state.resumePoint) {
+      replies.finish();
+      setReplying(false);
+    }
     ui.loading.hidden = true;
     scheduleReconnect(opened);
   };
@@ -340,7 +375,8 @@ function system(text) {
 function noteNewSession(id) {
   const previous = state.confirmed;
   state.confirmed = id;
-  if (previous && previous !== id && conversationNodes().length > 0) {
+  // The binding to the id this page proposed for a new session is no conversation of its own.
+  if (previous && previous !== id && previous !== state.proposed && conversationNodes().length > 0) {
     system('That conversation was ended. This is a new conversation.');
   }
 }
@@ -357,10 +393,13 @@ function handleFrame(frame) {
       break;
     case 'loading':
       ui.loading.hidden = false;
+      setReplying(true);
       break;
     case 'ai_response':
       ui.loading.hidden = true;
       replies.onFrame(frame);
+      if (frame.metadata?.streaming !== 'true' || frame.metadata?.done === 'true') setReplying(false);
+      else if (!state.replying) setReplying(true); // a reply resumed or joined mid-stream
       break;
     case 'user_message':
       if (frame.sender === 'admin') append(messageNode('admin', bubbleOf(frame).text, { timestamp: frame.timestamp }));
@@ -409,7 +448,9 @@ function onError(error, sessionId) {
     }
   }
   ui.loading.hidden = true;
-  replies.finish();
+  // A reply cut by an error (deadline, shutdown) is stored with what it had: mark it so.
+  replies.finish({ interrupted: true });
+  setReplying(false);
   if (error.code === 'RESUME_UNAVAILABLE') {
     // The rest of the reply is gone from the buffers: the stored session has it.
     loadHistory();
@@ -434,7 +475,7 @@ function showError(message, retryAfterMs = 0) {
         state.countdownTimer = 0;
         ui.retryWrap.hidden = true;
         ui.error.hidden = true;
-        ui.send.disabled = ui.status.dataset.state !== 'open';
+        updateSend();
       }
     };
     ui.retryWrap.hidden = false;
@@ -462,7 +503,10 @@ function showModels(models) {
 }
 
 function ensureSession() {
-  if (!state.sessionId) adoptSession(randomId());
+  if (!state.sessionId) {
+    state.proposed = randomId();
+    adoptSession(state.proposed);
+  }
   return state.sessionId;
 }
 
@@ -511,7 +555,15 @@ ui.dismiss.addEventListener('click', () => {
   state.countdownTimer = 0;
   ui.retryWrap.hidden = true;
   ui.error.hidden = true;
-  ui.send.disabled = ui.status.dataset.state !== 'open';
+  updateSend();
+});
+
+ui.stop.addEventListener('click', () => stopReply());
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && state.replying && !event.defaultPrevented) {
+    event.preventDefault();
+    stopReply();
+  }
 });
 
 setStatus('connecting', 'Waiting for a token…');

@@ -203,7 +203,7 @@ const sources = new WeakMap();
 
 /** A message bubble: `.msg[data-sender]` with the sender's name, the time and the text
  *  rendered as safe markdown. */
-export function messageNode(sender, text, { name, timestamp } = {}) {
+export function messageNode(sender, text, { name, timestamp, interrupted = false } = {}) {
   const who = name || { user: 'You', ai: 'Assistant', admin: 'Administrator', system: 'Notice' }[sender] || sender;
   const node = el('div', { class: 'msg', 'data-sender': sender });
   const head = el('span', { class: 'who' }, who);
@@ -212,7 +212,21 @@ export function messageNode(sender, text, { name, timestamp } = {}) {
   if (sender !== 'system') node.append(head);
   node.append(el('div', { class: 'body' }));
   setBubbleText(node, text || '');
+  if (interrupted) markInterrupted(node);
   return node;
+}
+
+/** Marks a reply bubble as interrupted (stopped, or cut by a deadline or a shutdown: issue 15);
+ *  the text shown is all there is. Once per bubble. */
+export function markInterrupted(node) {
+  if (!node || node.dataset.interrupted === 'true') return;
+  node.dataset.interrupted = 'true';
+  node.querySelector('.body')?.after(el('p', { class: 'interrupted-note' }, 'Reply interrupted'));
+}
+
+/** Whether a stored message (or frame) is a reply that did not finish (`metadata.interrupted`). */
+export function isInterrupted(message) {
+  return message?.metadata?.interrupted === 'true';
 }
 
 /** The markdown source a bubble shows ('' for a node that is no bubble). */
@@ -286,12 +300,14 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
     if (node) keepAtEnd(log, () => renderBubble(node));
   }
 
-  function finish() {
+  /** Ends the bubble being streamed; `interrupted` marks it (when it shows any text). */
+  function finish({ interrupted = false } = {}) {
     if (!node) return;
     if (pending) {
       cancelAnimationFrame(pending);
       render();
     }
+    if (interrupted && bubbleSource(node)) markInterrupted(node);
     node.dataset.streaming = 'false';
     const done = node;
     node = null;
@@ -333,10 +349,15 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
       sources.set(node, bubbleSource(node) + frame.content);
       if (!pending) pending = requestAnimationFrame(render);
     }
-    if (meta.done === 'true') finish();
+    if (meta.done === 'true') finish({ interrupted: meta.interrupted === 'true' });
   }
 
-  return { onFrame, finish, resumePoint };
+  /** Whether a reply is being streamed into a bubble now. */
+  function streaming() {
+    return node !== null;
+  }
+
+  return { onFrame, finish, resumePoint, streaming };
 }
 
 /** Fills a read-only transcript from the API's message objects; `names` overrides the sender
@@ -349,7 +370,7 @@ export function renderTranscript(container, messages, names = {}) {
   }
   for (const m of messages) {
     const { sender, text } = bubbleOf(m);
-    container.append(messageNode(sender, text, { name: names[sender], timestamp: m.timestamp }));
+    container.append(messageNode(sender, text, { name: names[sender], timestamp: m.timestamp, interrupted: isInterrupted(m) }));
   }
 }
 

@@ -1,22 +1,31 @@
 // The admin console as a support inbox (issue 15): the session list on the left — help requests
 // flagged and on top, unread counts, quick filters (needs help, assisted, status), who assists
-// now — refreshed by polling; the selected session's whole transcript on the right (GET {P}/admin/sessions/{id}),
-// where the admin takes it over, chats live with its user and hands it back to the AI (§4.8,
-// §10 items 2 and 3). Metrics sit in one compact row; the chart is folded away. The admin limit
-// is 20 calls a minute by default, so the list is polled every POLL_MS (not faster), and the
-// metrics and the chart are fetched only when a search is submitted.
+// now — kept live by the admin event stream (GET {P}/admin/events, live.js): a row shown is
+// updated in place from its events (count, last activity, help, who assists, ended) with no API
+// call, and a session not shown yet (a new one, or help asked on one off this page) re-reads the
+// list, at most once every REFRESH_GAP_MS; a slow safety poll catches anything missed. The
+// selected session's whole transcript is on the right (GET {P}/admin/sessions/{id}), where the
+// admin takes it over, chats live with its user and hands it back to the AI (§4.8, §10 items 2
+// and 3). Metrics sit in one compact row; the chart is folded away. The admin limit is 20 calls
+// a minute by default, so list reads are spaced, and the metrics and the chart are fetched only
+// when a search is submitted.
 
 import {
   $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, createReplyStream, el, formatTime,
-  isBindReply, jwtClaims, messageNode, openSocket, sendFrame, submitOnEnter, wireTokenForm,
+  isBindReply, isInterrupted, jwtClaims, messageNode, openSocket, sendFrame, submitOnEnter, wireTokenForm,
 } from './common.js';
+import { followAdminEvents } from './live.js';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const CHART_SAMPLE = 1000;
 const BUCKETS = 24;
-// How often the list is re-read while the page is visible. A live push (the fleet bus, later)
-// calls `refreshList` itself; the poll then only catches what a push missed.
-const POLL_MS = 6000;
+// The safety re-read of the list while the page is visible: live events do the work, this only
+// catches what a dropped stream missed.
+const POLL_MS = 60_000;
+// Least time between two list re-reads asked for by live events (the admin limit is 20 a minute).
+const REFRESH_GAP_MS = 4000;
+// The same for a help request on a session not shown yet.
+const HELP_GAP_MS = 1000;
 
 const ui = {
   error: $('admin-error'),
@@ -80,6 +89,13 @@ let searching = false;
 let lastQuery = ''; // the query of the list shown, which a refresh repeats
 let searchSeq = 0; // the latest search issued; an older answer arriving later is dropped
 let pollPausedUntil = 0;
+// The status line's parts: the last list read, and the live stream's state.
+const status = { updated: '', live: '' };
+let lastRefresh = 0; // when the list was last re-read for a live event
+let refreshTimer = 0; // a re-read waiting for REFRESH_GAP_MS to pass
+let refreshDue = 0; // when that re-read runs
+let streamOpened = false; // the live stream said `ready` once (later ones are reconnections)
+let conversationTimer = 0; // a re-read of the open transcript, coalescing a burst of messages
 // The AI replies shown in the takeover chat (at most one streaming at a time).
 const replies = createReplyStream(ui.messages);
 
@@ -152,25 +168,17 @@ async function search(limit = fieldLimit(), { quiet = false, query = '' } = {}) 
   if (!answer.ok) {
     if (answer.status === 429) pollPausedUntil = Date.now() + 60_000;
     if (!quiet) showError(answer.message);
-    else ui.refreshStatus.textContent = 'Auto-refresh paused: ' + answer.message;
+    else {
+      status.updated = `Auto-refresh paused: ${answer.message}`;
+      showStatus();
+    }
     return;
   }
   if (!quiet) showError('');
-  const sessions = inboxOrder(Array.isArray(answer.body?.sessions) ? answer.body.sessions : []);
-  rows = new Map(sessions.map((s) => [s.session_id || s.id, s]));
-  ui.results.replaceChildren(...sessions.map(resultRow));
-  if (sessions.length === 0) {
-    ui.results.append(el('tr', {}, el('td', { colspan: '9', class: 'muted' }, 'No sessions match.')));
-  }
   pageSize = Number(answer.body?.limit) || limit;
-  const page = Math.floor(offset / pageSize) + 1;
-  const waiting = sessions.filter(needsHelp).length;
-  ui.pageInfo.textContent = (sessions.length
-    ? `Page ${page}: sessions ${offset + 1}–${offset + sessions.length}`
-    : `Page ${page}: no sessions`) + (waiting ? ` · ${waiting} waiting for help` : '');
-  ui.prev.disabled = offset <= 0;
-  ui.next.disabled = sessions.length < pageSize;
-  ui.refreshStatus.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  showRows(Array.isArray(answer.body?.sessions) ? answer.body.sessions : []);
+  status.updated = `Updated ${new Date().toLocaleTimeString()}`;
+  showStatus();
   // The open conversation follows the list: re-read it when it changed and nobody chats live.
   const shown = rows.get(view.session);
   if (shown && view.session !== chat.session && shown.message_count !== view.count) {
@@ -181,11 +189,138 @@ async function search(limit = fieldLimit(), { quiet = false, query = '' } = {}) 
   }
 }
 
+/** Shows `list` (summaries) as the page's rows, those needing help first. */
+function showRows(list) {
+  const sessions = inboxOrder(list);
+  rows = new Map(sessions.map((s) => [s.session_id || s.id, s]));
+  ui.results.replaceChildren(...sessions.map(resultRow));
+  if (sessions.length === 0) {
+    ui.results.append(el('tr', {}, el('td', { colspan: '9', class: 'muted' }, 'No sessions match.')));
+  }
+  const page = Math.floor(offset / pageSize) + 1;
+  const waiting = sessions.filter(needsHelp).length;
+  ui.pageInfo.textContent = (sessions.length
+    ? `Page ${page}: sessions ${offset + 1}–${offset + sessions.length}`
+    : `Page ${page}: no sessions`) + (waiting ? ` · ${waiting} waiting for help` : '');
+  ui.prev.disabled = offset <= 0;
+  ui.next.disabled = sessions.length < pageSize;
+}
+
 /** Re-reads the list as it is shown (filters, page). Called by the poll; a live push calls it
  *  too. */
 export async function refreshList() {
   if (!token || searching || !lastQuery) return;
   await search(pageSize, { quiet: true, query: lastQuery });
+}
+
+/** Re-reads the list for a live event: at once when the last such read is `gap` old, else once
+ *  when it is (a burst of events costs one call). A shorter gap brings a waiting read forward. */
+function refreshSoon(gap = REFRESH_GAP_MS) {
+  const wait = Math.max(0, lastRefresh + gap - Date.now());
+  if (refreshTimer) {
+    if (Date.now() + wait >= refreshDue) return;
+    clearTimeout(refreshTimer);
+  }
+  refreshDue = Date.now() + wait;
+  const run = async () => {
+    // A read in progress may predate the event: wait for it, then read again.
+    if (searching) {
+      refreshTimer = setTimeout(run, 300);
+      return;
+    }
+    refreshTimer = 0;
+    lastRefresh = Date.now();
+    await refreshList();
+  };
+  refreshTimer = setTimeout(run, wait);
+}
+
+/** One live event (GET {P}/admin/events; README "Live admin events"). A row shown is updated in
+ *  place; a session not shown yet makes the list re-read. */
+function onLiveEvent(name, data) {
+  if (name === 'ready' && !streamOpened) {
+    // The first connection opens before the first read of the list, which sees what came before.
+    streamOpened = true;
+    return;
+  }
+  if (name === 'ready' || name === 'resync') {
+    // Reconnected, or fell behind: what happened meanwhile is only in the list.
+    if (lastQuery) refreshSoon();
+    return;
+  }
+  const id = data && typeof data.session_id === 'string' ? data.session_id : '';
+  if (!id) return;
+  const row = rows.get(id);
+  if (!row) {
+    // A help request must show within 2 s (issue 15): it may cut the wait short.
+    if (name === 'help_requested') refreshSoon(HELP_GAP_MS);
+    else if (name === 'session_started' || name === 'message') refreshSoon();
+    return;
+  }
+  switch (name) {
+    case 'message':
+      row.message_count = Number(row.message_count ?? 0) + 1;
+      if (data.timestamp) row.last_activity = data.timestamp;
+      if (id === view.session && id !== chat.session) reloadConversationSoon(id);
+      break;
+    case 'help_requested':
+      row.help_requested = true;
+      break;
+    case 'admin_joined':
+      row.admin_assisted = true;
+      row.assisting_admin_name = data.admin_name || data.admin_id || 'an administrator';
+      break;
+    case 'admin_left':
+      row.assisting_admin_name = '';
+      break;
+    case 'session_ended':
+      row.is_active = false;
+      break;
+    default:
+      return;
+  }
+  showRows(Array.from(rows.values()));
+  if (id === view.session && view.detail) {
+    view.detail = {
+      ...view.detail,
+      help_requested: row.help_requested,
+      admin_assisted: row.admin_assisted,
+      assisting_admin_name: row.assisting_admin_name || '',
+      is_active: row.is_active,
+    };
+    showConversationState();
+  }
+}
+
+/** Re-reads the open transcript a moment after a burst of messages (not while chatting live:
+ *  the socket shows those). */
+function reloadConversationSoon(id) {
+  clearTimeout(conversationTimer);
+  conversationTimer = setTimeout(() => {
+    if (view.session === id && chat.session !== id) loadConversation(id);
+  }, 500);
+}
+
+function onLiveState(stateName) {
+  ui.refreshStatus.dataset.live = stateName;
+  status.live = {
+    live: 'live',
+    reconnecting: 'live updates reconnecting…',
+    refused: 'no live updates (an administrator role is needed)',
+  }[stateName] || '';
+  showStatus();
+}
+
+/** The status line: when the list was last read, and the live stream's state. */
+function showStatus() {
+  ui.refreshStatus.textContent = [status.updated, status.live].filter(Boolean).join(' · ');
+}
+
+let stopLive = null;
+
+function startLive() {
+  if (stopLive) return;
+  stopLive = followAdminEvents(() => token, onLiveEvent, onLiveState);
 }
 
 function startPolling() {
@@ -386,7 +521,7 @@ async function loadConversation(id) {
   replies.finish();
   const nodes = messages.map((m) => {
     const { sender, text } = bubbleOf(m);
-    const node = messageNode(sender, text, { name: NAMES[sender], timestamp: m.timestamp });
+    const node = messageNode(sender, text, { name: NAMES[sender], timestamp: m.timestamp, interrupted: isInterrupted(m) });
     if (sender === 'ai') node.dataset.streaming = 'false';
     return node;
   });
@@ -578,6 +713,8 @@ const tokens = new TokenSource(async (fresh, reason) => {
     showError('This token has no administrator role (admin or chat_admin); the console needs one.');
   }
   if (reason === 'refresh') return;
+  // Live first, so nothing between the first read of the list and the stream is missed.
+  startLive();
   await refreshAll();
 });
 const form = wireTokenForm(tokens);

@@ -15,16 +15,20 @@
 //! instance can receive it live, which is what lets a resume elsewhere subscribe first, read the
 //! recorded frames second, and miss nothing. A subscription counts as confirmed (see
 //! [`Bus::subscribed`]) once Redis acknowledged it.
+//!
+//! Signals (issue 15) ride the same link: a stop on the session's
+//! channel, admin events on the fleet-wide admins channel (`chatbox:bus:admins`), to which every
+//! instance stays subscribed; received ones go to [`Bus::signals`] listeners.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_PUBLISH_QUEUE};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::wire::{BusEvent, BusMessage};
-use super::{BoxFuture, Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound};
+use super::{BoxFuture, Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound, Signal};
 use crate::engine::metrics::Metrics;
 
 /// A request to the link task.
@@ -77,6 +81,11 @@ pub fn session_channel(session: &str) -> String {
     format!("chatbox:bus:s:{session}")
 }
 
+/// The fleet-wide channel of the admin consoles' live events (issue 15).
+pub fn admins_channel() -> String {
+    "chatbox:bus:admins".to_string()
+}
+
 /// The channel of a user.
 pub fn user_channel(user: &str) -> String {
     format!("chatbox:bus:u:{user}")
@@ -104,6 +113,8 @@ pub struct FleetBus {
     state: Mutex<State>,
     /// Woken when a subscription is confirmed or the link drops.
     confirmations: Notify,
+    /// Signals received from the other instances, for this instance's listeners.
+    signals: broadcast::Sender<Signal>,
     metrics: Arc<Metrics>,
 }
 
@@ -115,6 +126,7 @@ impl FleetBus {
         let (control, control_rx) = mpsc::unbounded_channel();
         metrics.bus_up.set(0);
         let state = State { down: Some("not connected yet".into()), ..State::default() };
+        let (signals, _) = broadcast::channel(chatbox_core::budgets::SIGNAL_QUEUE);
         let bus = FleetBus {
             local: LocalBus::default(),
             instance,
@@ -122,8 +134,11 @@ impl FleetBus {
             control,
             state: Mutex::new(state),
             confirmations: Notify::new(),
+            signals,
             metrics,
         };
+        // Every instance hears the admin events, whether or not a console is open on it now.
+        bus.acquire(admins_channel());
         (Arc::new(bus), LinkQueues { publish: publish_rx, control: control_rx })
     }
 
@@ -208,6 +223,10 @@ impl FleetBus {
             BusEvent::UnbindAdmin { session, admin, owner } => {
                 let unbound = self.local.unbind_admin(&session, &admin, &owner);
                 self.release(&session_channel(&session), unbound);
+            }
+            BusEvent::Signal { signal } => {
+                // No listener (none started yet) is fine: signals are not kept.
+                let _ = self.signals.send(signal);
             }
         }
     }
@@ -380,6 +399,18 @@ impl Bus for FleetBus {
             tokio::time::timeout(BUS_COMMAND_TIMEOUT, wait).await.unwrap_or(false)
         })
     }
+
+    fn publish_signal(&self, signal: &Signal) {
+        let channel = match signal {
+            Signal::StopReply { session } => session_channel(session),
+            Signal::Admin { .. } => admins_channel(),
+        };
+        self.publish(channel, BusEvent::Signal { signal: signal.clone() });
+    }
+
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        Some(self.signals.subscribe())
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +436,7 @@ mod tests {
         assert_eq!(
             seen,
             [
+                LinkCommand::Subscribe(admins_channel()),
                 LinkCommand::Subscribe(user_channel("u1")),
                 LinkCommand::Subscribe(session_channel("s"))
             ]
@@ -420,7 +452,7 @@ mod tests {
             queues.control.try_recv().ok(),
             Some(LinkCommand::Unsubscribe(user_channel("u1")))
         );
-        assert!(bus.channels().is_empty());
+        assert_eq!(bus.channels().into_iter().collect::<Vec<_>>(), [admins_channel()]);
     }
 
     #[test]
@@ -474,6 +506,32 @@ mod tests {
     }
 
     #[test]
+    fn signals_are_published_on_the_session_or_the_admins_channel() {
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
+        assert!(bus.link_up());
+        bus.publish_signal(&Signal::StopReply { session: "s".into() });
+        bus.publish_signal(&Signal::Admin { event: "{}".into() });
+        let mut published = Vec::new();
+        while let Ok(LinkCommand::Publish { channel, payload }) = queues.publish.try_recv() {
+            let message = BusMessage::decode(payload.as_bytes()).expect("decodes");
+            published.push((channel, message.event));
+        }
+        assert_eq!(
+            published,
+            [
+                (
+                    session_channel("s"),
+                    BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } }
+                ),
+                (
+                    admins_channel(),
+                    BusEvent::Signal { signal: Signal::Admin { event: "{}".into() } }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn messages_from_other_instances_are_delivered_and_own_ones_ignored() {
         let metrics = Arc::new(Metrics::new());
         let (bus, _queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
@@ -496,8 +554,15 @@ mod tests {
         bus.deliver(leave.encode().as_bytes());
         assert_eq!(bus.bound(admin), None, "the admin left on another instance");
         assert_eq!(bus.bound(user).as_deref(), Some("s"));
+        let mut signals = bus.signals().expect("a fleet bus has signals");
+        let stop = BusMessage::new(
+            "b",
+            BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } },
+        );
+        bus.deliver(stop.encode().as_bytes());
+        assert_eq!(signals.try_recv().ok(), Some(Signal::StopReply { session: "s".into() }));
         bus.deliver(b"\xff garbage");
         assert_eq!(metrics.bus_rejected.get(), 1);
-        assert_eq!(metrics.bus_received.get(), 2);
+        assert_eq!(metrics.bus_received.get(), 3);
     }
 }

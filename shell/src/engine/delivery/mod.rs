@@ -7,11 +7,14 @@
 //! also go into the [`ReplayBuffer`] (resumable replies, issue 14). A resume of a reply this
 //! instance did not produce is served from the buffer's [`SharedReplay`] (Redis): the connection
 //! is held, bound (its channel subscription confirmed), the recorded frames read, and the live
-//! frames held meanwhile merged after them by seq (core's `merge_resumed`).
+//! frames held meanwhile merged after them by seq (core's `merge_resumed`). [`Signal`]s — stops and the
+//! admin consoles' live events (issue 15) — go through the same port to the other instances; admin
+//! events also fan out to this instance's consoles ([`AdminEvents`]).
 
 mod fleet;
 mod local;
 pub mod replay;
+pub mod signal;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -19,12 +22,14 @@ use std::sync::{Arc, Mutex};
 use chatbox_core::protocol::{Frame, FrameType};
 use chatbox_core::replay::{merge_resumed, shared_replay, Liveness, Replay};
 use chatbox_core::Instant;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::metrics::Metrics;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::LocalBus;
+pub use fleet::admins_channel;
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
+pub use signal::{AdminEvents, Signal};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;
@@ -160,6 +165,12 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn subscribed(&self, _session: &str) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }
+    /// Sends `signal` to the other instances (issue 15); the in-process bus has none.
+    fn publish_signal(&self, _signal: &Signal) {}
+    /// The signals received from the other instances from now on; `None` without any.
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        None
+    }
 }
 
 /// A boxed future of the ports (object-safe async).
@@ -170,6 +181,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub struct Delivery {
     bus: Arc<dyn Bus>,
     replay: Arc<dyn ReplayBuffer>,
+    admin_events: AdminEvents,
     metrics: Arc<Metrics>,
 }
 
@@ -185,7 +197,7 @@ impl Delivery {
         replay: Arc<dyn ReplayBuffer>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { bus, replay, metrics }
+        Self { bus, replay, admin_events: AdminEvents::default(), metrics }
     }
 
     /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
@@ -285,6 +297,33 @@ impl Delivery {
     /// The TTL of a reply's alive key in the shared store, if there is one.
     pub fn alive_ttl(&self) -> Option<std::time::Duration> {
         self.replay.shared().map(SharedReplay::alive_ttl)
+    }
+
+    /// Asks the other instances to stop the reply of `session` they stream, if any (a `stop`
+    /// frame; this instance's own reply is stopped by the replies service directly).
+    pub fn stop_reply(&self, session: &str) {
+        self.bus.publish_signal(&Signal::StopReply { session: session.to_string() });
+    }
+
+    /// Sends an admin event (JSON text) to every console, on this instance and the others.
+    pub fn admin_event(&self, event: String) {
+        self.bus.publish_signal(&Signal::Admin { event: event.clone() });
+        self.admin_events.send(Arc::from(event));
+    }
+
+    /// An admin event received from another instance: to this instance's consoles.
+    pub fn relay_admin_event(&self, event: String) {
+        self.admin_events.send(Arc::from(event));
+    }
+
+    /// A receiver of the admin events for one console, from now on.
+    pub fn admin_events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.admin_events.subscribe()
+    }
+
+    /// The signals of the other instances from now on (`None` on a single instance).
+    pub fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        self.bus.signals()
     }
 
     /// Reply frames held for resumes now.

@@ -9,6 +9,8 @@
 use chatbox_core::budgets::BUS_MESSAGE_MAX_BYTES;
 use serde::{Deserialize, Serialize};
 
+use super::Signal;
+
 /// The version this build writes and reads.
 pub const BUS_VERSION: u32 = 1;
 
@@ -47,6 +49,11 @@ pub enum BusEvent {
         admin: String,
         /// The session owner's user id (never unbound).
         owner: String,
+    },
+    /// A signal for the receiving instance's services (issue 15).
+    Signal {
+        /// The signal.
+        signal: Signal,
     },
 }
 
@@ -165,6 +172,18 @@ mod tests {
         for bad in [&b"not json"[..], b"{}", br#"{"v":1,"from":"x","event":{"kind":"nope"}}"#] {
             assert!(matches!(BusMessage::decode(bad), Err(BusDecodeError::Malformed(_))));
         }
+        let stop = BusMessage::new(
+            "i1",
+            BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } },
+        );
+        assert_eq!(BusMessage::decode(stop.encode().as_bytes()), Ok(stop));
+        let event = r#"{"v":1,"from":"x","event":{"kind":"signal","signal":{"signal":"admin","event":"{}"}}}"#;
+        assert!(BusMessage::decode(event.as_bytes()).is_ok());
+        let unknown = r#"{"v":1,"from":"x","event":{"kind":"signal","signal":{"signal":"nope"}}}"#;
+        assert!(matches!(
+            BusMessage::decode(unknown.as_bytes()),
+            Err(BusDecodeError::Malformed(_))
+        ));
         let huge = vec![b' '; BUS_MESSAGE_MAX_BYTES + 1];
         assert_eq!(BusMessage::decode(&huge), Err(BusDecodeError::TooLarge(huge.len())));
     }

@@ -7,6 +7,7 @@ use chatbox_core::session::AdminRef;
 
 use super::{reply_error, require_session, ConnCtx};
 use crate::engine::hub::Engine;
+use crate::engine::inbox::{self, Details};
 use crate::engine::store::SessionPatch;
 
 /// Handles one `admin_leave` from an admin connection.
@@ -28,6 +29,8 @@ pub async fn end_assistance(engine: &Engine, session: &str, admin_id: &str) -> O
         ..Default::default()
     };
     let _ = engine.persistence.patch(session, patch).await;
+    let details = Details { admin: Some((&left.admin.id, &left.admin.name)), ..Details::default() };
+    inbox::emit(engine, inbox::ADMIN_LEFT, session, details);
     let frame = Frame::admin_leave(session, &left.admin.id, &left.admin.name, engine.frame_now());
     engine.delivery.send_session(session, &frame, None);
     // After the farewell, the admin's sockets stop seeing the session (§10 item 3).

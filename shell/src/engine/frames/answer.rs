@@ -1,8 +1,11 @@
 //! The answer to a message, shared by `user_message` (streamed) and `voice_message` (whole):
 //! build the request from the stored conversation, run it through the replies service (core's
 //! reply timer and retry schedule), then store the finished reply and acknowledge it — `done`
-//! for a streamed reply, one `ai_message` for a voice answer. Text replies are reported to the
-//! probe (simulator, tests).
+//! for a streamed reply, one `ai_message` for a voice answer. A streamed reply that ends early —
+//! stopped by a `stop` frame, cut by shutdown, ended by a deadline or a failed upstream after some
+//! text — stores the text delivered so far with `metadata.interrupted = "true"` (issue 15); a
+//! stopped one then ends with its `done` frame marked `interrupted` too. Text replies are
+//! reported to the probe (simulator, tests).
 
 use std::sync::Arc;
 
@@ -71,11 +74,16 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
     };
     let live = engine.replies.live().enter();
     let streamed = engine.replies.run(&engine.delivery, job, engine.cut_signal()).await;
-    drop(live);
     let end = match streamed.end {
         ReplyEnd::Done => complete(engine, conn, session, (&model_id, kind), &streamed).await,
-        ref other => other.clone(),
+        ReplyEnd::Stopped => stopped(engine, conn, session, &model_id, &streamed).await,
+        ref other => {
+            // Still counted live, so shutdown waits (bounded) for a cut reply's partial text.
+            store_interrupted(engine, session, &streamed.text).await;
+            other.clone()
+        }
     };
+    drop(live);
     // However it ended (a failed store write sends no done frame), nothing live follows.
     engine.delivery.end_reply(&streamed.reply_id, engine.clock.now());
     report(engine, session, &streamed, &end);
@@ -97,6 +105,7 @@ async fn complete(
             session_error(engine, conn, session, ErrorInfo::database_error());
             return ReplyEnd::Failed;
         }
+        crate::engine::inbox::message(engine, session, Sender::Ai);
     }
     let tokens = (text.len() / 4) as u64;
     engine.metrics.add_tokens(kind, tokens);
@@ -121,6 +130,52 @@ async fn complete(
         let _ = engine.persistence.patch(session, patch).await;
     }
     ReplyEnd::Done
+}
+
+/// A reply ended by a `stop` frame: the partial text stored as interrupted, then the usual
+/// final frame marked `done` and `interrupted`.
+async fn stopped(
+    engine: &Engine,
+    conn: &ConnCtx,
+    session: &str,
+    model_id: &str,
+    streamed: &Streamed,
+) -> ReplyEnd {
+    tracing::info!(session_id = session, chars = streamed.text.len(), "reply stopped by the user");
+    if !store_interrupted(engine, session, &streamed.text).await {
+        session_error(engine, conn, session, ErrorInfo::database_error());
+        return ReplyEnd::Failed;
+    }
+    let done = Frame::ai_done(session, model_id, engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq)
+        .with_meta(INTERRUPTED, "true");
+    let at =
+        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
+    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
+    ReplyEnd::Stopped
+}
+
+/// The metadata key marking a reply that did not finish (issue 15).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Stores the partial text of a reply that did not finish as the `ai` message with
+/// `metadata.interrupted = "true"`; nothing when no text arrived. `false` if the write failed.
+async fn store_interrupted(engine: &Engine, session: &str, text: &str) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let meta = std::collections::BTreeMap::from([(INTERRUPTED.to_string(), "true".to_string())]);
+    let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai).with_meta(&meta);
+    match engine.persistence.append(session, msg).await {
+        Ok(_) => {
+            crate::engine::inbox::message(engine, session, Sender::Ai);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(session_id = session, %error, "storing an interrupted reply failed");
+            false
+        }
+    }
 }
 
 /// Answers a voice message in the background (§3.8): the session's chosen model, asked about
@@ -157,6 +212,7 @@ pub(super) fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url
         } else if !streamed.text.is_empty() {
             let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai);
             if engine.persistence.append(&session, msg).await.is_ok() {
+                crate::engine::inbox::message(&engine, &session, Sender::Ai);
                 let frame = Frame::ai_message(&session, streamed.text.as_str(), engine.frame_now());
                 engine.delivery.send_session(&session, &frame, None);
             }

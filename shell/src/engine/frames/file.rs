@@ -41,6 +41,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         return;
     }
     engine.sessions.record_message(session);
+    crate::engine::inbox::message(engine, session, sender);
     let broadcast = Frame::file_broadcast(frame, session, Sender::User, engine.frame_now());
     engine.delivery.send_session(session, &broadcast, Some(conn.id));
     if frame.frame_type == FrameType::VoiceMessage {

@@ -31,6 +31,8 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     }
     tracing::warn!(session_id = session, user_id, "help requested");
     engine.alerts.help_requested(session, user_id);
+    let details = crate::engine::inbox::Details::default();
+    crate::engine::inbox::emit(engine, crate::engine::inbox::HELP_REQUESTED, session, details);
     let ack = Frame::help_requested(session, engine.frame_now());
     engine.delivery.send_session(session, &ack, Some(conn.id));
 }
@@ -44,9 +46,15 @@ mod tests {
         let h = Harness::new().await;
         let mut user = h.connect("u1", false);
         let session = h.start_session(&mut user, "hi").await;
+        let mut consoles = h.engine.delivery.admin_events();
         let help = format!(r#"{{"type":"help_request","session_id":"{session}"}}"#);
         h.send(&user, &help).await;
         h.until(&mut user, is_type("connection_status")).await;
+        let event: serde_json::Value =
+            serde_json::from_str(&consoles.try_recv().expect("an admin event")).expect("JSON");
+        assert_eq!(event["type"], "help_requested", "{event}");
+        assert_eq!(event["session_id"], session.as_str());
+        assert_eq!(event["user_id"], "u1");
         assert!(h.store.snapshot().iter().any(|d| d.id == session && d.help_requested));
         let mut other = h.connect("u2", false);
         h.send(&other, &help).await;

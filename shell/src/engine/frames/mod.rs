@@ -11,6 +11,7 @@ mod file;
 mod help_request;
 mod model_select;
 mod resume;
+mod stop;
 #[cfg(test)]
 mod testing;
 mod user_message;
@@ -64,6 +65,7 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
     match frame.frame_type {
         FrameType::UserMessage | FrameType::ModelSelect => queue_ordered(engine, conn, frame),
         FrameType::HelpRequest => help_request::apply(engine, conn, &frame).await,
+        FrameType::Stop => stop::apply(engine, conn, &frame).await,
         FrameType::FileUpload | FrameType::VoiceMessage => file::apply(engine, conn, &frame).await,
         FrameType::AdminLeave if conn.caller.is_admin() => {
             admin_leave::apply(engine, conn, &frame).await

@@ -45,6 +45,14 @@ impl Harness {
 
     /// The dev configuration changed by `edit`.
     pub async fn with_config(edit: impl FnOnce(&mut Config)) -> Self {
+        Self::with_providers(edit, vec![Arc::new(EchoProvider)]).await
+    }
+
+    /// The dev configuration changed by `edit`, its one model served by `providers[0]`.
+    pub async fn with_providers(
+        edit: impl FnOnce(&mut Config),
+        providers: Vec<Arc<dyn crate::engine::llm::LlmProvider>>,
+    ) -> Self {
         let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
         edit(&mut config);
         let store = Arc::new(MemoryStore::new());
@@ -52,7 +60,7 @@ impl Harness {
             Arc::new(config),
             Arc::clone(&store) as _,
             Arc::new(MemoryOutbox::new(64)),
-            vec![Arc::new(EchoProvider)],
+            providers,
             Arc::new(LogNotifier),
             Arc::new(
                 StaticResolver::default()

@@ -34,6 +34,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         let assisted = t.get(&session).and_then(|s| s.assisting_admin().cloned());
         (name, assisted)
     });
+    crate::engine::inbox::message(engine, &session, Sender::User);
     if let Some(name) = name {
         let _ = engine
             .persistence
@@ -58,6 +59,7 @@ async fn from_admin(engine: &Engine, conn: &ConnCtx, session: &str, frame: &Clie
         return;
     }
     engine.sessions.record_message(session);
+    crate::engine::inbox::message(engine, session, Sender::Admin);
     let relay = Frame::relayed_message(session, &frame.content, Sender::Admin, engine.frame_now());
     engine.delivery.send_session(session, &relay, Some(conn.id));
 }

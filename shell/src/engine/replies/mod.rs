@@ -5,6 +5,7 @@
 //! upstream conversation ids (Dify) per session, and the gauge of replies streaming now (which
 //! shutdown waits on). Storing the finished reply is the caller's (`frames::answer`).
 
+pub mod stops;
 pub mod stream;
 pub mod workers;
 
@@ -23,6 +24,7 @@ use super::gauge::Gauge;
 use super::llm::LlmProvider;
 use super::metrics::Metrics;
 use super::supervisor::Supervisor;
+pub use stops::Stops;
 pub use stream::{ReplyEnd, ReplyJob, ReplyMode, Streamed};
 pub use workers::Job;
 use workers::Workers;
@@ -53,6 +55,8 @@ pub struct Replies {
     conversations: Mutex<HashMap<String, String>>,
     live: Gauge,
     workers: Workers,
+    /// The streamed replies a `stop` frame can end, by session.
+    stops: Stops,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -89,6 +93,7 @@ impl Replies {
             conversations: Mutex::default(),
             live: Gauge::default(),
             workers: Workers::new(supervisor),
+            stops: Stops::default(),
             clock,
             metrics,
         }
@@ -117,6 +122,12 @@ impl Replies {
         &self.live
     }
 
+    /// Stops the streamed reply of `session` in progress here (a `stop` frame, issue 15);
+    /// `false` when none runs on this instance.
+    pub fn stop(&self, session: &str) -> bool {
+        self.stops.stop(session)
+    }
+
     /// Queues `job` behind the earlier jobs of `key` (one session's ordered frames).
     pub fn submit(&self, key: &str, job: Job) {
         self.workers.submit(key, job);
@@ -136,7 +147,8 @@ impl Replies {
     }
 
     /// Runs one reply to its single outcome, sending its frames through `delivery`; `cut`
-    /// turns true when shutdown cuts replies in flight.
+    /// turns true when shutdown cuts replies in flight. A streamed reply can also be stopped
+    /// ([`Replies::stop`]) while it runs.
     pub async fn run(
         &self,
         delivery: &Delivery,
@@ -153,7 +165,12 @@ impl Replies {
             reply_id: &reply_id,
             next_seq: std::sync::atomic::AtomicU64::new(1),
         };
-        let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut).await;
+        // Only streamed replies are stoppable; a voice answer gets a signal that never fires.
+        let (_never, unstoppable) = watch::channel(false);
+        let guard = (job.mode == ReplyMode::Streamed).then(|| self.stops.register(&job.session_id));
+        let stop = guard.as_ref().map_or(unstoppable, |g| g.signal.clone());
+        let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut, stop).await;
+        drop(guard);
         self.metrics.observe_llm_latency(kind, decided - started);
         if end == ReplyEnd::Failed {
             self.metrics.llm_error(kind);

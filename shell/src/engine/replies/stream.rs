@@ -4,7 +4,9 @@
 //! sends its one error frame here — `LLM_TIMEOUT`, `LLM_UNAVAILABLE` or `SERVICE_UNAVAILABLE`
 //! (PROTOCOL.md §10 item 21); a finished one is returned with its text for the caller to store
 //! and acknowledge. The reply keeps going if the user's socket drops (STYLE.md §9); it is cut
-//! only by shutdown. A [`ReplyMode::Whole`] reply (a voice answer) runs under the same rules but
+//! only by shutdown, or stopped by a `stop` frame (issue 15: no error frame; the caller stores the
+//! partial text and sends the final frame). Whatever the end, the text delivered so far is
+//! returned, so the caller can store a cut reply's partial text. A [`ReplyMode::Whole`] reply (a voice answer) runs under the same rules but
 //! sends nothing while it runs.
 
 use chatbox_core::protocol::{ErrorInfo, Frame, FrameType};
@@ -58,6 +60,9 @@ pub enum ReplyEnd {
     Failed,
     /// Shutdown cut it (error frame sent).
     Cut,
+    /// A `stop` frame ended it (issue 15): no frame sent; the caller stores the partial text and
+    /// sends the final `done` frame marked `interrupted`.
+    Stopped,
 }
 
 /// What a stream produced.
@@ -65,7 +70,7 @@ pub enum ReplyEnd {
 pub struct Streamed {
     /// The outcome ([`ReplyEnd::Done`] means the whole text is in `text`).
     pub end: ReplyEnd,
-    /// The reply text delivered.
+    /// The reply text delivered (partial unless the end is [`ReplyEnd::Done`]).
     pub text: String,
     /// When the reply started.
     pub started: Instant,
@@ -89,6 +94,7 @@ enum Step {
     Event(Option<Result<StreamEvent, ProviderError>>),
     Deadline,
     Cut,
+    Stop,
 }
 
 /// How the streaming loop stopped.
@@ -97,6 +103,8 @@ enum Stopped {
     Outcome(Outcome),
     /// Shutdown cut the reply.
     Cut,
+    /// A `stop` frame ended it.
+    StopFrame,
     /// The outcome was already emitted (defensive: the loop stops at the first outcome).
     AlreadyEnded,
 }
@@ -122,13 +130,18 @@ impl Run<'_> {
 
     /// Runs the reply; returns its end, its text, the instant the outcome was decided and the
     /// seq the `done` frame takes.
-    pub(super) async fn drive(&self, started: Instant, mut cut: watch::Receiver<bool>) -> Driven {
+    pub(super) async fn drive(
+        &self,
+        started: Instant,
+        mut cut: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Driven {
         let (replies, job) = (self.replies, self.job);
         let mut timer = ReplyTimer::start(self.deadlines(), started);
         let mut text = String::new();
         let model_id = job.model.info.id.clone();
 
-        let mut stream = match self.open_with_retry(&mut timer, &mut cut).await {
+        let mut stream = match self.open_with_retry(&mut timer, &mut cut, &mut stop).await {
             Ok(stream) => stream,
             Err(end) => {
                 let end = self.unfinished(end);
@@ -141,6 +154,7 @@ impl Run<'_> {
                 ev = stream.next() => Step::Event(ev),
                 _ = tokio::time::sleep_until(deadline) => Step::Deadline,
                 _ = signalled(&mut cut) => Step::Cut,
+                _ = signalled(&mut stop) => Step::Stop,
             };
             let now = replies.clock.now();
             let decided = match step {
@@ -180,6 +194,7 @@ impl Run<'_> {
                 }
                 Step::Deadline => timer.handle_timeout(now),
                 Step::Cut => break Stopped::Cut,
+                Step::Stop => break Stopped::StopFrame,
             };
             match decided {
                 Some(outcome) => break Stopped::Outcome(outcome),
@@ -192,6 +207,7 @@ impl Run<'_> {
             Stopped::Outcome(Outcome::Done) => ReplyEnd::Done,
             Stopped::Outcome(outcome) => self.emit_failure(outcome),
             Stopped::Cut => self.unfinished(ReplyEnd::Cut),
+            Stopped::StopFrame => ReplyEnd::Stopped,
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
         Driven { end, text, decided, next_seq: self.seq() }
@@ -222,6 +238,7 @@ impl Run<'_> {
         &self,
         timer: &mut ReplyTimer,
         cut: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
     ) -> Result<EventStream, ReplyEnd> {
         let (replies, job) = (self.replies, self.job);
         // Seeded per reply so many sessions failing together do not retry in lock-step.
@@ -238,6 +255,7 @@ impl Run<'_> {
                 r = job.model.provider.open_stream(request.clone()) => Some(r),
                 _ = tokio::time::sleep_until(deadline) => None,
                 _ = signalled(cut) => return Err(ReplyEnd::Cut),
+                _ = signalled(stop) => return Err(ReplyEnd::Stopped),
             };
             let now = replies.clock.now();
             let error = match attempt {
@@ -262,6 +280,7 @@ impl Run<'_> {
                     tokio::select! {
                         _ = tokio::time::sleep_until(wake.min(deadline)) => {}
                         _ = signalled(cut) => return Err(ReplyEnd::Cut),
+                        _ = signalled(stop) => return Err(ReplyEnd::Stopped),
                     }
                     if let Some(outcome) = timer.handle_timeout(replies.clock.now()) {
                         return Err(self.emit_failure(outcome));

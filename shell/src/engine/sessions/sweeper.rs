@@ -49,6 +49,8 @@ pub async fn sweep_once(engine: &Engine) {
         engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
         tracing::info!(session_id = id, "session ended after inactivity");
+        let details = crate::engine::inbox::Details::default();
+        crate::engine::inbox::emit(engine, crate::engine::inbox::SESSION_ENDED, id, details);
         if let Err(error) = engine
             .persistence
             .persist(PendingWrite::End { session_id: id.to_string(), at: ended.ended_wall })

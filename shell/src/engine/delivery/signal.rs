@@ -1,0 +1,50 @@
+//! Signals (issue 15): news for a service of every instance, not frames for connections — a
+//! `stop` for a reply that may stream on another instance, and the admin consoles' live events.
+//! The delivery service sends them through the [`super::Bus`] port: the in-process bus has no
+//! other instance to tell; the fleet bus publishes them (a stop on the session's channel, admin
+//! events on the fleet-wide admins channel) and hands the ones it receives to its listeners.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// One signal between instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "signal", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signal {
+    /// Stop the reply of `session` streaming on the receiving instance, if any (`stop` frame).
+    StopReply {
+        /// Session id.
+        session: String,
+    },
+    /// An event for every admin console (the JSON text of an `admin_event`, see `engine::inbox`).
+    Admin {
+        /// The event's JSON text, delivered unchanged.
+        event: String,
+    },
+}
+
+/// The fan-out of admin events to this instance's consoles (one receiver per open stream).
+#[derive(Debug)]
+pub struct AdminEvents {
+    tx: tokio::sync::broadcast::Sender<Arc<str>>,
+}
+
+impl Default for AdminEvents {
+    fn default() -> Self {
+        let (tx, _) = tokio::sync::broadcast::channel(chatbox_core::budgets::SIGNAL_QUEUE);
+        Self { tx }
+    }
+}
+
+impl AdminEvents {
+    /// Gives `event` to every console listening on this instance (none listening is fine).
+    pub fn send(&self, event: Arc<str>) {
+        let _ = self.tx.send(event);
+    }
+
+    /// A receiver of the events from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.tx.subscribe()
+    }
+}

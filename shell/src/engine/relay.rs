@@ -1,0 +1,35 @@
+//! The relay of the other instances' signals (issue 15), one task per instance in a fleet: a
+//! `stop` received for a session stops its reply if it streams here, and an admin event goes to
+//! this instance's consoles. On a single instance there is nothing to relay and the task ends at
+//! once. Runs until shutdown drops the connections (stops still matter while replies drain).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::delivery::Signal;
+use super::hub::Engine;
+use super::supervisor::signalled;
+
+/// Relays signals until the force signal (or the bus closes).
+pub async fn run(engine: Arc<Engine>) {
+    let Some(mut signals) = engine.delivery.signals() else { return };
+    let mut force = engine.force_signal();
+    loop {
+        let received = tokio::select! {
+            received = signals.recv() => received,
+            _ = signalled(&mut force) => return,
+        };
+        match received {
+            Ok(Signal::StopReply { session }) => {
+                let stopped = engine.replies.stop(&session);
+                tracing::debug!(session_id = %session, stopped, "stop from another instance");
+            }
+            Ok(Signal::Admin { event }) => engine.delivery.relay_admin_event(event),
+            Err(RecvError::Lagged(skipped)) => {
+                tracing::warn!(skipped, "signal relay fell behind; signals skipped");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

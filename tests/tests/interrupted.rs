@@ -1,0 +1,141 @@
+#![cfg(not(madsim))]
+//! Interrupted replies (issue 15) through the real binary and a scripted upstream: the `stop`
+//! frame ends a slow reply at once — the provider request is cancelled, the text so far is
+//! stored with `metadata.interrupted = "true"` (§4.2 body) and the stream ends with its `done`
+//! frame marked `interrupted` —; a stop with nothing in flight is answered by nothing; a reply cut
+//! by the idle deadline or by shutdown stores its partial text the same way.
+
+use std::time::Duration;
+
+use chatbox_tests::harness::{assert_error, is_done, now, reply_text, Server, ServerOpts};
+use chatbox_tests::http::{get, ok_json};
+use chatbox_tests::upstream::{Behaviour, Script, Upstream};
+use serde_json::{json, Value};
+
+/// Generous bound on one step, so a bug fails the test instead of hanging it.
+const STEP: Duration = Duration::from_secs(5);
+
+fn stop(session: &str) -> Value {
+    json!({"type": "stop", "session_id": session, "timestamp": chrono::Utc::now().to_rfc3339()})
+}
+
+/// The stored messages of `session` (the §4.2 body's `messages`), read by its owner.
+async fn stored(server: &Server, token: &str, session: &str) -> Vec<Value> {
+    let body = ok_json(&get(server, &format!("/sessions/{session}"), Some(token)).await);
+    body["messages"].as_array().expect("messages").clone()
+}
+
+/// The stored messages of `session` once its last one is the AI's: a cut reply's error frame
+/// goes out as the reply ends, and its partial text is stored right after it.
+async fn stored_reply(server: &Server, token: &str, session: &str) -> Vec<Value> {
+    let deadline = now() + STEP;
+    loop {
+        let messages = stored(server, token, session).await;
+        if messages.last().is_some_and(|m| m["sender"] == "ai") || now() > deadline {
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
+    let upstream = Upstream::start().await;
+    // Forty chunks 150 ms apart: about 6 s of streaming unless stopped.
+    let chunks: Vec<String> = (0..40).map(|i| format!("part{i} ")).collect();
+    upstream.set_default(Script::reply(chunks).with_chunk_interval(Duration::from_millis(150)));
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let token = server.token("stopper", &["user"], None);
+    let mut client = server.connect(&token).await;
+    client.send_user_message("stop-1", "Tell me a long story").await;
+    let mut frames = client
+        .recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "3", STEP)
+        .await;
+    let session = frames.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+
+    client.send_json(&stop(&session)).await;
+    frames.extend(client.recv_reply(STEP).await);
+    let done = frames.last().expect("outcome");
+    assert!(is_done(done), "the stream ends with its done frame: {frames:#?}");
+    assert_eq!(done["metadata"]["interrupted"], "true", "{done}");
+    assert_eq!(done["session_id"], session.as_str(), "{done}");
+    let shown = reply_text(&frames);
+    assert!(shown.starts_with("part0 part1 part2 "), "{shown}");
+    assert!(!shown.contains("part39"), "stopped before the end: {shown}");
+    client.expect_silence(Duration::from_millis(600)).await;
+
+    let messages = stored(&server, &token, &session).await;
+    let reply = messages.last().expect("the partial reply is stored");
+    assert_eq!(reply["sender"], "ai", "{messages:#?}");
+    assert_eq!(reply["content"], shown.as_str(), "exactly the text the user saw");
+    assert_eq!(reply["metadata"]["interrupted"], "true", "{reply}");
+    // The provider request was cancelled: the upstream saw its client go before the end.
+    let deadline = now() + STEP;
+    while upstream.abandoned_streams() == 0 && now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.abandoned_streams(), 1, "the upstream stream was dropped");
+
+    // Nothing in flight: a stop is answered by nothing, and the next message is answered.
+    client.send_json(&stop(&session)).await;
+    client.expect_silence(Duration::from_millis(500)).await;
+    upstream.push_script(Script::reply(["Short ", "answer"]));
+    client.send_user_message(&session, "And now briefly").await;
+    let frames = client.recv_reply(STEP).await;
+    let done = frames.last().expect("outcome");
+    assert!(is_done(done), "{frames:#?}");
+    assert!(done["metadata"].get("interrupted").is_none(), "a finished reply: {done}");
+    let messages = stored(&server, &token, &session).await;
+    let last = messages.last().expect("stored");
+    assert_eq!(last["content"], "Short answer");
+    assert!(last.get("metadata").is_none(), "not marked: {last}");
+}
+
+#[tokio::test]
+async fn a_reply_cut_by_the_idle_deadline_stores_its_partial_text_marked_interrupted() {
+    let upstream = Upstream::start().await;
+    upstream.set_default(
+        Script::reply(["Half ", "a ", "story", "never"]).with_behaviour(Behaviour::StallAfter(2)),
+    );
+    let server =
+        Server::start(ServerOpts::with_upstream(&upstream).env("LLM_IDLE_TIMEOUT", "1s")).await;
+    let token = server.token("deadline-cut", &["user"], None);
+    let mut client = server.connect(&token).await;
+    client.send_user_message("cut-1", "Tell me something").await;
+    let frames = client.recv_reply(STEP).await;
+    let error = frames.last().expect("outcome");
+    assert_error(error, "LLM_TIMEOUT", "AI service request timed out after 1s");
+    let session = error["session_id"].as_str().expect("session").to_string();
+    let messages = stored_reply(&server, &token, &session).await;
+    let reply = messages.last().expect("stored");
+    assert_eq!(reply["sender"], "ai", "{messages:#?}");
+    assert_eq!(reply["content"], "Half a ", "the text delivered before the deadline");
+    assert_eq!(reply["metadata"]["interrupted"], "true", "{reply}");
+}
+
+#[tokio::test]
+async fn a_reply_cut_by_shutdown_stores_its_partial_text_marked_interrupted() {
+    let upstream = Upstream::start().await;
+    upstream
+        .set_default(Script::reply(["first ", "never"]).with_behaviour(Behaviour::StallAfter(1)));
+    let mut server =
+        Server::start(ServerOpts::with_upstream(&upstream).env("SHUTDOWN_TIMEOUT", "2s")).await;
+    let token = server.token("shutdown-cut", &["user"], None);
+    let mut client = server.connect(&token).await;
+    client.send_user_message("cut-2", "Tell me a story").await;
+    let frames = client.recv_until(|f| f["type"] == "ai_response", STEP).await;
+    let session = frames.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+
+    server.sigterm();
+    let cut = client.recv_frame(STEP).await;
+    assert_error(&cut, "SERVICE_ERROR", "Service temporarily unavailable");
+    let (status, _) = server.wait_exit(Duration::from_secs(6)).await;
+    assert!(status.success(), "exit 0: {status}");
+
+    let server = server.restart().await;
+    let messages = stored(&server, &token, &session).await;
+    let reply = messages.last().expect("stored");
+    assert_eq!(reply["sender"], "ai", "{messages:#?}");
+    assert_eq!(reply["content"], "first ", "the text delivered before the cut");
+    assert_eq!(reply["metadata"]["interrupted"], "true", "{reply}");
+}
