@@ -13,7 +13,7 @@ pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
-use chatbox_core::protocol::{Frame, FrameType};
+use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo};
 use chatbox_core::replay::Replay;
 use chatbox_core::Instant;
 use tokio::sync::{mpsc, Notify};
@@ -239,6 +239,42 @@ impl Delivery {
     /// The admin left: its connections stop seeing the session (§10 item 3).
     pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
         self.bus.unbind_admin(session, admin_id, owner)
+    }
+
+    /// Tells `conn` (of `user`) which session it is bound to, if any, and the models it may
+    /// choose (`connection_status`, §3.7, §3.9).
+    pub fn announce(
+        &self,
+        conn: ConnId,
+        user: &str,
+        session: Option<&str>,
+        models: &[ModelInfo],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.send_conn(conn, &Frame::connection_status(models, session, user, now))
+    }
+
+    /// Sends an error to the connection that sent a frame, echoing its `session` (§10 item 10).
+    pub fn send_error(
+        &self,
+        conn: ConnId,
+        session: Option<&str>,
+        info: ErrorInfo,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.send_conn(conn, &Frame::error(info, session, now))
+    }
+
+    /// Sends an error about `session` to its connections and to `sender`, the connection
+    /// whose frame failed.
+    pub fn send_session_error(
+        &self,
+        session: &str,
+        info: ErrorInfo,
+        sender: ConnId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> usize {
+        self.send_session(session, &Frame::error(info, Some(session), now), Some(sender))
     }
 
     /// Sends a frame to one connection.

@@ -7,14 +7,19 @@
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo};
 
-use super::{check_access, move_binding, reply_error, ConnCtx};
+use super::{check_access, move_binding, ConnCtx};
 use crate::engine::hub::Engine;
 
 /// Handles one `resume` frame (it binds the connection itself).
 pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(point) = frame.resume_point() else {
         // Validation guarantees the point; answer as for any invalid frame all the same.
-        reply_error(engine, conn, None, ErrorInfo::validation_failed());
+        engine.delivery.send_error(
+            conn.id,
+            None,
+            ErrorInfo::validation_failed(),
+            engine.frame_now(),
+        );
         return;
     };
     let session = frame.session_id.as_str();
@@ -37,7 +42,12 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
         "resume"
     );
     if !resumed {
-        reply_error(engine, conn, Some(session), ErrorInfo::resume_unavailable());
+        engine.delivery.send_error(
+            conn.id,
+            Some(session),
+            ErrorInfo::resume_unavailable(),
+            engine.frame_now(),
+        );
     }
 }
 

@@ -17,7 +17,7 @@ use crate::engine::caller::Caller;
 use crate::engine::clock::Clock;
 use crate::engine::delivery::{KickSignal, Outbound};
 use crate::engine::dns::StaticResolver;
-use crate::engine::hub::Engine;
+use crate::engine::hub::{BusWiring, Engine, Ports};
 use crate::engine::notify::LogNotifier;
 use crate::engine::persistence::{MemoryOutbox, MemoryStore};
 use crate::engine::store::StoredMessage;
@@ -48,19 +48,19 @@ impl Harness {
         let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
         edit(&mut config);
         let store = Arc::new(MemoryStore::new());
-        let (engine, _channels) = Engine::new(
-            Arc::new(config),
-            Arc::clone(&store) as _,
-            Arc::new(MemoryOutbox::new(64)),
-            vec![Arc::new(EchoProvider)],
-            Arc::new(LogNotifier),
-            Arc::new(
+        let ports = Ports {
+            store: Arc::clone(&store) as _,
+            outbox: Arc::new(MemoryOutbox::new(64)),
+            providers: vec![Arc::new(EchoProvider)],
+            notifier: Arc::new(LogNotifier),
+            resolver: Arc::new(
                 StaticResolver::default()
                     .with("files.example.com", [IpAddr::from([93, 184, 216, 34])])
                     .with("intranet.example.com", [IpAddr::from([10, 0, 0, 7])]),
             ),
-            Clock::new(),
-        );
+        };
+        let (engine, _channels) =
+            Engine::new(Arc::new(config), ports, Clock::new(), BusWiring::local());
         Self { engine, store }
     }
 
@@ -71,13 +71,13 @@ impl Harness {
         let roles = if admin { vec!["admin".to_string()] } else { Vec::new() };
         let caller = Caller { user_id: user_id.into(), name: user_id.into(), roles };
         let ctx = ConnCtx { id, caller, in_flight: Arc::new(Semaphore::new(8)) };
-        self.engine.on_connect(&ctx);
+        super::on_connect(&self.engine, &ctx);
         Client { ctx, rx }
     }
 
     /// `client` sends `text`.
     pub async fn send(&self, client: &Client, text: &str) {
-        self.engine.on_text(&client.ctx, text).await;
+        super::on_text(&self.engine, &client.ctx, text).await;
     }
 
     /// Frames `client` receives up to and including the first that satisfies `done`.
