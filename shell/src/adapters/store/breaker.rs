@@ -12,10 +12,9 @@ use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
 use chatbox_core::protocol::AdminSessionQuery;
 use chatbox_core::UnixMillis;
 
-use crate::engine::admin::WindowStats;
 use crate::engine::clock::Clock;
 use crate::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
 };
 
 /// `inner` behind a circuit breaker.

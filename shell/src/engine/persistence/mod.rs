@@ -27,7 +27,7 @@ use super::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
 };
 pub use memory::MemoryStore;
-pub use outbox::{MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
+pub use outbox::{EntrySeal, MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
 
 /// Deadline of the admin listing and the metrics aggregation (§8.5).
 pub use chatbox_core::budgets::LIST_DEADLINE;

@@ -115,6 +115,17 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     fn capacity(&self) -> usize;
 }
 
+/// How an [`Outbox`] that writes to disk seals its entries at rest (`ENCRYPTION_KEY`, the §8.4
+/// format over the whole entry): it stores what [`EntrySeal::seal`] returns and hands what it
+/// stored to [`EntrySeal::open`]. Part of the outbox port, so an adapter needs nothing else of
+/// the engine; the engine's cipher implements it.
+pub trait EntrySeal: Send + Sync + fmt::Debug {
+    /// Seals `plain` with a fresh nonce from `rng`.
+    fn seal(&self, plain: &str, rng: &mut dyn rand::RngCore) -> String;
+    /// Opens what [`EntrySeal::seal`] made; `None` when it does not open with this key.
+    fn open(&self, sealed: &str) -> Option<String>;
+}
+
 /// An in-memory [`Outbox`] (unit tests and the simulator, where a "crash" is not simulated).
 #[derive(Debug)]
 pub struct MemoryOutbox {
