@@ -29,7 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::auth::Verifier;
 use super::ws_session::{close_message, EngineSide, SessionLoop};
 use crate::engine::caller::Caller;
-use crate::engine::delivery::KickSignal;
+use crate::engine::delivery::{KickSignal, Registration};
 use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
 
@@ -173,7 +173,13 @@ async fn run_connection(
     }
     let (tx, rx) = mpsc::channel(ws_cfg.send_queue.max(1));
     let kick = Arc::new(KickSignal::default());
-    let id = engine.delivery.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
+    let registration = Registration {
+        user_id: &caller.user_id,
+        is_admin: caller.is_admin(),
+        tx,
+        kick: Arc::clone(&kick),
+    };
+    let id = engine.delivery.register(registration);
     let ctx = ConnCtx {
         id,
         caller,

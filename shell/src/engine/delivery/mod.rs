@@ -83,40 +83,77 @@ pub struct Fanout {
     pub dropped: usize,
 }
 
+/// A connection of this process, as it is registered with the [`Bus`].
+#[derive(Debug)]
+pub struct Registration<'a> {
+    /// Its user.
+    pub user_id: &'a str,
+    /// Whether that user is an admin.
+    pub is_admin: bool,
+    /// Its outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// How to drop it at once.
+    pub kick: Arc<KickSignal>,
+}
+
 /// The fan-out port. Every method returns at once (no IO is awaited): an implementation that
 /// talks to other instances queues its publications on its own task. Counts returned are the
 /// connections **of this instance** that took the frame.
+///
+/// Every instance delivers to its own sockets through a [`LocalBus`] ([`Bus::local`]), so each
+/// method defaults to the local delivery; an implementation overrides only what it adds to it
+/// (the fleet bus: subscriptions and publications to the other instances).
 pub trait Bus: Send + Sync + std::fmt::Debug {
-    /// Adds a local connection with its outbound queue; returns its id.
-    fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId;
+    /// This instance's connections.
+    fn local(&self) -> &LocalBus;
+    /// Adds a local connection; returns its id.
+    fn register(&self, conn: Registration<'_>) -> ConnId {
+        self.local().register(conn)
+    }
     /// Removes a local connection; returns the session it was bound to.
-    fn unregister(&self, conn: ConnId) -> Option<Arc<str>>;
+    fn unregister(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.local().unregister(conn)
+    }
     /// The session a local connection is bound to.
-    fn bound(&self, conn: ConnId) -> Option<Arc<str>>;
+    fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.local().bound(conn)
+    }
     /// Binds (or moves) a local connection to `session`; returns the previous binding.
-    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>>;
+    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+        self.local().bind(conn, session)
+    }
     /// Unbinds the admin connections of `admin_id` from `session` (never the owner's own).
-    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize;
+    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+        self.local().unbind_admin(session, admin_id, owner)
+    }
     /// A frame for one local connection; `false` if it is gone or too slow.
-    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool;
+    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool {
+        self.local().to_conn(conn, frame)
+    }
     /// A frame for every connection bound to `session`, and for `also` if not bound there.
-    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize;
+    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
+        self.local().to_session(session, frame, also)
+    }
     /// A frame for the admin connections bound to `session` that are not the owner's.
-    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout;
+    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
+        self.local().to_session_admins(session, owner, frame)
+    }
     /// A frame for every connection of `user_id`.
-    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize;
+    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
+        self.local().to_user(user_id, frame)
+    }
     /// Queues a close on every local connection (shutdown).
-    fn close_all(&self, code: u16, reason: &'static str) -> usize;
+    fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        self.local().close_all(code, reason)
+    }
     /// Drops every local connection at once (shutdown deadline).
-    fn kick_all(&self) -> usize;
+    fn kick_all(&self) -> usize {
+        self.local().kick_all()
+    }
     /// Open local connections.
-    fn connections(&self) -> usize;
+    fn connections(&self) -> usize {
+        self.local().connections()
+    }
     /// Whether the link to the other instances is up (`/readyz` `checks.bus`): `Err` names
     /// why not. The in-process bus has no link and is always up.
     fn health(&self) -> Result<(), String> {
@@ -211,14 +248,8 @@ impl Delivery {
     }
 
     /// Adds a connection of this process; see [`Bus::register`].
-    pub fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId {
-        self.bus.register(user_id, is_admin, tx, kick)
+    pub fn register(&self, conn: Registration<'_>) -> ConnId {
+        self.bus.register(conn)
     }
 
     /// Removes a connection; returns the session it was bound to.
@@ -330,7 +361,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(&metrics));
         let (tx, mut rx) = mpsc::channel(4);
-        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
         delivery.bind(conn, "s");
         let now = chrono::DateTime::UNIX_EPOCH;
         let error = Frame::error(ErrorInfo::unexpected(), Some("s"), now);

@@ -15,7 +15,7 @@ use super::ConnCtx;
 use crate::adapters::llm::echo::EchoProvider;
 use crate::engine::caller::Caller;
 use crate::engine::clock::Clock;
-use crate::engine::delivery::{KickSignal, Outbound};
+use crate::engine::delivery::{KickSignal, Outbound, Registration};
 use crate::engine::dns::StaticResolver;
 use crate::engine::hub::{BusWiring, Engine, Ports};
 use crate::engine::notify::LogNotifier;
@@ -67,7 +67,8 @@ impl Harness {
     /// A connection of `user_id` (an admin when `admin`), greeted like a real one.
     pub fn connect(&self, user_id: &str, admin: bool) -> Client {
         let (tx, rx) = mpsc::channel(256);
-        let id = self.engine.delivery.register(user_id, admin, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let id = self.engine.delivery.register(Registration { user_id, is_admin: admin, tx, kick });
         let roles = if admin { vec!["admin".to_string()] } else { Vec::new() };
         let caller = Caller { user_id: user_id.into(), name: user_id.into(), roles };
         let ctx = ConnCtx { id, caller, in_flight: Arc::new(Semaphore::new(8)) };

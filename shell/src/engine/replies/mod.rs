@@ -186,7 +186,7 @@ fn model_info(p: &ProviderConfig) -> ModelInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::delivery::{KickSignal, LocalBus, Outbound};
+    use crate::engine::delivery::{KickSignal, LocalBus, Outbound, Registration};
     use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
     use async_trait::async_trait;
     use tokio::sync::mpsc;
@@ -232,7 +232,8 @@ mod tests {
         assert_eq!(replies.model(None).map(|m| m.kind), Some("refusing"), "kind() labels metrics");
         let delivery = Delivery::new(Arc::new(LocalBus::default()), metrics);
         let (tx, mut rx) = mpsc::channel(8);
-        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
         let (_cut_tx, cut) = watch::channel(false);
 
         let streamed = replies
