@@ -18,6 +18,7 @@ use chatbox_core::replay::Replay;
 use chatbox_core::Instant;
 use tokio::sync::{mpsc, Notify};
 
+use super::clock::Clock;
 use super::metrics::Metrics;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues};
 pub use local::LocalBus;
@@ -167,6 +168,8 @@ pub struct Delivery {
     bus: Arc<dyn Bus>,
     replay: Arc<dyn ReplayBuffer>,
     metrics: Arc<Metrics>,
+    /// Stamps the error frames it builds; only the wall clock is read, which has no origin.
+    clock: Clock,
 }
 
 impl Delivery {
@@ -181,7 +184,7 @@ impl Delivery {
         replay: Arc<dyn ReplayBuffer>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { bus, replay, metrics }
+        Self { bus, replay, metrics, clock: Clock::default() }
     }
 
     /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
@@ -286,26 +289,15 @@ impl Delivery {
     }
 
     /// Sends an error to the connection that sent a frame, echoing its `session` (§10 item 10).
-    pub fn send_error(
-        &self,
-        conn: ConnId,
-        session: Option<&str>,
-        info: ErrorInfo,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> bool {
-        self.send_conn(conn, &Frame::error(info, session, now))
+    pub fn send_error(&self, conn: ConnId, session: Option<&str>, info: ErrorInfo) -> bool {
+        self.send_conn(conn, &Frame::error(info, session, self.clock.wall_datetime()))
     }
 
     /// Sends an error about `session` to its connections and to `sender`, the connection
     /// whose frame failed.
-    pub fn send_session_error(
-        &self,
-        session: &str,
-        info: ErrorInfo,
-        sender: ConnId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> usize {
-        self.send_session(session, &Frame::error(info, Some(session), now), Some(sender))
+    pub fn send_session_error(&self, session: &str, info: ErrorInfo, sender: ConnId) -> usize {
+        let frame = Frame::error(info, Some(session), self.clock.wall_datetime());
+        self.send_session(session, &frame, Some(sender))
     }
 
     /// Sends a frame to one connection.

@@ -13,12 +13,7 @@ use crate::engine::store::SessionPatch;
 pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(session) = require_session(engine, conn, frame) else { return };
     if !engine.sessions.is_assisting(&conn.caller.user_id, session) {
-        engine.delivery.send_error(
-            conn.id,
-            Some(session),
-            ErrorInfo::unauthorized_session(),
-            engine.frame_now(),
-        );
+        engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
         return;
     }
     end_assistance(engine, session, &conn.caller.user_id).await;

@@ -19,12 +19,7 @@ use crate::engine::store::StoredMessage;
 pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(session) = require_session(engine, conn, frame) else { return };
     if !file_url_allowed(engine.resolver.as_ref(), &frame.file_url).await {
-        engine.delivery.send_error(
-            conn.id,
-            Some(session),
-            ErrorInfo::invalid_file_url(),
-            engine.frame_now(),
-        );
+        engine.delivery.send_error(conn.id, Some(session), ErrorInfo::invalid_file_url());
         return;
     }
     engine.sessions.load_on_demand(&engine.persistence, session).await;
@@ -32,21 +27,11 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         Access::Owner => Sender::User,
         Access::AssistingAdmin => Sender::Admin,
         Access::Unknown => {
-            engine.delivery.send_error(
-                conn.id,
-                Some(session),
-                ErrorInfo::session_not_found(),
-                engine.frame_now(),
-            );
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::session_not_found());
             return;
         }
         Access::Denied => {
-            engine.delivery.send_error(
-                conn.id,
-                Some(session),
-                ErrorInfo::unauthorized_session(),
-                engine.frame_now(),
-            );
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
             return;
         }
     };
@@ -54,12 +39,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
     if engine.persistence.append(session, msg).await.is_err() {
-        engine.delivery.send_session_error(
-            session,
-            ErrorInfo::database_error(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
         return;
     }
     engine.sessions.record_message(session);

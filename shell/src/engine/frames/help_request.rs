@@ -17,21 +17,11 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     let changed = match engine.sessions.with(|t| t.request_help(session, user_id)) {
         Ok(changed) => changed,
         Err(SessionError::NotOwner) => {
-            engine.delivery.send_error(
-                conn.id,
-                Some(session),
-                ErrorInfo::unauthorized_session(),
-                engine.frame_now(),
-            );
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
             return;
         }
         Err(_) => {
-            engine.delivery.send_error(
-                conn.id,
-                Some(session),
-                ErrorInfo::session_not_found(),
-                engine.frame_now(),
-            );
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::session_not_found());
             return;
         }
     };

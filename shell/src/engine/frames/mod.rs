@@ -50,7 +50,7 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
         Err(error) => {
             engine.metrics.messages_received.inc();
             tracing::debug!(user_id = %conn.caller.user_id, %error, "refused client frame");
-            engine.delivery.send_error(conn.id, None, error.to_error_info(), now);
+            engine.delivery.send_error(conn.id, None, error.to_error_info());
             return;
         }
     };
@@ -92,7 +92,7 @@ pub fn on_disconnect(engine: &Engine, conn: ConnId) {
 
 /// Sends an error to the connection that sent a frame (§10 item 10).
 fn reply_error(engine: &Engine, conn: &ConnCtx, session: Option<&str>, info: ErrorInfo) {
-    engine.delivery.send_error(conn.id, session, info, engine.frame_now());
+    engine.delivery.send_error(conn.id, session, info);
 }
 
 /// The frame's `session_id`, or the `MISSING_FIELD` answer.

@@ -31,7 +31,6 @@ pub(super) async fn apply(
             &session,
             ErrorInfo::invalid_model(&frame.model_id),
             conn.id,
-            engine.frame_now(),
         );
         return;
     }

@@ -14,12 +14,7 @@ use crate::engine::hub::Engine;
 pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(point) = frame.resume_point() else {
         // Validation guarantees the point; answer as for any invalid frame all the same.
-        engine.delivery.send_error(
-            conn.id,
-            None,
-            ErrorInfo::validation_failed(),
-            engine.frame_now(),
-        );
+        engine.delivery.send_error(conn.id, None, ErrorInfo::validation_failed());
         return;
     };
     let session = frame.session_id.as_str();
@@ -42,12 +37,7 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
         "resume"
     );
     if !resumed {
-        engine.delivery.send_error(
-            conn.id,
-            Some(session),
-            ErrorInfo::resume_unavailable(),
-            engine.frame_now(),
-        );
+        engine.delivery.send_error(conn.id, Some(session), ErrorInfo::resume_unavailable());
     }
 }
 

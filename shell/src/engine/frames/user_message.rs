@@ -42,12 +42,7 @@ pub(super) async fn apply(
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
     if engine.persistence.append(&session, msg).await.is_err() {
-        engine.delivery.send_session_error(
-            &session,
-            ErrorInfo::database_error(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(&session, ErrorInfo::database_error(), conn.id);
         return;
     }
     let now = engine.clock.now();
@@ -77,12 +72,7 @@ async fn from_admin(engine: &Engine, conn: &ConnCtx, session: &str, frame: &Clie
     let msg = StoredMessage::new(&frame.content, engine.clock.wall(), Sender::Admin)
         .with_meta(&frame.metadata);
     if engine.persistence.append(session, msg).await.is_err() {
-        engine.delivery.send_session_error(
-            session,
-            ErrorInfo::database_error(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
         return;
     }
     engine.sessions.record_message(session);
@@ -93,12 +83,7 @@ async fn from_admin(engine: &Engine, conn: &ConnCtx, session: &str, frame: &Clie
 /// Asks the session's model for a streamed reply to the conversation so far.
 async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
     if !engine.shutdown.try_start_reply() {
-        engine.delivery.send_session_error(
-            session,
-            ErrorInfo::service_unavailable(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(session, ErrorInfo::service_unavailable(), conn.id);
         return;
     }
     engine.delivery.send_session(
@@ -115,12 +100,7 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
     let model_id = engine.sessions.model_of(session);
     let Some(model) = engine.replies.model(model_id.as_deref()).cloned() else {
         tracing::warn!(session_id = session, model_id = ?model_id, "no provider for the session's model");
-        engine.delivery.send_session_error(
-            session,
-            ErrorInfo::llm_unavailable(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(session, ErrorInfo::llm_unavailable(), conn.id);
         return None;
     };
     let llm = &engine.config.llm;
@@ -136,12 +116,7 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
     );
     if messages.is_empty() {
         tracing::warn!(session_id = session, "history unavailable; nothing to answer");
-        engine.delivery.send_session_error(
-            session,
-            ErrorInfo::llm_unavailable(),
-            conn.id,
-            engine.frame_now(),
-        );
+        engine.delivery.send_session_error(session, ErrorInfo::llm_unavailable(), conn.id);
         return None;
     }
     messages.shrink_to_fit();
@@ -179,12 +154,7 @@ async fn complete(
     if !text.is_empty() {
         let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai);
         if engine.persistence.append(session, msg).await.is_err() {
-            engine.delivery.send_session_error(
-                session,
-                ErrorInfo::database_error(),
-                conn.id,
-                engine.frame_now(),
-            );
+            engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
             return ReplyEnd::Failed;
         }
     }

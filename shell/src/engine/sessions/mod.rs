@@ -98,7 +98,7 @@ impl Sessions {
         let id = match self.resolve(persistence, asker.user, requested).await {
             Ok(id) => id,
             Err(info) => {
-                delivery.send_error(asker.conn, Some(requested), info, now);
+                delivery.send_error(asker.conn, Some(requested), info);
                 return None;
             }
         };
