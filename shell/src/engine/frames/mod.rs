@@ -13,7 +13,7 @@ mod help_request;
 mod model_select;
 mod resume;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod user_message;
 
 use std::collections::HashMap;

@@ -26,13 +26,13 @@ use crate::engine::store::StoredMessage;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One test connection: its context and its outbound queue.
-pub(super) struct Client {
+pub(crate) struct Client {
     pub ctx: ConnCtx,
     rx: mpsc::Receiver<Outbound>,
 }
 
 /// An engine over test doubles.
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub engine: Arc<Engine>,
     pub store: Arc<MemoryStore>,
 }
@@ -123,16 +123,16 @@ impl Harness {
 }
 
 /// The reply's `done` frame.
-pub(super) fn is_done(frame: &Value) -> bool {
+pub(crate) fn is_done(frame: &Value) -> bool {
     frame["type"] == "ai_response" && frame["metadata"]["done"] == "true"
 }
 
 /// A frame of `kind`.
-pub(super) fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
     move |frame| frame["type"] == kind
 }
 
 /// An error frame with `code`.
-pub(super) fn is_error(code: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is_error(code: &'static str) -> impl Fn(&Value) -> bool {
     move |frame| frame["type"] == "error" && frame["error"]["code"] == code
 }
