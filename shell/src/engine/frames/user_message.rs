@@ -104,11 +104,7 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
         return None;
     };
     let llm = &engine.config.llm;
-    let stored = engine
-        .persistence
-        .conversation_messages(session, llm.history_max_messages)
-        .await
-        .unwrap_or_default();
+    let stored = engine.persistence.conversation_messages(session, llm.history_max_messages).await;
     let mut messages = crate::engine::history::conversation(
         &stored,
         llm.history_max_messages,

@@ -3,6 +3,7 @@
 //! user), without disk IO, so it runs under madsim.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::engine::store::{
@@ -17,6 +18,8 @@ use chatbox_core::UnixMillis;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<String, SessionDoc>>,
+    /// While true, appends and reads by id fail transiently (an outage, for unit tests).
+    down: AtomicBool,
 }
 
 impl MemoryStore {
@@ -27,6 +30,18 @@ impl MemoryStore {
 
     fn docs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SessionDoc>> {
         self.docs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts (`true`) or ends an outage: appends and reads by id fail transiently meanwhile.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
+    fn available(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(StoreError::Transient("store down (test outage)".into()));
+        }
+        Ok(())
     }
 
     /// A copy of every stored session.
@@ -60,6 +75,7 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
+        self.available()?;
         let mut docs = self.docs();
         let doc = docs.get_mut(session_id).ok_or_else(missing)?;
         if !doc.messages.iter().any(|m| m.id == msg.id) {
@@ -112,6 +128,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.available()?;
         Ok(self.docs().get(session_id).cloned())
     }
 

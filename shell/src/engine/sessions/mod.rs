@@ -24,8 +24,7 @@ use super::metrics::Metrics;
 use super::persistence::Persistence;
 use super::store::{CreateOutcome, SessionDoc, SessionPatch};
 
-/// Attempts at resolving before giving up (fresh ids that collide, another instance winning).
-const RESOLVE_ATTEMPTS: usize = 4;
+use chatbox_core::budgets::SESSION_RESOLVE_ATTEMPTS;
 
 /// The connection a frame came from, as resolution needs it: where to bind and announce.
 #[derive(Debug, Clone, Copy)]
@@ -167,7 +166,7 @@ impl Sessions {
         requested: &str,
     ) -> Result<String, ErrorInfo> {
         self.load_on_demand(persistence, requested).await;
-        for _ in 0..RESOLVE_ATTEMPTS {
+        for _ in 0..SESSION_RESOLVE_ATTEMPTS {
             let fresh = SessionId::from(new_session_id());
             let (now, wall) = (self.clock.now(), self.clock.wall());
             let resolution = match self.with(|t| t.resolve(user, Some(requested), fresh, now, wall))

@@ -1,7 +1,7 @@
 //! The sweeper task (seed fixes #1 and #11): wakes when core's session table says its next
 //! deadline is due (and at least every cleanup interval), ends sessions idle past
 //! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`
-//! (and the replies' upstream conversation ids with them), and cleans idle rate-limiter keys on
+//! (and the replies' upstream conversation ids and the persistence's recent messages with them), and cleans idle rate-limiter keys on
 //! its own `Periodic` schedule. Stops when shutdown begins.
 
 use std::sync::Arc;
@@ -59,6 +59,7 @@ pub async fn sweep_once(engine: &Engine) {
     }
     if !report.dropped.is_empty() {
         engine.replies.forget(report.dropped.iter().map(|id| id.as_str()));
+        engine.persistence.forget(report.dropped.iter().map(|id| id.as_str()));
         tracing::debug!(dropped = report.dropped.len(), "expired sessions dropped from memory");
     }
 }
@@ -142,14 +143,17 @@ mod tests {
         })
         .await;
         let id = session(&h, "u1").await;
-        let task = tokio::spawn(run(Arc::clone(&h.engine)));
-        tokio::time::sleep(HOUR + Duration::from_secs(1)).await;
+        let sweeper = run(Arc::clone(&h.engine));
+        tokio::pin!(sweeper);
+        tokio::select! {
+            () = &mut sweeper => panic!("the sweeper stopped by itself"),
+            () = tokio::time::sleep(HOUR + Duration::from_secs(1)) => {}
+        }
         assert!(stored_end(&h, &id).is_some(), "swept at the idle deadline, well before 10 h");
         assert_eq!(h.engine.metrics.active_sessions.get(), 0, "the gauge follows the sweep");
         h.engine.signal_stop();
-        tokio::time::timeout(Duration::from_secs(1), task)
+        tokio::time::timeout(Duration::from_secs(1), sweeper)
             .await
-            .expect("the task stops when the server stops accepting")
-            .expect("no panic");
+            .expect("the task stops when the server stops accepting");
     }
 }
