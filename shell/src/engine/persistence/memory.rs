@@ -12,6 +12,7 @@ use crate::engine::store::{
 };
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 
 /// In-memory sessions keyed by id.
@@ -110,6 +111,7 @@ impl SessionStore for MemoryStore {
             doc.avg_response_ms = avg;
         }
         if patch.reactivate {
+            doc.ended_on_request = false;
             doc.ended = None;
         }
         Ok(())
@@ -119,10 +121,12 @@ impl SessionStore for MemoryStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
         let mut docs = self.docs();
         let Some(doc) = docs.get_mut(session_id) else { return Ok(None) };
         doc.ended = Some(at);
+        doc.ended_on_request = cause == EndCause::Requested;
         doc.duration_secs = at.whole_seconds_since(doc.started);
         Ok(Some(doc.clone()))
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use tokio::sync::{watch, Notify};
 
@@ -359,9 +360,10 @@ impl Persistence {
         self.with_retry("reactivate", || self.store.update(id, patch)).await
     }
 
-    /// Ends session `id` at `at` (retried); the ended document, `None` when unknown.
+    /// Ends session `id` at `at` on request (`POST …/end`: final, stored as such so no
+    /// instance resumes it; retried); the ended document, `None` when unknown.
     pub async fn end(&self, id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError> {
-        self.with_retry("end", || self.store.end(id, at)).await
+        self.with_retry("end", || self.store.end(id, at, EndCause::Requested)).await
     }
 
     /// Stores a share token unless one exists (retried); the token in force.

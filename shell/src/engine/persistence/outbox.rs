@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +77,10 @@ impl PendingWrite {
                 store.append_message(session_id, message).await
             }
             PendingWrite::Update { session_id, patch } => store.update(session_id, patch).await,
-            PendingWrite::End { session_id, at } => store.end(session_id, *at).await.map(drop),
+            // Only the sweeper's idle ends wait in the outbox; an end on request is made now.
+            PendingWrite::End { session_id, at } => {
+                store.end(session_id, *at, EndCause::Idle).await.map(drop)
+            }
         }
     }
 }

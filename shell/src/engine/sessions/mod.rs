@@ -222,6 +222,7 @@ pub fn snapshot_of(doc: &SessionDoc) -> SessionSnapshot {
         model_id: Some(doc.model_id.clone()).filter(|m| !m.is_empty()),
         started_wall: doc.started,
         ended_wall: doc.ended,
+        ended_on_request: doc.ended_on_request,
         // `adminAssisted` stays true after a leave; who assists now is the stored admin id.
         assisting_admin: (!doc.assisting_admin_id.is_empty()).then(|| AdminRef {
             id: doc.assisting_admin_id.clone(),
