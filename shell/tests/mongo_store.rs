@@ -419,6 +419,7 @@ async fn documents_written_by_the_store_have_the_original_shape() {
     store.set_share_token("s1", "tok").await.unwrap();
 
     let d = raw.find_one(doc! { "_id": "s1" }).await.unwrap().unwrap();
+    assert_eq!(d.get_str("endCause"), Ok("requested"));
     expect_shape(
         &d,
         &[
@@ -429,6 +430,8 @@ async fn documents_written_by_the_store_have_the_original_shape() {
             ("msgs", "array"),
             ("ts", "date"),
             ("endTs", "date"),
+            // chatbox's one addition (issue 16): why it ended, so an explicit end stays final.
+            ("endCause", "string"),
             ("dur", "int64"),
             ("adminAssisted", "bool"),
             ("assistingAdminId", "string"),
