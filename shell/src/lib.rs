@@ -17,7 +17,8 @@
 //!   (which hands each data frame straight to `engine::frames::on_text`).
 //! - [`adapters`] — what madsim cannot simulate (stores, HTTP providers, notifiers, the outbox
 //!   file, the system resolver), compiled only in normal builds; they implement the engine's
-//!   ports and import nothing else of it. The built-in `echo` provider is pure and always present.
+//!   ports and import little else of it (the store breaker reads the engine's `Clock`; the Redis
+//!   link drives the engine's `FleetBus`). The built-in `echo` provider is pure and always present.
 //! - [`app`] — the composition root: the command line and the wiring of real ports; [`server`]
 //!   starts and stops the services (shared with the simulator, which wires its own ports).
 
