@@ -41,6 +41,19 @@ pub const HISTORY_MAX_MESSAGES: usize = 50;
 /// Default most bytes of conversation sent to the provider (`LLM_HISTORY_MAX_BYTES`), 32 KiB.
 pub const HISTORY_MAX_BYTES: usize = 32 * 1024;
 
+/// Most recent messages the instance keeps per session for the history fallback (issue 16):
+/// when the history read before a model call fails or runs over its budget, the reply is built
+/// from these plus what waits in the outbox, or from the current message alone.
+pub const HISTORY_CACHE_MESSAGES: usize = 20;
+
+/// Most bytes of message content that cache keeps per session (the newest message is kept
+/// whatever its size), so its memory is bounded by live sessions times 16 KiB.
+pub const HISTORY_CACHE_BYTES: usize = 16 * 1024;
+
+/// Attempts at resolving a session for a frame before giving up (fresh ids that collide,
+/// another instance creating the user's session first).
+pub const SESSION_RESOLVE_ATTEMPTS: usize = 4;
+
 /// Default time a reply stays resumable after it ended (`RESUME_WINDOW`, issue 14).
 pub const RESUME_WINDOW: Duration = Duration::from_secs(5 * 60);
 

@@ -11,7 +11,9 @@
 //! - [`session`] — `SessionTable`: create, bind, resume within the reconnect window, end, expire,
 //!   one active session per user, ownership, takeover state, naming (PROTOCOL.md §6).
 //! - [`response_times`] — bounded ring of response times (seed properties 12, 13).
-//! - [`replay`] — the replay log of resumable replies: bounded, expiring, exact after a seq (issue 14).
+//! - [`replay`] — the replay log of resumable replies: bounded, expiring, exact after a seq (issue 14);
+//!   its bounds [`replay::ReplayLimits::DEFAULT`] from [`budgets::RESUME_WINDOW`],
+//!   [`budgets::REPLAY_FRAMES_PER_REPLY`] and [`budgets::REPLAY_FRAMES_TOTAL`].
 //! - [`rate`] — the keyed sliding-window limiter and per-user connection slots (PROTOCOL.md §5);
 //!   the default limits [`rate::RateLimit::USER_MESSAGES`], [`rate::RateLimit::ADMIN_DEFAULT`],
 //!   [`rate::RateLimit::PUBLIC`], [`rate::RateLimit::HELP_ALERTS`], [`rate::DEFAULT_MAX_KEYS`],
@@ -20,7 +22,8 @@
 //! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9); the
 //!   store's default schedule [`retry::RetryPolicy::STORE_DEFAULT`] and the provider schedule
 //!   [`retry::RetryPolicy::PROVIDER`] (1 s, ×2, cap 30 s; PROTOCOL.md §7.2).
-//! - [`breaker`] — the store's circuit breaker: closed / open / half-open (issue 16).
+//! - [`breaker`] — the store's circuit breaker: closed / open / half-open (issue 16), after
+//!   [`breaker::STORE_BREAKER_FAILURES`] failures, probing every [`breaker::STORE_BREAKER_OPEN_FOR`].
 //! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8); defaults
 //!   [`stream::StreamDeadlines::DEFAULT`].
 //! - [`keepalive`] — a WebSocket connection's ping period, pong wait and write wait
@@ -29,22 +32,32 @@
 //!   [`budgets::KICK_CLOSE_BUDGET`], [`budgets::HEADER_READ_TIMEOUT`],
 //!   [`budgets::ACCEPT_RETRY_PAUSE`], [`budgets::CORS_MAX_AGE`], [`budgets::VOICE_BUDGET`],
 //!   [`budgets::CUT_GRACE`], the history budgets [`budgets::HISTORY_MAX_MESSAGES`] and
-//!   [`budgets::HISTORY_MAX_BYTES`], the provider client's [`budgets::PROVIDER_CONNECT_TIMEOUT`],
+//!   [`budgets::HISTORY_MAX_BYTES`], the history fallback's per-session cache
+//!   [`budgets::HISTORY_CACHE_MESSAGES`] and [`budgets::HISTORY_CACHE_BYTES`],
+//!   [`budgets::SESSION_RESOLVE_ATTEMPTS`], the provider client's [`budgets::PROVIDER_CONNECT_TIMEOUT`],
 //!   [`budgets::PROVIDER_HEADER_TIMEOUT`], [`budgets::PROVIDER_POOL_IDLE_TIMEOUT`],
 //!   [`budgets::PROVIDER_ERROR_BODY_BYTES`], [`budgets::SSE_MAX_LINE_BYTES`],
 //!   [`budgets::SSE_MAX_EVENT_BYTES`], [`budgets::ANTHROPIC_MAX_TOKENS`], the store's
 //!   [`budgets::STORE_PING_BUDGET`], [`budgets::STORE_PREPARE_MIN_DELAY`],
 //!   [`budgets::MONGO_INDEX_BUDGET`], [`budgets::SESSION_CREATE_ATTEMPTS`],
-//!   [`budgets::STORE_WRITE_BATCH`], [`budgets::EMBEDDED_CACHE_BYTES`], the admin routes'
+//!   [`budgets::STORE_WRITE_BATCH`], [`budgets::EMBEDDED_CACHE_BYTES`], the fleet bus's
+//!   [`budgets::BUS_MESSAGE_MAX_BYTES`], [`budgets::BUS_PUBLISH_QUEUE`],
+//!   [`budgets::BUS_COMMAND_TIMEOUT`] and [`budgets::BUS_HEARTBEAT`], the admin routes'
 //!   [`budgets::LIST_DEADLINE`] and [`budgets::USER_SESSIONS_LIMIT`], the alert channels'
 //!   [`budgets::SMTP_COMMAND_TIMEOUT`], [`budgets::SMTP_SEND_BUDGET`],
-//!   [`budgets::WEBHOOK_TIMEOUT`], and [`budgets::RUNTIME_SHUTDOWN_GRACE`].
+//!   [`budgets::WEBHOOK_TIMEOUT`], [`budgets::SMS_TIMEOUT`], [`budgets::SMS_RETRY`],
+//!   [`budgets::SMS_RETRY_AFTER_CAP`], and [`budgets::RUNTIME_SHUTDOWN_GRACE`].
 //! - [`godur`] — Go-style duration text (`2m0s`), parsed and formatted.
 //! - [`config`] — the configuration model, loading from env/TOML, and `validate()` (PROTOCOL.md §9);
-//!   its defaults refer to the constants above, so each default is written once.
+//!   its defaults refer to the constants above, so each default is written once; the store's own
+//!   defaults [`config::MONGO_CONNECT_TIMEOUT_DEFAULT`],
+//!   [`config::MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT`] and
+//!   [`config::HISTORY_READ_TIMEOUT_DEFAULT`] live there.
 //! - [`origin`] — the allowed-origin policy (PROTOCOL.md §3.1).
 //! - [`shutdown`] — the drain plan (seed fix #15).
-//! - [`protocol`] — frames, HTTP bodies, the inbound pipeline and the error catalogue (§3–§5).
+//! - [`protocol`] — frames, HTTP bodies, the inbound pipeline and the error catalogue (§3–§5),
+//!   with their size limits ([`protocol::InboundLimits::DEFAULT`], the admin query's page and
+//!   window bounds); [`session`] names its session-name limit too.
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
 

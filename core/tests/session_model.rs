@@ -419,6 +419,7 @@ impl StateMachineTest for TableModel {
             model_id: None,
             started_wall: wall(now.saturating_sub(HOUR)),
             ended_wall: ended,
+            ended_on_request: false,
             assisting_admin: None,
             help_requested: false,
             total_tokens: 0,

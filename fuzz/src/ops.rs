@@ -407,6 +407,7 @@ impl World {
                     model_id: None,
                     started_wall: UnixMillis(wall.0 - i64::from(*started_ago_ms)),
                     ended_wall: ended_ago_ms.map(|ago| UnixMillis(wall.0 - i64::from(ago))),
+                    ended_on_request: false,
                     assisting_admin: a
                         .map(|a| AdminRef { id: admin(a).into(), name: format!("Admin {a}") }),
                     help_requested: *help,

@@ -12,15 +12,10 @@ use tokio::sync::mpsc;
 
 use crate::engine::clock::Clock;
 use crate::engine::crypto::ContentCipher;
-use crate::engine::dns::Resolver;
 use crate::engine::encrypting_store::EncryptingStore;
-use crate::engine::hub::Engine;
+use crate::engine::hub::{BusWiring, Engine};
 use crate::engine::lifecycle::{self, ShutdownReport};
-use crate::engine::llm::LlmProvider;
-use crate::engine::notify::Notifier;
-use crate::engine::persistence::Outbox;
 use crate::engine::sessions::sweeper;
-use crate::engine::store::SessionStore;
 use crate::http::pages::PageOptions;
 use crate::http::{accept, router};
 
@@ -33,20 +28,7 @@ pub struct Running {
     effects: mpsc::UnboundedReceiver<Effect>,
 }
 
-/// The engine's ports, as the caller wires them.
-#[derive(Debug)]
-pub struct Ports {
-    /// Durable sessions (wrapped for encryption here when a key is configured).
-    pub store: Arc<dyn SessionStore>,
-    /// The durable outbox of writes the store could not take.
-    pub outbox: Arc<dyn Outbox>,
-    /// One provider per configured model, in `config.llm.providers` order.
-    pub providers: Vec<Arc<dyn LlmProvider>>,
-    /// Help-request alerts.
-    pub notifier: Arc<dyn Notifier>,
-    /// Host name lookups for the `file_url` rule.
-    pub resolver: Arc<dyn Resolver>,
-}
+pub use crate::engine::hub::Ports;
 
 /// Binds the listener and starts every service (pages in production mode).
 pub async fn start(config: Arc<Config>, ports: Ports) -> std::io::Result<Running> {
@@ -61,7 +43,7 @@ pub async fn start_with_pages(
 ) -> std::io::Result<Running> {
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
-    let mut store = ports.store;
+    let mut store = Arc::clone(&ports.store);
     if let Some(cipher) = ContentCipher::new(config.storage.encryption_key.expose().as_bytes()) {
         store = Arc::new(EncryptingStore::new(store, cipher));
     } else if !config.storage.encryption_key.is_empty() {
@@ -70,30 +52,11 @@ pub async fn start_with_pages(
         );
     }
     #[cfg(not(madsim))]
-    let fleet = fleet_bus(&config)?;
+    let wiring = fleet_bus(&config)?.unwrap_or_else(BusWiring::local);
     #[cfg(madsim)]
-    let fleet: Option<crate::engine::hub::DeliveryParts> = None;
-    let (engine, channels) = match fleet {
-        Some(fleet) => Engine::with_bus(
-            config,
-            store,
-            ports.outbox,
-            ports.providers,
-            ports.notifier,
-            ports.resolver,
-            Clock::new(),
-            fleet,
-        ),
-        None => Engine::new(
-            config,
-            store,
-            ports.outbox,
-            ports.providers,
-            ports.notifier,
-            ports.resolver,
-            Clock::new(),
-        ),
-    };
+    let wiring = BusWiring::local();
+    let ports = Ports { store, ..ports };
+    let (engine, channels) = Engine::new(config, ports, Clock::new(), wiring);
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -117,7 +80,7 @@ pub async fn start_with_pages(
 /// here and connects in the background, so Redis being down at start-up only makes the bus
 /// degraded.
 #[cfg(not(madsim))]
-fn fleet_bus(config: &Config) -> std::io::Result<Option<crate::engine::hub::DeliveryParts>> {
+fn fleet_bus(config: &Config) -> std::io::Result<Option<BusWiring>> {
     use crate::adapters::bus::replay::RedisReplay;
     use crate::engine::delivery::{replay_limits, FleetBus, LocalReplay};
     if !config.storage.has_redis() {
@@ -143,7 +106,7 @@ fn fleet_bus(config: &Config) -> std::io::Result<Option<crate::engine::hub::Deli
         queues,
         config.storage.redis_url_for_logs(),
     );
-    Ok(Some((bus, Some(Arc::new(replay)), metrics)))
+    Ok(Some(BusWiring { bus, replay: Some(Arc::new(replay)), metrics }))
 }
 
 impl Running {

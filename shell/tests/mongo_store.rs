@@ -26,6 +26,7 @@ use chatbox::engine::store::{
 };
 use chatbox_core::config::{MongoConfig, Origin, Secret};
 use chatbox_core::protocol::query::SortField;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -333,7 +334,7 @@ async fn documents_written_by_the_original_read_through_the_store() {
 
     // The original's active session carries no guard, so it does not block a new one (the
     // original never had the guard either); once ended through us it is a normal document.
-    let ended = store.end("live", UnixMillis(130_000)).await.unwrap().unwrap();
+    let ended = store.end("live", UnixMillis(130_000), EndCause::Requested).await.unwrap().unwrap();
     assert_eq!(ended.duration_secs, 30);
     let raw_live = raw.find_one(doc! { "_id": "live" }).await.unwrap().unwrap();
     assert!(raw_live.get("activeUid").is_none());
@@ -414,10 +415,11 @@ async fn documents_written_by_the_store_have_the_original_shape() {
         reactivate: false,
     };
     store.update("s1", &patch).await.unwrap();
-    store.end("s1", UnixMillis(11_000)).await.unwrap().unwrap();
+    store.end("s1", UnixMillis(11_000), EndCause::Requested).await.unwrap().unwrap();
     store.set_share_token("s1", "tok").await.unwrap();
 
     let d = raw.find_one(doc! { "_id": "s1" }).await.unwrap().unwrap();
+    assert_eq!(d.get_str("endCause"), Ok("requested"));
     expect_shape(
         &d,
         &[
@@ -428,6 +430,8 @@ async fn documents_written_by_the_store_have_the_original_shape() {
             ("msgs", "array"),
             ("ts", "date"),
             ("endTs", "date"),
+            // chatbox's one addition (issue 16): why it ended, so an explicit end stays final.
+            ("endCause", "string"),
             ("dur", "int64"),
             ("adminAssisted", "bool"),
             ("assistingAdminId", "string"),
@@ -561,7 +565,7 @@ async fn search_matches_the_shared_semantics_for_every_sort_and_filter() {
         };
         store.update(id, &patch).await.unwrap();
         if let Some(ended) = ended {
-            store.end(id, UnixMillis(ended)).await.unwrap();
+            store.end(id, UnixMillis(ended), EndCause::Requested).await.unwrap();
         }
     }
     // And one the original wrote: no msgs, double tokens, no guard.
@@ -810,7 +814,7 @@ async fn window_stats_in_mongodb_equal_the_engine_aggregation() {
         };
         store.update(&id, &patch).await.expect("update");
         if let Some(end) = end {
-            store.end(&id, UnixMillis(end)).await.expect("end");
+            store.end(&id, UnixMillis(end), EndCause::Requested).await.expect("end");
         }
     }
     // One document as the original writes it: int32 tokens, a double average.

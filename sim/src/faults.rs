@@ -132,9 +132,10 @@ impl SessionStore for FaultyStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: chatbox_core::session::EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
         self.before("end").await?;
-        self.inner.end(session_id, at).await
+        self.inner.end(session_id, at, cause).await
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {

@@ -113,6 +113,38 @@ async fn an_explicitly_ended_session_is_never_revived() {
     assert!(active(&fresh), "{list}");
 }
 
+/// Issue 16: the end's cause is stored with the session, so an explicit end stays final after a
+/// restart (the session is loaded from the store, not remembered), while a session that ended
+/// idle is still resumed within the reconnect window.
+#[tokio::test]
+async fn an_explicit_end_stays_final_after_a_restart_and_an_idle_end_still_resumes() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(expiry_opts(&upstream, "5m")).await;
+    let (final_token, idle_token) =
+        (server.token("final-user", &["user"], None), server.token("idle-user", &["user"], None));
+    let mut ending = server.connect(&final_token).await;
+    let (_, ended) = chat(&mut ending, "final-1", "Before the end").await;
+    let end = post(&server, &format!("/sessions/{ended}/end"), Some(&final_token)).await;
+    assert_eq!(ok_json(&end), json!({"status": "ended"}));
+    let mut idling = server.connect(&idle_token).await;
+    let (_, idled) = chat(&mut idling, "idle-1", "Before the pause").await;
+    idling.close().await;
+    assert!(
+        server.wait_for_log("session ended after inactivity", STEP).await,
+        "the idle session is ended by the sweeper\n{}",
+        server.tail()
+    );
+
+    let server = server.restart().await;
+    let mut ending = server.connect(&final_token).await;
+    let (frames, fresh) = chat(&mut ending, &ended, "After the restart").await;
+    assert_ne!(fresh, ended, "the explicitly ended session is not revived: {frames:#?}");
+    assert_eq!(announced(&frames).last(), Some(&fresh), "the new id is announced: {frames:#?}");
+    let mut idling = server.connect(&idle_token).await;
+    let (frames, again) = chat(&mut idling, &idled, "Back after the restart").await;
+    assert_eq!(again, idled, "an idle end resumes within RECONNECT_TIMEOUT: {frames:#?}");
+}
+
 #[tokio::test]
 async fn expired_session_is_replaced_by_a_new_one_on_reconnect() {
     let upstream = Upstream::start().await;

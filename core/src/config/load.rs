@@ -42,14 +42,7 @@ pub fn load(
     toml_text: Option<&str>,
 ) -> Result<Loaded, ConfigErrors> {
     let mut errors = Vec::new();
-    let table = match toml_text.map(str::parse::<toml::Table>) {
-        None => None,
-        Some(Ok(table)) => Some(table),
-        Some(Err(error)) => {
-            errors.push(file_syntax_error(toml_text.unwrap_or_default(), &error));
-            None
-        }
-    };
+    let table = parse_file(toml_text, &mut errors);
     let mut reader = Reader::new(Sources::new(env, table.as_ref()));
     let defaults = Config::with_defaults(Secret::default(), Vec::new());
 
@@ -102,6 +95,19 @@ pub fn load(
     Ok(Loaded { config, warnings })
 }
 
+/// The TOML file's table, `None` when there is no file or it does not parse (its syntax error
+/// is added to `errors`).
+fn parse_file(toml_text: Option<&str>, errors: &mut Vec<ConfigError>) -> Option<toml::Table> {
+    match toml_text.map(str::parse::<toml::Table>) {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(error)) => {
+            errors.push(file_syntax_error(toml_text.unwrap_or_default(), &error));
+            None
+        }
+    }
+}
+
 /// Reads only the JWT secret (for minting tokens: `chatbox token` needs nothing else), from the
 /// same sources and with the same rules as [`load`]. `Err` lists the file's syntax error, if
 /// any, and every problem of the secret.
@@ -110,14 +116,7 @@ pub fn load_jwt_secret(
     toml_text: Option<&str>,
 ) -> Result<Secret, ConfigErrors> {
     let mut errors = Vec::new();
-    let table = match toml_text.map(str::parse::<toml::Table>) {
-        None => None,
-        Some(Ok(table)) => Some(table),
-        Some(Err(error)) => {
-            errors.push(file_syntax_error(toml_text.unwrap_or_default(), &error));
-            None
-        }
-    };
+    let table = parse_file(toml_text, &mut errors);
     let mut reader = Reader::new(Sources::new(env, table.as_ref()));
     let secret = reader.secret(keys::JWT_SECRET);
     errors.append(&mut reader.errors);

@@ -97,7 +97,8 @@ pub enum EndCause {
     /// Nobody asked: idle with no connection (a disconnect ends this way). Resumable within the
     /// reconnect window.
     Idle,
-    /// Loaded ended from the store, which does not record why; resumable as before.
+    /// Loaded ended from the store without `endCause: requested` (an idle end, or a document
+    /// from before the cause was stored); resumable as before.
     Stored,
 }
 
@@ -275,6 +276,10 @@ pub struct SessionSnapshot {
     pub started_wall: UnixMillis,
     /// `endTs`; `None` while active.
     pub ended_wall: Option<UnixMillis>,
+    /// `endCause` is `requested`: someone ended it through `POST …/end`, so it is never
+    /// resumed ([`EndCause::Requested`], issue 16). `false` for an idle end or an older document
+    /// that does not say.
+    pub ended_on_request: bool,
     /// `assistingAdminId` / `assistingAdminName` when `adminAssisted`.
     pub assisting_admin: Option<AdminRef>,
     /// `helpRequested`.

@@ -206,7 +206,9 @@ impl SessionTable {
                 if at + self.limits.ended_ttl <= now {
                     return LoadOutcome::Expired;
                 }
-                SessionState::Ended { at, wall: ended_wall, cause: EndCause::Stored }
+                let cause =
+                    if snapshot.ended_on_request { EndCause::Requested } else { EndCause::Stored };
+                SessionState::Ended { at, wall: ended_wall, cause }
             }
             None => {
                 if let Some(active) = self.active_by_user.get(snapshot.user_id.as_str()) {

@@ -244,6 +244,7 @@ fn snapshot(
         model_id: Some("gpt".to_owned()),
         started_wall: started,
         ended_wall: ended,
+        ended_on_request: false,
         assisting_admin: None,
         help_requested: true,
         total_tokens: 42,
@@ -285,6 +286,24 @@ fn insert_loaded_ended_session_can_then_be_resumed() {
     assert_eq!(t.next_deadline(), Some(now + 10 * MINUTE));
     let r = t.resolve("alice", Some("s1"), sid("s2"), now, wall(now)).unwrap();
     assert_eq!(r.kind, ResolutionKind::Resumed);
+    ok(&t);
+}
+
+#[test]
+fn insert_loaded_session_ended_on_request_is_never_resumed() {
+    let mut t = table();
+    let now = T0 + HOUR;
+    let ended = UnixMillis(wall(now).0 - 60 * 1000);
+    let stored = SessionSnapshot {
+        ended_on_request: true,
+        ..snapshot("s1", "alice", UnixMillis(0), Some(ended))
+    };
+    assert_eq!(t.insert_loaded(stored, now, wall(now)), LoadOutcome::Inserted);
+    assert_eq!(t.get("s1").unwrap().end_cause(), Some(EndCause::Requested));
+    // A minute after the end, well within the reconnect window: a new session, announced.
+    let r = t.resolve("alice", Some("s1"), sid("s2"), now, wall(now)).unwrap();
+    assert_eq!(r, Resolution { id: sid("s2"), kind: ResolutionKind::Created, rebind: true });
+    assert!(!t.get("s1").unwrap().is_active());
     ok(&t);
 }
 

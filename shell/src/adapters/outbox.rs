@@ -13,8 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::engine::crypto::ContentCipher;
-use crate::engine::persistence::{Outbox, OutboxError, PendingWrite};
+use crate::engine::persistence::{EntrySeal, Outbox, OutboxError, PendingWrite};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 
@@ -25,7 +24,7 @@ pub struct FileOutbox {
     path: PathBuf,
     len: Arc<AtomicUsize>,
     capacity: usize,
-    cipher: Option<Arc<ContentCipher>>,
+    seal: Option<Arc<dyn EntrySeal>>,
 }
 
 fn io(error: impl std::fmt::Display) -> OutboxError {
@@ -37,11 +36,11 @@ impl FileOutbox {
     pub const FILE_NAME: &'static str = "outbox.redb";
 
     /// Opens (creating if needed) `dir/outbox.redb`, holding at most `capacity` entries, sealing
-    /// entries with `cipher` when given. Blocks on file IO: call it at start-up.
+    /// entries with `seal` when given. Blocks on file IO: call it at start-up.
     pub fn open(
         dir: &Path,
         capacity: usize,
-        cipher: Option<ContentCipher>,
+        seal: Option<Arc<dyn EntrySeal>>,
     ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(Self::FILE_NAME);
@@ -60,13 +59,7 @@ impl FileOutbox {
         if len > 0 {
             tracing::warn!(path = %path.display(), entries = len, "outbox holds writes from an earlier run; replaying them");
         }
-        Ok(Self {
-            db: Arc::new(db),
-            path,
-            len: Arc::new(AtomicUsize::new(len)),
-            capacity,
-            cipher: cipher.map(Arc::new),
-        })
+        Ok(Self { db: Arc::new(db), path, len: Arc::new(AtomicUsize::new(len)), capacity, seal })
     }
 
     /// Path of the file.
@@ -76,16 +69,16 @@ impl FileOutbox {
 
     fn encode(&self, write: &PendingWrite) -> Result<Vec<u8>, OutboxError> {
         let json = serde_json::to_string(write).map_err(io)?;
-        Ok(match &self.cipher {
-            Some(cipher) => cipher.encrypt_with(&json, &mut rand::thread_rng()).into_bytes(),
+        Ok(match &self.seal {
+            Some(seal) => seal.seal(&json, &mut rand::thread_rng()).into_bytes(),
             None => json.into_bytes(),
         })
     }
 
-    fn decode(cipher: Option<&ContentCipher>, bytes: &[u8]) -> Result<PendingWrite, OutboxError> {
+    fn decode(seal: Option<&dyn EntrySeal>, bytes: &[u8]) -> Result<PendingWrite, OutboxError> {
         let text = std::str::from_utf8(bytes).map_err(io)?;
-        let json = match cipher {
-            Some(cipher) => cipher.try_decrypt(text).ok_or_else(|| {
+        let json = match seal {
+            Some(seal) => seal.open(text).ok_or_else(|| {
                 OutboxError::Io("outbox entry does not decrypt with ENCRYPTION_KEY".into())
             })?,
             None => text.to_string(),
@@ -134,12 +127,12 @@ impl Outbox for FileOutbox {
     }
 
     async fn front(&self) -> Result<Option<(u64, PendingWrite)>, OutboxError> {
-        let cipher = self.cipher.clone();
+        let seal = self.seal.clone();
         self.run(move |db| {
             let txn = db.begin_read().map_err(io)?;
             let table = txn.open_table(ENTRIES).map_err(io)?;
             let Some((key, value)) = table.first().map_err(io)? else { return Ok(None) };
-            let write = Self::decode(cipher.as_deref(), value.value())?;
+            let write = Self::decode(seal.as_deref(), value.value())?;
             Ok(Some((key.value(), write)))
         })
         .await
@@ -164,14 +157,14 @@ impl Outbox for FileOutbox {
     }
 
     async fn pending(&self, session_id: &str) -> Result<Vec<PendingWrite>, OutboxError> {
-        let (cipher, session_id) = (self.cipher.clone(), session_id.to_string());
+        let (seal, session_id) = (self.seal.clone(), session_id.to_string());
         self.run(move |db| {
             let txn = db.begin_read().map_err(io)?;
             let table = txn.open_table(ENTRIES).map_err(io)?;
             let mut found = Vec::new();
             for entry in table.iter().map_err(io)? {
                 let (_, value) = entry.map_err(io)?;
-                let write = Self::decode(cipher.as_deref(), value.value())?;
+                let write = Self::decode(seal.as_deref(), value.value())?;
                 if write.session_id() == session_id {
                     found.push(write);
                 }
@@ -194,6 +187,20 @@ impl Outbox for FileOutbox {
 mod tests {
     use super::*;
     use chatbox_core::UnixMillis;
+
+    /// A seal for these tests: hex, so nothing of the entry is readable on disk.
+    #[derive(Debug)]
+    struct HexSeal;
+
+    impl EntrySeal for HexSeal {
+        fn seal(&self, plain: &str, _: &mut dyn rand::RngCore) -> String {
+            hex::encode(plain)
+        }
+
+        fn open(&self, sealed: &str) -> Option<String> {
+            String::from_utf8(hex::decode(sealed).ok()?).ok()
+        }
+    }
 
     fn end(n: i64) -> PendingWrite {
         PendingWrite::End { session_id: format!("s{n}"), at: UnixMillis(n) }
@@ -236,15 +243,14 @@ mod tests {
     #[tokio::test]
     async fn sealed_entries_hold_no_plaintext() {
         let dir = tempfile::tempdir().unwrap();
-        let key = [7u8; 32];
-        let outbox = FileOutbox::open(dir.path(), 10, ContentCipher::new(&key)).unwrap();
+        let outbox = FileOutbox::open(dir.path(), 10, Some(Arc::new(HexSeal))).unwrap();
         let secret =
             PendingWrite::End { session_id: "very-private-session".into(), at: UnixMillis(1) };
         outbox.push(&secret).await.unwrap();
         drop(outbox);
         let raw = std::fs::read(dir.path().join(FileOutbox::FILE_NAME)).unwrap();
         assert!(!raw.windows(20).any(|w| w == b"very-private-session"), "plaintext on disk");
-        let outbox = FileOutbox::open(dir.path(), 10, ContentCipher::new(&key)).unwrap();
+        let outbox = FileOutbox::open(dir.path(), 10, Some(Arc::new(HexSeal))).unwrap();
         assert_eq!(outbox.front().await.unwrap().map(|(_, w)| w), Some(secret));
     }
 }

@@ -17,7 +17,7 @@ use crate::adapters::store::EmbeddedStore;
 use crate::adapters::store::{BreakerStore, MongoStore};
 use crate::engine::crypto::ContentCipher;
 use crate::engine::llm::LlmProvider;
-use crate::engine::persistence::{Outbox, OutboxError};
+use crate::engine::persistence::{EntrySeal, Outbox, OutboxError};
 use crate::engine::store::{SessionStore, StoreError};
 #[cfg(feature = "mongodb")]
 use chatbox_core::breaker::BreakerLimits;
@@ -83,8 +83,9 @@ pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError
 
 /// The durable outbox: `outbox.redb` in the data directory, sealed with `ENCRYPTION_KEY` when set.
 pub fn outbox(config: &Config) -> Result<Arc<dyn Outbox>, WiringError> {
-    let cipher = ContentCipher::new(config.storage.encryption_key.expose().as_bytes());
+    let seal = ContentCipher::new(config.storage.encryption_key.expose().as_bytes())
+        .map(|cipher| Arc::new(cipher) as Arc<dyn EntrySeal>);
     let outbox =
-        FileOutbox::open(&config.storage.data_dir, config.storage.outbox_max_entries, cipher)?;
+        FileOutbox::open(&config.storage.data_dir, config.storage.outbox_max_entries, seal)?;
     Ok(Arc::new(outbox))
 }

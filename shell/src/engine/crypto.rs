@@ -105,6 +105,17 @@ impl ContentCipher {
     }
 }
 
+/// The outbox port's sealing of whole entries, with this key.
+impl crate::engine::persistence::EntrySeal for ContentCipher {
+    fn seal(&self, plain: &str, mut rng: &mut dyn rand::RngCore) -> String {
+        self.encrypt_with(plain, &mut rng)
+    }
+
+    fn open(&self, sealed: &str) -> Option<String> {
+        self.try_decrypt(sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 
 use super::crypto::ContentCipher;
@@ -72,8 +73,9 @@ impl SessionStore for EncryptingStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        Ok(self.inner.end(session_id, at).await?.map(|d| self.open(d)))
+        Ok(self.inner.end(session_id, at, cause).await?.map(|d| self.open(d)))
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {

@@ -3,7 +3,8 @@
 //! wired here with the shared utilities they all use (configuration, clock, task supervisor,
 //! metrics) and the shutdown latch with the signals that tell tasks to stop. No service reaches
 //! into another's fields: a service that needs another is handed it as an argument, and the
-//! frame handlers (`frames`) and session operations (`admin`) drive them together.
+//! frame handlers (`frames`, entered directly by the WebSocket loop) and session operations
+//! (`admin`) drive them together.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,9 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::alerts::Alerts;
 use super::clock::Clock;
-use super::delivery::{replay_limits, Bus, ConnId, Delivery, LocalBus, LocalReplay, ReplayBuffer};
+use super::delivery::{replay_limits, Bus, Delivery, LocalBus, LocalReplay, ReplayBuffer};
 use super::dns::Resolver;
-use super::frames::{self, ConnCtx};
+use super::frames::Ordered;
 use super::limits::Limits;
 use super::llm::LlmProvider;
 use super::metrics::Metrics;
@@ -31,10 +32,6 @@ use super::replies::Replies;
 use super::sessions::Sessions;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
-
-/// What a fleet hands the engine's delivery (issue 14): its bus, its replay buffer (`None`: the
-/// in-process one) and the metrics they count into.
-pub type DeliveryParts = (Arc<dyn Bus>, Option<Arc<dyn ReplayBuffer>>, Arc<Metrics>);
 
 /// The engine's services and what they share.
 #[derive(Debug)]
@@ -65,6 +62,8 @@ pub struct Engine {
     pub replies: Replies,
     /// Help-request alerts.
     pub alerts: Alerts,
+    /// The per-session queues that keep `user_message`/`model_select` in order.
+    pub ordered: Ordered,
     /// Host name lookups for the `file_url` rule.
     pub resolver: Arc<dyn Resolver>,
     /// The drain plan.
@@ -82,39 +81,53 @@ pub struct EngineChannels {
     pub effects: mpsc::UnboundedReceiver<Effect>,
 }
 
-impl Engine {
-    /// Builds the engine from a validated configuration, its store and outbox, one provider
-    /// per configured model (same order as `config.llm.providers`), the notifier and the
-    /// resolver. Delivery is in-process ([`LocalBus`]).
-    pub fn new(
-        config: Arc<Config>,
-        store: Arc<dyn SessionStore>,
-        outbox: Arc<dyn Outbox>,
-        providers: Vec<Arc<dyn LlmProvider>>,
-        notifier: Arc<dyn Notifier>,
-        resolver: Arc<dyn Resolver>,
-        clock: Clock,
-    ) -> (Arc<Engine>, EngineChannels) {
+/// The engine's ports, as the caller wires them (the binary: real IO; the simulator and the
+/// unit tests: doubles).
+#[derive(Debug)]
+pub struct Ports {
+    /// Durable sessions (the server wraps it for encryption when a key is configured).
+    pub store: Arc<dyn SessionStore>,
+    /// The durable outbox of writes the store could not take.
+    pub outbox: Arc<dyn Outbox>,
+    /// One provider per configured model, in `config.llm.providers` order.
+    pub providers: Vec<Arc<dyn LlmProvider>>,
+    /// Help-request alerts.
+    pub notifier: Arc<dyn Notifier>,
+    /// Host name lookups for the `file_url` rule.
+    pub resolver: Arc<dyn Resolver>,
+}
+
+/// The delivery [`Bus`] and the metrics it counts into (a fleet bus counts its own traffic,
+/// so it is built with the engine's metrics).
+#[derive(Debug)]
+pub struct BusWiring {
+    /// The fan-out port.
+    pub bus: Arc<dyn Bus>,
+    /// The fleet's replay buffer (issue 14); `None`: the in-process one.
+    pub replay: Option<Arc<dyn ReplayBuffer>>,
+    /// The engine's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl BusWiring {
+    /// In-process delivery ([`LocalBus`]): one instance, its link always up.
+    pub fn local() -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.bus_up.set(1);
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
-        let fleet = (bus, None, metrics);
-        Self::with_bus(config, store, outbox, providers, notifier, resolver, clock, fleet)
+        Self { bus: Arc::new(LocalBus::default()), replay: None, metrics }
     }
+}
 
-    /// [`Engine::new`] with the given delivery `bus` and replay buffer (the fleet's, issue 14;
-    /// `None`: the in-process one) counting into `metrics`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_bus(
+impl Engine {
+    /// Builds the engine from a validated configuration, its ports and its delivery bus.
+    pub fn new(
         config: Arc<Config>,
-        store: Arc<dyn SessionStore>,
-        outbox: Arc<dyn Outbox>,
-        providers: Vec<Arc<dyn LlmProvider>>,
-        notifier: Arc<dyn Notifier>,
-        resolver: Arc<dyn Resolver>,
+        ports: Ports,
         clock: Clock,
-        (bus, replay, metrics): DeliveryParts,
+        wiring: BusWiring,
     ) -> (Arc<Engine>, EngineChannels) {
+        let Ports { store, outbox, providers, notifier, resolver } = ports;
+        let BusWiring { bus, replay, metrics } = wiring;
         let (stop_tx, _) = watch::channel(false);
         let (cut_tx, _) = watch::channel(false);
         let (force_tx, _) = watch::channel(false);
@@ -150,13 +163,8 @@ impl Engine {
                 Arc::clone(&metrics),
             ),
             limits: Limits::new(&config, Arc::clone(&metrics)),
-            replies: Replies::new(
-                &config,
-                providers,
-                clock,
-                supervisor.clone(),
-                Arc::clone(&metrics),
-            ),
+            replies: Replies::new(&config, providers, clock, Arc::clone(&metrics)),
+            ordered: Ordered::new(supervisor.clone()),
             alerts: Alerts::new(&config, notifier, clock, supervisor.clone(), Arc::clone(&metrics)),
             resolver,
             origins: OriginList::new(OriginPolicy::new(&config.websocket.allowed_origins)),
@@ -173,21 +181,6 @@ impl Engine {
             config,
         };
         (Arc::new(engine), EngineChannels { effects })
-    }
-
-    /// Handles one text frame from a connection (`frames::on_text`).
-    pub async fn on_text(self: &Arc<Self>, conn: &ConnCtx, text: &str) {
-        frames::on_text(self, conn, text).await;
-    }
-
-    /// The upgrade succeeded: greet the connection (`frames::on_connect`).
-    pub fn on_connect(&self, conn: &ConnCtx) {
-        frames::on_connect(self, conn);
-    }
-
-    /// The connection closed (`frames::on_disconnect`).
-    pub fn on_disconnect(&self, conn: ConnId) {
-        frames::on_disconnect(self, conn);
     }
 
     /// Frame timestamps: wall-clock now.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
 use chatbox_core::protocol::Sender;
 use chatbox_core::retry::ErrorClass;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,10 @@ pub struct SessionDoc {
     pub started: UnixMillis,
     /// End (`endTs`), absent while active.
     pub ended: Option<UnixMillis>,
+    /// Ended through `POST …/end` (`endCause: "requested"`, issue 16): never resumed. `false`
+    /// while active, after an idle end (`endCause: "idle"`), and for documents that predate
+    /// the field.
+    pub ended_on_request: bool,
     /// Whole seconds from start to end (`dur`).
     pub duration_secs: i64,
     /// Ever assisted by an admin (`adminAssisted`): set at the first takeover, never cleared.
@@ -117,6 +122,7 @@ impl SessionDoc {
             messages: Vec::new(),
             started,
             ended: None,
+            ended_on_request: false,
             duration_secs: 0,
             admin_assisted: false,
             assisting_admin_id: String::new(),
@@ -201,10 +207,15 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Applies a patch to a session; an unknown id is a permanent error.
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError>;
 
-    /// Sets the end time (and `dur`); returns the updated document, `None` for an unknown id.
-    /// Ending again overwrites the end time (PROTOCOL.md §4.3).
-    async fn end(&self, session_id: &str, at: UnixMillis)
-        -> Result<Option<SessionDoc>, StoreError>;
+    /// Sets the end time (and `dur`) and why it ended (`endCause`: `requested` when `cause` is
+    /// [`EndCause::Requested`], else `idle`); returns the updated document, `None` for an
+    /// unknown id. Ending again overwrites both (PROTOCOL.md §4.3); reactivating clears both.
+    async fn end(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        cause: EndCause,
+    ) -> Result<Option<SessionDoc>, StoreError>;
 
     /// Loads one session with its messages.
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError>;

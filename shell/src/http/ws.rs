@@ -18,7 +18,6 @@ use chatbox_core::protocol::http::{
 };
 use chatbox_core::protocol::Frame;
 use chatbox_core::shared::{SharedSlots, SlotGuard};
-use futures_util::future::BoxFuture;
 use futures_util::SinkExt;
 use http::{header, HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -28,10 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::Verifier;
-use super::ws_session::{close_message, SessionHandler, SessionLoop};
+use super::ws_session::{close_message, EngineSide, SessionLoop};
 use crate::engine::caller::Caller;
-use crate::engine::delivery::KickSignal;
-use crate::engine::frames::ConnCtx;
+use crate::engine::delivery::{KickSignal, Registration};
+use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
 
 /// State of the WebSocket route.
@@ -152,24 +151,6 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     response
 }
 
-/// The engine's side of one connection's session loop.
-struct EngineSide<'a> {
-    engine: &'a Arc<Engine>,
-    ctx: &'a ConnCtx,
-}
-
-impl SessionHandler for EngineSide<'_> {
-    fn on_text<'a>(&'a self, text: &'a str) -> BoxFuture<'a, ()> {
-        // Boxed: inline, the handler's state (binding, store calls) would sit in every idle
-        // connection's future, ~1.5 KiB each.
-        Box::pin(self.engine.on_text(self.ctx, text))
-    }
-
-    fn frame_sent(&self) {
-        self.engine.metrics.messages_sent.inc();
-    }
-}
-
 /// Runs one upgraded connection until it closes; the slot is released when it returns.
 async fn run_connection(
     engine: Arc<Engine>,
@@ -192,7 +173,13 @@ async fn run_connection(
     }
     let (tx, rx) = mpsc::channel(ws_cfg.send_queue.max(1));
     let kick = Arc::new(KickSignal::default());
-    let id = engine.delivery.register(&caller.user_id, caller.is_admin(), tx, Arc::clone(&kick));
+    let registration = Registration {
+        user_id: &caller.user_id,
+        is_admin: caller.is_admin(),
+        tx,
+        kick: Arc::clone(&kick),
+    };
+    let id = engine.delivery.register(registration);
     let ctx = ConnCtx {
         id,
         caller,
@@ -201,10 +188,10 @@ async fn run_connection(
     tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
     engine.metrics.websocket_connections.inc();
     let opened = engine.clock.now();
-    engine.on_connect(&ctx);
+    frames::on_connect(&engine, &ctx);
     let session = SessionLoop {
         conn: id,
-        handler: EngineSide { engine: &engine, ctx: &ctx },
+        handler: EngineSide { engine: &engine, conn: &ctx },
         outbound: rx,
         kick,
         force: engine.force_signal(),
@@ -216,7 +203,7 @@ async fn run_connection(
         },
     };
     let end = session.run(ws).await;
-    engine.on_disconnect(id);
+    frames::on_disconnect(&engine, id);
     engine.metrics.websocket_connections.dec();
     engine.metrics.observe_connection_duration(engine.clock.now() - opened);
     engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));

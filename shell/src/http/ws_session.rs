@@ -2,7 +2,8 @@
 //! `Sink<Message>` + `Stream<Item = Result<Message, _>>`, so the server runs it on a real socket
 //! and the unit tests below on in-memory channels — the same code both ways.
 //!
-//! It reads frames into a [`SessionHandler`] (the engine), writes the connection's outbound
+//! It reads frames into a [`SessionHandler`] — on the server [`EngineSide`], which hands each
+//! data frame straight to the engine's one dispatch (`engine::frames::on_text`) — writes the connection's outbound
 //! queue, and lets core's [`Keepalive`] decide pings, the pong wait and the write wait; time is
 //! read only through the engine's [`Clock`]. It closes with 1009 on an oversized message, 1002 on
 //! a protocol violation (RFC 6455 §7.1.7) and with the code the engine queues (1001 at shutdown).
@@ -24,6 +25,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::engine::clock::Clock;
 use crate::engine::delivery::{ConnId, Kick, KickSignal, Outbound};
+use crate::engine::frames::{self, ConnCtx};
+use crate::engine::hub::Engine;
 use crate::engine::supervisor::signalled;
 
 /// Close code for a peer that broke the WebSocket protocol (RFC 6455 §7.4.1).
@@ -37,6 +40,27 @@ pub trait SessionHandler {
     fn on_text<'a>(&'a self, text: &'a str) -> BoxFuture<'a, ()>;
     /// A frame of the outbound queue was written to the peer.
     fn frame_sent(&self) {}
+}
+
+/// The engine's side of one connection's loop on the server.
+#[derive(Debug)]
+pub struct EngineSide<'a> {
+    /// The engine.
+    pub engine: &'a Arc<Engine>,
+    /// The connection.
+    pub conn: &'a ConnCtx,
+}
+
+impl SessionHandler for EngineSide<'_> {
+    fn on_text<'a>(&'a self, text: &'a str) -> BoxFuture<'a, ()> {
+        // Boxed: inline, the handler's state (binding, store calls) would sit in every idle
+        // connection's future, ~1.5 KiB each.
+        Box::pin(frames::on_text(self.engine, self.conn, text))
+    }
+
+    fn frame_sent(&self) {
+        self.engine.metrics.messages_sent.inc();
+    }
 }
 
 /// How a session ended.

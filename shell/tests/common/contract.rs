@@ -15,6 +15,7 @@ use chatbox::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 
 /// A fresh active session.
@@ -117,7 +118,7 @@ pub async fn one_active_session_per_user(store: &dyn SessionStore) {
     // Another user is unaffected.
     assert_eq!(store.create(&session("t1", "u2", 2_000)).await.unwrap(), CreateOutcome::Created);
 
-    store.end("s1", UnixMillis(3_000)).await.unwrap().unwrap();
+    store.end("s1", UnixMillis(3_000), EndCause::Requested).await.unwrap().unwrap();
     assert_eq!(store.create(&session("s2", "u1", 4_000)).await.unwrap(), CreateOutcome::Created);
     assert_eq!(
         store.create(&session("s3", "u1", 5_000)).await.unwrap(),
@@ -137,17 +138,25 @@ pub async fn end_sets_duration_and_ending_again_overwrites(store: &dyn SessionSt
     store.create(&session("s1", "u1", 1_000)).await.unwrap();
     store.append_message("s1", &message("m1", "Hello", 1_200, "user")).await.unwrap();
 
-    let first = store.end("s1", UnixMillis(10_999)).await.unwrap().unwrap();
+    let first = store.end("s1", UnixMillis(10_999), EndCause::Idle).await.unwrap().unwrap();
     assert_eq!(first.ended, Some(UnixMillis(10_999)));
     assert_eq!(first.duration_secs, 9);
     assert_eq!(first.messages.len(), 1, "end returns the whole document");
+    assert!(!first.ended_on_request, "an idle end stays resumable");
 
-    let second = store.end("s1", UnixMillis(61_000)).await.unwrap().unwrap();
+    let second = store.end("s1", UnixMillis(61_000), EndCause::Requested).await.unwrap().unwrap();
     assert_eq!(second.ended, Some(UnixMillis(61_000)));
     assert_eq!(second.duration_secs, 60);
+    assert!(second.ended_on_request, "an end on request is stored as final");
     assert_eq!(store.load("s1").await.unwrap().unwrap(), second);
 
-    assert_eq!(store.end("missing", UnixMillis(1)).await.unwrap(), None);
+    // Resuming (an idle-ended session, by the engine's rule) clears the cause with the end.
+    let resume = SessionPatch { reactivate: true, ..Default::default() };
+    store.update("s1", &resume).await.unwrap();
+    let resumed = store.load("s1").await.unwrap().unwrap();
+    assert_eq!((resumed.ended, resumed.ended_on_request), (None, false));
+
+    assert_eq!(store.end("missing", UnixMillis(1), EndCause::Requested).await.unwrap(), None);
 }
 
 pub async fn update_persists_each_patch_field<S, F>(store: S, reopen: impl FnOnce(S) -> F)
@@ -211,7 +220,7 @@ where
 pub async fn reactivate_clears_end_and_takes_the_active_slot(store: &dyn SessionStore) {
     let reactivate = SessionPatch { reactivate: true, ..SessionPatch::default() };
     store.create(&session("s1", "u1", 1_000)).await.unwrap();
-    store.end("s1", UnixMillis(5_000)).await.unwrap();
+    store.end("s1", UnixMillis(5_000), EndCause::Requested).await.unwrap();
 
     store.update("s1", &reactivate).await.unwrap();
     let doc = store.load("s1").await.unwrap().unwrap();
@@ -226,7 +235,7 @@ pub async fn reactivate_clears_end_and_takes_the_active_slot(store: &dyn Session
     store.update("s1", &reactivate).await.unwrap();
 
     // With another session active, reactivation is refused and nothing in the patch applies.
-    store.end("s1", UnixMillis(7_000)).await.unwrap();
+    store.end("s1", UnixMillis(7_000), EndCause::Requested).await.unwrap();
     assert_eq!(store.create(&session("s2", "u1", 8_000)).await.unwrap(), CreateOutcome::Created);
     let refused =
         SessionPatch { name: Some("renamed".into()), reactivate: true, ..SessionPatch::default() };
@@ -247,7 +256,7 @@ pub async fn list_by_user_is_newest_first_and_limited(store: &dyn SessionStore) 
             store.create(&session(id, "u1", started)).await.unwrap(),
             CreateOutcome::Created
         );
-        store.end(id, UnixMillis(started + 500)).await.unwrap();
+        store.end(id, UnixMillis(started + 500), EndCause::Requested).await.unwrap();
     }
     // Before the epoch sorts after (older than) every later start.
     let mut ancient = session("z", "u1", -5_000);
@@ -294,7 +303,7 @@ pub async fn concurrent_creates_for_one_user_yield_one_session(store: Arc<dyn Se
 
 pub async fn share_tokens_are_stable_and_findable(store: &dyn SessionStore) {
     store.create(&session("s1", "u1", 1_000)).await.unwrap();
-    store.end("s1", UnixMillis(2_000)).await.unwrap();
+    store.end("s1", UnixMillis(2_000), EndCause::Requested).await.unwrap();
     store.create(&session("s2", "u1", 3_000)).await.unwrap();
 
     assert_eq!(store.set_share_token("s1", "tok-1").await.unwrap(), Some("tok-1".into()));
@@ -345,7 +354,7 @@ pub async fn search_fixture(store: &dyn SessionStore) {
             .await
             .expect("fixture write");
     }
-    store.end("s1", UnixMillis(5_000)).await.expect("fixture write");
+    store.end("s1", UnixMillis(5_000), EndCause::Requested).await.expect("fixture write");
     store.create(&session("s2", "u1", 2_000)).await.expect("fixture write");
     store.append_message("s2", &message("b0", "x", 2_100, "user")).await.expect("fixture write");
     let patch = SessionPatch {
@@ -355,7 +364,7 @@ pub async fn search_fixture(store: &dyn SessionStore) {
     };
     store.update("s2", &patch).await.expect("fixture write");
     store.create(&session("s3", "u2", 3_000)).await.expect("fixture write");
-    store.end("s3", UnixMillis(4_000)).await.expect("fixture write");
+    store.end("s3", UnixMillis(4_000), EndCause::Requested).await.expect("fixture write");
     store.create(&session("s4", "u3", 4_000)).await.expect("fixture write");
     store.append_message("s4", &message("d0", "x", 4_100, "user")).await.expect("fixture write");
     store.append_message("s4", &message("d1", "y", 4_200, "ai")).await.expect("fixture write");

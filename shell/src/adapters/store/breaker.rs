@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
 use chatbox_core::protocol::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 
-use crate::engine::admin::WindowStats;
 use crate::engine::clock::Clock;
 use crate::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
 };
 
 /// `inner` behind a circuit breaker.
@@ -98,8 +98,9 @@ impl SessionStore for BreakerStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        self.guarded("end", self.inner.end(session_id, at)).await
+        self.guarded("end", self.inner.end(session_id, at, cause)).await
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use redb::{Database, WriteTransaction};
 
@@ -157,9 +158,10 @@ impl SessionStore for EmbeddedStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
         let id = session_id.to_owned();
-        let ended = self.run_write("end", move |txn| ops::end(txn, &id, at)).await?;
+        let ended = self.run_write("end", move |txn| ops::end(txn, &id, at, cause)).await?;
         if ended.is_some() {
             tracing::debug!(%session_id, "session ended in store");
         }

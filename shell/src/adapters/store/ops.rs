@@ -10,6 +10,7 @@
 //! writer thread.
 
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
@@ -155,6 +156,7 @@ pub(super) fn update(
         }
         active.insert(row.user_id.as_str(), session_id).map_err(redb_error)?;
         row.ended = None;
+        row.ended_on_request = false;
         row.duration_secs = 0;
     }
     apply_fields(&mut row, patch);
@@ -208,12 +210,14 @@ pub(super) fn end(
     txn: &WriteTransaction,
     session_id: &str,
     at: UnixMillis,
+    cause: EndCause,
 ) -> Result<Write<Option<SessionDoc>>, StoreError> {
     let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
     let Some(mut row) = read_row(&sessions, session_id)? else {
         return Ok(Write::Discard(None));
     };
     row.ended = Some(at);
+    row.ended_on_request = cause == EndCause::Requested;
     row.duration_secs = at.whole_seconds_since(row.started);
 
     let mut active = txn.open_table(ACTIVE_BY_USER).map_err(redb_error)?;

@@ -81,6 +81,9 @@ pub(super) struct SessionRow {
     /// End time; absent while active.
     #[serde(default)]
     pub ended: Option<UnixMillis>,
+    /// Ended through `POST …/end` (never resumed); absent in rows written before issue 16.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended_on_request: bool,
     /// Whole seconds from start to end.
     #[serde(default)]
     pub duration_secs: i64,
@@ -128,6 +131,7 @@ impl SessionRow {
             messages: _,
             started,
             ended,
+            ended_on_request,
             duration_secs,
             admin_assisted,
             assisting_admin_id,
@@ -145,6 +149,7 @@ impl SessionRow {
             name: name.clone(),
             model_id: model_id.clone(),
             ended: *ended,
+            ended_on_request: *ended_on_request,
             duration_secs: *duration_secs,
             admin_assisted: *admin_assisted,
             assisting_admin_id: assisting_admin_id.clone(),
@@ -167,6 +172,7 @@ impl SessionRow {
             name,
             model_id,
             ended,
+            ended_on_request,
             duration_secs,
             admin_assisted,
             assisting_admin_id,
@@ -187,6 +193,7 @@ impl SessionRow {
             messages,
             started,
             ended,
+            ended_on_request,
             duration_secs,
             admin_assisted,
             assisting_admin_id,

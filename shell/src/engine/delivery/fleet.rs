@@ -28,7 +28,7 @@ use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_PUBLISH_QUEUE};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::wire::{BusEvent, BusMessage};
-use super::{BoxFuture, Bus, ConnId, Fanout, KickSignal, LocalBus, Outbound, Signal};
+use super::{BoxFuture, Bus, ConnId, Fanout, LocalBus, Registration, Signal};
 use crate::engine::metrics::Metrics;
 
 /// A request to the link task.
@@ -267,15 +267,15 @@ impl FleetBus {
     }
 }
 
+/// Local delivery (the trait's defaults) plus the channels and publications of the fleet.
 impl Bus for FleetBus {
-    fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId {
-        let id = self.local.register(user_id, is_admin, tx, kick);
+    fn local(&self) -> &LocalBus {
+        &self.local
+    }
+
+    fn register(&self, conn: Registration<'_>) -> ConnId {
+        let user_id = conn.user_id;
+        let id = self.local.register(conn);
         self.lock().users.insert(id, user_id.to_string());
         self.acquire(user_channel(user_id));
         id
@@ -291,10 +291,6 @@ impl Bus for FleetBus {
             self.release(&user_channel(&user), 1);
         }
         session
-    }
-
-    fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
-        self.local.bound(conn)
     }
 
     fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
@@ -322,10 +318,6 @@ impl Bus for FleetBus {
         unbound
     }
 
-    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool {
-        self.local.to_conn(conn, frame)
-    }
-
     fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
         let delivered = self.local.to_session(session, frame, also);
         let event = BusEvent::Session { session: session.to_string(), frame: frame.to_string() };
@@ -351,28 +343,8 @@ impl Bus for FleetBus {
         delivered
     }
 
-    fn close_all(&self, code: u16, reason: &'static str) -> usize {
-        self.local.close_all(code, reason)
-    }
-
-    fn kick_all(&self) -> usize {
-        self.local.kick_all()
-    }
-
-    fn connections(&self) -> usize {
-        self.local.connections()
-    }
-
     fn health(&self) -> Result<(), String> {
         self.lock().down.clone().map_or(Ok(()), Err)
-    }
-
-    fn hold(&self, conn: ConnId) -> bool {
-        self.local.hold(conn)
-    }
-
-    fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
-        self.local.release(conn, merge);
     }
 
     fn subscribed(&self, session: &str) -> BoxFuture<'_, bool> {
@@ -416,10 +388,12 @@ impl Bus for FleetBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::delivery::{KickSignal, Outbound};
 
     fn conn(bus: &FleetBus, user: &str, admin: bool) -> (ConnId, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(8);
-        (bus.register(user, admin, tx, Arc::new(KickSignal::default())), rx)
+        let kick = Arc::new(KickSignal::default());
+        (bus.register(Registration { user_id: user, is_admin: admin, tx, kick }), rx)
     }
 
     #[test]

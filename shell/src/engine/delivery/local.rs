@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chatbox_core::budgets::RESUME_HOLD_FRAMES;
 use tokio::sync::mpsc;
 
-use super::{Bus, ConnId, Fanout, Kick, KickSignal, Outbound};
+use super::{Bus, ConnId, Fanout, Kick, KickSignal, Outbound, Registration};
 
 /// The registry's view of one connection.
 #[derive(Debug)]
@@ -80,15 +80,17 @@ impl LocalBus {
     }
 }
 
+/// The in-process bus is the local delivery itself: every method is the trait's default.
 impl Bus for LocalBus {
+    fn local(&self) -> &LocalBus {
+        self
+    }
+}
+
+impl LocalBus {
     /// Adds a connection; returns its id.
-    fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId {
+    pub fn register(&self, conn: Registration<'_>) -> ConnId {
+        let Registration { user_id, is_admin, tx, kick } = conn;
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -101,7 +103,7 @@ impl Bus for LocalBus {
     }
 
     /// Removes a connection; returns the session it was bound to.
-    fn unregister(&self, id: ConnId) -> Option<Arc<str>> {
+    pub fn unregister(&self, id: ConnId) -> Option<Arc<str>> {
         let mut inner = self.lock();
         let conn = inner.conns.remove(&id)?;
         if let Some(set) = inner.by_user.get_mut(&conn.user_id) {
@@ -117,12 +119,12 @@ impl Bus for LocalBus {
     }
 
     /// The session a connection is bound to.
-    fn bound(&self, id: ConnId) -> Option<Arc<str>> {
+    pub fn bound(&self, id: ConnId) -> Option<Arc<str>> {
         self.lock().conns.get(&id).and_then(|c| c.session.clone())
     }
 
     /// Binds (or moves) a connection to `session`; returns the previous binding.
-    fn bind(&self, id: ConnId, session: &str) -> Option<Arc<str>> {
+    pub fn bind(&self, id: ConnId, session: &str) -> Option<Arc<str>> {
         let mut inner = self.lock();
         let session: Arc<str> = Arc::from(session);
         let previous = match inner.conns.get_mut(&id) {
@@ -137,7 +139,7 @@ impl Bus for LocalBus {
     }
 
     /// Queues a frame on one connection; `false` if it is gone or was dropped as a slow consumer.
-    fn to_conn(&self, id: ConnId, frame: &Arc<str>) -> bool {
+    pub fn to_conn(&self, id: ConnId, frame: &Arc<str>) -> bool {
         let inner = self.lock();
         match inner.conns.get(&id) {
             Some(conn) => self.offer(conn, Outbound::Frame(Arc::clone(frame))),
@@ -147,7 +149,7 @@ impl Bus for LocalBus {
 
     /// Queues a frame on every connection bound to `session` and on `also` (the sender, when it
     /// is not bound there); returns how many connections got it.
-    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
+    pub fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
         let inner = self.lock();
         let mut delivered = 0;
         let bound = inner.by_session.get(session);
@@ -170,7 +172,7 @@ impl Bus for LocalBus {
 
     /// Queues a frame on the admin connections bound to `session` that do not belong to the
     /// session's owner (the assisting admin's view of the user's messages).
-    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
+    pub fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
         let inner = self.lock();
         let mut fanout = Fanout::default();
         let Some(set) = inner.by_session.get(session) else { return fanout };
@@ -189,7 +191,7 @@ impl Bus for LocalBus {
     /// Unbinds the admin connections of `admin_id` from `session` (the admin left: nothing of the
     /// session reaches them any more, §10 item 3). The session owner's own connections are never
     /// touched, even when the owner is an admin. Returns how many were unbound.
-    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+    pub fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
         if admin_id == owner {
             return 0;
         }
@@ -211,7 +213,7 @@ impl Bus for LocalBus {
     }
 
     /// Queues a frame on every connection of `user_id`.
-    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
+    pub fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
         let inner = self.lock();
         let Some(set) = inner.by_user.get(user_id) else { return 0 };
         set.iter()
@@ -221,7 +223,7 @@ impl Bus for LocalBus {
     }
 
     /// Queues a close on every connection (shutdown); a full queue gets a kick instead.
-    fn close_all(&self, code: u16, reason: &'static str) -> usize {
+    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
         let inner = self.lock();
         for conn in inner.conns.values() {
             if conn.tx.try_send(Outbound::Close(code, reason)).is_err() {
@@ -232,7 +234,7 @@ impl Bus for LocalBus {
     }
 
     /// Drops every connection at once (shutdown deadline).
-    fn kick_all(&self) -> usize {
+    pub fn kick_all(&self) -> usize {
         let inner = self.lock();
         for conn in inner.conns.values() {
             conn.kick.kick(Kick::Forced);
@@ -240,11 +242,13 @@ impl Bus for LocalBus {
         inner.conns.len()
     }
 
-    fn connections(&self) -> usize {
+    /// Open connections.
+    pub fn connections(&self) -> usize {
         self.lock().conns.len()
     }
 
-    fn hold(&self, id: ConnId) -> bool {
+    /// Takes the frames for `id` aside until [`LocalBus::release`]; `false` if it is gone.
+    pub fn hold(&self, id: ConnId) -> bool {
         let mut inner = self.lock();
         let Some(conn) = inner.conns.get_mut(&id) else { return false };
         if conn.held.is_some() {
@@ -256,7 +260,8 @@ impl Bus for LocalBus {
         true
     }
 
-    fn release(&self, id: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
+    /// Ends a hold: `merge` turns the frames taken aside into what `id` gets, queued first.
+    pub fn release(&self, id: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
         let mut inner = self.lock();
         let Some(conn) = inner.conns.get_mut(&id) else { return };
         let Some((own, mut rx)) = conn.held.take() else { return };
@@ -300,7 +305,8 @@ mod tests {
         cap: usize,
     ) -> (ConnId, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(cap);
-        (reg.register(user, admin, tx, Arc::new(KickSignal::default())), rx)
+        let kick = Arc::new(KickSignal::default());
+        (reg.register(Registration { user_id: user, is_admin: admin, tx, kick }), rx)
     }
 
     fn frame(text: &str) -> Arc<str> {

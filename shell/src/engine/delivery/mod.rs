@@ -19,15 +19,16 @@ pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
-use chatbox_core::protocol::{Frame, FrameType};
+use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo};
 use chatbox_core::replay::{merge_resumed, shared_replay, Liveness, Replay};
 use chatbox_core::Instant;
 use tokio::sync::{broadcast, mpsc, Notify};
 
+use super::clock::Clock;
 use super::metrics::Metrics;
+pub use fleet::admins_channel;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::LocalBus;
-pub use fleet::admins_channel;
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
 pub use signal::{AdminEvents, Signal};
 
@@ -114,40 +115,77 @@ fn reply_seq(frame: &str, reply_id: &str) -> Option<u64> {
     metadata.get("seq")?.as_str()?.parse().ok()
 }
 
+/// A connection of this process, as it is registered with the [`Bus`].
+#[derive(Debug)]
+pub struct Registration<'a> {
+    /// Its user.
+    pub user_id: &'a str,
+    /// Whether that user is an admin.
+    pub is_admin: bool,
+    /// Its outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// How to drop it at once.
+    pub kick: Arc<KickSignal>,
+}
+
 /// The fan-out port. Every method returns at once (no IO is awaited): an implementation that
 /// talks to other instances queues its publications on its own task. Counts returned are the
 /// connections **of this instance** that took the frame.
+///
+/// Every instance delivers to its own sockets through a [`LocalBus`] ([`Bus::local`]), so each
+/// method defaults to the local delivery; an implementation overrides only what it adds to it
+/// (the fleet bus: subscriptions and publications to the other instances).
 pub trait Bus: Send + Sync + std::fmt::Debug {
-    /// Adds a local connection with its outbound queue; returns its id.
-    fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId;
+    /// This instance's connections.
+    fn local(&self) -> &LocalBus;
+    /// Adds a local connection; returns its id.
+    fn register(&self, conn: Registration<'_>) -> ConnId {
+        self.local().register(conn)
+    }
     /// Removes a local connection; returns the session it was bound to.
-    fn unregister(&self, conn: ConnId) -> Option<Arc<str>>;
+    fn unregister(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.local().unregister(conn)
+    }
     /// The session a local connection is bound to.
-    fn bound(&self, conn: ConnId) -> Option<Arc<str>>;
+    fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.local().bound(conn)
+    }
     /// Binds (or moves) a local connection to `session`; returns the previous binding.
-    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>>;
+    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+        self.local().bind(conn, session)
+    }
     /// Unbinds the admin connections of `admin_id` from `session` (never the owner's own).
-    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize;
+    fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
+        self.local().unbind_admin(session, admin_id, owner)
+    }
     /// A frame for one local connection; `false` if it is gone or too slow.
-    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool;
+    fn to_conn(&self, conn: ConnId, frame: &Arc<str>) -> bool {
+        self.local().to_conn(conn, frame)
+    }
     /// A frame for every connection bound to `session`, and for `also` if not bound there.
-    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize;
+    fn to_session(&self, session: &str, frame: &Arc<str>, also: Option<ConnId>) -> usize {
+        self.local().to_session(session, frame, also)
+    }
     /// A frame for the admin connections bound to `session` that are not the owner's.
-    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout;
+    fn to_session_admins(&self, session: &str, owner: &str, frame: &Arc<str>) -> Fanout {
+        self.local().to_session_admins(session, owner, frame)
+    }
     /// A frame for every connection of `user_id`.
-    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize;
+    fn to_user(&self, user_id: &str, frame: &Arc<str>) -> usize {
+        self.local().to_user(user_id, frame)
+    }
     /// Queues a close on every local connection (shutdown).
-    fn close_all(&self, code: u16, reason: &'static str) -> usize;
+    fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        self.local().close_all(code, reason)
+    }
     /// Drops every local connection at once (shutdown deadline).
-    fn kick_all(&self) -> usize;
+    fn kick_all(&self) -> usize {
+        self.local().kick_all()
+    }
     /// Open local connections.
-    fn connections(&self) -> usize;
+    fn connections(&self) -> usize {
+        self.local().connections()
+    }
     /// Whether the link to the other instances is up (`/readyz` `checks.bus`): `Err` names
     /// why not. The in-process bus has no link and is always up.
     fn health(&self) -> Result<(), String> {
@@ -155,10 +193,14 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     }
     /// Takes the frames for `conn` aside until [`Bus::release`] (a resume is reading what
     /// precedes them from Redis); `false` if the connection is gone.
-    fn hold(&self, conn: ConnId) -> bool;
+    fn hold(&self, conn: ConnId) -> bool {
+        self.local().hold(conn)
+    }
     /// Ends a hold: `merge` turns the frames taken aside into what the connection gets, queued
     /// before any later frame.
-    fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>);
+    fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
+        self.local().release(conn, merge);
+    }
     /// Resolves once frames published for `session` by other instances reach this one (its
     /// channel subscription is confirmed); `false` if that cannot be known now (link down).
     /// The in-process bus has no other instances: at once.
@@ -183,6 +225,8 @@ pub struct Delivery {
     replay: Arc<dyn ReplayBuffer>,
     admin_events: AdminEvents,
     metrics: Arc<Metrics>,
+    /// Stamps the error frames it builds; only the wall clock is read, which has no origin.
+    clock: Clock,
 }
 
 impl Delivery {
@@ -197,7 +241,7 @@ impl Delivery {
         replay: Arc<dyn ReplayBuffer>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { bus, replay, admin_events: AdminEvents::default(), metrics }
+        Self { bus, replay, admin_events: AdminEvents::default(), metrics, clock: Clock::default() }
     }
 
     /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
@@ -344,14 +388,8 @@ impl Delivery {
     }
 
     /// Adds a connection of this process; see [`Bus::register`].
-    pub fn register(
-        &self,
-        user_id: &str,
-        is_admin: bool,
-        tx: mpsc::Sender<Outbound>,
-        kick: Arc<KickSignal>,
-    ) -> ConnId {
-        self.bus.register(user_id, is_admin, tx, kick)
+    pub fn register(&self, conn: Registration<'_>) -> ConnId {
+        self.bus.register(conn)
     }
 
     /// Removes a connection; returns the session it was bound to.
@@ -388,6 +426,31 @@ impl Delivery {
     /// bounded, for the subscription's acknowledgement; see [`Bus::subscribed`]).
     pub async fn subscribed(&self, session: &str) -> bool {
         self.bus.subscribed(session).await
+    }
+
+    /// Tells `conn` (of `user`) which session it is bound to, if any, and the models it may
+    /// choose (`connection_status`, §3.7, §3.9).
+    pub fn announce(
+        &self,
+        conn: ConnId,
+        user: &str,
+        session: Option<&str>,
+        models: &[ModelInfo],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.send_conn(conn, &Frame::connection_status(models, session, user, now))
+    }
+
+    /// Sends an error to the connection that sent a frame, echoing its `session` (§10 item 10).
+    pub fn send_error(&self, conn: ConnId, session: Option<&str>, info: ErrorInfo) -> bool {
+        self.send_conn(conn, &Frame::error(info, session, self.clock.wall_datetime()))
+    }
+
+    /// Sends an error about `session` to its connections and to `sender`, the connection
+    /// whose frame failed.
+    pub fn send_session_error(&self, session: &str, info: ErrorInfo, sender: ConnId) -> usize {
+        let frame = Frame::error(info, Some(session), self.clock.wall_datetime());
+        self.send_session(session, &frame, Some(sender))
     }
 
     /// Sends a frame to one connection.
@@ -443,7 +506,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(&metrics));
         let (tx, mut rx) = mpsc::channel(4);
-        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
         delivery.bind(conn, "s");
         let now = chrono::DateTime::UNIX_EPOCH;
         let error = Frame::error(ErrorInfo::unexpected(), Some("s"), now);

@@ -5,7 +5,7 @@
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
 use chatbox_core::session::AdminRef;
 
-use super::{reply_error, require_session, ConnCtx};
+use super::{require_session, ConnCtx};
 use crate::engine::hub::Engine;
 use crate::engine::inbox::{self, Details};
 use crate::engine::store::SessionPatch;
@@ -14,7 +14,7 @@ use crate::engine::store::SessionPatch;
 pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(session) = require_session(engine, conn, frame) else { return };
     if !engine.sessions.is_assisting(&conn.caller.user_id, session) {
-        reply_error(engine, conn, Some(session), ErrorInfo::unauthorized_session());
+        engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
         return;
     }
     end_assistance(engine, session, &conn.caller.user_id).await;

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, FrameType, Sender};
 use chatbox_core::session::Access;
 
-use super::{answer, reply_error, require_session, session_error, ConnCtx};
+use super::{require_session, ConnCtx};
 use crate::engine::dns::file_url_allowed;
 use crate::engine::hub::Engine;
+use crate::engine::llm::{ChatMessage, ChatRequest, Role};
+use crate::engine::replies::{user_key, ReplyEnd, ReplyJob, ReplyMode, VOICE_BUDGET};
 use crate::engine::store::StoredMessage;
 
 /// Handles one `file_upload` or `voice_message`.
 pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(session) = require_session(engine, conn, frame) else { return };
     if !file_url_allowed(engine.resolver.as_ref(), &frame.file_url).await {
-        reply_error(engine, conn, Some(session), ErrorInfo::invalid_file_url());
+        engine.delivery.send_error(conn.id, Some(session), ErrorInfo::invalid_file_url());
         return;
     }
     engine.sessions.load_on_demand(&engine.persistence, session).await;
@@ -25,11 +27,11 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         Access::Owner => Sender::User,
         Access::AssistingAdmin => Sender::Admin,
         Access::Unknown => {
-            reply_error(engine, conn, Some(session), ErrorInfo::session_not_found());
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::session_not_found());
             return;
         }
         Access::Denied => {
-            reply_error(engine, conn, Some(session), ErrorInfo::unauthorized_session());
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
             return;
         }
     };
@@ -37,7 +39,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
     if engine.persistence.append(session, msg).await.is_err() {
-        session_error(engine, conn, session, ErrorInfo::database_error());
+        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
         return;
     }
     engine.sessions.record_message(session);
@@ -45,13 +47,70 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     let broadcast = Frame::file_broadcast(frame, session, Sender::User, engine.frame_now());
     engine.delivery.send_session(session, &broadcast, Some(conn.id));
     if frame.frame_type == FrameType::VoiceMessage {
-        answer::voice(engine, session, &conn.caller.user_id, &frame.file_url);
+        voice(engine, session, &conn.caller.user_id, &frame.file_url);
+    }
+}
+
+/// Answers a voice message in the background (§3.8): the session's chosen model, asked about
+/// the file (its query string redacted) through the same reply path within [`VOICE_BUDGET`],
+/// stored and sent as one `ai_message`. Failures are logged only.
+fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
+    let Some(model) =
+        engine.sessions.model_of(session).and_then(|m| engine.replies.model(Some(&m)).cloned())
+    else {
+        return;
+    };
+    let request = ChatRequest {
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: format!("Audio file: {}", redact_query(file_url)),
+        }],
+        user_key: user_key(user_id),
+        conversation_id: None,
+    };
+    let job = ReplyJob {
+        session_id: session.to_string(),
+        model,
+        request,
+        sender: None,
+        mode: ReplyMode::Whole { total: VOICE_BUDGET },
+    };
+    let task_engine = Arc::clone(engine);
+    engine.supervisor.spawn("voice-answer", async move {
+        let engine = task_engine;
+        let session = job.session_id.clone();
+        let streamed = engine.replies.run(&engine.delivery, job, engine.cut_signal()).await;
+        if streamed.end != ReplyEnd::Done {
+            tracing::warn!(session_id = %session, end = ?streamed.end, "voice answer failed");
+        } else if !streamed.text.is_empty() {
+            let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai);
+            if engine.persistence.append(&session, msg).await.is_ok() {
+                crate::engine::inbox::message(&engine, &session, Sender::Ai);
+                let frame = Frame::ai_message(&session, streamed.text.as_str(), engine.frame_now());
+                engine.delivery.send_session(&session, &frame, None);
+            }
+        }
+    });
+}
+
+/// The URL with any query string replaced by `?[REDACTED]` (§3.8 voice rule).
+fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?[REDACTED]"),
+        None => url.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::{is_error, is_type, Harness};
+    use super::redact_query;
+
+    #[test]
+    fn query_strings_are_redacted() {
+        assert_eq!(redact_query("https://x/a.ogg?sig=1"), "https://x/a.ogg?[REDACTED]");
+        assert_eq!(redact_query("https://x/a.ogg"), "https://x/a.ogg");
+    }
 
     fn upload(session: &str, url: &str) -> String {
         format!(

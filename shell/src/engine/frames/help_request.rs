@@ -5,7 +5,7 @@
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
 use chatbox_core::session::SessionError;
 
-use super::{reply_error, require_session, ConnCtx};
+use super::{require_session, ConnCtx};
 use crate::engine::hub::Engine;
 use crate::engine::store::SessionPatch;
 
@@ -17,11 +17,11 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     let changed = match engine.sessions.with(|t| t.request_help(session, user_id)) {
         Ok(changed) => changed,
         Err(SessionError::NotOwner) => {
-            reply_error(engine, conn, Some(session), ErrorInfo::unauthorized_session());
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::unauthorized_session());
             return;
         }
         Err(_) => {
-            reply_error(engine, conn, Some(session), ErrorInfo::session_not_found());
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::session_not_found());
             return;
         }
     };

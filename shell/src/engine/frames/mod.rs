@@ -2,31 +2,35 @@
 //! validate, bind the connection to a session (only on success, §10 item 13), then one `match`
 //! hands the frame to its handler — one file per frame type (STYLE.md §12). Errors always answer
 //! the connection that sent the frame, echoing its `session_id` (§10 item 10). `user_message`
-//! and `model_select` run in the session's ordered worker (§10 item 27) while holding one of the
-//! connection's in-flight permits. Adding a frame type means adding a file and a match arm.
+//! and `model_select` run in the session's ordered worker ([`Ordered`], §10 item 27) while
+//! holding one of the connection's in-flight permits. Adding a frame type means adding a file
+//! and a match arm. Handlers call the services (sessions, persistence, delivery, replies), which
+//! never call back into this module.
 
 mod admin_leave;
-mod answer;
 mod file;
 mod help_request;
 mod model_select;
 mod resume;
 mod stop;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod user_message;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use chatbox_core::protocol::{parse_client_frame, ClientFrame, ErrorInfo, Frame, FrameType};
+use chatbox_core::protocol::{parse_client_frame, ClientFrame, ErrorInfo, FrameType};
 use chatbox_core::session::Access;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::caller::Caller;
 use super::delivery::ConnId;
 use super::hub::Engine;
+use super::supervisor::Supervisor;
 pub use admin_leave::end_assistance;
-pub use answer::user_key;
 
 /// One connection as the engine sees it.
 #[derive(Debug, Clone)]
@@ -47,7 +51,7 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
         Err(error) => {
             engine.metrics.messages_received.inc();
             tracing::debug!(user_id = %conn.caller.user_id, %error, "refused client frame");
-            engine.delivery.send_conn(conn.id, &Frame::error(error.to_error_info(), None, now));
+            engine.delivery.send_error(conn.id, None, error.to_error_info());
             return;
         }
     };
@@ -78,9 +82,7 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
 
 /// The upgrade succeeded: greet the connection with the model list (§3.9).
 pub fn on_connect(engine: &Engine, conn: &ConnCtx) {
-    let models = engine.replies.model_list();
-    let frame = Frame::connection_status(models, None, &conn.caller.user_id, engine.frame_now());
-    engine.delivery.send_conn(conn.id, &frame);
+    announce(engine, conn, None);
 }
 
 /// The connection closed: unbind it and let its session's idle clock start (§3.12).
@@ -92,13 +94,7 @@ pub fn on_disconnect(engine: &Engine, conn: ConnId) {
 
 /// Sends an error to the connection that sent a frame (§10 item 10).
 fn reply_error(engine: &Engine, conn: &ConnCtx, session: Option<&str>, info: ErrorInfo) {
-    engine.delivery.send_conn(conn.id, &Frame::error(info, session, engine.frame_now()));
-}
-
-/// Sends an error to a session's connections and to the sender.
-fn session_error(engine: &Engine, conn: &ConnCtx, session: &str, info: ErrorInfo) {
-    let frame = Frame::error(info, Some(session), engine.frame_now());
-    engine.delivery.send_session(session, &frame, Some(conn.id));
+    engine.delivery.send_error(conn.id, session, info);
 }
 
 /// The frame's `session_id`, or the `MISSING_FIELD` answer.
@@ -151,30 +147,14 @@ async fn check_access(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool 
 
 /// Binds `conn` to `session` (detaching it from its previous session) and announces it.
 fn move_binding(engine: &Engine, conn: &ConnCtx, session: &str) {
-    let previous = engine.delivery.bind(conn.id, session);
-    engine.sessions.rebind(previous.as_deref(), session);
-    let models = engine.replies.model_list();
-    let frame =
-        Frame::connection_status(models, Some(session), &conn.caller.user_id, engine.frame_now());
-    engine.delivery.send_conn(conn.id, &frame);
+    engine.sessions.bind(&engine.delivery, conn.id, session);
+    announce(engine, conn, Some(session));
 }
 
-/// Resolves the authoritative session of a `user_message`/`model_select` and moves the binding
-/// if the id changed. Errors are sent; `None` means stop.
-async fn resolve(engine: &Engine, conn: &ConnCtx, requested: &str) -> Option<String> {
-    let user = conn.caller.user_id.as_str();
-    match engine.sessions.resolve(&engine.persistence, user, requested).await {
-        Ok(id) => {
-            if engine.delivery.bound(conn.id).as_deref() != Some(id.as_str()) {
-                move_binding_confirmed(engine, conn, &id).await;
-            }
-            Some(id)
-        }
-        Err(info) => {
-            reply_error(engine, conn, Some(requested), info);
-            None
-        }
-    }
+/// Tells `conn` where it is bound, with the model list (`connection_status`).
+fn announce(engine: &Engine, conn: &ConnCtx, session: Option<&str>) {
+    let models = engine.replies.model_list();
+    engine.delivery.announce(conn.id, &conn.caller.user_id, session, models, engine.frame_now());
 }
 
 /// Queues `user_message` / `model_select` behind the session's earlier frames.
@@ -200,23 +180,114 @@ fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
     // Keyed by user as well: two users proposing the same not-yet-created id must not wait
     // for each other (a session id is only authoritative once resolved for its owner).
     let key = format!("{}\u{0}{requested}", conn.caller.user_id);
-    let task_engine = Arc::clone(engine);
-    let conn = conn.clone();
-    engine.replies.submit(
-        &key,
-        Box::pin(async move {
-            match frame.frame_type {
-                FrameType::ModelSelect => model_select::apply(&task_engine, &conn, &frame).await,
-                _ => user_message::apply(&task_engine, &conn, &frame).await,
-            }
-            drop(permit);
-        }),
-    );
+    let (task_engine, conn) = (Arc::clone(engine), conn.clone());
+    let job: Job = match frame.frame_type {
+        FrameType::ModelSelect => Box::pin(model_select::apply(task_engine, conn, frame, permit)),
+        _ => Box::pin(user_message::apply(task_engine, conn, frame, permit)),
+    };
+    engine.ordered.submit(&key, job);
+}
+
+/// One unit of a session's ordered work.
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+type Queues = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>>;
+
+/// Per-session ordered processing (§10 item 27): the `user_message` and `model_select` frames
+/// of one session are handled one after another, in arrival order, by a worker task that exists
+/// only while that session has work queued — so the number of workers is bounded by the
+/// sessions with work in flight, never by uptime.
+///
+/// A job is queued only while holding the map lock, and a worker retires only after seeing its
+/// queue empty while holding the same lock, so no job can be queued to a retiring worker.
+#[derive(Debug)]
+pub struct Ordered {
+    queues: Queues,
+    supervisor: Supervisor,
+}
+
+impl Ordered {
+    /// No queues; workers are spawned through `supervisor`.
+    pub fn new(supervisor: Supervisor) -> Self {
+        Self { queues: Queues::default(), supervisor }
+    }
+
+    /// Queues `job` behind the earlier jobs of `key`, starting a worker if none runs.
+    pub fn submit(&self, key: &str, job: Job) {
+        let mut queues = lock(&self.queues);
+        let job = match queues.get(key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A fresh channel with its receiver alive accepts the send.
+        let _ = tx.send(job);
+        queues.insert(key.to_string(), tx);
+        drop(queues);
+        let queues = Arc::clone(&self.queues);
+        self.supervisor.spawn("session-worker", work(queues, key.to_string(), rx));
+    }
+
+    /// Sessions with a worker now.
+    pub fn len(&self) -> usize {
+        lock(&self.queues).len()
+    }
+
+    /// Whether no worker runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock(queues: &Queues) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Job>>> {
+    queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One session's worker: runs its jobs in order and retires when none is left.
+async fn work(queues: Queues, key: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    loop {
+        while let Ok(job) = rx.try_recv() {
+            job.await;
+        }
+        let mut map = lock(&queues);
+        if rx.is_empty() {
+            map.remove(&key);
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::testing::{is_error, Harness};
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_of_one_key_run_in_order_and_the_worker_retires() {
+        let ordered = Ordered::new(Supervisor::new());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for n in 0..3 {
+            let tx = tx.clone();
+            ordered.submit(
+                "s",
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    let _ = tx.send(n);
+                }),
+            );
+        }
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(seen, vec![0, 1, 2]);
+        while !ordered.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
 
     #[tokio::test]
     async fn malformed_and_unhandled_frames_answer_the_sender() {

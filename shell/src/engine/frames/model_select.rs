@@ -2,17 +2,36 @@
 //! it in memory and in the store, and tell the session (`model_changed`). Runs in the session's
 //! ordered worker, so it applies between the messages it was sent between.
 
-use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
+use std::sync::Arc;
 
-use super::{resolve, session_error, ConnCtx};
+use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::ConnCtx;
 use crate::engine::hub::Engine;
+use crate::engine::sessions::Asker;
 use crate::engine::store::SessionPatch;
 
-/// Handles one `model_select` (in the session's ordered worker).
-pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
-    let Some(session) = resolve(engine, conn, &frame.session_id).await else { return };
+/// Handles one `model_select` (in the session's ordered worker), holding one of the
+/// connection's in-flight permits until it is done.
+pub(super) async fn apply(
+    engine: Arc<Engine>,
+    conn: ConnCtx,
+    frame: ClientFrame,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (engine, conn) = (engine.as_ref(), &conn);
+    let (user, requested) = (conn.caller.user_id.as_str(), frame.session_id.as_str());
+    let asker = Asker { conn: conn.id, user, models: engine.replies.model_list() };
+    let resolving =
+        engine.sessions.resolve_for(&engine.persistence, &engine.delivery, asker, requested);
+    let Some(session) = resolving.await else { return };
     if !engine.replies.has_model(&frame.model_id) {
-        session_error(engine, conn, &session, ErrorInfo::invalid_model(&frame.model_id));
+        engine.delivery.send_session_error(
+            &session,
+            ErrorInfo::invalid_model(&frame.model_id),
+            conn.id,
+        );
         return;
     }
     engine.sessions.with(|t| {

@@ -16,7 +16,7 @@ use chatbox_core::budgets::RESUME_WATCH_INTERVAL;
 use chatbox_core::protocol::{ClientFrame, ErrorInfo};
 use chatbox_core::replay::{ResumeWatch, Watch};
 
-use super::{check_access, move_binding, reply_error, ConnCtx};
+use super::{check_access, move_binding, ConnCtx};
 use crate::engine::delivery::Resumed;
 use crate::engine::hub::Engine;
 use crate::engine::supervisor::signalled;
@@ -25,7 +25,7 @@ use crate::engine::supervisor::signalled;
 pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(point) = frame.resume_point() else {
         // Validation guarantees the point; answer as for any invalid frame all the same.
-        reply_error(engine, conn, None, ErrorInfo::validation_failed());
+        engine.delivery.send_error(conn.id, None, ErrorInfo::validation_failed());
         return;
     };
     let session = frame.session_id.as_str();
@@ -50,7 +50,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         Resumed::Replayed => {}
         Resumed::Live => watch(engine, conn, session, point.reply_id),
         Resumed::Unavailable => {
-            reply_error(engine, conn, Some(session), ErrorInfo::resume_unavailable());
+            engine.delivery.send_error(conn.id, Some(session), ErrorInfo::resume_unavailable());
         }
     }
 }
@@ -80,7 +80,7 @@ fn watch(engine: &Arc<Engine>, conn: &ConnCtx, session: &str, reply_id: &str) {
                 Watch::Stop => return,
                 Watch::Unavailable => {
                     tracing::info!(session_id = %session, reply_id = %reply_id, "resumed reply's instance is gone");
-                    reply_error(&engine, &conn, Some(&session), ErrorInfo::resume_unavailable());
+                    engine.delivery.send_error(conn.id, Some(&session), ErrorInfo::resume_unavailable());
                     return;
                 }
             }

@@ -15,9 +15,9 @@ use super::ConnCtx;
 use crate::adapters::llm::echo::EchoProvider;
 use crate::engine::caller::Caller;
 use crate::engine::clock::Clock;
-use crate::engine::delivery::{KickSignal, Outbound};
+use crate::engine::delivery::{KickSignal, Outbound, Registration};
 use crate::engine::dns::StaticResolver;
-use crate::engine::hub::Engine;
+use crate::engine::hub::{BusWiring, Engine, Ports};
 use crate::engine::notify::LogNotifier;
 use crate::engine::persistence::{MemoryOutbox, MemoryStore};
 use crate::engine::store::StoredMessage;
@@ -26,13 +26,13 @@ use crate::engine::store::StoredMessage;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One test connection: its context and its outbound queue.
-pub(super) struct Client {
+pub(crate) struct Client {
     pub ctx: ConnCtx,
     rx: mpsc::Receiver<Outbound>,
 }
 
 /// An engine over test doubles.
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub engine: Arc<Engine>,
     pub store: Arc<MemoryStore>,
 }
@@ -56,36 +56,37 @@ impl Harness {
         let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
         edit(&mut config);
         let store = Arc::new(MemoryStore::new());
-        let (engine, _channels) = Engine::new(
-            Arc::new(config),
-            Arc::clone(&store) as _,
-            Arc::new(MemoryOutbox::new(64)),
+        let ports = Ports {
+            store: Arc::clone(&store) as _,
+            outbox: Arc::new(MemoryOutbox::new(64)),
             providers,
-            Arc::new(LogNotifier),
-            Arc::new(
+            notifier: Arc::new(LogNotifier),
+            resolver: Arc::new(
                 StaticResolver::default()
                     .with("files.example.com", [IpAddr::from([93, 184, 216, 34])])
                     .with("intranet.example.com", [IpAddr::from([10, 0, 0, 7])]),
             ),
-            Clock::new(),
-        );
+        };
+        let (engine, _channels) =
+            Engine::new(Arc::new(config), ports, Clock::new(), BusWiring::local());
         Self { engine, store }
     }
 
     /// A connection of `user_id` (an admin when `admin`), greeted like a real one.
     pub fn connect(&self, user_id: &str, admin: bool) -> Client {
         let (tx, rx) = mpsc::channel(256);
-        let id = self.engine.delivery.register(user_id, admin, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let id = self.engine.delivery.register(Registration { user_id, is_admin: admin, tx, kick });
         let roles = if admin { vec!["admin".to_string()] } else { Vec::new() };
         let caller = Caller { user_id: user_id.into(), name: user_id.into(), roles };
         let ctx = ConnCtx { id, caller, in_flight: Arc::new(Semaphore::new(8)) };
-        self.engine.on_connect(&ctx);
+        super::on_connect(&self.engine, &ctx);
         Client { ctx, rx }
     }
 
     /// `client` sends `text`.
     pub async fn send(&self, client: &Client, text: &str) {
-        self.engine.on_text(&client.ctx, text).await;
+        super::on_text(&self.engine, &client.ctx, text).await;
     }
 
     /// Frames `client` receives up to and including the first that satisfies `done`.
@@ -130,16 +131,16 @@ impl Harness {
 }
 
 /// The reply's `done` frame.
-pub(super) fn is_done(frame: &Value) -> bool {
+pub(crate) fn is_done(frame: &Value) -> bool {
     frame["type"] == "ai_response" && frame["metadata"]["done"] == "true"
 }
 
 /// A frame of `kind`.
-pub(super) fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
     move |frame| frame["type"] == kind
 }
 
 /// An error frame with `code`.
-pub(super) fn is_error(code: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is_error(code: &'static str) -> impl Fn(&Value) -> bool {
     move |frame| frame["type"] == "error" && frame["error"]["code"] == code
 }

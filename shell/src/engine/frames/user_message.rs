@@ -1,30 +1,51 @@
 //! `user_message` (PROTOCOL.md §3.5, §6.2 with §10 items 1, 2, 4, 8, 22): from the session's
-//! owner, resolve the session, store the message (acknowledged only once durable), name the
-//! session after its first message, show it to the assisting admin, and ask the model for a
-//! reply (unless an admin assists and `pause_ai_when_assisted` is set). From the assisting
-//! admin, store it as `admin` and relay it to the session.
+//! owner, resolve the session (moving the connection's binding to it), store the message
+//! (acknowledged only once durable), name the session after its first message, show it to the
+//! assisting admin, and answer it (unless an admin assists and `pause_ai_when_assisted` is set):
+//! the request built from the stored conversation, run through the replies service (core's reply
+//! timer and retry schedule), the finished reply stored and acknowledged with `done`. A reply
+//! that ends early — stopped by a `stop` frame, cut by shutdown, ended by a deadline or a failed
+//! upstream after some text — stores the text delivered so far with `metadata.interrupted =
+//! "true"` (issue 15); a stopped one then ends with its `done` frame marked `interrupted`. From the
+//! assisting admin, store it as `admin` and relay it to the session.
 
 use std::sync::Arc;
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{answer, resolve, session_error, ConnCtx};
+use super::ConnCtx;
+use crate::engine::delivery::ReplyFrame;
 use crate::engine::hub::Engine;
+use crate::engine::llm::ChatRequest;
+use crate::engine::replies::{user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
+use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
 
-/// Handles one `user_message` (in the session's ordered worker).
-pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
+/// Handles one `user_message` (in the session's ordered worker), holding one of the
+/// connection's in-flight permits until it is done.
+pub(super) async fn apply(
+    engine: Arc<Engine>,
+    conn: ConnCtx,
+    frame: ClientFrame,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (engine, conn) = (engine.as_ref(), &conn);
     let requested = frame.session_id.as_str();
     if conn.caller.is_admin() && engine.sessions.is_assisting(&conn.caller.user_id, requested) {
-        from_admin(engine, conn, requested, frame).await;
+        from_admin(engine, conn, requested, &frame).await;
         return;
     }
-    let Some(session) = resolve(engine, conn, requested).await else { return };
+    let user = conn.caller.user_id.as_str();
+    let asker = Asker { conn: conn.id, user, models: engine.replies.model_list() };
+    let resolving =
+        engine.sessions.resolve_for(&engine.persistence, &engine.delivery, asker, requested);
+    let Some(session) = resolving.await else { return };
     let msg = StoredMessage::new(&frame.content, engine.clock.wall(), Sender::User)
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
     if engine.persistence.append(&session, msg).await.is_err() {
-        session_error(engine, conn, &session, ErrorInfo::database_error());
+        engine.delivery.send_session_error(&session, ErrorInfo::database_error(), conn.id);
         return;
     }
     let now = engine.clock.now();
@@ -43,11 +64,11 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     }
     // The assisting admin sees what the user writes (§10 item 2).
     let relay = Frame::relayed_message(&session, &frame.content, Sender::User, engine.frame_now());
-    engine.delivery.send_session_admins(&session, &conn.caller.user_id, &relay);
+    engine.delivery.send_session_admins(&session, user, &relay);
     if assisted.is_some() && engine.config.llm.pause_ai_when_assisted {
         return;
     }
-    answer::text(engine, conn, &session).await;
+    answer(engine, conn, &session).await;
 }
 
 /// A message from the assisting admin: stored as `admin`, relayed with `sender:"admin"`.
@@ -55,13 +76,174 @@ async fn from_admin(engine: &Engine, conn: &ConnCtx, session: &str, frame: &Clie
     let msg = StoredMessage::new(&frame.content, engine.clock.wall(), Sender::Admin)
         .with_meta(&frame.metadata);
     if engine.persistence.append(session, msg).await.is_err() {
-        session_error(engine, conn, session, ErrorInfo::database_error());
+        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
         return;
     }
     engine.sessions.record_message(session);
     crate::engine::inbox::message(engine, session, Sender::Admin);
     let relay = Frame::relayed_message(session, &frame.content, Sender::Admin, engine.frame_now());
     engine.delivery.send_session(session, &relay, Some(conn.id));
+}
+
+/// Asks the session's model for a streamed reply to the conversation so far.
+async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
+    if !engine.shutdown.try_start_reply() {
+        engine.delivery.send_session_error(session, ErrorInfo::service_unavailable(), conn.id);
+        return;
+    }
+    engine.delivery.send_session(
+        session,
+        &Frame::loading(session, engine.frame_now()),
+        Some(conn.id),
+    );
+    let end = streamed(engine, conn, session).await;
+    tracing::debug!(session_id = session, ?end, "reply ended");
+    engine.forward_effects(engine.shutdown.reply_finished(engine.clock.now()));
+}
+
+async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<ReplyEnd> {
+    let model_id = engine.sessions.model_of(session);
+    let Some(model) = engine.replies.model(model_id.as_deref()).cloned() else {
+        tracing::warn!(session_id = session, model_id = ?model_id, "no provider for the session's model");
+        engine.delivery.send_session_error(session, ErrorInfo::llm_unavailable(), conn.id);
+        return None;
+    };
+    let llm = &engine.config.llm;
+    let stored = engine.persistence.conversation_messages(session, llm.history_max_messages).await;
+    let mut messages = crate::engine::history::conversation(
+        &stored,
+        llm.history_max_messages,
+        llm.history_max_bytes,
+    );
+    if messages.is_empty() {
+        tracing::warn!(session_id = session, "history unavailable; nothing to answer");
+        engine.delivery.send_session_error(session, ErrorInfo::llm_unavailable(), conn.id);
+        return None;
+    }
+    messages.shrink_to_fit();
+    // The replies service adds the upstream conversation id (Dify) it keeps for the session.
+    let request =
+        ChatRequest { messages, user_key: user_key(&conn.caller.user_id), conversation_id: None };
+    let (model_id, kind) = (model.info.id.clone(), model.kind);
+    let job = ReplyJob {
+        session_id: session.to_string(),
+        model,
+        request,
+        sender: Some(conn.id),
+        mode: ReplyMode::Streamed,
+    };
+    // Counted live until the reply is stored too, so shutdown waits (bounded) for a cut
+    // reply's partial text; the replies service counts the run itself as well.
+    let live = engine.replies.live().enter();
+    let streamed = engine.replies.run(&engine.delivery, job, engine.cut_signal()).await;
+    let end = match streamed.end {
+        ReplyEnd::Done => complete(engine, conn, session, (&model_id, kind), &streamed).await,
+        ReplyEnd::Stopped => stopped(engine, conn, session, &model_id, &streamed).await,
+        ref other => {
+            store_interrupted(engine, session, &streamed.text).await;
+            other.clone()
+        }
+    };
+    drop(live);
+    // However it ended (a failed store write sends no done frame), nothing live follows.
+    engine.delivery.end_reply(&streamed.reply_id, engine.clock.now());
+    report(engine, session, &streamed, &end);
+    Some(end)
+}
+
+/// Stores the finished reply, then acknowledges it with the `done` frame.
+async fn complete(
+    engine: &Engine,
+    conn: &ConnCtx,
+    session: &str,
+    (model_id, kind): (&str, &'static str),
+    streamed: &Streamed,
+) -> ReplyEnd {
+    let text = streamed.text.as_str();
+    if !text.is_empty() {
+        let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai);
+        if engine.persistence.append(session, msg).await.is_err() {
+            engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
+            return ReplyEnd::Failed;
+        }
+        crate::engine::inbox::message(engine, session, Sender::Ai);
+    }
+    let tokens = (text.len() / 4) as u64;
+    engine.metrics.add_tokens(kind, tokens);
+    let response_time = streamed.decided - streamed.started;
+    let stats = engine.sessions.with(|t| {
+        t.record_reply(session, response_time, tokens).ok()?;
+        let s = t.get(session)?;
+        let rt = s.response_times();
+        Some((s.total_tokens(), rt.max().as_millis() as u64, rt.average().as_millis() as u64))
+    });
+    let done = Frame::ai_done(session, model_id, engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq);
+    let at =
+        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
+    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
+    if let Some((total, max_ms, avg_ms)) = stats {
+        let patch = SessionPatch {
+            total_tokens: Some(total),
+            response_ms: Some((max_ms, avg_ms)),
+            ..Default::default()
+        };
+        let _ = engine.persistence.patch(session, patch).await;
+    }
+    ReplyEnd::Done
+}
+
+/// A reply ended by a `stop` frame: the partial text stored as interrupted, then the usual
+/// final frame marked `done` and `interrupted`.
+async fn stopped(
+    engine: &Engine,
+    conn: &ConnCtx,
+    session: &str,
+    model_id: &str,
+    streamed: &Streamed,
+) -> ReplyEnd {
+    tracing::info!(session_id = session, chars = streamed.text.len(), "reply stopped by the user");
+    if !store_interrupted(engine, session, &streamed.text).await {
+        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
+        return ReplyEnd::Failed;
+    }
+    let done = Frame::ai_done(session, model_id, engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq)
+        .with_meta(INTERRUPTED, "true");
+    let at =
+        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
+    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
+    ReplyEnd::Stopped
+}
+
+/// The metadata key marking a reply that did not finish (issue 15).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Stores the partial text of a reply that did not finish as the `ai` message with
+/// `metadata.interrupted = "true"`; nothing when no text arrived. `false` if the write failed.
+async fn store_interrupted(engine: &Engine, session: &str, text: &str) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let meta = std::collections::BTreeMap::from([(INTERRUPTED.to_string(), "true".to_string())]);
+    let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai).with_meta(&meta);
+    match engine.persistence.append(session, msg).await {
+        Ok(_) => {
+            crate::engine::inbox::message(engine, session, Sender::Ai);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(session_id = session, %error, "storing an interrupted reply failed");
+            false
+        }
+    }
+}
+
+/// Tells the probe (simulator, tests) how a reply ended.
+fn report(engine: &Engine, session: &str, streamed: &Streamed, end: &ReplyEnd) {
+    if let Some(probe) = engine.probe.get() {
+        probe.on_reply(session, streamed.started, streamed.decided, end);
+    }
 }
 
 #[cfg(test)]

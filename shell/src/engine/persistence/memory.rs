@@ -3,6 +3,7 @@
 //! user), without disk IO, so it runs under madsim.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::engine::store::{
@@ -11,12 +12,15 @@ use crate::engine::store::{
 };
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 
 /// In-memory sessions keyed by id.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: Mutex<BTreeMap<String, SessionDoc>>,
+    /// While true, appends and reads by id fail transiently (an outage, for unit tests).
+    down: AtomicBool,
 }
 
 impl MemoryStore {
@@ -27,6 +31,18 @@ impl MemoryStore {
 
     fn docs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SessionDoc>> {
         self.docs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts (`true`) or ends an outage: appends and reads by id fail transiently meanwhile.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
+    fn available(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(StoreError::Transient("store down (test outage)".into()));
+        }
+        Ok(())
     }
 
     /// A copy of every stored session.
@@ -60,6 +76,7 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
+        self.available()?;
         let mut docs = self.docs();
         let doc = docs.get_mut(session_id).ok_or_else(missing)?;
         if !doc.messages.iter().any(|m| m.id == msg.id) {
@@ -94,6 +111,7 @@ impl SessionStore for MemoryStore {
             doc.avg_response_ms = avg;
         }
         if patch.reactivate {
+            doc.ended_on_request = false;
             doc.ended = None;
         }
         Ok(())
@@ -103,15 +121,18 @@ impl SessionStore for MemoryStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
         let mut docs = self.docs();
         let Some(doc) = docs.get_mut(session_id) else { return Ok(None) };
         doc.ended = Some(at);
+        doc.ended_on_request = cause == EndCause::Requested;
         doc.duration_secs = at.whole_seconds_since(doc.started);
         Ok(Some(doc.clone()))
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        self.available()?;
         Ok(self.docs().get(session_id).cloned())
     }
 

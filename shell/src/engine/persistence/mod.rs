@@ -4,11 +4,14 @@
 //! store write is idempotent, so a retry after an ambiguous failure is safe). Fire-and-forget
 //! writes go through [`Persistence::persist`], which keeps them in the outbox while the store is
 //! down; [`Persistence::drain`] is the task that applies them later. History reads complete the
-//! stored conversation with what still waits in the outbox. Listings are bounded by
-//! [`LIST_DEADLINE`]. Readiness (`/readyz`) is the store's last answer and its ping.
+//! stored conversation with what still waits in the outbox and, when the store cannot answer
+//! within `STORE_HISTORY_READ_TIMEOUT`, fall back to the instance's own recent messages
+//! ([`recent`]). Listings are bounded by [`LIST_DEADLINE`]. Readiness (`/readyz`) is the store's
+//! last answer and its ping.
 
 pub mod memory;
 pub mod outbox;
+pub mod recent;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use std::time::Duration;
 use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use tokio::sync::{watch, Notify};
 
@@ -27,7 +31,8 @@ use super::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
 };
 pub use memory::MemoryStore;
-pub use outbox::{MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
+pub use outbox::{EntrySeal, MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
+use recent::RecentMessages;
 
 /// Deadline of the admin listing and the metrics aggregation (§8.5).
 pub use chatbox_core::budgets::LIST_DEADLINE;
@@ -44,6 +49,8 @@ pub struct Persistence {
     history_budget: Duration,
     /// Whether the store answered its last call.
     ready: AtomicBool,
+    /// Each live session's recent messages, for replies while the store cannot answer.
+    recent: RecentMessages,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -70,6 +77,7 @@ impl Persistence {
             retry,
             history_budget,
             ready: AtomicBool::new(true),
+            recent: RecentMessages::default(),
             clock,
             metrics,
         }
@@ -135,13 +143,18 @@ impl Persistence {
         self.queue(&write).await.map(|()| Persisted::Queued)
     }
 
-    /// Appends `message` to `session` ([`Persistence::persist`]).
+    /// Appends `message` to `session` ([`Persistence::persist`]); once durable, it is also
+    /// kept among the session's recent messages (the history fallback).
     pub async fn append(
         &self,
         session: &str,
         message: StoredMessage,
     ) -> Result<Persisted, StoreError> {
-        self.persist(PendingWrite::Append { session_id: session.to_string(), message }).await
+        let cached = message.clone();
+        let write = PendingWrite::Append { session_id: session.to_string(), message };
+        let persisted = self.persist(write).await?;
+        self.recent.push(session, &cached);
+        Ok(persisted)
     }
 
     /// Applies `patch` to `session` ([`Persistence::persist`]).
@@ -244,41 +257,68 @@ impl Persistence {
 
     /// A session's stored messages followed by those still waiting in the outbox (acknowledged,
     /// not yet in the store), so a reply during a store outage still sees the whole conversation.
-    /// `None` when neither the store nor the outbox could be read. Only the end of the stored
-    /// conversation is read: enough to hold `wanted` messages with text (see `recent_history`).
-    pub async fn conversation_messages(
-        &self,
-        session: &str,
-        wanted: usize,
-    ) -> Option<Vec<StoredMessage>> {
-        // The read has its own short budget (`STORE_HISTORY_READ_TIMEOUT`, issue 16): past it the
-        // reply goes on with what this instance has rather than waiting on a store that is down.
+    /// Only the end of the stored conversation is read: enough to hold `wanted` messages with
+    /// text (see `recent_history`). The read has its own short budget (`STORE_HISTORY_READ_TIMEOUT`,
+    /// issue 16): when it fails or runs over, the reply goes on with what this instance has —
+    /// the session's cached recent messages and the outbox's pending ones ([`recent::fallback`]),
+    /// at least the current message once it was appended here.
+    pub async fn conversation_messages(&self, session: &str, wanted: usize) -> Vec<StoredMessage> {
         let budget = self.history_budget;
         let read = tokio::time::timeout(budget, self.recent_history(session, wanted)).await;
-        let (mut messages, stored_ok) = match read {
-            Ok(Ok(messages)) => (messages.unwrap_or_default(), true),
-            Ok(Err(_)) => (Vec::new(), false),
+        let stored = match read {
+            Ok(Ok(messages)) => Some(messages.unwrap_or_default()),
+            Ok(Err(error)) => {
+                tracing::warn!(session_id = session, %error, "history read failed; replying from this instance's recent messages");
+                None
+            }
             Err(_) => {
-                tracing::warn!(session_id = session, ?budget, "history read over budget");
-                (Vec::new(), false)
+                tracing::warn!(
+                    session_id = session,
+                    ?budget,
+                    "history read over budget; replying from this instance's recent messages"
+                );
+                None
             }
         };
+        let pending = self.pending_appends(session).await;
+        match stored {
+            Some(mut messages) => {
+                for message in pending {
+                    if !messages.iter().any(|m| m.id == message.id) {
+                        messages.push(message);
+                    }
+                }
+                self.recent.replace(session, &messages);
+                messages
+            }
+            None => recent::fallback(self.recent.get(session), pending),
+        }
+    }
+
+    /// The appends of `session` still waiting in the outbox (none when it cannot be read).
+    async fn pending_appends(&self, session: &str) -> Vec<StoredMessage> {
         if self.outbox.is_empty() {
-            return stored_ok.then_some(messages);
+            return Vec::new();
         }
         let pending = match self.outbox.pending(session).await {
             Ok(pending) => pending,
-            Err(_) if stored_ok => return Some(messages),
-            Err(_) => return None,
-        };
-        for write in pending {
-            if let PendingWrite::Append { message, .. } = write {
-                if !messages.iter().any(|m| m.id == message.id) {
-                    messages.push(message);
-                }
+            Err(error) => {
+                tracing::warn!(session_id = session, %error, "reading the outbox for history failed");
+                return Vec::new();
             }
-        }
-        Some(messages)
+        };
+        pending
+            .into_iter()
+            .filter_map(|write| match write {
+                PendingWrite::Append { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets the recent messages of sessions dropped from memory.
+    pub fn forget<'a>(&self, sessions: impl Iterator<Item = &'a str>) {
+        self.recent.forget(sessions);
     }
 
     /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
@@ -320,9 +360,10 @@ impl Persistence {
         self.with_retry("reactivate", || self.store.update(id, patch)).await
     }
 
-    /// Ends session `id` at `at` (retried); the ended document, `None` when unknown.
+    /// Ends session `id` at `at` on request (`POST …/end`: final, stored as such so no
+    /// instance resumes it; retried); the ended document, `None` when unknown.
     pub async fn end(&self, id: &str, at: UnixMillis) -> Result<Option<SessionDoc>, StoreError> {
-        self.with_retry("end", || self.store.end(id, at)).await
+        self.with_retry("end", || self.store.end(id, at, EndCause::Requested)).await
     }
 
     /// Stores a share token unless one exists (retried); the token in force.
@@ -463,7 +504,7 @@ mod tests {
         outbox.push(&first).await.unwrap();
         // A new write queues behind it although the store answers, to keep the order.
         assert_eq!(persistence.append("s", message("second")).await, Ok(Persisted::Queued));
-        let history = persistence.conversation_messages("s", 10).await.unwrap();
+        let history = persistence.conversation_messages("s", 10).await;
         assert_eq!(
             history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
@@ -476,6 +517,32 @@ mod tests {
             ["first", "second"]
         );
         assert_eq!(persistence.append("s", message("third")).await, Ok(Persisted::Stored));
+    }
+
+    #[tokio::test]
+    async fn history_falls_back_to_the_recent_messages_and_the_outbox_while_the_store_is_down() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        let persistence = service(Arc::clone(&store), Arc::clone(&outbox));
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        persistence.create(&doc).await.unwrap();
+        persistence.append("s", message("before")).await.unwrap();
+        let up = persistence.conversation_messages("s", 10).await;
+        assert_eq!(up.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["before"]);
+
+        store.set_down(true);
+        let during = StoredMessage::new("during", UnixMillis(2), Sender::User);
+        assert_eq!(persistence.append("s", during).await, Ok(Persisted::Queued));
+        // Written by another instance's outbox replay, say: pending here but never cached.
+        let elsewhere = StoredMessage::new("elsewhere", UnixMillis(3), Sender::Ai);
+        let write = PendingWrite::Append { session_id: "s".into(), message: elsewhere };
+        outbox.push(&write).await.unwrap();
+        let down = persistence.conversation_messages("s", 10).await;
+        assert_eq!(
+            down.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["before", "during", "elsewhere"],
+            "the cached conversation, then what waits in the outbox"
+        );
+        assert!(persistence.conversation_messages("unknown", 10).await.is_empty());
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +77,10 @@ impl PendingWrite {
                 store.append_message(session_id, message).await
             }
             PendingWrite::Update { session_id, patch } => store.update(session_id, patch).await,
-            PendingWrite::End { session_id, at } => store.end(session_id, *at).await.map(drop),
+            // Only the sweeper's idle ends wait in the outbox; an end on request is made now.
+            PendingWrite::End { session_id, at } => {
+                store.end(session_id, *at, EndCause::Idle).await.map(drop)
+            }
         }
     }
 }
@@ -113,6 +117,17 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     }
     /// The most entries it holds.
     fn capacity(&self) -> usize;
+}
+
+/// How an [`Outbox`] that writes to disk seals its entries at rest (`ENCRYPTION_KEY`, the §8.4
+/// format over the whole entry): it stores what [`EntrySeal::seal`] returns and hands what it
+/// stored to [`EntrySeal::open`]. Part of the outbox port, so an adapter needs nothing else of
+/// the engine; the engine's cipher implements it.
+pub trait EntrySeal: Send + Sync + fmt::Debug {
+    /// Seals `plain` with a fresh nonce from `rng`.
+    fn seal(&self, plain: &str, rng: &mut dyn rand::RngCore) -> String;
+    /// Opens what [`EntrySeal::seal`] made; `None` when it does not open with this key.
+    fn open(&self, sealed: &str) -> Option<String>;
 }
 
 /// An in-memory [`Outbox`] (unit tests and the simulator, where a "crash" is not simulated).

@@ -1,13 +1,12 @@
 //! The replies service: the configured models and their providers, and one reply at a time run
 //! under core's rules — the provider call retried only before the first chunk on core's retry
 //! schedule, the three deadlines of core's `ReplyTimer` (STYLE.md §8), exactly one outcome
-//! ([`stream`]). It owns the per-session [`workers`] that keep a session's frames in order, the
-//! upstream conversation ids (Dify) per session, and the gauge of replies streaming now (which
-//! shutdown waits on). Storing the finished reply is the caller's (`frames::answer`).
+//! ([`stream`]). It owns the upstream conversation ids (Dify) per session and the gauge of
+//! replies streaming now (which shutdown waits on). Storing the finished reply is the caller's
+//! (`frames::user_message` for text, `frames::file` for voice).
 
 pub mod stops;
 pub mod stream;
-pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +15,7 @@ use chatbox_core::config::{Config, ProviderConfig, ProviderKind};
 use chatbox_core::protocol::ModelInfo;
 use chatbox_core::retry::RetryPolicy;
 use chatbox_core::stream::StreamDeadlines;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::clock::Clock;
@@ -23,11 +23,9 @@ use super::delivery::Delivery;
 use super::gauge::Gauge;
 use super::llm::LlmProvider;
 use super::metrics::Metrics;
-use super::supervisor::Supervisor;
 pub use stops::Stops;
+use stream::ConversationUpdate;
 pub use stream::{ReplyEnd, ReplyJob, ReplyMode, Streamed};
-pub use workers::Job;
-use workers::Workers;
 
 /// Budget of a voice-message answer (PROTOCOL.md §7.2): its total deadline.
 pub use chatbox_core::budgets::VOICE_BUDGET;
@@ -54,7 +52,6 @@ pub struct Replies {
     /// Dify conversation ids per session (dropped with the session).
     conversations: Mutex<HashMap<String, String>>,
     live: Gauge,
-    workers: Workers,
     /// The streamed replies a `stop` frame can end, by session.
     stops: Stops,
     clock: Clock,
@@ -67,7 +64,6 @@ impl Replies {
         config: &Config,
         providers: Vec<Arc<dyn LlmProvider>>,
         clock: Clock,
-        supervisor: Supervisor,
         metrics: Arc<Metrics>,
     ) -> Self {
         let models: Vec<Model> = config
@@ -92,7 +88,6 @@ impl Replies {
             retry: RetryPolicy::PROVIDER,
             conversations: Mutex::default(),
             live: Gauge::default(),
-            workers: Workers::new(supervisor),
             stops: Stops::default(),
             clock,
             metrics,
@@ -128,16 +123,6 @@ impl Replies {
         self.stops.stop(session)
     }
 
-    /// Queues `job` behind the earlier jobs of `key` (one session's ordered frames).
-    pub fn submit(&self, key: &str, job: Job) {
-        self.workers.submit(key, job);
-    }
-
-    /// The upstream conversation id of `session` (Dify), if one was given.
-    pub fn conversation(&self, session: &str) -> Option<String> {
-        self.conversations().get(session).cloned()
-    }
-
     /// Forgets the upstream conversations of sessions dropped from memory.
     pub fn forget<'a>(&self, sessions: impl Iterator<Item = &'a str>) {
         let mut conversations = self.conversations();
@@ -147,14 +132,20 @@ impl Replies {
     }
 
     /// Runs one reply to its single outcome, sending its frames through `delivery`; `cut`
-    /// turns true when shutdown cuts replies in flight. A streamed reply can also be stopped
-    /// ([`Replies::stop`]) while it runs.
+    /// turns true when shutdown cuts replies in flight. A streamed reply continues the
+    /// session's upstream conversation (Dify), counts as live while it runs, and can be stopped
+    /// ([`Replies::stop`]).
     pub async fn run(
         &self,
         delivery: &Delivery,
-        job: ReplyJob,
+        mut job: ReplyJob,
         cut: watch::Receiver<bool>,
     ) -> Streamed {
+        let streamed = job.mode == ReplyMode::Streamed;
+        if streamed {
+            job.request.conversation_id = self.conversations().get(&job.session_id).cloned();
+        }
+        let _live = streamed.then(|| self.live.enter());
         let started = self.clock.now();
         let kind = job.model.kind;
         let reply_id = super::ids::hex32();
@@ -169,8 +160,19 @@ impl Replies {
         let (_never, unstoppable) = watch::channel(false);
         let guard = (job.mode == ReplyMode::Streamed).then(|| self.stops.register(&job.session_id));
         let stop = guard.as_ref().map_or(unstoppable, |g| g.signal.clone());
-        let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut, stop).await;
+        let stream::Driven { end, text, decided, next_seq, conversation } =
+            run.drive(started, cut, stop).await;
         drop(guard);
+        match conversation {
+            ConversationUpdate::Keep => {}
+            ConversationUpdate::Set(id) if streamed => {
+                self.conversations().insert(job.session_id.clone(), id);
+            }
+            ConversationUpdate::Set(_) => {}
+            ConversationUpdate::Forget => {
+                self.conversations().remove(&job.session_id);
+            }
+        }
         self.metrics.observe_llm_latency(kind, decided - started);
         if end == ReplyEnd::Failed {
             self.metrics.llm_error(kind);
@@ -181,6 +183,12 @@ impl Replies {
     fn conversations(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A stable, non-identifying key for a user (Dify's `user`, §10 item 29).
+pub fn user_key(user_id: &str) -> String {
+    let digest = Sha256::digest(user_id.as_bytes());
+    format!("user-{}", hex::encode(&digest[..16]))
 }
 
 fn model_info(p: &ProviderConfig) -> ModelInfo {
@@ -195,7 +203,7 @@ fn model_info(p: &ProviderConfig) -> ModelInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::delivery::{KickSignal, LocalBus, Outbound};
+    use crate::engine::delivery::{KickSignal, LocalBus, Outbound, Registration};
     use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
     use async_trait::async_trait;
     use tokio::sync::mpsc;
@@ -225,21 +233,24 @@ mod tests {
         ReplyJob { session_id: "s".into(), model, request, sender, mode }
     }
 
+    #[test]
+    fn user_keys_are_stable_and_do_not_reveal_the_id() {
+        assert_eq!(user_key("alice"), user_key("alice"));
+        assert_ne!(user_key("alice"), user_key("bob"));
+        assert!(!user_key("alice").contains("alice"));
+    }
+
     #[tokio::test]
     async fn a_refused_reply_ends_once_with_llm_unavailable_and_a_whole_one_silently() {
         let config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
         let metrics = Arc::new(Metrics::new());
-        let replies = Replies::new(
-            &config,
-            vec![Arc::new(Refusing)],
-            Clock::new(),
-            Supervisor::new(),
-            Arc::clone(&metrics),
-        );
+        let replies =
+            Replies::new(&config, vec![Arc::new(Refusing)], Clock::new(), Arc::clone(&metrics));
         assert_eq!(replies.model(None).map(|m| m.kind), Some("refusing"), "kind() labels metrics");
         let delivery = Delivery::new(Arc::new(LocalBus::default()), metrics);
         let (tx, mut rx) = mpsc::channel(8);
-        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let kick = Arc::new(KickSignal::default());
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
         let (_cut_tx, cut) = watch::channel(false);
 
         let streamed = replies

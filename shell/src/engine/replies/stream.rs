@@ -82,12 +82,27 @@ pub struct Streamed {
     pub next_seq: u64,
 }
 
-/// What [`Run::drive`] decided: the end, the text delivered, when, and the next seq.
+/// What a reply learnt about the session's upstream conversation (Dify), for [`Replies`] to
+/// record once the reply ends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) enum ConversationUpdate {
+    /// Nothing new.
+    #[default]
+    Keep,
+    /// The upstream named this conversation id.
+    Set(String),
+    /// The upstream no longer knows the conversation: start a new one next time.
+    Forget,
+}
+
+/// What [`Run::drive`] decided: the end, the text delivered, when, the next seq and what
+/// became of the upstream conversation.
 pub(super) struct Driven {
     pub(super) end: ReplyEnd,
     pub(super) text: String,
     pub(super) decided: Instant,
     pub(super) next_seq: u64,
+    pub(super) conversation: ConversationUpdate,
 }
 
 enum Step {
@@ -120,6 +135,9 @@ pub(super) struct Run<'a> {
     pub(super) next_seq: AtomicU64,
 }
 
+/// What the provider call opened, or how the reply ended before a stream opened.
+type Opened = (Result<EventStream, ReplyEnd>, ConversationUpdate);
+
 impl Run<'_> {
     fn deadlines(&self) -> StreamDeadlines {
         match self.job.mode {
@@ -141,11 +159,14 @@ impl Run<'_> {
         let mut text = String::new();
         let model_id = job.model.info.id.clone();
 
-        let mut stream = match self.open_with_retry(&mut timer, &mut cut, &mut stop).await {
+        let (opened, mut conversation) =
+            self.open_with_retry(&mut timer, &mut cut, &mut stop).await;
+        let mut stream = match opened {
             Ok(stream) => stream,
             Err(end) => {
                 let end = self.unfinished(end);
-                return Driven { end, text, decided: replies.clock.now(), next_seq: self.seq() };
+                let (decided, next_seq) = (replies.clock.now(), self.seq());
+                return Driven { end, text, decided, next_seq, conversation };
             }
         };
         let stopped = loop {
@@ -177,10 +198,8 @@ impl Run<'_> {
                     ChunkVerdict::Discard => None,
                 },
                 Step::Event(Some(Ok(StreamEvent::End { conversation_id }))) => {
-                    if let Some(conversation) =
-                        conversation_id.filter(|_| job.mode == ReplyMode::Streamed)
-                    {
-                        replies.conversations().insert(job.session_id.clone(), conversation);
+                    if let Some(id) = conversation_id {
+                        conversation = ConversationUpdate::Set(id);
                     }
                     timer.on_end(now)
                 }
@@ -210,7 +229,7 @@ impl Run<'_> {
             Stopped::StopFrame => ReplyEnd::Stopped,
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
-        Driven { end, text, decided, next_seq: self.seq() }
+        Driven { end, text, decided, next_seq: self.seq(), conversation }
     }
 
     fn seq(&self) -> u64 {
@@ -233,12 +252,24 @@ impl Run<'_> {
     }
 
     /// Opens the stream, retrying transient failures while no chunk has been sent and the
-    /// first-chunk deadline allows.
+    /// first-chunk deadline allows; says too whether the upstream conversation was forgotten.
     async fn open_with_retry(
         &self,
         timer: &mut ReplyTimer,
         cut: &mut watch::Receiver<bool>,
         stop: &mut watch::Receiver<bool>,
+    ) -> Opened {
+        let mut conversation = ConversationUpdate::Keep;
+        let opened = self.open_attempts(timer, cut, stop, &mut conversation).await;
+        (opened, conversation)
+    }
+
+    async fn open_attempts(
+        &self,
+        timer: &mut ReplyTimer,
+        cut: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+        conversation: &mut ConversationUpdate,
     ) -> Result<EventStream, ReplyEnd> {
         let (replies, job) = (self.replies, self.job);
         // Seeded per reply so many sessions failing together do not retry in lock-step.
@@ -271,7 +302,7 @@ impl Run<'_> {
                 // An upstream conversation can expire (Dify answers 404 "Conversation Not
                 // Exists"): forget it and try once more as a new conversation.
                 request.conversation_id = None;
-                replies.conversations().remove(&job.session_id);
+                *conversation = ConversationUpdate::Forget;
                 continue;
             }
             match retry.on_failure(error.class(), now) {

@@ -1,15 +1,16 @@
 //! The sessions service: the live session table (core's `SessionTable` behind its thread-safe
 //! handle), loading a session that is not in memory from the store on demand (§10 item 23),
 //! resolving the authoritative session of a `user_message`/`model_select` (§6.2 with §10 items
-//! 4, 8, 22), and attaching / detaching connections so a session's idle clock runs only while
-//! nobody is connected (§3.12). [`sweeper`] ends idle sessions and drops expired ones.
+//! 4, 8, 22) and moving the asking connection's binding to it, and attaching / detaching
+//! connections so a session's idle clock runs only while nobody is connected (§3.12).
+//! [`sweeper`] ends idle sessions and drops expired ones.
 
 pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatbox_core::protocol::ErrorInfo;
+use chatbox_core::protocol::{ErrorInfo, ModelInfo};
 use chatbox_core::session::{
     Access, AdminRef, ResolutionKind, SessionError, SessionId, SessionLimits, SessionSnapshot,
     SessionTable,
@@ -18,12 +19,23 @@ use chatbox_core::shared::SessionHandle;
 
 use super::caller::Caller;
 use super::clock::Clock;
+use super::delivery::{ConnId, Delivery};
 use super::metrics::Metrics;
 use super::persistence::Persistence;
 use super::store::{CreateOutcome, SessionDoc, SessionPatch};
 
-/// Attempts at resolving before giving up (fresh ids that collide, another instance winning).
-const RESOLVE_ATTEMPTS: usize = 4;
+use chatbox_core::budgets::SESSION_RESOLVE_ATTEMPTS;
+
+/// The connection a frame came from, as resolution needs it: where to bind and announce.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its user.
+    pub user: &'a str,
+    /// The models a binding announcement lists (`connection_status`).
+    pub models: &'a [ModelInfo],
+}
 
 /// The live sessions of this process.
 #[derive(Debug)]
@@ -64,9 +76,46 @@ impl Sessions {
         self.with(|t| t.get(id).map(|s| s.user_id().to_string()))
     }
 
+    /// Binds `conn` to `session` in `delivery` and moves its attachment from its previous
+    /// session (§3.7).
+    pub fn bind(&self, delivery: &Delivery, conn: ConnId, session: &str) {
+        let previous = delivery.bind(conn, session);
+        self.rebind(previous.as_deref(), session);
+    }
+
+    /// [`Sessions::resolve`] for a frame of `asker`: when the session chosen is not where the
+    /// connection is bound, the binding moves there and is announced (§3.7, §6.2); a refusal
+    /// is answered to the connection, echoing `requested` (§10 item 10), and gives `None`.
+    pub async fn resolve_for(
+        &self,
+        persistence: &Persistence,
+        delivery: &Delivery,
+        asker: Asker<'_>,
+        requested: &str,
+    ) -> Option<String> {
+        let now = self.clock.wall_datetime();
+        let id = match self.resolve(persistence, asker.user, requested).await {
+            Ok(id) => id,
+            Err(info) => {
+                delivery.send_error(asker.conn, Some(requested), info);
+                return None;
+            }
+        };
+        if delivery.bound(asker.conn).as_deref() != Some(id.as_str()) {
+            // Frames for the new session are held until this instance's subscription to it is
+            // confirmed (the fleet's subscribe race, issue 14), then released in order.
+            delivery.hold(asker.conn);
+            self.bind(delivery, asker.conn, &id);
+            delivery.announce(asker.conn, asker.user, Some(&id), asker.models, now);
+            delivery.subscribed(&id).await;
+            delivery.release(asker.conn);
+        }
+        Some(id)
+    }
+
     /// A connection moved from `previous` to `session`: detach the old, attach the new. An id
     /// not in memory is bound as-is (§3.7); there is nothing to attach to yet.
-    pub fn rebind(&self, previous: Option<&str>, session: &str) {
+    fn rebind(&self, previous: Option<&str>, session: &str) {
         let now = self.clock.now();
         self.with(|t| {
             if let Some(prev) = previous.filter(|p| *p != session) {
@@ -122,7 +171,7 @@ impl Sessions {
         requested: &str,
     ) -> Result<String, ErrorInfo> {
         self.load_on_demand(persistence, requested).await;
-        for _ in 0..RESOLVE_ATTEMPTS {
+        for _ in 0..SESSION_RESOLVE_ATTEMPTS {
             let fresh = SessionId::from(new_session_id());
             let (now, wall) = (self.clock.now(), self.clock.wall());
             let resolution = match self.with(|t| t.resolve(user, Some(requested), fresh, now, wall))
@@ -178,6 +227,7 @@ pub fn snapshot_of(doc: &SessionDoc) -> SessionSnapshot {
         model_id: Some(doc.model_id.clone()).filter(|m| !m.is_empty()),
         started_wall: doc.started,
         ended_wall: doc.ended,
+        ended_on_request: doc.ended_on_request,
         // `adminAssisted` stays true after a leave; who assists now is the stored admin id.
         assisting_admin: (!doc.assisting_admin_id.is_empty()).then(|| AdminRef {
             id: doc.assisting_admin_id.clone(),

@@ -1,7 +1,7 @@
 //! The sweeper task (seed fixes #1 and #11): wakes when core's session table says its next
 //! deadline is due (and at least every cleanup interval), ends sessions idle past
 //! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`
-//! (and the replies' upstream conversation ids with them), and cleans idle rate-limiter keys on
+//! (and the replies' upstream conversation ids and the persistence's recent messages with them), and cleans idle rate-limiter keys on
 //! its own `Periodic` schedule. Stops when shutdown begins.
 
 use std::sync::Arc;
@@ -61,6 +61,101 @@ pub async fn sweep_once(engine: &Engine) {
     }
     if !report.dropped.is_empty() {
         engine.replies.forget(report.dropped.iter().map(|id| id.as_str()));
+        engine.persistence.forget(report.dropped.iter().map(|id| id.as_str()));
         tracing::debug!(dropped = report.dropped.len(), "expired sessions dropped from memory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::frames::testing::Harness;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A session of `user` created through resolution (persisted, no connection attached).
+    async fn session(h: &Harness, user: &str) -> String {
+        let engine = &h.engine;
+        engine.sessions.resolve(&engine.persistence, user, "proposed").await.expect("created")
+    }
+
+    fn stored_end(h: &Harness, id: &str) -> Option<chatbox_core::UnixMillis> {
+        h.store.snapshot().into_iter().find(|d| d.id == id).and_then(|d| d.ended)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_is_ended_and_its_end_stored_only_after_the_idle_timeout() {
+        let h = Harness::with_config(|c| c.sessions.idle_timeout = HOUR).await;
+        let id = session(&h, "u1").await;
+        tokio::time::advance(HOUR - Duration::from_secs(1)).await;
+        sweep_once(&h.engine).await;
+        assert_eq!(stored_end(&h, &id), None, "not idle long enough");
+        assert_eq!(h.engine.metrics.sessions_ended.get(), 0);
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        sweep_once(&h.engine).await;
+        assert!(stored_end(&h, &id).is_some(), "the idle end is persisted");
+        assert_eq!(h.engine.metrics.sessions_ended.get(), 1);
+        let ended = h.engine.sessions.with(|t| t.get(&id).map(|s| s.end_cause()));
+        assert_eq!(ended, Some(Some(chatbox_core::session::EndCause::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_with_a_connection_is_not_ended() {
+        let h = Harness::with_config(|c| c.sessions.idle_timeout = HOUR).await;
+        let id = session(&h, "u1").await;
+        let user = h.connect("u1", false);
+        h.engine.sessions.bind(&h.engine.delivery, user.ctx.id, &id);
+        tokio::time::advance(3 * HOUR).await;
+        sweep_once(&h.engine).await;
+        assert_eq!(stored_end(&h, &id), None);
+        assert_eq!(h.engine.sessions.owner_of(&id).as_deref(), Some("u1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_session_leaves_memory_after_the_session_ttl() {
+        let h = Harness::with_config(|c| {
+            c.sessions.idle_timeout = HOUR;
+            c.sessions.reconnect_timeout = HOUR;
+            c.sessions.ttl = 2 * HOUR;
+        })
+        .await;
+        let id = session(&h, "u1").await;
+        tokio::time::advance(HOUR + Duration::from_secs(1)).await;
+        sweep_once(&h.engine).await;
+        assert_eq!(h.engine.sessions.owner_of(&id).as_deref(), Some("u1"), "ended, still held");
+
+        tokio::time::advance(2 * HOUR - Duration::from_secs(2)).await;
+        sweep_once(&h.engine).await;
+        assert!(h.engine.sessions.owner_of(&id).is_some(), "not yet SESSION_TTL after its end");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        sweep_once(&h.engine).await;
+        assert_eq!(h.engine.sessions.owner_of(&id), None, "dropped SESSION_TTL after its end");
+        assert!(stored_end(&h, &id).is_some(), "the store keeps it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_wakes_at_the_next_deadline_not_the_cleanup_interval_and_stops_on_stop() {
+        let h = Harness::with_config(|c| {
+            c.sessions.idle_timeout = HOUR;
+            c.sessions.cleanup_interval = 10 * HOUR;
+            c.rate.cleanup_interval = 10 * HOUR;
+        })
+        .await;
+        let id = session(&h, "u1").await;
+        let sweeper = run(Arc::clone(&h.engine));
+        tokio::pin!(sweeper);
+        tokio::select! {
+            () = &mut sweeper => panic!("the sweeper stopped by itself"),
+            () = tokio::time::sleep(HOUR + Duration::from_secs(1)) => {}
+        }
+        assert!(stored_end(&h, &id).is_some(), "swept at the idle deadline, well before 10 h");
+        assert_eq!(h.engine.metrics.active_sessions.get(), 0, "the gauge follows the sweep");
+        h.engine.signal_stop();
+        tokio::time::timeout(Duration::from_secs(1), sweeper)
+            .await
+            .expect("the task stops when the server stops accepting");
     }
 }

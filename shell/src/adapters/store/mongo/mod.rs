@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use chatbox_core::budgets::{MONGO_INDEX_BUDGET, SESSION_CREATE_ATTEMPTS};
 use chatbox_core::config::MongoConfig;
 use chatbox_core::protocol::query::AdminSessionQuery;
+use chatbox_core::session::EndCause;
 use chatbox_core::UnixMillis;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -412,6 +413,7 @@ impl SessionStore for MongoStore {
                     ))
                 })?;
                 unset.insert(field::ENDED, "");
+                unset.insert(field::END_CAUSE, "");
                 set.insert(field::DURATION, Bson::Int64(0));
                 set.insert(field::ACTIVE_USER, uid);
                 user_id = Some(uid.to_owned());
@@ -453,10 +455,12 @@ impl SessionStore for MongoStore {
         &self,
         session_id: &str,
         at: UnixMillis,
+        cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
         observe("end", async {
+            let cause = schema::end_cause(cause == EndCause::Requested);
             let update = doc! {
-                "$set": { field::ENDED: date(at) },
+                "$set": { field::ENDED: date(at), field::END_CAUSE: cause },
                 "$unset": { field::ACTIVE_USER: "" },
                 "$currentDate": touch(),
             };

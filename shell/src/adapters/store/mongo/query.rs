@@ -102,24 +102,8 @@ pub(super) fn search_filter(query: &AdminSessionQuery) -> Document {
         }
         None => {}
     }
-    match query.admin_assisted {
-        Some(true) => {
-            filter.insert(field::ADMIN_ASSISTED, true);
-        }
-        Some(false) => {
-            filter.insert(field::ADMIN_ASSISTED, doc! { "$ne": true });
-        }
-        None => {}
-    }
-    match query.help_requested {
-        Some(true) => {
-            filter.insert(field::HELP_REQUESTED, true);
-        }
-        Some(false) => {
-            filter.insert(field::HELP_REQUESTED, doc! { "$ne": true });
-        }
-        None => {}
-    }
+    flag_filter(&mut filter, field::ADMIN_ASSISTED, query.admin_assisted);
+    flag_filter(&mut filter, field::HELP_REQUESTED, query.help_requested);
     let mut started = Document::new();
     if let Some(from) = query.start_time_from {
         started.insert("$gte", date(ceil_millis(from)));
@@ -244,6 +228,20 @@ pub(super) fn window_events_pipeline(
         doc! { "$sort": { "ev.t": 1, "ev.d": 1 } },
         doc! { "$project": { "_id": 0, "d": "$ev.d" } },
     ]
+}
+
+/// Filters on a boolean field: `true` only where it is true, `false` wherever it is not (absent
+/// counts as false, as the original's documents may omit it), `None` not at all.
+fn flag_filter(filter: &mut Document, key: &str, want: Option<bool>) {
+    match want {
+        Some(true) => {
+            filter.insert(key, true);
+        }
+        Some(false) => {
+            filter.insert(key, doc! { "$ne": true });
+        }
+        None => {}
+    }
 }
 
 #[cfg(test)]

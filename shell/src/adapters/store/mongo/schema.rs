@@ -42,6 +42,9 @@ pub(super) mod field {
     pub const STARTED: &str = "ts";
     /// End time (date), absent while active.
     pub const ENDED: &str = "endTs";
+    /// Why it ended (chatbox, issue 16): `requested` (`POST …/end`, never resumed) or `idle`;
+    /// absent while active and in documents written before it.
+    pub const END_CAUSE: &str = "endCause";
     /// Duration in whole seconds (int64).
     pub const DURATION: &str = "dur";
     /// Admin-assisted flag.
@@ -109,6 +112,18 @@ pub(super) fn tokens(value: u64) -> Bson {
 /// The whole document `create` inserts: every field of §8.1 (empty optional ones omitted), the
 /// messages (duplicate ids dropped, like repeated appends), `lastActivity` at the latest message
 /// (or the document's own value), `activeUid` when the session is active, and `_ts`/`_mt` at the
+/// `endCause` of an end on request.
+pub(super) const END_CAUSE_REQUESTED: &str = "requested";
+
+/// The stored `endCause` of an end: `requested` or `idle`.
+pub(super) fn end_cause(on_request: bool) -> &'static str {
+    if on_request {
+        END_CAUSE_REQUESTED
+    } else {
+        "idle"
+    }
+}
+
 /// session's start (the engine's creation time; the adapter reads no clock).
 pub(super) fn session_to_document(doc: &SessionDoc) -> Document {
     // Destructured so that a new `SessionDoc` field is a compile error here.
@@ -120,6 +135,7 @@ pub(super) fn session_to_document(doc: &SessionDoc) -> Document {
         messages,
         started,
         ended,
+        ended_on_request,
         duration_secs,
         admin_assisted,
         assisting_admin_id,
@@ -149,6 +165,7 @@ pub(super) fn session_to_document(doc: &SessionDoc) -> Document {
     };
     if let Some(ended) = ended {
         out.insert(field::ENDED, date(*ended));
+        out.insert(field::END_CAUSE, end_cause(*ended_on_request));
     }
     out.insert(field::DURATION, Bson::Int64(*duration_secs));
     out.insert(field::ADMIN_ASSISTED, *admin_assisted);
@@ -220,6 +237,7 @@ pub(super) fn session_from_document(d: &Document) -> Result<SessionDoc, StoreErr
         messages,
         started,
         ended: r.date(field::ENDED)?,
+        ended_on_request: r.string(field::END_CAUSE)? == END_CAUSE_REQUESTED,
         duration_secs: r.int(field::DURATION)?,
         admin_assisted: r.boolean(field::ADMIN_ASSISTED)?,
         assisting_admin_id: r.string(field::ASSISTING_ADMIN_ID)?,
