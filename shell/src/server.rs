@@ -98,6 +98,8 @@ pub async fn start_with_pages(
             Clock::new(),
         ),
     };
+    #[cfg(not(madsim))]
+    fleet_limits(&engine)?;
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -143,6 +145,26 @@ fn fleet_bus(
         config.storage.redis_url_for_logs(),
     );
     Ok(Some((bus, metrics)))
+}
+
+/// The fleet-wide user, admin and connection limits when `REDIS_URL` is set (issue 14), and the
+/// task renewing this instance's connection leases.
+#[cfg(not(madsim))]
+fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
+    let config = &engine.config;
+    if !config.storage.has_redis() {
+        return Ok(());
+    }
+    let client =
+        crate::adapters::bus::client(config.storage.redis_url.expose().trim()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("REDIS_URL: {e}"))
+        })?;
+    engine.limits.attach_fleet(Arc::new(crate::adapters::limits::RedisLimits::new(client)));
+    let leases = Arc::clone(engine);
+    engine.supervisor.spawn("fleet-leases", async move {
+        leases.limits.run_leases(leases.stop_signal()).await;
+    });
+    Ok(())
 }
 
 impl Running {
