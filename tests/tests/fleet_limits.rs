@@ -7,6 +7,10 @@
 
 use std::time::Duration;
 
+use chatbox::adapters::limits::RedisLimits;
+use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates};
+use chatbox_core::rate::{Decision, RateLimit};
+use chatbox_core::Instant;
 use chatbox_tests::harness::{assert_error, is_done, now, Client, Refused, Server, ServerOpts};
 use chatbox_tests::http::{get, json};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
@@ -209,4 +213,77 @@ async fn without_redis_each_instance_limits_locally_and_the_fleet_limit_returns_
         accepted.push(send(&mut devices, i % 2, &mut session, &format!("back {i}")).await);
     }
     assert_eq!(accepted, [true, true, false, false]);
+}
+
+#[tokio::test]
+async fn the_redis_script_allows_exactly_the_limit_under_concurrent_checks() {
+    let redis = RedisServer::start().await;
+    // Two limiters with their own connections, as two instances have.
+    let a = RedisLimits::open(&redis.url()).expect("client");
+    let b = RedisLimits::open(&redis.url()).expect("client");
+    let limit = RateLimit::new(5, Duration::from_secs(2));
+    let checks = (0..40).map(|i| {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        limiter.check(Scope::Messages, "racer", limit, Instant::ZERO)
+    });
+    let decisions: Vec<Decision> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .map(|d| d.expect("redis answers"))
+        .collect();
+    assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5, "{decisions:?}");
+    let wait = decisions.iter().filter_map(|d| d.retry_after()).max().expect("refusals");
+    assert!(wait <= Duration::from_secs(2) + Duration::from_millis(1), "exact: {wait:?}");
+    // Another key and the admin scope have their own logs.
+    assert!(a.check(Scope::Admin, "racer", limit, Instant::ZERO).await.expect("ok").is_allowed());
+    // Once the window has passed the budget is back.
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    assert!(b
+        .check(Scope::Messages, "racer", limit, Instant::ZERO)
+        .await
+        .expect("ok")
+        .is_allowed());
+
+    // Leases: at most the limit live at once; a released one frees its slot at once.
+    let ttl = Duration::from_secs(30);
+    assert!(a.lease("u", "l1", 2, ttl).await.expect("ok"));
+    assert!(b.lease("u", "l2", 2, ttl).await.expect("ok"));
+    assert!(!a.lease("u", "l3", 2, ttl).await.expect("ok"), "full");
+    assert!(a.lease("u", "l1", 2, ttl).await.expect("ok"), "renewing a held lease");
+    b.release("u", "l2").await.expect("ok");
+    assert!(a.lease("u", "l3", 2, ttl).await.expect("ok"));
+    // A lease that is not renewed expires by itself.
+    assert!(a.lease("v", "short", 1, Duration::from_millis(300)).await.expect("ok"));
+    assert!(!b.lease("v", "other", 1, ttl).await.expect("ok"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.lease("v", "other", 1, ttl).await.expect("ok"), "the expired lease left");
+}
+
+#[tokio::test]
+async fn a_killed_instances_connection_slots_expire_by_themselves() {
+    let fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let token = fleet.a.token("fleet-killed", &["user"], None);
+    let header = format!("Bearer {token}");
+    let auth = [("Authorization", header.as_str())];
+    let _on_b = fleet.b.try_connect(None, &auth).await.expect("the connection on B");
+    assert!(
+        matches!(fleet.a.try_connect(None, &auth).await, Err(Refused::Http { status: 429, .. })),
+        "B's connection holds the user's only slot"
+    );
+    let pid = fleet.b.pid().expect("B runs");
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
+    // Nobody releases B's lease: it expires (CONNECTION_LEASE_TTL, 15 s) and A accepts again.
+    let started = now();
+    loop {
+        match fleet.a.try_connect(None, &auth).await {
+            Ok(_) => break,
+            Err(Refused::Http { status: 429, .. })
+                if started.elapsed() < Duration::from_secs(40) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(refused) => panic!("the dead instance's slot never expired: {refused:?}"),
+        }
+    }
 }

@@ -93,6 +93,11 @@ impl RedisLimits {
         }
     }
 
+    /// Limits kept in the Redis at `url` (`redis://…`, `rediss://…`; connected on first use).
+    pub fn open(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self::new(redis::Client::open(url)?))
+    }
+
     fn cached(&self) -> Option<MultiplexedConnection> {
         self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
