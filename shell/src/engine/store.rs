@@ -271,7 +271,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     ) -> Result<Option<Option<AdminRef>>, StoreError> {
         Ok(self.load(session_id).await?.map(|doc| {
             (!doc.assisting_admin_id.is_empty())
-                .then(|| AdminRef { id: doc.assisting_admin_id, name: doc.assisting_admin_name })
+                .then_some(AdminRef { id: doc.assisting_admin_id, name: doc.assisting_admin_name })
         }))
     }
 
