@@ -246,6 +246,81 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fleet_limits::{ConnectionLeases, SharedRates, Unavailable};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A fleet limiter double: refuses everything while up, fails while down; counts calls.
+    #[derive(Debug, Default)]
+    struct Fleet {
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Fleet {
+        fn answer<T>(&self, value: T) -> Result<T, Unavailable> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                Err(Unavailable("down".into()))
+            } else {
+                Ok(value)
+            }
+        }
+    }
+
+    #[async_trait]
+    impl SharedRates for Fleet {
+        async fn check(
+            &self,
+            _: Scope,
+            _: &str,
+            _: RateLimit,
+            _: Instant,
+        ) -> Result<Decision, Unavailable> {
+            self.answer(Decision::Denied { retry_after: Duration::from_secs(7) })
+        }
+    }
+
+    #[async_trait]
+    impl ConnectionLeases for Fleet {
+        async fn lease(&self, _: &str, _: &str, _: u32, _: Duration) -> Result<bool, Unavailable> {
+            self.answer(false)
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), Unavailable> {
+            self.answer(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fleet_decides_while_it_answers_and_the_local_limiter_while_it_does_not() {
+        let config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits::new(&config, Arc::clone(&metrics));
+        let fleet = Arc::new(Fleet::default());
+        limits.attach_fleet(Arc::clone(&fleet) as Arc<dyn FleetLimiter>);
+        let t = Instant::from_secs(100);
+        // Up: the fleet's answers, refusals included, are final.
+        let refused = limits.check_message("u1", t).await;
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(7)));
+        assert!(!limits.check_admin("a1", t).await.is_allowed());
+        assert!(limits.lease_connection("u1", t).await.is_err(), "full fleet-wide");
+        assert_eq!(metrics.fleet_limit_fallbacks.get(), 0);
+        // Down: local decisions, one failed call, then no call until the pause has passed.
+        fleet.down.store(true, Ordering::SeqCst);
+        let before = fleet.calls.load(Ordering::SeqCst);
+        assert!(limits.check_message("u1", t).await.is_allowed(), "local budget");
+        assert!(limits.check_message("u1", t).await.is_allowed());
+        assert!(matches!(limits.lease_connection("u1", t).await, Ok(None)), "local slot only");
+        assert_eq!(fleet.calls.load(Ordering::SeqCst), before + 1, "paused after the failure");
+        assert_eq!(metrics.fleet_limit_fallbacks.get(), 3);
+        assert!(limits.fleet_degraded());
+        // Back: asked again after the pause.
+        fleet.down.store(false, Ordering::SeqCst);
+        let later = t + chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE;
+        assert!(!limits.check_message("u1", later).await.is_allowed());
+        assert!(!limits.fleet_degraded());
+    }
 
     #[tokio::test]
     async fn the_message_limit_denies_past_the_configured_count() {
