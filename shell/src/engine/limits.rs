@@ -165,19 +165,21 @@ impl Limits {
     }
 
     /// The fleet-wide connection lease of a new connection of `user_id` (the local slot is
-    /// taken separately): `Ok(None)` without a fleet or while it is unavailable (the local slot
-    /// then limits alone), `Err` when the user already holds `MAX_CONNECTIONS` across the fleet.
+    /// taken separately): `Ok(None)` without a fleet, `Err` when the user already holds
+    /// `MAX_CONNECTIONS` across the fleet. While the fleet is unavailable the connection is let
+    /// through (the local slot limits alone) with a lease the heartbeat registers once Redis
+    /// answers again, if the user is then under the limit.
     pub async fn lease_connection(
         &self,
         user_id: &str,
         now: Instant,
     ) -> Result<Option<LeaseGuard>, SlotsFull> {
         let Some(fleet) = self.fleet.get() else { return Ok(None) };
+        let id = super::ids::hex32();
         if !self.health.usable(now) {
             self.metrics.fleet_limit_fallbacks.inc();
-            return Ok(None);
+            return Ok(Some(LeaseRegistry::hold(&self.leases, user_id, id)));
         }
-        let id = super::ids::hex32();
         match fleet.lease(user_id, &id, self.max_connections, CONNECTION_LEASE_TTL).await {
             Ok(true) => {
                 self.health.succeeded();
@@ -190,7 +192,7 @@ impl Limits {
             Err(error) => {
                 self.health.failed(now, &error);
                 self.metrics.fleet_limit_fallbacks.inc();
-                Ok(None)
+                Ok(Some(LeaseRegistry::hold(&self.leases, user_id, id)))
             }
         }
     }
@@ -311,7 +313,8 @@ mod tests {
         let before = fleet.calls.load(Ordering::SeqCst);
         assert!(limits.check_message("u1", t).await.is_allowed(), "local budget");
         assert!(limits.check_message("u1", t).await.is_allowed());
-        assert!(matches!(limits.lease_connection("u1", t).await, Ok(None)), "local slot only");
+        let pending = limits.lease_connection("u1", t).await;
+        assert!(matches!(pending, Ok(Some(_))), "let through, registered for the heartbeat");
         assert_eq!(fleet.calls.load(Ordering::SeqCst), before + 1, "paused after the failure");
         assert_eq!(metrics.fleet_limit_fallbacks.get(), 3);
         assert!(limits.fleet_degraded());
