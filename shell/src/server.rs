@@ -162,7 +162,7 @@ fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
     engine.limits.attach_fleet(Arc::new(crate::adapters::limits::RedisLimits::new(client)));
     let leases = Arc::clone(engine);
     engine.supervisor.spawn("fleet-leases", async move {
-        leases.limits.run_leases(leases.stop_signal()).await;
+        leases.limits.run_leases().await;
     });
     Ok(())
 }

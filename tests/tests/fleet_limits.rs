@@ -287,3 +287,37 @@ async fn a_killed_instances_connection_slots_expire_by_themselves() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_instance_shutting_down_gives_its_connection_slots_back_at_once() {
+    let mut fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let token = fleet.a.token("fleet-drained", &["user"], None);
+    let header = format!("Bearer {token}");
+    let auth = [("Authorization", header.as_str())];
+    let mut on_b = fleet.b.try_connect(None, &auth).await.expect("the connection on B");
+    assert!(
+        matches!(fleet.a.try_connect(None, &auth).await, Err(Refused::Http { status: 429, .. })),
+        "B's connection holds the user's only slot"
+    );
+    // The refusal on A is told to the user's open connection on B, as on one instance.
+    let note = on_b.recv_frame(STEP).await;
+    assert_eq!(note["type"], "notification", "{note}");
+    // A rolling deploy: B drains (close 1001) and exits, and its lease goes with the connection.
+    fleet.b.sigterm();
+    on_b.expect_close(STEP).await;
+    let (status, _) = fleet.b.wait_exit(Duration::from_secs(35)).await;
+    assert!(status.success(), "{status}");
+    let started = now();
+    loop {
+        match fleet.a.try_connect(None, &auth).await {
+            Ok(_) => break,
+            // Well within the 15 s a lease lives without renewal.
+            Err(Refused::Http { status: 429, .. })
+                if started.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(refused) => panic!("the drained instance kept the slot: {refused:?}"),
+        }
+    }
+}

@@ -17,7 +17,6 @@ use chatbox_core::config::Config;
 use chatbox_core::rate::{Decision, RateLimit, SlotsFull};
 use chatbox_core::shared::{SharedLimiter, SharedSlots};
 use chatbox_core::Instant;
-use tokio::sync::watch;
 
 use super::fleet_limits::{
     FleetHealth, FleetLimiter, InProcessRates, LeaseGuard, LeaseRegistry, Scope,
@@ -198,9 +197,11 @@ impl Limits {
     }
 
     /// Renews this instance's connection leases every [`CONNECTION_LEASE_HEARTBEAT`] and sends
-    /// the releases of closed connections, until `stop`. Returns at once without a fleet.
-    /// Leases left behind (a failed release, a stop) expire after [`CONNECTION_LEASE_TTL`].
-    pub async fn run_leases(&self, mut stop: watch::Receiver<bool>) {
+    /// the releases of closed connections. Returns at once without a fleet; otherwise it runs
+    /// until the runtime ends — through a shutdown's drain too, so connections closed while
+    /// draining give their leases back at once (nothing waits for it). A lease left behind (a
+    /// failed release, a killed process) expires after [`CONNECTION_LEASE_TTL`].
+    pub async fn run_leases(&self) {
         let Some(fleet) = self.fleet.get() else { return };
         let Some(mut releases) = self.leases.take_releases() else { return };
         let mut heartbeat = tokio::time::interval(CONNECTION_LEASE_HEARTBEAT);
@@ -225,7 +226,6 @@ impl Limits {
                         }
                     }
                 }
-                _ = super::supervisor::signalled(&mut stop) => return,
             }
         }
     }
