@@ -149,6 +149,22 @@ pub const BUS_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a connected bus pings Redis, so an outage is noticed without traffic.
 pub const BUS_HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Deadline of one fleet-limit call to Redis (a rate check, a connection lease): past it the
+/// instance decides with its local limiter, so a slow Redis never holds up a message or a
+/// handshake for longer than this.
+pub const FLEET_LIMIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After a fleet-limit call failed, how long the instance decides locally before it asks Redis
+/// again (so an outage costs one deadline per pause, not one per message).
+pub const FLEET_LIMIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How often an instance renews the Redis leases of its open WebSocket connections.
+pub const CONNECTION_LEASE_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Lifetime of a connection lease without renewal (three heartbeats): the slots of a killed
+/// instance free themselves within it.
+pub const CONNECTION_LEASE_TTL: Duration = Duration::from_secs(15);
+
 // ---- Admin -----------------------------------------------------------------------------------
 
 /// Deadline of the admin listing and the metrics aggregation (PROTOCOL.md §8.5).

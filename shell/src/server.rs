@@ -57,6 +57,8 @@ pub async fn start_with_pages(
     let wiring = BusWiring::local();
     let ports = Ports { store, ..ports };
     let (engine, channels) = Engine::new(config, ports, Clock::new(), wiring);
+    #[cfg(not(madsim))]
+    fleet_limits(&engine)?;
     let app = router::build(Arc::clone(&engine), pages);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -107,6 +109,26 @@ fn fleet_bus(config: &Config) -> std::io::Result<Option<BusWiring>> {
         config.storage.redis_url_for_logs(),
     );
     Ok(Some(BusWiring { bus, replay: Some(Arc::new(replay)), metrics }))
+}
+
+/// The fleet-wide user, admin and connection limits when `REDIS_URL` is set (issue 14), and the
+/// task renewing this instance's connection leases.
+#[cfg(not(madsim))]
+fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
+    let config = &engine.config;
+    if !config.storage.has_redis() {
+        return Ok(());
+    }
+    let client =
+        crate::adapters::bus::client(config.storage.redis_url.expose().trim()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("REDIS_URL: {e}"))
+        })?;
+    engine.limits.attach_fleet(Arc::new(crate::adapters::limits::RedisLimits::new(client)));
+    let leases = Arc::clone(engine);
+    engine.supervisor.spawn("fleet-leases", async move {
+        leases.limits.run_leases().await;
+    });
+    Ok(())
 }
 
 impl Running {

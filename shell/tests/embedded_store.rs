@@ -91,6 +91,12 @@ async fn concurrent_creates_for_one_user_yield_one_session() {
 }
 
 #[tokio::test]
+async fn one_assisting_admin_is_claimed_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::one_assisting_admin_is_claimed_atomically(Arc::new(open(dir.path()))).await;
+}
+
+#[tokio::test]
 async fn share_tokens_are_stable_and_findable() {
     let dir = tempfile::tempdir().unwrap();
     contract::share_tokens_are_stable_and_findable(&open(dir.path())).await;

@@ -198,6 +198,11 @@ async fn concurrent_creates_for_one_user_yield_one_session() {
 }
 
 #[tokio::test]
+async fn one_assisting_admin_is_claimed_atomically() {
+    contract::one_assisting_admin_is_claimed_atomically(Arc::new(fresh("assist").await)).await;
+}
+
+#[tokio::test]
 async fn share_tokens_are_stable_and_findable() {
     contract::share_tokens_are_stable_and_findable(&fresh("share").await).await;
 }

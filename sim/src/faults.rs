@@ -15,6 +15,7 @@ use chatbox::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 use chatbox_core::protocol::AdminSessionQuery;
+use chatbox_core::session::AdminRef;
 use chatbox_core::UnixMillis;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -169,6 +170,15 @@ impl SessionStore for FaultyStore {
     async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
         self.before("clear_share_token").await?;
         self.inner.clear_share_token(session_id).await
+    }
+
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        self.before("claim_assistance").await?;
+        self.inner.claim_assistance(session_id, admin).await
     }
 
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {

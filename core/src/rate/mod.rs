@@ -8,7 +8,8 @@
 //! [`crate::timer::Periodic`].
 //!
 //! Files: `window.rs` is the bucket arithmetic and one key's ring of counters, `limiter.rs` the
-//! keyed limiter with its LRU key set, `slots.rs` the connection slots.
+//! keyed limiter with its LRU key set, `slots.rs` the connection slots, `log.rs` the exact
+//! sliding log that the fleet-wide limits keep in Redis (issue 14).
 //!
 //! # Algorithm: bucketed sliding window
 //!
@@ -67,10 +68,12 @@
 use std::time::Duration;
 
 mod limiter;
+mod log;
 mod slots;
 mod window;
 
 pub use limiter::{LimiterStats, RateLimiter};
+pub use log::{window_micros, SlidingLog};
 pub use slots::{ConnectionSlots, SlotsFull, DEFAULT_CONNECTIONS_PER_KEY};
 pub use window::{DEFAULT_BUCKETS, MAX_BUCKETS};
 

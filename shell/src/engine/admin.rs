@@ -146,31 +146,65 @@ pub async fn session_metrics(
 }
 
 /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be
-/// in this process's memory; it is loaded from the store first if it is not. Marks the
-/// session assisted (`adminAssisted` then stays true after the leave, issue 15), persists `adminAssisted`/`assistingAdminId`/`assistingAdminName`
-/// (best-effort, like every state write after creation) and sends `admin_join` to the
-/// session's connections. The same admin again succeeds again (and announces again).
+/// in this process's memory; it is loaded from the store first if it is not. The store decides
+/// who assists, atomically (issue 14: one assisting admin at a time across the fleet,
+/// [`SessionStore::claim_assistance`](super::store::SessionStore::claim_assistance)): the
+/// loser gets [`SessionError::AlreadyAssisted`] naming the winner, and this instance's copy
+/// follows the store either way. When the store cannot decide (unavailable, or the session not
+/// stored yet) this instance's copy decides, as on a single instance, and the takeover is
+/// persisted best-effort. Marks the session assisted (`adminAssisted` then stays true after the
+/// leave, issue 15) and sends `admin_join` to the session's connections on every instance. The
+/// same admin again succeeds again (and announces again).
 pub async fn takeover(
     engine: &Engine,
     admin: &Caller,
     id: &str,
 ) -> Result<TakeoverOutcome, SessionOpError> {
     engine.sessions.load_on_demand(&engine.persistence, id).await;
-    let now = engine.clock.now();
-    let outcome = engine
-        .sessions
-        .with(|t| t.takeover(id, &admin.user_id, &admin.name, now))
-        .map_err(|error| match error {
-            SessionError::AlreadyAssisted { .. } => error,
-            _ => SessionError::NotFound,
-        })?;
-    let patch = SessionPatch {
-        assistance: Some((true, admin.user_id.clone(), admin.name.clone())),
-        ..Default::default()
+    let me = AdminRef { id: admin.user_id.clone(), name: admin.name.clone() };
+    let Some(before) = engine.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().cloned()))
+    else {
+        return Err(SessionError::NotFound.into());
     };
-    if let Err(error) = engine.persistence.patch(id, patch).await {
-        tracing::warn!(session_id = id, %error, "persisting the takeover failed");
-    }
+    let outcome = match engine.persistence.claim_assistance(id, &me).await {
+        Ok(Some(holder)) if holder.id != me.id => {
+            adopt_assistance(engine, id, Some(&holder));
+            tracing::info!(session_id = id, admin_id = %me.id, assisting_admin = %holder.id, "takeover refused: already assisted");
+            return Err(SessionError::AlreadyAssisted {
+                admin_id: holder.id,
+                admin_name: holder.name,
+            }
+            .into());
+        }
+        Ok(Some(_)) => {
+            adopt_assistance(engine, id, Some(&me));
+            if before.is_some_and(|b| b.id == me.id) {
+                TakeoverOutcome::Repeated
+            } else {
+                TakeoverOutcome::Started
+            }
+        }
+        stored => {
+            if let Err(error) = &stored {
+                tracing::warn!(session_id = id, %error, "the store could not decide the takeover; deciding on this instance");
+            }
+            let now = engine.clock.now();
+            let outcome = engine.sessions.with(|t| t.takeover(id, &me.id, &me.name, now)).map_err(
+                |error| match error {
+                    SessionError::AlreadyAssisted { .. } => error,
+                    _ => SessionError::NotFound,
+                },
+            )?;
+            let patch = SessionPatch {
+                assistance: Some((true, me.id.clone(), me.name.clone())),
+                ..Default::default()
+            };
+            if let Err(error) = engine.persistence.patch(id, patch).await {
+                tracing::warn!(session_id = id, %error, "persisting the takeover failed");
+            }
+            outcome
+        }
+    };
     let frame = Frame::admin_join(id, &admin.user_id, &admin.name, engine.frame_now());
     engine.delivery.send_session(id, &frame, None);
     engine.metrics.admin_takeovers.inc();
@@ -179,6 +213,45 @@ pub async fn takeover(
     inbox::emit(engine, inbox::ADMIN_JOINED, id, details);
     tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
     Ok(outcome)
+}
+
+/// Makes this instance's copy of session `id` show `holder` as its assisting admin (issue 14:
+/// the store decides, and another instance may have taken the session over or ended the
+/// assistance). A session not in memory is left alone. Returns whether the copy changed.
+pub fn adopt_assistance(engine: &Engine, id: &str, holder: Option<&AdminRef>) -> bool {
+    let now = engine.clock.now();
+    engine.sessions.with(|t| {
+        let Some(current) = t.get(id).map(|s| s.assisting_admin().cloned()) else {
+            return false;
+        };
+        if current.as_ref() == holder {
+            return false;
+        }
+        if let Some(current) = &current {
+            let _ = t.leave(id, &current.id);
+        }
+        if let Some(holder) = holder {
+            let _ = t.takeover(id, &holder.id, &holder.name, now);
+        }
+        true
+    })
+}
+
+/// Brings this instance's copy of session `id`'s assistance up to date with the store (one
+/// read, not retried; on failure the copy stays as it is). Used where a takeover or a leave on
+/// another instance matters: pausing the AI for the user's message, and the leave route.
+pub async fn refresh_assistance(engine: &Engine, id: &str) {
+    match engine.persistence.assisting_admin(id).await {
+        Ok(Some(holder)) => {
+            if adopt_assistance(engine, id, holder.as_ref()) {
+                tracing::debug!(session_id = id, assisting_admin = ?holder.as_ref().map(|h| &h.id), "assistance changed on another instance");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::debug!(session_id = id, %error, "reading the assisting admin failed");
+        }
+    }
 }
 
 /// Admin `admin` ends the assistance of session `id` (§10 item 3) through
@@ -191,6 +264,10 @@ pub async fn admin_leave(
     id: &str,
 ) -> Result<AdminRef, SessionOpError> {
     engine.sessions.load_on_demand(&engine.persistence, id).await;
+    if engine.config.storage.has_redis() {
+        // The takeover may have happened on another instance of the fleet (issue 14).
+        refresh_assistance(engine, id).await;
+    }
     let assisted = engine.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
     match assisted {
         None => return Err(SessionError::NotFound.into()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 
 use super::crypto::ContentCipher;
@@ -122,6 +122,21 @@ impl SessionStore for EncryptingStore {
 
     async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
         self.inner.clear_share_token(session_id).await
+    }
+
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        self.inner.claim_assistance(session_id, admin).await
+    }
+
+    async fn assisting_admin(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Option<AdminRef>>, StoreError> {
+        self.inner.assisting_admin(session_id).await
     }
 
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {

@@ -127,6 +127,9 @@ pub struct Metrics {
     pub outbox_dropped: IntCounter,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
+    /// `chatbox_fleet_limit_fallbacks_total`: fleet-wide limit checks (rate or connection lease)
+    /// decided by the local limiter because Redis did not answer in time (issue 14).
+    pub fleet_limit_fallbacks: IntCounter,
 }
 
 impl Default for Metrics {
@@ -307,6 +310,13 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new("chatbox_rate_limiter_keys", "Keys tracked by a rate limiter"),
                     &["limiter"],
+                ),
+            ),
+            fleet_limit_fallbacks: register(
+                r,
+                IntCounter::new(
+                    "chatbox_fleet_limit_fallbacks_total",
+                    "Fleet-wide limit checks decided locally because Redis did not answer",
                 ),
             ),
             registry,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chatbox_core::protocol::query::{AdminSessionQuery, SortField, SortOrder, StatusFilter};
 use chatbox_core::protocol::Sender;
 use chatbox_core::retry::ErrorClass;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -258,6 +258,32 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         session_id: &str,
         token: &str,
     ) -> Result<Option<String>, StoreError>;
+
+    /// Makes `admin` the assisting admin of session `session_id` unless another admin already
+    /// assists it (issue 14: one assisting admin at a time, decided atomically fleet-wide): the
+    /// check (`assistingAdminId` absent, empty or `admin`'s) and the set (`adminAssisted`,
+    /// `assistingAdminId`, `assistingAdminName`) are one atomic step, so of two admins racing on
+    /// two instances exactly one wins. Returns the assisting admin after the call — `admin`
+    /// when it won or already assisted, the other admin otherwise — and `None` for an unknown
+    /// session.
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError>;
+
+    /// The assisting admin of session `session_id` as stored (`Some(None)`: nobody assists),
+    /// `None` for an unknown session. The default loads the session; MongoDB reads only the
+    /// two fields.
+    async fn assisting_admin(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Option<AdminRef>>, StoreError> {
+        Ok(self.load(session_id).await?.map(|doc| {
+            (!doc.assisting_admin_id.is_empty())
+                .then_some(AdminRef { id: doc.assisting_admin_id, name: doc.assisting_admin_name })
+        }))
+    }
 
     /// Removes session `session_id`'s share token, so its old link no longer resolves and a
     /// later share mints a new one (issue 15). Idempotent: `Some(())` whether or not a token was

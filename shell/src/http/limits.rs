@@ -45,11 +45,10 @@ pub async fn admin_limit(State(engine): State<Arc<Engine>>, req: Request, next: 
     let Some(user_id) = req.extensions().get::<Caller>().map(|c| c.user_id.clone()) else {
         return next.run(req).await;
     };
+    // Counted, logged and fleet-wide (issue 14) in the limits service.
     if let Decision::Denied { retry_after } =
-        engine.limits.admin.check(&user_id, engine.clock.now())
+        engine.limits.check_admin(&user_id, engine.clock.now()).await
     {
-        tracing::info!(user_id, ?retry_after, "admin rate limit");
-        engine.metrics.rate_limited(Limiter::Admin);
         return too_many_requests(retry_after, true);
     }
     next.run(req).await

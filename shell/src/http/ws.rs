@@ -30,6 +30,7 @@ use super::auth::Verifier;
 use super::ws_session::{close_message, EngineSide, SessionLoop};
 use crate::engine::caller::Caller;
 use crate::engine::delivery::{KickSignal, Registration};
+use crate::engine::fleet_limits::LeaseGuard;
 use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
 
@@ -117,6 +118,17 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
             return text_response(StatusCode::TOO_MANY_REQUESTS, WS_CONNECTION_LIMIT);
         }
     };
+    // Fleet-wide (issue 14): one lease per connection, refused exactly like the local slot.
+    let lease = match engine.limits.lease_connection(&caller.user_id, engine.clock.now()).await {
+        Ok(lease) => lease,
+        Err(full) => {
+            tracing::info!(user_id = %caller.user_id, held = full.held, "fleet connection limit reached");
+            engine.metrics.rate_limited(crate::engine::metrics::Limiter::Connection);
+            let note = Frame::notification_connection_limit(engine.frame_now());
+            engine.delivery.send_user(&caller.user_id, &note);
+            return text_response(StatusCode::TOO_MANY_REQUESTS, WS_CONNECTION_LIMIT);
+        }
+    };
     let upgrade_ok = header_has_token(headers, header::CONNECTION, "upgrade")
         && header_has_token(headers, header::UPGRADE, "websocket")
         && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
@@ -136,7 +148,7 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     let task_engine = Arc::clone(engine);
     engine.supervisor.spawn("websocket", async move {
         match on_upgrade.await {
-            Ok(upgraded) => run_connection(task_engine, upgraded, caller, slot).await,
+            Ok(upgraded) => run_connection(task_engine, upgraded, caller, (slot, lease)).await,
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
     });
@@ -151,12 +163,13 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     response
 }
 
-/// Runs one upgraded connection until it closes; the slot is released when it returns.
+/// Runs one upgraded connection until it closes; the slot and the fleet lease are released
+/// when it returns.
 async fn run_connection(
     engine: Arc<Engine>,
     upgraded: hyper::upgrade::Upgraded,
     caller: Caller,
-    _slot: SlotGuard<String>,
+    _slot: (SlotGuard<String>, Option<LeaseGuard>),
 ) {
     let ws_cfg = &engine.config.websocket;
     let config = WebSocketConfig::default()

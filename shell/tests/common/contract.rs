@@ -1,5 +1,6 @@
 //! The `SessionStore` contract, store-agnostic: ordering, idempotency, the one-active-session
-//! guard (also under concurrency), patches, ending, listing, share tokens and the admin search.
+//! guard (also under concurrency), patches, ending, listing, share tokens, the atomic claim of
+//! the assisting admin and the admin search.
 //! Each function is one test body; `embedded_store.rs` and `mongo_store.rs` call every one of
 //! them with a fresh, empty store of their kind.
 
@@ -15,7 +16,7 @@ use chatbox::engine::store::{
     CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 use chatbox_core::protocol::query::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 
 /// A fresh active session.
@@ -299,6 +300,42 @@ pub async fn concurrent_creates_for_one_user_yield_one_session(store: Arc<dyn Se
     assert_eq!(active_exists.len(), 7);
     assert!(active_exists.iter().all(|other| *other == created[0]));
     assert_eq!(store.list_by_user("u1", 100).await.unwrap().len(), 1);
+}
+
+/// One assisting admin at a time (issue 14): a claim wins only when nobody (or the claimant)
+/// assists; of many concurrent claims by different admins exactly one wins; a leave (patch
+/// with empty strings) frees the session; `adminAssisted` stays raised.
+pub async fn one_assisting_admin_is_claimed_atomically(store: Arc<dyn SessionStore>) {
+    let admin = |id: &str| AdminRef { id: id.to_owned(), name: format!("Admin {id}") };
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    assert_eq!(store.claim_assistance("missing", &admin("a1")).await.unwrap(), None);
+    assert_eq!(store.assisting_admin("missing").await.unwrap(), None);
+    assert_eq!(store.assisting_admin("s1").await.unwrap(), Some(None));
+
+    let claims = (0..8).map(|i| {
+        let store = Arc::clone(&store);
+        async move { store.claim_assistance("s1", &admin(&format!("a{i}"))).await.unwrap() }
+    });
+    let holders: Vec<AdminRef> =
+        futures_util::future::join_all(claims).await.into_iter().map(Option::unwrap).collect();
+    let winner = holders[0].clone();
+    assert!(holders.iter().all(|h| *h == winner), "every claim names one winner: {holders:?}");
+    assert_eq!(store.assisting_admin("s1").await.unwrap(), Some(Some(winner.clone())));
+    // The winner claims again (a repeated takeover); another admin is still refused.
+    assert_eq!(store.claim_assistance("s1", &winner).await.unwrap(), Some(winner.clone()));
+    let other = if winner.id == "a0" { admin("a1") } else { admin("a0") };
+    assert_eq!(store.claim_assistance("s1", &other).await.unwrap(), Some(winner.clone()));
+
+    let leave = SessionPatch {
+        assistance: Some((false, String::new(), String::new())),
+        ..Default::default()
+    };
+    store.update("s1", &leave).await.unwrap();
+    assert_eq!(store.assisting_admin("s1").await.unwrap(), Some(None));
+    assert_eq!(store.claim_assistance("s1", &other).await.unwrap(), Some(other.clone()));
+    let doc = store.load("s1").await.unwrap().unwrap();
+    assert!(doc.admin_assisted);
+    assert_eq!((doc.assisting_admin_id, doc.assisting_admin_name), (other.id, other.name));
 }
 
 pub async fn share_tokens_are_stable_and_findable(store: &dyn SessionStore) {

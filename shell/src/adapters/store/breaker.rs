@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
 use chatbox_core::protocol::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 
 use crate::engine::clock::Clock;
@@ -137,6 +137,21 @@ impl SessionStore for BreakerStore {
 
     async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
         self.guarded("clear_share_token", self.inner.clear_share_token(session_id)).await
+    }
+
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        self.guarded("claim_assistance", self.inner.claim_assistance(session_id, admin)).await
+    }
+
+    async fn assisting_admin(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Option<AdminRef>>, StoreError> {
+        self.guarded("assisting_admin", self.inner.assisting_admin(session_id)).await
     }
 
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use redb::{Database, WriteTransaction};
 
@@ -207,6 +207,20 @@ impl SessionStore for EmbeddedStore {
         let (session_id, token) = (session_id.to_owned(), token.to_owned());
         self.run_write("set_share_token", move |txn| ops::set_share_token(txn, &session_id, &token))
             .await
+    }
+
+    /// Reads and (when free or already `admin`'s) sets the assisting admin in one write
+    /// transaction.
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        let (session_id, admin) = (session_id.to_owned(), admin.clone());
+        self.run_write("claim_assistance", move |txn| {
+            ops::claim_assistance(txn, &session_id, &admin)
+        })
+        .await
     }
 
     /// Drops the token from the row and from the `share_tokens` index in one write transaction.

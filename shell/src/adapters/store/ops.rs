@@ -10,7 +10,7 @@
 //! writer thread.
 
 use chatbox_core::protocol::query::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
@@ -353,6 +353,29 @@ pub(super) fn clear_share_token(
     tokens.remove(token.as_str()).map_err(redb_error)?;
     sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
     Ok(Write::Commit(Some(())))
+}
+
+/// The assisting admin of `session_id` after making it `admin` if nobody (or `admin` itself)
+/// assists it; `None` for an unknown session.
+pub(super) fn claim_assistance(
+    txn: &WriteTransaction,
+    session_id: &str,
+    admin: &AdminRef,
+) -> Result<Write<Option<AdminRef>>, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let Some(mut row) = read_row(&sessions, session_id)? else {
+        return Ok(Write::Discard(None));
+    };
+    if !row.assisting_admin_id.is_empty() && row.assisting_admin_id != admin.id {
+        let holder =
+            AdminRef { id: row.assisting_admin_id.clone(), name: row.assisting_admin_name.clone() };
+        return Ok(Write::Discard(Some(holder)));
+    }
+    row.admin_assisted = true;
+    row.assisting_admin_id.clone_from(&admin.id);
+    row.assisting_admin_name.clone_from(&admin.name);
+    sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
+    Ok(Write::Commit(Some(admin.clone())))
 }
 
 /// Every session row, decoded, with its id (one pass over the `sessions` table).

@@ -67,7 +67,7 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
         }
     }
     match frame.frame_type {
-        FrameType::UserMessage | FrameType::ModelSelect => queue_ordered(engine, conn, frame),
+        FrameType::UserMessage | FrameType::ModelSelect => queue_ordered(engine, conn, frame).await,
         FrameType::HelpRequest => help_request::apply(engine, conn, &frame).await,
         FrameType::Stop => stop::apply(engine, conn, &frame).await,
         FrameType::FileUpload | FrameType::VoiceMessage => file::apply(engine, conn, &frame).await,
@@ -158,7 +158,7 @@ fn announce(engine: &Engine, conn: &ConnCtx, session: Option<&str>) {
 }
 
 /// Queues `user_message` / `model_select` behind the session's earlier frames.
-fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
+async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
     let Ok(permit) = Arc::clone(&conn.in_flight).try_acquire_owned() else {
         reply_error(engine, conn, None, ErrorInfo::server_busy());
         return;
@@ -167,7 +167,7 @@ fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
     let Some(requested) = require_session(engine, conn, &frame) else { return };
     if frame.frame_type == FrameType::UserMessage {
         let now = engine.clock.now();
-        let decision = engine.limits.check_message(&conn.caller.user_id, now);
+        let decision = engine.limits.check_message(&conn.caller.user_id, now).await;
         if let Some(probe) = engine.probe.get() {
             probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
         }

@@ -48,6 +48,11 @@ pub(super) async fn apply(
         engine.delivery.send_session_error(&session, ErrorInfo::database_error(), conn.id);
         return;
     }
+    if engine.config.llm.pause_ai_when_assisted && engine.config.storage.has_redis() {
+        // In a fleet the takeover (or the leave) may have happened on another instance: the
+        // store says who assists (issue 14).
+        crate::engine::admin::refresh_assistance(engine, &session).await;
+    }
     let now = engine.clock.now();
     let (name, assisted) = engine.sessions.with(|t| {
         let _ = t.record_message(&session, now);

@@ -12,7 +12,7 @@ use crate::engine::store::{
 };
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 
 /// In-memory sessions keyed by id.
@@ -176,6 +176,24 @@ impl SessionStore for MemoryStore {
 
     async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
         Ok(self.docs().get_mut(session_id).map(|doc| doc.share_token = None))
+    }
+
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        let mut docs = self.docs();
+        let Some(doc) = docs.get_mut(session_id) else { return Ok(None) };
+        if doc.assisting_admin_id.is_empty() || doc.assisting_admin_id == admin.id {
+            doc.admin_assisted = true;
+            doc.assisting_admin_id.clone_from(&admin.id);
+            doc.assisting_admin_name.clone_from(&admin.name);
+        }
+        Ok(Some(AdminRef {
+            id: doc.assisting_admin_id.clone(),
+            name: doc.assisting_admin_name.clone(),
+        }))
     }
 
     /// A scan of every document, with the port's shared filter and order.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chatbox_core::budgets::STORE_PREPARE_MIN_DELAY;
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use tokio::sync::{watch, Notify};
 
@@ -373,6 +373,22 @@ impl Persistence {
         token: &str,
     ) -> Result<Option<String>, StoreError> {
         self.with_retry("set_share_token", || self.store.set_share_token(id, token)).await
+    }
+
+    /// Claims the assistance of session `id` for `admin` atomically in the store (retried); the
+    /// assisting admin after the claim, `None` when the session is unknown (issue 14).
+    pub async fn claim_assistance(
+        &self,
+        id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        self.with_retry("claim_assistance", || self.store.claim_assistance(id, admin)).await
+    }
+
+    /// The stored assisting admin of session `id` (one attempt, not retried: it runs on the
+    /// reply path, and a failure leaves this instance's view as it is).
+    pub async fn assisting_admin(&self, id: &str) -> Result<Option<Option<AdminRef>>, StoreError> {
+        self.store.assisting_admin(id).await
     }
 
     /// Clears session `id`'s share token (retried); `None` when the session is unknown.

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use chatbox_core::budgets::{MONGO_INDEX_BUDGET, SESSION_CREATE_ATTEMPTS};
 use chatbox_core::config::MongoConfig;
 use chatbox_core::protocol::query::AdminSessionQuery;
-use chatbox_core::session::EndCause;
+use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -162,6 +162,26 @@ impl MongoStore {
     }
 
     /// Whether a session with this id exists.
+    /// The stored assisting admin (only the two fields are read).
+    async fn read_assisting(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Option<AdminRef>>, StoreError> {
+        let projection = doc! { field::ASSISTING_ADMIN_ID: 1, field::ASSISTING_ADMIN_NAME: 1 };
+        let Some(stored) = self
+            .sessions
+            .find_one(doc! { field::ID: session_id })
+            .projection(projection)
+            .await
+            .map_err(|e| classify(&e))?
+        else {
+            return Ok(None);
+        };
+        let text = |key: &str| stored.get_str(key).unwrap_or_default().to_owned();
+        let id = text(field::ASSISTING_ADMIN_ID);
+        Ok(Some((!id.is_empty()).then(|| AdminRef { id, name: text(field::ASSISTING_ADMIN_NAME) })))
+    }
+
     async fn exists(&self, session_id: &str) -> Result<bool, StoreError> {
         let found = self
             .sessions
@@ -591,6 +611,59 @@ impl SessionStore for MongoStore {
             }
         })
         .await
+    }
+
+    /// One conditional `updateOne` (`assistingAdminId` absent, empty or this admin's): MongoDB
+    /// applies it atomically to the document, so of two racing admins exactly one matches. The
+    /// holder is then read back.
+    async fn claim_assistance(
+        &self,
+        session_id: &str,
+        admin: &AdminRef,
+    ) -> Result<Option<AdminRef>, StoreError> {
+        observe("claim_assistance", async {
+            let filter = doc! {
+                field::ID: session_id,
+                "$or": [
+                    { field::ASSISTING_ADMIN_ID: { "$exists": false } },
+                    { field::ASSISTING_ADMIN_ID: { "$in": ["", admin.id.as_str()] } },
+                ],
+            };
+            let update = doc! {
+                "$set": {
+                    field::ADMIN_ASSISTED: true,
+                    field::ASSISTING_ADMIN_ID: admin.id.as_str(),
+                    field::ASSISTING_ADMIN_NAME: admin.name.as_str(),
+                },
+                "$currentDate": touch(),
+            };
+            // Not matched but nobody assists when read back: the holder left in between, so
+            // the claim is tried again (twice at most; then the caller may retry).
+            for _ in 0..2 {
+                let result = self
+                    .sessions
+                    .update_one(filter.clone(), update.clone())
+                    .await
+                    .map_err(|e| classify(&e))?;
+                if result.matched_count > 0 {
+                    return Ok(Some(admin.clone()));
+                }
+                match self.read_assisting(session_id).await? {
+                    None => return Ok(None),
+                    Some(Some(holder)) => return Ok(Some(holder)),
+                    Some(None) => {}
+                }
+            }
+            Err(StoreError::Transient("the assisting admin changed during the claim".into()))
+        })
+        .await
+    }
+
+    async fn assisting_admin(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Option<AdminRef>>, StoreError> {
+        observe("assisting_admin", self.read_assisting(session_id)).await
     }
 
     /// `$unset` of `shareToken` (the sparse unique index drops the entry with it).

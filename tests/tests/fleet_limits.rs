@@ -1,0 +1,323 @@
+#![cfg(not(madsim))]
+//! Limits for the user across the fleet (issue 14, Behaviour 3 and 4): two real chatbox
+//! processes on one MongoDB-compatible database (SecantusDB) and one real Redis. The user
+//! message rate, the connections per user and the admin request rate hold across both
+//! instances, refusals answer exactly as on one instance, and with Redis stopped each instance
+//! still limits locally and returns to fleet-wide limits when Redis is back.
+
+use std::time::Duration;
+
+use chatbox::adapters::limits::RedisLimits;
+use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates};
+use chatbox_core::rate::{Decision, RateLimit};
+use chatbox_core::Instant;
+use chatbox_tests::harness::{assert_error, is_done, now, Client, Refused, Server, ServerOpts};
+use chatbox_tests::http::{get, json};
+use chatbox_tests::mongo::{fresh_database, MongoServer};
+use chatbox_tests::redis::RedisServer;
+use chatbox_tests::upstream::Upstream;
+use serde_json::Value;
+
+const STEP: Duration = Duration::from_secs(20);
+
+/// One Redis, one database, two instances started with `extra` settings.
+struct Fleet {
+    _mongo: MongoServer,
+    redis: RedisServer,
+    _upstream: Upstream,
+    a: Server,
+    b: Server,
+}
+
+async fn fleet(extra: &[(&str, &str)]) -> Fleet {
+    let mongo = MongoServer::start().await;
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let opts = || {
+        let mut opts = ServerOpts::with_upstream(&upstream)
+            .env("MONGO_URI", &mongo.uri())
+            .env("MONGO_DATABASE", &db)
+            .env("REDIS_URL", &redis.url())
+            .env("JWT_SECRET", &secret);
+        for (key, value) in extra {
+            opts = opts.env(key, value);
+        }
+        opts
+    };
+    let a = Server::start(opts()).await;
+    let b = Server::start(opts()).await;
+    wait_bus(&a, "ready").await;
+    wait_bus(&b, "ready").await;
+    Fleet { _mongo: mongo, redis, _upstream: upstream, a, b }
+}
+
+/// Polls `/readyz` until `checks.bus.status` is `want`.
+async fn wait_bus(server: &Server, want: &str) {
+    let deadline = now() + Duration::from_secs(30);
+    loop {
+        let body = json(&get(server, "/readyz", None).await);
+        if body["checks"]["bus"]["status"] == want {
+            return;
+        }
+        assert!(now() < deadline, "checks.bus never became {want}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A user's device: its connection and whether it is bound to the session yet (a bound device
+/// also receives the replies to the user's other devices).
+struct Device {
+    client: Client,
+    bound: bool,
+}
+
+/// Sends one message from `devices[from]` and returns whether it was accepted; the refusal is
+/// checked to be today's `TOO_MANY_REQUESTS` answer. The other bound devices' copy of an
+/// accepted reply is read too, so every device starts the next step with nothing pending.
+async fn send(devices: &mut [Device], from: usize, session: &mut String, text: &str) -> bool {
+    let sender = &mut devices[from];
+    sender.client.send_user_message(session, text).await;
+    sender.bound = true;
+    let frames = sender.client.recv_reply(STEP).await;
+    let outcome = frames.last().expect("an outcome").clone();
+    if outcome["type"] == "error" {
+        assert_error(&outcome, "TOO_MANY_REQUESTS", "Too many requests, please slow down");
+        let retry_after = outcome["error"]["retry_after"].as_u64().expect("retry_after in ms");
+        // Exact in Redis (≤ the window); the local fallback's buckets may add under 3 s.
+        assert!(retry_after > 0 && retry_after < 63_000, "{outcome}");
+        assert_eq!(outcome["session_id"], session.as_str(), "{outcome}");
+        return false;
+    }
+    assert!(is_done(&outcome), "{frames:#?}");
+    *session = outcome["session_id"].as_str().expect("session id").to_string();
+    for (i, other) in devices.iter_mut().enumerate() {
+        if i != from && other.bound {
+            other.client.recv_until(is_done, STEP).await;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn the_message_rate_holds_for_the_user_across_two_instances() {
+    let fleet = fleet(&[("RATE_LIMIT", "4")]).await;
+    let token = fleet.a.token("fleet-rate", &["user"], None);
+    let mut devices = [
+        Device { client: fleet.a.connect(&token).await, bound: false },
+        Device { client: fleet.b.connect(&token).await, bound: false },
+    ];
+    let mut session = "fleet-rate-1".to_string();
+    let mut accepted = Vec::new();
+    for i in 0..8 {
+        accepted.push(send(&mut devices, i % 2, &mut session, &format!("message {i}")).await);
+    }
+    assert_eq!(accepted.iter().filter(|a| **a).count(), 4, "{accepted:?}");
+    assert_eq!(accepted, [true, true, true, true, false, false, false, false]);
+}
+
+#[tokio::test]
+async fn connections_per_user_hold_across_two_instances() {
+    let fleet = fleet(&[("MAX_CONNECTIONS", "2")]).await;
+    let token = fleet.a.token("fleet-conns", &["user"], None);
+    let header = format!("Bearer {token}");
+    let auth = [("Authorization", header.as_str())];
+    let on_a = fleet.a.try_connect(None, &auth).await.expect("first connection, on A");
+    let _on_b = fleet.b.try_connect(None, &auth).await.expect("second connection, on B");
+    for server in [&fleet.a, &fleet.b] {
+        match server.try_connect(None, &auth).await {
+            Err(Refused::Http { status: 429, body }) => {
+                assert!(body.contains("Connection limit exceeded"), "{body}");
+            }
+            other => panic!("the third connection is refused fleet-wide: {other:?}"),
+        }
+    }
+    // Closing the one on A frees a slot for the whole fleet (the release is asynchronous).
+    on_a.close().await;
+    let deadline = now() + Duration::from_secs(10);
+    loop {
+        match fleet.b.try_connect(None, &auth).await {
+            Ok(_) => break,
+            Err(Refused::Http { status: 429, .. }) if now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(refused) => panic!("the freed slot is usable on B: {refused:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_rate_holds_across_two_instances() {
+    let fleet = fleet(&[("ADMIN_RATE_LIMIT", "3")]).await;
+    let admin = fleet.a.token("fleet-admin", &["admin"], None);
+    let mut statuses = Vec::new();
+    let mut refusal: Option<Value> = None;
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &fleet.a } else { &fleet.b };
+        let answer = get(server, "/admin/sessions", Some(&admin)).await;
+        if answer.status == 429 {
+            refusal = Some(json(&answer));
+            assert!(answer.header("retry-after").is_some(), "{answer:?}");
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let body = refusal.expect("a refusal");
+    assert_eq!(body["error"], "rate_limit_exceeded", "{body}");
+    assert_eq!(body["message"], "Too many requests. Please try again later.", "{body}");
+    let ms = body["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(ms > 0 && ms <= 60_000, "{body}");
+}
+
+#[tokio::test]
+async fn without_redis_each_instance_limits_locally_and_the_fleet_limit_returns_with_it() {
+    let mut fleet = fleet(&[("RATE_LIMIT", "2")]).await;
+    fleet.redis.stop().await;
+    wait_bus(&fleet.a, "degraded").await;
+    wait_bus(&fleet.b, "degraded").await;
+
+    // During the outage each instance enforces the limit on its own traffic.
+    let outage = fleet.a.token("fleet-outage", &["user"], None);
+    for server in [&fleet.a, &fleet.b] {
+        let mut devices = [Device { client: server.connect(&outage).await, bound: false }];
+        let mut session = "fleet-outage-1".to_string();
+        let mut accepted = Vec::new();
+        for i in 0..3 {
+            accepted.push(send(&mut devices, 0, &mut session, &format!("outage {i}")).await);
+        }
+        assert_eq!(accepted, [true, true, false], "local limit on {}", server.addr());
+    }
+    let metrics = get(&fleet.a, "/metrics/prometheus", None).await;
+    let fallbacks = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("chatbox_fleet_limit_fallbacks_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(fallbacks >= 1.0, "fallbacks counted: {}", metrics.body);
+
+    fleet.redis.restart().await;
+    wait_bus(&fleet.a, "ready").await;
+    wait_bus(&fleet.b, "ready").await;
+    // Past the limiter's pause after a failure, the limit is fleet-wide again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let token = fleet.a.token("fleet-back", &["user"], None);
+    let mut devices = [
+        Device { client: fleet.a.connect(&token).await, bound: false },
+        Device { client: fleet.b.connect(&token).await, bound: false },
+    ];
+    let mut session = "fleet-back-1".to_string();
+    let mut accepted = Vec::new();
+    for i in 0..4 {
+        accepted.push(send(&mut devices, i % 2, &mut session, &format!("back {i}")).await);
+    }
+    assert_eq!(accepted, [true, true, false, false]);
+}
+
+#[tokio::test]
+async fn the_redis_script_allows_exactly_the_limit_under_concurrent_checks() {
+    let redis = RedisServer::start().await;
+    // Two limiters with their own connections, as two instances have.
+    let a = RedisLimits::open(&redis.url()).expect("client");
+    let b = RedisLimits::open(&redis.url()).expect("client");
+    let limit = RateLimit::new(5, Duration::from_secs(2));
+    let checks = (0..40).map(|i| {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        limiter.check(Scope::Messages, "racer", limit, Instant::ZERO)
+    });
+    let decisions: Vec<Decision> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .map(|d| d.expect("redis answers"))
+        .collect();
+    assert_eq!(decisions.iter().filter(|d| d.is_allowed()).count(), 5, "{decisions:?}");
+    let wait = decisions.iter().filter_map(|d| d.retry_after()).max().expect("refusals");
+    assert!(wait <= Duration::from_secs(2) + Duration::from_millis(1), "exact: {wait:?}");
+    // Another key and the admin scope have their own logs.
+    assert!(a.check(Scope::Admin, "racer", limit, Instant::ZERO).await.expect("ok").is_allowed());
+    // Once the window has passed the budget is back.
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    assert!(b
+        .check(Scope::Messages, "racer", limit, Instant::ZERO)
+        .await
+        .expect("ok")
+        .is_allowed());
+
+    // Leases: at most the limit live at once; a released one frees its slot at once.
+    let ttl = Duration::from_secs(30);
+    assert!(a.lease("u", "l1", 2, ttl).await.expect("ok"));
+    assert!(b.lease("u", "l2", 2, ttl).await.expect("ok"));
+    assert!(!a.lease("u", "l3", 2, ttl).await.expect("ok"), "full");
+    assert!(a.lease("u", "l1", 2, ttl).await.expect("ok"), "renewing a held lease");
+    b.release("u", "l2").await.expect("ok");
+    assert!(a.lease("u", "l3", 2, ttl).await.expect("ok"));
+    // A lease that is not renewed expires by itself.
+    assert!(a.lease("v", "short", 1, Duration::from_millis(300)).await.expect("ok"));
+    assert!(!b.lease("v", "other", 1, ttl).await.expect("ok"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.lease("v", "other", 1, ttl).await.expect("ok"), "the expired lease left");
+}
+
+#[tokio::test]
+async fn a_killed_instances_connection_slots_expire_by_themselves() {
+    let fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let token = fleet.a.token("fleet-killed", &["user"], None);
+    let header = format!("Bearer {token}");
+    let auth = [("Authorization", header.as_str())];
+    let _on_b = fleet.b.try_connect(None, &auth).await.expect("the connection on B");
+    assert!(
+        matches!(fleet.a.try_connect(None, &auth).await, Err(Refused::Http { status: 429, .. })),
+        "B's connection holds the user's only slot"
+    );
+    let pid = fleet.b.pid().expect("B runs");
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
+    // Nobody releases B's lease: it expires (CONNECTION_LEASE_TTL, 15 s) and A accepts again.
+    let started = now();
+    loop {
+        match fleet.a.try_connect(None, &auth).await {
+            Ok(_) => break,
+            Err(Refused::Http { status: 429, .. })
+                if started.elapsed() < Duration::from_secs(40) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(refused) => panic!("the dead instance's slot never expired: {refused:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_instance_shutting_down_gives_its_connection_slots_back_at_once() {
+    let mut fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let token = fleet.a.token("fleet-drained", &["user"], None);
+    let header = format!("Bearer {token}");
+    let auth = [("Authorization", header.as_str())];
+    let mut on_b = fleet.b.try_connect(None, &auth).await.expect("the connection on B");
+    assert!(
+        matches!(fleet.a.try_connect(None, &auth).await, Err(Refused::Http { status: 429, .. })),
+        "B's connection holds the user's only slot"
+    );
+    // The refusal on A is told to the user's open connection on B, as on one instance.
+    let note = on_b.recv_frame(STEP).await;
+    assert_eq!(note["type"], "notification", "{note}");
+    // A rolling deploy: B drains (close 1001) and exits, and its lease goes with the connection.
+    fleet.b.sigterm();
+    on_b.expect_close(STEP).await;
+    let (status, _) = fleet.b.wait_exit(Duration::from_secs(35)).await;
+    assert!(status.success(), "{status}");
+    let started = now();
+    loop {
+        match fleet.a.try_connect(None, &auth).await {
+            Ok(_) => break,
+            // Well within the 15 s a lease lives without renewal.
+            Err(Refused::Http { status: 429, .. })
+                if started.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(refused) => panic!("the drained instance kept the slot: {refused:?}"),
+        }
+    }
+}
