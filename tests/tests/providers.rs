@@ -81,7 +81,7 @@ async fn drain(mut stream: EventStream) -> (Vec<String>, Result<Option<String>, 
                 assert!(!text.is_empty(), "empty delta emitted");
                 deltas.push(text);
             }
-            Some(Ok(StreamEvent::End { conversation_id })) => break Ok(conversation_id),
+            Some(Ok(StreamEvent::End { conversation_id, .. })) => break Ok(conversation_id),
             Some(Err(error)) => break Err(error),
             None => panic!("stream ended without an outcome after {deltas:?}"),
         }
@@ -107,7 +107,9 @@ async fn reply(
 
 fn detail(error: &ProviderError) -> &str {
     match error {
-        ProviderError::Transient { detail, .. } | ProviderError::Permanent { detail, .. } => detail,
+        ProviderError::Transient { detail, .. }
+        | ProviderError::Throttled { detail, .. }
+        | ProviderError::Permanent { detail, .. } => detail,
     }
 }
 

@@ -128,7 +128,8 @@ impl Upstream {
 /// for a 2xx response head. Returns the response with its body unread.
 ///
 /// Errors: header timeout, connect failure, reset → transient; 5xx / 429 → transient with
-/// `<Provider> API error (status <code>): <first 1024 bytes of body>`; any other non-2xx →
+/// `<Provider> API error (status <code>): <first 1024 bytes of body>` (throttled, carrying the
+/// header, when the upstream sent `Retry-After`); any other non-2xx →
 /// permanent with the same text; a request that cannot be built → permanent.
 pub(crate) async fn send_for_stream(
     upstream: Upstream,
@@ -158,6 +159,11 @@ pub(crate) async fn send_for_stream(
     };
 
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| truncate(v.trim().to_owned(), 64));
     if status.is_success() {
         tracing::debug!(
             provider = upstream.kind,
@@ -177,7 +183,12 @@ pub(crate) async fn send_for_stream(
         "upstream refused the request"
     );
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        Err(upstream.transient(detail))
+        match retry_after {
+            Some(retry_after) => {
+                Err(ProviderError::Throttled { provider: upstream.kind, detail, retry_after })
+            }
+            None => Err(upstream.transient(detail)),
+        }
     } else {
         Err(upstream.permanent(detail))
     }

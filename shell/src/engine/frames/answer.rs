@@ -1,12 +1,17 @@
 //! The answer to a message, shared by `user_message` (streamed) and `voice_message` (whole):
 //! build the request from the stored conversation, run it through the replies service (core's
-//! reply timer and retry schedule), then store the finished reply and acknowledge it — `done`
-//! for a streamed reply, one `ai_message` for a voice answer. Text replies are reported to the
-//! probe (simulator, tests).
+//! reply timer, retry schedule and fallbacks), then store the finished reply and acknowledge it —
+//! `done` for a streamed reply, one `ai_message` for a voice answer. The stored reply names the
+//! model that answered and its tokens (metadata `model_id`, `prompt_tokens`,
+//! `completion_tokens`, and `tokens_estimated: "true"` when the provider reported none; issue
+//! 17), which also go to the session's `totalTokens`, the per-model counters and the user's daily
+//! budget. Text replies are reported to the probe (simulator, tests).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chatbox_core::protocol::{ErrorInfo, Frame, Sender};
+use chatbox_core::usage::{TokenUsage, UsageSource};
 use sha2::{Digest, Sha256};
 
 use super::{session_error, ConnCtx};
@@ -91,15 +96,19 @@ async fn complete(
     streamed: &Streamed,
 ) -> ReplyEnd {
     let text = streamed.text.as_str();
+    let (model_id, kind) =
+        streamed.answered_by.as_ref().map_or((model_id, kind), |m| (m.info.id.as_str(), m.kind));
+    let (usage, source) = TokenUsage::settle(streamed.usage, text.len());
     if !text.is_empty() {
-        let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai);
+        let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai)
+            .with_meta(&usage_meta(model_id, usage, source));
         if engine.persistence.append(session, msg).await.is_err() {
             session_error(engine, conn, session, ErrorInfo::database_error());
             return ReplyEnd::Failed;
         }
     }
-    let tokens = (text.len() / 4) as u64;
-    engine.metrics.add_tokens(kind, tokens);
+    let tokens = usage.total();
+    engine.replies.record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall());
     let response_time = streamed.decided - streamed.started;
     let stats = engine.sessions.with(|t| {
         t.record_reply(session, response_time, tokens).ok()?;
@@ -148,6 +157,8 @@ pub(super) fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url
         mode: ReplyMode::Whole { total: VOICE_BUDGET },
     };
     let task_engine = Arc::clone(engine);
+    let (job_model, job_kind) = (job.model.info.id.clone(), job.model.kind);
+    let user = user_id.to_string();
     engine.supervisor.spawn("voice-answer", async move {
         let engine = task_engine;
         let session = job.session_id.clone();
@@ -155,13 +166,31 @@ pub(super) fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url
         if streamed.end != ReplyEnd::Done {
             tracing::warn!(session_id = %session, end = ?streamed.end, "voice answer failed");
         } else if !streamed.text.is_empty() {
-            let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai);
+            let (usage, source) = TokenUsage::settle(streamed.usage, streamed.text.len());
+            let answered = streamed.answered_by.as_ref().map_or(&job_model, |m| &m.info.id);
+            let kind = streamed.answered_by.as_ref().map_or(job_kind, |m| m.kind);
+            engine.replies.record_usage(answered, kind, &user, usage, engine.clock.wall());
+            let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai)
+                .with_meta(&usage_meta(answered, usage, source));
             if engine.persistence.append(&session, msg).await.is_ok() {
                 let frame = Frame::ai_message(&session, streamed.text.as_str(), engine.frame_now());
                 engine.delivery.send_session(&session, &frame, None);
             }
         }
     });
+}
+
+/// The stored reply's metadata: who answered and what it cost.
+fn usage_meta(model_id: &str, usage: TokenUsage, source: UsageSource) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::from([
+        ("model_id".to_string(), model_id.to_string()),
+        ("prompt_tokens".to_string(), usage.prompt.to_string()),
+        ("completion_tokens".to_string(), usage.completion.to_string()),
+    ]);
+    if source == UsageSource::Estimated {
+        meta.insert("tokens_estimated".to_string(), "true".to_string());
+    }
+    meta
 }
 
 /// Tells the probe (simulator, tests) how a reply ended.

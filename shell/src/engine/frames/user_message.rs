@@ -1,5 +1,5 @@
 //! `user_message` (PROTOCOL.md §3.5, §6.2 with §10 items 1, 2, 4, 8, 22): from the session's
-//! owner, resolve the session, store the message (acknowledged only once durable), name the
+//! owner, check the daily token budget (`USER_TOKEN_BUDGET`, issue 17), resolve the session, store the message (acknowledged only once durable), name the
 //! session after its first message, show it to the assisting admin, and ask the model for a
 //! reply (unless an admin assists and `pause_ai_when_assisted` is set). From the assisting
 //! admin, store it as `admin` and relay it to the session.
@@ -17,6 +17,12 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     let requested = frame.session_id.as_str();
     if conn.caller.is_admin() && engine.sessions.is_assisting(&conn.caller.user_id, requested) {
         from_admin(engine, conn, requested, frame).await;
+        return;
+    }
+    // Refused before anything is stored or any provider called, like the message rate limit.
+    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()) {
+        tracing::info!(user_id = %conn.caller.user_id, "daily token budget used up");
+        super::reply_error(engine, conn, Some(requested), ErrorInfo::too_many_requests(wait));
         return;
     }
     let Some(session) = resolve(engine, conn, requested).await else { return };

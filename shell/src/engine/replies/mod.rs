@@ -1,20 +1,27 @@
 //! The replies service: the configured models and their providers, and one reply at a time run
-//! under core's rules — the provider call retried only before the first chunk on core's retry
-//! schedule, the three deadlines of core's `ReplyTimer` (STYLE.md §8), exactly one outcome
-//! ([`stream`]). It owns the per-session [`workers`] that keep a session's frames in order, the
-//! upstream conversation ids (Dify) per session, and the gauge of replies streaming now (which
-//! shutdown waits on). Storing the finished reply is the caller's (`frames::answer`).
+//! under core's rules — the provider call retried and then handed to the model's fallbacks only
+//! before the first chunk ([`fallback`], issue 17), the three deadlines of core's `ReplyTimer`
+//! (STYLE.md §8), exactly one outcome ([`stream`]). It owns the per-session [`workers`] that
+//! keep a session's frames in order, the upstream conversation ids (Dify) per session, the gauge
+//! of replies streaming now (which shutdown waits on), each provider's circuit breaker, the
+//! token usage per model since start and the per-user daily token budget (`USER_TOKEN_BUDGET`).
+//! Storing the finished reply is the caller's (`frames::answer`).
 
+mod fallback;
 pub mod stream;
 pub mod workers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
 use chatbox_core::config::{Config, ProviderConfig, ProviderKind};
 use chatbox_core::protocol::ModelInfo;
 use chatbox_core::retry::RetryPolicy;
 use chatbox_core::stream::StreamDeadlines;
+use chatbox_core::usage::{DailyTokenBudget, TokenUsage};
+use chatbox_core::{Instant, UnixMillis};
 use tokio::sync::watch;
 
 use super::clock::Clock;
@@ -45,6 +52,14 @@ pub struct Model {
 #[derive(Debug)]
 pub struct Replies {
     models: Vec<Model>,
+    /// Per model (same order): its fallback chain as indices into `models` (itself first).
+    chains: Vec<Vec<usize>>,
+    /// Per model (same order): its provider's circuit breaker.
+    breakers: Mutex<Vec<CircuitBreaker>>,
+    /// Tokens of finished replies per answering model id, since start (admin metrics).
+    tokens: Mutex<BTreeMap<String, TokenUsage>>,
+    /// `USER_TOKEN_BUDGET`.
+    budget: Mutex<DailyTokenBudget>,
     model_list: Vec<ModelInfo>,
     deadlines: StreamDeadlines,
     /// Retry schedule for provider calls before the first chunk (§7.2: 1 s, 2 s, cap 30 s).
@@ -75,10 +90,20 @@ impl Replies {
             .collect();
         for model in &models {
             metrics.init_provider(model.kind);
+            metrics.init_model(&model.info.id);
         }
         let model_list = models.iter().map(|m| m.info.clone()).collect();
+        let chains = (0..models.len())
+            .map(|i| chatbox_core::fallback::chain(&config.llm.providers, i))
+            .map(|chain| chain.into_iter().filter(|&i| i < models.len()).collect())
+            .collect();
+        let breakers = vec![CircuitBreaker::new(BreakerLimits::PROVIDER); models.len()];
         Self {
             models,
+            chains,
+            breakers: Mutex::new(breakers),
+            tokens: Mutex::default(),
+            budget: Mutex::new(DailyTokenBudget::new(config.llm.user_token_budget)),
             model_list,
             deadlines: StreamDeadlines {
                 first_chunk: config.llm.first_chunk_timeout,
@@ -135,6 +160,74 @@ impl Replies {
         }
     }
 
+    /// The models a reply for `model` may try, in order: `model`, then its fallbacks.
+    fn chain(&self, model: &Model) -> Vec<Model> {
+        match self.index_of(&model.info.id) {
+            Some(i) => self.chains[i].iter().map(|&j| self.models[j].clone()).collect(),
+            None => vec![model.clone()],
+        }
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.info.id == id)
+    }
+
+    /// Whether `model`'s breaker lets an attempt start at `now` (as a call or as the probe).
+    fn breaker_allows(&self, model: &Model, now: Instant) -> bool {
+        let Some(i) = self.index_of(&model.info.id) else { return true };
+        self.breakers().get_mut(i).is_none_or(|b| b.check(now).allowed())
+    }
+
+    /// Reports how an attempt on `model` ended to its breaker.
+    fn breaker_record(&self, model: &Model, outcome: CallOutcome, now: Instant) {
+        if let Some(i) = self.index_of(&model.info.id) {
+            if let Some(breaker) = self.breakers().get_mut(i) {
+                let was_open = breaker.is_open();
+                breaker.record(outcome, now);
+                if breaker.is_open() != was_open {
+                    let state = if was_open { "closed" } else { "open" };
+                    tracing::warn!(provider_id = %model.info.id, state, "provider circuit breaker changed");
+                }
+            }
+        }
+    }
+
+    /// `USER_TOKEN_BUDGET`: may `user` start a reply at `now`? `Err` carries the wait until the
+    /// budget resets (next UTC midnight).
+    pub fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
+        let refused = self.budget().check(user, now);
+        if refused.is_err() {
+            self.metrics.token_budget_refusals.inc();
+        }
+        refused
+    }
+
+    /// Records a finished reply's `usage`: the per-model counters (Prometheus and the admin
+    /// metrics) and `user`'s budget.
+    pub fn record_usage(
+        &self,
+        model_id: &str,
+        kind: &str,
+        user: &str,
+        usage: TokenUsage,
+        now: UnixMillis,
+    ) {
+        self.metrics.add_tokens(kind, usage.total());
+        self.metrics.add_model_tokens(model_id, usage.prompt, usage.completion);
+        {
+            let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = tokens.entry(model_id.to_string()).or_default();
+            entry.prompt = entry.prompt.saturating_add(usage.prompt);
+            entry.completion = entry.completion.saturating_add(usage.completion);
+        }
+        self.budget().charge(user, usage.total(), now);
+    }
+
+    /// Tokens of finished replies per answering model id since this instance started.
+    pub fn tokens_by_model(&self) -> BTreeMap<String, TokenUsage> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Runs one reply to its single outcome, sending its frames through `delivery`; `cut`
     /// turns true when shutdown cuts replies in flight.
     pub async fn run(
@@ -153,16 +246,26 @@ impl Replies {
             reply_id: &reply_id,
             next_seq: std::sync::atomic::AtomicU64::new(1),
         };
-        let stream::Driven { end, text, decided, next_seq } = run.drive(started, cut).await;
+        let stream::Driven { end, text, decided, next_seq, answered_by, usage } =
+            run.drive(started, cut).await;
+        let kind = answered_by.as_ref().map_or(kind, |m| m.kind);
         self.metrics.observe_llm_latency(kind, decided - started);
         if end == ReplyEnd::Failed {
             self.metrics.llm_error(kind);
         }
-        Streamed { end, text, started, decided, reply_id, next_seq }
+        Streamed { end, text, started, decided, reply_id, next_seq, answered_by, usage }
     }
 
     fn conversations(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn breakers(&self) -> MutexGuard<'_, Vec<CircuitBreaker>> {
+        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn budget(&self) -> MutexGuard<'_, DailyTokenBudget> {
+        self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
