@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use chatbox_tests::e2e::Exposition;
-use chatbox_tests::harness::{assert_error, check_config, is_done, reply_text, Server, ServerOpts};
+use chatbox_tests::harness::{
+    assert_error, check_config, is_done, now, reply_text, Server, ServerOpts,
+};
 use chatbox_tests::http::{get, ok_json};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::Value;
@@ -103,10 +105,9 @@ async fn a_primary_answering_429_with_retry_after_is_retried_then_the_fallback_a
     primary.set_default(
         Script::status(429, r#"{"error":{"message":"slow down"}}"#).with_retry_after("0"),
     );
-    let started = tokio::time::Instant::now();
+    // How long Retry-After makes chatbox wait is checked in the replies service's unit tests
+    // (paused time); here the throttled answer is retried and then handed over.
     primary_fails_then_backup_answers(&primary.url(), Some(&primary)).await;
-    // Retry-After: 0 replaces the 1 s + 2 s schedule (generous bound: the machine is noisy).
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -163,13 +164,13 @@ async fn reported_usage_is_stored_added_to_total_tokens_and_counted_per_model() 
     assert!(meta.get("tokens_estimated").is_none(), "reported, not estimated: {ai}");
 
     // totalTokens is written just after the done frame: wait for it.
-    let deadline = tokio::time::Instant::now() + STEP;
+    let deadline = now() + STEP;
     loop {
         let list = ok_json(&get(&server, "/sessions", Some(&token)).await);
         if list["sessions"][0]["total_tokens"] == 28 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "totalTokens never reached 28: {list}");
+        assert!(now() < deadline, "totalTokens never reached 28: {list}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let admin = server.token("usage-admin", &["admin"], None);

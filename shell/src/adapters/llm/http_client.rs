@@ -18,6 +18,10 @@ use futures_util::StreamExt;
 
 use crate::engine::llm::ProviderError;
 
+/// Longest `Retry-After` value kept (a delta-seconds or HTTP-date value is far shorter; more
+/// is an upstream's mistake, not a hint).
+const RETRY_AFTER_MAX_BYTES: usize = 64;
+
 /// How one HTTP provider is reached. A plain value: the server fills it from configuration
 /// ([`ProviderSettings::from_config`]), tests fill it by hand.
 ///
@@ -163,7 +167,7 @@ pub(crate) async fn send_for_stream(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| truncate(v.trim().to_owned(), 64));
+        .map(|v| truncate(v.trim().to_owned(), RETRY_AFTER_MAX_BYTES));
     if status.is_success() {
         tracing::debug!(
             provider = upstream.kind,

@@ -74,7 +74,10 @@ impl Run<'_> {
                 replies.metrics.provider_fallbacks.with_label_values(&[&from.info.id]).inc();
                 tracing::warn!(session_id = %job.session_id, from = %from.info.id, to = %model.info.id, "falling back to the next provider");
             }
-            match self.try_provider(model, timer, cut).await {
+            // With another provider left to try, a provider whose breaker opens on this
+            // reply's failure is not retried further (the breaker says it is down).
+            let more_left = !attempt.forced && attempt.candidate + 1 < chain.len();
+            match self.try_provider(model, more_left, timer, cut).await {
                 Tried::Opened(stream) => return Ok(Opened { stream, model: model.clone() }),
                 Tried::Failed => left = Some(model),
                 Tried::Ended(end) => return Err(end),
@@ -83,10 +86,12 @@ impl Run<'_> {
     }
 
     /// Attempts `model` until its first event arrives, retrying transient failures per the
-    /// provider schedule within the first-chunk deadline.
+    /// provider schedule within the first-chunk deadline; with `stop_when_open`, no retry once
+    /// the provider's breaker has opened.
     async fn try_provider(
         &self,
         model: &Model,
+        stop_when_open: bool,
         timer: &mut ReplyTimer,
         cut: &mut watch::Receiver<bool>,
     ) -> Tried {
@@ -135,7 +140,10 @@ impl Run<'_> {
                 ErrorClass::Transient => CallOutcome::Failure,
                 ErrorClass::Permanent => CallOutcome::Success,
             };
-            replies.breaker_record(model, outcome, now);
+            let opened = replies.breaker_record(model, outcome, now);
+            if opened && stop_when_open {
+                return Tried::Failed;
+            }
             if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
                 // An upstream conversation can expire (Dify answers 404 "Conversation Not
                 // Exists"): forget it and try once more as a new conversation.

@@ -178,18 +178,20 @@ impl Replies {
         self.breakers().get_mut(i).is_none_or(|b| b.check(now).allowed())
     }
 
-    /// Reports how an attempt on `model` ended to its breaker.
-    fn breaker_record(&self, model: &Model, outcome: CallOutcome, now: Instant) {
-        if let Some(i) = self.index_of(&model.info.id) {
-            if let Some(breaker) = self.breakers().get_mut(i) {
-                let was_open = breaker.is_open();
-                breaker.record(outcome, now);
-                if breaker.is_open() != was_open {
-                    let state = if was_open { "closed" } else { "open" };
-                    tracing::warn!(provider_id = %model.info.id, state, "provider circuit breaker changed");
-                }
-            }
+    /// Reports how an attempt on `model` ended to its breaker; whether the breaker is open
+    /// (or half-open, awaiting a probe) afterwards.
+    fn breaker_record(&self, model: &Model, outcome: CallOutcome, now: Instant) -> bool {
+        let Some(i) = self.index_of(&model.info.id) else { return false };
+        let mut breakers = self.breakers();
+        let Some(breaker) = breakers.get_mut(i) else { return false };
+        let was_open = breaker.is_open();
+        breaker.record(outcome, now);
+        let open = breaker.is_open();
+        if open != was_open {
+            let state = if was_open { "closed" } else { "open" };
+            tracing::warn!(provider_id = %model.info.id, state, "provider circuit breaker changed");
         }
+        open
     }
 
     /// `USER_TOKEN_BUDGET`: may `user` start a reply at `now`? `Err` carries the wait until the
@@ -284,6 +286,7 @@ mod tests {
     use crate::engine::delivery::{KickSignal, LocalBus, Outbound};
     use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
     use async_trait::async_trait;
+    use std::time::Duration;
     use tokio::sync::mpsc;
 
     /// A provider whose upstream always refuses.
@@ -340,5 +343,140 @@ mod tests {
         let streamed = replies.run(&delivery, job(&replies, Some(conn), whole), cut).await;
         assert_eq!(streamed.end, ReplyEnd::Failed);
         assert!(rx.try_recv().is_err(), "a whole reply sends nothing of its own");
+    }
+
+    /// A provider that answers from a script of outcomes (then succeeds), recording when each
+    /// call came.
+    #[derive(Debug)]
+    struct Scripted {
+        outcomes: Mutex<std::collections::VecDeque<Result<(), ProviderError>>>,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Scripted {
+        fn new(outcomes: Vec<Result<(), ProviderError>>) -> Arc<Self> {
+            Arc::new(Self { outcomes: Mutex::new(outcomes.into()), calls: Mutex::default() })
+        }
+
+        fn calls(&self) -> Vec<tokio::time::Instant> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl LlmProvider for Scripted {
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+
+        #[allow(clippy::disallowed_methods, reason = "a test double records its call times")]
+        async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            let outcome = self.outcomes.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            outcome?;
+            crate::adapters::llm::echo::EchoProvider.open_stream(request).await
+        }
+    }
+
+    fn throttled(retry_after: &str) -> ProviderError {
+        ProviderError::Throttled {
+            provider: "scripted",
+            detail: "429".into(),
+            retry_after: retry_after.into(),
+        }
+    }
+
+    fn transient() -> ProviderError {
+        ProviderError::Transient { provider: "scripted", detail: "connection refused".into() }
+    }
+
+    /// Replies over `providers` (ids `p0`, `p1`, …), `p0` falling back to the others in order.
+    fn replies_over(providers: Vec<Arc<dyn LlmProvider>>) -> (Replies, Arc<Metrics>) {
+        let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        config.llm.providers = (0..providers.len())
+            .map(|i| ProviderConfig::echo(format!("p{i}"), format!("P{i}")))
+            .collect();
+        config.llm.providers[0].fallback = (1..providers.len()).map(|i| format!("p{i}")).collect();
+        let metrics = Arc::new(Metrics::new());
+        let replies =
+            Replies::new(&config, providers, Clock::new(), Supervisor::new(), Arc::clone(&metrics));
+        (replies, metrics)
+    }
+
+    async fn run_once(replies: &Replies, metrics: &Arc<Metrics>) -> Streamed {
+        let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(metrics));
+        let (tx, _rx) = mpsc::channel(64);
+        let conn = delivery.register("u1", false, tx, Arc::new(KickSignal::default()));
+        let (_cut_tx, cut) = watch::channel(false);
+        replies.run(&delivery, job(replies, Some(conn), ReplyMode::Streamed), cut).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_replaces_the_schedule_before_the_first_chunk() {
+        let provider = Scripted::new(vec![Err(throttled("7")), Err(throttled("0"))]);
+        let (replies, metrics) = replies_over(vec![provider.clone()]);
+        let streamed = run_once(&replies, &metrics).await;
+        assert_eq!(streamed.end, ReplyEnd::Done);
+        let calls = provider.calls();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1] - calls[0], Duration::from_secs(7), "the upstream's 7 s, not 1 s");
+        assert_eq!(calls[2] - calls[1], Duration::ZERO, "Retry-After: 0 retries at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_the_first_chunk_deadline_moves_to_the_fallback() {
+        let primary = Scripted::new(vec![Err(throttled("3600"))]);
+        let backup = Scripted::new(vec![]);
+        let (replies, metrics) = replies_over(vec![primary.clone(), backup.clone()]);
+        let streamed = run_once(&replies, &metrics).await;
+        assert_eq!(streamed.end, ReplyEnd::Done);
+        assert_eq!(streamed.answered_by.map(|m| m.info.id), Some("p1".to_string()));
+        assert_eq!((primary.calls().len(), backup.calls().len()), (1, 1));
+        assert_eq!(backup.calls()[0], primary.calls()[0], "no wait for a hopeless Retry-After");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_keeps_failing_is_skipped_until_its_cool_down_ends() {
+        use chatbox_core::breaker::{PROVIDER_BREAKER_FAILURES, PROVIDER_BREAKER_OPEN_FOR};
+        // Every attempt of the primary fails; three per reply (the provider schedule).
+        let failures = vec![Err(transient()); 100];
+        let primary = Scripted::new(failures);
+        let backup = Scripted::new(vec![]);
+        let (replies, metrics) = replies_over(vec![primary.clone(), backup.clone()]);
+        let mut replies_needed = 0;
+        while (primary.calls().len() as u32) < PROVIDER_BREAKER_FAILURES {
+            let streamed = run_once(&replies, &metrics).await;
+            assert_eq!(streamed.answered_by.map(|m| m.info.id), Some("p1".to_string()));
+            replies_needed += 1;
+        }
+        let tried = primary.calls().len();
+        let streamed = run_once(&replies, &metrics).await;
+        assert_eq!(streamed.answered_by.map(|m| m.info.id), Some("p1".to_string()));
+        assert_eq!(
+            primary.calls().len(),
+            tried,
+            "skipped while open (after {replies_needed} replies)"
+        );
+        assert_eq!(
+            metrics.provider_breaker_skips.with_label_values(&["p0"]).get(),
+            1,
+            "the skip is counted"
+        );
+        tokio::time::advance(PROVIDER_BREAKER_OPEN_FOR).await;
+        run_once(&replies, &metrics).await;
+        assert_eq!(primary.calls().len(), tried + 1, "one probe after the cool-down");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_provider_with_an_open_breaker_is_still_called() {
+        let primary = Scripted::new(vec![Err(transient()); 20]);
+        let (replies, metrics) = replies_over(vec![primary.clone()]);
+        for _ in 0..3 {
+            assert_eq!(run_once(&replies, &metrics).await.end, ReplyEnd::Failed);
+        }
+        let before = primary.calls().len();
+        assert!(before >= 5, "the breaker opened");
+        let _ = run_once(&replies, &metrics).await;
+        assert!(primary.calls().len() > before, "nothing else to try: the model is called anyway");
     }
 }
