@@ -1,5 +1,7 @@
-//! The store's circuit breaker (issue 16): once the store is known to be down, new store calls
-//! stop waiting on it, and a single probe now and then finds out when it is back.
+//! The circuit breaker of one dependency: the store's (issue 16) — once the store is known to be
+//! down, new store calls stop waiting on it, and a single probe now and then finds out when it is
+//! back — and each LLM provider's (issue 17) — a provider that keeps failing is skipped for a
+//! cool-down, so replies go straight to its fallback ([`BreakerLimits::PROVIDER`]).
 //!
 //! [`CircuitBreaker`] is a sans-IO state machine in the style of quinn-proto: the driver asks
 //! [`check`](CircuitBreaker::check) before a call, reports the call's
@@ -27,6 +29,13 @@ pub const STORE_BREAKER_FAILURES: u32 = 3;
 /// probe may stay unanswered before another one is allowed.
 pub const STORE_BREAKER_OPEN_FOR: Duration = Duration::from_secs(5);
 
+/// Consecutive failed provider attempts (connect error, header timeout, 429, 5xx) after which a
+/// provider is skipped (issue 17).
+pub const PROVIDER_BREAKER_FAILURES: u32 = 5;
+
+/// How long a provider is skipped before one reply may probe it again (issue 17).
+pub const PROVIDER_BREAKER_OPEN_FOR: Duration = Duration::from_secs(30);
+
 /// The breaker's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerLimits {
@@ -36,9 +45,23 @@ pub struct BreakerLimits {
     pub open_for: Duration,
 }
 
+impl BreakerLimits {
+    /// The store's limits: [`STORE_BREAKER_FAILURES`], [`STORE_BREAKER_OPEN_FOR`].
+    pub const STORE: BreakerLimits = BreakerLimits {
+        failure_threshold: STORE_BREAKER_FAILURES,
+        open_for: STORE_BREAKER_OPEN_FOR,
+    };
+
+    /// A provider's limits: [`PROVIDER_BREAKER_FAILURES`], [`PROVIDER_BREAKER_OPEN_FOR`].
+    pub const PROVIDER: BreakerLimits = BreakerLimits {
+        failure_threshold: PROVIDER_BREAKER_FAILURES,
+        open_for: PROVIDER_BREAKER_OPEN_FOR,
+    };
+}
+
 impl Default for BreakerLimits {
     fn default() -> Self {
-        Self { failure_threshold: STORE_BREAKER_FAILURES, open_for: STORE_BREAKER_OPEN_FOR }
+        Self::STORE
     }
 }
 

@@ -22,8 +22,13 @@
 //! - [`retry`] — backoff schedule and transient/permanent classification (seed fix #9); the
 //!   store's default schedule [`retry::RetryPolicy::STORE_DEFAULT`] and the provider schedule
 //!   [`retry::RetryPolicy::PROVIDER`] (1 s, ×2, cap 30 s; PROTOCOL.md §7.2).
-//! - [`breaker`] — the store's circuit breaker: closed / open / half-open (issue 16), after
-//!   [`breaker::STORE_BREAKER_FAILURES`] failures, probing every [`breaker::STORE_BREAKER_OPEN_FOR`].
+//! - [`breaker`] — the circuit breaker: closed / open / half-open; the store's (issue 16: after
+//!   [`breaker::STORE_BREAKER_FAILURES`] failures, probing every [`breaker::STORE_BREAKER_OPEN_FOR`])
+//!   and each LLM provider's ([`breaker::BreakerLimits::PROVIDER`], issue 17).
+//! - [`fallback`] — provider fallback chains, their validation (unknown ids, cycles) and the
+//!   walk down a chain past open breakers (issue 17).
+//! - [`usage`] — token usage of a reply (reported, else bytes ÷ 4) and the per-user daily token
+//!   budget `USER_TOKEN_BUDGET` (issue 17).
 //! - [`stream`] — an LLM reply's three deadlines and its single outcome (seed fix #8); defaults
 //!   [`stream::StreamDeadlines::DEFAULT`].
 //! - [`keepalive`] — a WebSocket connection's ping period, pong wait and write wait
@@ -64,6 +69,7 @@
 pub mod breaker;
 pub mod budgets;
 pub mod config;
+pub mod fallback;
 pub mod godur;
 pub mod keepalive;
 pub mod origin;
@@ -79,5 +85,6 @@ pub mod stream;
 pub mod sync;
 pub mod time;
 pub mod timer;
+pub mod usage;
 
 pub use time::{Instant, UnixMillis};

@@ -135,7 +135,9 @@ fn paced(chunks: Vec<String>, gap: Duration, tail: Tail) -> EventStream {
             return Some((Ok(StreamEvent::Delta(chunk)), (rest, false)));
         }
         match tail {
-            Tail::End => Some((Ok(StreamEvent::End { conversation_id: None }), (rest, true))),
+            Tail::End => {
+                Some((Ok(StreamEvent::End { conversation_id: None, usage: None }), (rest, true)))
+            }
             Tail::Fail => Some((
                 Err(ProviderError::Permanent {
                     provider: "sim",

@@ -96,6 +96,12 @@ pub struct Script {
     pub chunk_interval: Duration,
     /// What else happens.
     pub behaviour: Behaviour,
+    /// Token usage to report as (prompt, completion), in the dialect's own events: OpenAI's
+    /// final usage chunk (only when the request asked with `stream_options.include_usage`),
+    /// Anthropic's `message_start` / `message_delta`, Dify's `message_end`.
+    pub usage: Option<(u64, u64)>,
+    /// A `Retry-After` header on a [`Behaviour::Status`] answer.
+    pub retry_after: Option<String>,
 }
 
 impl Default for Script {
@@ -114,6 +120,8 @@ impl Script {
             first_chunk_delay: Duration::ZERO,
             chunk_interval: Duration::ZERO,
             behaviour: Behaviour::Normal,
+            usage: None,
+            retry_after: None,
         }
     }
 
@@ -129,6 +137,20 @@ impl Script {
     /// Answer with an HTTP status and body instead of a stream.
     pub fn status(code: u16, body: impl Into<String>) -> Self {
         Self::reply(Vec::<String>::new()).with_behaviour(Behaviour::Status(code, body.into()))
+    }
+
+    /// The same script reporting `prompt` and `completion` tokens.
+    #[must_use]
+    pub fn with_usage(mut self, prompt: u64, completion: u64) -> Self {
+        self.usage = Some((prompt, completion));
+        self
+    }
+
+    /// The same script sending `Retry-After: value` with its status answer.
+    #[must_use]
+    pub fn with_retry_after(mut self, value: impl Into<String>) -> Self {
+        self.retry_after = Some(value.into());
+        self
     }
 
     /// The same script with another behaviour.
@@ -417,7 +439,15 @@ async fn handle(
     match &script.behaviour {
         Behaviour::Status(code, text) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Ok(plain(status, text.clone()));
+            let mut response = plain(status, text.clone());
+            if let Some(value) = script
+                .retry_after
+                .as_deref()
+                .and_then(|v| hyper::header::HeaderValue::from_str(v).ok())
+            {
+                response.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+            }
+            return Ok(response);
         }
         Behaviour::StallBeforeHeaders => {
             // Held until the client gives up or the upstream is dropped.
@@ -435,10 +465,16 @@ async fn handle(
     } else {
         script.chunks.clone()
     };
+    let usage_requested = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let writer = Writer {
         dialect,
         conversation_id,
         model: body.get("model").and_then(Value::as_str).unwrap_or("scripted").to_owned(),
+        usage: script.usage.filter(|_| dialect != Dialect::OpenAi || usage_requested),
     };
     let steps = plan(&writer, &script, &chunks);
 
@@ -598,6 +634,8 @@ struct Writer {
     dialect: Dialect,
     conversation_id: String,
     model: String,
+    /// (prompt, completion) tokens to report, if any.
+    usage: Option<(u64, u64)>,
 }
 
 /// `data: <json>\n\n`, with `event: <name>` first when `name` is given.
@@ -618,7 +656,8 @@ impl Writer {
             Dialect::Anthropic => {
                 let start = json!({"type": "message_start", "message": {
                     "id": "msg_scripted", "type": "message", "role": "assistant", "model": self.model,
-                    "content": [], "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 1}}});
+                    "content": [], "stop_reason": null,
+                    "usage": {"input_tokens": self.usage.map_or(1, |u| u.0), "output_tokens": 1}}});
                 let block = json!({"type": "content_block_start", "index": 0,
                     "content_block": {"type": "text", "text": ""}});
                 sse(Some("message_start"), &start)
@@ -657,14 +696,26 @@ impl Writer {
     /// The end event(s) after `count` chunks.
     fn end(&self, count: usize) -> String {
         match self.dialect {
-            Dialect::OpenAi => self.openai_chunk(json!({}), json!("stop")) + "data: [DONE]\n\n",
+            Dialect::OpenAi => {
+                let usage = match self.usage {
+                    Some((prompt, completion)) => sse(
+                        None,
+                        &json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
+                        "created": 0, "model": self.model, "choices": [],
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion}}),
+                    ),
+                    None => String::new(),
+                };
+                self.openai_chunk(json!({}), json!("stop")) + &usage + "data: [DONE]\n\n"
+            }
             Dialect::Anthropic => {
                 sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0}))
                     + &sse(
                         Some("message_delta"),
                         &json!({"type": "message_delta",
                         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                        "usage": {"output_tokens": count}}),
+                        "usage": {"output_tokens": self.usage.map_or(count as u64, |u| u.1)}}),
                     )
                     + &sse(Some("message_stop"), &json!({"type": "message_stop"}))
             }
@@ -672,7 +723,11 @@ impl Writer {
                 None,
                 &json!({"event": "message_end", "task_id": "task-scripted",
                 "message_id": "msg-scripted", "conversation_id": self.conversation_id,
-                "metadata": {"usage": {"total_tokens": count}}}),
+                "metadata": {"usage": match self.usage {
+                    Some((prompt, completion)) => json!({"prompt_tokens": prompt,
+                        "completion_tokens": completion, "total_tokens": prompt + completion}),
+                    None => json!({"total_tokens": count}),
+                }}}),
             ),
         }
     }

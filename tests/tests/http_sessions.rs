@@ -116,10 +116,13 @@ async fn list_and_read_own_sessions() {
     assert_eq!(messages[1]["sender"], "ai");
     for m in messages {
         assert!(m["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{m}");
-        for key in ["file_id", "file_url", "metadata"] {
+        for key in ["file_id", "file_url"] {
             assert!(m.get(key).is_none(), "{key} omitted while empty: {m}");
         }
     }
+    assert!(messages[0].get("metadata").is_none(), "metadata omitted while empty");
+    // A stored reply names its model and tokens (issue 17).
+    assert_eq!(messages[1]["metadata"]["model_id"], "openai-gpt4", "{}", messages[1]);
 
     // Someone with no sessions gets an empty list.
     let nobody = server.token("nobody", &["user"], None);

@@ -81,7 +81,7 @@ async fn drain(mut stream: EventStream) -> (Vec<String>, Result<Option<String>, 
                 assert!(!text.is_empty(), "empty delta emitted");
                 deltas.push(text);
             }
-            Some(Ok(StreamEvent::End { conversation_id })) => break Ok(conversation_id),
+            Some(Ok(StreamEvent::End { conversation_id, .. })) => break Ok(conversation_id),
             Some(Err(error)) => break Err(error),
             None => panic!("stream ended without an outcome after {deltas:?}"),
         }
@@ -107,7 +107,9 @@ async fn reply(
 
 fn detail(error: &ProviderError) -> &str {
     match error {
-        ProviderError::Transient { detail, .. } | ProviderError::Permanent { detail, .. } => detail,
+        ProviderError::Transient { detail, .. }
+        | ProviderError::Throttled { detail, .. }
+        | ProviderError::Permanent { detail, .. } => detail,
     }
 }
 
@@ -184,6 +186,8 @@ async fn openai_request_carries_history_and_bearer_auth() {
                 {"role": "user", "content": "second question"},
             ],
             "stream": true,
+            // Asks for the final usage chunk (issue 17).
+            "stream_options": {"include_usage": true},
         })
     );
 }
@@ -270,6 +274,44 @@ async fn status_429_and_5xx_are_transient_with_the_error_text() {
             let expected = format!("{} API error (status {code}): {body}", kind.display());
             assert_eq!(detail(&error), expected);
         }
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_header_is_carried_with_the_transient_error() {
+    for kind in KINDS {
+        for code in [429, 503] {
+            let upstream = Upstream::start().await;
+            upstream.push_script(Script::status(code, "busy").with_retry_after(" 3 "));
+            let error =
+                open(provider(kind, &upstream).as_ref(), request("hi")).await.err().expect("fails");
+            assert_eq!(error.class(), ErrorClass::Transient, "{kind:?} {code}: {error}");
+            assert_eq!(error.retry_after(), Some("3"), "{kind:?} {code}: {error:?}");
+        }
+        let upstream = Upstream::start().await;
+        upstream.push_script(Script::status(500, "boom"));
+        let error =
+            open(provider(kind, &upstream).as_ref(), request("hi")).await.err().expect("fails");
+        assert_eq!(error.retry_after(), None, "no header, no hint");
+    }
+}
+
+#[tokio::test]
+async fn each_dialect_reports_its_usage_at_the_end() {
+    for kind in KINDS {
+        let upstream = Upstream::start().await;
+        upstream.push_script(Script::reply(["a", "b"]).with_usage(11, 2));
+        let stream = open(provider(kind, &upstream).as_ref(), request("hi")).await.expect("opens");
+        let events: Vec<_> = stream.collect().await;
+        let usage = events.iter().find_map(|e| match e {
+            Ok(StreamEvent::End { usage, .. }) => Some(*usage),
+            _ => None,
+        });
+        assert_eq!(
+            usage,
+            Some(Some(chatbox::engine::llm::TokenUsage { prompt: 11, completion: 2 })),
+            "{kind:?}: {events:?}"
+        );
     }
 }
 

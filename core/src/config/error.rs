@@ -194,6 +194,30 @@ pub enum ConfigError {
         /// 1-based positions of the providers that carry it.
         positions: Vec<usize>,
     },
+    /// A fallback list names an id no provider has (issue 17).
+    #[error(
+        "{provider}: {} names {id:?}, which is not a configured provider id",
+        provider_fields_text(provider.slot, &["fallback"])
+    )]
+    ProviderFallbackUnknown {
+        /// The provider whose list it is.
+        provider: ProviderRef,
+        /// The unknown id.
+        id: String,
+    },
+    /// Fallback lists that lead back to where they started (issue 17); a provider naming
+    /// itself is one.
+    #[error(
+        "{provider}: {} makes a fallback cycle: {}",
+        provider_fields_text(provider.slot, &["fallback"]),
+        cycle.join(" → ")
+    )]
+    ProviderFallbackCycle {
+        /// The first provider of the cycle, in configuration order.
+        provider: ProviderRef,
+        /// The ids along the cycle, first and last the same.
+        cycle: Vec<String>,
+    },
 }
 
 impl ConfigError {
@@ -221,7 +245,9 @@ impl ConfigError {
             | Self::ProviderUnknownType { .. }
             | Self::ProviderMissingFields { .. }
             | Self::ProviderEndpoint { .. }
-            | Self::ProviderDuplicateId { .. } => Vec::new(),
+            | Self::ProviderDuplicateId { .. }
+            | Self::ProviderFallbackUnknown { .. }
+            | Self::ProviderFallbackCycle { .. } => Vec::new(),
         }
     }
 }

@@ -110,6 +110,9 @@ pub(crate) const LLM_HISTORY_MAX_MESSAGES: SettingName =
 pub(crate) const LLM_HISTORY_MAX_BYTES: SettingName =
     name("LLM_HISTORY_MAX_BYTES", "chatbox.llm_history_max_bytes");
 pub(crate) const RESUME_WINDOW: SettingName = name("RESUME_WINDOW", "chatbox.resume_window");
+/// The per-user daily token budget (issue 17).
+pub(crate) const USER_TOKEN_BUDGET: SettingName =
+    name("USER_TOKEN_BUDGET", "chatbox.user_token_budget");
 pub(crate) const PAUSE_AI_WHEN_ASSISTED: SettingName =
     name("PAUSE_AI_WHEN_ASSISTED", "chatbox.pause_ai_when_assisted");
 

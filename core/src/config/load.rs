@@ -264,6 +264,7 @@ fn read_llm(r: &mut Reader<'_>, d: &LlmConfig) -> LlmConfig {
         history_max_bytes: r.integer(keys::LLM_HISTORY_MAX_BYTES, d.history_max_bytes),
         pause_ai_when_assisted: r.boolean(keys::PAUSE_AI_WHEN_ASSISTED, d.pause_ai_when_assisted),
         resume_window: r.duration(keys::RESUME_WINDOW, d.resume_window),
+        user_token_budget: r.integer(keys::USER_TOKEN_BUDGET, d.user_token_budget),
     }
 }
 

@@ -170,6 +170,9 @@ pub struct LlmConfig {
     /// How long a reply stays resumable after it ended (`RESUME_WINDOW`), default
     /// [`crate::budgets::RESUME_WINDOW`] (5 m).
     pub resume_window: Duration,
+    /// Tokens one user may use per UTC day (`USER_TOKEN_BUDGET`; issue 17), 0 = no budget (the
+    /// default). See [`crate::usage::DailyTokenBudget`].
+    pub user_token_budget: u64,
 }
 
 impl LlmConfig {
@@ -207,6 +210,9 @@ pub struct ProviderConfig {
     pub api_key: Secret,
     /// Upstream model name (`model`); may be empty.
     pub model: String,
+    /// Provider ids tried, in order, when this one fails before its first chunk (`fallback`,
+    /// `LLM_PROVIDER_<n>_FALLBACK`; issue 17); usually empty.
+    pub fallback: Vec<String>,
 }
 
 impl ProviderConfig {
@@ -219,6 +225,7 @@ impl ProviderConfig {
             endpoint: String::new(),
             api_key: Secret::default(),
             model: String::new(),
+            fallback: Vec::new(),
         }
     }
 }
@@ -564,6 +571,7 @@ impl Config {
                 history_max_bytes: HISTORY_MAX_BYTES,
                 pause_ai_when_assisted: true,
                 resume_window: crate::budgets::RESUME_WINDOW,
+                user_token_budget: 0,
             },
             storage: StorageConfig {
                 backend: StoreConfig::Embedded,
@@ -637,6 +645,7 @@ mod tests {
             endpoint: "https://api.openai.com/v1".into(),
             api_key: Secret::new("sk-live-abcdef", Origin::File),
             model: "gpt-4o".into(),
+            fallback: Vec::new(),
         });
         config.alerts.smtp = Some(SmtpConfig {
             host: "smtp.mail.internal".into(),

@@ -2,7 +2,9 @@
 //! §10 items 14, 15).
 //!
 //! The file array is `llm.providers`, else `chatbox.llm.providers`. For n = 1..=10,
-//! `LLM_PROVIDER_<n>_{ID,NAME,TYPE,ENDPOINT,API_KEY,MODEL}` override entry n field by field;
+//! `LLM_PROVIDER_<n>_{ID,NAME,TYPE,ENDPOINT,API_KEY,MODEL,FALLBACK}` override entry n field by
+//! field (`FALLBACK` is a comma-separated list of ids, the file's `fallback` an array or such a
+//! string; issue 17);
 //! beyond the file's entries they define whole providers. Configuration order is kept: the first
 //! provider is the default model.
 
@@ -38,7 +40,9 @@ impl ReadProviders {
     /// defined in, so its message names the operator's keys.
     pub(crate) fn locate(&self, error: &mut ConfigError) {
         if let ConfigError::ProviderMissingFields { provider, .. }
-        | ConfigError::ProviderEndpoint { provider, .. } = error
+        | ConfigError::ProviderEndpoint { provider, .. }
+        | ConfigError::ProviderFallbackUnknown { provider, .. }
+        | ConfigError::ProviderFallbackCycle { provider, .. } = error
         {
             if let Some(&slot) = provider.position.checked_sub(1).and_then(|i| self.slots.get(i)) {
                 provider.slot = slot;
@@ -56,6 +60,8 @@ struct RawProvider {
     endpoint: Option<String>,
     api_key: Option<Secret>,
     model: Option<String>,
+    /// Fallback provider ids, in order.
+    fallback: Option<Vec<String>>,
     /// The file entry was not a table: already reported, dropped.
     malformed: bool,
 }
@@ -115,6 +121,7 @@ pub(crate) fn read(
             endpoint: raw.endpoint.unwrap_or_default(),
             api_key: raw.api_key.unwrap_or_default(),
             model: raw.model.unwrap_or_default(),
+            fallback: raw.fallback.unwrap_or_default(),
         });
     }
     read
@@ -178,15 +185,51 @@ fn read_entry(table: &Table, at: &str, errors: &mut Vec<ConfigError>) -> RawProv
             }
         }
     };
-    RawProvider {
-        id: field(&["id"]),
-        name: field(&["name"]),
-        kind: field(&["type"]),
-        endpoint: field(&["endpoint"]),
-        api_key: field(&["apiKey", "api_key"]).map(|key| Secret::new(key, Origin::File)),
-        model: field(&["model"]),
-        malformed: false,
+    let id = field(&["id"]);
+    let name = field(&["name"]);
+    let kind = field(&["type"]);
+    let endpoint = field(&["endpoint"]);
+    let api_key = field(&["apiKey", "api_key"]).map(|key| Secret::new(key, Origin::File));
+    let model = field(&["model"]);
+    let fallback = read_fallback(table, at, errors);
+    RawProvider { id, name, kind, endpoint, api_key, model, fallback, malformed: false }
+}
+
+/// The entry's `fallback`: an array of strings or a comma-separated string.
+fn read_fallback(table: &Table, at: &str, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
+    let value =
+        table.iter().find(|(key, _)| key.eq_ignore_ascii_case("fallback")).map(|(_, v)| v)?;
+    let malformed = |found| ConfigError::ProviderMalformed {
+        location: format!("{at}, field fallback"),
+        expected: "an array of provider ids (or a comma-separated string)",
+        found,
+    };
+    match value {
+        Value::String(text) => Some(split_ids(text)),
+        Value::Array(items) => {
+            let mut ids = Vec::new();
+            for item in items {
+                match item {
+                    Value::String(id) if !id.trim().is_empty() => ids.push(id.trim().to_string()),
+                    Value::String(_) => {}
+                    other => {
+                        errors.push(malformed(kind(other)));
+                        return None;
+                    }
+                }
+            }
+            Some(ids)
+        }
+        other => {
+            errors.push(malformed(kind(other)));
+            None
+        }
     }
+}
+
+/// `a, b,,c` → `[a, b, c]`.
+fn split_ids(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect()
 }
 
 fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut Vec<String>) {
@@ -201,6 +244,7 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
             endpoint: var("ENDPOINT"),
             api_key: var("API_KEY").map(|key| Secret::new(key, Origin::Env)),
             model: var("MODEL"),
+            fallback: var("FALLBACK").map(|text| split_ids(&text)),
             malformed: false,
         };
         if let Some(entry) = raws.get_mut(n - 1) {
@@ -210,12 +254,14 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
             entry.endpoint = env.endpoint.or(entry.endpoint.take());
             entry.api_key = env.api_key.or(entry.api_key.take());
             entry.model = env.model.or(entry.model.take());
+            entry.fallback = env.fallback.or(entry.fallback.take());
         } else if env.id.is_some()
             || env.name.is_some()
             || env.kind.is_some()
             || env.endpoint.is_some()
             || env.api_key.is_some()
             || env.model.is_some()
+            || env.fallback.is_some()
         {
             if raws.len() + 1 != n {
                 warnings.push(format!(
@@ -230,7 +276,8 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
 }
 
 /// Every rule violation among `providers` (§7.1): none at all, missing fields, bad endpoints,
-/// duplicate ids. Positions are 1-based indices into `providers`.
+/// duplicate ids, unknown fallback ids and fallback cycles (issue 17). Positions are 1-based
+/// indices into `providers`.
 pub(crate) fn problems(providers: &[ProviderConfig]) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     if providers.is_empty() {
@@ -266,6 +313,7 @@ pub(crate) fn problems(providers: &[ProviderConfig]) -> Vec<ConfigError> {
             errors.push(ConfigError::ProviderDuplicateId { id: id.to_string(), positions });
         }
     }
+    errors.extend(crate::fallback::problems(providers));
     errors
 }
 
@@ -325,6 +373,7 @@ mod tests {
             endpoint: endpoint.into(),
             api_key: Secret::new("sk-1", Origin::File),
             model: String::new(),
+            fallback: Vec::new(),
         }
     }
 

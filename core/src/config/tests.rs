@@ -679,3 +679,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fallbacks_load_from_env_and_file_and_every_problem_is_listed() {
+    let file = r#"
+[[llm.providers]]
+id = "a"
+name = "A"
+type = "echo"
+fallback = ["b", "ghost"]
+
+[[llm.providers]]
+id = "b"
+name = "B"
+type = "echo"
+fallback = "c"
+
+[[llm.providers]]
+id = "c"
+name = "C"
+type = "echo"
+"#;
+    let ok =
+        loaded(&env(&[("JWT_SECRET", STRONG), ("LLM_PROVIDER_1_FALLBACK", "b, c")]), Some(file));
+    let fallbacks: Vec<Vec<String>> =
+        ok.config.llm.providers.iter().map(|p| p.fallback.clone()).collect();
+    assert_eq!(fallbacks, vec![vec!["b".to_string(), "c".into()], vec!["c".into()], vec![]]);
+    assert_eq!(ok.config.llm.user_token_budget, 0, "the budget is off by default");
+
+    let texts: Vec<String> =
+        refused(&env(&[("JWT_SECRET", STRONG), ("LLM_PROVIDER_3_FALLBACK", "a,c")]), Some(file))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "LLM provider #1 (id \"a\"): LLM_PROVIDER_1_FALLBACK / llm.providers[0].fallback \
+             names \"ghost\", which is not a configured provider id",
+            "LLM provider #1 (id \"a\"): LLM_PROVIDER_1_FALLBACK / llm.providers[0].fallback \
+             makes a fallback cycle: a → b → c → a",
+        ],
+        "c → c is in the same group as a → b → c → a and is reported with it"
+    );
+    let budget = loaded(&minimal(&[("USER_TOKEN_BUDGET", "5000")]), None);
+    assert_eq!(budget.config.llm.user_token_budget, 5000);
+}

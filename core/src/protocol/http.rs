@@ -461,6 +461,21 @@ pub struct MetricsResponse {
     pub avg_concurrent: f64,
     /// Peak number of concurrently active sessions over the window.
     pub max_concurrent: i64,
+    /// Tokens of replies finished on this instance since it started, per answering model id
+    /// (issue 17; not limited to the window); omitted when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens_by_model: BTreeMap<String, ModelTokens>,
+}
+
+/// One model's entry of [`MetricsResponse::tokens_by_model`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTokens {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Their sum.
+    pub total_tokens: u64,
 }
 
 impl MetricsResponse {
@@ -482,6 +497,7 @@ impl MetricsResponse {
             time_range,
             avg_concurrent,
             max_concurrent,
+            tokens_by_model: BTreeMap::new(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! engine's schedule (§8.5); listings, the search and the metrics aggregation are not retried,
 //! and they are bounded by its `LIST_DEADLINE` (30 s).
 
-use chatbox_core::protocol::http::{MetricsResponse, MetricsTotals};
+use chatbox_core::protocol::http::{MetricsResponse, MetricsTotals, ModelTokens};
 use chatbox_core::protocol::query::{AdminSessionQuery, MetricsQuery};
 use chatbox_core::protocol::Frame;
 use chatbox_core::session::{AdminRef, SessionError, TakeoverOutcome};
@@ -137,12 +137,26 @@ pub async fn session_metrics(
     } else {
         aggregate(&[], from, to, now)
     };
-    Ok(MetricsResponse::new(
+    let mut response = MetricsResponse::new(
         stats.totals,
         query.time_range(),
         stats.avg_concurrent,
         stats.max_concurrent,
-    ))
+    );
+    response.tokens_by_model = engine
+        .replies
+        .tokens_by_model()
+        .into_iter()
+        .map(|(model, usage)| {
+            let tokens = ModelTokens {
+                prompt_tokens: usage.prompt,
+                completion_tokens: usage.completion,
+                total_tokens: usage.total(),
+            };
+            (model, tokens)
+        })
+        .collect();
+    Ok(response)
 }
 
 /// Admin `admin` takes session `id` over (§4.8, §6.8 with §10 item 9). The session must be

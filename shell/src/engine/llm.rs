@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use chatbox_core::retry::ErrorClass;
+pub use chatbox_core::usage::TokenUsage;
 use futures_util::Stream;
 
 /// Who said a line of the conversation sent upstream.
@@ -61,6 +62,9 @@ pub enum StreamEvent {
     End {
         /// The upstream conversation id to send with the next request (Dify).
         conversation_id: Option<String>,
+        /// The tokens the upstream reported for the reply, `None` when it reported none
+        /// (issue 17).
+        usage: Option<TokenUsage>,
     },
 }
 
@@ -75,6 +79,18 @@ pub enum ProviderError {
         provider: &'static str,
         /// What happened (no secrets).
         detail: String,
+    },
+    /// HTTP 429 or 503 with a `Retry-After` header: transient, and the upstream said how long
+    /// to wait (honoured by the engine within the first-chunk deadline, issue 17).
+    #[error("{provider} transient failure: {detail}")]
+    Throttled {
+        /// Provider type.
+        provider: &'static str,
+        /// What happened (no secrets).
+        detail: String,
+        /// The `Retry-After` header as sent (delta-seconds; other forms fall back to the
+        /// schedule).
+        retry_after: String,
     },
     /// HTTP 4xx, a malformed reply, an upstream error event, a truncated stream: retrying
     /// cannot help.
@@ -91,8 +107,27 @@ impl ProviderError {
     /// Transient or permanent, for core's retry schedule.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ProviderError::Transient { .. } => ErrorClass::Transient,
+            ProviderError::Transient { .. } | ProviderError::Throttled { .. } => {
+                ErrorClass::Transient
+            }
             ProviderError::Permanent { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    /// The upstream's `Retry-After` header, when it sent one.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            ProviderError::Throttled { retry_after, .. } => Some(retry_after),
+            _ => None,
+        }
+    }
+
+    /// What happened (no secrets).
+    pub fn detail(&self) -> &str {
+        match self {
+            ProviderError::Transient { detail, .. }
+            | ProviderError::Throttled { detail, .. }
+            | ProviderError::Permanent { detail, .. } => detail,
         }
     }
 }

@@ -130,6 +130,22 @@ pub struct Metrics {
     /// `chatbox_fleet_limit_fallbacks_total`: fleet-wide limit checks (rate or connection lease)
     /// decided by the local limiter because Redis did not answer in time (issue 14).
     pub fleet_limit_fallbacks: IntCounter,
+    /// `chatbox_provider_requests_total{provider_id}`: attempts made to a configured provider
+    /// (by its id; issue 17).
+    pub provider_requests: IntCounterVec,
+    /// `chatbox_provider_errors_total{provider_id}`: attempts that failed before the first chunk.
+    pub provider_errors: IntCounterVec,
+    /// `chatbox_provider_fallbacks_total{provider_id}`: replies that moved on from this
+    /// provider to a fallback (it failed, or its breaker was open).
+    pub provider_fallbacks: IntCounterVec,
+    /// `chatbox_provider_breaker_skips_total{provider_id}`: attempts skipped because the
+    /// provider's circuit breaker was open.
+    pub provider_breaker_skips: IntCounterVec,
+    /// `chatbox_model_tokens_total{model_id,type}`: tokens of finished replies by the model that
+    /// answered, `type` = `prompt` or `completion` (provider-reported, else estimated).
+    pub model_tokens: IntCounterVec,
+    /// `chatbox_token_budget_refusals_total`: messages refused by `USER_TOKEN_BUDGET`.
+    pub token_budget_refusals: IntCounter,
 }
 
 impl Default for Metrics {
@@ -319,6 +335,60 @@ impl Metrics {
                     "Fleet-wide limit checks decided locally because Redis did not answer",
                 ),
             ),
+            provider_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "chatbox_provider_requests_total",
+                        "Attempts per configured provider",
+                    ),
+                    &["provider_id"],
+                ),
+            ),
+            provider_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "chatbox_provider_errors_total",
+                        "Provider attempts that failed before the first chunk",
+                    ),
+                    &["provider_id"],
+                ),
+            ),
+            provider_fallbacks: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "chatbox_provider_fallbacks_total",
+                        "Replies that fell back from this provider",
+                    ),
+                    &["provider_id"],
+                ),
+            ),
+            provider_breaker_skips: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "chatbox_provider_breaker_skips_total",
+                        "Provider attempts skipped by an open circuit breaker",
+                    ),
+                    &["provider_id"],
+                ),
+            ),
+            model_tokens: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("chatbox_model_tokens_total", "Tokens of finished replies per model"),
+                    &["model_id", "type"],
+                ),
+            ),
+            token_budget_refusals: register(
+                r,
+                IntCounter::new(
+                    "chatbox_token_budget_refusals_total",
+                    "Messages refused by the daily token budget",
+                ),
+            ),
             registry,
         };
         for limiter in Limiter::ALL {
@@ -336,6 +406,28 @@ impl Metrics {
         self.llm_errors.with_label_values(&[provider]);
         self.tokens_used.with_label_values(&[provider]);
         self.llm_latency.with_label_values(&[provider]);
+    }
+
+    /// Creates the per-model series (`chatbox_provider_*`, `chatbox_model_tokens_total`) at
+    /// zero for configured provider id `id`.
+    pub fn init_model(&self, id: &str) {
+        for vec in [
+            &self.provider_requests,
+            &self.provider_errors,
+            &self.provider_fallbacks,
+            &self.provider_breaker_skips,
+        ] {
+            vec.with_label_values(&[id]);
+        }
+        for kind in ["prompt", "completion"] {
+            self.model_tokens.with_label_values(&[id, kind]);
+        }
+    }
+
+    /// `prompt` and `completion` tokens of a reply answered by model `id`.
+    pub fn add_model_tokens(&self, id: &str, prompt: u64, completion: u64) {
+        self.model_tokens.with_label_values(&[id, "prompt"]).inc_by(prompt);
+        self.model_tokens.with_label_values(&[id, "completion"]).inc_by(completion);
     }
 
     /// One provider call opened (`chatbox_llm_requests_total{provider}`).
@@ -436,8 +528,8 @@ fn register_process_collector(_registry: &Registry) {}
 mod tests {
     use super::*;
 
-    /// Every name of PROTOCOL.md §4.11 plus the rebuild's two.
-    const NAMES: [&str; 21] = [
+    /// Every name of PROTOCOL.md §4.11 plus the rebuild's.
+    const NAMES: [&str; 27] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -459,6 +551,12 @@ mod tests {
         "chatbox_replay_buffer_frames",
         "chatbox_outbox_dropped_total",
         "chatbox_rate_limiter_keys",
+        "chatbox_provider_requests_total",
+        "chatbox_provider_errors_total",
+        "chatbox_provider_fallbacks_total",
+        "chatbox_provider_breaker_skips_total",
+        "chatbox_model_tokens_total",
+        "chatbox_token_budget_refusals_total",
     ];
 
     fn type_line(text: &str, name: &str) -> Option<String> {
@@ -474,6 +572,7 @@ mod tests {
     fn metrics_render_contains_every_name_with_its_kind() {
         let metrics = Metrics::new();
         metrics.init_provider("openai");
+        metrics.init_model("gpt");
         metrics.observe_store_operation("find_by_id", Duration::from_millis(3));
         metrics.observe_http_request("/chatbox/healthz", "GET", Duration::from_millis(1));
         let text = metrics.render();

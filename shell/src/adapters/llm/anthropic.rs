@@ -10,7 +10,10 @@
 //!
 //! Events (by the JSON `type`): `content_block_delta` contributes `delta.text`; `message_stop`
 //! ends; `error` is a permanent failure (the original ignored it, §10 item 21); everything else
-//! (`message_start`, `ping`, `content_block_start`/`stop`, `message_delta`) is skipped.
+//! (`message_start`, `ping`, `content_block_start`/`stop`, `message_delta`) sends nothing.
+//! Usage (issue 17): `message_start`'s `message.usage` gives `input_tokens` (the prompt) and
+//! `message_delta`'s `usage.output_tokens` the reply's tokens so far (cumulative, so the last
+//! one wins); the end carries them.
 
 use async_trait::async_trait;
 use chatbox_core::budgets::ANTHROPIC_MAX_TOKENS;
@@ -18,8 +21,10 @@ use eventsource_stream::Event;
 use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};
-use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
-use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role};
+use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
+use crate::engine::llm::{
+    ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role, TokenUsage,
+};
 
 const UPSTREAM: Upstream = Upstream { kind: "anthropic", display: "Anthropic" };
 
@@ -112,13 +117,37 @@ impl LlmProvider for AnthropicProvider {
             .post(&self.url)
             .header("x-api-key", self.settings.api_key.expose())
             .header("anthropic-version", ANTHROPIC_VERSION);
-        post_for_events(UPSTREAM, &self.settings, http, &body, Decoder).await
+        post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
     }
 }
 
 /// Reads Messages API stream events.
 #[derive(Debug, Default)]
-struct Decoder;
+struct Decoder {
+    /// `input_tokens` of `message_start` (or a later `message_delta`).
+    input: Option<u64>,
+    /// The latest `output_tokens`.
+    output: Option<u64>,
+}
+
+impl Decoder {
+    fn note_usage(&mut self, usage: Option<&serde_json::Value>) {
+        let Some(usage) = usage else { return };
+        if let Some(input) = tokens(usage, "input_tokens") {
+            self.input = Some(input);
+        }
+        if let Some(output) = tokens(usage, "output_tokens") {
+            self.output = Some(output);
+        }
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        (self.input.is_some() || self.output.is_some()).then(|| TokenUsage {
+            prompt: self.input.unwrap_or(0),
+            completion: self.output.unwrap_or(0),
+        })
+    }
+}
 
 impl SseDecoder for Decoder {
     fn decode(&mut self, event: &Event) -> Decoded {
@@ -134,7 +163,15 @@ impl SseDecoder for Decoder {
                     .unwrap_or_default();
                 Decoded::Delta(text.to_owned())
             }
-            Some("message_stop") => Decoded::End { conversation_id: None },
+            Some("message_start") => {
+                self.note_usage(json.get("message").and_then(|m| m.get("usage")));
+                Decoded::Skip
+            }
+            Some("message_delta") => {
+                self.note_usage(json.get("usage"));
+                Decoded::Skip
+            }
+            Some("message_stop") => Decoded::End { conversation_id: None, usage: self.usage() },
             Some("error") => {
                 Decoded::Fail(json.get("error").map(error_text).unwrap_or_else(|| "error".into()))
             }
@@ -179,7 +216,7 @@ mod tests {
     #[test]
     fn decodes_events() {
         let ev = |data: &str| Event { data: data.to_owned(), ..Event::default() };
-        let mut d = Decoder;
+        let mut d = Decoder::default();
         assert_eq!(
             d.decode(&ev(
                 r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}"#
@@ -189,13 +226,31 @@ mod tests {
         assert_eq!(d.decode(&ev(r#"{"type":"ping"}"#)), Decoded::Skip);
         assert_eq!(
             d.decode(&ev(r#"{"type":"message_stop"}"#)),
-            Decoded::End { conversation_id: None }
+            Decoded::End { conversation_id: None, usage: None }
         );
         assert_eq!(
             d.decode(&ev(
                 r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             )),
             Decoded::Fail("overloaded_error: Overloaded".into())
+        );
+    }
+
+    #[test]
+    fn usage_comes_from_message_start_and_the_last_message_delta() {
+        // As captured from api.anthropic.com (ids shortened).
+        let ev = |data: &str| Event { data: data.to_owned(), ..Event::default() };
+        let mut d = Decoder::default();
+        let start = r#"{"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","model":"claude-3-5-haiku-20241022","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#;
+        assert_eq!(d.decode(&ev(start)), Decoded::Skip);
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#;
+        assert_eq!(d.decode(&ev(delta)), Decoded::Skip);
+        assert_eq!(
+            d.decode(&ev(r#"{"type":"message_stop"}"#)),
+            Decoded::End {
+                conversation_id: None,
+                usage: Some(TokenUsage { prompt: 25, completion: 15 })
+            }
         );
     }
 }

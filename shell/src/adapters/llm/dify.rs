@@ -7,7 +7,8 @@
 //! original.
 //!
 //! Events (by the JSON `event` field): `message` and `agent_message` contribute `answer`;
-//! `message_end` ends, carrying the `conversation_id` to send next time; `error` is a permanent
+//! `message_end` ends, carrying the `conversation_id` to send next time and the reply's
+//! `metadata.usage` (`prompt_tokens`, `completion_tokens`; issue 17); `error` is a permanent
 //! failure (the original ended silently, §10 item 21); everything else (`ping`, workflow and
 //! node events, `agent_thought`, `message_file`, `message_replace`, `tts_message`…) is skipped.
 
@@ -17,8 +18,8 @@ use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};
 use super::request::last_user_text;
-use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
-use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError};
+use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
+use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, TokenUsage};
 
 const UPSTREAM: Upstream = Upstream { kind: "dify", display: "Dify" };
 
@@ -108,10 +109,24 @@ impl SseDecoder for Decoder {
             }
             Some("message_end") => {
                 self.remember_conversation(&json);
-                Decoded::End { conversation_id: self.conversation_id.take() }
+                let usage = json.get("metadata").and_then(|m| m.get("usage")).and_then(dify_usage);
+                Decoded::End { conversation_id: self.conversation_id.take(), usage }
             }
             Some("error") => Decoded::Fail(error_text(&json)),
             _ => Decoded::Skip,
+        }
+    }
+}
+
+/// `metadata.usage` of `message_end`: prompt and completion tokens; a usage with only
+/// `total_tokens` counts it all as completion.
+fn dify_usage(usage: &serde_json::Value) -> Option<TokenUsage> {
+    let (prompt, completion) = (tokens(usage, "prompt_tokens"), tokens(usage, "completion_tokens"));
+    match (prompt, completion, tokens(usage, "total_tokens")) {
+        (None, None, None) => None,
+        (None, None, Some(total)) => Some(TokenUsage { prompt: 0, completion: total }),
+        (prompt, completion, _) => {
+            Some(TokenUsage { prompt: prompt.unwrap_or(0), completion: completion.unwrap_or(0) })
         }
     }
 }
@@ -134,13 +149,31 @@ mod tests {
         assert_eq!(d.decode(&ev(r#"{"event":"ping"}"#)), Decoded::Skip);
         assert_eq!(
             d.decode(&ev(r#"{"event":"message_end"}"#)),
-            Decoded::End { conversation_id: Some("c1".into()) }
+            Decoded::End { conversation_id: Some("c1".into()), usage: None }
         );
         assert_eq!(
             d.decode(&ev(
                 r#"{"event":"error","status":400,"code":"invalid_param","message":"bad"}"#
             )),
             Decoded::Fail("invalid_param: bad".into())
+        );
+    }
+
+    #[test]
+    fn message_end_carries_the_usage() {
+        // As captured from a Dify 1.x chat app (ids shortened, price fields as Dify sends them).
+        let mut d = Decoder::default();
+        let end = r#"{"event":"message_end","conversation_id":"45701982","message_id":"9da23599","created_at":1705407629,"task_id":"3bf8a0bb","id":"9da23599","metadata":{"usage":{"prompt_tokens":1033,"prompt_unit_price":"0.001","prompt_price_unit":"0.001","prompt_price":"0.0010330","completion_tokens":135,"completion_unit_price":"0.002","completion_price_unit":"0.001","completion_price":"0.0002700","total_tokens":1168,"total_price":"0.0013030","currency":"USD","latency":1.381760165997548}}}"#;
+        assert_eq!(
+            d.decode(&ev(end)),
+            Decoded::End {
+                conversation_id: Some("45701982".into()),
+                usage: Some(TokenUsage { prompt: 1033, completion: 135 })
+            }
+        );
+        assert_eq!(
+            dify_usage(&serde_json::json!({"total_tokens": 7})),
+            Some(TokenUsage { prompt: 0, completion: 7 })
         );
     }
 }

@@ -46,7 +46,10 @@ impl LlmProvider for EchoProvider {
                     tokio::time::sleep(CHUNK_PAUSE).await;
                     Some((Ok(StreamEvent::Delta(chunk)), (rest, false)))
                 }
-                None => Some((Ok(StreamEvent::End { conversation_id: None }), (rest, true))),
+                None => Some((
+                    Ok(StreamEvent::End { conversation_id: None, usage: None }),
+                    (rest, true),
+                )),
             }
         });
         Ok(Box::pin(events))

@@ -18,6 +18,10 @@ use futures_util::StreamExt;
 
 use crate::engine::llm::ProviderError;
 
+/// Longest `Retry-After` value kept (a delta-seconds or HTTP-date value is far shorter; more
+/// is an upstream's mistake, not a hint).
+const RETRY_AFTER_MAX_BYTES: usize = 64;
+
 /// How one HTTP provider is reached. A plain value: the server fills it from configuration
 /// ([`ProviderSettings::from_config`]), tests fill it by hand.
 ///
@@ -128,7 +132,8 @@ impl Upstream {
 /// for a 2xx response head. Returns the response with its body unread.
 ///
 /// Errors: header timeout, connect failure, reset → transient; 5xx / 429 → transient with
-/// `<Provider> API error (status <code>): <first 1024 bytes of body>`; any other non-2xx →
+/// `<Provider> API error (status <code>): <first 1024 bytes of body>` (throttled, carrying the
+/// header, when the upstream sent `Retry-After`); any other non-2xx →
 /// permanent with the same text; a request that cannot be built → permanent.
 pub(crate) async fn send_for_stream(
     upstream: Upstream,
@@ -158,6 +163,11 @@ pub(crate) async fn send_for_stream(
     };
 
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| truncate(v.trim().to_owned(), RETRY_AFTER_MAX_BYTES));
     if status.is_success() {
         tracing::debug!(
             provider = upstream.kind,
@@ -177,7 +187,12 @@ pub(crate) async fn send_for_stream(
         "upstream refused the request"
     );
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        Err(upstream.transient(detail))
+        match retry_after {
+            Some(retry_after) => {
+                Err(ProviderError::Throttled { provider: upstream.kind, detail, retry_after })
+            }
+            None => Err(upstream.transient(detail)),
+        }
     } else {
         Err(upstream.permanent(detail))
     }

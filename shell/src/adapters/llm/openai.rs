@@ -1,6 +1,10 @@
 //! The OpenAI-compatible provider (PROTOCOL.md §7.3): `POST {endpoint}/chat/completions` with
 //! the whole conversation (§10 item 1) and `"stream": true`, read as server-sent events.
 //!
+//! The request asks for `stream_options: {"include_usage": true}` (issue 17): the upstream then
+//! sends one last chunk before `[DONE]` with empty `choices` and a `usage` object
+//! (`prompt_tokens`, `completion_tokens`), which the end of the reply carries.
+//!
 //! Events: `data: [DONE]` ends the reply; otherwise `choices[0].delta.content` is a chunk. An
 //! `error` object (or an SSE event named `error`) is a permanent failure. A body that ends
 //! cleanly after a choice carried a `finish_reason` counts as complete even without `[DONE]`
@@ -12,8 +16,10 @@ use eventsource_stream::Event;
 use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};
-use super::sse::{error_text, json_data, post_for_events, Decoded, SseDecoder};
-use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
+use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
+use crate::engine::llm::{
+    ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent, TokenUsage,
+};
 
 const UPSTREAM: Upstream = Upstream { kind: "openai", display: "OpenAI" };
 
@@ -34,12 +40,19 @@ impl OpenAiProvider {
     }
 }
 
-/// The request body (no other parameters, as the original).
+/// The request body (no other parameters, as the original, but the usage request).
 #[derive(Serialize)]
 struct Body<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
     stream: bool,
+    stream_options: StreamOptions,
+}
+
+/// `stream_options`: ask for the final usage chunk.
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 /// One conversation line on the wire.
@@ -64,6 +77,7 @@ impl LlmProvider for OpenAiProvider {
                 .map(|m| WireMessage { role: m.role.as_str(), content: &m.content })
                 .collect(),
             stream: true,
+            stream_options: StreamOptions { include_usage: true },
         };
         let http = self.client.post(&self.url).bearer_auth(self.settings.api_key.expose());
         post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
@@ -75,12 +89,14 @@ impl LlmProvider for OpenAiProvider {
 struct Decoder {
     /// A choice carried a `finish_reason`: the reply is complete even if `[DONE]` never comes.
     finished_reason_seen: bool,
+    /// The usage chunk's numbers, once it came.
+    usage: Option<TokenUsage>,
 }
 
 impl SseDecoder for Decoder {
     fn decode(&mut self, event: &Event) -> Decoded {
         if event.data.trim() == "[DONE]" {
-            return Decoded::End { conversation_id: None };
+            return Decoded::End { conversation_id: None, usage: self.usage };
         }
         let Some(json) = json_data(event) else {
             if event.event == "error" {
@@ -97,6 +113,12 @@ impl SseDecoder for Decoder {
         if event.event == "error" {
             return Decoded::Fail(error_text(&json));
         }
+        if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(TokenUsage {
+                prompt: tokens(usage, "prompt_tokens").unwrap_or(0),
+                completion: tokens(usage, "completion_tokens").unwrap_or(0),
+            });
+        }
         let Some(choice) = json.get("choices").and_then(|c| c.get(0)) else {
             return Decoded::Skip;
         };
@@ -112,7 +134,8 @@ impl SseDecoder for Decoder {
     }
 
     fn end_of_body(&mut self) -> Option<StreamEvent> {
-        self.finished_reason_seen.then_some(StreamEvent::End { conversation_id: None })
+        self.finished_reason_seen
+            .then_some(StreamEvent::End { conversation_id: None, usage: self.usage })
     }
 }
 
@@ -130,7 +153,10 @@ mod tests {
         let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
         assert_eq!(d.decode(&event("message", chunk)), Decoded::Delta("Hi".into()));
         assert_eq!(d.decode(&event("message", "{not json")), Decoded::Skip);
-        assert_eq!(d.decode(&event("message", "[DONE]")), Decoded::End { conversation_id: None });
+        assert_eq!(
+            d.decode(&event("message", "[DONE]")),
+            Decoded::End { conversation_id: None, usage: None }
+        );
         let err = r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#;
         assert_eq!(
             d.decode(&event("message", err)),
@@ -140,5 +166,37 @@ mod tests {
         let last = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
         assert_eq!(d.decode(&event("message", last)), Decoded::Delta(String::new()));
         assert!(d.end_of_body().is_some());
+    }
+
+    #[test]
+    fn the_final_usage_chunk_is_carried_by_the_end() {
+        // As captured from api.openai.com with stream_options.include_usage (ids shortened).
+        let mut d = Decoder::default();
+        let last = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1733400000,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#;
+        assert_eq!(d.decode(&event("message", last)), Decoded::Delta(String::new()));
+        let usage = r#"{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1733400000,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}"#;
+        assert_eq!(d.decode(&event("message", usage)), Decoded::Skip);
+        let reported = Some(TokenUsage { prompt: 19, completion: 10 });
+        assert_eq!(
+            d.decode(&event("message", "[DONE]")),
+            Decoded::End { conversation_id: None, usage: reported }
+        );
+        assert_eq!(
+            d.end_of_body(),
+            Some(StreamEvent::End { conversation_id: None, usage: reported }),
+            "a body without [DONE] keeps the usage too"
+        );
+    }
+
+    #[test]
+    fn the_request_asks_for_usage() {
+        let body = Body {
+            model: "m",
+            messages: vec![],
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+        };
+        let json = serde_json::to_value(&body).expect("serialises");
+        assert_eq!(json["stream_options"], serde_json::json!({"include_usage": true}));
     }
 }

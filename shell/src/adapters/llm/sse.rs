@@ -19,7 +19,7 @@ use futures_util::{stream, FutureExt, Stream, StreamExt};
 use serde::Serialize;
 
 use super::http_client::{describe, send_for_stream, truncate, ProviderSettings, Upstream};
-use crate::engine::llm::{EventStream, ProviderError, StreamEvent};
+use crate::engine::llm::{EventStream, ProviderError, StreamEvent, TokenUsage};
 
 /// What one SSE event means to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +32,16 @@ pub(crate) enum Decoded {
     End {
         /// Upstream conversation id to send next time (Dify).
         conversation_id: Option<String>,
+        /// The reply's token usage as the upstream reported it, if it did.
+        usage: Option<TokenUsage>,
     },
     /// An upstream error event; the text is the upstream's own description.
     Fail(String),
+}
+
+/// `json[key]` as a token count (a non-negative integer), if present.
+pub(crate) fn tokens(json: &serde_json::Value, key: &str) -> Option<u64> {
+    json.get(key).and_then(serde_json::Value::as_u64)
 }
 
 /// A provider's reading of its event stream. One decoder lives for one reply, so it may keep
@@ -129,10 +136,10 @@ impl<D: SseDecoder> Reader<D> {
                     Decoded::Skip => continue,
                     Decoded::Delta(text) if text.is_empty() => continue,
                     Decoded::Delta(text) => Ok(StreamEvent::Delta(text)),
-                    Decoded::End { conversation_id } => {
+                    Decoded::End { conversation_id, usage } => {
                         self.finished = true;
                         self.drain_ready();
-                        Ok(StreamEvent::End { conversation_id })
+                        Ok(StreamEvent::End { conversation_id, usage })
                     }
                     Decoded::Fail(detail) => {
                         self.finished = true;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, FrameType, Sender};
 use chatbox_core::session::Access;
+use chatbox_core::usage::TokenUsage;
 
 use super::{require_session, ConnCtx};
 use crate::engine::dns::file_url_allowed;
 use crate::engine::hub::Engine;
 use crate::engine::llm::{ChatMessage, ChatRequest, Role};
-use crate::engine::replies::{user_key, ReplyEnd, ReplyJob, ReplyMode, VOICE_BUDGET};
+use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, VOICE_BUDGET};
 use crate::engine::store::StoredMessage;
 
 /// Handles one `file_upload` or `voice_message`.
@@ -76,6 +77,8 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
         mode: ReplyMode::Whole { total: VOICE_BUDGET },
     };
     let task_engine = Arc::clone(engine);
+    let (job_model, job_kind) = (job.model.info.id.clone(), job.model.kind);
+    let user = user_id.to_string();
     engine.supervisor.spawn("voice-answer", async move {
         let engine = task_engine;
         let session = job.session_id.clone();
@@ -83,7 +86,12 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
         if streamed.end != ReplyEnd::Done {
             tracing::warn!(session_id = %session, end = ?streamed.end, "voice answer failed");
         } else if !streamed.text.is_empty() {
-            let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai);
+            let (usage, source) = TokenUsage::settle(streamed.usage, streamed.text.len());
+            let answered = streamed.answered_by.as_ref().map_or(&job_model, |m| &m.info.id);
+            let kind = streamed.answered_by.as_ref().map_or(job_kind, |m| m.kind);
+            engine.replies.record_usage(answered, kind, &user, usage, engine.clock.wall());
+            let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai)
+                .with_meta(&usage_meta(answered, usage, source));
             if engine.persistence.append(&session, msg).await.is_ok() {
                 crate::engine::inbox::message(&engine, &session, Sender::Ai);
                 let frame = Frame::ai_message(&session, streamed.text.as_str(), engine.frame_now());

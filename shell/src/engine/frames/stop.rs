@@ -49,7 +49,7 @@ mod tests {
                 let event = if n < 1000 {
                     StreamEvent::Delta(format!("w{n} "))
                 } else {
-                    StreamEvent::End { conversation_id: None }
+                    StreamEvent::End { conversation_id: None, usage: None }
                 };
                 (n <= 1000).then_some((Ok(event), n + 1))
             });

@@ -1,9 +1,11 @@
 //! `user_message` (PROTOCOL.md §3.5, §6.2 with §10 items 1, 2, 4, 8, 22): from the session's
-//! owner, resolve the session (moving the connection's binding to it), store the message
-//! (acknowledged only once durable), name the session after its first message, show it to the
+//! owner, check the daily token budget (`USER_TOKEN_BUDGET`, issue 17), resolve the session
+//! (moving the connection's binding to it), store the message (acknowledged only once durable), name the session after its first message, show it to the
 //! assisting admin, and answer it (unless an admin assists and `pause_ai_when_assisted` is set):
 //! the request built from the stored conversation, run through the replies service (core's reply
-//! timer and retry schedule), the finished reply stored and acknowledged with `done`. A reply
+//! timer, retry schedule and fallbacks), the finished reply stored — naming the model that
+//! answered and its tokens (metadata `model_id`, `prompt_tokens`, `completion_tokens`,
+//! `tokens_estimated`; issue 17) — and acknowledged with `done`. A reply
 //! that ends early — stopped by a `stop` frame, cut by shutdown, ended by a deadline or a failed
 //! upstream after some text — stores the text delivered so far with `metadata.interrupted =
 //! "true"` (issue 15); a stopped one then ends with its `done` frame marked `interrupted`. From the
@@ -12,13 +14,14 @@
 use std::sync::Arc;
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
+use chatbox_core::usage::TokenUsage;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ConnCtx;
 use crate::engine::delivery::ReplyFrame;
 use crate::engine::hub::Engine;
 use crate::engine::llm::ChatRequest;
-use crate::engine::replies::{user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
+use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
 use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
 
@@ -34,6 +37,13 @@ pub(super) async fn apply(
     let requested = frame.session_id.as_str();
     if conn.caller.is_admin() && engine.sessions.is_assisting(&conn.caller.user_id, requested) {
         from_admin(engine, conn, requested, &frame).await;
+        return;
+    }
+    // Refused before anything is stored or any provider called, like the message rate limit.
+    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()) {
+        tracing::info!(user_id = %conn.caller.user_id, "daily token budget used up");
+        let refusal = ErrorInfo::too_many_requests(wait);
+        engine.delivery.send_error(conn.id, Some(requested), refusal);
         return;
     }
     let user = conn.caller.user_id.as_str();
@@ -165,16 +175,20 @@ async fn complete(
     streamed: &Streamed,
 ) -> ReplyEnd {
     let text = streamed.text.as_str();
+    let (model_id, kind) =
+        streamed.answered_by.as_ref().map_or((model_id, kind), |m| (m.info.id.as_str(), m.kind));
+    let (usage, source) = TokenUsage::settle(streamed.usage, text.len());
     if !text.is_empty() {
-        let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai);
+        let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai)
+            .with_meta(&usage_meta(model_id, usage, source));
         if engine.persistence.append(session, msg).await.is_err() {
             engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
             return ReplyEnd::Failed;
         }
         crate::engine::inbox::message(engine, session, Sender::Ai);
     }
-    let tokens = (text.len() / 4) as u64;
-    engine.metrics.add_tokens(kind, tokens);
+    let tokens = usage.total();
+    engine.replies.record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall());
     let response_time = streamed.decided - streamed.started;
     let stats = engine.sessions.with(|t| {
         t.record_reply(session, response_time, tokens).ok()?;

@@ -1,5 +1,6 @@
-//! One LLM reply's stream: open the provider stream (retrying transient failures only before the
-//! first chunk, STYLE.md §8), forward chunks to every connection of the session, enforce the
+//! One LLM reply's stream: open the provider stream (retrying transient failures and falling
+//! back to other providers only before the first chunk, STYLE.md §8, issue 17: [`super::fallback`]),
+//! forward chunks to every connection of the session, enforce the
 //! three deadlines of core's `ReplyTimer`, and decide exactly one outcome. A failed or cut reply
 //! sends its one error frame here — `LLM_TIMEOUT`, `LLM_UNAVAILABLE` or `SERVICE_UNAVAILABLE`
 //! (PROTOCOL.md §10 item 21); a finished one is returned with its text for the caller to store
@@ -10,7 +11,6 @@
 //! sends nothing while it runs.
 
 use chatbox_core::protocol::{ErrorInfo, Frame, FrameType};
-use chatbox_core::retry::{ErrorClass, Jitter, RetryDecision, RetryPolicy};
 use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer, StreamDeadlines};
 use chatbox_core::Instant;
 use futures_util::StreamExt;
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Model, Replies};
 use crate::engine::delivery::{ConnId, Delivery, ReplyFrame};
-use crate::engine::llm::{ChatRequest, EventStream, ProviderError, StreamEvent};
+use crate::engine::llm::{ChatRequest, ProviderError, StreamEvent, TokenUsage};
 use crate::engine::supervisor::signalled;
 
 /// How a reply reaches the session.
@@ -80,6 +80,11 @@ pub struct Streamed {
     pub reply_id: String,
     /// The seq its final `done` frame takes (one past the last chunk's).
     pub next_seq: u64,
+    /// The model that answered: the job's own, or a fallback (issue 17); `None` when no
+    /// provider produced a first chunk.
+    pub answered_by: Option<Model>,
+    /// The tokens the provider reported for the reply, if it did.
+    pub usage: Option<TokenUsage>,
 }
 
 /// What a reply learnt about the session's upstream conversation (Dify), for [`Replies`] to
@@ -95,14 +100,16 @@ pub(super) enum ConversationUpdate {
     Forget,
 }
 
-/// What [`Run::drive`] decided: the end, the text delivered, when, the next seq and what
-/// became of the upstream conversation.
+/// What [`Run::drive`] decided: the end, the text delivered, when, the next seq, what became
+/// of the upstream conversation, who answered and the reported usage.
 pub(super) struct Driven {
     pub(super) end: ReplyEnd,
     pub(super) text: String,
     pub(super) decided: Instant,
     pub(super) next_seq: u64,
     pub(super) conversation: ConversationUpdate,
+    pub(super) answered_by: Option<Model>,
+    pub(super) usage: Option<TokenUsage>,
 }
 
 enum Step {
@@ -135,9 +142,6 @@ pub(super) struct Run<'a> {
     pub(super) next_seq: AtomicU64,
 }
 
-/// What the provider call opened, or how the reply ended before a stream opened.
-type Opened = (Result<EventStream, ReplyEnd>, ConversationUpdate);
-
 impl Run<'_> {
     fn deadlines(&self) -> StreamDeadlines {
         match self.job.mode {
@@ -157,18 +161,21 @@ impl Run<'_> {
         let (replies, job) = (self.replies, self.job);
         let mut timer = ReplyTimer::start(self.deadlines(), started);
         let mut text = String::new();
-        let model_id = job.model.info.id.clone();
+        let mut usage = None;
 
-        let (opened, mut conversation) =
-            self.open_with_retry(&mut timer, &mut cut, &mut stop).await;
-        let mut stream = match opened {
-            Ok(stream) => stream,
+        let mut conversation = ConversationUpdate::Keep;
+        let opened =
+            self.open_with_fallback(&mut timer, &mut cut, &mut stop, &mut conversation).await;
+        let (mut stream, answered_by) = match opened {
+            Ok(opened) => (opened.stream, opened.model),
             Err(end) => {
-                let end = self.unfinished(end);
-                let (decided, next_seq) = (replies.clock.now(), self.seq());
-                return Driven { end, text, decided, next_seq, conversation };
+                let decided = replies.clock.now();
+                let (next_seq, answered_by) = (self.seq(), None);
+                return Driven { end, text, decided, next_seq, conversation, answered_by, usage };
             }
         };
+        let model_id = answered_by.info.id.clone();
+        let own_model = model_id == job.model.info.id;
         let stopped = loop {
             let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
             let step = tokio::select! {
@@ -197,8 +204,10 @@ impl Run<'_> {
                     // The timer ended the reply earlier and that call returned the outcome.
                     ChunkVerdict::Discard => None,
                 },
-                Step::Event(Some(Ok(StreamEvent::End { conversation_id }))) => {
-                    if let Some(id) = conversation_id {
+                Step::Event(Some(Ok(StreamEvent::End { conversation_id, usage: reported }))) => {
+                    usage = reported;
+                    // A fallback's conversation is not the session model's to continue.
+                    if let Some(id) = conversation_id.filter(|_| own_model) {
                         conversation = ConversationUpdate::Set(id);
                     }
                     timer.on_end(now)
@@ -229,7 +238,8 @@ impl Run<'_> {
             Stopped::StopFrame => ReplyEnd::Stopped,
             Stopped::AlreadyEnded => ReplyEnd::Failed,
         };
-        Driven { end, text, decided, next_seq: self.seq(), conversation }
+        let answered_by = Some(answered_by);
+        Driven { end, text, decided, next_seq: self.seq(), conversation, answered_by, usage }
     }
 
     fn seq(&self) -> u64 {
@@ -251,82 +261,8 @@ impl Run<'_> {
         self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
     }
 
-    /// Opens the stream, retrying transient failures while no chunk has been sent and the
-    /// first-chunk deadline allows; says too whether the upstream conversation was forgotten.
-    async fn open_with_retry(
-        &self,
-        timer: &mut ReplyTimer,
-        cut: &mut watch::Receiver<bool>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Opened {
-        let mut conversation = ConversationUpdate::Keep;
-        let opened = self.open_attempts(timer, cut, stop, &mut conversation).await;
-        (opened, conversation)
-    }
-
-    async fn open_attempts(
-        &self,
-        timer: &mut ReplyTimer,
-        cut: &mut watch::Receiver<bool>,
-        stop: &mut watch::Receiver<bool>,
-        conversation: &mut ConversationUpdate,
-    ) -> Result<EventStream, ReplyEnd> {
-        let (replies, job) = (self.replies, self.job);
-        // Seeded per reply so many sessions failing together do not retry in lock-step.
-        let policy = RetryPolicy {
-            jitter: Jitter::Seeded(crate::engine::ids::random_u64()),
-            ..replies.retry
-        };
-        let mut retry = policy.start(timer.poll_timeout());
-        let mut request = job.request.clone();
-        loop {
-            let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
-            replies.metrics.llm_request(job.model.kind);
-            let attempt = tokio::select! {
-                r = job.model.provider.open_stream(request.clone()) => Some(r),
-                _ = tokio::time::sleep_until(deadline) => None,
-                _ = signalled(cut) => return Err(ReplyEnd::Cut),
-                _ = signalled(stop) => return Err(ReplyEnd::Stopped),
-            };
-            let now = replies.clock.now();
-            let error = match attempt {
-                Some(Ok(stream)) => return Ok(stream),
-                Some(Err(error)) => error,
-                None => {
-                    let outcome = timer.handle_timeout(now).unwrap_or(Outcome::Failed);
-                    return Err(self.emit_failure(outcome));
-                }
-            };
-            tracing::warn!(session_id = %job.session_id, model_id = %job.model.info.id, %error, "provider call failed");
-            if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
-                // An upstream conversation can expire (Dify answers 404 "Conversation Not
-                // Exists"): forget it and try once more as a new conversation.
-                request.conversation_id = None;
-                *conversation = ConversationUpdate::Forget;
-                continue;
-            }
-            match retry.on_failure(error.class(), now) {
-                RetryDecision::RetryAfter { delay, .. } => {
-                    let wake = replies.clock.to_runtime(now + delay);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(wake.min(deadline)) => {}
-                        _ = signalled(cut) => return Err(ReplyEnd::Cut),
-                        _ = signalled(stop) => return Err(ReplyEnd::Stopped),
-                    }
-                    if let Some(outcome) = timer.handle_timeout(replies.clock.now()) {
-                        return Err(self.emit_failure(outcome));
-                    }
-                }
-                RetryDecision::GiveUp(_) => {
-                    let outcome = timer.on_error(now).unwrap_or(Outcome::Failed);
-                    return Err(self.emit_failure(outcome));
-                }
-            }
-        }
-    }
-
     /// Sends the one error frame of a failed reply.
-    fn emit_failure(&self, outcome: Outcome) -> ReplyEnd {
+    pub(super) fn emit_failure(&self, outcome: Outcome) -> ReplyEnd {
         let job = self.job;
         let info = match outcome {
             Outcome::Timeout { after, .. } => ErrorInfo::llm_timeout(after),
@@ -338,7 +274,7 @@ impl Run<'_> {
     }
 
     /// A reply that did not complete: cut replies get the documented service error.
-    fn unfinished(&self, end: ReplyEnd) -> ReplyEnd {
+    pub(super) fn unfinished(&self, end: ReplyEnd) -> ReplyEnd {
         if end == ReplyEnd::Cut {
             self.send_error(ErrorInfo::service_unavailable());
         }
