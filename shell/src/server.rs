@@ -59,6 +59,21 @@ pub async fn start_with_pages(
     ports: Ports,
     pages: PageOptions,
 ) -> std::io::Result<Running> {
+    #[cfg(not(madsim))]
+    let fleet = fleet_bus(&config)?;
+    #[cfg(madsim)]
+    let fleet: Option<crate::engine::hub::DeliveryParts> = None;
+    start_with_delivery(config, ports, pages, fleet).await
+}
+
+/// [`start_with_pages`] with the fleet's delivery parts given by the caller (`None`: one
+/// instance): the simulator wires its simulated broker here, where the binary wires Redis.
+pub async fn start_with_delivery(
+    config: Arc<Config>,
+    ports: Ports,
+    pages: PageOptions,
+    fleet: Option<crate::engine::hub::DeliveryParts>,
+) -> std::io::Result<Running> {
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
     let mut store = ports.store;
@@ -69,10 +84,6 @@ pub async fn start_with_pages(
             "ENCRYPTION_KEY has the wrong length; message content is stored in plain text"
         );
     }
-    #[cfg(not(madsim))]
-    let fleet = fleet_bus(&config)?;
-    #[cfg(madsim)]
-    let fleet: Option<crate::engine::hub::DeliveryParts> = None;
     let (engine, channels) = match fleet {
         Some(fleet) => Engine::with_bus(
             config,
