@@ -23,6 +23,15 @@ use chatbox_core::Instant;
 use tokio::sync::mpsc;
 use tokio::time::Instant as SimInstant;
 
+/// The simulated clock (madsim's; the broker's TTLs run on it).
+#[allow(clippy::disallowed_methods, reason = "the simulator's own clock is madsim's")]
+pub fn now() -> SimInstant {
+    SimInstant::now()
+}
+
+/// One instance's subscription connection: its epoch, its channels and its inbox.
+type Subscriber = (u64, HashSet<String>, mpsc::UnboundedSender<Vec<u8>>);
+
 /// Why a broker command failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lost;
@@ -43,7 +52,7 @@ struct State {
     /// Latency added to every command.
     latency: Duration,
     /// The subscription connection of each instance: its epoch, channels and inbox.
-    subscribers: HashMap<usize, (u64, HashSet<String>, mpsc::UnboundedSender<Vec<u8>>)>,
+    subscribers: HashMap<usize, Subscriber>,
     keys: HashMap<String, Key>,
     /// Commands answered (for the report).
     commands: u64,
@@ -167,7 +176,7 @@ impl SimBroker {
 
     async fn write(&self, conn: Conn, write: &ReplayWrite) -> Result<(), Lost> {
         self.command(conn, |s| {
-            let now = SimInstant::now();
+            let now = now();
             let key = s.keys.entry(write.reply_id.clone()).or_default();
             if let Some((seq, entry)) = &write.entry {
                 key.stream.insert(*seq, entry.clone());
@@ -186,7 +195,7 @@ impl SimBroker {
         after_seq: u64,
     ) -> Result<(Option<String>, Vec<(u64, String)>), Lost> {
         self.command(conn, |s| {
-            let now = SimInstant::now();
+            let now = now();
             let Some(key) = s.keys.get_mut(reply_id) else { return (None, Vec::new()) };
             if key.state.as_ref().is_some_and(|(_, at)| *at <= now) {
                 key.state = None;

@@ -30,7 +30,7 @@ use tokio::time::Instant as SimInstant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{start_link, SimBroker, SimReplay};
+use crate::broker::{now, start_link, SimBroker, SimReplay};
 use crate::faults::{FaultyStore, StoreFaults};
 use crate::provider::SimProvider;
 
@@ -107,16 +107,19 @@ pub struct FleetReport {
 
 /// Rate decisions of every instance, on the simulation's clock (one clock for the whole fleet,
 /// so the fleet-wide check needs no translation).
+/// One rate decision: instance, key, when, allowed.
+type Decision = (usize, String, SimInstant, bool);
+
 #[derive(Debug, Default)]
 struct Recorder {
     instance: usize,
-    decisions: Arc<Mutex<Vec<(usize, String, SimInstant, bool)>>>,
+    decisions: Arc<Mutex<Vec<Decision>>>,
 }
 
 impl Probe for Recorder {
     fn on_rate_decision(&self, key: &str, _now: chatbox_core::Instant, allowed: bool) {
         let mut d = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        d.push((self.instance, key.to_string(), SimInstant::now(), allowed));
+        d.push((self.instance, key.to_string(), now(), allowed));
     }
 }
 
@@ -127,13 +130,13 @@ struct Faults(Mutex<Vec<(SimInstant, SimInstant)>>);
 impl Faults {
     fn open(&self) -> usize {
         let mut w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        w.push((SimInstant::now(), SimInstant::now() + Duration::from_secs(1 << 30)));
+        w.push((now(), now() + Duration::from_secs(1 << 30)));
         w.len() - 1
     }
 
     fn close(&self, i: usize) {
         let mut w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        w[i].1 = SimInstant::now() + SETTLE;
+        w[i].1 = now() + SETTLE;
     }
 
     /// Whether any fault window overlaps `[from, to]`.
@@ -259,8 +262,8 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
 
     // The bus faults, one at a time, each on a seeded moment.
     let mut report = FleetReport::default();
-    let end = SimInstant::now() + scenario.duration;
-    while scenario.faults && SimInstant::now() < end {
+    let end = now() + scenario.duration;
+    while scenario.faults && now() < end {
         tokio::time::sleep(Duration::from_secs(20 + rng.next_u64() % 60)).await;
         let window = faults.open();
         match rng.next_u64() % 10 {
@@ -306,7 +309,7 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
 /// The rate invariant over every instance's decisions: no `scope` allowed a key more than
 /// `limit` events within any `window`.
 fn check_rate(
-    decisions: &[(usize, String, SimInstant, bool)],
+    decisions: &[Decision],
     scope: RateScope,
     limit: u32,
     window: Duration,
@@ -357,16 +360,14 @@ async fn connect(token: &str, instance: usize) -> Option<Ws> {
 /// The next JSON frame (pings and other non-JSON frames skipped); `None` on close or timeout.
 async fn next(ws: &mut Ws, until: SimInstant) -> Option<serde_json::Value> {
     loop {
-        let left = until.saturating_duration_since(SimInstant::now());
+        let left = until.saturating_duration_since(now());
         match tokio::time::timeout(left, ws.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => {
                 if let Ok(value) = serde_json::from_str(text.as_str()) {
                     return Some(value);
                 }
             }
-            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
-                return None
-            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
             Ok(Some(Ok(_))) => {}
         }
     }
@@ -442,10 +443,10 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
     let violation = |text: String| {
         seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text)
     };
-    let end = SimInstant::now() + until;
+    let end = now() + until;
     let mut session = format!("proposed-{u}");
     let mut sent = 0u64;
-    while SimInstant::now() < end {
+    while now() < end {
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 15_000)).await;
         let a_at = (rng.next_u64() as usize) % INSTANCES;
         let b_at = (a_at + 1 + (rng.next_u64() as usize) % (INSTANCES - 1)) % INSTANCES;
@@ -454,7 +455,7 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
         if a.send(message(&session, &format!("u{u}-m{sent}"))).await.is_err() {
             continue;
         }
-        let began = SimInstant::now();
+        let began = now();
         let patience = began + PATIENCE;
         // The session's id comes with `loading`; the reply's first frame names the reply.
         let Some(loading) = wait_for(&mut a, "loading", patience).await else { continue };
@@ -477,12 +478,12 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
         );
         let mut seqs_a = vec![first_seq];
         seqs_a.extend(rest_a.seqs.iter().copied());
-        let troubled = faults.overlaps(began, SimInstant::now());
+        let troubled = faults.overlaps(began, now());
         // (c) a resume replays exactly the missing frames, or is refused.
         if seen_b.unavailable {
             seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unavailable += 1;
         } else {
-                // No gap while the bus was up (a bus fault may lose live frames after the resume
+            // No gap while the bus was up (a bus fault may lose live frames after the resume
             // was answered: that is invariant (a)'s business, excused during the fault), and
             // never a frame out of order. A *stale* frame — a seq at or below one already
             // delivered — is the known late-publication race (SIMULATION.md, "What the fleet
@@ -510,8 +511,11 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
             }
             // (a) while the bus is up, B got every frame A got after its resume point.
             if !troubled && rest_a.ended {
-                let missing: Vec<u64> =
-                    seqs_a.iter().copied().filter(|s| *s > after && !seen_b.seqs.contains(s)).collect();
+                let missing: Vec<u64> = seqs_a
+                    .iter()
+                    .copied()
+                    .filter(|s| *s > after && !seen_b.seqs.contains(s))
+                    .collect();
                 if !missing.is_empty() || !seen_b.ended {
                     violation(format!(
                         "{user}: reply {reply_id} from instance {a_at} missed seqs {missing:?} (ended: {}) on instance {b_at}",
@@ -539,11 +543,13 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
             if b.send(message(&session, &format!("u{u}-m{sent}"))).await.is_err() {
                 continue;
             }
-            let began = SimInstant::now();
+            let began = now();
             let patience = began + PATIENCE;
-            let (on_b, on_a) =
-                tokio::join!(read_reply(&mut b, None, patience), read_reply(&mut a, None, patience));
-            if on_b.ended && !on_b.seqs.is_empty() && !faults.overlaps(began, SimInstant::now()) {
+            let (on_b, on_a) = tokio::join!(
+                read_reply(&mut b, None, patience),
+                read_reply(&mut a, None, patience)
+            );
+            if on_b.ended && !on_b.seqs.is_empty() && !faults.overlaps(began, now()) {
                 if on_a.seqs != on_b.seqs || on_a.id != on_b.id {
                     violation(format!(
                         "{user}: reply {} on instance {b_at} was {:?}, instance {a_at} saw {} {:?}",
@@ -599,11 +605,11 @@ async fn post(instance: usize, path: &str, token: &str) -> Option<u16> {
 /// user is on), talking there and leaving over WebSocket or HTTP on yet another instance.
 async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let end = SimInstant::now() + until;
+    let end = now() + until;
     let Ok(token) = mint(SECRET.as_bytes(), "admin-1", Some("Ada"), &["admin".into()], None) else {
         return;
     };
-    while SimInstant::now() < end {
+    while now() < end {
         tokio::time::sleep(Duration::from_secs(30 + rng.next_u64() % 150)).await;
         let live: Vec<String> = store
             .inner
