@@ -70,6 +70,9 @@ RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_SEED=1 \
 step "deterministic simulation: seeds 1..=200, one simulated hour each, a process per seed"
 scripts/sim-seeds.sh "${SIM_SEEDS:-200}" 1 2>&1 | tee -a target/test-all.log
 
+step "deterministic simulation: the fleet world (3 instances, simulated bus), seeds 1..=200"
+SIM_WORLD=fleet scripts/sim-seeds.sh "${SIM_FLEET_SEEDS:-200}" 1 2>&1 | tee -a target/test-all.log
+
 step "fuzzing: build every target with libFuzzer, run each ${FUZZ_SECONDS:-20} s from the committed corpus"
 bash scripts/fuzz-install.sh
 FUZZ_LOCKED=1 scripts/fuzz-smoke.sh 2>&1 | tee -a target/test-all.log

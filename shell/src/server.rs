@@ -41,6 +41,21 @@ pub async fn start_with_pages(
     ports: Ports,
     pages: PageOptions,
 ) -> std::io::Result<Running> {
+    #[cfg(not(madsim))]
+    let fleet = fleet_bus(&config)?;
+    #[cfg(madsim)]
+    let fleet: Option<BusWiring> = None;
+    start_with_delivery(config, ports, pages, fleet).await
+}
+
+/// [`start_with_pages`] with the fleet's delivery parts given by the caller (`None`: one
+/// instance): the simulator wires its simulated broker here, where the binary wires Redis.
+pub async fn start_with_delivery(
+    config: Arc<Config>,
+    ports: Ports,
+    pages: PageOptions,
+    fleet: Option<BusWiring>,
+) -> std::io::Result<Running> {
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
     let addr = listener.local_addr()?;
     let mut store = Arc::clone(&ports.store);
@@ -51,10 +66,7 @@ pub async fn start_with_pages(
             "ENCRYPTION_KEY has the wrong length; message content is stored in plain text"
         );
     }
-    #[cfg(not(madsim))]
-    let wiring = fleet_bus(&config)?.unwrap_or_else(BusWiring::local);
-    #[cfg(madsim)]
-    let wiring = BusWiring::local();
+    let wiring = fleet.unwrap_or_else(BusWiring::local);
     let ports = Ports { store, ..ports };
     let (engine, channels) = Engine::new(config, ports, Clock::new(), wiring);
     #[cfg(not(madsim))]

@@ -4,9 +4,13 @@
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p chatbox-sim`). The server
 //! code is the production code; only its ports are replaced: the engine's in-memory
 //! `MemoryStore` with injected [`faults`], simulated [`provider`]s, and a simulated DNS
-//! [`resolver`].
+//! [`resolver`]; for the fleet world (`fleet`), a simulated Redis (`broker`).
 
+#[cfg(madsim)]
+pub mod broker;
 pub mod faults;
+#[cfg(madsim)]
+pub mod fleet;
 pub mod provider;
 pub mod resolver;
 #[cfg(madsim)]

@@ -1,0 +1,641 @@
+//! The fleet world (issue 14), all drawn from one seed: three real chatbox servers on nodes
+//! `10.0.0.1`–`10.0.0.3`, each with its `FleetBus` linked to one [`SimBroker`] (the simulated
+//! Redis) and a [`SimReplay`] over it, all sharing one store. Each user has two devices on two
+//! different instances bound to the same session; the second device binds with a `resume` of the
+//! reply the first one is receiving (so every resume is served by an instance that did not
+//! produce the reply), and now and then speaks itself; users flood past the rate limit from both
+//! devices at once. An administrator takes sessions over on a random instance. The broker is
+//! partitioned from one instance, slowed down, and restarted at seeded moments.
+//! [`run`] returns a [`FleetReport`] listing every invariant violation (SIMULATION.md, "The
+//! fleet world"); an empty list is a pass.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatbox::engine::delivery::{replay_limits, FleetBus, LocalReplay};
+use chatbox::engine::llm::LlmProvider;
+use chatbox::engine::metrics::Metrics;
+use chatbox::engine::persistence::MemoryOutbox;
+use chatbox::engine::probe::Probe;
+use chatbox::http::auth::mint;
+use chatbox::http::pages::PageOptions;
+use chatbox_core::config::{Config, ProviderConfig};
+use chatbox_core::stream::StreamDeadlines;
+use futures_util::{SinkExt, StreamExt};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant as SimInstant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::broker::{now, start_link, SimBroker, SimReplay};
+use crate::faults::{FaultyStore, StoreFaults};
+use crate::provider::SimProvider;
+
+const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
+const PORT: u16 = 8080;
+/// Instances of the fleet.
+pub const INSTANCES: usize = 3;
+/// How long after a bus fault ends the links are surely back: the longest reconnect backoff
+/// (`BUS_RECONNECT`, capped at 5 s), a heartbeat (1 s) and a command timeout (2 s).
+const SETTLE: Duration = Duration::from_secs(9);
+/// How long a client waits for frames that should come (a reply's 20 s deadline, with slack).
+const PATIENCE: Duration = Duration::from_secs(40);
+
+/// Which rate invariant is checked. This branch has no fleet-wide limiter yet (it arrives with
+/// the limiter branch: a limiter port in `engine/limits.rs`), so each instance's own limiter is
+/// checked; switch to [`RateScope::Fleet`] when the limits are shared through the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    /// No instance allows a key more than the limit in a window.
+    PerInstance,
+    /// The whole fleet together allows a key no more than the limit in a window.
+    Fleet,
+}
+
+/// Whether a stale live frame after a resume (a seq delivered twice, or one at or below the
+/// resume point) is tolerated. It is a real race of the fleet's replay design, found by this
+/// world (SIMULATION.md, "What the fleet world found"): the producer's link records a frame
+/// (XADD) and publishes it (PUBLISH) in two round trips, and a resume whose read lands between
+/// them replays the frame, then gets it live again. Set to `false` once the record and the
+/// publication are one transaction (or a resumed connection drops seqs it already got).
+pub const STALE_LIVE_FRAMES_KNOWN: bool = true;
+
+/// The scope checked by the fleet world today.
+pub const RATE_SCOPE: RateScope = RateScope::PerInstance;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetScenario {
+    /// Simulated users (each with two devices).
+    pub users: usize,
+    /// Simulated time of traffic.
+    pub duration: Duration,
+    /// Inject bus faults (partitions, delays, restarts).
+    pub faults: bool,
+}
+
+impl Default for FleetScenario {
+    fn default() -> Self {
+        Self { users: 4, duration: Duration::from_secs(900), faults: true }
+    }
+}
+
+/// The outcome of one fleet world.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetReport {
+    /// Every invariant violation, in the order found.
+    pub violations: Vec<String>,
+    /// Replies seen by a device on one instance while a device on another was bound.
+    pub relayed_replies: usize,
+    /// Resumes answered with frames (exact) / with `RESUME_UNAVAILABLE`.
+    pub resumes_exact: usize,
+    /// Resumes answered `RESUME_UNAVAILABLE`.
+    pub resumes_unavailable: usize,
+    /// Frames a resumed connection got again after the resume had delivered their seq (the
+    /// known late-publication race).
+    pub stale_frames: usize,
+    /// Rate decisions made across the fleet.
+    pub rate_decisions: usize,
+    /// Bus faults injected: partitions, delay windows, restarts.
+    pub bus_faults: (usize, usize, usize),
+    /// Broker commands answered.
+    pub broker_commands: u64,
+}
+
+/// Rate decisions of every instance, on the simulation's clock (one clock for the whole fleet,
+/// so the fleet-wide check needs no translation).
+/// One rate decision: instance, key, when, allowed.
+type Decision = (usize, String, SimInstant, bool);
+
+#[derive(Debug, Default)]
+struct Recorder {
+    instance: usize,
+    decisions: Arc<Mutex<Vec<Decision>>>,
+}
+
+impl Probe for Recorder {
+    fn on_rate_decision(&self, key: &str, _now: chatbox_core::Instant, allowed: bool) {
+        let mut d = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        d.push((self.instance, key.to_string(), now(), allowed));
+    }
+}
+
+/// Bus fault windows (start, end + [`SETTLE`]); an open one ends far in the future.
+#[derive(Debug, Default)]
+struct Faults(Mutex<Vec<(SimInstant, SimInstant)>>);
+
+impl Faults {
+    fn open(&self) -> usize {
+        let mut w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.push((now(), now() + Duration::from_secs(1 << 30)));
+        w.len() - 1
+    }
+
+    fn close(&self, i: usize) {
+        let mut w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w[i].1 = now() + SETTLE;
+    }
+
+    /// Whether any fault window overlaps `[from, to]`.
+    fn overlaps(&self, from: SimInstant, to: SimInstant) -> bool {
+        let w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.iter().any(|(a, b)| *a <= to && *b >= from)
+    }
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct Seen {
+    violations: Vec<String>,
+    relayed: usize,
+    exact: usize,
+    unavailable: usize,
+    stale: usize,
+}
+
+fn config(index: usize) -> Config {
+    let mut config = Config::for_dev(SECRET.to_string(), "unused");
+    config.server.host = "0.0.0.0".into();
+    config.server.port = PORT;
+    config.llm.providers = vec![ProviderConfig::echo("sim", "Simulated model")];
+    config.llm.first_chunk_timeout = Duration::from_secs(5);
+    config.llm.idle_timeout = Duration::from_secs(4);
+    config.llm.stream_timeout = Duration::from_secs(20);
+    config.rate.messages.limit = 12;
+    config.rate.messages.window = Duration::from_secs(60);
+    config.websocket.max_connections_per_user = 4;
+    config.websocket.ping_interval = Duration::from_secs(20);
+    config.websocket.pong_wait = Duration::from_secs(25);
+    config.sessions.reconnect_timeout = Duration::from_secs(120);
+    let _ = index;
+    config
+}
+
+fn ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 1 + index as u8)
+}
+
+/// Runs one fleet world under the current madsim runtime.
+pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let broker = Arc::new(SimBroker::default());
+    let store = Arc::new(FaultyStore::new(rng.next_u64(), StoreFaults::default()));
+    let decisions = Arc::new(Mutex::new(Vec::new()));
+    let handle = madsim::runtime::Handle::current();
+    let mut started = Vec::new();
+    for index in 0..INSTANCES {
+        let config = Arc::new(config(index));
+        let deadlines = StreamDeadlines {
+            first_chunk: config.llm.first_chunk_timeout,
+            idle: config.llm.idle_timeout,
+            total: config.llm.stream_timeout,
+        };
+        let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
+        let (store, broker) = (store.clone(), broker.clone());
+        let recorder = Arc::new(Recorder { instance: index, decisions: decisions.clone() });
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let node =
+            handle.create_node().name(format!("server-{index}")).ip(IpAddr::V4(ip(index))).build();
+        node.spawn(async move {
+            let metrics = Arc::new(Metrics::new());
+            let (bus, queues) = FleetBus::new(format!("instance-{index}"), metrics.clone());
+            let replay = SimReplay::new(
+                LocalReplay::new(replay_limits(&config)),
+                bus.clone(),
+                broker.clone(),
+                index,
+                config.llm.idle_timeout,
+                config.llm.resume_window,
+            );
+            start_link(broker, index, bus.clone(), queues);
+            let providers: Vec<Arc<dyn LlmProvider>> = vec![provider];
+            let running = chatbox::server::start_with_delivery(
+                config,
+                chatbox::server::Ports {
+                    store,
+                    outbox: Arc::new(MemoryOutbox::new(10_000)),
+                    providers,
+                    notifier: Arc::new(chatbox::engine::notify::LogNotifier),
+                    resolver: Arc::new(crate::resolver::world()),
+                },
+                PageOptions::default(),
+                Some(chatbox::engine::hub::BusWiring {
+                    bus,
+                    replay: Some(Arc::new(replay)),
+                    metrics,
+                }),
+            )
+            .await
+            .expect("server starts");
+            let _ = running.engine.probe.set(recorder);
+            let _ = ready_tx.send(());
+            std::future::pending::<()>().await;
+        });
+        started.push(ready_rx);
+    }
+    for ready in started {
+        ready.await.expect("instance starts");
+    }
+
+    let faults = Arc::new(Faults::default());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut clients = Vec::new();
+    for u in 0..scenario.users {
+        let node = handle
+            .create_node()
+            .name(format!("user-{u}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1 + u as u8)))
+            .build();
+        let task = user(u, rng.next_u64(), scenario.duration, faults.clone(), seen.clone());
+        clients.push(node.spawn(task));
+    }
+    {
+        let node =
+            handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
+        node.spawn(admin(rng.next_u64(), scenario.duration, store.clone()));
+    }
+
+    // The bus faults, one at a time, each on a seeded moment.
+    let mut report = FleetReport::default();
+    let end = now() + scenario.duration;
+    while scenario.faults && now() < end {
+        tokio::time::sleep(Duration::from_secs(20 + rng.next_u64() % 60)).await;
+        let window = faults.open();
+        match rng.next_u64() % 10 {
+            0..=4 => {
+                let instance = (rng.next_u64() as usize) % INSTANCES;
+                broker.partition(instance, true);
+                tokio::time::sleep(Duration::from_secs(2 + rng.next_u64() % 20)).await;
+                broker.partition(instance, false);
+                report.bus_faults.0 += 1;
+            }
+            5..=7 => {
+                // Latencies up to 2.5 s: past BUS_COMMAND_TIMEOUT (2 s) a command times out.
+                broker.set_latency(Duration::from_millis(20 + rng.next_u64() % 2500));
+                tokio::time::sleep(Duration::from_secs(3 + rng.next_u64() % 15)).await;
+                broker.set_latency(Duration::ZERO);
+                report.bus_faults.1 += 1;
+            }
+            _ => {
+                broker.restart();
+                report.bus_faults.2 += 1;
+            }
+        }
+        faults.close(window);
+    }
+    for client in clients {
+        let _ = client.await;
+    }
+
+    let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.violations.extend(seen.violations.iter().cloned());
+    report.relayed_replies = seen.relayed;
+    report.resumes_exact = seen.exact;
+    report.resumes_unavailable = seen.unavailable;
+    report.stale_frames = seen.stale;
+    let decisions = decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.rate_decisions = decisions.len();
+    let limit = config(0).rate.messages;
+    check_rate(&decisions, RATE_SCOPE, limit.limit, limit.window, &mut report.violations);
+    report.broker_commands = broker.commands();
+    report
+}
+
+/// The rate invariant over every instance's decisions: no `scope` allowed a key more than
+/// `limit` events within any `window`.
+fn check_rate(
+    decisions: &[Decision],
+    scope: RateScope,
+    limit: u32,
+    window: Duration,
+    violations: &mut Vec<String>,
+) {
+    let mut allowed: HashMap<(Option<usize>, &str), Vec<SimInstant>> = HashMap::new();
+    for (instance, key, at, ok) in decisions {
+        if *ok {
+            let scope = (scope == RateScope::PerInstance).then_some(*instance);
+            allowed.entry((scope, key.as_str())).or_default().push(*at);
+        }
+    }
+    let n = limit as usize;
+    for ((instance, key), times) in allowed {
+        for i in 0..times.len().saturating_sub(n) {
+            if times[i + n] - times[i] < window {
+                violations.push(format!(
+                    "rate: key {key} allowed {} events within {:?} (instance {instance:?})",
+                    n + 1,
+                    times[i + n] - times[i]
+                ));
+                break;
+            }
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect(token: &str, instance: usize) -> Option<Ws> {
+    let addr = SocketAddr::new(IpAddr::V4(ip(instance)), PORT);
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(ws)
+}
+
+/// The next JSON frame (pings and other non-JSON frames skipped); `None` on close or timeout.
+async fn next(ws: &mut Ws, until: SimInstant) -> Option<serde_json::Value> {
+    loop {
+        let left = until.saturating_duration_since(now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if let Ok(value) = serde_json::from_str(text.as_str()) {
+                    return Some(value);
+                }
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// One reply as a device saw it.
+#[derive(Debug, Default, Clone)]
+struct Reply {
+    id: String,
+    seqs: Vec<u64>,
+    /// A `done` or an error frame ended it.
+    ended: bool,
+    unavailable: bool,
+}
+
+fn is_terminal(f: &serde_json::Value) -> bool {
+    (f["type"] == "ai_response" && f["metadata"]["done"] == "true") || f["type"] == "error"
+}
+
+/// Reads the frames of one reply (the first one seen, or `reply_id`) until its outcome.
+async fn read_reply(ws: &mut Ws, reply_id: Option<String>, until: SimInstant) -> Reply {
+    let mut reply = Reply { id: reply_id.unwrap_or_default(), ..Reply::default() };
+    while let Some(f) = next(ws, until).await {
+        if f["type"] == "error" && f["error"]["code"] == "RESUME_UNAVAILABLE" {
+            reply.unavailable = true;
+            return reply;
+        }
+        if f["type"] == "error" && !reply.seqs.is_empty() {
+            reply.ended = true;
+            return reply;
+        }
+        if f["type"] != "ai_response" {
+            continue;
+        }
+        let Some(id) = f["metadata"]["reply_id"].as_str() else { continue };
+        if reply.id.is_empty() {
+            reply.id = id.to_string();
+        }
+        if id != reply.id {
+            continue;
+        }
+        if let Some(seq) = f["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()) {
+            reply.seqs.push(seq);
+        }
+        if is_terminal(&f) {
+            reply.ended = true;
+            return reply;
+        }
+    }
+    reply
+}
+
+/// Reads until `frame_type` (the session's id from `connection_status`).
+async fn wait_for(ws: &mut Ws, frame_type: &str, until: SimInstant) -> Option<serde_json::Value> {
+    while let Some(f) = next(ws, until).await {
+        if f["type"] == frame_type {
+            return Some(f);
+        }
+    }
+    None
+}
+
+fn message(session: &str, content: &str) -> Message {
+    let frame = serde_json::json!({"type":"user_message","session_id":session,"content":content});
+    Message::text(frame.to_string())
+}
+
+/// One user with two devices on two different instances of the same session.
+async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: Arc<Mutex<Seen>>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let user = format!("user-{u}");
+    let Ok(token) = mint(SECRET.as_bytes(), &user, None, &["user".into()], None) else { return };
+    let violation = |text: String| {
+        seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text)
+    };
+    let end = now() + until;
+    let mut session = format!("proposed-{u}");
+    let mut sent = 0u64;
+    while now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 15_000)).await;
+        let a_at = (rng.next_u64() as usize) % INSTANCES;
+        let b_at = (a_at + 1 + (rng.next_u64() as usize) % (INSTANCES - 1)) % INSTANCES;
+        let Some(mut a) = connect(&token, a_at).await else { continue };
+        sent += 1;
+        if a.send(message(&session, &format!("u{u}-m{sent}"))).await.is_err() {
+            continue;
+        }
+        let began = now();
+        let patience = began + PATIENCE;
+        // The session's id comes with `loading`; the reply's first frame names the reply.
+        let Some(loading) = wait_for(&mut a, "loading", patience).await else { continue };
+        if let Some(id) = loading["session_id"].as_str() {
+            session = id.to_string();
+        }
+        let first = read_reply_first(&mut a, patience).await;
+        let Some((reply_id, first_seq)) = first else { continue };
+        // Device B, on another instance, binds by resuming the reply A is receiving.
+        let after = rng.next_u64() % (first_seq + 1);
+        let Some(mut b) = connect(&token, b_at).await else { continue };
+        let resume = serde_json::json!({"type":"resume","session_id":session,
+            "metadata":{"reply_id":reply_id,"after_seq":after.to_string()}});
+        if b.send(Message::text(resume.to_string())).await.is_err() {
+            continue;
+        }
+        let (rest_a, seen_b) = tokio::join!(
+            read_reply(&mut a, Some(reply_id.clone()), patience),
+            read_reply(&mut b, Some(reply_id.clone()), patience),
+        );
+        let mut seqs_a = vec![first_seq];
+        seqs_a.extend(rest_a.seqs.iter().copied());
+        let troubled = faults.overlaps(began, now());
+        // (c) a resume replays exactly the missing frames, or is refused.
+        if seen_b.unavailable {
+            seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unavailable += 1;
+        } else {
+            // No gap while the bus was up (a bus fault may lose live frames after the resume
+            // was answered: that is invariant (a)'s business, excused during the fault), and
+            // never a frame out of order. A *stale* frame — a seq at or below one already
+            // delivered — is the known late-publication race (SIMULATION.md, "What the fleet
+            // world found"): counted, and a violation unless `STALE_LIVE_FRAMES_KNOWN`.
+            let mut top = after;
+            let (mut stale, mut gap) = (0usize, false);
+            for seq in &seen_b.seqs {
+                if *seq <= top {
+                    stale += 1;
+                } else {
+                    gap |= *seq != top + 1;
+                    top = *seq;
+                }
+            }
+            if stale > 0 {
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stale += stale;
+            }
+            if (gap && !troubled) || (stale > 0 && !STALE_LIVE_FRAMES_KNOWN) {
+                violation(format!(
+                    "{user}: resume of {reply_id} after {after} on instance {b_at} (produced on {a_at}) gave seqs {:?} (bus faults meanwhile: {troubled})",
+                    seen_b.seqs
+                ));
+            } else if seen_b.ended || !troubled {
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).exact += 1;
+            }
+            // (a) while the bus is up, B got every frame A got after its resume point.
+            if !troubled && rest_a.ended {
+                let missing: Vec<u64> = seqs_a
+                    .iter()
+                    .copied()
+                    .filter(|s| *s > after && !seen_b.seqs.contains(s))
+                    .collect();
+                if !missing.is_empty() || !seen_b.ended {
+                    violation(format!(
+                        "{user}: reply {reply_id} from instance {a_at} missed seqs {missing:?} (ended: {}) on instance {b_at}",
+                        seen_b.ended
+                    ));
+                } else {
+                    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relayed += 1;
+                }
+            }
+        }
+        if seen_b.unavailable || !rest_a.ended || !seen_b.ended {
+            continue;
+        }
+        let roll = rng.next_u64() % 10;
+        if roll < 2 {
+            // Both devices flood at once, on two instances.
+            for _ in 0..8 {
+                let _ = a.send(message(&session, "flood")).await;
+                let _ = b.send(message(&session, "flood")).await;
+            }
+            tokio::time::sleep(PATIENCE).await;
+        } else if roll < 6 {
+            // B speaks: A, on another instance, gets the reply B's instance produces.
+            sent += 1;
+            if b.send(message(&session, &format!("u{u}-m{sent}"))).await.is_err() {
+                continue;
+            }
+            let began = now();
+            let patience = began + PATIENCE;
+            let (on_b, on_a) = tokio::join!(
+                read_reply(&mut b, None, patience),
+                read_reply(&mut a, None, patience)
+            );
+            if on_b.ended && !on_b.seqs.is_empty() && !faults.overlaps(began, now()) {
+                if on_a.seqs != on_b.seqs || on_a.id != on_b.id {
+                    violation(format!(
+                        "{user}: reply {} on instance {b_at} was {:?}, instance {a_at} saw {} {:?}",
+                        on_b.id, on_b.seqs, on_a.id, on_a.seqs
+                    ));
+                } else {
+                    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relayed += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 60_000)).await;
+    }
+}
+
+/// Reads until the first frame of a reply: its id and seq.
+async fn read_reply_first(ws: &mut Ws, until: SimInstant) -> Option<(String, u64)> {
+    while let Some(f) = next(ws, until).await {
+        if f["type"] == "error" {
+            return None;
+        }
+        if f["type"] != "ai_response" || is_terminal(&f) {
+            continue;
+        }
+        let id = f["metadata"]["reply_id"].as_str()?;
+        let seq = f["metadata"]["seq"].as_str()?.parse().ok()?;
+        return Some((id.to_string(), seq));
+    }
+    None
+}
+
+/// A raw HTTP/1.1 POST to `instance`; returns the status code.
+async fn post(instance: usize, path: &str, token: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = SocketAddr::new(IpAddr::V4(ip(instance)), PORT);
+    let mut tcp =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: chatbox\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&response).split_whitespace().nth(1)?.parse().ok()
+}
+
+/// An administrator taking live sessions over on a random instance (most often not the one the
+/// user is on), talking there and leaving over WebSocket or HTTP on yet another instance.
+async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let end = now() + until;
+    let Ok(token) = mint(SECRET.as_bytes(), "admin-1", Some("Ada"), &["admin".into()], None) else {
+        return;
+    };
+    while now() < end {
+        tokio::time::sleep(Duration::from_secs(30 + rng.next_u64() % 150)).await;
+        let live: Vec<String> = store
+            .inner
+            .snapshot()
+            .into_iter()
+            .filter(|d| d.ended.is_none())
+            .map(|d| d.id)
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let session = &live[(rng.next_u64() as usize) % live.len()];
+        let at = (rng.next_u64() as usize) % INSTANCES;
+        if post(at, &format!("/chatbox/admin/takeover/{session}"), &token).await != Some(200) {
+            continue;
+        }
+        if let Some(mut ws) = connect(&token, at).await {
+            let hello = serde_json::json!({"type":"user_message","session_id":session,"content":"Hello, this is Ada."});
+            let _ = ws.send(Message::text(hello.to_string())).await;
+            tokio::time::sleep(Duration::from_secs(rng.next_u64() % 60)).await;
+        }
+        let leave_at = (rng.next_u64() as usize) % INSTANCES;
+        let _ = post(leave_at, &format!("/chatbox/admin/leave/{session}"), &token).await;
+    }
+}
