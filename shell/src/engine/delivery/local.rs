@@ -30,6 +30,9 @@ struct Conn {
     session: Option<Arc<str>>,
     /// While held: the connection's own queue, and the side queue `tx` points to meanwhile.
     held: Option<(mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>)>,
+    /// After a resume from the shared store: the reply whose frames up to this seq were
+    /// replayed, so their live copies (published after Redis recorded them) are not sent twice.
+    replayed: Option<(Arc<str>, u64)>,
 }
 
 /// Counters for metrics.
@@ -67,6 +70,14 @@ impl LocalBus {
     }
 
     fn offer(&self, conn: &Conn, item: Outbound) -> bool {
+        if let (Some((reply_id, upto)), Outbound::Frame(frame)) = (&conn.replayed, &item) {
+            // The substring test keeps every other frame from being parsed.
+            if frame.contains(&**reply_id)
+                && super::reply_seq(frame, reply_id).is_some_and(|seq| seq <= *upto)
+            {
+                return true;
+            }
+        }
         match conn.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -96,9 +107,10 @@ impl LocalBus {
         let id = inner.next_id;
         let user: Arc<str> = Arc::from(user_id);
         inner.by_user.entry(Arc::clone(&user)).or_default().insert(id);
-        inner
-            .conns
-            .insert(id, Conn { user_id: user, is_admin, tx, kick, session: None, held: None });
+        inner.conns.insert(
+            id,
+            Conn { user_id: user, is_admin, tx, kick, session: None, held: None, replayed: None },
+        );
         id
     }
 
@@ -128,7 +140,12 @@ impl LocalBus {
         let mut inner = self.lock();
         let session: Arc<str> = Arc::from(session);
         let previous = match inner.conns.get_mut(&id) {
-            Some(conn) => conn.session.replace(Arc::clone(&session)),
+            Some(conn) => {
+                if conn.session.as_deref() != Some(&*session) {
+                    conn.replayed = None;
+                }
+                conn.session.replace(Arc::clone(&session))
+            }
             None => return None,
         };
         if let Some(prev) = &previous {
@@ -260,6 +277,15 @@ impl LocalBus {
         true
     }
 
+    /// From now on `id` skips the frames of `reply_id` up to seq `upto`: they were replayed to
+    /// it from the shared store, and their live copies may still arrive (a frame is recorded in
+    /// Redis before it is published, so a resume can read it before its publication arrives).
+    pub fn skip_replayed(&self, id: ConnId, reply_id: &str, upto: u64) {
+        if let Some(conn) = self.lock().conns.get_mut(&id) {
+            conn.replayed = Some((Arc::from(reply_id), upto));
+        }
+    }
+
     /// Ends a hold: `merge` turns the frames taken aside into what `id` gets, queued first.
     pub fn release(&self, id: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
         let mut inner = self.lock();
@@ -273,14 +299,19 @@ impl LocalBus {
                 close @ Outbound::Close(..) => closes.push(close),
             }
         }
-        let Some(conn) = inner.conns.get(&id) else { return };
-        for frame in merge(frames) {
-            if !self.offer(conn, Outbound::Frame(frame)) {
-                return;
+        // The merge is what the connection gets: skipping replayed seqs applies only to the live
+        // copies that follow, so it is set aside while the merge is queued.
+        let skipping = inner.conns.get_mut(&id).and_then(|conn| conn.replayed.take());
+        if let Some(conn) = inner.conns.get(&id) {
+            let queued = merge(frames).into_iter().all(|f| self.offer(conn, Outbound::Frame(f)));
+            if queued {
+                for close in closes {
+                    self.offer(conn, close);
+                }
             }
         }
-        for close in closes {
-            self.offer(conn, close);
+        if let Some(conn) = inner.conns.get_mut(&id) {
+            conn.replayed = skipping;
         }
     }
 }
@@ -377,6 +408,31 @@ mod tests {
         .collect();
         assert_eq!(got, vec![frame("replayed"), frame("live"), frame("later")]);
         assert!(!reg.hold(99), "unknown connection");
+    }
+
+    #[test]
+    fn live_copies_of_replayed_frames_are_skipped_and_later_ones_delivered() {
+        let chunk = |reply: &str, seq: u64| {
+            frame(&format!(
+                r#"{{"type":"ai_response","metadata":{{"reply_id":"{reply}","seq":"{seq}"}}}}"#
+            ))
+        };
+        let reg = LocalBus::default();
+        let (a, mut ra) = conn(&reg, "u1", false, 8);
+        reg.bind(a, "s");
+        reg.skip_replayed(a, "r1", 3);
+        for f in [chunk("r1", 2), chunk("r1", 3), chunk("r2", 1), chunk("r1", 4), frame("x")] {
+            reg.to_session("s", &f, None);
+        }
+        let got: Vec<_> = std::iter::from_fn(|| match ra.try_recv() {
+            Ok(Outbound::Frame(f)) => Some(f),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(got, vec![chunk("r2", 1), chunk("r1", 4), frame("x")]);
+        reg.bind(a, "other");
+        reg.to_session("other", &chunk("r1", 1), None);
+        assert!(ra.try_recv().is_ok(), "a new binding ends the skipping");
     }
 
     #[test]

@@ -201,6 +201,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
         self.local().release(conn, merge);
     }
+    /// `conn` skips the frames of `reply_id` up to seq `upto` from now on (they were replayed
+    /// to it from the shared store; see [`LocalBus::skip_replayed`]).
+    fn skip_replayed(&self, conn: ConnId, reply_id: &str, upto: u64) {
+        self.local().skip_replayed(conn, reply_id, upto);
+    }
     /// Resolves once frames published for `session` by other instances reach this one (its
     /// channel subscription is confirmed); `false` if that cannot be known now (link down).
     /// The in-process bus has no other instances: at once.
@@ -312,10 +317,19 @@ impl Delivery {
         } else {
             Replay::Unavailable
         };
+        // An unavailable resume gives the connection none of the reply's frames held meanwhile
+        // (they may repeat or skip seqs): the client reloads the session instead.
+        let others = |held: Vec<Arc<str>>| -> Vec<Arc<str>> {
+            held.into_iter().filter(|f| reply_seq(f, reply_id).is_none()).collect()
+        };
         let Replay::Frames { frames, ended } = replay else {
-            self.bus.release(conn, &mut |held| held);
+            self.bus.release(conn, &mut |held| others(held));
             return Resumed::Unavailable;
         };
+        // Live copies of the replayed frames can still arrive after the release.
+        if let Some(upto) = frames.iter().filter_map(|f| reply_seq(f, reply_id)).max() {
+            self.bus.skip_replayed(conn, reply_id, upto);
+        }
         let mut replayed = Some(frames);
         let mut merged = true;
         self.bus.release(conn, &mut |held| {
@@ -323,7 +337,7 @@ impl Delivery {
             let seq_of = |frame: &Arc<str>| reply_seq(frame, reply_id);
             merge_resumed(after_seq, replayed, held.clone(), seq_of).unwrap_or_else(|| {
                 merged = false;
-                held
+                others(held)
             })
         });
         match (merged, ended) {
