@@ -88,7 +88,7 @@ async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
     let messages = stored(&server, &token, &session).await;
     let last = messages.last().expect("stored");
     assert_eq!(last["content"], "Short answer");
-    assert!(last.get("metadata").is_none(), "not marked: {last}");
+    assert!(last["metadata"].get("interrupted").is_none(), "not marked: {last}");
 }
 
 #[tokio::test]
