@@ -47,6 +47,8 @@
 //! - [`protocol`] — frames, HTTP bodies, the inbound pipeline and the error catalogue (§3–§5).
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
+//! - [`upload`] — upload rules: name checks, type sniffed from the bytes, size/rate defaults, the
+//!   signed `file_url` (issue 17 item 5).
 
 pub mod breaker;
 pub mod budgets;
@@ -66,5 +68,6 @@ pub mod stream;
 pub mod sync;
 pub mod time;
 pub mod timer;
+pub mod upload;
 
 pub use time::{Instant, UnixMillis};
