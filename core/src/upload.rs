@@ -205,6 +205,21 @@ pub fn is_file_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The path of a stored file under the route prefix: `{P}/files/{file_id}`.
+pub fn file_path(prefix: &str, file_id: &str) -> String {
+    format!("{}/files/{file_id}", prefix.trim_end_matches('/'))
+}
+
+/// Whether `url` is one of this server's own file URLs — `{P}/files/{file_id}`, optionally with
+/// a query of plain `key=value` pairs — which `file_upload` frames may carry although it is not
+/// an `https` URL (the route itself checks the signature or the caller when it is fetched).
+pub fn is_own_file_url(prefix: &str, url: &str) -> bool {
+    let Some(rest) = url.strip_prefix(&file_path(prefix, "")) else { return false };
+    let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+    is_file_id(id)
+        && query.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'&' | b'_' | b'-'))
+}
+
 /// Signs and checks `file_url` capabilities.
 #[derive(Clone)]
 pub struct UrlSigner {
@@ -331,5 +346,13 @@ mod tests {
         assert!(is_file_id("0123456789abcdef0123456789abcdef"));
         assert!(!is_file_id("../etc/passwd"));
         assert!(!is_file_id("0123456789ABCDEF0123456789abcdef"));
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(file_path("/chatbox/", id), format!("/chatbox/files/{id}"));
+        assert!(is_own_file_url("/chatbox", &format!("/chatbox/files/{id}?expires=1&sig=ab")));
+        assert!(is_own_file_url("/", &format!("/files/{id}")));
+        assert!(!is_own_file_url("/chatbox", &format!("/other/files/{id}")));
+        assert!(!is_own_file_url("/chatbox", "/chatbox/files/../x"));
+        assert!(!is_own_file_url("/chatbox", &format!("/chatbox/files/{id}?a=<b>")));
+        assert!(!is_own_file_url("/chatbox", &format!("//evil/chatbox/files/{id}")));
     }
 }

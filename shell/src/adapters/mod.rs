@@ -9,6 +9,8 @@ pub mod bus;
 pub mod data_dir;
 #[cfg(not(madsim))]
 pub mod dns;
+#[cfg(not(madsim))]
+pub mod files;
 pub mod llm;
 #[cfg(not(madsim))]
 pub mod notify;

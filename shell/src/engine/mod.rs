@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod dns;
 pub mod encrypting_store;
+pub mod files;
 pub mod frames;
 pub mod gauge;
 pub mod history;
