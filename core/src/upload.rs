@@ -110,17 +110,17 @@ pub fn check_name(name: &str) -> Result<(), Refusal> {
 /// Signatures of executables and scripts, matched at offset 0 only (PROTOCOL.md §10 item 19:
 /// the original matched anywhere and refused harmless files containing `MZ`).
 const EXECUTABLE_SIGNATURES: &[&[u8]] = &[
-    b"MZ",                 // Windows PE / DOS
-    b"\x7fELF",            // ELF
-    b"\xfe\xed\xfa\xce",   // Mach-O 32
-    b"\xfe\xed\xfa\xcf",   // Mach-O 64
-    b"\xce\xfa\xed\xfe",   // Mach-O 32, little-endian
-    b"\xcf\xfa\xed\xfe",   // Mach-O 64, little-endian
-    b"\xca\xfe\xba\xbe",   // Mach-O universal / Java class
-    b"#!",                 // script with an interpreter line
-    b"<?php",              // PHP
-    b"\x00asm",            // WebAssembly
-    b"dex\n",              // Android
+    b"MZ",               // Windows PE / DOS
+    b"\x7fELF",          // ELF
+    b"\xfe\xed\xfa\xce", // Mach-O 32
+    b"\xfe\xed\xfa\xcf", // Mach-O 64
+    b"\xce\xfa\xed\xfe", // Mach-O 32, little-endian
+    b"\xcf\xfa\xed\xfe", // Mach-O 64, little-endian
+    b"\xca\xfe\xba\xbe", // Mach-O universal / Java class
+    b"#!",               // script with an interpreter line
+    b"<?php",            // PHP
+    b"\x00asm",          // WebAssembly
+    b"dex\n",            // Android
 ];
 
 /// The allow-list of sniffed types: common images, office documents, audio, video,
@@ -142,7 +142,8 @@ fn allowed(mime: &str) -> bool {
         "application/vnd.oasis.opendocument.presentation",
         "application/rtf",
     ];
-    let media = mime.starts_with("image/") || mime.starts_with("audio/") || mime.starts_with("video/");
+    let media =
+        mime.starts_with("image/") || mime.starts_with("audio/") || mime.starts_with("video/");
     (media && mime != "image/svg+xml") || EXACT.contains(&mime)
 }
 
@@ -217,7 +218,9 @@ pub fn is_own_file_url(prefix: &str, url: &str) -> bool {
     let Some(rest) = url.strip_prefix(&file_path(prefix, "")) else { return false };
     let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
     is_file_id(id)
-        && query.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'&' | b'_' | b'-'))
+        && query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'&' | b'_' | b'-'))
 }
 
 /// Signs and checks `file_url` capabilities.

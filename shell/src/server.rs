@@ -97,8 +97,11 @@ pub async fn start_with_pages(
     // Upload storage is real IO; the simulator runs without the upload routes.
     #[cfg(not(madsim))]
     let files = Some(
-        crate::adapters::files::from_config(&engine.config.uploads, &engine.config.storage.data_dir)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        crate::adapters::files::from_config(
+            &engine.config.uploads,
+            &engine.config.storage.data_dir,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
     #[cfg(madsim)]
     let files = None;

@@ -164,8 +164,7 @@ pub(crate) const UPLOAD_RATE_WINDOW: SettingName =
     name("UPLOAD_RATE_WINDOW", "chatbox.upload_rate_window");
 pub(crate) const FILE_URL_TTL: SettingName = name("FILE_URL_TTL", "chatbox.file_url_ttl");
 pub(crate) const UPLOAD_S3_BUCKET: SettingName = name("UPLOAD_S3_BUCKET", "upload.s3.bucket");
-pub(crate) const UPLOAD_S3_ENDPOINT: SettingName =
-    name("UPLOAD_S3_ENDPOINT", "upload.s3.endpoint");
+pub(crate) const UPLOAD_S3_ENDPOINT: SettingName = name("UPLOAD_S3_ENDPOINT", "upload.s3.endpoint");
 pub(crate) const UPLOAD_S3_REGION: SettingName = name("UPLOAD_S3_REGION", "upload.s3.region");
 pub(crate) const UPLOAD_S3_ACCESS_KEY_ID: SettingName =
     name("UPLOAD_S3_ACCESS_KEY_ID", "upload.s3.access_key_id");

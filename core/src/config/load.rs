@@ -73,8 +73,19 @@ pub fn load(
     let log = read_log(&mut reader, &defaults.log);
     let uploads = super::uploads::read(&mut reader, &defaults.uploads);
 
-    let config =
-        Config { server, auth, websocket, http, rate, sessions, llm, storage, alerts, log, uploads };
+    let config = Config {
+        server,
+        auth,
+        websocket,
+        http,
+        rate,
+        sessions,
+        llm,
+        storage,
+        alerts,
+        log,
+        uploads,
+    };
 
     errors.append(&mut reader.errors);
     let failed = reader.failed;

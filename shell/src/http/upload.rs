@@ -118,7 +118,11 @@ async fn upload(
         return too_many_requests(retry_after, true);
     }
     let Ok(mut multipart) = multipart else {
-        return refusal(StatusCode::BAD_REQUEST, "Expected a multipart/form-data body", "INVALID_FORMAT");
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "Expected a multipart/form-data body",
+            "INVALID_FORMAT",
+        );
     };
     let max = state.engine.config.uploads.max_size;
     loop {
@@ -143,7 +147,11 @@ async fn upload(
                 }
             }
             Ok(None) => {
-                return refusal(StatusCode::BAD_REQUEST, "Missing multipart field file", "MISSING_FIELD");
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Missing multipart field file",
+                    "MISSING_FIELD",
+                );
             }
             Err(_) => return unreadable(),
         }
@@ -263,7 +271,10 @@ fn signed_url(state: &UploadState, file_id: &str) -> String {
     let ttl = i64::try_from(config.uploads.url_ttl.as_secs()).unwrap_or(i64::MAX);
     let expires = now.saturating_add(ttl);
     let sig = state.signer.sign(file_id, expires);
-    format!("{}?expires={expires}&sig={sig}", upload::file_path(&config.server.path_prefix, file_id))
+    format!(
+        "{}?expires={expires}&sig={sig}",
+        upload::file_path(&config.server.path_prefix, file_id)
+    )
 }
 
 /// The capability of a `file_url`.
@@ -317,7 +328,10 @@ async fn serve(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
     h.insert(header::CONTENT_DISPOSITION, disposition(&meta));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
     response
 }

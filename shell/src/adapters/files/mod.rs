@@ -44,9 +44,8 @@ pub fn from_config(
 }
 
 fn s3_store(s3: &S3Config) -> Result<object_store::aws::AmazonS3, FileStoreError> {
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(&s3.bucket)
-        .with_region(&s3.region);
+    let mut builder =
+        AmazonS3Builder::from_env().with_bucket_name(&s3.bucket).with_region(&s3.region);
     if !s3.endpoint.is_empty() {
         // S3-compatible servers (MinIO, moto, …) are addressed by path, often over plain http.
         builder = builder
