@@ -289,3 +289,41 @@ async fn uploads_go_to_s3_compatible_storage() {
         "S3 mode writes nothing locally"
     );
 }
+
+/// The upload throughput figure of BENCHMARKS.md (not part of the suite):
+/// `cargo test -p chatbox-tests --test uploads upload_throughput -- --ignored --nocapture`.
+/// Uploads a 10 MiB file five times to disk and to S3 (moto) and prints the median rate.
+#[tokio::test]
+#[ignore = "a measurement, run on demand"]
+async fn upload_throughput() {
+    const MIB: usize = 1024 * 1024;
+    let mut file = PNG.to_vec();
+    file.resize(10 * MIB, 7);
+    let s3 = S3Server::start().await;
+    s3.create_bucket("bench").await;
+    let disk =
+        Server::start(ServerOpts::new().provider("echo", "Echo", "echo", "http://127.0.0.1:1"))
+            .await;
+    let bucket = Server::start(
+        ServerOpts::new()
+            .provider("echo", "Echo", "echo", "http://127.0.0.1:1")
+            .env("UPLOAD_S3_BUCKET", "bench")
+            .env("UPLOAD_S3_ENDPOINT", &s3.endpoint())
+            .env("UPLOAD_S3_ACCESS_KEY_ID", "testing")
+            .env("UPLOAD_S3_SECRET_ACCESS_KEY", "testing"),
+    )
+    .await;
+    for (label, server) in [("disk", &disk), ("s3 (moto)", &bucket)] {
+        let token = server.token("bench", &["user"], None);
+        let mut rates = Vec::new();
+        for _ in 0..5 {
+            let started = chatbox_tests::harness::now();
+            let answer = upload(server, &token, "big.png", &file).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            assert_eq!(answer.status, 200);
+            rates.push(10.0 / elapsed);
+        }
+        rates.sort_by(f64::total_cmp);
+        println!("upload 10 MiB to {label}: median {:.1} MiB/s (runs: {rates:.1?})", rates[2]);
+    }
+}
