@@ -327,3 +327,28 @@ async fn upload_throughput() {
         println!("upload 10 MiB to {label}: median {:.1} MiB/s (runs: {rates:.1?})", rates[2]);
     }
 }
+
+#[tokio::test]
+async fn with_an_encryption_key_stored_files_are_sealed_and_served_in_clear() {
+    let server = Server::start(
+        ServerOpts::new()
+            .provider("echo", "Echo", "echo", "http://127.0.0.1:1")
+            .env("ENCRYPTION_KEY", "0123456789abcdef0123456789abcdef"),
+    )
+    .await;
+    let token = server.token("uploader", &["user"], None);
+    // Several 64 KiB records plus a partial one.
+    let text: Vec<u8> = (0..200_000u32).map(|i| b"abcdefghij\n"[(i % 11) as usize]).collect();
+    for (name, bytes) in [("photo.png", PNG), ("notes.txt", &text[..])] {
+        let answer = upload(&server, &token, name, bytes).await;
+        assert_eq!(answer.status, 200, "{:?}", String::from_utf8_lossy(&answer.body));
+        let body = answer.json();
+        let file_id = body["file_id"].as_str().expect("file_id");
+        let stored = std::fs::read(server.data_dir().join("files").join(file_id)).expect("stored");
+        assert!(stored.len() > bytes.len(), "nonces and tags are stored");
+        assert!(!stored.windows(16).any(|w| w == &bytes[..16]), "{name} is not stored in clear");
+        let served = fetch(&server, body["file_url"].as_str().expect("url"), None).await;
+        assert_eq!(served.status, 200);
+        assert!(served.body == bytes, "{name} decrypts to the uploaded bytes");
+    }
+}

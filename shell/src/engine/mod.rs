@@ -23,6 +23,7 @@ pub mod clock;
 pub mod crypto;
 pub mod delivery;
 pub mod dns;
+pub mod encrypting_files;
 pub mod encrypting_store;
 pub mod files;
 pub mod frames;
