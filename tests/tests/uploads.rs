@@ -352,3 +352,23 @@ async fn with_an_encryption_key_stored_files_are_sealed_and_served_in_clear() {
         assert!(served.body == bytes, "{name} decrypts to the uploaded bytes");
     }
 }
+
+#[tokio::test]
+async fn partial_s3_settings_stop_start_up_with_every_problem_listed() {
+    let (status, _, err) = chatbox_tests::harness::check_config(&[
+        ("JWT_SECRET", "Zq3vN8xLr5Tm2Wk7Yp4Hs9Jd6Fb1Gc0A"),
+        ("LLM_PROVIDER_1_ID", "echo"),
+        ("LLM_PROVIDER_1_TYPE", "echo"),
+        ("UPLOAD_S3_ENDPOINT", "ftp://files.internal"),
+        ("UPLOAD_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("MAX_UPLOAD_SIZE", "0"),
+    ])
+    .await;
+    assert!(!status.success(), "{err}");
+    for named in
+        ["UPLOAD_S3_BUCKET", "UPLOAD_S3_SECRET_ACCESS_KEY", "UPLOAD_S3_ENDPOINT", "MAX_UPLOAD_SIZE"]
+    {
+        assert!(err.contains(named), "{named} is named: {err}");
+    }
+    assert!(err.contains("S3 upload storage partially configured"), "{err}");
+}
