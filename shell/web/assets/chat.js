@@ -9,7 +9,7 @@
 import {
   $, TokenSource, api, apiBase, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, copyText, createReplyStream,
   el, isBindReply, isInterrupted, jwtClaims, markInterrupted, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
-  setBubbleText, submitOnEnter, wireTokenForm,
+  setBubbleText, showAttachment, isOwnFile, submitOnEnter, wireTokenForm,
 } from './common.js';
 
 // The server's answer when the bind names a session that is not this user's (§3.7).
@@ -555,25 +555,6 @@ ui.help.addEventListener('click', () => {
     clearError();
   }
 });
-
-/** Whether `url` is a file this server stores (`{P}/files/<id>…`, from an upload). */
-function isOwnFile(url) {
-  return typeof url === 'string' && url.startsWith(`${apiBase()}/files/`);
-}
-
-/** Adds a stored file to a message bubble: the image itself for images this server serves, a
- *  link for other files. Other hosts' URLs stay text (the page loads nothing from elsewhere). */
-function showAttachment(node, message) {
-  const url = message.file_url;
-  if (!isOwnFile(url)) return;
-  const name = String(message.metadata?.filename || 'file');
-  const type = String(message.metadata?.content_type || '');
-  const body = node.querySelector('.body') || node;
-  if (type.startsWith('image/') && !type.includes('svg')) {
-    body.append(el('img', { class: 'attachment-image', src: url, alt: name, loading: 'lazy' }));
-  }
-  body.append(el('a', { class: 'attachment-link', href: url, target: '_blank', rel: 'noopener', download: name }, name));
-}
 
 /** Uploads `file` and sends it to the session as a `file_upload` frame. */
 async function attach(file) {
