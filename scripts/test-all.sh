@@ -3,9 +3,10 @@
 # Slow sweeps (long fuzzing, long seed sweeps, soak, load) are separate commands (README.md).
 #
 # Installs what the tests need, outside the clone, once per machine: SecantusDB (a
-# MongoDB-compatible server, scripts/mongo-server.sh) and aiosmtpd (scripts/smtp-server.sh) from
-# PyPI into ~/.cache/chatbox-tools, Debian's Chromium and playwright-core from npm
-# (scripts/browser-install.sh), and g++ for libFuzzer (scripts/fuzz-install.sh).
+# MongoDB-compatible server, scripts/mongo-server.sh), aiosmtpd (scripts/smtp-server.sh) and moto
+# (an S3-compatible server, scripts/s3-server.sh) from PyPI into ~/.cache/chatbox-tools, Debian's
+# Chromium and playwright-core from npm (scripts/browser-install.sh), and g++ for libFuzzer
+# (scripts/fuzz-install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -16,10 +17,11 @@ step() { printf '\n==> %s (%ds)\n' "$*" "$(( $(date +%s) - started ))"; }
 mkdir -p target
 : >target/test-all.log
 
-step "test servers and browser (SecantusDB for MongoDB, aiosmtpd for SMTP, Chromium + playwright-core; cached outside the clone)"
+step "test servers and browser (SecantusDB for MongoDB, aiosmtpd for SMTP, moto for S3, Chromium + playwright-core; cached outside the clone)"
 bash scripts/mongo-server.sh install
 bash scripts/redis-server.sh install
 bash scripts/smtp-server.sh install
+bash scripts/s3-server.sh install
 bash scripts/browser-install.sh
 
 step "format (cargo fmt --check)"

@@ -65,6 +65,8 @@
 //!   window bounds); [`session`] names its session-name limit too.
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
+//! - [`upload`] — upload rules: name checks, type sniffed from the bytes, size/rate defaults, the
+//!   signed `file_url` (issue 17 item 5).
 
 pub mod breaker;
 pub mod budgets;
@@ -85,6 +87,7 @@ pub mod stream;
 pub mod sync;
 pub mod time;
 pub mod timer;
+pub mod upload;
 pub mod usage;
 
 pub use time::{Instant, UnixMillis};

@@ -71,7 +71,19 @@ pub async fn start_with_delivery(
     let (engine, channels) = Engine::new(config, ports, Clock::new(), wiring);
     #[cfg(not(madsim))]
     fleet_limits(&engine)?;
-    let app = router::build(Arc::clone(&engine), pages);
+    // Upload storage is real IO; the simulator runs without the upload routes.
+    #[cfg(not(madsim))]
+    let files = Some(
+        crate::adapters::files::from_config(
+            &engine.config.uploads,
+            &engine.config.storage.data_dir,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
+    #[cfg(madsim)]
+    let files = None;
+    let files = files.map(|files| encrypted_files(&engine.config, files));
+    let app = router::build(Arc::clone(&engine), pages, files);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
         "accept",
@@ -88,6 +100,18 @@ pub async fn start_with_delivery(
     });
     tracing::info!(%addr, prefix = %engine.config.server.path_prefix, models = engine.replies.model_list().len(), "chatbox listening");
     Ok(Running { engine, addr, effects: channels.effects })
+}
+
+/// Uploaded files sealed with the content cipher when `ENCRYPTION_KEY` is set (issue 17 item 5).
+fn encrypted_files(
+    config: &Config,
+    files: Arc<dyn crate::engine::files::FileStore>,
+) -> Arc<dyn crate::engine::files::FileStore> {
+    use crate::engine::encrypting_files::EncryptingFileStore;
+    match ContentCipher::new(config.storage.encryption_key.expose().as_bytes()) {
+        Some(cipher) => Arc::new(EncryptingFileStore::new(files, cipher)),
+        None => files,
+    }
 }
 
 /// The fleet bus and replay buffer when `REDIS_URL` is set (issue 14): the link task is started

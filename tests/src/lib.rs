@@ -9,6 +9,8 @@
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
 //! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
+//! - [`uploads`] — requests with a body answered as bytes, multipart bodies, and a real
+//!   S3-compatible server (moto) for the upload tests.
 //! - [`upstream`] — a scripted upstream LLM server (OpenAI, Anthropic and Dify dialects) for
 //!   the integration tests and the load generator.
 
@@ -26,5 +28,7 @@ pub mod mongo;
 pub mod redis;
 #[cfg(not(madsim))]
 pub mod twilio;
+#[cfg(not(madsim))]
+pub mod uploads;
 #[cfg(not(madsim))]
 pub mod upstream;

@@ -160,6 +160,19 @@ pub(crate) const SMS_ACCOUNT_SID: SettingName = name("SMS_ACCOUNT_SID", "sms.acc
 pub(crate) const SMS_AUTH_TOKEN: SettingName = name("SMS_AUTH_TOKEN", "sms.authToken");
 pub(crate) const SMS_FROM_NUMBER: SettingName = name("SMS_FROM_NUMBER", "sms.fromNumber");
 pub(crate) const SMS_API_BASE_URL: SettingName = name("SMS_API_BASE_URL", "sms.apiBaseURL");
+pub(crate) const MAX_UPLOAD_SIZE: SettingName = name("MAX_UPLOAD_SIZE", "chatbox.max_upload_size");
+pub(crate) const UPLOAD_RATE_LIMIT: SettingName =
+    name("UPLOAD_RATE_LIMIT", "chatbox.upload_rate_limit");
+pub(crate) const UPLOAD_RATE_WINDOW: SettingName =
+    name("UPLOAD_RATE_WINDOW", "chatbox.upload_rate_window");
+pub(crate) const FILE_URL_TTL: SettingName = name("FILE_URL_TTL", "chatbox.file_url_ttl");
+pub(crate) const UPLOAD_S3_BUCKET: SettingName = name("UPLOAD_S3_BUCKET", "upload.s3.bucket");
+pub(crate) const UPLOAD_S3_ENDPOINT: SettingName = name("UPLOAD_S3_ENDPOINT", "upload.s3.endpoint");
+pub(crate) const UPLOAD_S3_REGION: SettingName = name("UPLOAD_S3_REGION", "upload.s3.region");
+pub(crate) const UPLOAD_S3_ACCESS_KEY_ID: SettingName =
+    name("UPLOAD_S3_ACCESS_KEY_ID", "upload.s3.access_key_id");
+pub(crate) const UPLOAD_S3_SECRET_ACCESS_KEY: SettingName =
+    name("UPLOAD_S3_SECRET_ACCESS_KEY", "upload.s3.secret_access_key");
 
 // Logging.
 pub(crate) const LOG_LEVEL: SettingName = name("LOG_LEVEL", "log.level");

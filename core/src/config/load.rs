@@ -64,9 +64,21 @@ pub fn load(
     let storage = read_storage(&mut reader, &defaults.storage);
     let alerts = read_alerts(&mut reader);
     let log = read_log(&mut reader, &defaults.log);
+    let uploads = super::uploads::read(&mut reader, &defaults.uploads);
 
-    let config =
-        Config { server, auth, websocket, http, rate, sessions, llm, storage, alerts, log };
+    let config = Config {
+        server,
+        auth,
+        websocket,
+        http,
+        rate,
+        sessions,
+        llm,
+        storage,
+        alerts,
+        log,
+        uploads,
+    };
 
     errors.append(&mut reader.errors);
     let failed = reader.failed;

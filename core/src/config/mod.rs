@@ -19,6 +19,7 @@
 //! - `secret` — [`Secret`] (redacted `Debug`) and the JWT secret strength rules (§2.4).
 //! - `model` — the typed [`Config`] and its defaults.
 //! - `validate` — [`Config::validate`] and [`Config::warnings`].
+//! - `uploads` — the upload settings and their rules ([`UploadConfig`]).
 //! - `load` — [`load`]: all of the above, in order.
 //! - `error` — [`ConfigError`], [`ConfigErrors`].
 
@@ -30,6 +31,7 @@ mod providers;
 mod read;
 mod secret;
 mod source;
+mod uploads;
 mod validate;
 
 #[cfg(test)]
@@ -49,4 +51,5 @@ pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,
     MIN_JWT_SECRET_BYTES, PLACEHOLDER_MARKERS, WEAK_PATTERNS,
 };
+pub use uploads::{S3Config, UploadConfig, UPLOAD_S3_REGION_DEFAULT};
 pub use validate::{is_csp_source_list, redis_url_problem, ENCRYPTION_KEY_BYTES};

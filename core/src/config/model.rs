@@ -44,6 +44,8 @@ pub struct Config {
     pub alerts: AlertConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Uploads: limits and storage (issue 17 item 5).
+    pub uploads: super::UploadConfig,
 }
 
 /// Where and how the server listens.
@@ -600,6 +602,7 @@ impl Config {
                 dir: "logs".into(),
                 standard_output: true,
             },
+            uploads: super::UploadConfig::default(),
         }
     }
 

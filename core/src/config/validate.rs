@@ -77,6 +77,7 @@ impl Config {
         self.check_llm(&mut rules);
         self.check_storage(&mut rules);
         self.check_alerts_and_log(&mut rules);
+        super::uploads::problems(&self.uploads, &mut rules.errors);
         rules.errors
     }
 

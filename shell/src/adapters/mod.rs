@@ -3,12 +3,13 @@
 //! of the engine's ports.
 
 #[cfg(not(madsim))]
-#[cfg(not(madsim))]
 pub mod bus;
 #[cfg(not(madsim))]
 pub mod data_dir;
 #[cfg(not(madsim))]
 pub mod dns;
+#[cfg(not(madsim))]
+pub mod files;
 #[cfg(not(madsim))]
 pub mod limits;
 pub mod llm;

@@ -80,6 +80,35 @@ impl ContentCipher {
         STANDARD.encode(stored)
     }
 
+    /// `plaintext` sealed with `nonce` and associated data `aad`, as raw bytes
+    /// `nonce ‖ ciphertext ‖ tag` (the records of stored files, `engine::encrypting_files`).
+    ///
+    /// # Panics
+    ///
+    /// Only beyond AES-GCM's 64 GiB limit; records are far smaller.
+    pub fn seal_bytes(&self, plaintext: &[u8], aad: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        use aes_gcm::aead::Payload;
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .expect("AES-GCM only fails beyond 64 GiB of plaintext");
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The plaintext of a [`ContentCipher::seal_bytes`] record, or `None` when it does not open
+    /// with this key and `aad` (tampered, truncated, reordered, another key).
+    pub fn open_bytes(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        use aes_gcm::aead::Payload;
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad }).ok()
+    }
+
     /// [`ContentCipher::encrypt`] with a fresh nonce drawn from `rng`.
     pub fn encrypt_with(&self, plaintext: &str, rng: &mut impl rand::RngCore) -> String {
         let mut nonce = [0u8; NONCE_LEN];

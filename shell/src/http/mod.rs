@@ -15,5 +15,6 @@ pub mod path_key;
 pub mod rest;
 pub mod router;
 pub mod timer;
+pub mod upload;
 pub mod ws;
 pub mod ws_session;

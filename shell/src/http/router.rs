@@ -35,7 +35,11 @@ pub fn route(prefix: &str, path: &str) -> String {
 }
 
 /// Builds the router for `engine`, with the web pages served as `pages` says.
-pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
+pub fn build(
+    engine: Arc<Engine>,
+    pages: PageOptions,
+    files: Option<Arc<dyn crate::engine::files::FileStore>>,
+) -> Router {
     let prefix = engine.config.server.path_prefix.clone();
     let verifier = Arc::new(Verifier::new(
         engine.config.auth.jwt_secret.expose().as_bytes(),
@@ -43,6 +47,9 @@ pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
     ));
     let ws_state = WsState { engine: Arc::clone(&engine), verifier: Arc::clone(&verifier) };
     let ws = Router::new().route(&route(&prefix, "/ws"), get(handshake)).with_state(ws_state);
+    let uploads = files.map(|store| {
+        super::upload::routes(Arc::clone(&engine), Arc::clone(&verifier), store, &prefix)
+    });
     let api = ApiState { engine: Arc::clone(&engine), verifier };
     let ops = Router::new()
         .route(&route(&prefix, "/healthz"), get(ops::healthz))
@@ -61,6 +68,7 @@ pub fn build(engine: Arc<Engine>, pages: PageOptions) -> Router {
         .merge(rest::routes(api.clone(), &prefix))
         .merge(admin::routes(api, &prefix))
         .merge(pages::routes(&prefix, pages, ancestors.as_deref()))
+        .merge(uploads.unwrap_or_default())
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(from_fn_with_state(Arc::clone(&engine), ops::record_duration));

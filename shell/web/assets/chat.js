@@ -3,12 +3,13 @@
 // requests and the admin "assisted by" banner, "New chat" (ends the session over REST) and an
 // ended session shown as ended; Stop (or Escape) while a reply streams sends the `stop` frame, and
 // an interrupted reply is marked as such, also after a reload (issue 15). Frames and their order
-// are PROTOCOL.md §3.
+// are PROTOCOL.md §3. Attach uploads a file (POST {P}/upload) and sends a `file_upload` frame with the
+// returned signed URL; images are shown inline (issue 17 item 5).
 
 import {
-  $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, copyText, createReplyStream,
+  $, TokenSource, api, apiBase, appendToLog, backoffDelay, bindFrame, bubbleOf, bubbleSource, copyText, createReplyStream,
   el, isBindReply, isInterrupted, jwtClaims, markInterrupted, keepAtEnd, messageNode, openSocket, pageLink, randomId, sendFrame,
-  setBubbleText, submitOnEnter, wireTokenForm,
+  setBubbleText, showAttachment, isOwnFile, submitOnEnter, wireTokenForm,
 } from './common.js';
 
 // The server's answer when the bind names a session that is not this user's (§3.7).
@@ -35,6 +36,8 @@ const ui = {
   newChat: $('new-chat'),
   ended: $('ended-bar'),
   startNew: $('start-new-chat'),
+  attach: $('attach-button'),
+  file: $('file-input'),
 };
 
 const state = {
@@ -176,6 +179,7 @@ function showHistory(messages) {
     stored.forEach((s, i) => {
       if (matched.has(i)) return;
       const node = messageNode(s.sender, s.text, { timestamp: s.timestamp, interrupted: interrupted[i] });
+      showAttachment(node, messages[i]);
       if (s.sender === 'ai') {
         node.dataset.streaming = 'false';
         addCopyButton(node);
@@ -405,9 +409,14 @@ function handleFrame(frame) {
       if (frame.sender === 'admin') append(messageNode('admin', bubbleOf(frame).text, { timestamp: frame.timestamp }));
       break;
     case 'file_upload':
-    case 'voice_message':
-      append(messageNode(frame.sender === 'admin' ? 'admin' : 'user', bubbleOf(frame).text, { timestamp: frame.timestamp }));
+    case 'voice_message': {
+      const sender = frame.sender === 'admin' ? 'admin' : 'user';
+      const own = isOwnFile(frame.file_url);
+      const node = messageNode(sender, own ? String(frame.content || '') : bubbleOf(frame).text, { timestamp: frame.timestamp });
+      showAttachment(node, frame);
+      append(node);
       break;
+    }
     case 'admin_join': {
       const name = frame.metadata?.admin_name || 'an administrator';
       ui.assist.textContent = `Assisted by ${name}`;
@@ -545,6 +554,47 @@ ui.help.addEventListener('click', () => {
     state.helpOpen = true;
     clearError();
   }
+});
+
+/** Uploads `file` and sends it to the session as a `file_upload` frame. */
+async function attach(file) {
+  if (!state.sessionId || !state.confirmed) {
+    system('Send a message first: a file is added to a conversation that has started.');
+    return;
+  }
+  const data = new FormData();
+  data.append('file', file, file.name);
+  let response;
+  let body = null;
+  ui.attach.disabled = true;
+  try {
+    response = await fetch(`${apiBase()}/upload`, {
+      method: 'POST', headers: { Authorization: `Bearer ${state.token}` }, body: data,
+    });
+    body = await response.json().catch(() => null);
+  } catch {
+    showError('The file could not be sent: the server cannot be reached.');
+    return;
+  } finally {
+    ui.attach.disabled = false;
+  }
+  if (!response.ok) {
+    showError(body?.error || body?.message || `The file could not be sent (${response.status}).`);
+    return;
+  }
+  const frame = {
+    type: 'file_upload', session_id: state.sessionId, file_id: body.file_id, file_url: body.file_url, content: '',
+    metadata: { filename: file.name, content_type: body.content_type, size: String(body.size) }, sender: 'user',
+  };
+  if (!sendFrame(state.ws, frame)) showError('Not connected. The file was stored but not sent; attach it again once reconnected.');
+  else clearError();
+}
+
+ui.attach.addEventListener('click', () => ui.file.click());
+ui.file.addEventListener('change', () => {
+  const [file] = ui.file.files;
+  ui.file.value = '';
+  if (file) attach(file);
 });
 
 ui.newChat.addEventListener('click', () => newChat({ ask: true }));

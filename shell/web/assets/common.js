@@ -516,3 +516,22 @@ export function wireTokenForm(source) {
     },
   };
 }
+
+/** Whether `url` is a file this server stores (`{P}/files/<id>…`, from an upload, issue 17). */
+export function isOwnFile(url) {
+  return typeof url === 'string' && url.startsWith(`${apiBase()}/files/`);
+}
+
+/** Adds a stored file to a message bubble: the image itself for images this server serves, a
+ *  link for other files. Other hosts' URLs stay text (the pages load nothing from elsewhere). */
+export function showAttachment(node, message) {
+  const url = message.file_url;
+  if (!isOwnFile(url)) return;
+  const name = String(message.metadata?.filename || 'file');
+  const type = String(message.metadata?.content_type || '');
+  const body = node.querySelector('.body') || node;
+  if (type.startsWith('image/') && !type.includes('svg')) {
+    body.append(el('img', { class: 'attachment-image', src: url, alt: name, loading: 'lazy' }));
+  }
+  body.append(el('a', { class: 'attachment-link', href: url, target: '_blank', rel: 'noopener', download: name }, name));
+}

@@ -12,7 +12,7 @@
 
 import {
   $, TokenSource, api, appendToLog, backoffDelay, bindFrame, bubbleOf, createReplyStream, el, formatTime,
-  isBindReply, isInterrupted, jwtClaims, messageNode, openSocket, sendFrame, submitOnEnter, wireTokenForm,
+  isBindReply, isInterrupted, jwtClaims, messageNode, openSocket, sendFrame, showAttachment, submitOnEnter, wireTokenForm,
 } from './common.js';
 import { followAdminEvents } from './live.js';
 
@@ -522,6 +522,7 @@ async function loadConversation(id) {
   const nodes = messages.map((m) => {
     const { sender, text } = bubbleOf(m);
     const node = messageNode(sender, text, { name: NAMES[sender], timestamp: m.timestamp, interrupted: isInterrupted(m) });
+    showAttachment(node, m);
     if (sender === 'ai') node.dataset.streaming = 'false';
     return node;
   });
@@ -617,9 +618,12 @@ function onAdminFrame(frame) {
       if (frame.sender === 'user') appendAdmin(messageNode('user', bubbleOf(frame).text, { name: 'User', timestamp: frame.timestamp }));
       break;
     case 'file_upload':
-    case 'voice_message':
-      appendAdmin(messageNode('user', bubbleOf(frame).text, { name: 'User', timestamp: frame.timestamp }));
+    case 'voice_message': {
+      const node = messageNode('user', bubbleOf(frame).text, { name: 'User', timestamp: frame.timestamp });
+      showAttachment(node, frame);
+      appendAdmin(node);
       break;
+    }
     case 'ai_response':
       replies.onFrame(frame);
       break;

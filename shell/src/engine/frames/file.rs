@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, FrameType, Sender};
 use chatbox_core::session::Access;
+use chatbox_core::upload::is_own_file_url;
 use chatbox_core::usage::TokenUsage;
 
 use super::{require_session, ConnCtx};
@@ -19,7 +20,9 @@ use crate::engine::store::StoredMessage;
 /// Handles one `file_upload` or `voice_message`.
 pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFrame) {
     let Some(session) = require_session(engine, conn, frame) else { return };
-    if !file_url_allowed(engine.resolver.as_ref(), &frame.file_url).await {
+    // This server's own signed file URLs (from `POST {P}/upload`) are relative paths.
+    let own = is_own_file_url(&engine.config.server.path_prefix, &frame.file_url);
+    if !own && !file_url_allowed(engine.resolver.as_ref(), &frame.file_url).await {
         engine.delivery.send_error(conn.id, Some(session), ErrorInfo::invalid_file_url());
         return;
     }
