@@ -7,6 +7,7 @@
 //!   configuration, SIGTERM, restart) and a WebSocket client with bounded waits.
 //! - [`mongo`] — a real MongoDB-compatible server (SecantusDB) for the store tests, and the
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
+//! - [`fleet`] — two chatbox instances on one database and one Redis, for the fleet tests.
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
 //! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
 //! - [`upstream`] — a scripted upstream LLM server (OpenAI, Anthropic and Dify dialects) for
@@ -16,6 +17,8 @@
 pub mod e2e;
 #[cfg(not(madsim))]
 pub mod events;
+#[cfg(not(madsim))]
+pub mod fleet;
 #[cfg(not(madsim))]
 pub mod harness;
 #[cfg(not(madsim))]
