@@ -9,6 +9,7 @@
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
 //! - [`fleet`] — two chatbox instances on one database and one Redis, for the fleet tests.
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
+//! - [`resume`] — the `resume` frame, seqs and starting a reply, for the resume tests.
 //! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
 //! - [`upstream`] — a scripted upstream LLM server (OpenAI, Anthropic and Dify dialects) for
 //!   the integration tests and the load generator.
@@ -27,6 +28,8 @@ pub mod http;
 pub mod mongo;
 #[cfg(not(madsim))]
 pub mod redis;
+#[cfg(not(madsim))]
+pub mod resume;
 #[cfg(not(madsim))]
 pub mod twilio;
 #[cfg(not(madsim))]

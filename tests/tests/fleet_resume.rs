@@ -12,8 +12,9 @@ use std::time::Duration;
 use chatbox_tests::e2e::stored_messages;
 use chatbox_tests::fleet::{wait_bus, Fleet};
 use chatbox_tests::harness::{assert_error, is_done, now, Client};
+use chatbox_tests::resume::{first_chunks, resume_frame, seq};
 use chatbox_tests::upstream::Script;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
 const STEP: Duration = Duration::from_secs(20);
@@ -21,29 +22,10 @@ const STEP: Duration = Duration::from_secs(20);
 /// The chunks of the scripted reply.
 const CHUNKS: [&str; 8] = ["One ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight."];
 
-fn seq(frame: &Value) -> u64 {
-    frame["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()).expect("a decimal seq")
-}
-
-fn resume_frame(session: &str, reply: &str, after_seq: u64) -> Value {
-    json!({"type": "resume", "session_id": session, "timestamp": "2026-01-01T00:00:00Z",
-           "metadata": {"reply_id": reply, "after_seq": after_seq.to_string()}})
-}
-
 /// Sends a message and reads up to the first `chunks` reply frames; the session id, the reply
 /// id and the `ai_response` frames seen.
 async fn start_reply(client: &mut Client, chunks: usize) -> (String, String, Vec<Value>) {
-    client.send_user_message("new", "Count to eight").await;
-    let mut seen = 0;
-    let frames = client
-        .recv_until(
-            |f| {
-                seen += usize::from(f["type"] == "ai_response");
-                seen == chunks || is_done(f)
-            },
-            STEP,
-        )
-        .await;
+    let frames = first_chunks(client, chunks, STEP).await;
     let replies: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();
     assert_eq!(replies.len(), chunks, "the first frames of the reply: {replies:#?}");
     let session = replies[0]["session_id"].as_str().expect("session").to_string();
