@@ -650,13 +650,7 @@ async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     };
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(60 + rng.next_u64() % 600)).await;
-        let live: Vec<String> = store
-            .inner
-            .snapshot()
-            .into_iter()
-            .filter(|d| d.ended.is_none())
-            .map(|d| d.id)
-            .collect();
+        let live = store.live_sessions();
         if live.is_empty() {
             continue;
         }
