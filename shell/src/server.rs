@@ -119,7 +119,7 @@ fn encrypted_files(
 /// degraded.
 #[cfg(not(madsim))]
 fn fleet_bus(config: &Config) -> std::io::Result<Option<BusWiring>> {
-    use crate::adapters::bus::replay::RedisReplay;
+    use crate::adapters::bus::replay::{RedisReplay, RedisStore};
     use crate::engine::delivery::{replay_limits, FleetBus, LocalReplay};
     if !config.storage.has_redis() {
         return Ok(None);
@@ -134,7 +134,7 @@ fn fleet_bus(config: &Config) -> std::io::Result<Option<BusWiring>> {
     let replay = RedisReplay::new(
         LocalReplay::new(replay_limits(config)),
         Arc::clone(&bus),
-        client.clone(),
+        RedisStore::new(client.clone()),
         config.llm.idle_timeout,
         config.llm.resume_window,
     );

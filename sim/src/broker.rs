@@ -11,15 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chatbox::engine::delivery::wire::ReplayEntry;
-use chatbox::engine::delivery::{
-    BoxFuture, FleetBus, LinkCommand, LinkQueues, LocalReplay, ReplayBuffer, ReplayWrite,
-    ReplyFrame, SharedRead, SharedReplay,
-};
+use chatbox::engine::delivery::fleet_replay::{state_value, FleetReplay, ReplayStore, StoredRead};
+use chatbox::engine::delivery::{BoxFuture, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT};
-use chatbox_core::replay::{alive_ttl, stream_ttl, Liveness, Replay};
 use chatbox_core::retry::RetryPolicy;
-use chatbox_core::Instant;
 use tokio::sync::mpsc;
 use tokio::time::Instant as SimInstant;
 
@@ -182,7 +177,7 @@ impl SimBroker {
                 key.stream.insert(*seq, entry.clone());
             }
             key.stream_expires = Some(now + write.stream_ttl);
-            let value = format!("{}:{}", if write.ended { "ended" } else { "live" }, write.session);
+            let value = state_value(write.ended, &write.session);
             key.state = Some((value, now + write.state_ttl));
         })
         .await
@@ -275,146 +270,44 @@ async fn serve(
     }
 }
 
-/// The fleet's replay buffer over the simulated broker: the same logic as the Redis adapter's
-/// `RedisReplay` (this instance's replies in memory, every reply's frames in the broker).
-pub struct SimReplay {
-    local: LocalReplay,
-    bus: Arc<FleetBus>,
+/// The fleet's replay buffer over the simulated broker: the engine's `FleetReplay`, the same
+/// logic as the Redis adapter's `RedisReplay`, with [`SimStore`] reads.
+pub type SimReplay = FleetReplay<SimStore>;
+
+/// The reads of the replay buffer from the simulated broker, for instance `index`.
+#[derive(Debug)]
+pub struct SimStore {
     broker: Arc<SimBroker>,
     index: usize,
-    live: Mutex<HashMap<String, String>>,
-    alive: Duration,
-    window: Duration,
 }
 
-impl std::fmt::Debug for SimReplay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimReplay").field("index", &self.index).finish_non_exhaustive()
-    }
-}
-
-impl SimReplay {
-    /// The buffer of instance `index` (idle deadline `idle`, `RESUME_WINDOW` `window`).
-    pub fn new(
-        local: LocalReplay,
-        bus: Arc<FleetBus>,
-        broker: Arc<SimBroker>,
-        index: usize,
-        idle: Duration,
-        window: Duration,
-    ) -> Self {
-        let live = Mutex::new(HashMap::new());
-        SimReplay { local, bus, broker, index, live, alive: alive_ttl(idle), window }
+impl SimStore {
+    /// Reads of instance `index` from `broker`.
+    pub fn new(broker: Arc<SimBroker>, index: usize) -> Self {
+        SimStore { broker, index }
     }
 
-    fn live(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn record(&self, at: ReplyFrame<'_>, frame: &str) {
-        if at.last {
-            self.live().remove(at.reply_id);
-        } else {
-            self.live().insert(at.reply_id.to_string(), at.session.to_string());
-        }
-        let state_ttl = if at.last { self.window } else { self.alive };
-        let entry = ReplayEntry::new(at.session, at.seq, at.last, frame).encode();
-        self.bus.record(ReplayWrite {
-            reply_id: at.reply_id.to_string(),
-            session: at.session.to_string(),
-            entry: Some((at.seq, entry)),
-            ended: at.last,
-            state_ttl,
-            stream_ttl: stream_ttl(self.alive, at.last, self.window),
-        });
-    }
-
-    async fn get(&self, reply_id: &str, after_seq: u64) -> Result<SharedRead, String> {
+    async fn get(&self, reply_id: &str, after_seq: u64) -> Result<StoredRead, String> {
         // A read opens its own connection, as the adapter's reader does after a failure.
         let epoch = self.broker.lock().epoch;
         let conn = Conn { instance: self.index, epoch };
         let (state, entries) =
             self.broker.read(conn, reply_id, after_seq).await.map_err(|_| "broker lost")?;
-        let parse = |v: &str| match v.split_once(':')? {
-            ("live", s) => Some((Liveness::Live, s.to_string())),
-            ("ended", s) => Some((Liveness::Ended, s.to_string())),
-            _ => None,
-        };
-        let entries = entries
-            .into_iter()
-            .filter_map(|(seq, e)| {
-                let d = ReplayEntry::decode(e.as_bytes()).ok()?;
-                (d.seq == seq).then(|| (seq, d.session, Arc::from(d.frame)))
-            })
-            .collect();
-        Ok(SharedRead { state: state.as_deref().and_then(parse), entries })
+        let entries = entries.into_iter().map(|(seq, e)| (seq, Some(e.into_bytes()))).collect();
+        Ok(StoredRead { state, entries })
     }
 }
 
-impl ReplayBuffer for SimReplay {
-    fn publish(
-        &self,
-        at: ReplyFrame<'_>,
-        frame: &Arc<str>,
-        now: Instant,
-        fan_out: &mut dyn FnMut(),
-    ) {
-        self.local.publish(at, frame, now, &mut || {
-            self.record(at, frame);
-            fan_out();
-        });
-    }
-
-    fn end(&self, reply_id: &str, now: Instant) {
-        self.local.end(reply_id, now);
-        let Some(session) = self.live().remove(reply_id) else { return };
-        self.bus.record(ReplayWrite {
-            reply_id: reply_id.to_string(),
-            session,
-            entry: None,
-            ended: true,
-            state_ttl: self.window,
-            stream_ttl: self.window,
-        });
-    }
-
-    fn resume(
-        &self,
-        session: &str,
-        reply_id: &str,
-        after_seq: u64,
-        now: Instant,
-        attach: &mut dyn FnMut(Replay<Arc<str>>),
-    ) {
-        self.local.resume(session, reply_id, after_seq, now, attach);
-    }
-
-    fn frames(&self) -> usize {
-        self.local.frames()
-    }
-
-    fn shared(&self) -> Option<&dyn SharedReplay> {
-        Some(self)
-    }
-}
-
-impl SharedReplay for SimReplay {
+impl ReplayStore for SimStore {
     fn read<'a>(
         &'a self,
         reply_id: &'a str,
         after_seq: u64,
-    ) -> BoxFuture<'a, Result<SharedRead, String>> {
+    ) -> BoxFuture<'a, Result<StoredRead, String>> {
         Box::pin(self.get(reply_id, after_seq))
     }
 
-    fn liveness<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Option<Liveness>> {
-        Box::pin(async move {
-            let read = self.get(reply_id, u64::MAX).await.ok()?;
-            Some(read.state.map_or(Liveness::Gone, |(l, _)| l))
-        })
-    }
-
-    fn alive_ttl(&self) -> Duration {
-        self.alive
+    fn state<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move { Ok(self.get(reply_id, u64::MAX).await?.state) })
     }
 }

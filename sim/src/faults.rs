@@ -51,6 +51,11 @@ pub struct FaultyStore {
 }
 
 impl FaultyStore {
+    /// The ids of the sessions that have not ended (what an administrator may take over).
+    pub fn live_sessions(&self) -> Vec<String> {
+        self.inner.snapshot().into_iter().filter(|d| d.ended.is_none()).map(|d| d.id).collect()
+    }
+
     /// A store whose faults are drawn from `seed`.
     #[allow(clippy::disallowed_methods, reason = "the simulator's fault schedule, not server code")]
     pub fn new(seed: u64, faults: StoreFaults) -> Self {

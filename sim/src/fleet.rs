@@ -21,21 +21,19 @@ use chatbox::engine::persistence::MemoryOutbox;
 use chatbox::engine::probe::Probe;
 use chatbox::http::auth::mint;
 use chatbox::http::pages::PageOptions;
-use chatbox_core::config::{Config, ProviderConfig};
+use chatbox_core::config::Config;
 use chatbox_core::stream::StreamDeadlines;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant as SimInstant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{now, start_link, SimBroker, SimReplay};
+use crate::broker::{now, start_link, SimBroker, SimReplay, SimStore};
+use crate::client::{self, Ws, PORT, SECRET};
 use crate::faults::{FaultyStore, StoreFaults};
 use crate::provider::SimProvider;
 
-const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
-const PORT: u16 = 8080;
 /// Instances of the fleet.
 pub const INSTANCES: usize = 3;
 /// How long after a bus fault ends the links are surely back: the longest reconnect backoff
@@ -160,18 +158,8 @@ struct Seen {
 }
 
 fn config(index: usize) -> Config {
-    let mut config = Config::for_dev(SECRET.to_string(), "unused");
-    config.server.host = "0.0.0.0".into();
-    config.server.port = PORT;
-    config.llm.providers = vec![ProviderConfig::echo("sim", "Simulated model")];
-    config.llm.first_chunk_timeout = Duration::from_secs(5);
-    config.llm.idle_timeout = Duration::from_secs(4);
-    config.llm.stream_timeout = Duration::from_secs(20);
-    config.rate.messages.limit = 12;
-    config.rate.messages.window = Duration::from_secs(60);
+    let mut config = client::base_config();
     config.websocket.max_connections_per_user = 4;
-    config.websocket.ping_interval = Duration::from_secs(20);
-    config.websocket.pong_wait = Duration::from_secs(25);
     config.sessions.reconnect_timeout = Duration::from_secs(120);
     let _ = index;
     config
@@ -214,8 +202,7 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
             let replay = SimReplay::new(
                 LocalReplay::new(replay_limits(&config)),
                 bus.clone(),
-                broker.clone(),
-                index,
+                SimStore::new(broker.clone(), index),
                 config.llm.idle_timeout,
                 config.llm.resume_window,
             );
@@ -344,24 +331,8 @@ fn check_rate(
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
 async fn connect(token: &str, instance: usize) -> Option<Ws> {
-    let addr = SocketAddr::new(IpAddr::V4(ip(instance)), PORT);
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async(request, tcp),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    Some(ws)
+    client::connect(SocketAddr::new(IpAddr::V4(ip(instance)), PORT), token).await
 }
 
 /// The next JSON frame (pings and other non-JSON frames skipped); `None` on close or timeout.
@@ -589,23 +560,7 @@ async fn read_reply_first(ws: &mut Ws, until: SimInstant) -> Option<(String, u64
 
 /// A raw HTTP/1.1 POST to `instance`; returns the status code.
 async fn post(instance: usize, path: &str, token: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = SocketAddr::new(IpAddr::V4(ip(instance)), PORT);
-    let mut tcp =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: chatbox\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&response).split_whitespace().nth(1)?.parse().ok()
+    client::post(SocketAddr::new(IpAddr::V4(ip(instance)), PORT), path, token).await
 }
 
 /// An administrator taking live sessions over on a random instance (most often not the one the
@@ -618,13 +573,7 @@ async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     };
     while now() < end {
         tokio::time::sleep(Duration::from_secs(30 + rng.next_u64() % 150)).await;
-        let live: Vec<String> = store
-            .inner
-            .snapshot()
-            .into_iter()
-            .filter(|d| d.ended.is_none())
-            .map(|d| d.id)
-            .collect();
+        let live = store.live_sessions();
         if live.is_empty() {
             continue;
         }

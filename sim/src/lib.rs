@@ -8,10 +8,14 @@
 
 #[cfg(madsim)]
 pub mod broker;
+#[cfg(madsim)]
+pub mod client;
 pub mod faults;
 #[cfg(madsim)]
 pub mod fleet;
 pub mod provider;
+#[cfg(madsim)]
+pub mod replay;
 pub mod resolver;
 #[cfg(madsim)]
 pub mod world;

@@ -15,21 +15,19 @@ use chatbox::engine::persistence::MemoryOutbox;
 use chatbox::engine::probe::Probe;
 use chatbox::engine::replies::ReplyEnd;
 use chatbox::http::auth::mint;
-use chatbox_core::config::{Config, ProviderConfig};
+use chatbox_core::config::Config;
 use chatbox_core::stream::StreamDeadlines;
 use chatbox_core::Instant;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client::{self, Ws, PORT, SECRET};
 use crate::faults::{FaultyStore, StoreFaults};
 use crate::provider::SimProvider;
 
-const SECRET: &str = "sim-Zq8LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0NeRr4";
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const PORT: u16 = 8080;
 /// Longest clock jump the world injects.
 const MAX_JUMP: Duration = Duration::from_secs(40);
 /// Longest network fault (clog or one-way partition) on one client.
@@ -107,15 +105,7 @@ struct ClientLog {
 }
 
 fn config() -> Config {
-    let mut config = Config::for_dev(SECRET.to_string(), "unused");
-    config.server.host = "0.0.0.0".into();
-    config.server.port = PORT;
-    config.llm.providers = vec![ProviderConfig::echo("sim", "Simulated model")];
-    config.llm.first_chunk_timeout = Duration::from_secs(5);
-    config.llm.idle_timeout = Duration::from_secs(4);
-    config.llm.stream_timeout = Duration::from_secs(20);
-    config.rate.messages.limit = 12;
-    config.rate.messages.window = Duration::from_secs(60);
+    let mut config = client::base_config();
     config.rate.max_keys = 4;
     config.rate.cleanup_interval = Duration::from_secs(120);
     config.sessions.reconnect_timeout = Duration::from_secs(60);
@@ -124,8 +114,6 @@ fn config() -> Config {
     config.sessions.cleanup_interval = Duration::from_secs(30);
     config.websocket.max_connections_per_user = 2;
     config.websocket.max_message_size = Some(4096);
-    config.websocket.ping_interval = Duration::from_secs(20);
-    config.websocket.pong_wait = Duration::from_secs(25);
     config.server.shutdown_timeout = Duration::from_secs(10);
     config
 }
@@ -421,8 +409,6 @@ fn check_deadlines(
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
 /// What a read produced.
 enum Read {
     Frame(serde_json::Value),
@@ -449,21 +435,7 @@ async fn connect(user: &str) -> Option<Ws> {
 }
 
 async fn connect_as(token: &str) -> Option<Ws> {
-    let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let mut request = format!("ws://{addr}/chatbox/ws").into_client_request().ok()?;
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async(request, tcp),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    Some(ws)
+    client::connect(SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), token).await
 }
 
 /// Reads until no frame of a reply has come for longer than any gap inside a reply (first-chunk
@@ -665,24 +637,7 @@ async fn user(
 
 /// A raw HTTP/1.1 POST over simulated TCP; returns the status code.
 async fn post(path: &str, token: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
-    let mut tcp =
-        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: chatbox\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+    client::post(SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), path, token).await
 }
 
 /// An administrator: now and then takes over a live session, talks in it over a WebSocket and
@@ -695,13 +650,7 @@ async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     };
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(60 + rng.next_u64() % 600)).await;
-        let live: Vec<String> = store
-            .inner
-            .snapshot()
-            .into_iter()
-            .filter(|d| d.ended.is_none())
-            .map(|d| d.id)
-            .collect();
+        let live = store.live_sessions();
         if live.is_empty() {
             continue;
         }

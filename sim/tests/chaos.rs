@@ -5,6 +5,7 @@
 //! the seed, and `MADSIM_TEST_SEED=<seed>` replays it exactly.
 #![cfg(madsim)]
 
+use chatbox_sim::replay;
 use chatbox_sim::world::{self, Scenario};
 
 #[madsim::test]
@@ -38,37 +39,18 @@ async fn one_simulated_hour_holds_every_invariant() {
 #[test]
 fn a_broken_invariant_fails_a_known_seed_and_replays_identically() {
     const SEED: u64 = 20261125;
-    const CHILD: &str = "CHATBOX_SIM_REPLAY_CHILD";
-    const MARK: &str = "REPLAY-REPORT ";
-    if std::env::var_os(CHILD).is_some() {
-        let scenario = Scenario {
-            users: 4,
-            duration: std::time::Duration::from_secs(1200),
-            shutdown: false,
-            lose_acknowledged_every: Some(7),
-        };
-        let runtime =
-            madsim::runtime::Runtime::with_seed_and_config(SEED, madsim::Config::default());
-        let report = runtime.block_on(async move { world::run(SEED, scenario).await });
-        println!("{MARK}{report:?}");
-        return;
-    }
-    let run = || {
-        let exe = std::env::current_exe().expect("path of this test binary");
-        let out = std::process::Command::new(exe)
-            .args(["a_broken_invariant_fails_a_known_seed_and_replays_identically", "--exact"])
-            .args(["--nocapture", "--test-threads", "1"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the replay child");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        stdout
-            .lines()
-            .find_map(|l| l.find(MARK).map(|at| l[at + MARK.len()..].to_string()))
-            .unwrap_or_else(|| panic!("no report from the child: {stdout}"))
+    let scenario = Scenario {
+        users: 4,
+        duration: std::time::Duration::from_secs(1200),
+        shutdown: false,
+        lose_acknowledged_every: Some(7),
     };
-    let first = run();
+    let test = "a_broken_invariant_fails_a_known_seed_and_replays_identically";
+    let Some([first, second]) =
+        replay::reports_of_two_runs(test, SEED, || world::run(SEED, scenario))
+    else {
+        return;
+    };
     assert!(first.contains("acknowledged message"), "the broken store must be caught: {first}");
-    let second = run();
     assert_eq!(first, second, "the same seed replays the same world");
 }

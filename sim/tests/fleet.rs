@@ -6,6 +6,7 @@
 #![cfg(madsim)]
 
 use chatbox_sim::fleet::{self, FleetScenario};
+use chatbox_sim::replay;
 
 #[madsim::test]
 async fn a_fleet_holds_every_invariant() {
@@ -29,33 +30,13 @@ async fn a_fleet_holds_every_invariant() {
 #[test]
 fn the_same_fleet_seed_replays_the_same_world() {
     const SEED: u64 = 7;
-    const CHILD: &str = "CHATBOX_SIM_FLEET_CHILD";
-    const MARK: &str = "FLEET-REPORT ";
-    if std::env::var_os(CHILD).is_some() {
-        let scenario = FleetScenario::default();
-        let runtime =
-            madsim::runtime::Runtime::with_seed_and_config(SEED, madsim::Config::default());
-        let report = runtime.block_on(async move { fleet::run(SEED, scenario).await });
-        println!("{MARK}{report:?}");
+    let test = "the_same_fleet_seed_replays_the_same_world";
+    let Some([first, second]) =
+        replay::reports_of_two_runs(test, SEED, || fleet::run(SEED, FleetScenario::default()))
+    else {
         return;
-    }
-    let run = || {
-        let exe = std::env::current_exe().expect("path of this test binary");
-        let out = std::process::Command::new(exe)
-            .args(["the_same_fleet_seed_replays_the_same_world", "--exact"])
-            .args(["--nocapture", "--test-threads", "1"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the replay child");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        stdout
-            .lines()
-            .find_map(|l| l.find(MARK).map(|at| l[at + MARK.len()..].to_string()))
-            .unwrap_or_else(|| panic!("no report from the child: {stdout}"))
     };
-    let first = run();
     assert!(first.contains("broker_commands"), "the child ran a world: {first}");
     assert!(!first.contains("stale_frames: 0,"), "seed 7 finds the race: {first}");
-    let second = run();
     assert_eq!(first, second, "the same seed replays the same world");
 }

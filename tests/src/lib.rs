@@ -7,7 +7,9 @@
 //!   configuration, SIGTERM, restart) and a WebSocket client with bounded waits.
 //! - [`mongo`] — a real MongoDB-compatible server (SecantusDB) for the store tests, and the
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
+//! - [`fleet`] — two chatbox instances on one database and one Redis, for the fleet tests.
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
+//! - [`resume`] — the `resume` frame, seqs and starting a reply, for the resume tests.
 //! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
 //! - [`uploads`] — requests with a body answered as bytes, multipart bodies, and a real
 //!   S3-compatible server (moto) for the upload tests.
@@ -19,6 +21,8 @@ pub mod e2e;
 #[cfg(not(madsim))]
 pub mod events;
 #[cfg(not(madsim))]
+pub mod fleet;
+#[cfg(not(madsim))]
 pub mod harness;
 #[cfg(not(madsim))]
 pub mod http;
@@ -26,6 +30,8 @@ pub mod http;
 pub mod mongo;
 #[cfg(not(madsim))]
 pub mod redis;
+#[cfg(not(madsim))]
+pub mod resume;
 #[cfg(not(madsim))]
 pub mod twilio;
 #[cfg(not(madsim))]

@@ -10,35 +10,13 @@ use std::time::Duration;
 
 use chatbox_tests::e2e::chat;
 use chatbox_tests::events::EventStream;
-use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
-use chatbox_tests::http::{get, json, post};
-use chatbox_tests::mongo::{fresh_database, MongoServer};
-use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::{Script, Upstream};
+use chatbox_tests::fleet::{wait_bus, Fleet};
+use chatbox_tests::harness::{is_done, Client};
+use chatbox_tests::http::post;
+use chatbox_tests::upstream::Script;
 use serde_json::{json, Value};
 
 const STEP: Duration = Duration::from_secs(20);
-
-fn opts(upstream: &Upstream, mongo: &str, db: &str, redis: &str, secret: &str) -> ServerOpts {
-    ServerOpts::with_upstream(upstream)
-        .env("MONGO_URI", mongo)
-        .env("MONGO_DATABASE", db)
-        .env("REDIS_URL", redis)
-        .env("JWT_SECRET", secret)
-}
-
-/// Polls `/readyz` until `checks.bus.status` is `want`; the body.
-async fn wait_bus(server: &Server, want: &str) -> Value {
-    let deadline = now() + Duration::from_secs(30);
-    loop {
-        let body = json(&get(server, "/readyz", None).await);
-        if body["checks"]["bus"]["status"] == want {
-            return body;
-        }
-        assert!(now() < deadline, "checks.bus never became {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Waits for the `done` frame of a reply in `session` on `client`.
 async fn done_in(client: &mut Client, session: &str) -> Vec<Value> {
@@ -49,15 +27,7 @@ async fn done_in(client: &mut Client, session: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redis_restart() {
-    let mongo = MongoServer::start().await;
-    let mut redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    wait_bus(&a, "ready").await;
-    wait_bus(&b, "ready").await;
+    let Fleet { mongo: _mongo, mut redis, upstream: _upstream, a, b } = Fleet::start(&[]).await;
     let token = a.token("fleet-user", &["user"], None);
     let mut phone = a.connect(&token).await;
     let mut laptop = b.connect(&token).await;
@@ -83,15 +53,7 @@ async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redi
 
 #[tokio::test]
 async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk() {
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    wait_bus(&a, "ready").await;
-    wait_bus(&b, "ready").await;
+    let Fleet { mongo: _mongo, redis: _redis, upstream: _upstream, a, b } = Fleet::start(&[]).await;
     let mut user = a.connect(&a.token("fleet-taken", &["user"], None)).await;
     let (session, _) = chat(&mut user, "fleet-taken-1", "I need a person").await;
 
@@ -115,15 +77,7 @@ async fn a_takeover_on_one_instance_reaches_the_user_on_the_other_and_both_talk(
 
 #[tokio::test]
 async fn an_instance_killed_with_sigkill_leaves_the_others_serving() {
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    wait_bus(&a, "ready").await;
-    wait_bus(&b, "ready").await;
+    let Fleet { mongo: _mongo, redis: _redis, upstream: _upstream, a, b } = Fleet::start(&[]).await;
     let token = a.token("fleet-survivor", &["user"], None);
     let mut phone = a.connect(&token).await;
     let mut laptop = b.connect(&token).await;
@@ -144,15 +98,7 @@ async fn an_instance_killed_with_sigkill_leaves_the_others_serving() {
 
 #[tokio::test]
 async fn a_help_request_on_one_instance_reaches_a_console_on_the_other_and_a_stop_crosses_too() {
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let a = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    let b = Server::start(opts(&upstream, &mongo.uri(), &db, &redis.url(), &secret)).await;
-    wait_bus(&a, "ready").await;
-    wait_bus(&b, "ready").await;
+    let Fleet { mongo: _mongo, redis: _redis, upstream, a, b } = Fleet::start(&[]).await;
     let admin = b.token("admin-2", &["admin"], Some("Ben Admin"));
     let mut console = EventStream::open(b.addr(), &admin).await;
     assert_eq!(console.status, 200);

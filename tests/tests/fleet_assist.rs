@@ -9,46 +9,14 @@
 use std::time::Duration;
 
 use chatbox_tests::e2e::chat;
-use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
+use chatbox_tests::fleet::Fleet;
+use chatbox_tests::harness::{is_done, Client};
 use chatbox_tests::http::{get, json, post};
-use chatbox_tests::mongo::{fresh_database, MongoServer};
-use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::Upstream;
 
 const STEP: Duration = Duration::from_secs(20);
 
-struct Fleet {
-    _mongo: MongoServer,
-    _redis: RedisServer,
-    upstream: Upstream,
-    a: Server,
-    b: Server,
-}
-
 async fn fleet() -> Fleet {
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let opts = || {
-        ServerOpts::with_upstream(&upstream)
-            .env("MONGO_URI", &mongo.uri())
-            .env("MONGO_DATABASE", &db)
-            .env("REDIS_URL", &redis.url())
-            .env("JWT_SECRET", &secret)
-            .env("ADMIN_RATE_LIMIT", "1000")
-    };
-    let a = Server::start(opts()).await;
-    let b = Server::start(opts()).await;
-    for server in [&a, &b] {
-        let deadline = now() + Duration::from_secs(30);
-        while json(&get(server, "/readyz", None).await)["checks"]["bus"]["status"] != "ready" {
-            assert!(now() < deadline, "the bus never came up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Fleet { _mongo: mongo, _redis: redis, upstream, a, b }
+    Fleet::start(&[("ADMIN_RATE_LIMIT", "1000")]).await
 }
 
 #[tokio::test]

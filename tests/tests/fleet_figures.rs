@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
-use chatbox_tests::mongo::{fresh_database, MongoServer};
-use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::{Script, Upstream};
+use chatbox_tests::fleet::Fleet;
+use chatbox_tests::harness::{is_done, now, Client};
+use chatbox_tests::upstream::Script;
 
 const STEP: Duration = Duration::from_secs(60);
 
@@ -70,24 +69,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn fleet_figures() {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("# load average before: {}", loadavg.trim());
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
+    let Fleet { mongo: _mongo, redis, upstream, a, b } =
+        Fleet::start(&[("LOG_LEVEL", "info"), ("RATE_LIMIT", "100000")]).await;
     let port =
         redis.url().rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_string();
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let opts = || {
-        ServerOpts::with_upstream(&upstream)
-            .env("MONGO_URI", &mongo.uri())
-            .env("MONGO_DATABASE", &db)
-            .env("REDIS_URL", &redis.url())
-            .env("JWT_SECRET", &secret)
-            .env("LOG_LEVEL", "info")
-            .env("RATE_LIMIT", "100000")
-    };
-    let a = Server::start(opts()).await;
-    let b = Server::start(opts()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let token = a.token("figures", &["user"], None);
 

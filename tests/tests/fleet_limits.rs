@@ -11,60 +11,13 @@ use chatbox::adapters::limits::RedisLimits;
 use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates};
 use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::Instant;
-use chatbox_tests::harness::{assert_error, is_done, now, Client, Refused, Server, ServerOpts};
+use chatbox_tests::fleet::{wait_bus, Fleet};
+use chatbox_tests::harness::{assert_error, is_done, now, Client, Refused};
 use chatbox_tests::http::{get, json};
-use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::Upstream;
 use serde_json::Value;
 
 const STEP: Duration = Duration::from_secs(20);
-
-/// One Redis, one database, two instances started with `extra` settings.
-struct Fleet {
-    _mongo: MongoServer,
-    redis: RedisServer,
-    _upstream: Upstream,
-    a: Server,
-    b: Server,
-}
-
-async fn fleet(extra: &[(&str, &str)]) -> Fleet {
-    let mongo = MongoServer::start().await;
-    let redis = RedisServer::start().await;
-    let upstream = Upstream::start().await;
-    let db = fresh_database();
-    let secret = chatbox::app::cli::generate_secret();
-    let opts = || {
-        let mut opts = ServerOpts::with_upstream(&upstream)
-            .env("MONGO_URI", &mongo.uri())
-            .env("MONGO_DATABASE", &db)
-            .env("REDIS_URL", &redis.url())
-            .env("JWT_SECRET", &secret);
-        for (key, value) in extra {
-            opts = opts.env(key, value);
-        }
-        opts
-    };
-    let a = Server::start(opts()).await;
-    let b = Server::start(opts()).await;
-    wait_bus(&a, "ready").await;
-    wait_bus(&b, "ready").await;
-    Fleet { _mongo: mongo, redis, _upstream: upstream, a, b }
-}
-
-/// Polls `/readyz` until `checks.bus.status` is `want`.
-async fn wait_bus(server: &Server, want: &str) {
-    let deadline = now() + Duration::from_secs(30);
-    loop {
-        let body = json(&get(server, "/readyz", None).await);
-        if body["checks"]["bus"]["status"] == want {
-            return;
-        }
-        assert!(now() < deadline, "checks.bus never became {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A user's device: its connection and whether it is bound to the session yet (a bound device
 /// also receives the replies to the user's other devices).
@@ -102,7 +55,7 @@ async fn send(devices: &mut [Device], from: usize, session: &mut String, text: &
 
 #[tokio::test]
 async fn the_message_rate_holds_for_the_user_across_two_instances() {
-    let fleet = fleet(&[("RATE_LIMIT", "4")]).await;
+    let fleet = Fleet::start(&[("RATE_LIMIT", "4")]).await;
     let token = fleet.a.token("fleet-rate", &["user"], None);
     let mut devices = [
         Device { client: fleet.a.connect(&token).await, bound: false },
@@ -119,7 +72,7 @@ async fn the_message_rate_holds_for_the_user_across_two_instances() {
 
 #[tokio::test]
 async fn connections_per_user_hold_across_two_instances() {
-    let fleet = fleet(&[("MAX_CONNECTIONS", "2")]).await;
+    let fleet = Fleet::start(&[("MAX_CONNECTIONS", "2")]).await;
     let token = fleet.a.token("fleet-conns", &["user"], None);
     let header = format!("Bearer {token}");
     let auth = [("Authorization", header.as_str())];
@@ -149,7 +102,7 @@ async fn connections_per_user_hold_across_two_instances() {
 
 #[tokio::test]
 async fn the_admin_rate_holds_across_two_instances() {
-    let fleet = fleet(&[("ADMIN_RATE_LIMIT", "3")]).await;
+    let fleet = Fleet::start(&[("ADMIN_RATE_LIMIT", "3")]).await;
     let admin = fleet.a.token("fleet-admin", &["admin"], None);
     let mut statuses = Vec::new();
     let mut refusal: Option<Value> = None;
@@ -172,7 +125,7 @@ async fn the_admin_rate_holds_across_two_instances() {
 
 #[tokio::test]
 async fn without_redis_each_instance_limits_locally_and_the_fleet_limit_returns_with_it() {
-    let mut fleet = fleet(&[("RATE_LIMIT", "2")]).await;
+    let mut fleet = Fleet::start(&[("RATE_LIMIT", "2")]).await;
     fleet.redis.stop().await;
     wait_bus(&fleet.a, "degraded").await;
     wait_bus(&fleet.b, "degraded").await;
@@ -261,7 +214,7 @@ async fn the_redis_script_allows_exactly_the_limit_under_concurrent_checks() {
 
 #[tokio::test]
 async fn a_killed_instances_connection_slots_expire_by_themselves() {
-    let fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let fleet = Fleet::start(&[("MAX_CONNECTIONS", "1")]).await;
     let token = fleet.a.token("fleet-killed", &["user"], None);
     let header = format!("Bearer {token}");
     let auth = [("Authorization", header.as_str())];
@@ -290,7 +243,7 @@ async fn a_killed_instances_connection_slots_expire_by_themselves() {
 
 #[tokio::test]
 async fn an_instance_shutting_down_gives_its_connection_slots_back_at_once() {
-    let mut fleet = fleet(&[("MAX_CONNECTIONS", "1")]).await;
+    let mut fleet = Fleet::start(&[("MAX_CONNECTIONS", "1")]).await;
     let token = fleet.a.token("fleet-drained", &["user"], None);
     let header = format!("Bearer {token}");
     let auth = [("Authorization", header.as_str())];

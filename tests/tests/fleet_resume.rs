@@ -10,12 +10,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chatbox_tests::e2e::stored_messages;
-use chatbox_tests::harness::{assert_error, is_done, now, Client, Server, ServerOpts};
-use chatbox_tests::http::{get, json};
-use chatbox_tests::mongo::{fresh_database, MongoServer};
-use chatbox_tests::redis::RedisServer;
-use chatbox_tests::upstream::{Script, Upstream};
-use serde_json::{json, Value};
+use chatbox_tests::fleet::{wait_bus, Fleet};
+use chatbox_tests::harness::{assert_error, is_done, now, Client};
+use chatbox_tests::resume::{first_chunks, resume_frame, seq};
+use chatbox_tests::upstream::Script;
+use serde_json::Value;
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
 const STEP: Duration = Duration::from_secs(20);
@@ -23,78 +22,10 @@ const STEP: Duration = Duration::from_secs(20);
 /// The chunks of the scripted reply.
 const CHUNKS: [&str; 8] = ["One ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight."];
 
-/// Two instances on one database and one Redis, both with the bus up.
-struct Fleet {
-    _mongo: MongoServer,
-    redis: RedisServer,
-    _upstream: Upstream,
-    a: Server,
-    b: Server,
-}
-
-impl Fleet {
-    async fn start(script: Script, env: &[(&str, &str)]) -> Fleet {
-        let mongo = MongoServer::start().await;
-        let redis = RedisServer::start().await;
-        let upstream = Upstream::start().await;
-        upstream.set_default(script);
-        let db = fresh_database();
-        let secret = chatbox::app::cli::generate_secret();
-        let opts = || {
-            let mut opts = ServerOpts::with_upstream(&upstream)
-                .env("MONGO_URI", &mongo.uri())
-                .env("MONGO_DATABASE", &db)
-                .env("REDIS_URL", &redis.url())
-                .env("JWT_SECRET", &secret);
-            for (key, value) in env {
-                opts = opts.env(key, value);
-            }
-            opts
-        };
-        let a = Server::start(opts()).await;
-        let b = Server::start(opts()).await;
-        wait_bus(&a, "ready").await;
-        wait_bus(&b, "ready").await;
-        Fleet { _mongo: mongo, redis, _upstream: upstream, a, b }
-    }
-}
-
-/// Polls `/readyz` until `checks.bus.status` is `want`.
-async fn wait_bus(server: &Server, want: &str) {
-    let deadline = now() + Duration::from_secs(30);
-    loop {
-        let body = json(&get(server, "/readyz", None).await);
-        if body["checks"]["bus"]["status"] == want {
-            return;
-        }
-        assert!(now() < deadline, "checks.bus never became {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn seq(frame: &Value) -> u64 {
-    frame["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()).expect("a decimal seq")
-}
-
-fn resume_frame(session: &str, reply: &str, after_seq: u64) -> Value {
-    json!({"type": "resume", "session_id": session, "timestamp": "2026-01-01T00:00:00Z",
-           "metadata": {"reply_id": reply, "after_seq": after_seq.to_string()}})
-}
-
 /// Sends a message and reads up to the first `chunks` reply frames; the session id, the reply
 /// id and the `ai_response` frames seen.
 async fn start_reply(client: &mut Client, chunks: usize) -> (String, String, Vec<Value>) {
-    client.send_user_message("new", "Count to eight").await;
-    let mut seen = 0;
-    let frames = client
-        .recv_until(
-            |f| {
-                seen += usize::from(f["type"] == "ai_response");
-                seen == chunks || is_done(f)
-            },
-            STEP,
-        )
-        .await;
+    let frames = first_chunks(client, chunks, STEP).await;
     let replies: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();
     assert_eq!(replies.len(), chunks, "the first frames of the reply: {replies:#?}");
     let session = replies[0]["session_id"].as_str().expect("session").to_string();
@@ -114,9 +45,11 @@ async fn resumed(client: &mut Client) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_reply_resumed_on_another_instance_gets_the_missed_frames_then_the_live_ones_once_each() {
-    let fleet =
-        Fleet::start(Script::reply(CHUNKS).with_chunk_interval(Duration::from_millis(300)), &[])
-            .await;
+    let fleet = Fleet::scripted(
+        Some(Script::reply(CHUNKS).with_chunk_interval(Duration::from_millis(300))),
+        &[],
+    )
+    .await;
     let token = fleet.a.token("resumer", &["user"], None);
     let mut phone = fleet.a.connect(&token).await;
     let (session, reply, before) = start_reply(&mut phone, 2).await;
@@ -143,7 +76,7 @@ async fn a_reply_resumed_on_another_instance_gets_the_missed_frames_then_the_liv
 
 #[tokio::test]
 async fn a_reply_that_ended_is_resumed_on_another_instance_within_the_window() {
-    let fleet = Fleet::start(Script::reply(CHUNKS), &[]).await;
+    let fleet = Fleet::scripted(Some(Script::reply(CHUNKS)), &[]).await;
     let token = fleet.a.token("late", &["user"], None);
     let mut phone = fleet.a.connect(&token).await;
     let (session, reply, frames) = start_reply(&mut phone, CHUNKS.len() + 1).await;
@@ -162,7 +95,7 @@ async fn a_reply_whose_instance_was_killed_is_resume_unavailable_within_its_dead
     // 3 s + the grace after its last frame.
     let script = Script::reply((0..40).map(|i| format!("w{i} ")))
         .with_chunk_interval(Duration::from_millis(250));
-    let fleet = Fleet::start(script, &[("LLM_IDLE_TIMEOUT", "3s")]).await;
+    let fleet = Fleet::scripted(Some(script), &[("LLM_IDLE_TIMEOUT", "3s")]).await;
     let token = fleet.a.token("orphan", &["user"], None);
     let mut phone = fleet.a.connect(&token).await;
     let (session, reply, _) = start_reply(&mut phone, 2).await;
@@ -196,7 +129,7 @@ async fn a_reply_whose_instance_was_killed_is_resume_unavailable_within_its_dead
 #[tokio::test]
 async fn a_redis_restart_under_traffic_does_not_break_local_replies() {
     let script = Script::reply(CHUNKS).with_chunk_interval(Duration::from_millis(250));
-    let mut fleet = Fleet::start(script, &[]).await;
+    let mut fleet = Fleet::scripted(Some(script), &[]).await;
     let token = fleet.a.token("steady", &["user"], None);
     let mut phone = fleet.a.connect(&token).await;
     let (session, reply, before) = start_reply(&mut phone, 2).await;

@@ -7,23 +7,15 @@
 use std::time::Duration;
 
 use chatbox_tests::harness::{assert_error, is_done, Client, Server, ServerOpts};
+use chatbox_tests::resume::{first_chunks, resume_frame, seq};
 use chatbox_tests::upstream::{Script, Upstream};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
 const STEP: Duration = Duration::from_secs(10);
 
 /// The chunks of the scripted reply.
 const CHUNKS: [&str; 8] = ["One ", "two ", "three ", "four ", "five ", "six ", "seven ", "eight."];
-
-fn seq(frame: &Value) -> u64 {
-    frame["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()).expect("a decimal seq")
-}
-
-fn resume_frame(session: &str, reply: &str, after_seq: u64) -> Value {
-    json!({"type": "resume", "session_id": session, "timestamp": "2026-01-01T00:00:00Z",
-           "metadata": {"reply_id": reply, "after_seq": after_seq.to_string()}})
-}
 
 async fn server(interval: Duration) -> (Upstream, Server) {
     let upstream = Upstream::start().await;
@@ -35,17 +27,7 @@ async fn server(interval: Duration) -> (Upstream, Server) {
 /// Sends a message and reads up to the first `chunks` reply chunks; returns the session id and
 /// the `ai_response` frames seen.
 async fn start_reply(client: &mut Client, chunks: usize) -> (String, Vec<Value>) {
-    client.send_user_message("new", "Count to eight").await;
-    let mut seen = 0;
-    let frames = client
-        .recv_until(
-            |f| {
-                seen += usize::from(f["type"] == "ai_response");
-                seen == chunks || is_done(f)
-            },
-            STEP,
-        )
-        .await;
+    let frames = first_chunks(client, chunks, STEP).await;
     let session =
         frames.last().and_then(|f| f["session_id"].as_str()).expect("session").to_string();
     let replies = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();

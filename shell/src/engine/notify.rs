@@ -25,6 +25,21 @@ pub struct HelpAlert {
     pub admin_panel_url: Option<String>,
 }
 
+#[cfg(test)]
+impl HelpAlert {
+    /// The alert the unit tests check (here and in the notifier adapters): user `u-1`, session
+    /// `s-9`, 2026-02-21T10:00:05Z, `url` as the admin panel.
+    pub(crate) fn sample(url: Option<&str>) -> Self {
+        use chrono::TimeZone;
+        HelpAlert {
+            user_id: "u-1".into(),
+            session_id: "s-9".into(),
+            at: Utc.with_ymd_and_hms(2026, 2, 21, 10, 0, 5).single().expect("valid time"),
+            admin_panel_url: url.map(str::to_string),
+        }
+    }
+}
+
 impl HelpAlert {
     /// `Help Request - User <user_id>` (the email subject).
     pub fn subject(&self) -> String {
@@ -210,17 +225,10 @@ impl Notifier for MultiNotifier {
 mod tests {
     use std::sync::Mutex;
 
-    use chrono::TimeZone;
-
     use super::*;
 
     fn alert(url: Option<&str>) -> HelpAlert {
-        HelpAlert {
-            user_id: "u-1".into(),
-            session_id: "s-9".into(),
-            at: Utc.with_ymd_and_hms(2026, 2, 21, 10, 0, 5).single().expect("valid time"),
-            admin_panel_url: url.map(str::to_string),
-        }
+        HelpAlert::sample(url)
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The replay buffer in Redis (issue 14): what lets a reply produced on one instance be resumed
 //! on any other. Behind the engine's `ReplayBuffer` port; this instance's own replies are still
-//! kept (and resumed) in the in-process [`LocalReplay`] first.
+//! kept (and resumed) in the in-process `LocalReplay` first. The buffer's logic is the engine's
+//! [`FleetReplay`]; this file is only Redis's keys, the write pipeline and the reads.
 //!
 //! Per reply, two keys:
 //! - `chatbox:replay:{reply_id}` — a Stream, one entry per frame, id `{seq}-0` and one field `m`
-//!   (a [`ReplayEntry`]), trimmed with `MAXLEN ~ REPLAY_STREAM_MAXLEN`; it expires the alive TTL
+//!   (a `ReplayEntry`), trimmed with `MAXLEN ~ REPLAY_STREAM_MAXLEN`; it expires the alive TTL
 //!   plus `RESUME_WINDOW` after its last write while the reply streams, `RESUME_WINDOW` after it
 //!   ended.
 //! - `chatbox:replay:{reply_id}:state` — `live:{session}` with the alive TTL (core's `alive_ttl`:
@@ -16,21 +17,14 @@
 //! recorded before any instance receives it live) and never delay a local frame; reads (a resume,
 //! a watch) use their own multiplexed connection, each command bounded by `BUS_COMMAND_TIMEOUT`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, REPLAY_STREAM_MAXLEN};
-use chatbox_core::replay::{alive_ttl, stream_ttl, Liveness, Replay};
-use chatbox_core::Instant;
 use redis::aio::MultiplexedConnection;
 use tokio::time::timeout;
 
-use crate::engine::delivery::wire::ReplayEntry;
-use crate::engine::delivery::{
-    BoxFuture, FleetBus, LocalReplay, ReplayBuffer, ReplayWrite, ReplyFrame, SharedRead,
-    SharedReplay,
-};
+use crate::engine::delivery::fleet_replay::{state_value, FleetReplay, ReplayStore, StoredRead};
+use crate::engine::delivery::{BoxFuture, ReplayWrite};
 
 /// The stream key of a reply.
 pub fn stream_key(reply_id: &str) -> String {
@@ -40,20 +34,6 @@ pub fn stream_key(reply_id: &str) -> String {
 /// The state (alive) key of a reply.
 pub fn state_key(reply_id: &str) -> String {
     format!("chatbox:replay:{reply_id}:state")
-}
-
-/// The value of a state key.
-fn state_value(ended: bool, session: &str) -> String {
-    format!("{}:{session}", if ended { "ended" } else { "live" })
-}
-
-/// Parses a state key's value; anything else reads as no key.
-fn parse_state(value: &str) -> Option<(Liveness, String)> {
-    match value.split_once(':')? {
-        ("live", session) => Some((Liveness::Live, session.to_string())),
-        ("ended", session) => Some((Liveness::Ended, session.to_string())),
-        _ => None,
-    }
 }
 
 /// Executes one queued write on the link's connection: XADD (trimmed) + PEXPIRE of the stream
@@ -89,65 +69,20 @@ fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The fleet's replay buffer: this instance's replies in memory, every reply's frames in Redis.
-pub struct RedisReplay {
-    local: LocalReplay,
-    bus: Arc<FleetBus>,
+/// The fleet's replay buffer over Redis: the engine's [`FleetReplay`] with [`RedisStore`] reads.
+pub type RedisReplay = FleetReplay<RedisStore>;
+
+/// The reads of the replay buffer in Redis: their own multiplexed connection, each command
+/// bounded by `BUS_COMMAND_TIMEOUT`.
+pub struct RedisStore {
     client: redis::Client,
     reader: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    /// Replies produced here that have not ended: their session (an end names only the reply).
-    live: Mutex<HashMap<String, String>>,
-    alive: Duration,
-    window: Duration,
 }
 
-impl std::fmt::Debug for RedisReplay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisReplay").field("alive", &self.alive).finish_non_exhaustive()
-    }
-}
-
-impl RedisReplay {
-    /// The buffer over `local`, writing through `bus`'s link and reading with `client`; `idle`
-    /// is the replies' idle deadline (`LLM_IDLE_TIMEOUT`), `window` is `RESUME_WINDOW`.
-    pub fn new(
-        local: LocalReplay,
-        bus: Arc<FleetBus>,
-        client: redis::Client,
-        idle: Duration,
-        window: Duration,
-    ) -> Self {
-        RedisReplay {
-            local,
-            bus,
-            client,
-            reader: tokio::sync::Mutex::new(None),
-            live: Mutex::new(HashMap::new()),
-            alive: alive_ttl(idle),
-            window,
-        }
-    }
-
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn record(&self, at: ReplyFrame<'_>, frame: &str) {
-        if at.last {
-            self.live().remove(at.reply_id);
-        } else {
-            self.live().insert(at.reply_id.to_string(), at.session.to_string());
-        }
-        let state_ttl = if at.last { self.window } else { self.alive };
-        let entry = ReplayEntry::new(at.session, at.seq, at.last, frame).encode();
-        self.bus.record(ReplayWrite {
-            reply_id: at.reply_id.to_string(),
-            session: at.session.to_string(),
-            entry: Some((at.seq, entry)),
-            ended: at.last,
-            state_ttl,
-            stream_ttl: stream_ttl(self.alive, at.last, self.window),
-        });
+impl RedisStore {
+    /// Reads with `client` (connected on the first read).
+    pub fn new(client: redis::Client) -> Self {
+        RedisStore { client, reader: tokio::sync::Mutex::new(None) }
     }
 
     /// A connection for reads (cached; a failed one is dropped and made again next time).
@@ -179,7 +114,7 @@ impl RedisReplay {
         }
     }
 
-    async fn read_shared(&self, reply_id: &str, after_seq: u64) -> Result<SharedRead, String> {
+    async fn read_range(&self, reply_id: &str, after_seq: u64) -> Result<StoredRead, String> {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(state_key(reply_id));
         pipe.cmd("XRANGE")
@@ -189,16 +124,32 @@ impl RedisReplay {
             .arg("COUNT")
             .arg(REPLAY_STREAM_MAXLEN + 1);
         let (state, range): (Option<String>, redis::Value) = self.query(&pipe).await?;
-        Ok(SharedRead {
-            state: state.as_deref().and_then(parse_state),
-            entries: decode_range(&range),
+        Ok(StoredRead { state, entries: stored_range(&range) })
+    }
+}
+
+impl ReplayStore for RedisStore {
+    fn read<'a>(
+        &'a self,
+        reply_id: &'a str,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<StoredRead, String>> {
+        Box::pin(self.read_range(reply_id, after_seq))
+    }
+
+    fn state<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(state_key(reply_id));
+            let (state,): (Option<String>,) = self.query(&pipe).await?;
+            Ok(state)
         })
     }
 }
 
-/// The entries of an XRANGE answer that decode, as (seq, session, frame); an entry that does not
-/// (or whose id and seq disagree) is left out, so the resume sees a gap instead of a bad frame.
-fn decode_range(range: &redis::Value) -> Vec<(u64, String, Arc<str>)> {
+/// The entries of an XRANGE answer whose id names a seq, as (seq, `m` field); the engine's
+/// [`decode_entries`](crate::engine::delivery::fleet_replay::decode_entries) decides which to keep.
+fn stored_range(range: &redis::Value) -> Vec<(u64, Option<Vec<u8>>)> {
     let redis::Value::Array(entries) = range else { return Vec::new() };
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -215,13 +166,7 @@ fn decode_range(range: &redis::Value) -> Vec<(u64, String, Arc<str>)> {
             [name, value] if bytes(name) == Some(b"m") => bytes(value),
             _ => None,
         });
-        let Some(Ok(decoded)) = value.map(ReplayEntry::decode) else {
-            tracing::warn!(seq, "replay entry rejected");
-            continue;
-        };
-        if decoded.seq == seq {
-            out.push((seq, decoded.session, Arc::from(decoded.frame)));
-        }
+        out.push((seq, value.map(<[u8]>::to_vec)));
     }
     out
 }
@@ -234,88 +179,12 @@ fn bytes(value: &redis::Value) -> Option<&[u8]> {
     }
 }
 
-impl ReplayBuffer for RedisReplay {
-    fn publish(
-        &self,
-        at: ReplyFrame<'_>,
-        frame: &Arc<str>,
-        now: Instant,
-        fan_out: &mut dyn FnMut(),
-    ) {
-        self.local.publish(at, frame, now, &mut || {
-            // Queued before the fan-out's own publication: recorded before anyone sees it live.
-            self.record(at, frame);
-            fan_out();
-        });
-    }
-
-    fn end(&self, reply_id: &str, now: Instant) {
-        self.local.end(reply_id, now);
-        let Some(session) = self.live().remove(reply_id) else { return };
-        self.bus.record(ReplayWrite {
-            reply_id: reply_id.to_string(),
-            session,
-            entry: None,
-            ended: true,
-            state_ttl: self.window,
-            stream_ttl: self.window,
-        });
-    }
-
-    fn resume(
-        &self,
-        session: &str,
-        reply_id: &str,
-        after_seq: u64,
-        now: Instant,
-        attach: &mut dyn FnMut(Replay<Arc<str>>),
-    ) {
-        self.local.resume(session, reply_id, after_seq, now, attach);
-    }
-
-    fn frames(&self) -> usize {
-        self.local.frames()
-    }
-
-    fn shared(&self) -> Option<&dyn SharedReplay> {
-        Some(self)
-    }
-}
-
-impl SharedReplay for RedisReplay {
-    fn read<'a>(
-        &'a self,
-        reply_id: &'a str,
-        after_seq: u64,
-    ) -> BoxFuture<'a, Result<SharedRead, String>> {
-        Box::pin(self.read_shared(reply_id, after_seq))
-    }
-
-    fn liveness<'a>(&'a self, reply_id: &'a str) -> BoxFuture<'a, Option<Liveness>> {
-        Box::pin(async move {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(state_key(reply_id));
-            let (state,): (Option<String>,) = self.query(&pipe).await.ok()?;
-            Some(state.as_deref().and_then(parse_state).map_or(Liveness::Gone, |(l, _)| l))
-        })
-    }
-
-    fn alive_ttl(&self) -> Duration {
-        self.alive
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_values_round_trip_and_anything_else_reads_as_no_key() {
-        assert_eq!(parse_state(&state_value(false, "s:1")), Some((Liveness::Live, "s:1".into())));
-        assert_eq!(parse_state(&state_value(true, "s")), Some((Liveness::Ended, "s".into())));
-        assert_eq!(parse_state("dead:s"), None);
-        assert_eq!(parse_state("live"), None);
-    }
+    use crate::engine::delivery::fleet_replay::decode_entries;
+    use crate::engine::delivery::wire::ReplayEntry;
+    use std::sync::Arc;
 
     #[test]
     fn range_entries_decode_and_bad_ones_are_left_out() {
@@ -330,7 +199,10 @@ mod tests {
             entry("5-0", &good),
             redis::Value::Nil,
         ]);
-        assert_eq!(decode_range(&range), vec![(3, "s".to_string(), Arc::from("{}"))]);
-        assert!(decode_range(&redis::Value::Nil).is_empty());
+        assert_eq!(
+            decode_entries(stored_range(&range)),
+            vec![(3, "s".to_string(), Arc::from("{}"))]
+        );
+        assert!(stored_range(&redis::Value::Nil).is_empty());
     }
 }

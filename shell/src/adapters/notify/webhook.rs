@@ -121,17 +121,10 @@ impl Notifier for WebhookNotifier {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeZone, Utc};
-
     use super::*;
 
     fn alert(url: Option<&str>) -> HelpAlert {
-        HelpAlert {
-            user_id: "u-1".into(),
-            session_id: "s-1".into(),
-            at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("time"),
-            admin_panel_url: url.map(str::to_string),
-        }
+        HelpAlert::sample(url)
     }
 
     #[test]
@@ -139,12 +132,12 @@ mod tests {
         let json = serde_json::to_value(WebhookPayload::new(&alert(None))).expect("json");
         assert_eq!(
             json,
-            serde_json::json!({"event":"help_request","user_id":"u-1","session_id":"s-1",
-                               "time":"2026-01-02T03:04:05Z"})
+            serde_json::json!({"event":"help_request","user_id":"u-1","session_id":"s-9",
+                               "time":"2026-02-21T10:00:05Z"})
         );
         let json = serde_json::to_value(WebhookPayload::new(&alert(Some("https://a.example/p"))))
             .expect("json");
-        assert_eq!(json["admin_panel_url"], "https://a.example/p/s-1");
+        assert_eq!(json["admin_panel_url"], "https://a.example/p/s-9");
     }
 
     #[test]

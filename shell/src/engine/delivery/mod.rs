@@ -12,6 +12,7 @@
 //! events also fan out to this instance's consoles ([`AdminEvents`]).
 
 mod fleet;
+pub mod fleet_replay;
 mod local;
 pub mod replay;
 pub mod signal;
