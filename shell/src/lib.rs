@@ -2,13 +2,14 @@
 //!
 //! Drives chatbox-core's state machines with real IO. Four parts (ARCHITECTURE.md):
 //! - [`engine`] — a small struct of services, each owning its state: `sessions` (the live table,
-//!   load on demand, resolution with the asking connection's binding move, the sweeper),
-//!   `delivery` (bindings, error frames and every fan-out, through the `Bus` port), `persistence`
-//!   (the only user of the store: retries, the durable outbox, history reads with their fallback
-//!   cache), `limits` (rate limiters, connection slots), `replies` (models, one reply under core's
-//!   deadlines and retries, upstream conversation ids) and `alerts`; client frames one file each
-//!   in `engine::frames` behind one dispatch, which keeps each session's frames in order. It
-//!   talks to the world only through ports: `LlmProvider`, `SessionStore`, `Outbox` (with its
+//!   load on demand, resolution with the asking connection's binding move, who assists, the
+//!   sweeper), `delivery` (bindings, error frames and every fan-out, through the `Bus` port, and
+//!   the admin consoles' live events), `persistence` (the only user of the store: retries, the
+//!   durable outbox, history reads with their fallback cache), `limits` (rate limiters,
+//!   connection slots), `replies` (models, one reply under core's deadlines, retries and
+//!   fallbacks, upstream conversation ids, token accounts) and `alerts`; client frames one file
+//!   each in `engine::frames` behind one dispatch, which keeps each session's frames in order.
+//!   It talks to the world only through ports: `LlmProvider`, `SessionStore`, `Outbox` (with its
 //!   `EntrySeal`), `Notifier`, `Resolver`, `Bus`. The services never call back into the frame
 //!   handlers: one `user_message` passes through eight files (README, "The path of one
 //!   `user_message`").

@@ -16,9 +16,9 @@ use chatbox_core::UnixMillis;
 use chrono::{DateTime, Utc};
 
 use super::caller::Caller;
+use super::delivery::AdminEvent;
 use super::frames::end_assistance;
 use super::hub::Engine;
-use super::inbox;
 use super::store::{SessionDoc, SessionPatch, StoreError};
 
 /// Sessions `GET {P}/sessions` returns at most (§4.1).
@@ -74,7 +74,8 @@ pub async fn end_session(
     let ended = engine.persistence.end(id, wall).await?;
     let doc = ended.ok_or(SessionError::NotFound)?;
     engine.metrics.sessions_ended.inc();
-    inbox::emit(engine, inbox::SESSION_ENDED, id, inbox::Details::default());
+    let owner = engine.sessions.owner_of(id).unwrap_or_default();
+    engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);
     tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
     Ok(doc)
 }
@@ -182,7 +183,7 @@ pub async fn takeover(
     };
     let outcome = match engine.persistence.claim_assistance(id, &me).await {
         Ok(Some(holder)) if holder.id != me.id => {
-            adopt_assistance(engine, id, Some(&holder));
+            engine.sessions.adopt_assistance(id, Some(&holder));
             tracing::info!(session_id = id, admin_id = %me.id, assisting_admin = %holder.id, "takeover refused: already assisted");
             return Err(SessionError::AlreadyAssisted {
                 admin_id: holder.id,
@@ -191,7 +192,7 @@ pub async fn takeover(
             .into());
         }
         Ok(Some(_)) => {
-            adopt_assistance(engine, id, Some(&me));
+            engine.sessions.adopt_assistance(id, Some(&me));
             if before.is_some_and(|b| b.id == me.id) {
                 TakeoverOutcome::Repeated
             } else {
@@ -222,50 +223,11 @@ pub async fn takeover(
     let frame = Frame::admin_join(id, &admin.user_id, &admin.name, engine.frame_now());
     engine.delivery.send_session(id, &frame, None);
     engine.metrics.admin_takeovers.inc();
-    let details =
-        inbox::Details { admin: Some((&admin.user_id, &admin.name)), ..Default::default() };
-    inbox::emit(engine, inbox::ADMIN_JOINED, id, details);
+    let owner = engine.sessions.owner_of(id).unwrap_or_default();
+    let event = AdminEvent::AdminJoined { admin: (&admin.user_id, &admin.name) };
+    engine.delivery.admin_event(event, id, &owner);
     tracing::info!(session_id = id, admin_id = %admin.user_id, ?outcome, "admin takeover");
     Ok(outcome)
-}
-
-/// Makes this instance's copy of session `id` show `holder` as its assisting admin (issue 14:
-/// the store decides, and another instance may have taken the session over or ended the
-/// assistance). A session not in memory is left alone. Returns whether the copy changed.
-pub fn adopt_assistance(engine: &Engine, id: &str, holder: Option<&AdminRef>) -> bool {
-    let now = engine.clock.now();
-    engine.sessions.with(|t| {
-        let Some(current) = t.get(id).map(|s| s.assisting_admin().cloned()) else {
-            return false;
-        };
-        if current.as_ref() == holder {
-            return false;
-        }
-        if let Some(current) = &current {
-            let _ = t.leave(id, &current.id);
-        }
-        if let Some(holder) = holder {
-            let _ = t.takeover(id, &holder.id, &holder.name, now);
-        }
-        true
-    })
-}
-
-/// Brings this instance's copy of session `id`'s assistance up to date with the store (one
-/// read, not retried; on failure the copy stays as it is). Used where a takeover or a leave on
-/// another instance matters: pausing the AI for the user's message, and the leave route.
-pub async fn refresh_assistance(engine: &Engine, id: &str) {
-    match engine.persistence.assisting_admin(id).await {
-        Ok(Some(holder)) => {
-            if adopt_assistance(engine, id, holder.as_ref()) {
-                tracing::debug!(session_id = id, assisting_admin = ?holder.as_ref().map(|h| &h.id), "assistance changed on another instance");
-            }
-        }
-        Ok(None) => {}
-        Err(error) => {
-            tracing::debug!(session_id = id, %error, "reading the assisting admin failed");
-        }
-    }
 }
 
 /// Admin `admin` ends the assistance of session `id` (§10 item 3) through
@@ -280,7 +242,7 @@ pub async fn admin_leave(
     engine.sessions.load_on_demand(&engine.persistence, id).await;
     if engine.config.storage.has_redis() {
         // The takeover may have happened on another instance of the fleet (issue 14).
-        refresh_assistance(engine, id).await;
+        engine.sessions.refresh_assistance(&engine.persistence, id).await;
     }
     let assisted = engine.sessions.with(|t| t.get(id).map(|s| s.assisting_admin().is_some()));
     match assisted {

@@ -1,14 +1,15 @@
 //! The engine: async services that drive core (ARCHITECTURE.md "The engine's services").
 //!
 //! [`hub::Engine`] is a small struct of services, each owning its state in its own module:
-//! - [`sessions`] — the live session table, load on demand, resolution, and the [`sessions::sweeper`];
+//! - [`sessions`] — the live session table, load on demand, resolution, who assists, and the
+//!   [`sessions::sweeper`];
 //! - [`delivery`] — which connections are bound to which session, and every fan-out, through
-//!   the [`delivery::Bus`] port (in-process today);
+//!   the [`delivery::Bus`] port (in-process or the fleet's), and the admin consoles' live events;
 //! - [`persistence`] — the only user of the store: retries, the durable outbox and its drain,
 //!   history reads, readiness;
 //! - [`limits`] — user, admin and public rate limiters, connection slots;
-//! - [`replies`] — models and one reply under core's deadlines and retry schedule, the
-//!   per-session ordered workers;
+//! - [`replies`] — models and one reply under core's deadlines, retry schedule and fallbacks,
+//!   token accounts;
 //! - [`alerts`] — help-request alerts and their limiter.
 //!
 //! Client frames are handled one file each behind one dispatch in [`frames`]; the HTTP routes'
@@ -32,7 +33,6 @@ pub mod gauge;
 pub mod history;
 pub mod hub;
 pub mod ids;
-pub mod inbox;
 pub mod lifecycle;
 pub mod limits;
 pub mod llm;

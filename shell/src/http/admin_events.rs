@@ -3,7 +3,7 @@
 //! stream), so it takes the same bearer token; the console reads it with `fetch` streaming,
 //! since a browser's `EventSource` cannot send an `Authorization` header (and a token in a URL
 //! ends up in logs). The stream opens with a `ready` event (subscribed: nothing later is
-//! missed), then one event per `engine::inbox` event, named by its `type`, with its JSON as
+//! missed), then one event per `engine::delivery::AdminEvent`, named by its `type`, with its JSON as
 //! `data`; a comment every [`ADMIN_EVENTS_KEEPALIVE`] keeps proxies from closing it; a console
 //! that fell behind gets `resync` (re-read the list). It ends when the server stops accepting.
 //!

@@ -8,8 +8,9 @@
 //! instance did not produce is served from the buffer's [`SharedReplay`] (Redis): the connection
 //! is held, bound (its channel subscription confirmed), the recorded frames read, and the live
 //! frames held meanwhile merged after them by seq (core's `merge_resumed`). [`Signal`]s — stops and the
-//! admin consoles' live events (issue 15) — go through the same port to the other instances; admin
-//! events also fan out to this instance's consoles ([`AdminEvents`]).
+//! admin consoles' live events (issue 15, [`AdminEvent`]: a session started, a message stored, …)
+//! — go through the same port to the other instances; admin events also fan out to this
+//! instance's consoles ([`AdminEvents`]).
 
 mod fleet;
 pub mod fleet_replay;
@@ -20,7 +21,7 @@ pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
-use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo};
+use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo, Sender};
 use chatbox_core::replay::{merge_resumed, shared_replay, Liveness, Replay};
 use chatbox_core::Instant;
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -31,7 +32,7 @@ pub use fleet::admins_channel;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::LocalBus;
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
-pub use signal::{AdminEvents, Signal};
+pub use signal::{AdminEvent, AdminEvents, Signal, ADMIN_EVENTS};
 
 /// Identifies one connection for its lifetime.
 pub type ConnId = u64;
@@ -364,10 +365,31 @@ impl Delivery {
         self.bus.publish_signal(&Signal::StopReply { session: session.to_string() });
     }
 
-    /// Sends an admin event (JSON text) to every console, on this instance and the others.
-    pub fn admin_event(&self, event: String) {
-        self.bus.publish_signal(&Signal::Admin { event: event.clone() });
-        self.admin_events.send(Arc::from(event));
+    /// Sends `event` about `session` (of `owner`; empty when this instance does not know it)
+    /// to every admin console, on this instance and the others.
+    pub fn admin_event(&self, event: AdminEvent<'_>, session: &str, owner: &str) {
+        let json = match event.to_json(session, owner, self.clock.wall_datetime()) {
+            Ok(json) => json,
+            Err(error) => {
+                tracing::warn!(%error, "admin event not encoded");
+                return;
+            }
+        };
+        self.bus.publish_signal(&Signal::Admin { event: json.clone() });
+        self.admin_events.send(Arc::from(json));
+    }
+
+    /// A message from `sender` was stored in `session`: the consoles' `message` event, announced
+    /// by `session_started` when it is the session's first user message. `live` is the session's
+    /// owner and message count as the live table has them (user and admin messages; a session
+    /// loaded from the store starts from its stored count), `None` when it does not hold it.
+    pub fn message_stored(&self, session: &str, live: Option<(String, u64)>, sender: Sender) {
+        let (owner, count) = live.unzip();
+        let owner = owner.unwrap_or_default();
+        if count == Some(1) && sender == Sender::User {
+            self.admin_event(AdminEvent::SessionStarted, session, &owner);
+        }
+        self.admin_event(AdminEvent::Message { sender }, session, &owner);
     }
 
     /// An admin event received from another instance: to this instance's consoles.

@@ -6,8 +6,8 @@ use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
 use chatbox_core::session::AdminRef;
 
 use super::{require_session, ConnCtx};
+use crate::engine::delivery::AdminEvent;
 use crate::engine::hub::Engine;
-use crate::engine::inbox::{self, Details};
 use crate::engine::store::SessionPatch;
 
 /// Handles one `admin_leave` from an admin connection.
@@ -29,8 +29,9 @@ pub async fn end_assistance(engine: &Engine, session: &str, admin_id: &str) -> O
         ..Default::default()
     };
     let _ = engine.persistence.patch(session, patch).await;
-    let details = Details { admin: Some((&left.admin.id, &left.admin.name)), ..Details::default() };
-    inbox::emit(engine, inbox::ADMIN_LEFT, session, details);
+    let owner = engine.sessions.owner_of(session).unwrap_or_default();
+    let event = AdminEvent::AdminLeft { admin: (&left.admin.id, &left.admin.name) };
+    engine.delivery.admin_event(event, session, &owner);
     let frame = Frame::admin_leave(session, &left.admin.id, &left.admin.name, engine.frame_now());
     engine.delivery.send_session(session, &frame, None);
     // After the farewell, the admin's sockets stop seeing the session (§10 item 3).

@@ -47,7 +47,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
         return;
     }
     engine.sessions.record_message(session);
-    crate::engine::inbox::message(engine, session, sender);
+    engine.delivery.message_stored(session, engine.sessions.owner_and_count(session), sender);
     let broadcast = Frame::file_broadcast(frame, session, Sender::User, engine.frame_now());
     engine.delivery.send_session(session, &broadcast, Some(conn.id));
     if frame.frame_type == FrameType::VoiceMessage {
@@ -96,7 +96,8 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
             let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai)
                 .with_meta(&usage_meta(answered, usage, source));
             if engine.persistence.append(&session, msg).await.is_ok() {
-                crate::engine::inbox::message(&engine, &session, Sender::Ai);
+                let live = engine.sessions.owner_and_count(&session);
+                engine.delivery.message_stored(&session, live, Sender::Ai);
                 let frame = Frame::ai_message(&session, streamed.text.as_str(), engine.frame_now());
                 engine.delivery.send_session(&session, &frame, None);
             }

@@ -6,6 +6,7 @@ use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
 use chatbox_core::session::SessionError;
 
 use super::{require_session, ConnCtx};
+use crate::engine::delivery::AdminEvent;
 use crate::engine::hub::Engine;
 use crate::engine::store::SessionPatch;
 
@@ -31,8 +32,8 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     }
     tracing::warn!(session_id = session, user_id, "help requested");
     engine.alerts.help_requested(session, user_id);
-    let details = crate::engine::inbox::Details::default();
-    crate::engine::inbox::emit(engine, crate::engine::inbox::HELP_REQUESTED, session, details);
+    let owner = engine.sessions.owner_of(session).unwrap_or_default();
+    engine.delivery.admin_event(AdminEvent::HelpRequested, session, &owner);
     let ack = Frame::help_requested(session, engine.frame_now());
     engine.delivery.send_session(session, &ack, Some(conn.id));
 }

@@ -61,7 +61,7 @@ pub(super) async fn apply(
     if engine.config.llm.pause_ai_when_assisted && engine.config.storage.has_redis() {
         // In a fleet the takeover (or the leave) may have happened on another instance: the
         // store says who assists (issue 14).
-        crate::engine::admin::refresh_assistance(engine, &session).await;
+        engine.sessions.refresh_assistance(&engine.persistence, &session).await;
     }
     let now = engine.clock.now();
     let (name, assisted) = engine.sessions.with(|t| {
@@ -70,7 +70,11 @@ pub(super) async fn apply(
         let assisted = t.get(&session).and_then(|s| s.assisting_admin().cloned());
         (name, assisted)
     });
-    crate::engine::inbox::message(engine, &session, Sender::User);
+    engine.delivery.message_stored(
+        &session,
+        engine.sessions.owner_and_count(&session),
+        Sender::User,
+    );
     if let Some(name) = name {
         let _ = engine
             .persistence
@@ -95,7 +99,11 @@ async fn from_admin(engine: &Engine, conn: &ConnCtx, session: &str, frame: &Clie
         return;
     }
     engine.sessions.record_message(session);
-    crate::engine::inbox::message(engine, session, Sender::Admin);
+    engine.delivery.message_stored(
+        session,
+        engine.sessions.owner_and_count(session),
+        Sender::Admin,
+    );
     let relay = Frame::relayed_message(session, &frame.content, Sender::Admin, engine.frame_now());
     engine.delivery.send_session(session, &relay, Some(conn.id));
 }
@@ -185,7 +193,11 @@ async fn complete(
             engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
             return ReplyEnd::Failed;
         }
-        crate::engine::inbox::message(engine, session, Sender::Ai);
+        engine.delivery.message_stored(
+            session,
+            engine.sessions.owner_and_count(session),
+            Sender::Ai,
+        );
     }
     let tokens = usage.total();
     engine.replies.record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall());
@@ -248,7 +260,11 @@ async fn store_interrupted(engine: &Engine, session: &str, text: &str) -> bool {
     let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai).with_meta(&meta);
     match engine.persistence.append(session, msg).await {
         Ok(_) => {
-            crate::engine::inbox::message(engine, session, Sender::Ai);
+            engine.delivery.message_stored(
+                session,
+                engine.sessions.owner_and_count(session),
+                Sender::Ai,
+            );
             true
         }
         Err(error) => {

@@ -1,66 +1,76 @@
-//! The replies service: the configured models and their providers, and one reply at a time run
-//! under core's rules — the provider call retried and then handed to the model's fallbacks only
-//! before the first chunk ([`fallback`], issue 17), the three deadlines of core's `ReplyTimer`
-//! (STYLE.md §8), exactly one outcome ([`stream`]). It owns the upstream conversation ids (Dify)
-//! per session, the gauge of replies streaming now (which shutdown waits on), the replies a
-//! `stop` frame can end ([`stops`]), each provider's circuit breaker, the token usage per model
-//! since start and the per-user daily token budget (`USER_TOKEN_BUDGET`). Storing the finished
-//! reply is the caller's (`frames::user_message` for text, `frames::file` for voice).
+//! The replies service: the configured models and one reply at a time, run under core's rules
+//! from the provider call to its single outcome — read top to bottom, this file is the whole
+//! run (STYLE.md §8, issue 17):
+//! 1. [`Replies::run`] takes the session's upstream conversation id (Dify), counts the reply as
+//!    live, registers it for `stop` frames ([`stops`]) and drives it;
+//! 2. `Run::open_with_fallback` opens the provider stream, peeking its first event under the
+//!    reply's one first-chunk deadline: until it arrives a failure is retried per core's
+//!    `RetryPolicy::PROVIDER` (honouring `Retry-After`) and then handed to the next model of
+//!    the fallback chain, skipping providers whose circuit breaker is open ([`models`]);
+//!    nothing reaches the user before the first chunk, so nothing sent is ever repeated;
+//! 3. `Run::drive` forwards the chunks to the session through the delivery service under the
+//!    three deadlines of core's `ReplyTimer` and decides exactly one outcome. A failed or cut
+//!    reply sends its one error frame here — `LLM_TIMEOUT`, `LLM_UNAVAILABLE` or
+//!    `SERVICE_UNAVAILABLE` (PROTOCOL.md §10 item 21); a finished one is returned with its
+//!    text for the caller to store and acknowledge. The reply keeps going if the user's socket
+//!    drops (STYLE.md §9); it is cut only by shutdown, or stopped by a `stop` frame (issue 15:
+//!    no error frame; the caller stores the partial text and sends the final frame). Whatever
+//!    the end, the text delivered so far is returned. A [`ReplyMode::Whole`] reply (a voice
+//!    answer) runs under the same rules but sends nothing while it runs.
+//!
+//! The service also owns the upstream conversation ids per session, the gauge of replies
+//! streaming now (which shutdown waits on) and the token accounts ([`usage`]: per model since
+//! start, and the per-user daily budget `USER_TOKEN_BUDGET`). Storing the finished reply is the
+//! caller's (`frames::user_message` for text, `frames::file` for voice).
+//!
+//! Every attempt is counted per provider id (`chatbox_provider_requests_total`, `_errors_total`)
+//! and every move down the chain (`chatbox_provider_fallbacks_total`). Breakers: a transient
+//! failure (connect error, header timeout, 429, 5xx, a connection lost before the first chunk)
+//! or the first-chunk deadline passing is a failure; a first chunk, and a permanent refusal
+//! (the upstream is up, it just said no), is a success.
 
-mod fallback;
+mod models;
 pub mod stops;
-pub mod stream;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
-use chatbox_core::config::{Config, ProviderConfig, ProviderKind};
-use chatbox_core::protocol::ModelInfo;
-use chatbox_core::retry::RetryPolicy;
-use chatbox_core::stream::StreamDeadlines;
-use chatbox_core::usage::{DailyTokenBudget, TokenUsage, UsageSource};
+use chatbox_core::breaker::CallOutcome;
+use chatbox_core::config::Config;
+use chatbox_core::fallback::FallbackPlan;
+use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo};
+use chatbox_core::retry::{retry_after_delay, ErrorClass, Jitter, RetryDecision, RetryPolicy};
+use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer, StreamDeadlines};
+use chatbox_core::usage::{DailyTokenBudget, TokenUsage};
 use chatbox_core::{Instant, UnixMillis};
+use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::clock::Clock;
-use super::delivery::Delivery;
+use super::delivery::{ConnId, Delivery, ReplyFrame};
 use super::gauge::Gauge;
-use super::llm::LlmProvider;
+use super::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
 use super::metrics::Metrics;
+use super::supervisor::signalled;
+pub use models::Model;
+use models::Models;
 pub use stops::Stops;
-use stream::ConversationUpdate;
-pub use stream::{ReplyEnd, ReplyJob, ReplyMode, Streamed};
+pub use usage::usage_meta;
+use usage::Usage;
 
 /// Budget of a voice-message answer (PROTOCOL.md §7.2): its total deadline.
 pub use chatbox_core::budgets::VOICE_BUDGET;
 
-/// One configured model: what clients see and the provider that serves it.
-#[derive(Debug, Clone)]
-pub struct Model {
-    /// Client-visible id and label.
-    pub info: ModelInfo,
-    /// The provider's type label (`openai`, …, from [`LlmProvider::kind`]) for metrics.
-    pub kind: &'static str,
-    /// The provider.
-    pub provider: Arc<dyn LlmProvider>,
-}
-
 /// Models, reply rules and the state replies share.
 #[derive(Debug)]
 pub struct Replies {
-    models: Vec<Model>,
-    /// Per model (same order): its fallback chain as indices into `models` (itself first).
-    chains: Vec<Vec<usize>>,
-    /// Per model (same order): its provider's circuit breaker.
-    breakers: Mutex<Vec<CircuitBreaker>>,
-    /// Tokens of finished replies per answering model id, since start (admin metrics).
-    tokens: Mutex<BTreeMap<String, TokenUsage>>,
-    /// `USER_TOKEN_BUDGET`.
-    budget: Mutex<DailyTokenBudget>,
-    model_list: Vec<ModelInfo>,
+    models: Models,
+    /// Tokens per model since start and the per-user daily budget.
+    usage: Usage,
     deadlines: StreamDeadlines,
     /// Retry schedule for provider calls before the first chunk (§7.2: 1 s, 2 s, cap 30 s).
     retry: RetryPolicy,
@@ -81,30 +91,9 @@ impl Replies {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let models: Vec<Model> = config
-            .llm
-            .providers
-            .iter()
-            .zip(providers)
-            .map(|(p, provider)| Model { info: model_info(p), kind: provider.kind(), provider })
-            .collect();
-        for model in &models {
-            metrics.init_provider(model.kind);
-            metrics.init_model(&model.info.id);
-        }
-        let model_list = models.iter().map(|m| m.info.clone()).collect();
-        let chains = (0..models.len())
-            .map(|i| chatbox_core::fallback::chain(&config.llm.providers, i))
-            .map(|chain| chain.into_iter().filter(|&i| i < models.len()).collect())
-            .collect();
-        let breakers = vec![CircuitBreaker::new(BreakerLimits::PROVIDER); models.len()];
         Self {
-            models,
-            chains,
-            breakers: Mutex::new(breakers),
-            tokens: Mutex::default(),
-            budget: Mutex::new(DailyTokenBudget::new(config.llm.user_token_budget)),
-            model_list,
+            models: Models::new(config, providers, &metrics),
+            usage: Usage::new(DailyTokenBudget::new(config.llm.user_token_budget)),
             deadlines: StreamDeadlines {
                 first_chunk: config.llm.first_chunk_timeout,
                 idle: config.llm.idle_timeout,
@@ -121,20 +110,17 @@ impl Replies {
 
     /// The model for `id`, or the default (first) model when `id` is `None` or empty.
     pub fn model(&self, id: Option<&str>) -> Option<&Model> {
-        match id.filter(|m| !m.is_empty()) {
-            Some(id) => self.models.iter().find(|m| m.info.id == id),
-            None => self.models.first(),
-        }
+        self.models.get(id)
     }
 
     /// Whether `id` names a configured model.
     pub fn has_model(&self, id: &str) -> bool {
-        self.models.iter().any(|m| m.info.id == id)
+        self.models.has(id)
     }
 
     /// The models as sent in `connection_status`.
     pub fn model_list(&self) -> &[ModelInfo] {
-        &self.model_list
+        self.models.list()
     }
 
     /// Replies streaming now (shutdown waits for them to settle).
@@ -156,44 +142,10 @@ impl Replies {
         }
     }
 
-    /// The models a reply for `model` may try, in order: `model`, then its fallbacks.
-    fn chain(&self, model: &Model) -> Vec<Model> {
-        match self.index_of(&model.info.id) {
-            Some(i) => self.chains[i].iter().map(|&j| self.models[j].clone()).collect(),
-            None => vec![model.clone()],
-        }
-    }
-
-    fn index_of(&self, id: &str) -> Option<usize> {
-        self.models.iter().position(|m| m.info.id == id)
-    }
-
-    /// Whether `model`'s breaker lets an attempt start at `now` (as a call or as the probe).
-    fn breaker_allows(&self, model: &Model, now: Instant) -> bool {
-        let Some(i) = self.index_of(&model.info.id) else { return true };
-        self.breakers().get_mut(i).is_none_or(|b| b.check(now).allowed())
-    }
-
-    /// Reports how an attempt on `model` ended to its breaker; whether the breaker is open
-    /// (or half-open, awaiting a probe) afterwards.
-    fn breaker_record(&self, model: &Model, outcome: CallOutcome, now: Instant) -> bool {
-        let Some(i) = self.index_of(&model.info.id) else { return false };
-        let mut breakers = self.breakers();
-        let Some(breaker) = breakers.get_mut(i) else { return false };
-        let was_open = breaker.is_open();
-        breaker.record(outcome, now);
-        let open = breaker.is_open();
-        if open != was_open {
-            let state = if was_open { "closed" } else { "open" };
-            tracing::warn!(provider_id = %model.info.id, state, "provider circuit breaker changed");
-        }
-        open
-    }
-
     /// `USER_TOKEN_BUDGET`: may `user` start a reply at `now`? `Err` carries the wait until the
     /// budget resets (next UTC midnight).
     pub fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
-        let refused = self.budget().check(user, now);
+        let refused = self.usage.check(user, now);
         if refused.is_err() {
             self.metrics.token_budget_refusals.inc();
         }
@@ -212,18 +164,12 @@ impl Replies {
     ) {
         self.metrics.add_tokens(kind, usage.total());
         self.metrics.add_model_tokens(model_id, usage.prompt, usage.completion);
-        {
-            let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = tokens.entry(model_id.to_string()).or_default();
-            entry.prompt = entry.prompt.saturating_add(usage.prompt);
-            entry.completion = entry.completion.saturating_add(usage.completion);
-        }
-        self.budget().charge(user, usage.total(), now);
+        self.usage.record(model_id, user, usage, now);
     }
 
     /// Tokens of finished replies per answering model id since this instance started.
     pub fn tokens_by_model(&self) -> BTreeMap<String, TokenUsage> {
-        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.usage.by_model()
     }
 
     /// Runs one reply to its single outcome, sending its frames through `delivery`; `cut`
@@ -244,18 +190,18 @@ impl Replies {
         let started = self.clock.now();
         let kind = job.model.kind;
         let reply_id = super::ids::hex32();
-        let run = stream::Run {
+        let run = Run {
             replies: self,
             delivery,
             job: &job,
             reply_id: &reply_id,
-            next_seq: std::sync::atomic::AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
         };
         // Only streamed replies are stoppable; a voice answer gets a signal that never fires.
         let (_never, unstoppable) = watch::channel(false);
-        let guard = (job.mode == ReplyMode::Streamed).then(|| self.stops.register(&job.session_id));
+        let guard = streamed.then(|| self.stops.register(&job.session_id));
         let stop = guard.as_ref().map_or(unstoppable, |g| g.signal.clone());
-        let stream::Driven { end, text, decided, next_seq, conversation, answered_by, usage } =
+        let Driven { end, text, decided, next_seq, conversation, answered_by, usage } =
             run.drive(started, cut, stop).await;
         drop(guard);
         match conversation {
@@ -279,31 +225,6 @@ impl Replies {
     fn conversations(&self) -> MutexGuard<'_, HashMap<String, String>> {
         self.conversations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    fn breakers(&self) -> MutexGuard<'_, Vec<CircuitBreaker>> {
-        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn budget(&self) -> MutexGuard<'_, DailyTokenBudget> {
-        self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// The stored reply's metadata (issue 17): who answered and what it cost.
-pub fn usage_meta(
-    model_id: &str,
-    usage: TokenUsage,
-    source: UsageSource,
-) -> BTreeMap<String, String> {
-    let mut meta = BTreeMap::from([
-        ("model_id".to_string(), model_id.to_string()),
-        ("prompt_tokens".to_string(), usage.prompt.to_string()),
-        ("completion_tokens".to_string(), usage.completion.to_string()),
-    ]);
-    if source == UsageSource::Estimated {
-        meta.insert("tokens_estimated".to_string(), "true".to_string());
-    }
-    meta
 }
 
 /// A stable, non-identifying key for a user (Dify's `user`, §10 item 29).
@@ -312,13 +233,463 @@ pub fn user_key(user_id: &str) -> String {
     format!("user-{}", hex::encode(&digest[..16]))
 }
 
-fn model_info(p: &ProviderConfig) -> ModelInfo {
-    let name = if p.kind == ProviderKind::Echo && !p.name.to_lowercase().contains("demo") {
-        format!("{} (demo)", p.name)
-    } else {
-        p.name.clone()
-    };
-    ModelInfo::new(p.id.clone(), name)
+/// How a reply reaches the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Chunks as they come, and the failure's error frame (text replies).
+    Streamed,
+    /// Nothing while it runs, within `total` at most; the caller sends the whole text (voice
+    /// answers, §3.8: failures are only logged).
+    Whole {
+        /// The reply's total budget.
+        total: std::time::Duration,
+    },
+}
+
+/// Everything one reply needs.
+#[derive(Debug)]
+pub struct ReplyJob {
+    /// Session the reply belongs to.
+    pub session_id: String,
+    /// The model answering.
+    pub model: Model,
+    /// What to send upstream.
+    pub request: ChatRequest,
+    /// The connection whose message started the reply (gets errors even if not bound there).
+    pub sender: Option<ConnId>,
+    /// How it is delivered.
+    pub mode: ReplyMode,
+}
+
+/// How the reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyEnd {
+    /// Finished (once stored and acknowledged by the caller).
+    Done,
+    /// A deadline or an upstream failure ended it (error frame sent).
+    Failed,
+    /// Shutdown cut it (error frame sent).
+    Cut,
+    /// A `stop` frame ended it (issue 15): no frame sent; the caller stores the partial text and
+    /// sends the final `done` frame marked `interrupted`.
+    Stopped,
+}
+
+/// What a stream produced.
+#[derive(Debug)]
+pub struct Streamed {
+    /// The outcome ([`ReplyEnd::Done`] means the whole text is in `text`).
+    pub end: ReplyEnd,
+    /// The reply text delivered (partial unless the end is [`ReplyEnd::Done`]).
+    pub text: String,
+    /// When the reply started.
+    pub started: Instant,
+    /// When its outcome was decided (before it was stored).
+    pub decided: Instant,
+    /// The reply's identity, stamped on its frames (`metadata.reply_id`).
+    pub reply_id: String,
+    /// The seq its final `done` frame takes (one past the last chunk's).
+    pub next_seq: u64,
+    /// The model that answered: the job's own, or a fallback (issue 17); `None` when no
+    /// provider produced a first chunk.
+    pub answered_by: Option<Model>,
+    /// The tokens the provider reported for the reply, if it did.
+    pub usage: Option<TokenUsage>,
+}
+
+/// What a reply learnt about the session's upstream conversation (Dify), for [`Replies`] to
+/// record once the reply ends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum ConversationUpdate {
+    /// Nothing new.
+    #[default]
+    Keep,
+    /// The upstream named this conversation id.
+    Set(String),
+    /// The upstream no longer knows the conversation: start a new one next time.
+    Forget,
+}
+
+/// What [`Run::drive`] decided: the end, the text delivered, when, the next seq, what became
+/// of the upstream conversation, who answered and the reported usage.
+struct Driven {
+    end: ReplyEnd,
+    text: String,
+    decided: Instant,
+    next_seq: u64,
+    conversation: ConversationUpdate,
+    answered_by: Option<Model>,
+    usage: Option<TokenUsage>,
+}
+
+enum Step {
+    Event(Option<Result<StreamEvent, ProviderError>>),
+    Deadline,
+    Cut,
+    Stop,
+}
+
+/// How the streaming loop stopped.
+enum Stopped {
+    /// The timer decided the outcome.
+    Outcome(Outcome),
+    /// Shutdown cut the reply.
+    Cut,
+    /// A `stop` frame ended it.
+    StopFrame,
+    /// The outcome was already emitted (defensive: the loop stops at the first outcome).
+    AlreadyEnded,
+}
+
+/// One reply being driven.
+struct Run<'a> {
+    replies: &'a Replies,
+    delivery: &'a Delivery,
+    job: &'a ReplyJob,
+    /// Stamped on every `ai_response` frame of this reply.
+    reply_id: &'a str,
+    /// The seq the next frame of the reply takes.
+    next_seq: AtomicU64,
+}
+
+impl Run<'_> {
+    fn deadlines(&self) -> StreamDeadlines {
+        match self.job.mode {
+            ReplyMode::Streamed => self.replies.deadlines,
+            ReplyMode::Whole { total } => StreamDeadlines { total, ..self.replies.deadlines },
+        }
+    }
+
+    /// Runs the reply; returns its end, its text, the instant the outcome was decided and the
+    /// seq the `done` frame takes.
+    async fn drive(
+        &self,
+        started: Instant,
+        mut cut: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Driven {
+        let (replies, job) = (self.replies, self.job);
+        let mut timer = ReplyTimer::start(self.deadlines(), started);
+        let mut text = String::new();
+        let mut usage = None;
+
+        let mut conversation = ConversationUpdate::Keep;
+        let opened =
+            self.open_with_fallback(&mut timer, &mut cut, &mut stop, &mut conversation).await;
+        let (mut stream, answered_by) = match opened {
+            Ok(opened) => (opened.stream, opened.model),
+            Err(end) => {
+                let decided = replies.clock.now();
+                let (next_seq, answered_by) = (self.seq(), None);
+                return Driven { end, text, decided, next_seq, conversation, answered_by, usage };
+            }
+        };
+        let model_id = answered_by.info.id.clone();
+        let own_model = model_id == job.model.info.id;
+        let stopped = loop {
+            let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
+            let step = tokio::select! {
+                ev = stream.next() => Step::Event(ev),
+                _ = tokio::time::sleep_until(deadline) => Step::Deadline,
+                _ = signalled(&mut cut) => Step::Cut,
+                _ = signalled(&mut stop) => Step::Stop,
+            };
+            let now = replies.clock.now();
+            let decided = match step {
+                Step::Event(Some(Ok(StreamEvent::Delta(chunk)))) => match timer.on_chunk(now) {
+                    ChunkVerdict::Deliver => {
+                        if job.mode == ReplyMode::Streamed {
+                            let frame = Frame::ai_chunk(
+                                &job.session_id,
+                                &model_id,
+                                chunk.as_str(),
+                                replies.clock.wall_datetime(),
+                            );
+                            self.send_reply_frame(frame, false);
+                        }
+                        text.push_str(&chunk);
+                        None
+                    }
+                    ChunkVerdict::Finish(outcome) => Some(outcome),
+                    // The timer ended the reply earlier and that call returned the outcome.
+                    ChunkVerdict::Discard => None,
+                },
+                Step::Event(Some(Ok(StreamEvent::End { conversation_id, usage: reported }))) => {
+                    usage = reported;
+                    // A fallback's conversation is not the session model's to continue.
+                    if let Some(id) = conversation_id.filter(|_| own_model) {
+                        conversation = ConversationUpdate::Set(id);
+                    }
+                    timer.on_end(now)
+                }
+                Step::Event(Some(Err(error))) => {
+                    tracing::warn!(session_id = %job.session_id, model_id = %model_id, %error, "stream failed");
+                    timer.on_error(now)
+                }
+                Step::Event(None) => {
+                    tracing::warn!(session_id = %job.session_id, model_id = %model_id, "stream ended without completion");
+                    timer.on_error(now)
+                }
+                Step::Deadline => timer.handle_timeout(now),
+                Step::Cut => break Stopped::Cut,
+                Step::Stop => break Stopped::StopFrame,
+            };
+            match decided {
+                Some(outcome) => break Stopped::Outcome(outcome),
+                None if timer.is_finished() => break Stopped::AlreadyEnded,
+                None => {}
+            }
+        };
+        let decided = replies.clock.now();
+        let end = match stopped {
+            Stopped::Outcome(Outcome::Done) => ReplyEnd::Done,
+            Stopped::Outcome(outcome) => self.emit_failure(outcome),
+            Stopped::Cut => self.unfinished(ReplyEnd::Cut),
+            Stopped::StopFrame => ReplyEnd::Stopped,
+            Stopped::AlreadyEnded => ReplyEnd::Failed,
+        };
+        let answered_by = Some(answered_by);
+        Driven { end, text, decided, next_seq: self.seq(), conversation, answered_by, usage }
+    }
+
+    fn seq(&self) -> u64 {
+        // Only this reply's task touches it; atomic just so `&Run` is `Send`.
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    /// Stamps `frame` with the reply's id and next seq (only `ai_response` frames show them),
+    /// records it for resumes and fans it out.
+    fn send_reply_frame(&self, frame: Frame, last: bool) {
+        let (job, seq) = (self.job, self.seq());
+        self.next_seq.store(seq + 1, Ordering::Relaxed);
+        let frame = if frame.frame_type == FrameType::AiResponse {
+            frame.in_reply(self.reply_id, seq)
+        } else {
+            frame
+        };
+        let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last };
+        self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
+    }
+
+    /// Sends the one error frame of a failed reply.
+    fn emit_failure(&self, outcome: Outcome) -> ReplyEnd {
+        let job = self.job;
+        let info = match outcome {
+            Outcome::Timeout { after, .. } => ErrorInfo::llm_timeout(after),
+            Outcome::Failed | Outcome::Done => ErrorInfo::llm_unavailable(),
+        };
+        tracing::warn!(session_id = %job.session_id, model_id = %job.model.info.id, code = info.code.as_str(), "reply failed");
+        self.send_error(info);
+        ReplyEnd::Failed
+    }
+
+    /// A reply that did not complete: cut replies get the documented service error.
+    fn unfinished(&self, end: ReplyEnd) -> ReplyEnd {
+        if end == ReplyEnd::Cut {
+            self.send_error(ErrorInfo::service_unavailable());
+        }
+        end
+    }
+
+    fn send_error(&self, info: ErrorInfo) {
+        let job = self.job;
+        if job.mode == ReplyMode::Streamed {
+            let now = self.replies.clock.wall_datetime();
+            // The outcome is the reply's last frame: a resume replays it too.
+            self.send_reply_frame(Frame::error(info, Some(&job.session_id), now), true);
+        }
+    }
+}
+
+/// A stream whose first event has arrived, and the model that sent it.
+struct Opened {
+    /// The stream, its first event first.
+    stream: EventStream,
+    /// The model answering (the reply's own, or a fallback).
+    model: Model,
+}
+
+/// The signals that end a reply before its first chunk: shutdown's cut and a `stop` frame.
+struct Signals<'a> {
+    cut: &'a mut watch::Receiver<bool>,
+    stop: &'a mut watch::Receiver<bool>,
+}
+
+/// How one provider's attempts ended.
+enum Tried {
+    /// A first event arrived.
+    Opened(EventStream),
+    /// It failed (retries used up, or a permanent refusal): try the next one.
+    Failed,
+    /// The reply ended (deadline, shutdown); its error frame is sent.
+    Ended(ReplyEnd),
+}
+
+impl Run<'_> {
+    /// Opens the reply's stream on its model or one of its fallbacks (see the module doc).
+    async fn open_with_fallback(
+        &self,
+        timer: &mut ReplyTimer,
+        cut: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+        conversation: &mut ConversationUpdate,
+    ) -> Result<Opened, ReplyEnd> {
+        let (replies, job) = (self.replies, self.job);
+        let chain = replies.models.chain(&job.model);
+        let mut plan = FallbackPlan::new(chain.len());
+        let mut left: Option<&Model> = None;
+        loop {
+            let now = replies.clock.now();
+            let Some(attempt) = plan.next(|i| replies.models.breaker_allows(&chain[i], now)) else {
+                let outcome = timer.on_error(now).unwrap_or(Outcome::Failed);
+                return Err(self.emit_failure(outcome));
+            };
+            for &i in &attempt.skipped {
+                let skipped = &chain[i].info.id;
+                replies.metrics.provider_breaker_skips.with_label_values(&[skipped]).inc();
+                if !attempt.forced {
+                    replies.metrics.provider_fallbacks.with_label_values(&[skipped]).inc();
+                }
+                tracing::info!(session_id = %job.session_id, provider_id = %skipped, "provider skipped: circuit breaker open");
+            }
+            let model = &chain[attempt.candidate];
+            if let Some(from) = left.take() {
+                replies.metrics.provider_fallbacks.with_label_values(&[&from.info.id]).inc();
+                tracing::warn!(session_id = %job.session_id, from = %from.info.id, to = %model.info.id, "falling back to the next provider");
+            }
+            // With another provider left to try, a provider whose breaker opens on this
+            // reply's failure is not retried further (the breaker says it is down).
+            let more_left = !attempt.forced && attempt.candidate + 1 < chain.len();
+            let signals = Signals { cut: &mut *cut, stop: &mut *stop };
+            match self.try_provider(model, more_left, timer, signals, conversation).await {
+                Tried::Opened(stream) => return Ok(Opened { stream, model: model.clone() }),
+                Tried::Failed => left = Some(model),
+                Tried::Ended(end) => return Err(end),
+            }
+        }
+    }
+
+    /// Attempts `model` until its first event arrives, retrying transient failures per the
+    /// provider schedule within the first-chunk deadline; with `stop_when_open`, no retry once
+    /// the provider's breaker has opened.
+    async fn try_provider(
+        &self,
+        model: &Model,
+        stop_when_open: bool,
+        timer: &mut ReplyTimer,
+        signals: Signals<'_>,
+        conversation: &mut ConversationUpdate,
+    ) -> Tried {
+        let Signals { cut, stop } = signals;
+        let (replies, job) = (self.replies, self.job);
+        let id = model.info.id.as_str();
+        // Seeded per attempt sequence so many sessions failing together do not retry in
+        // lock-step.
+        let policy = RetryPolicy {
+            jitter: Jitter::Seeded(crate::engine::ids::random_u64()),
+            ..replies.retry
+        };
+        let first_chunk_by = timer.poll_timeout().unwrap_or(Instant::MAX);
+        let mut retry = policy.start(Some(first_chunk_by));
+        let own_model = model.info.id == job.model.info.id;
+        let mut request = job.request.clone();
+        if !own_model {
+            // An upstream conversation belongs to the provider that started it.
+            request.conversation_id = None;
+        }
+        loop {
+            let deadline = replies.clock.to_runtime(first_chunk_by);
+            replies.metrics.llm_request(model.kind);
+            replies.metrics.provider_requests.with_label_values(&[id]).inc();
+            let attempt = tokio::select! {
+                r = open_and_peek(model, request.clone()) => Some(r),
+                _ = tokio::time::sleep_until(deadline) => None,
+                _ = signalled(cut) => return Tried::Ended(self.unfinished(ReplyEnd::Cut)),
+                _ = signalled(stop) => return Tried::Ended(ReplyEnd::Stopped),
+            };
+            let now = replies.clock.now();
+            let error = match attempt {
+                Some(Ok(stream)) => {
+                    replies.models.breaker_record(model, CallOutcome::Success, now);
+                    return Tried::Opened(stream);
+                }
+                Some(Err(error)) => error,
+                None => {
+                    replies.metrics.provider_errors.with_label_values(&[id]).inc();
+                    replies.models.breaker_record(model, CallOutcome::Failure, now);
+                    let outcome = timer.handle_timeout(now).unwrap_or(Outcome::Failed);
+                    return Tried::Ended(self.emit_failure(outcome));
+                }
+            };
+            replies.metrics.provider_errors.with_label_values(&[id]).inc();
+            tracing::warn!(session_id = %job.session_id, provider_id = id, %error, "provider call failed");
+            let outcome = match error.class() {
+                ErrorClass::Transient => CallOutcome::Failure,
+                ErrorClass::Permanent => CallOutcome::Success,
+            };
+            let opened = replies.models.breaker_record(model, outcome, now);
+            if opened && stop_when_open {
+                return Tried::Failed;
+            }
+            if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
+                // An upstream conversation can expire (Dify answers 404 "Conversation Not
+                // Exists"): forget it and try once more as a new conversation.
+                request.conversation_id = None;
+                *conversation = ConversationUpdate::Forget;
+                continue;
+            }
+            let delay = match retry.on_failure(error.class(), now) {
+                RetryDecision::RetryAfter { delay, .. } => delay,
+                RetryDecision::GiveUp(_) => return Tried::Failed,
+            };
+            // The upstream's Retry-After wins over the schedule, unless it asks for longer than
+            // the first-chunk deadline leaves: then this provider is given up.
+            let left = first_chunk_by.saturating_duration_since(now);
+            let Some(wait) = retry_after_delay(error.retry_after(), delay, left) else {
+                return Tried::Failed;
+            };
+            let signals = Signals { cut: &mut *cut, stop: &mut *stop };
+            if let Some(end) = self.pause(now, wait, deadline, timer, signals).await {
+                return Tried::Ended(end);
+            }
+        }
+    }
+
+    /// Sleeps `wait` from `now` (not past `deadline`); `Some` when the reply ended meanwhile.
+    async fn pause(
+        &self,
+        now: Instant,
+        wait: Duration,
+        deadline: tokio::time::Instant,
+        timer: &mut ReplyTimer,
+        signals: Signals<'_>,
+    ) -> Option<ReplyEnd> {
+        let Signals { cut, stop } = signals;
+        let replies = self.replies;
+        let wake = replies.clock.to_runtime(now.saturating_add(wait));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+            _ = signalled(cut) => return Some(self.unfinished(ReplyEnd::Cut)),
+            _ = signalled(stop) => return Some(ReplyEnd::Stopped),
+        }
+        let outcome = timer.handle_timeout(replies.clock.now())?;
+        Some(self.emit_failure(outcome))
+    }
+}
+
+/// Opens `model`'s stream and waits for its first event: a delta or the end is success (the
+/// stream is given back with that event first); an error, or a body that ends first, is the
+/// attempt's failure.
+async fn open_and_peek(model: &Model, request: ChatRequest) -> Result<EventStream, ProviderError> {
+    let mut events = model.provider.open_stream(request).await?;
+    match events.next().await {
+        Some(Ok(first)) => Ok(Box::pin(stream::once(async move { Ok(first) }).chain(events))),
+        Some(Err(error)) => Err(error),
+        None => Err(ProviderError::Permanent {
+            provider: model.kind,
+            detail: "stream ended without completion".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +698,7 @@ mod tests {
     use crate::engine::delivery::{KickSignal, LocalBus, Outbound, Registration};
     use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
     use async_trait::async_trait;
+    use chatbox_core::config::ProviderConfig;
     use std::time::Duration;
     use tokio::sync::mpsc;
 

@@ -2,7 +2,8 @@
 //! handle), loading a session that is not in memory from the store on demand (§10 item 23),
 //! resolving the authoritative session of a `user_message`/`model_select` (§6.2 with §10 items
 //! 4, 8, 22) and moving the asking connection's binding to it, and attaching / detaching
-//! connections so a session's idle clock runs only while nobody is connected (§3.12).
+//! connections so a session's idle clock runs only while nobody is connected (§3.12), and
+//! keeping this instance's copy of who assists a session in step with the store (issue 14).
 //! [`sweeper`] ends idle sessions and drops expired ones.
 
 pub mod sweeper;
@@ -74,6 +75,11 @@ impl Sessions {
     /// The owner of `id`, if it is in memory.
     pub fn owner_of(&self, id: &str) -> Option<String> {
         self.with(|t| t.get(id).map(|s| s.user_id().to_string()))
+    }
+
+    /// The owner of `id` and its message count (user and admin messages), if it is in memory.
+    pub fn owner_and_count(&self, id: &str) -> Option<(String, u64)> {
+        self.with(|t| t.get(id).map(|s| (s.user_id().to_string(), s.message_count())))
     }
 
     /// Binds `conn` to `session` in `delivery` and moves its attachment from its previous
@@ -160,6 +166,45 @@ impl Sessions {
         let (now, wall) = (self.clock.now(), self.clock.wall());
         let outcome = self.with(|t| t.insert_loaded(snapshot, now, wall));
         tracing::debug!(session_id = id, ?outcome, "session loaded on demand");
+    }
+
+    /// Makes this instance's copy of session `id` show `holder` as its assisting admin (issue 14:
+    /// the store decides, and another instance may have taken the session over or ended the
+    /// assistance). A session not in memory is left alone. Returns whether the copy changed.
+    pub fn adopt_assistance(&self, id: &str, holder: Option<&AdminRef>) -> bool {
+        let now = self.clock.now();
+        self.with(|t| {
+            let Some(current) = t.get(id).map(|s| s.assisting_admin().cloned()) else {
+                return false;
+            };
+            if current.as_ref() == holder {
+                return false;
+            }
+            if let Some(current) = &current {
+                let _ = t.leave(id, &current.id);
+            }
+            if let Some(holder) = holder {
+                let _ = t.takeover(id, &holder.id, &holder.name, now);
+            }
+            true
+        })
+    }
+
+    /// Brings this instance's copy of session `id`'s assistance up to date with the store (one
+    /// read, not retried; on failure the copy stays as it is). Used where a takeover or a leave
+    /// on another instance matters: pausing the AI for the user's message, and the leave route.
+    pub async fn refresh_assistance(&self, persistence: &Persistence, id: &str) {
+        match persistence.assisting_admin(id).await {
+            Ok(Some(holder)) => {
+                if self.adopt_assistance(id, holder.as_ref()) {
+                    tracing::debug!(session_id = id, assisting_admin = ?holder.as_ref().map(|h| &h.id), "assistance changed on another instance");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(session_id = id, %error, "reading the assisting admin failed");
+            }
+        }
     }
 
     /// The authoritative session of `user`'s frame naming `requested` (§6.2 with §10 items 4, 8,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chatbox_core::timer::Periodic;
 
+use crate::engine::delivery::AdminEvent;
 use crate::engine::hub::Engine;
 use crate::engine::persistence::PendingWrite;
 
@@ -49,8 +50,8 @@ pub async fn sweep_once(engine: &Engine) {
         engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
         tracing::info!(session_id = id, "session ended after inactivity");
-        let details = crate::engine::inbox::Details::default();
-        crate::engine::inbox::emit(engine, crate::engine::inbox::SESSION_ENDED, id, details);
+        let owner = engine.sessions.owner_of(id).unwrap_or_default();
+        engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);
         if let Err(error) = engine
             .persistence
             .persist(PendingWrite::End { session_id: id.to_string(), at: ended.ended_wall })
