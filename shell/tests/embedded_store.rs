@@ -19,47 +19,14 @@ fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir).expect("open embedded store")
 }
 
-#[tokio::test]
-async fn create_append_load_round_trip_keeps_order() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::create_append_load_round_trip_keeps_order(&open(dir.path())).await;
+/// A store in a fresh temporary directory (kept until the test ends).
+async fn fresh(_test: &str) -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = open(dir.path());
+    (dir, store)
 }
 
-#[tokio::test]
-async fn append_is_idempotent_by_message_id() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::append_is_idempotent_by_message_id(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn recent_messages_are_the_last_ones_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::recent_messages_are_the_last_ones_in_order(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn append_to_unknown_session_is_a_permanent_error() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::append_to_unknown_session_is_a_permanent_error(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn one_active_session_per_user() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::one_active_session_per_user(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn creating_an_ended_session_does_not_take_the_active_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::creating_an_ended_session_does_not_take_the_active_slot(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn end_sets_duration_and_ending_again_overwrites() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::end_sets_duration_and_ending_again_overwrites(&open(dir.path())).await;
-}
+contract::contract_tests!(fresh);
 
 #[tokio::test]
 async fn update_persists_each_patch_field() {
@@ -70,48 +37,6 @@ async fn update_persists_each_patch_field() {
         open(dir.path())
     };
     contract::update_persists_each_patch_field(open(dir.path()), reopen).await;
-}
-
-#[tokio::test]
-async fn reactivate_clears_end_and_takes_the_active_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::reactivate_clears_end_and_takes_the_active_slot(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn list_by_user_is_newest_first_and_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::list_by_user_is_newest_first_and_limited(&open(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creates_for_one_user_yield_one_session() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::concurrent_creates_for_one_user_yield_one_session(Arc::new(open(dir.path()))).await;
-}
-
-#[tokio::test]
-async fn one_assisting_admin_is_claimed_atomically() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::one_assisting_admin_is_claimed_atomically(Arc::new(open(dir.path()))).await;
-}
-
-#[tokio::test]
-async fn share_tokens_are_stable_and_findable() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::share_tokens_are_stable_and_findable(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn search_filters_sorts_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::search_filters_sorts_and_pages(&open(dir.path())).await;
-}
-
-#[tokio::test]
-async fn started_between_is_inclusive_and_omits_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::started_between_is_inclusive_and_omits_messages(&open(dir.path())).await;
 }
 
 #[tokio::test]

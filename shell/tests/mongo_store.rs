@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chatbox::adapters::store::mongo::{classify, INDEX_NAMES};
@@ -132,40 +132,12 @@ async fn fresh(test: &str) -> MongoStore {
 
 // ---- the contract ----
 
-#[tokio::test]
-async fn create_append_load_round_trip_keeps_order() {
-    contract::create_append_load_round_trip_keeps_order(&fresh("roundtrip").await).await;
+/// A store on a fresh collection, for the contract's tests.
+async fn fresh_for(test: &str) -> ((), MongoStore) {
+    ((), fresh(test).await)
 }
 
-#[tokio::test]
-async fn append_is_idempotent_by_message_id() {
-    contract::append_is_idempotent_by_message_id(&fresh("idempotent").await).await;
-}
-
-#[tokio::test]
-async fn recent_messages_are_the_last_ones_in_order() {
-    contract::recent_messages_are_the_last_ones_in_order(&fresh("recent").await).await;
-}
-
-#[tokio::test]
-async fn append_to_unknown_session_is_a_permanent_error() {
-    contract::append_to_unknown_session_is_a_permanent_error(&fresh("unknown").await).await;
-}
-
-#[tokio::test]
-async fn one_active_session_per_user() {
-    contract::one_active_session_per_user(&fresh("one_active").await).await;
-}
-
-#[tokio::test]
-async fn creating_an_ended_session_does_not_take_the_active_slot() {
-    contract::creating_an_ended_session_does_not_take_the_active_slot(&fresh("ended").await).await;
-}
-
-#[tokio::test]
-async fn end_sets_duration_and_ending_again_overwrites() {
-    contract::end_sets_duration_and_ending_again_overwrites(&fresh("end").await).await;
-}
+contract::contract_tests!(fresh_for);
 
 #[tokio::test]
 async fn update_persists_each_patch_field() {
@@ -179,42 +151,6 @@ async fn update_persists_each_patch_field() {
         }
     };
     contract::update_persists_each_patch_field(store_on(&collection).await, reopen).await;
-}
-
-#[tokio::test]
-async fn reactivate_clears_end_and_takes_the_active_slot() {
-    contract::reactivate_clears_end_and_takes_the_active_slot(&fresh("reactivate").await).await;
-}
-
-#[tokio::test]
-async fn list_by_user_is_newest_first_and_limited() {
-    contract::list_by_user_is_newest_first_and_limited(&fresh("list").await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creates_for_one_user_yield_one_session() {
-    contract::concurrent_creates_for_one_user_yield_one_session(Arc::new(fresh("race").await))
-        .await;
-}
-
-#[tokio::test]
-async fn one_assisting_admin_is_claimed_atomically() {
-    contract::one_assisting_admin_is_claimed_atomically(Arc::new(fresh("assist").await)).await;
-}
-
-#[tokio::test]
-async fn share_tokens_are_stable_and_findable() {
-    contract::share_tokens_are_stable_and_findable(&fresh("share").await).await;
-}
-
-#[tokio::test]
-async fn search_filters_sorts_and_pages() {
-    contract::search_filters_sorts_and_pages(&fresh("search").await).await;
-}
-
-#[tokio::test]
-async fn started_between_is_inclusive_and_omits_messages() {
-    contract::started_between_is_inclusive_and_omits_messages(&fresh("between").await).await;
 }
 
 // ---- the original's documents ----

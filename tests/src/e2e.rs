@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::harness::{is_done, now, Client, HttpResponse, Server};
 use crate::http::{get, ok_json};
+use crate::script_server::{listening, piped_stderr, port_of, read_request};
 
 /// Bound on one step of an end-to-end test, so a bug fails the test instead of hanging it.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -122,28 +123,19 @@ impl SmtpSink {
                 script.display()
             )
         });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(SMTP_START_BUDGET, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            outcome => {
-                let _ = child.start_kill();
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = tokio::time::timeout(STEP, err.read_to_string(&mut stderr)).await;
-                }
+        let addr = match listening(&mut child, SMTP_START_BUDGET).await {
+            Ok(addr) => addr,
+            Err(outcome) => {
+                let stderr = piped_stderr(&mut child, STEP).await;
                 panic!(
-                    "the SMTP test server did not start ({outcome:?}); it needs python3 (with \
+                    "the SMTP test server did not start ({outcome}); it needs python3 (with \
                      venv) and PyPI access for aiosmtpd (see `scripts/smtp-server.sh install`).\n\
                      stderr:\n{stderr}"
                 );
             }
         };
-        let port = line
-            .strip_prefix("listening ")
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the SMTP server: {line:?}"));
+        let port = port_of(&addr)
+            .unwrap_or_else(|| panic!("unexpected first line from the SMTP server: {addr:?}"));
         Self { _child: child, port, dir }
     }
 
@@ -268,32 +260,8 @@ impl Drop for WebhookRecorder {
 
 /// Reads one request (head and `Content-Length` body) and answers `204`.
 async fn serve_hook(mut socket: TcpStream) -> Option<Hook> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0usize);
-    while buf.len() < head_end + length {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
+    let (head, body) = read_request(&mut socket).await?;
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let reply = "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
     let _ = socket.write_all(reply.as_bytes()).await;
     let _ = socket.shutdown().await;

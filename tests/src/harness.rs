@@ -598,6 +598,85 @@ pub async fn http_get(
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    let answer = send_request(addr, "GET", path_and_query, headers, Empty::<Bytes>::new()).await;
+    HttpResponse::from(answer.within(Duration::from_secs(10)).await)
+}
+
+/// An answer with its body as bytes.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// The value of header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// When the body is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+impl From<RawResponse> for HttpResponse {
+    fn from(raw: RawResponse) -> Self {
+        let body = String::from_utf8_lossy(&raw.body).into_owned();
+        HttpResponse { status: raw.status, headers: raw.headers, body }
+    }
+}
+
+/// A request sent over a fresh connection, its answer not read yet ([`Pending::within`]).
+pub struct Pending {
+    answer: std::pin::Pin<Box<dyn std::future::Future<Output = RawResponse> + Send>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Pending {
+    /// The answer, read whole (no body for a `101`).
+    ///
+    /// # Panics
+    /// When it does not come within `budget`.
+    pub async fn within(self, budget: Duration) -> RawResponse {
+        let answer = tokio::time::timeout(budget, self.answer)
+            .await
+            .unwrap_or_else(|_| panic!("HTTP answer within {budget:?}"));
+        self.driver.abort();
+        answer
+    }
+}
+
+/// Sends one request with `method`, `headers` and `body` to `path_and_query` over a fresh
+/// connection with hyper's HTTP/1.1 client.
+///
+/// # Panics
+/// When the server cannot be reached within 5 s or the handshake fails.
+pub async fn send_request<B>(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Pending
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .expect("connect within 5 s")
@@ -605,13 +684,18 @@ pub async fn http_get(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
     #[allow(clippy::disallowed_methods)] // test infrastructure: ends with the connection
-    let driver = tokio::spawn(connection.with_upgrades());
-    let mut request = hyper::Request::get(path_and_query).header("Host", addr.to_string());
+    let driver = tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header("Host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).expect("build the request");
-    let response = tokio::time::timeout(Duration::from_secs(10), async {
+    let request = request.body(body).expect("build the request");
+    let answer = Box::pin(async move {
         let response = sender.send_request(request).await.expect("send the request");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -620,12 +704,9 @@ pub async fn http_get(
         } else {
             response.into_body().collect().await.expect("read the body").to_bytes()
         };
-        HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
-    })
-    .await
-    .expect("HTTP answer within 10 s");
-    driver.abort();
-    response
+        RawResponse { status, headers, body }
+    });
+    Pending { answer, driver }
 }
 
 /// A refused WebSocket handshake.

@@ -6,12 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
-use crate::harness::{HttpResponse, Server, PREFIX};
+use crate::harness::{send_request, HttpResponse, Server, PREFIX};
 
 /// One request with `method` to `path_and_query` with `headers` and no body, over a fresh
 /// connection; the answer is read whole.
@@ -24,33 +22,8 @@ pub async fn request(
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-        .await
-        .expect("connect within 5 s")
-        .expect("connect to the server");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
-    #[allow(clippy::disallowed_methods)] // test infrastructure: ends with the connection
-    let driver = tokio::spawn(connection);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header("Host", addr.to_string());
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let req = builder.body(Empty::<Bytes>::new()).expect("build the request");
-    let response = tokio::time::timeout(Duration::from_secs(10), async {
-        let response = sender.send_request(req).await.expect("send the request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("read the body").to_bytes();
-        HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
-    })
-    .await
-    .expect("HTTP answer within 10 s");
-    driver.abort();
-    response
+    let pending = send_request(addr, method, path_and_query, headers, Empty::<Bytes>::new()).await;
+    HttpResponse::from(pending.within(Duration::from_secs(10)).await)
 }
 
 /// `{P}<path>` (the harness prefix).

@@ -33,6 +33,8 @@ pub mod redis;
 #[cfg(not(madsim))]
 pub mod resume;
 #[cfg(not(madsim))]
+pub mod script_server;
+#[cfg(not(madsim))]
 pub mod twilio;
 #[cfg(not(madsim))]
 pub mod uploads;

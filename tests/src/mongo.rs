@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use crate::script_server::{listening, port_of};
 use tokio::process::{Child, Command};
 
 /// First start may install SecantusDB from PyPI.
@@ -98,25 +98,19 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
             script.display()
         )
     });
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
     std::fs::create_dir_all(dir).expect("create the MongoDB data dir");
-    let line = match tokio::time::timeout(START_BUDGET, lines.next_line()).await {
-        Ok(Ok(Some(line))) => line,
-        outcome => {
-            let _ = child.start_kill();
+    let addr = match listening(&mut child, START_BUDGET).await {
+        Ok(addr) => addr,
+        Err(outcome) => {
             let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
             panic!(
-                "the MongoDB test server did not start ({outcome:?}); it needs python3 (with \
+                "the MongoDB test server did not start ({outcome}); it needs python3 (with \
                  venv) and PyPI access for SecantusDB (see `scripts/mongo-server.sh install`).\n\
                  stderr:\n{stderr}"
             );
         }
     };
-    let port = line
-        .strip_prefix("listening ")
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from the MongoDB server: {line:?}"));
+    let port = port_of(&addr)
+        .unwrap_or_else(|| panic!("unexpected first line from the MongoDB server: {addr:?}"));
     (child, port)
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use crate::script_server::{listening, port_of};
 use tokio::process::{Child, Command};
 
 /// Bound on installing (first run) and starting the server.
@@ -89,20 +89,14 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = match tokio::time::timeout(START_BUDGET, lines.next_line()).await {
-        Ok(Ok(Some(line))) => line,
-        outcome => {
-            let _ = child.start_kill();
+    let addr = match listening(&mut child, START_BUDGET).await {
+        Ok(addr) => addr,
+        Err(outcome) => {
             let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            panic!("redis-server did not start ({outcome:?}); stderr:\n{stderr}");
+            panic!("redis-server did not start ({outcome}); stderr:\n{stderr}");
         }
     };
-    let port = line
-        .strip_prefix("listening ")
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from redis-server.sh: {line:?}"));
+    let port = port_of(&addr)
+        .unwrap_or_else(|| panic!("unexpected first line from redis-server.sh: {addr:?}"));
     (child, port)
 }

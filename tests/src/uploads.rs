@@ -7,46 +7,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpStream;
+use http_body_util::Full;
 use tokio::process::{Child, Command};
 
 /// Budget of the S3 server's start (the first run installs moto from PyPI).
 const S3_START_BUDGET: Duration = Duration::from_secs(300);
 
-/// An answer with its body as bytes.
-#[derive(Debug)]
-pub struct RawResponse {
-    /// Status code.
-    pub status: u16,
-    /// Response headers.
-    pub headers: http::HeaderMap,
-    /// Body bytes.
-    pub body: Bytes,
-}
-
-impl RawResponse {
-    /// The value of header `name`, if present and text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body as JSON.
-    ///
-    /// # Panics
-    /// When the body is not JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
+pub use crate::harness::RawResponse;
+use crate::script_server::{listening, piped_stderr};
 
 /// One request with a body over a fresh connection; the answer is read whole.
 ///
@@ -59,33 +27,9 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> RawResponse {
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-        .await
-        .expect("connect within 5 s")
-        .expect("connect to the server");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
-    #[allow(clippy::disallowed_methods)] // test infrastructure: ends with the connection
-    let driver = tokio::spawn(connection);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header("Host", addr.to_string());
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let req = builder.body(Full::new(Bytes::from(body))).expect("build the request");
-    let response = tokio::time::timeout(Duration::from_secs(60), async {
-        let response = sender.send_request(req).await.expect("send the request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("read the body").to_bytes();
-        RawResponse { status, headers, body }
-    })
-    .await
-    .expect("HTTP answer within 60 s");
-    driver.abort();
-    response
+    let body = Full::new(Bytes::from(body));
+    let pending = crate::harness::send_request(addr, method, path_and_query, headers, body).await;
+    pending.within(Duration::from_secs(60)).await
 }
 
 /// The boundary [`multipart`] uses.
@@ -129,30 +73,19 @@ impl S3Server {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(S3_START_BUDGET, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            outcome => {
-                let _ = child.start_kill();
-                let mut stderr = String::new();
-                if let Some(mut err) = child.stderr.take() {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        err.read_to_string(&mut stderr),
-                    )
-                    .await;
-                }
+        let addr = match listening(&mut child, S3_START_BUDGET).await {
+            Ok(addr) => addr,
+            Err(outcome) => {
+                let stderr = piped_stderr(&mut child, Duration::from_secs(5)).await;
                 panic!(
-                    "the S3 test server did not start ({outcome:?}); it needs python3 (with venv) \
+                    "the S3 test server did not start ({outcome}); it needs python3 (with venv) \
                      and PyPI access for moto (see `scripts/s3-server.sh install`).\nstderr:\n{stderr}"
                 );
             }
         };
-        let addr = line
-            .strip_prefix("listening ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from s3-server.sh: {line}"));
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected first line from s3-server.sh: {addr}"));
         S3Server { _child: child, addr }
     }
 

@@ -14,10 +14,11 @@ use chatbox::adapters::notify::{from_config, SmtpNotifier, WebhookNotifier};
 use chatbox::engine::notify::{HelpAlert, Notifier, NotifyError};
 use chatbox_core::config::{AlertConfig, Origin, Secret, SmtpConfig, SmtpTls};
 use chatbox_tests::e2e::SmtpSink;
+use chatbox_tests::script_server::read_request;
 use chrono::{TimeZone, Utc};
 use mail_parser::MessageParser;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -163,32 +164,7 @@ async fn webhook_server(status: u16, delay: Duration) -> (String, oneshot::Recei
     #[allow(clippy::disallowed_methods)] // a test fixture, not a server task
     tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let length = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0usize);
-        while buf.len() < head_end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + length].to_vec();
+        let Some((head, body)) = read_request(&mut socket).await else { return };
         let _ = tx.send(Received { head, body });
         tokio::time::sleep(delay).await;
         let reply =

@@ -1,8 +1,9 @@
 //! The `SessionStore` contract, store-agnostic: ordering, idempotency, the one-active-session
 //! guard (also under concurrency), patches, ending, listing, share tokens, the atomic claim of
 //! the assisting admin and the admin search.
-//! Each function is one test body; `embedded_store.rs` and `mongo_store.rs` call every one of
-//! them with a fresh, empty store of their kind.
+//! Each function is one test body; `embedded_store.rs` and `mongo_store.rs` run every one of
+//! them with a fresh, empty store of their kind through [`contract_tests!`] (the patch test,
+//! which reopens its store, each writes out).
 
 #![allow(clippy::disallowed_methods, reason = "contract tests call the store port directly")]
 // Test bodies outside `#[test]` functions: clippy's allow-unwrap-in-tests does not see them.
@@ -18,6 +19,48 @@ use chatbox::engine::store::{
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
+
+/// One `#[tokio::test]` per contract function (but the patch test, which each store reopens its
+/// own way), each on a fresh, empty store: `$fresh` is an `async fn(test_name: &str) -> (K, S)`
+/// giving the store and what must outlive it (a temporary directory, say).
+macro_rules! contract_tests {
+    ($fresh:path) => {
+        $crate::common::contract::contract_tests!(@each $fresh, ref, #[tokio::test];
+            create_append_load_round_trip_keeps_order,
+            append_is_idempotent_by_message_id,
+            recent_messages_are_the_last_ones_in_order,
+            append_to_unknown_session_is_a_permanent_error,
+            one_active_session_per_user,
+            creating_an_ended_session_does_not_take_the_active_slot,
+            end_sets_duration_and_ending_again_overwrites,
+            reactivate_clears_end_and_takes_the_active_slot,
+            list_by_user_is_newest_first_and_limited,
+            share_tokens_are_stable_and_findable,
+            search_filters_sorts_and_pages,
+            started_between_is_inclusive_and_omits_messages);
+        $crate::common::contract::contract_tests!(@each $fresh, arc,
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)];
+            concurrent_creates_for_one_user_yield_one_session);
+        $crate::common::contract::contract_tests!(@each $fresh, arc, #[tokio::test];
+            one_assisting_admin_is_claimed_atomically);
+    };
+    (@each $fresh:path, $pass:ident, #[$attr:meta]; $($name:ident),+) => {
+        $(
+            #[$attr]
+            async fn $name() {
+                let (_keep, store) = $fresh(stringify!($name)).await;
+                $crate::common::contract::contract_tests!(@pass $pass, $name, store);
+            }
+        )+
+    };
+    (@pass ref, $name:ident, $store:ident) => {
+        $crate::common::contract::$name(&$store).await
+    };
+    (@pass arc, $name:ident, $store:ident) => {
+        $crate::common::contract::$name(std::sync::Arc::new($store)).await
+    };
+}
+pub(crate) use contract_tests;
 
 /// A fresh active session.
 pub fn session(id: &str, user: &str, started: i64) -> SessionDoc {

@@ -47,9 +47,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_assisting_admin_leaves_and_the_user_is_told() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         let leave =
             format!(r#"{{"type":"admin_leave","session_id":"{session}","sender":"admin"}}"#);
         let mut stranger = h.connect("other-admin", true);

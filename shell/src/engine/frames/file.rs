@@ -132,9 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_public_file_is_stored_and_broadcast_and_a_private_host_refused() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         h.send(&user, &upload(&session, "https://intranet.example.com/a.png")).await;
         h.until(&mut user, is_error("INVALID_FORMAT")).await;
         h.send(&user, &upload(&session, "https://files.example.com/a.png")).await;
@@ -147,9 +145,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_voice_message_is_answered_whole_through_the_reply_path() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         // Voice is answered only once the session has chosen a model (as before).
         let select =
             format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"echo"}}"#);

@@ -44,9 +44,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_owner_is_acknowledged_and_others_refused() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         let mut consoles = h.engine.delivery.admin_events();
         let help = format!(r#"{{"type":"help_request","session_id":"{session}"}}"#);
         h.send(&user, &help).await;

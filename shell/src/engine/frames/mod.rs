@@ -181,10 +181,15 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
     // for each other (a session id is only authoritative once resolved for its owner).
     let key = format!("{}\u{0}{requested}", conn.caller.user_id);
     let (task_engine, conn) = (Arc::clone(engine), conn.clone());
-    let job: Job = match frame.frame_type {
-        FrameType::ModelSelect => Box::pin(model_select::apply(task_engine, conn, frame, permit)),
-        _ => Box::pin(user_message::apply(task_engine, conn, frame, permit)),
-    };
+    let job: Job = Box::pin(async move {
+        // The connection's in-flight permit is held until the frame is handled.
+        let _permit = permit;
+        let (engine, conn, frame) = (task_engine.as_ref(), &conn, &frame);
+        match frame.frame_type {
+            FrameType::ModelSelect => model_select::apply(engine, conn, frame).await,
+            _ => user_message::apply(engine, conn, frame).await,
+        }
+    });
     engine.ordered.submit(&key, job);
 }
 

@@ -2,25 +2,15 @@
 //! it in memory and in the store, and tell the session (`model_changed`). Runs in the session's
 //! ordered worker, so it applies between the messages it was sent between.
 
-use std::sync::Arc;
-
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::ConnCtx;
 use crate::engine::hub::Engine;
 use crate::engine::sessions::Asker;
 use crate::engine::store::SessionPatch;
 
-/// Handles one `model_select` (in the session's ordered worker), holding one of the
-/// connection's in-flight permits until it is done.
-pub(super) async fn apply(
-    engine: Arc<Engine>,
-    conn: ConnCtx,
-    frame: ClientFrame,
-    _permit: OwnedSemaphorePermit,
-) {
-    let (engine, conn) = (engine.as_ref(), &conn);
+/// Handles one `model_select` (in the session's ordered worker).
+pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let (user, requested) = (conn.caller.user_id.as_str(), frame.session_id.as_str());
     let asker = Asker { conn: conn.id, user, models: engine.replies.model_list() };
     let resolving =
@@ -51,9 +41,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_configured_model_is_recorded_and_an_unknown_one_refused() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         let select = |model: &str| {
             format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"{model}"}}"#)
         };

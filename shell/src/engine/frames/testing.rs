@@ -115,6 +115,14 @@ impl Harness {
         frames.last().and_then(|f| f["session_id"].as_str()).expect("session id").to_string()
     }
 
+    /// A harness with user `u1` connected and its session started by "hi" (the session's id).
+    pub async fn with_session() -> (Self, Client, String) {
+        let h = Self::new().await;
+        let mut user = h.connect("u1", false);
+        let session = h.start_session(&mut user, "hi").await;
+        (h, user, session)
+    }
+
     /// Admin `admin_id` takes `session` over.
     pub async fn assist(&self, session: &str, admin_id: &str) {
         let admin =

@@ -11,11 +11,8 @@
 //! "true"` (issue 15); a stopped one then ends with its `done` frame marked `interrupted`. From the
 //! assisting admin, store it as `admin` and relay it to the session.
 
-use std::sync::Arc;
-
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
 use chatbox_core::usage::TokenUsage;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::ConnCtx;
 use crate::engine::delivery::ReplyFrame;
@@ -25,18 +22,11 @@ use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode
 use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
 
-/// Handles one `user_message` (in the session's ordered worker), holding one of the
-/// connection's in-flight permits until it is done.
-pub(super) async fn apply(
-    engine: Arc<Engine>,
-    conn: ConnCtx,
-    frame: ClientFrame,
-    _permit: OwnedSemaphorePermit,
-) {
-    let (engine, conn) = (engine.as_ref(), &conn);
+/// Handles one `user_message` (in the session's ordered worker).
+pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
     let requested = frame.session_id.as_str();
     if conn.caller.is_admin() && engine.sessions.is_assisting(&conn.caller.user_id, requested) {
-        from_admin(engine, conn, requested, &frame).await;
+        from_admin(engine, conn, requested, frame).await;
         return;
     }
     // Refused before anything is stored or any provider called, like the message rate limit.
@@ -309,9 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_assisting_admin_message_is_stored_as_admin_and_relayed() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        let session = h.start_session(&mut user, "hi").await;
+        let (h, mut user, session) = Harness::with_session().await;
         h.assist(&session, "boss").await;
         let admin = h.connect("boss", true);
         let text =

@@ -172,6 +172,16 @@ fn floor_millis(at: DateTime<Utc>) -> UnixMillis {
     UnixMillis(at.timestamp_millis())
 }
 
+/// A session's start clipped to a window starting at `from`.
+fn clipped_start(from: UnixMillis) -> Document {
+    doc! { "$max": [format!("${}", field::STARTED), date(from)] }
+}
+
+/// A session's end clipped to a window ending at `to` (an active one is open until `now`).
+fn clipped_end(now: UnixMillis, to: UnixMillis) -> Document {
+    doc! { "$min": [{ "$ifNull": [format!("${}", field::ENDED), date(now)] }, date(to)] }
+}
+
 /// The totals of the §4.7 metrics over the sessions started in `from..=to`, in one `$group`:
 /// count, active (no `endTs`), admin-assisted, token sum, the largest `maxRespTime`, the sum of
 /// `avgRespTime` (divided by the count in Rust, truncating, as the engine does) and the open
@@ -190,10 +200,7 @@ pub(super) fn window_totals_pipeline(
             "tokens": { "$ifNull": [format!("${}", field::TOTAL_TOKENS), 0] },
             "max_ms": { "$ifNull": [format!("${}", field::MAX_RESPONSE_MS), 0] },
             "avg_ms": { "$ifNull": [format!("${}", field::AVG_RESPONSE_MS), 0] },
-            "open_ms": { "$max": [0, { "$subtract": [
-                { "$min": [{ "$ifNull": [format!("${}", field::ENDED), date(now)] }, date(to)] },
-                { "$max": [format!("${}", field::STARTED), date(from)] },
-            ] }] },
+            "open_ms": { "$max": [0, { "$subtract": [clipped_end(now, to), clipped_start(from)] }] },
         } },
         doc! { "$group": {
             "_id": Bson::Null,
@@ -219,8 +226,8 @@ pub(super) fn window_events_pipeline(
         doc! { "$match": started_between_filter(from, to) },
         doc! { "$project": {
             "_id": 0,
-            "start": { "$max": [format!("${}", field::STARTED), date(from)] },
-            "end": { "$min": [{ "$ifNull": [format!("${}", field::ENDED), date(now)] }, date(to)] },
+            "start": clipped_start(from),
+            "end": clipped_end(now, to),
         } },
         doc! { "$match": { "$expr": { "$gt": ["$end", "$start"] } } },
         doc! { "$project": { "ev": [{ "t": "$start", "d": 1 }, { "t": "$end", "d": -1 }] } },
