@@ -8,7 +8,6 @@
 
 use std::hint::black_box;
 
-use chatbox_benches::{MEASUREMENT_TIME, RESAMPLES, SAMPLE_SIZE, WARM_UP_TIME};
 use chatbox_core::protocol::inbound::{parse_client_frame, InboundLimits};
 use chatbox_core::protocol::Frame;
 use chrono::{DateTime, Utc};
@@ -94,12 +93,5 @@ fn frames(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(MEASUREMENT_TIME)
-        .warm_up_time(WARM_UP_TIME)
-        .sample_size(SAMPLE_SIZE)
-        .nresamples(RESAMPLES)
-        .configure_from_args();
-    frames(&mut c);
-    c.final_summary();
+    chatbox_benches::run(frames);
 }

@@ -5,7 +5,6 @@
 use std::hint::black_box;
 
 use chatbox::http::auth::{mint, Verifier};
-use chatbox_benches::{MEASUREMENT_TIME, RESAMPLES, SAMPLE_SIZE, WARM_UP_TIME};
 use criterion::Criterion;
 
 /// A 32-byte secret, as the configuration requires for HS256.
@@ -36,12 +35,5 @@ fn jwt(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(MEASUREMENT_TIME)
-        .warm_up_time(WARM_UP_TIME)
-        .sample_size(SAMPLE_SIZE)
-        .nresamples(RESAMPLES)
-        .configure_from_args();
-    jwt(&mut c);
-    c.final_summary();
+    chatbox_benches::run(jwt);
 }

@@ -12,32 +12,19 @@
 //! limiter's `max_keys` is `n`, so it evicts nothing here.
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 
 use chatbox_benches::{
-    bench_mode, count_label, key_names, key_sequence, limiter_key_counts, SlidingLog, LIMITER_STEP,
-    MEASUREMENT_TIME, RESAMPLES, SAMPLE_SIZE, SEQUENCE_LEN, WARM_UP_TIME,
+    bench_mode, count_label, governor, key_names, key_sequence, limiter_key_counts, Governor,
+    SlidingLog, LIMITER_STEP, SEQUENCE_LEN,
 };
-use chatbox_core::rate::{RateLimit, RateLimiter};
+use chatbox_core::rate::{Decision, RateLimit, RateLimiter};
 use chatbox_core::time::duration_nanos;
 use chatbox_core::Instant;
 use criterion::Criterion;
 use governor::clock::FakeRelativeClock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::Quota;
 
 /// The limit under test: `user_message` frames, 100 per 60 s per key.
 const LIMIT: RateLimit = RateLimit::USER_MESSAGES;
-
-/// `governor`'s keyed limiter on the store `RateLimiter::keyed` uses (DashMap), with a fake clock.
-type Governor = governor::RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    FakeRelativeClock,
-    NoOpMiddleware<Nanos>,
->;
 
 /// The keys and the order in which they are checked.
 struct Workload {
@@ -89,19 +76,37 @@ impl Cursor {
     }
 }
 
-/// chatbox-core's limiter.
-struct CoreDriver {
-    limiter: RateLimiter<String>,
+/// A limiter that decides one key at an instant the caller gives: chatbox-core's and the naive
+/// sliding log.
+trait Exact {
+    #[allow(clippy::ptr_arg, reason = "both limiters are keyed by String")]
+    fn decide(&mut self, key: &String, now: Instant) -> Decision;
+}
+
+impl Exact for RateLimiter<String> {
+    fn decide(&mut self, key: &String, now: Instant) -> Decision {
+        self.check(key, now)
+    }
+}
+
+impl Exact for SlidingLog<String> {
+    fn decide(&mut self, key: &String, now: Instant) -> Decision {
+        self.check(key, now)
+    }
+}
+
+/// chatbox-core's limiter or the naive exact sliding log, driven on the benchmark clock.
+struct ExactDriver<L> {
+    limiter: L,
     cursor: Cursor,
 }
 
-impl CoreDriver {
-    fn new(work: &Workload) -> Self {
-        let mut d =
-            Self { limiter: RateLimiter::new(LIMIT, work.keys.len()), cursor: Cursor::default() };
+impl<L: Exact> ExactDriver<L> {
+    fn new(limiter: L, work: &Workload) -> Self {
+        let mut d = Self { limiter, cursor: Cursor::default() };
         for key in &work.keys {
             let (_, now) = d.cursor.advance();
-            let _warm = d.limiter.check(key, now);
+            let _warm = d.limiter.decide(key, now);
         }
         d.cursor = Cursor { nanos: d.cursor.nanos, ..Cursor::default() };
         d
@@ -109,7 +114,7 @@ impl CoreDriver {
 
     fn step(&mut self, work: &Workload) -> bool {
         let (pos, now) = self.cursor.advance();
-        let allowed = self.limiter.check(work.key(pos), now).is_allowed();
+        let allowed = self.limiter.decide(work.key(pos), now).is_allowed();
         self.cursor.count(allowed)
     }
 }
@@ -124,9 +129,8 @@ struct GovernorDriver {
 
 impl GovernorDriver {
     fn new(work: &Workload) -> Self {
-        let per_minute = NonZeroU32::MIN.saturating_add(LIMIT.limit - 1);
         let clock = FakeRelativeClock::default();
-        let limiter = Governor::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone());
+        let limiter = governor(LIMIT, &clock);
         let d = Self { limiter, clock, cursor: Cursor::default() };
         for key in &work.keys {
             d.clock.advance(LIMITER_STEP);
@@ -143,42 +147,20 @@ impl GovernorDriver {
     }
 }
 
-/// The naive exact sliding log.
-struct LogDriver {
-    limiter: SlidingLog<String>,
-    cursor: Cursor,
-}
-
-impl LogDriver {
-    fn new(work: &Workload) -> Self {
-        let mut d = Self { limiter: SlidingLog::new(LIMIT), cursor: Cursor::default() };
-        for key in &work.keys {
-            let (_, now) = d.cursor.advance();
-            let _warm = d.limiter.check(key, now);
-        }
-        d.cursor = Cursor { nanos: d.cursor.nanos, ..Cursor::default() };
-        d
-    }
-
-    fn step(&mut self, work: &Workload) -> bool {
-        let (pos, now) = self.cursor.advance();
-        let allowed = self.limiter.check(work.key(pos), now).is_allowed();
-        self.cursor.count(allowed)
-    }
-}
-
 /// One group per key count, the three limiters as its functions.
 fn limiter(c: &mut Criterion) {
     for n in limiter_key_counts() {
         let label = count_label(n);
         let mut work: Option<Workload> = None;
-        let mut core: Option<CoreDriver> = None;
+        let mut core: Option<ExactDriver<RateLimiter<String>>> = None;
         let mut gov: Option<GovernorDriver> = None;
-        let mut log: Option<LogDriver> = None;
+        let mut log: Option<ExactDriver<SlidingLog<String>>> = None;
         let mut group = c.benchmark_group(format!("limiter_{label}"));
         group.bench_function("core", |b| {
             let work = work.get_or_insert_with(|| Workload::new(n));
-            let d = core.get_or_insert_with(|| CoreDriver::new(work));
+            let d = core.get_or_insert_with(|| {
+                ExactDriver::new(RateLimiter::new(LIMIT, work.keys.len()), work)
+            });
             b.iter(|| black_box(d.step(work)));
         });
         group.bench_function("governor", |b| {
@@ -188,7 +170,7 @@ fn limiter(c: &mut Criterion) {
         });
         group.bench_function("sliding_log", |b| {
             let work = work.get_or_insert_with(|| Workload::new(n));
-            let d = log.get_or_insert_with(|| LogDriver::new(work));
+            let d = log.get_or_insert_with(|| ExactDriver::new(SlidingLog::new(LIMIT), work));
             b.iter(|| black_box(d.step(work)));
         });
         group.finish();
@@ -206,12 +188,5 @@ fn limiter(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(MEASUREMENT_TIME)
-        .warm_up_time(WARM_UP_TIME)
-        .sample_size(SAMPLE_SIZE)
-        .nresamples(RESAMPLES)
-        .configure_from_args();
-    limiter(&mut c);
-    c.final_summary();
+    chatbox_benches::run(limiter);
 }

@@ -15,33 +15,20 @@
 //! id strings are generated before the first reading, the table's own copies are counted).
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::process::Command;
 
 use chatbox_benches::{
-    bench_mode, count_label, key_names, rss_bytes, session_id_strings, session_users, SlidingLog,
-    LIMITER_STEP, SESSIONS_BORN, SESSION_SEED, SESSION_STEP, WALL,
+    bench_mode, count_label, governor, key_names, rss_bytes, session_id_strings, session_users,
+    SlidingLog, LIMITER_STEP, SESSIONS_BORN, SESSION_SEED, SESSION_STEP, WALL,
 };
 use chatbox_core::rate::{RateLimit, RateLimiter};
 use chatbox_core::session::{SessionId, SessionLimits, SessionTable};
 use chatbox_core::time::duration_nanos;
 use chatbox_core::Instant;
 use governor::clock::FakeRelativeClock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::Quota;
 
 /// The limit every limiter enforces (100 per minute).
 const LIMIT: RateLimit = RateLimit::USER_MESSAGES;
-
-/// `governor`'s keyed limiter on the store `RateLimiter::keyed` uses (DashMap), with a fake clock.
-type Governor = governor::RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    FakeRelativeClock,
-    NoOpMiddleware<Nanos>,
->;
 
 /// The cases, in report order.
 const CASES: [&str; 5] = ["core", "governor", "sliding_log_1", "sliding_log_100", "sessions"];
@@ -72,10 +59,8 @@ fn child(case: &str, n: usize) {
             Box::new(limiter)
         }
         "governor" => {
-            let per_minute = NonZeroU32::MIN.saturating_add(LIMIT.limit - 1);
             let clock = FakeRelativeClock::default();
-            let limiter =
-                Governor::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone());
+            let limiter = governor(LIMIT, &clock);
             for key in &keys {
                 clock.advance(LIMITER_STEP);
                 let _ = limiter.check_key(key);

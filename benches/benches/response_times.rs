@@ -4,7 +4,6 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use chatbox_benches::{MEASUREMENT_TIME, RESAMPLES, SAMPLE_SIZE, WARM_UP_TIME};
 use chatbox_core::response_times::{ResponseTimes, DEFAULT_CAPACITY};
 use criterion::Criterion;
 
@@ -27,12 +26,5 @@ fn response_times(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(MEASUREMENT_TIME)
-        .warm_up_time(WARM_UP_TIME)
-        .sample_size(SAMPLE_SIZE)
-        .nresamples(RESAMPLES)
-        .configure_from_args();
-    response_times(&mut c);
-    c.final_summary();
+    chatbox_benches::run(response_times);
 }

@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use chatbox_benches::{
-    build_session_table, count_label, session_counts, SessionFixture, SplitMix64, MEASUREMENT_TIME,
-    RESAMPLES, SAMPLE_SIZE, SEQUENCE_LEN, WALL, WARM_UP_TIME,
+    build_session_table, count_label, session_counts, SessionFixture, SplitMix64, SEQUENCE_LEN,
+    WALL,
 };
 use chatbox_core::session::{ResolutionKind, SessionId, SessionLimits, SessionTable};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
@@ -177,12 +177,5 @@ fn sessions(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .measurement_time(MEASUREMENT_TIME)
-        .warm_up_time(WARM_UP_TIME)
-        .sample_size(SAMPLE_SIZE)
-        .nresamples(RESAMPLES)
-        .configure_from_args();
-    sessions(&mut c);
-    c.final_summary();
+    chatbox_benches::run(sessions);
 }

@@ -9,7 +9,9 @@
 //!   [`key_sequence`], [`session_ids`]);
 //! - [`SlidingLog`], the naive exact sliding-log limiter the core limiter is compared with;
 //! - [`build_session_table`], a table of active sessions built once per size;
-//! - [`rss_bytes`], the resident set size, for the memory-per-key report.
+//! - [`rss_bytes`], the resident set size, for the memory-per-key report;
+//! - [`run`], every bench target's `main` (criterion with the run settings above), and
+//!   [`governor`], the comparison limiter as the limiter bench and the memory report build it.
 //!
 //! Time is [`chatbox_core::Instant`] everywhere: no benchmark input reads a clock (criterion reads
 //! its own to measure).
@@ -22,6 +24,10 @@ use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::session::{SessionId, SessionLimits, SessionTable};
 use chatbox_core::time::duration_nanos;
 use chatbox_core::{Instant, UnixMillis};
+use governor::clock::FakeRelativeClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
 
 /// Criterion's measurement time per benchmark (short: the machine is a shared 2-core one and the
 /// whole `cargo bench -p chatbox-benches` run should stay within a few minutes).
@@ -259,6 +265,33 @@ pub fn rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Runs `bench` under criterion with this crate's run settings (and the command line's), then
+/// prints criterion's summary: every bench target's `main`.
+pub fn run(bench: fn(&mut criterion::Criterion)) {
+    let mut c = criterion::Criterion::default()
+        .measurement_time(MEASUREMENT_TIME)
+        .warm_up_time(WARM_UP_TIME)
+        .sample_size(SAMPLE_SIZE)
+        .nresamples(RESAMPLES)
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
+
+/// `governor`'s keyed limiter on the store `RateLimiter::keyed` uses (DashMap), with a fake clock.
+pub type Governor = governor::RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    FakeRelativeClock,
+    NoOpMiddleware<Nanos>,
+>;
+
+/// A [`Governor`] enforcing `limit` (a per-minute limit, as every limit compared here) on `clock`.
+pub fn governor(limit: RateLimit, clock: &FakeRelativeClock) -> Governor {
+    let per_minute = std::num::NonZeroU32::MIN.saturating_add(limit.limit - 1);
+    Governor::dashmap_with_clock(governor::Quota::per_minute(per_minute), clock.clone())
 }
 
 #[cfg(test)]
