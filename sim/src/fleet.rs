@@ -171,12 +171,7 @@ fn ip(index: usize) -> Ipv4Addr {
 
 /// Runs one fleet world under the current madsim runtime.
 pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
-    if let Ok(filter) = std::env::var("SIM_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    crate::log_from_env();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let broker = Arc::new(SimBroker::default());
     let store = Arc::new(FaultyStore::new(rng.next_u64(), StoreFaults::default()));

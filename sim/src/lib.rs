@@ -19,3 +19,14 @@ pub mod replay;
 pub mod resolver;
 #[cfg(madsim)]
 pub mod world;
+
+/// `SIM_LOG=debug` (any filter) prints the server's logs, for reading a failing seed.
+#[cfg(madsim)]
+fn log_from_env() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}

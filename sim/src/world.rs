@@ -120,13 +120,7 @@ fn config() -> Config {
 
 /// Runs one world under the current madsim runtime.
 pub async fn run(seed: u64, scenario: Scenario) -> Report {
-    // `SIM_LOG=debug` (any filter) prints the server's logs, for reading a failing seed.
-    if let Ok(filter) = std::env::var("SIM_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    crate::log_from_env();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let config = Arc::new(config());
     let deadlines = StreamDeadlines {

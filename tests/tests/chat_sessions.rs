@@ -7,23 +7,14 @@
 
 use std::time::Duration;
 
-use chatbox_tests::harness::{assert_error, is_done, reply_text, Client, Server, ServerOpts};
+use chatbox_tests::e2e::chat;
+use chatbox_tests::harness::{assert_error, is_done, reply_text, Server, ServerOpts};
 use chatbox_tests::http::{get, ok_json, post};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::{json, Value};
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
 const STEP: Duration = Duration::from_secs(5);
-
-/// Sends `content` on `session`, expects a successful reply, returns its frames and session.
-async fn chat(client: &mut Client, session: &str, content: &str) -> (Vec<Value>, String) {
-    client.send_user_message(session, content).await;
-    let frames = client.recv_reply(STEP).await;
-    let last = frames.last().expect("an outcome");
-    assert!(is_done(last), "the reply succeeds: {frames:#?}");
-    let session = last["session_id"].as_str().expect("session id").to_string();
-    (frames, session)
-}
 
 /// The `session_id`s of the `connection_status` frames among `frames`, in order.
 fn announced(frames: &[Value]) -> Vec<String> {
@@ -40,11 +31,11 @@ async fn reconnect_with_the_session_id_continues_the_session() {
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let token = server.token("reconnect-user", &["user"], None);
     let mut client = server.connect(&token).await;
-    let (_, session) = chat(&mut client, "reconnect-1", "Remember me").await;
+    let (session, _) = chat(&mut client, "reconnect-1", "Remember me").await;
     client.close().await;
 
     let mut client = server.connect(&token).await;
-    let (frames, again) = chat(&mut client, &session, "Still there?").await;
+    let (again, frames) = chat(&mut client, &session, "Still there?").await;
     assert_eq!(again, session, "same session after reconnecting");
     assert_eq!(announced(&frames), vec![session.clone()], "bound to S, no other id: {frames:#?}");
     assert!(frames.iter().all(|f| f["session_id"] == session.as_str()), "{frames:#?}");
@@ -67,7 +58,7 @@ async fn idle_ended_session_resumes_within_the_reconnect_window() {
     let server = Server::start(expiry_opts(&upstream, "3s")).await;
     let token = server.token("resume-user", &["user"], None);
     let mut client = server.connect(&token).await;
-    let (_, session) = chat(&mut client, "resume-1", "Hello").await;
+    let (session, _) = chat(&mut client, "resume-1", "Hello").await;
     client.close().await;
     assert!(
         server.wait_for_log("session ended after inactivity", STEP).await,
@@ -75,7 +66,7 @@ async fn idle_ended_session_resumes_within_the_reconnect_window() {
         server.tail()
     );
     let mut client = server.connect(&token).await;
-    let (frames, again) = chat(&mut client, &session, "Back again").await;
+    let (again, frames) = chat(&mut client, &session, "Back again").await;
     assert_eq!(again, session, "resumed within RECONNECT_TIMEOUT (§10 item 4): {frames:#?}");
     assert_eq!(announced(&frames), vec![session]);
 }
@@ -89,12 +80,12 @@ async fn an_explicitly_ended_session_is_never_revived() {
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let token = server.token("end-user", &["user"], None);
     let mut client = server.connect(&token).await;
-    let (_, session) = chat(&mut client, "end-1", "Before the end").await;
+    let (session, _) = chat(&mut client, "end-1", "Before the end").await;
 
     let end = post(&server, &format!("/sessions/{session}/end"), Some(&token)).await;
     assert_eq!(ok_json(&end), json!({"status": "ended"}));
 
-    let (frames, fresh) = chat(&mut client, &session, "After the end").await;
+    let (fresh, frames) = chat(&mut client, &session, "After the end").await;
     assert_ne!(fresh, session, "a new session, not the ended one: {frames:#?}");
     assert_eq!(announced(&frames).last(), Some(&fresh), "the new id is announced: {frames:#?}");
     let history = &upstream.last_request().expect("request").body["messages"];
@@ -123,11 +114,11 @@ async fn an_explicit_end_stays_final_after_a_restart_and_an_idle_end_still_resum
     let (final_token, idle_token) =
         (server.token("final-user", &["user"], None), server.token("idle-user", &["user"], None));
     let mut ending = server.connect(&final_token).await;
-    let (_, ended) = chat(&mut ending, "final-1", "Before the end").await;
+    let (ended, _) = chat(&mut ending, "final-1", "Before the end").await;
     let end = post(&server, &format!("/sessions/{ended}/end"), Some(&final_token)).await;
     assert_eq!(ok_json(&end), json!({"status": "ended"}));
     let mut idling = server.connect(&idle_token).await;
-    let (_, idled) = chat(&mut idling, "idle-1", "Before the pause").await;
+    let (idled, _) = chat(&mut idling, "idle-1", "Before the pause").await;
     idling.close().await;
     assert!(
         server.wait_for_log("session ended after inactivity", STEP).await,
@@ -137,11 +128,11 @@ async fn an_explicit_end_stays_final_after_a_restart_and_an_idle_end_still_resum
 
     let server = server.restart().await;
     let mut ending = server.connect(&final_token).await;
-    let (frames, fresh) = chat(&mut ending, &ended, "After the restart").await;
+    let (fresh, frames) = chat(&mut ending, &ended, "After the restart").await;
     assert_ne!(fresh, ended, "the explicitly ended session is not revived: {frames:#?}");
     assert_eq!(announced(&frames).last(), Some(&fresh), "the new id is announced: {frames:#?}");
     let mut idling = server.connect(&idle_token).await;
-    let (frames, again) = chat(&mut idling, &idled, "Back after the restart").await;
+    let (again, frames) = chat(&mut idling, &idled, "Back after the restart").await;
     assert_eq!(again, idled, "an idle end resumes within RECONNECT_TIMEOUT: {frames:#?}");
 }
 
@@ -151,7 +142,7 @@ async fn expired_session_is_replaced_by_a_new_one_on_reconnect() {
     let server = Server::start(expiry_opts(&upstream, "1s")).await;
     let token = server.token("expire-user", &["user"], None);
     let mut client = server.connect(&token).await;
-    let (_, session) = chat(&mut client, "expire-1", "Hello").await;
+    let (session, _) = chat(&mut client, "expire-1", "Hello").await;
     client.close().await;
     // Ended after 1 s idle, then dropped from memory 1 s (SESSION_TTL) after its end.
     assert!(
@@ -165,7 +156,7 @@ async fn expired_session_is_replaced_by_a_new_one_on_reconnect() {
         server.tail()
     );
     let mut client = server.connect(&token).await;
-    let (frames, fresh) = chat(&mut client, &session, "Anyone?").await;
+    let (fresh, frames) = chat(&mut client, &session, "Anyone?").await;
     assert_ne!(fresh, session, "a new session replaces the expired one: {frames:#?}");
     let ids = announced(&frames);
     assert_eq!(ids.last(), Some(&fresh), "the new id is announced: {frames:#?}");
@@ -201,11 +192,11 @@ async fn two_connections_of_a_session_both_receive_the_stream() {
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let token = server.token("fanout-user", &["user"], None);
     let mut one = server.connect(&token).await;
-    let (_, session) = chat(&mut one, "fanout-1", "Hello").await;
+    let (session, _) = chat(&mut one, "fanout-1", "Hello").await;
 
     // The second connection binds by sending on the session; both get the reply.
     let mut two = server.connect(&token).await;
-    let (sent, again) = chat(&mut two, &session, "From the second tab").await;
+    let (again, sent) = chat(&mut two, &session, "From the second tab").await;
     assert_eq!(again, session);
     assert_eq!(announced(&sent), vec![session.clone()]);
     let seen = one.recv_reply(STEP).await;
@@ -213,7 +204,7 @@ async fn two_connections_of_a_session_both_receive_the_stream() {
     assert_eq!(reply_text(&seen), "Shared reply");
 
     // And the other way round.
-    let (sent, _) = chat(&mut one, &session, "From the first tab").await;
+    let (_, sent) = chat(&mut one, &session, "From the first tab").await;
     let seen = two.recv_reply(STEP).await;
     assert_eq!(reply_frames(&seen), reply_frames(&sent), "the second tab sees the same reply");
     one.expect_silence(Duration::from_millis(200)).await;
@@ -250,7 +241,7 @@ async fn frame_for_another_users_session_is_refused_and_leaves_the_connection_un
     let upstream = Upstream::start().await;
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let mut owner = server.connect(&server.token("owner", &["user"], None)).await;
-    let (_, owned) = chat(&mut owner, "owner-1", "Mine").await;
+    let (owned, _) = chat(&mut owner, "owner-1", "Mine").await;
 
     let mut intruder = server.connect(&server.token("intruder", &["user"], None)).await;
     intruder.send_user_message(&owned, "Let me in").await;
@@ -265,7 +256,7 @@ async fn frame_for_another_users_session_is_refused_and_leaves_the_connection_un
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["error"]["code"], "SERVICE_ERROR", "still refused: {error}");
     // …and a frame with its own id binds it.
-    let (frames, mine) = chat(&mut intruder, "intruder-1", "My own chat").await;
+    let (mine, frames) = chat(&mut intruder, "intruder-1", "My own chat").await;
     assert_ne!(mine, owned);
     assert_eq!(announced(&frames).last(), Some(&mine), "{frames:#?}");
     assert!(

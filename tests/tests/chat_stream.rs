@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chatbox_tests::e2e::chat;
 use chatbox_tests::harness::{assert_error, is_done, reply_text, Client, Server, ServerOpts};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::{json, Value};
@@ -142,17 +143,6 @@ async fn dify_reply_streams_chunks_then_one_done() {
     provider_reply(2).await;
 }
 
-/// Sends `content` on `session` and returns the reply frames (up to the outcome) and the
-/// session the server used.
-async fn chat(client: &mut Client, session: &str, content: &str) -> (Vec<Value>, String) {
-    client.send_user_message(session, content).await;
-    let frames = client.recv_reply(STEP).await;
-    let last = frames.last().expect("an outcome");
-    assert!(is_done(last), "the reply succeeds: {frames:#?}");
-    let session = last["session_id"].as_str().expect("session id").to_string();
-    (frames, session)
-}
-
 #[tokio::test]
 async fn second_message_carries_the_conversation_history() {
     let upstream = Upstream::start().await;
@@ -165,10 +155,10 @@ async fn second_message_carries_the_conversation_history() {
     .await;
     let mut client = server.connect(&server.token("history-user", &["user"], None)).await;
     upstream.push_script(Script::reply(["First ", "answer"]));
-    let (frames, session) = chat(&mut client, "history-1", "First question").await;
+    let (session, frames) = chat(&mut client, "history-1", "First question").await;
     assert_eq!(reply_text(&frames), "First answer");
     upstream.push_script(Script::reply(["Second answer"]));
-    let (frames, again) = chat(&mut client, &session, "Second question").await;
+    let (again, frames) = chat(&mut client, &session, "Second question").await;
     assert_eq!(again, session, "the session continues");
     assert_eq!(reply_text(&frames), "Second answer");
     let requests = upstream.requests();
@@ -194,7 +184,7 @@ async fn second_message_carries_the_conversation_history() {
     assert_eq!(changed["content"], "Model changed to anthropic-claude", "{changed}");
     assert_eq!(changed["session_id"], session.as_str(), "{changed}");
     upstream.push_script(Script::reply(["Third answer"]));
-    let (frames, _) = chat(&mut client, &session, "Third question").await;
+    let (_, frames) = chat(&mut client, &session, "Third question").await;
     assert_eq!(frames.last().expect("done")["model_id"], "anthropic-claude");
     let last = upstream.last_request().expect("a third request");
     assert!(last.path.ends_with("/messages"), "{}", last.path);
@@ -217,7 +207,7 @@ async fn dify_second_message_carries_the_conversation_id() {
         Server::start(ServerOpts::new().provider("dify-app", "Dify", "dify", &upstream.url()))
             .await;
     let mut client = server.connect(&server.token("dify-user", &["user"], None)).await;
-    let (_, session) = chat(&mut client, "dify-1", "First question").await;
+    let (session, _) = chat(&mut client, "dify-1", "First question").await;
     chat(&mut client, &session, "Second question").await;
     let requests = upstream.requests();
     assert_eq!(requests.len(), 2);
@@ -421,7 +411,7 @@ async fn history_budget_skips_messages_without_text() {
             .await;
     let mut client = server.connect(&server.token("history-files", &["user"], None)).await;
     upstream.push_script(Script::reply(["First answer"]));
-    let (_, session) = chat(&mut client, "history-files-1", "First question").await;
+    let (session, _) = chat(&mut client, "history-files-1", "First question").await;
     client
         .send_json(&json!({"type": "file_upload", "session_id": session, "sender": "user",
             "file_id": "a.png", "file_url": "https://files.invalid/a.png"}))

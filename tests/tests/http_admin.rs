@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
+use chatbox_tests::e2e::chat;
+use chatbox_tests::harness::{Client, Server, ServerOpts};
 use chatbox_tests::http::{
     assert_bad_request, assert_error_body, assert_forbidden, assert_invalid_token,
     assert_missing_auth, assert_session_not_found, call, get, ok_json, post,
@@ -18,15 +19,6 @@ use serde_json::{json, Value};
 /// Generous bound on one step.
 const STEP: Duration = Duration::from_secs(5);
 
-/// Sends `content` on `session` and waits for a successful reply; returns the session id used.
-async fn chat(client: &mut Client, session: &str, content: &str) -> String {
-    client.send_user_message(session, content).await;
-    let frames = client.recv_reply(STEP).await;
-    let last = frames.last().expect("an outcome");
-    assert!(is_done(last), "the reply succeeds: {frames:#?}");
-    last["session_id"].as_str().expect("session id").to_string()
-}
-
 /// A server on the echo `upstream` with an admin limit no test here reaches.
 async fn start(upstream: &Upstream) -> Server {
     Server::start(ServerOpts::with_upstream(upstream).env("ADMIN_RATE_LIMIT", "1000")).await
@@ -36,7 +28,7 @@ async fn start(upstream: &Upstream) -> Server {
 async fn user_session(server: &Server, user: &str, content: &str) -> (Client, String) {
     let token = server.token(user, &["user"], None);
     let mut client = server.connect(&token).await;
-    let session = chat(&mut client, &format!("{user}-first"), content).await;
+    let (session, _) = chat(&mut client, &format!("{user}-first"), content).await;
     (client, session)
 }
 

@@ -6,25 +6,14 @@
 
 use std::time::Duration;
 
-use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
+use chatbox_tests::e2e::chat;
+use chatbox_tests::harness::{Server, ServerOpts};
 use chatbox_tests::http::{
     assert_error_body, assert_invalid_token, assert_missing_auth, assert_not_found_page,
     assert_session_not_found, call, get, ok_json, post,
 };
 use chatbox_tests::upstream::Upstream;
 use serde_json::{json, Value};
-
-/// Generous bound on one step.
-const STEP: Duration = Duration::from_secs(5);
-
-/// Sends `content` on `session` and waits for a successful reply; returns the session id used.
-async fn chat(client: &mut Client, session: &str, content: &str) -> String {
-    client.send_user_message(session, content).await;
-    let frames = client.recv_reply(STEP).await;
-    let last = frames.last().expect("an outcome");
-    assert!(is_done(last), "the reply succeeds: {frames:#?}");
-    last["session_id"].as_str().expect("session id").to_string()
-}
 
 /// An RFC 3339 time of a body.
 fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
@@ -39,7 +28,7 @@ async fn server_with_session(owner: &str) -> (Upstream, Server, String) {
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let token = server.token(owner, &["user"], None);
     let mut client = server.connect(&token).await;
-    let session = chat(&mut client, "first", "Hello there. How are you?").await;
+    let (session, _) = chat(&mut client, "first", "Hello there. How are you?").await;
     client.close().await;
     (upstream, server, session)
 }
@@ -170,7 +159,7 @@ async fn ending_twice_succeeds_and_frees_the_active_slot() {
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
     let owner = server.token("ender", &["user"], None);
     let mut client = server.connect(&owner).await;
-    let session = chat(&mut client, "e1", "First conversation").await;
+    let (session, _) = chat(&mut client, "e1", "First conversation").await;
 
     let end = post(&server, &format!("/sessions/{session}/end"), Some(&owner)).await;
     assert_eq!(ok_json(&end), json!({"status": "ended"}));
@@ -187,7 +176,7 @@ async fn ending_twice_succeeds_and_frees_the_active_slot() {
     assert!(later > end_time, "ending again overwrites the end time: {end_time} → {later}");
 
     // The connection stays open, and a fresh id now starts a new session (the slot is free).
-    let fresh = chat(&mut client, "e2-brand-new", "Second conversation").await;
+    let (fresh, _) = chat(&mut client, "e2-brand-new", "Second conversation").await;
     assert_ne!(fresh, session, "a new session after ending the old one");
     let list = ok_json(&get(&server, "/sessions", Some(&owner)).await);
     assert_eq!(list["count"], 2);

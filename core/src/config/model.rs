@@ -400,8 +400,8 @@ pub struct StoreRetry {
     pub max_delay: Duration,
 }
 
-/// Help-request alerts (§6.7, §10 item 30).
-#[derive(Debug, Clone, PartialEq)]
+/// Help-request alerts (§6.7, §10 item 30); the default has no recipient and no channel.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertConfig {
     /// Email recipients (`ADMIN_EMAILS`, file `notification.adminEmails` or `mail.adminEmail`).
     pub admin_emails: Vec<String>,
@@ -588,14 +588,7 @@ impl Config {
                 history_read_timeout: HISTORY_READ_TIMEOUT_DEFAULT,
                 redis_url: Secret::default(),
             },
-            alerts: AlertConfig {
-                admin_emails: Vec::new(),
-                admin_phones: Vec::new(),
-                admin_panel_url: None,
-                webhook_url: None,
-                smtp: None,
-                sms: None,
-            },
+            alerts: AlertConfig::default(),
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Json,

@@ -63,17 +63,6 @@ mod tests {
 
     use super::*;
 
-    fn alerts() -> AlertConfig {
-        AlertConfig {
-            admin_emails: Vec::new(),
-            admin_phones: Vec::new(),
-            admin_panel_url: None,
-            webhook_url: None,
-            smtp: None,
-            sms: None,
-        }
-    }
-
     fn smtp() -> SmtpConfig {
         SmtpConfig {
             host: "127.0.0.1".into(),
@@ -88,28 +77,31 @@ mod tests {
     #[test]
     fn notify_from_config_picks_the_configured_channels() {
         let debug = |a: &AlertConfig| format!("{:?}", from_config(a));
-        assert_eq!(debug(&alerts()), "LogNotifier");
+        assert_eq!(debug(&AlertConfig::default()), "LogNotifier");
 
-        let mut email_without_recipients = alerts();
-        email_without_recipients.smtp = Some(smtp());
+        let email_without_recipients = AlertConfig { smtp: Some(smtp()), ..AlertConfig::default() };
         assert_eq!(debug(&email_without_recipients), "LogNotifier");
 
-        let mut both = alerts();
-        both.smtp = Some(smtp());
-        both.admin_emails = vec!["ops@example.org".into()];
-        both.webhook_url = Some("http://127.0.0.1:9/hook/secret-token".into());
+        let both = AlertConfig {
+            smtp: Some(smtp()),
+            admin_emails: vec!["ops@example.org".into()],
+            webhook_url: Some("http://127.0.0.1:9/hook/secret-token".into()),
+            ..AlertConfig::default()
+        };
         let text = debug(&both);
         assert!(text.contains("SmtpNotifier") && text.contains("WebhookNotifier"), "{text}");
         assert!(!text.contains("secret-token"), "webhook path must not be shown: {text}");
 
-        let mut sms = alerts();
-        sms.admin_phones = vec!["+15550001".into()];
-        sms.sms = Some(chatbox_core::config::SmsConfig {
-            account_sid: "AC1".into(),
-            auth_token: Secret::new("sms-token-secret", Origin::Env),
-            from_number: "+15550000".into(),
-            api_base_url: "https://api.twilio.com".into(),
-        });
+        let sms = AlertConfig {
+            admin_phones: vec!["+15550001".into()],
+            sms: Some(chatbox_core::config::SmsConfig {
+                account_sid: "AC1".into(),
+                auth_token: Secret::new("sms-token-secret", Origin::Env),
+                from_number: "+15550000".into(),
+                api_base_url: "https://api.twilio.com".into(),
+            }),
+            ..AlertConfig::default()
+        };
         let text = debug(&sms);
         assert!(text.contains("SmsNotifier") && !text.contains("sms-token-secret"), "{text}");
 
