@@ -104,6 +104,23 @@ pub const SSE_MAX_EVENT_BYTES: usize = 2 * SSE_MAX_LINE_BYTES;
 /// `max_tokens` of every Anthropic request (PROTOCOL.md §7.4).
 pub const ANTHROPIC_MAX_TOKENS: u32 = 4096;
 
+/// Longest `Retry-After` value kept from a provider (a delta-seconds or HTTP-date value is far
+/// shorter; more is an upstream's mistake, not a hint).
+pub const PROVIDER_RETRY_AFTER_BYTES: usize = 64;
+
+/// Pause between the chunks of the built-in `echo` provider's reply, so streaming is visible
+/// in a browser.
+pub const ECHO_CHUNK_PAUSE: Duration = Duration::from_millis(15);
+
+/// Chunks of an `echo` reply (fewer for short texts).
+pub const ECHO_CHUNKS: usize = 4;
+
+// ---- Uploads ---------------------------------------------------------------------------------
+
+/// Parts a multipart upload to object storage may have in flight before the next write waits
+/// (bounds memory to about this many 5 MiB parts).
+pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
+
 // ---- Store -----------------------------------------------------------------------------------
 
 /// How long `/readyz` waits for the store's ping (PROTOCOL.md §4.10).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chatbox_core::budgets::UPLOAD_PARTS_IN_FLIGHT;
 use chatbox_core::config::{S3Config, UploadConfig};
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -19,10 +20,6 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 
 use crate::engine::files::{ByteStream, FileMeta, FileStore, FileStoreError, FileWriter};
-
-/// Parts a multipart upload may have in flight before `write` waits (bounds memory to about
-/// this many 5 MiB parts).
-const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// The store of the configuration: S3 when `UPLOAD_S3_*` is set, else `data_dir/files`
 /// (created when missing).
@@ -117,7 +114,7 @@ struct ObjectWriter {
 #[async_trait]
 impl FileWriter for ObjectWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), FileStoreError> {
-        self.upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await.map_err(error)?;
+        self.upload.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await.map_err(error)?;
         self.upload.write(&chunk);
         Ok(())
     }

@@ -2,18 +2,12 @@
 //! few chunks. Pure (no IO), so it runs in normal builds, under madsim and in tests; it is what
 //! `chatbox serve --dev` uses when no provider is configured, and `models` labels it a demo.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
+use chatbox_core::budgets::{ECHO_CHUNKS, ECHO_CHUNK_PAUSE};
 use futures_util::stream;
 
 use super::request::last_user_text;
 use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
-
-/// Pause between chunks, so streaming is visible in a browser.
-const CHUNK_PAUSE: Duration = Duration::from_millis(15);
-/// Chunks per reply (fewer for short texts).
-const CHUNKS: usize = 4;
 
 /// Streams the user's text back.
 #[derive(Debug, Clone, Default)]
@@ -36,14 +30,14 @@ impl LlmProvider for EchoProvider {
     }
 
     async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let chunks = split_chunks(last_user_text(&request).unwrap_or_default(), CHUNKS);
+        let chunks = split_chunks(last_user_text(&request).unwrap_or_default(), ECHO_CHUNKS);
         let events = stream::unfold((chunks.into_iter(), false), |(mut rest, ended)| async move {
             if ended {
                 return None;
             }
             match rest.next() {
                 Some(chunk) => {
-                    tokio::time::sleep(CHUNK_PAUSE).await;
+                    tokio::time::sleep(ECHO_CHUNK_PAUSE).await;
                     Some((Ok(StreamEvent::Delta(chunk)), (rest, false)))
                 }
                 None => Some((

@@ -12,15 +12,12 @@ use std::time::Duration;
 
 use chatbox_core::budgets::{
     PROVIDER_ERROR_BODY_BYTES, PROVIDER_HEADER_TIMEOUT, PROVIDER_POOL_IDLE_TIMEOUT,
+    PROVIDER_RETRY_AFTER_BYTES,
 };
 use chatbox_core::config::{ProviderConfig, Secret};
 use futures_util::StreamExt;
 
 use crate::engine::llm::ProviderError;
-
-/// Longest `Retry-After` value kept (a delta-seconds or HTTP-date value is far shorter; more
-/// is an upstream's mistake, not a hint).
-const RETRY_AFTER_MAX_BYTES: usize = 64;
 
 /// How one HTTP provider is reached. A plain value: the server fills it from configuration
 /// ([`ProviderSettings::from_config`]), tests fill it by hand.
@@ -167,7 +164,7 @@ pub(crate) async fn send_for_stream(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| truncate(v.trim().to_owned(), RETRY_AFTER_MAX_BYTES));
+        .map(|v| truncate(v.trim().to_owned(), PROVIDER_RETRY_AFTER_BYTES));
     if status.is_success() {
         tracing::debug!(
             provider = upstream.kind,
