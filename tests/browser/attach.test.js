@@ -17,12 +17,7 @@ const PNG = Buffer.from(
 
 let browser;
 let server;
-
-test.before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-test.after(h.cleanup);
+h.serverAndBrowser((started) => ({ server, browser } = started));
 
 test('attach: an image is uploaded, sent as file_upload and shown, also after a reload', h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);

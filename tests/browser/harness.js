@@ -111,6 +111,20 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+/**
+ * The usual set-up of a test file: one server with the default options and one browser,
+ * started before its tests (handed to `use` as `{ server, browser }`) and stopped after them.
+ */
+function serverAndBrowser(use) {
+  const test = require('node:test');
+  test.before(async () => {
+    const server = await startServer();
+    const browser = await launchBrowser();
+    use({ server, browser });
+  });
+  test.after(cleanup);
+}
+
 /** Registers `fn` to run (newest first) in cleanup(). */
 function onCleanup(fn) {
   cleanups.push(fn);
@@ -600,6 +614,7 @@ module.exports = {
   playwright,
   screenshot,
   scriptedUpstream,
+  serverAndBrowser,
   signJwt,
   sleep,
   startServer,

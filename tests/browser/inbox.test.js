@@ -21,12 +21,7 @@ const SOON = 5000;
 
 let browser;
 let server;
-
-test.before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-test.after(h.cleanup);
+h.serverAndBrowser((started) => ({ server, browser } = started));
 
 /** Asserts no serious or critical axe-core violation on `page`, named `name` in the message. */
 async function assertAccessible(page, name) {

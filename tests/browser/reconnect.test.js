@@ -12,12 +12,7 @@ const p = require('./pages');
 
 let browser;
 let server;
-
-test.before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-test.after(h.cleanup);
+h.serverAndBrowser((started) => ({ server, browser } = started));
 
 test('reconnect: the page reconnects after the server drops the socket (shutdown, then crash) and keeps its session', h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);

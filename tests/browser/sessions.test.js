@@ -12,12 +12,7 @@ const TABLE = '#sessions-table';
 
 let browser;
 let server;
-
-test.before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-test.after(h.cleanup);
+h.serverAndBrowser((started) => ({ server, browser } = started));
 
 test('my sessions: list, open read-only, share (link works without a token), end', h.withServerLog(() => server, async () => {
   const token = server.token('lister', { name: 'Lister' });

@@ -14,12 +14,7 @@ const TABLE = '#admin-sessions';
 
 let browser;
 let server;
-
-test.before(async () => {
-  server = await h.startServer();
-  browser = await h.launchBrowser();
-});
-test.after(h.cleanup);
+h.serverAndBrowser((started) => ({ server, browser } = started));
 
 test('shared: reply stream, follow-the-end scrolling, sendFrame and bubbleOf behave as documented', h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);

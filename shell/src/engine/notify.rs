@@ -227,13 +227,9 @@ mod tests {
 
     use super::*;
 
-    fn alert(url: Option<&str>) -> HelpAlert {
-        HelpAlert::sample(url)
-    }
-
     #[test]
     fn notify_texts_match_the_protocol() {
-        let a = alert(None);
+        let a = HelpAlert::sample(None);
         assert_eq!(a.subject(), "Help Request - User u-1");
         assert_eq!(
             a.text_body(),
@@ -249,7 +245,7 @@ mod tests {
 
     #[test]
     fn notify_link_is_joined_and_escaped() {
-        let a = alert(Some("https://admin.example.org/panel?a=1&b=\"2\"/"));
+        let a = HelpAlert::sample(Some("https://admin.example.org/panel?a=1&b=\"2\"/"));
         assert_eq!(
             a.session_link().as_deref(),
             Some("https://admin.example.org/panel?a=1&b=\"2\"/s-9")
@@ -257,16 +253,16 @@ mod tests {
         assert!(a
             .html_body()
             .contains("<a href=\"https://admin.example.org/panel?a=1&amp;b=&quot;2&quot;/s-9\">"));
-        assert_eq!(alert(Some("  ")).session_link(), None);
+        assert_eq!(HelpAlert::sample(Some("  ")).session_link(), None);
         assert_eq!(
-            alert(Some("https://p.example")).session_link().as_deref(),
+            HelpAlert::sample(Some("https://p.example")).session_link().as_deref(),
             Some("https://p.example/s-9")
         );
     }
 
     #[test]
     fn notify_html_escapes_ids() {
-        let mut a = alert(Some("https://p.example"));
+        let mut a = HelpAlert::sample(Some("https://p.example"));
         a.user_id = "<script>alert('x')</script>".into();
         a.session_id = "a&b".into();
         let html = a.html_body();
@@ -299,7 +295,7 @@ mod tests {
         let working = Arc::new(Recording { fail: false, seen: Mutex::default() });
         let multi = MultiNotifier::new(vec![failing.clone(), working.clone()]);
         assert_eq!(multi.len(), 2);
-        assert_eq!(multi.help_requested(&alert(None)).await, Ok(()));
+        assert_eq!(multi.help_requested(&HelpAlert::sample(None)).await, Ok(()));
         assert_eq!(*failing.seen.lock().expect("lock"), vec!["s-9".to_string()]);
         assert_eq!(*working.seen.lock().expect("lock"), vec!["s-9".to_string()]);
     }
@@ -307,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn notify_empty_multi_and_log_notifier_succeed() {
         assert!(MultiNotifier::default().is_empty());
-        assert_eq!(MultiNotifier::default().help_requested(&alert(None)).await, Ok(()));
-        assert_eq!(LogNotifier.help_requested(&alert(None)).await, Ok(()));
+        assert_eq!(MultiNotifier::default().help_requested(&HelpAlert::sample(None)).await, Ok(()));
+        assert_eq!(LogNotifier.help_requested(&HelpAlert::sample(None)).await, Ok(()));
     }
 }

@@ -123,20 +123,19 @@ impl Notifier for WebhookNotifier {
 mod tests {
     use super::*;
 
-    fn alert(url: Option<&str>) -> HelpAlert {
-        HelpAlert::sample(url)
-    }
-
     #[test]
     fn notify_webhook_payload_shape() {
-        let json = serde_json::to_value(WebhookPayload::new(&alert(None))).expect("json");
+        let json =
+            serde_json::to_value(WebhookPayload::new(&HelpAlert::sample(None))).expect("json");
         assert_eq!(
             json,
             serde_json::json!({"event":"help_request","user_id":"u-1","session_id":"s-9",
                                "time":"2026-02-21T10:00:05Z"})
         );
-        let json = serde_json::to_value(WebhookPayload::new(&alert(Some("https://a.example/p"))))
-            .expect("json");
+        let json = serde_json::to_value(WebhookPayload::new(&HelpAlert::sample(Some(
+            "https://a.example/p",
+        ))))
+        .expect("json");
         assert_eq!(json["admin_panel_url"], "https://a.example/p/s-9");
     }
 
