@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::harness::{is_done, now, Client, HttpResponse, Server};
 use crate::http::{get, ok_json};
-use crate::script_server::{listening, piped_stderr, port_of, read_request};
+use crate::script_server::{listening, port_of, read_request, Stderr};
 
 /// Bound on one step of an end-to-end test, so a bug fails the test instead of hanging it.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -123,19 +123,12 @@ impl SmtpSink {
                 script.display()
             )
         });
-        let addr = match listening(&mut child, SMTP_START_BUDGET).await {
-            Ok(addr) => addr,
-            Err(outcome) => {
-                let stderr = piped_stderr(&mut child, STEP).await;
-                panic!(
-                    "the SMTP test server did not start ({outcome}); it needs python3 (with \
-                     venv) and PyPI access for aiosmtpd (see `scripts/smtp-server.sh install`).\n\
-                     stderr:\n{stderr}"
-                );
-            }
-        };
-        let port = port_of(&addr)
-            .unwrap_or_else(|| panic!("unexpected first line from the SMTP server: {addr:?}"));
+        let needs = "; it needs python3 (with venv) and PyPI access for aiosmtpd (see \
+                     `scripts/smtp-server.sh install`)";
+        let stderr = Stderr::Piped(STEP);
+        let addr =
+            listening(&mut child, SMTP_START_BUDGET, "SMTP test server", needs, stderr).await;
+        let port = port_of(&addr);
         Self { _child: child, port, dir }
     }
 

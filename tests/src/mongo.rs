@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::script_server::{listening, port_of};
+use crate::script_server::{listening, port_of, Stderr};
 use tokio::process::{Child, Command};
 
 /// First start may install SecantusDB from PyPI.
@@ -99,18 +99,11 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
         )
     });
     std::fs::create_dir_all(dir).expect("create the MongoDB data dir");
-    let addr = match listening(&mut child, START_BUDGET).await {
-        Ok(addr) => addr,
-        Err(outcome) => {
-            let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            panic!(
-                "the MongoDB test server did not start ({outcome}); it needs python3 (with \
-                 venv) and PyPI access for SecantusDB (see `scripts/mongo-server.sh install`).\n\
-                 stderr:\n{stderr}"
-            );
-        }
-    };
-    let port = port_of(&addr)
-        .unwrap_or_else(|| panic!("unexpected first line from the MongoDB server: {addr:?}"));
+    let needs = "; it needs python3 (with venv) and PyPI access for SecantusDB (see \
+                 `scripts/mongo-server.sh install`)";
+    let log = dir.join("stderr.log");
+    let addr =
+        listening(&mut child, START_BUDGET, "MongoDB test server", needs, Stderr::File(&log)).await;
+    let port = port_of(&addr);
     (child, port)
 }

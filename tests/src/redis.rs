@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::script_server::{listening, port_of};
+use crate::script_server::{listening, port_of, Stderr};
 use tokio::process::{Child, Command};
 
 /// Bound on installing (first run) and starting the server.
@@ -89,14 +89,8 @@ async fn spawn(dir: &Path, port: u16) -> (Child, u16) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()));
-    let addr = match listening(&mut child, START_BUDGET).await {
-        Ok(addr) => addr,
-        Err(outcome) => {
-            let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            panic!("redis-server did not start ({outcome}); stderr:\n{stderr}");
-        }
-    };
-    let port = port_of(&addr)
-        .unwrap_or_else(|| panic!("unexpected first line from redis-server.sh: {addr:?}"));
+    let log = dir.join("stderr.log");
+    let addr = listening(&mut child, START_BUDGET, "redis-server", "", Stderr::File(&log)).await;
+    let port = port_of(&addr);
     (child, port)
 }

@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 const S3_START_BUDGET: Duration = Duration::from_secs(300);
 
 pub use crate::harness::RawResponse;
-use crate::script_server::{listening, piped_stderr};
+use crate::script_server::{listening, Stderr};
 
 /// One request with a body over a fresh connection; the answer is read whole.
 ///
@@ -73,16 +73,10 @@ impl S3Server {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()));
-        let addr = match listening(&mut child, S3_START_BUDGET).await {
-            Ok(addr) => addr,
-            Err(outcome) => {
-                let stderr = piped_stderr(&mut child, Duration::from_secs(5)).await;
-                panic!(
-                    "the S3 test server did not start ({outcome}); it needs python3 (with venv) \
-                     and PyPI access for moto (see `scripts/s3-server.sh install`).\nstderr:\n{stderr}"
-                );
-            }
-        };
+        let needs = "; it needs python3 (with venv) and PyPI access for moto (see \
+                     `scripts/s3-server.sh install`)";
+        let stderr = Stderr::Piped(Duration::from_secs(5));
+        let addr = listening(&mut child, S3_START_BUDGET, "S3 test server", needs, stderr).await;
         let addr = addr
             .parse()
             .unwrap_or_else(|_| panic!("unexpected first line from s3-server.sh: {addr}"));
