@@ -53,17 +53,6 @@ pub enum RateScope {
     Fleet,
 }
 
-/// Whether a stale live frame after a resume (a seq delivered twice, or one at or below the
-/// resume point) is tolerated. This world found a real race of the fleet's replay design
-/// (SIMULATION.md, "What the fleet world found"): the producer's link records a frame (XADD) and
-/// publishes it (PUBLISH) in two round trips, and a resume whose read landed between them
-/// replayed the frame, then got it live again (18 of seeds 1–20 once every resume was checked).
-/// A resumed connection now skips the live copies of the seqs it was replayed
-/// (`LocalBus::skip_replayed`), which fixed it; what remains is a rarer case under bus faults (seeds
-/// 1 and 14 of 1–20: a seq at the resume point delivered once more while the broker was delayed),
-/// not yet explained, so stale frames are still counted rather than failed.
-pub const STALE_LIVE_FRAMES_KNOWN: bool = true;
-
 /// The scope checked by the fleet world today.
 pub const RATE_SCOPE: RateScope = RateScope::PerInstance;
 
@@ -95,8 +84,8 @@ pub struct FleetReport {
     pub resumes_exact: usize,
     /// Resumes answered `RESUME_UNAVAILABLE`.
     pub resumes_unavailable: usize,
-    /// Frames a resumed connection got again after the resume had delivered their seq (the
-    /// known late-publication race).
+    /// Frames a resumed connection got at or below a seq it already had (each one is also a
+    /// violation; SIMULATION.md, "What the fleet world found").
     pub stale_frames: usize,
     /// Rate decisions made across the fleet.
     pub rate_decisions: usize,
@@ -463,9 +452,8 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
         } else {
             // No gap while the bus was up (a bus fault may lose live frames after the resume
             // was answered: that is invariant (a)'s business, excused during the fault), and
-            // never a frame out of order. A *stale* frame — a seq at or below one already
-            // delivered — is the known late-publication race (SIMULATION.md, "What the fleet
-            // world found"): counted, and a violation unless `STALE_LIVE_FRAMES_KNOWN`.
+            // never a *stale* frame — a seq at or below `after` or one already delivered —
+            // bus faults or not (SIMULATION.md, "What the fleet world found").
             let mut top = after;
             let (mut stale, mut gap) = (0usize, false);
             for seq in &seen_b.seqs {
@@ -479,7 +467,7 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
             if stale > 0 {
                 seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stale += stale;
             }
-            if (gap && !troubled) || (stale > 0 && !STALE_LIVE_FRAMES_KNOWN) {
+            if (gap && !troubled) || stale > 0 {
                 violation(format!(
                     "{user}: resume of {reply_id} after {after} on instance {b_at} (produced on {a_at}) gave seqs {:?} (bus faults meanwhile: {troubled})",
                     seen_b.seqs
