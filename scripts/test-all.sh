@@ -55,7 +55,7 @@ CHATBOX_TEST_MONGO_URI="mongodb://$mongo_addr/?directConnection=true" \
     --test chat_auth --test chat_limits --test chat_sessions --test chat_shutdown \
     --test chat_stream --test http_admin --test http_cors --test http_limits \
     --test http_sessions --test e2e_admin_chat --test e2e_ops --test providers --test fleet \
-    --test fleet_resume --test fleet_limits --test fleet_assist \
+    --test fleet_resume --test fleet_limits --test fleet_assist --test fleet_deploy \
     2>&1 | tee -a target/test-all.log
 
 step "real-browser tests: Playwright driving Debian's Chromium against the real server"

@@ -13,8 +13,10 @@
 //! * the per-type rules of §3.6 hold (non-empty `content` for `user_message`/`ai_response`,
 //!   `file_id` and `file_url` for `file_upload`/`voice_message`, a complete `error` object for
 //!   `error`, `model_id` for `model_select`, `sender` admin for `admin_join`/`admin_leave`,
-//!   `sender` user for `help_request`), the timestamp is at most one minute ahead, and
-//!   `error.retry_after` is never `Some(0)`;
+//!   `sender` user for `help_request`; for `resume` (issue 14) a `session_id` and a resume point
+//!   whose `reply_id` is the non-empty `metadata.reply_id` and whose `after_seq` is
+//!   `metadata.after_seq`, all ASCII digits, read as a `u64` — and no resume point on any other
+//!   type), the timestamp is at most one minute ahead, and `error.retry_after` is never `Some(0)`;
 //! * server frames built from it (`file_broadcast`, `relayed_message`, `model_changed`,
 //!   `admin_join`, `ai_chunk`, an `invalid_model` error) serialise without panicking, and
 //!   `Frame::to_json` equals `serde_json::to_string(&frame)` (documented), is valid JSON, and
@@ -132,8 +134,25 @@ pub fn check_frame(
         FrameType::HelpRequest => {
             assert_eq!(f.sender, Sender::User, "help_request not from user; input {input:?}");
         }
+        FrameType::Resume => check_resume(f, input),
         _ => {}
     }
+    if f.frame_type != FrameType::Resume {
+        assert!(f.resume_point().is_none(), "a resume point on {}; input {input:?}", f.frame_type);
+    }
+}
+
+/// A `resume` that passed the pipeline names its session, its reply and a decimal seq.
+fn check_resume(f: &chatbox_core::protocol::ClientFrame, input: &str) {
+    assert!(!f.session_id.is_empty(), "resume without session_id; input {input:?}");
+    let Some(point) = f.resume_point() else {
+        panic!("a valid resume without a resume point; input {input:?}")
+    };
+    assert_eq!(Some(point.reply_id), f.metadata.get("reply_id").map(String::as_str));
+    assert!(!point.reply_id.is_empty(), "empty reply_id; input {input:?}");
+    let text = f.metadata.get("after_seq").map(String::as_str).unwrap_or_default();
+    assert!(text.bytes().all(|b| b.is_ascii_digit()), "after_seq {text:?}; input {input:?}");
+    assert_eq!(text.parse::<u64>().ok(), Some(point.after_seq), "after_seq; input {input:?}");
 }
 
 /// Serialises `frame` both ways and checks they agree and decode back.

@@ -592,7 +592,8 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
-/// `bus_message` seeds: one message of each kind, a replay stream entry, and near misses.
+/// `bus_message` seeds: one message of each kind (signals included), a replay stream entry, alive
+/// keys' values, and near misses.
 fn bus_messages() -> Vec<(&'static str, &'static str)> {
     vec![
         ("session", r#"{"v":1,"from":"a","event":{"kind":"session","session":"s","frame":"{}"}}"#),
@@ -612,6 +613,16 @@ fn bus_messages() -> Vec<(&'static str, &'static str)> {
             r#"{"v":1,"session":"s","seq":3,"last":false,"frame":"{\"type\":\"ai_response\"}"}"#,
         ),
         ("replay_entry_v2", r#"{"v":2,"session":"s","seq":1,"last":true,"frame":"{}"}"#),
+        (
+            "signal_stop",
+            r#"{"v":1,"from":"a","event":{"kind":"signal","signal":{"signal":"stop_reply","session":"s"}}}"#,
+        ),
+        (
+            "signal_admin",
+            r#"{"v":1,"from":"a","event":{"kind":"signal","signal":{"signal":"admin","event":"{\"type\":\"help_request\"}"}}}"#,
+        ),
+        ("state_live", "live:s"),
+        ("state_ended", "ended:s:1"),
     ]
 }
 

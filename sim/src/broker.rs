@@ -5,7 +5,9 @@
 //! subscription and key. [`start_link`] is the link task of one instance, the same loop as the
 //! Redis adapter's (`shell/src/adapters/bus`): connect, resubscribe, confirm, publish, deliver,
 //! heartbeat, and on any failure mark the bus down and reconnect with `BUS_RECONNECT`.
-//! [`SimReplay`] is the replay buffer over the broker, as `RedisReplay` is over Redis.
+//! [`SimReplay`] is the replay buffer over the broker, as `RedisReplay` is over Redis. The
+//! broker also keeps the fleet-wide limits' keys (core's `SlidingLog` per key, the script
+//! `RedisLimits` runs; connection leases), read and written by `crate::limits::SimLimits`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +16,7 @@ use std::time::Duration;
 use chatbox::engine::delivery::fleet_replay::{state_value, FleetReplay, ReplayStore, StoredRead};
 use chatbox::engine::delivery::{BoxFuture, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT};
+use chatbox_core::rate::{Decision, RateLimit, SlidingLog};
 use chatbox_core::retry::RetryPolicy;
 use tokio::sync::mpsc;
 use tokio::time::Instant as SimInstant;
@@ -49,8 +52,27 @@ struct State {
     /// The subscription connection of each instance: its epoch, channels and inbox.
     subscribers: HashMap<usize, Subscriber>,
     keys: HashMap<String, Key>,
+    /// The fleet-wide rate limits: one sliding log per `{scope}:{key}` (lost with a restart).
+    logs: HashMap<String, SlidingLog>,
+    /// Connection leases per user: lease id → expiry (lost with a restart).
+    leases: HashMap<String, HashMap<String, SimInstant>>,
+    /// The origin of the broker's clock (Redis `TIME`): its first command.
+    origin: Option<SimInstant>,
+    /// What the fleet-wide limits decided, for the invariants (kept across restarts).
+    limits: LimitRecord,
+    /// When the broker restarted.
+    restarts: Vec<SimInstant>,
     /// Commands answered (for the report).
     commands: u64,
+}
+
+/// The fleet-wide limits' decisions as the broker took them.
+#[derive(Debug, Clone, Default)]
+pub struct LimitRecord {
+    /// Allowed events: `{scope}:{key}` and the broker's time of the decision.
+    pub allowed: Vec<(String, SimInstant)>,
+    /// Denied events.
+    pub denied: u64,
 }
 
 /// The simulated broker shared by every instance of the fleet world.
@@ -93,6 +115,82 @@ impl SimBroker {
         state.epoch += 1;
         state.subscribers.clear();
         state.keys.clear();
+        state.logs.clear();
+        state.leases.clear();
+        state.restarts.push(now());
+    }
+
+    /// What the fleet-wide limits decided so far.
+    pub fn limit_record(&self) -> LimitRecord {
+        self.lock().limits.clone()
+    }
+
+    /// When the broker restarted.
+    pub fn restarts(&self) -> Vec<SimInstant> {
+        self.lock().restarts.clone()
+    }
+
+    /// A connection of `instance` of the current epoch (the limits' calls open their own, as
+    /// the adapter reconnects lazily after a failure).
+    pub fn conn(&self, instance: usize) -> Conn {
+        Conn { instance, epoch: self.lock().epoch }
+    }
+
+    /// One event of `log_key` under `limit`, atomically on the broker's clock (the Redis
+    /// script of `RedisLimits`, whose model is core's `SlidingLog`).
+    pub async fn rate_check(
+        &self,
+        conn: Conn,
+        log_key: &str,
+        limit: RateLimit,
+    ) -> Result<Decision, Lost> {
+        self.command(conn, |s| {
+            let at = now();
+            let origin = *s.origin.get_or_insert(at);
+            let micros = u64::try_from(at.duration_since(origin).as_micros()).unwrap_or(u64::MAX);
+            let log = s.logs.entry(log_key.to_string()).or_insert_with(|| SlidingLog::new(limit));
+            let (decision, _) = log.check(micros);
+            if decision.is_allowed() {
+                s.limits.allowed.push((log_key.to_string(), at));
+            } else {
+                s.limits.denied += 1;
+            }
+            decision
+        })
+        .await
+    }
+
+    /// Takes or renews lease `lease` of `user` unless `limit` other live ones are held (the
+    /// adapter's lease script).
+    pub async fn lease(
+        &self,
+        conn: Conn,
+        user: &str,
+        lease: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<bool, Lost> {
+        self.command(conn, |s| {
+            let at = now();
+            let held = s.leases.entry(user.to_string()).or_default();
+            held.retain(|_, expires| *expires > at);
+            if !held.contains_key(lease) && held.len() >= limit as usize {
+                return false;
+            }
+            held.insert(lease.to_string(), at + ttl);
+            true
+        })
+        .await
+    }
+
+    /// Gives lease `lease` of `user` back.
+    pub async fn release(&self, conn: Conn, user: &str, lease: &str) -> Result<(), Lost> {
+        self.command(conn, |s| {
+            if let Some(held) = s.leases.get_mut(user) {
+                held.remove(lease);
+            }
+        })
+        .await
     }
 
     /// Commands answered so far.

@@ -4,8 +4,10 @@
 //! different instances bound to the same session; the second device binds with a `resume` of the
 //! reply the first one is receiving (so every resume is served by an instance that did not
 //! produce the reply), and now and then speaks itself; users flood past the rate limit from both
-//! devices at once. An administrator takes sessions over on a random instance. The broker is
-//! partitioned from one instance, slowed down, and restarted at seeded moments.
+//! devices at once, their messages limited fleet-wide through [`SimLimits`] (the engine's limits
+//! port over the broker, as `RedisLimits` is over Redis). An administrator takes sessions over on
+//! a random instance. The broker is partitioned from one instance, slowed down, and restarted at
+//! seeded moments.
 //! [`run`] returns a [`FleetReport`] listing every invariant violation (SIMULATION.md, "The
 //! fleet world"); an empty list is a pass.
 
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatbox::engine::delivery::{replay_limits, FleetBus, LocalReplay};
+use chatbox::engine::fleet_limits::Scope;
 use chatbox::engine::llm::LlmProvider;
 use chatbox::engine::metrics::Metrics;
 use chatbox::engine::persistence::MemoryOutbox;
@@ -32,6 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::broker::{now, start_link, SimBroker, SimReplay, SimStore};
 use crate::client::{self, Ws, PORT, SECRET};
 use crate::faults::{FaultyStore, StoreFaults};
+use crate::limits::{log_key, SimLimits};
 use crate::provider::SimProvider;
 
 /// Instances of the fleet.
@@ -41,31 +45,6 @@ pub const INSTANCES: usize = 3;
 const SETTLE: Duration = Duration::from_secs(9);
 /// How long a client waits for frames that should come (a reply's 20 s deadline, with slack).
 const PATIENCE: Duration = Duration::from_secs(40);
-
-/// Which rate invariant is checked. This branch has no fleet-wide limiter yet (it arrives with
-/// the limiter branch: a limiter port in `engine/limits.rs`), so each instance's own limiter is
-/// checked; switch to [`RateScope::Fleet`] when the limits are shared through the bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateScope {
-    /// No instance allows a key more than the limit in a window.
-    PerInstance,
-    /// The whole fleet together allows a key no more than the limit in a window.
-    Fleet,
-}
-
-/// Whether a stale live frame after a resume (a seq delivered twice, or one at or below the
-/// resume point) is tolerated. This world found a real race of the fleet's replay design
-/// (SIMULATION.md, "What the fleet world found"): the producer's link records a frame (XADD) and
-/// publishes it (PUBLISH) in two round trips, and a resume whose read landed between them
-/// replayed the frame, then got it live again (18 of seeds 1–20 once every resume was checked).
-/// A resumed connection now skips the live copies of the seqs it was replayed
-/// (`LocalBus::skip_replayed`), which fixed it; what remains is a rarer case under bus faults (seeds
-/// 1 and 14 of 1–20: a seq at the resume point delivered once more while the broker was delayed),
-/// not yet explained, so stale frames are still counted rather than failed.
-pub const STALE_LIVE_FRAMES_KNOWN: bool = true;
-
-/// The scope checked by the fleet world today.
-pub const RATE_SCOPE: RateScope = RateScope::PerInstance;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -95,11 +74,14 @@ pub struct FleetReport {
     pub resumes_exact: usize,
     /// Resumes answered `RESUME_UNAVAILABLE`.
     pub resumes_unavailable: usize,
-    /// Frames a resumed connection got again after the resume had delivered their seq (the
-    /// known late-publication race).
+    /// Frames a resumed connection got at or below a seq it already had (each one is also a
+    /// violation; SIMULATION.md, "What the fleet world found").
     pub stale_frames: usize,
-    /// Rate decisions made across the fleet.
+    /// Rate decisions made across the fleet (by the fleet limiter or, while the broker could not
+    /// answer, by an instance's own).
     pub rate_decisions: usize,
+    /// Messages the fleet limiter (the broker) refused.
+    pub fleet_denials: u64,
     /// Bus faults injected: partitions, delay windows, restarts.
     pub bus_faults: (usize, usize, usize),
     /// Broker commands answered.
@@ -160,6 +142,8 @@ struct Seen {
 fn config(index: usize) -> Config {
     let mut config = client::base_config();
     config.websocket.max_connections_per_user = 4;
+    // Every message of a flood reaches the rate limit (none refused as busy before it).
+    config.websocket.max_in_flight = 16;
     config.sessions.reconnect_timeout = Duration::from_secs(120);
     let _ = index;
     config
@@ -186,7 +170,7 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
             total: config.llm.stream_timeout,
         };
         let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
-        let (store, broker) = (store.clone(), broker.clone());
+        let (store, broker, limits_broker) = (store.clone(), broker.clone(), broker.clone());
         let recorder = Arc::new(Recorder { instance: index, decisions: decisions.clone() });
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let node =
@@ -222,6 +206,12 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
             .await
             .expect("server starts");
             let _ = running.engine.probe.set(recorder);
+            // The fleet-wide limits, as `server::fleet_limits` attaches RedisLimits.
+            running.engine.limits.attach_fleet(Arc::new(SimLimits::new(limits_broker, index)));
+            let engine = running.engine.clone();
+            running.engine.supervisor.spawn("fleet-leases", async move {
+                engine.limits.run_leases().await;
+            });
             let _ = ready_tx.send(());
             std::future::pending::<()>().await;
         });
@@ -290,40 +280,107 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
     let decisions = decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     report.rate_decisions = decisions.len();
     let limit = config(0).rate.messages;
-    check_rate(&decisions, RATE_SCOPE, limit.limit, limit.window, &mut report.violations);
+    let record = broker.limit_record();
+    report.fleet_denials = record.denied;
+    let fleet: Vec<(String, SimInstant)> = record
+        .allowed
+        .into_iter()
+        .filter_map(|(key, at)| {
+            let user = key.strip_prefix(&log_key(Scope::Messages, ""))?.to_string();
+            Some((user, at))
+        })
+        .collect();
+    let restarts = broker.restarts();
+    let rate = RateCheck { limit: limit.limit as usize, window: limit.window };
+    rate.check_fleet_log(&fleet, &restarts, &mut report.violations);
+    rate.check_accepted(&decisions, &faults, &mut report.violations);
     report.broker_commands = broker.commands();
     report
 }
 
-/// The rate invariant over every instance's decisions: no `scope` allowed a key more than
-/// `limit` events within any `window`.
-fn check_rate(
-    decisions: &[Decision],
-    scope: RateScope,
-    limit: u32,
+/// The rate invariant (b), as README's "Limits for the user, not per instance" states the
+/// guarantee: exact fleet-wide while the broker answers; during an outage each instance limits
+/// its own traffic, and what was allowed meanwhile (or lost with a restart) is not carried over.
+struct RateCheck {
+    limit: usize,
     window: Duration,
-    violations: &mut Vec<String>,
-) {
-    let mut allowed: HashMap<(Option<usize>, &str), Vec<SimInstant>> = HashMap::new();
-    for (instance, key, at, ok) in decisions {
-        if *ok {
-            let scope = (scope == RateScope::PerInstance).then_some(*instance);
-            allowed.entry((scope, key.as_str())).or_default().push(*at);
-        }
+}
+
+impl RateCheck {
+    /// The first `limit + 1` events of `times` (sorted) that fit in `within`, if any: the
+    /// span's first and last time.
+    fn crowded(
+        &self,
+        times: &[SimInstant],
+        within: impl Fn(SimInstant, SimInstant) -> bool,
+    ) -> Option<(SimInstant, SimInstant)> {
+        let n = self.limit;
+        (0..times.len().saturating_sub(n))
+            .map(|i| (times[i], times[i + n]))
+            .find(|(first, last)| within(*first, *last))
     }
-    let n = limit as usize;
-    for ((instance, key), times) in allowed {
-        for i in 0..times.len().saturating_sub(n) {
-            if times[i + n] - times[i] < window {
+
+    /// The broker's own log (what Redis allowed, on its clock): no closed window of
+    /// `RATE_LIMIT_WINDOW` holds more than `RATE_LIMIT` events of one user, unless a restart
+    /// emptied the log between them.
+    fn check_fleet_log(
+        &self,
+        allowed: &[(String, SimInstant)],
+        restarts: &[SimInstant],
+        violations: &mut Vec<String>,
+    ) {
+        for (user, times) in by_key(allowed.iter().map(|(k, at)| (k.as_str(), *at))) {
+            let within = |first: SimInstant, last: SimInstant| {
+                last - first <= self.window && !restarts.iter().any(|r| *r > first && *r <= last)
+            };
+            if let Some((first, last)) = self.crowded(&times, within) {
                 violations.push(format!(
-                    "rate: key {key} allowed {} events within {:?} (instance {instance:?})",
-                    n + 1,
-                    times[i + n] - times[i]
+                    "rate: the fleet limiter allowed {user} {} messages within {:?}",
+                    self.limit + 1,
+                    last - first
                 ));
-                break;
             }
         }
     }
+
+    /// What the users got, across every instance: no more than `RATE_LIMIT` accepted messages
+    /// of one user within `RATE_LIMIT_WINDOW` — for every window no bus fault overlaps (the
+    /// broker reachable and answering within `FLEET_LIMIT_TIMEOUT`, so every decision in it was
+    /// the fleet's).
+    fn check_accepted(
+        &self,
+        decisions: &[Decision],
+        faults: &Faults,
+        violations: &mut Vec<String>,
+    ) {
+        let accepted = decisions.iter().filter(|d| d.3).map(|(_, key, at, _)| (key.as_str(), *at));
+        for (user, times) in by_key(accepted) {
+            let within = |first: SimInstant, last: SimInstant| {
+                last - first < self.window && !faults.overlaps(first, last)
+            };
+            if let Some((first, last)) = self.crowded(&times, within) {
+                violations.push(format!(
+                    "rate: {user} got {} messages accepted across instances within {:?} while the broker was up",
+                    self.limit + 1,
+                    last - first
+                ));
+            }
+        }
+    }
+}
+
+/// Times by key, each list in order.
+fn by_key<'a>(
+    events: impl Iterator<Item = (&'a str, SimInstant)>,
+) -> HashMap<&'a str, Vec<SimInstant>> {
+    let mut by: HashMap<&str, Vec<SimInstant>> = HashMap::new();
+    for (key, at) in events {
+        by.entry(key).or_default().push(at);
+    }
+    for times in by.values_mut() {
+        times.sort();
+    }
+    by
 }
 
 async fn connect(token: &str, instance: usize) -> Option<Ws> {
@@ -458,9 +515,8 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
         } else {
             // No gap while the bus was up (a bus fault may lose live frames after the resume
             // was answered: that is invariant (a)'s business, excused during the fault), and
-            // never a frame out of order. A *stale* frame — a seq at or below one already
-            // delivered — is the known late-publication race (SIMULATION.md, "What the fleet
-            // world found"): counted, and a violation unless `STALE_LIVE_FRAMES_KNOWN`.
+            // never a *stale* frame — a seq at or below `after` or one already delivered —
+            // bus faults or not (SIMULATION.md, "What the fleet world found").
             let mut top = after;
             let (mut stale, mut gap) = (0usize, false);
             for seq in &seen_b.seqs {
@@ -474,7 +530,7 @@ async fn user(u: usize, seed: u64, until: Duration, faults: Arc<Faults>, seen: A
             if stale > 0 {
                 seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stale += stale;
             }
-            if (gap && !troubled) || (stale > 0 && !STALE_LIVE_FRAMES_KNOWN) {
+            if (gap && !troubled) || stale > 0 {
                 violation(format!(
                     "{user}: resume of {reply_id} after {after} on instance {b_at} (produced on {a_at}) gave seqs {:?} (bus faults meanwhile: {troubled})",
                     seen_b.seqs

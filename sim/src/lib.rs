@@ -4,7 +4,8 @@
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p chatbox-sim`). The server
 //! code is the production code; only its ports are replaced: the engine's in-memory
 //! `MemoryStore` with injected [`faults`], simulated [`provider`]s, and a simulated DNS
-//! [`resolver`]; for the fleet world (`fleet`), a simulated Redis (`broker`).
+//! [`resolver`]; for the fleet world (`fleet`), a simulated Redis (`broker`) and the fleet-wide
+//! limits over it (`limits`).
 
 #[cfg(madsim)]
 pub mod broker;
@@ -13,6 +14,8 @@ pub mod client;
 pub mod faults;
 #[cfg(madsim)]
 pub mod fleet;
+#[cfg(madsim)]
+pub mod limits;
 pub mod provider;
 #[cfg(madsim)]
 pub mod replay;

@@ -1,7 +1,8 @@
 //! The fleet simulation (issue 14): three real servers sharing one store and one simulated
 //! broker that is partitioned from one instance, slowed down and restarted; users with two
 //! devices on two instances, resumes served by an instance that did not produce the reply, an
-//! admin on yet another instance. Every invariant of SIMULATION.md's fleet world is checked; a
+//! admin on yet another instance, users flooding from two instances at once against the
+//! fleet-wide rate limit. Every invariant of SIMULATION.md's fleet world is checked; a
 //! violation fails the seed, and `MADSIM_TEST_SEED=<seed>` replays it exactly.
 #![cfg(madsim)]
 
@@ -16,6 +17,7 @@ async fn a_fleet_holds_every_invariant() {
     // A world in which nothing crossed the bus proves nothing.
     assert!(report.relayed_replies > 0, "no reply crossed instances: {report:?}");
     assert!(report.resumes_exact + report.resumes_unavailable > 0, "no resume: {report:?}");
+    assert!(report.fleet_denials > 0, "the fleet-wide rate limit never refused: {report:?}");
     assert!(
         report.violations.is_empty(),
         "invariant violations (replay with the MADSIM_TEST_SEED printed below):\n{}",

@@ -2,7 +2,8 @@
 //! Two real chatbox processes on one MongoDB-compatible database (SecantusDB) and one real Redis
 //! (issue 14): frames produced on one instance reach the connections bound to the same session on
 //! the other; a Redis outage degrades `/readyz` (still ready) without stopping local delivery,
-//! and the fleet comes back by itself when Redis does. Issue 15: a help request made on one
+//! and the fleet comes back by itself when Redis does (the outage logged once); credentials in
+//! `REDIS_URL` never reach the log. Issue 15: a help request made on one
 //! instance reaches an admin console's event stream on the other within 2 s, and a `stop` sent on
 //! one instance ends the reply streaming on the other.
 
@@ -11,9 +12,10 @@ use std::time::Duration;
 use chatbox_tests::e2e::chat;
 use chatbox_tests::events::EventStream;
 use chatbox_tests::fleet::{wait_bus, Fleet};
-use chatbox_tests::harness::{is_done, Client};
+use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
 use chatbox_tests::http::post;
-use chatbox_tests::upstream::Script;
+use chatbox_tests::redis::RedisServer;
+use chatbox_tests::upstream::{Script, Upstream};
 use serde_json::{json, Value};
 
 const STEP: Duration = Duration::from_secs(20);
@@ -49,6 +51,28 @@ async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redi
     wait_bus(&b, "ready").await;
     chat(&mut laptop, &session, "after the outage").await;
     done_in(&mut phone, &session).await;
+    // The outage was logged once, however many reconnects it took, and the return once.
+    let log = a.log_text();
+    assert_eq!(log.matches("fleet bus down").count(), 1, "one outage, logged once");
+    assert_eq!(log.matches("fleet bus up").count(), 2, "at start and after the outage");
+}
+
+#[tokio::test]
+async fn redis_credentials_never_reach_the_log() {
+    // Redis's `default` user has no password here, so it accepts any: the bus comes up and
+    // its address is logged, then logged again when Redis goes away.
+    let mut redis = RedisServer::start().await;
+    let url = redis.url().replace("redis://", "redis://default:s3cret-pw@");
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream).env("REDIS_URL", &url)).await;
+    wait_bus(&server, "ready").await;
+    redis.stop().await;
+    wait_bus(&server, "degraded").await;
+    assert!(server.wait_for_log("fleet bus down", STEP).await, "{}", server.tail());
+    let log = server.log_text();
+    let masked = url.replace("default:s3cret-pw", "<credentials>");
+    assert!(log.matches(&masked).count() >= 2, "the masked URL, up and down: {log}");
+    assert!(!log.contains("s3cret-pw"), "the password is never logged: {log}");
 }
 
 #[tokio::test]

@@ -30,9 +30,48 @@ struct Conn {
     session: Option<Arc<str>>,
     /// While held: the connection's own queue, and the side queue `tx` points to meanwhile.
     held: Option<(mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>)>,
-    /// After a resume from the shared store: the reply whose frames up to this seq were
-    /// replayed, so their live copies (published after Redis recorded them) are not sent twice.
-    replayed: Option<(Arc<str>, u64)>,
+    /// After a resume from the shared store: what it covered, so the live copies of those
+    /// frames (published after Redis recorded them) are not sent again.
+    replayed: Option<Replayed>,
+}
+
+/// What a resume from the shared store covered of one reply: every seq up to `upto` (the
+/// client's own `after_seq` and the frames replayed after it) and the replayed frames that carry
+/// no seq (a failed reply's error frame). Their live copies can still reach the connection after
+/// the resume: the producer records a frame in the shared store and publishes it in two round
+/// trips, so a read can see the record before the publication arrives — including a read that
+/// found nothing after `after_seq`, whose client already has the frame being published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    reply_id: Arc<str>,
+    upto: u64,
+    unnumbered: Vec<Arc<str>>,
+}
+
+impl Replayed {
+    /// A resume of `reply_id` after `after_seq` that replayed `frames` (seq `after_seq + 1 ..`,
+    /// core's `shared_replay`).
+    pub fn new(reply_id: &str, after_seq: u64, frames: &[Arc<str>]) -> Self {
+        let numbered = |f: &&Arc<str>| super::reply_seq(f, reply_id).is_some();
+        let (numbered, unnumbered): (Vec<&Arc<str>>, Vec<&Arc<str>>) =
+            frames.iter().partition(numbered);
+        let top = numbered.iter().filter_map(|f| super::reply_seq(f, reply_id)).max();
+        Replayed {
+            reply_id: Arc::from(reply_id),
+            upto: top.unwrap_or(after_seq).max(after_seq),
+            unnumbered: unnumbered.into_iter().cloned().collect(),
+        }
+    }
+
+    /// Whether `frame` is a live copy of something the resume covered.
+    pub fn covers(&self, frame: &str) -> bool {
+        if self.unnumbered.iter().any(|f| **f == *frame) {
+            return true;
+        }
+        // The substring test keeps every other frame from being parsed.
+        frame.contains(&*self.reply_id)
+            && super::reply_seq(frame, &self.reply_id).is_some_and(|seq| seq <= self.upto)
+    }
 }
 
 /// Counters for metrics.
@@ -70,11 +109,8 @@ impl LocalBus {
     }
 
     fn offer(&self, conn: &Conn, item: Outbound) -> bool {
-        if let (Some((reply_id, upto)), Outbound::Frame(frame)) = (&conn.replayed, &item) {
-            // The substring test keeps every other frame from being parsed.
-            if frame.contains(&**reply_id)
-                && super::reply_seq(frame, reply_id).is_some_and(|seq| seq <= *upto)
-            {
+        if let (Some(replayed), Outbound::Frame(frame)) = (&conn.replayed, &item) {
+            if replayed.covers(frame) {
                 return true;
             }
         }
@@ -277,12 +313,11 @@ impl LocalBus {
         true
     }
 
-    /// From now on `id` skips the frames of `reply_id` up to seq `upto`: they were replayed to
-    /// it from the shared store, and their live copies may still arrive (a frame is recorded in
-    /// Redis before it is published, so a resume can read it before its publication arrives).
-    pub fn skip_replayed(&self, id: ConnId, reply_id: &str, upto: u64) {
+    /// From now on `id` skips the live copies of what a resume from the shared store covered
+    /// (see [`Replayed`]).
+    pub fn skip_replayed(&self, id: ConnId, replayed: Replayed) {
         if let Some(conn) = self.lock().conns.get_mut(&id) {
-            conn.replayed = Some((Arc::from(reply_id), upto));
+            conn.replayed = Some(replayed);
         }
     }
 
@@ -410,29 +445,61 @@ mod tests {
         assert!(!reg.hold(99), "unknown connection");
     }
 
-    #[test]
-    fn live_copies_of_replayed_frames_are_skipped_and_later_ones_delivered() {
-        let chunk = |reply: &str, seq: u64| {
-            frame(&format!(
-                r#"{{"type":"ai_response","metadata":{{"reply_id":"{reply}","seq":"{seq}"}}}}"#
-            ))
-        };
-        let reg = LocalBus::default();
-        let (a, mut ra) = conn(&reg, "u1", false, 8);
-        reg.bind(a, "s");
-        reg.skip_replayed(a, "r1", 3);
-        for f in [chunk("r1", 2), chunk("r1", 3), chunk("r2", 1), chunk("r1", 4), frame("x")] {
-            reg.to_session("s", &f, None);
-        }
-        let got: Vec<_> = std::iter::from_fn(|| match ra.try_recv() {
+    fn chunk(reply: &str, seq: u64) -> Arc<str> {
+        frame(&format!(
+            r#"{{"type":"ai_response","metadata":{{"reply_id":"{reply}","seq":"{seq}"}}}}"#
+        ))
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Arc<str>> {
+        std::iter::from_fn(|| match rx.try_recv() {
             Ok(Outbound::Frame(f)) => Some(f),
             _ => None,
         })
-        .collect();
-        assert_eq!(got, vec![chunk("r2", 1), chunk("r1", 4), frame("x")]);
+        .collect()
+    }
+
+    #[test]
+    fn live_copies_of_replayed_frames_are_skipped_and_later_ones_delivered() {
+        let reg = LocalBus::default();
+        let (a, mut ra) = conn(&reg, "u1", false, 8);
+        reg.bind(a, "s");
+        reg.skip_replayed(a, Replayed::new("r1", 1, &[chunk("r1", 2), chunk("r1", 3)]));
+        for f in [chunk("r1", 2), chunk("r1", 3), chunk("r2", 1), chunk("r1", 4), frame("x")] {
+            reg.to_session("s", &f, None);
+        }
+        assert_eq!(drain(&mut ra), vec![chunk("r2", 1), chunk("r1", 4), frame("x")]);
         reg.bind(a, "other");
         reg.to_session("other", &chunk("r1", 1), None);
         assert!(ra.try_recv().is_ok(), "a new binding ends the skipping");
+    }
+
+    /// The fleet world's seeds 1 and 14 (broker delayed): the resume read landed after seq 1
+    /// was recorded but before it was published, found nothing after the client's `after_seq`
+    /// of 1, and the live seq 1 that followed reached the client a second time.
+    #[test]
+    fn a_resume_that_replayed_nothing_still_skips_the_live_copies_up_to_its_after_seq() {
+        let covered = Replayed::new("r1", 1, &[]);
+        assert!(covered.covers(&chunk("r1", 1)) && covered.covers(&chunk("r1", 0)));
+        assert!(!covered.covers(&chunk("r1", 2)) && !covered.covers(&chunk("r2", 1)));
+        let reg = LocalBus::default();
+        let (a, mut ra) = conn(&reg, "u1", false, 8);
+        reg.bind(a, "s");
+        reg.skip_replayed(a, covered);
+        for f in [chunk("r1", 1), chunk("r1", 2), chunk("r1", 3)] {
+            reg.to_session("s", &f, None);
+        }
+        assert_eq!(drain(&mut ra), vec![chunk("r1", 2), chunk("r1", 3)]);
+    }
+
+    #[test]
+    fn a_replayed_error_frame_is_not_delivered_again_live() {
+        let error = frame(r#"{"type":"error","session_id":"s","error":{"code":"LLM_TIMEOUT"}}"#);
+        let covered = Replayed::new("r1", 2, &[chunk("r1", 3), Arc::clone(&error)]);
+        assert!(covered.covers(&chunk("r1", 3)) && covered.covers(&error));
+        assert!(!covered.covers(&chunk("r1", 4)));
+        let other = frame(r#"{"type":"error","session_id":"s","error":{"code":"RATE_LIMITED"}}"#);
+        assert!(!covered.covers(&other), "another error still reaches the client");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::clock::Clock;
 use super::metrics::Metrics;
 pub use fleet::admins_channel;
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
-pub use local::LocalBus;
+pub use local::{LocalBus, Replayed};
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
 pub use signal::{AdminEvent, AdminEvents, Signal, ADMIN_EVENTS};
 
@@ -203,10 +203,10 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn release(&self, conn: ConnId, merge: &mut dyn FnMut(Vec<Arc<str>>) -> Vec<Arc<str>>) {
         self.local().release(conn, merge);
     }
-    /// `conn` skips the frames of `reply_id` up to seq `upto` from now on (they were replayed
-    /// to it from the shared store; see [`LocalBus::skip_replayed`]).
-    fn skip_replayed(&self, conn: ConnId, reply_id: &str, upto: u64) {
-        self.local().skip_replayed(conn, reply_id, upto);
+    /// `conn` skips the live copies of what a resume from the shared store covered from now on
+    /// (see [`Replayed`]).
+    fn skip_replayed(&self, conn: ConnId, replayed: Replayed) {
+        self.local().skip_replayed(conn, replayed);
     }
     /// Resolves once frames published for `session` by other instances reach this one (its
     /// channel subscription is confirmed); `false` if that cannot be known now (link down).
@@ -328,10 +328,10 @@ impl Delivery {
             self.bus.release(conn, &mut |held| others(held));
             return Resumed::Unavailable;
         };
-        // Live copies of the replayed frames can still arrive after the release.
-        if let Some(upto) = frames.iter().filter_map(|f| reply_seq(f, reply_id)).max() {
-            self.bus.skip_replayed(conn, reply_id, upto);
-        }
+        // Live copies of what the resume covers can still arrive after the release — also when
+        // it replayed nothing: the read can land between a frame's record and its publication,
+        // and the client named that frame in `after_seq`.
+        self.bus.skip_replayed(conn, Replayed::new(reply_id, after_seq, &frames));
         let mut replayed = Some(frames);
         let mut merged = true;
         self.bus.release(conn, &mut |held| {
@@ -537,6 +537,7 @@ impl Delivery {
 mod tests {
     use super::*;
     use chatbox_core::protocol::ErrorInfo;
+    use chatbox_core::replay::Liveness;
 
     #[test]
     fn error_frames_are_counted_once_per_fan_out() {
@@ -554,5 +555,97 @@ mod tests {
         assert_eq!(&*text, error.to_json().as_str());
         assert!(delivery.send_conn(conn, &Frame::loading("s", now)));
         assert_eq!(metrics.message_errors.get(), 1, "only error frames count");
+    }
+
+    /// A replay buffer whose shared store always reads `read` (another instance's reply).
+    #[derive(Debug)]
+    struct Remote(SharedRead);
+
+    impl ReplayBuffer for Remote {
+        fn publish(&self, _: ReplyFrame<'_>, _: &Arc<str>, _: Instant, fan_out: &mut dyn FnMut()) {
+            fan_out();
+        }
+        fn end(&self, _: &str, _: Instant) {}
+        fn resume(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: Instant,
+            attach: &mut dyn FnMut(Replay<Arc<str>>),
+        ) {
+            attach(Replay::Unavailable);
+        }
+        fn frames(&self) -> usize {
+            0
+        }
+        fn shared(&self) -> Option<&dyn SharedReplay> {
+            Some(self)
+        }
+    }
+
+    impl SharedReplay for Remote {
+        fn read<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<SharedRead, String>> {
+            Box::pin(std::future::ready(Ok(self.0.clone())))
+        }
+        fn liveness<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Option<Liveness>> {
+            Box::pin(std::future::ready(Some(Liveness::Live)))
+        }
+        fn alive_ttl(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(1)
+        }
+    }
+
+    fn chunk(seq: u64) -> Arc<str> {
+        Arc::from(format!(
+            r#"{{"type":"ai_response","metadata":{{"reply_id":"r1","seq":"{seq}"}}}}"#
+        ))
+    }
+
+    /// Resumes reply `r1` after `after_seq` on a fresh connection against a shared store that
+    /// holds `recorded` (live), then publishes `live` to the session; returns what the
+    /// connection got.
+    async fn resumed_then_live(after_seq: u64, recorded: &[u64], live: &[u64]) -> Vec<Arc<str>> {
+        let read = SharedRead {
+            state: Some((Liveness::Live, "s".to_string())),
+            entries: recorded.iter().map(|seq| (*seq, "s".to_string(), chunk(*seq))).collect(),
+        };
+        let bus = Arc::new(LocalBus::default());
+        let delivery =
+            Delivery::with_replay(bus.clone(), Arc::new(Remote(read)), Arc::new(Metrics::new()));
+        let (tx, mut rx) = mpsc::channel(16);
+        let kick = Arc::new(KickSignal::default());
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
+        let resumed = delivery
+            .resume(conn, "s", ("r1", after_seq), Instant::ZERO, &mut || {
+                bus.bind(conn, "s");
+            })
+            .await;
+        assert_eq!(resumed, Resumed::Live);
+        for seq in live {
+            delivery.bus.to_session("s", &chunk(*seq), None);
+        }
+        std::iter::from_fn(|| match rx.try_recv() {
+            Ok(Outbound::Frame(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+    }
+
+    /// The record/publish race: the producer records a frame in the shared store, then
+    /// publishes it; a resume read in between replays it, and its live copy follows.
+    #[tokio::test]
+    async fn a_resume_skips_the_live_copies_of_the_frames_it_replayed() {
+        let got = resumed_then_live(1, &[2, 3], &[2, 3, 4]).await;
+        assert_eq!(got, vec![chunk(2), chunk(3), chunk(4)]);
+    }
+
+    /// The fleet world's seeds 1 and 14 under broker delay: the read came after seq 1 was
+    /// recorded and before it was published, so it found nothing after the client's
+    /// `after_seq` of 1 — and the live seq 1 reached the client again (`[1, 2, 3, 4]`).
+    #[tokio::test]
+    async fn a_resume_that_replayed_nothing_skips_the_live_copies_up_to_its_after_seq() {
+        let got = resumed_then_live(1, &[], &[1, 2, 3]).await;
+        assert_eq!(got, vec![chunk(2), chunk(3)]);
     }
 }
