@@ -1,8 +1,9 @@
 //! Signals (issue 15): news for a service of every instance, not frames for connections — a
-//! `stop` for a reply that may stream on another instance, and the admin consoles' live events.
+//! `stop` for a reply that may stream on another instance, the admin consoles' live events, and
+//! (issue 16) an explicit end, which every instance holding the session in memory must apply.
 //! The delivery service sends them through the [`super::Bus`] port: the in-process bus has no
 //! other instance to tell; the fleet bus publishes them (a stop on the session's channel, admin
-//! events on the fleet-wide admins channel) and hands the ones it receives to its listeners.
+//! events and ends on fleet-wide channels) and hands the ones it receives to its listeners.
 
 use std::sync::Arc;
 
@@ -14,6 +15,13 @@ use serde::{Deserialize, Serialize};
 pub enum Signal {
     /// Stop the reply of `session` streaming on the receiving instance, if any (`stop` frame).
     StopReply {
+        /// Session id.
+        session: String,
+    },
+    /// Session `session` was ended through `POST {P}/sessions/:id/end` (issue 16): an instance
+    /// holding it in memory marks it ended on request, so its next message starts a new session
+    /// there too instead of reviving it.
+    SessionEnded {
         /// Session id.
         session: String,
     },
