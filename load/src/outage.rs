@@ -1,6 +1,7 @@
 //! `chatbox-load outage` (issue 16, Deliver 1): steady chat across many sessions on a release
 //! chatbox backed by a real MongoDB-compatible server (SecantusDB, `scripts/mongo-server.sh`),
-//! the database killed for a while and started again on the same data. Reported: acknowledged
+//! the database killed for a while and started again on the same data (or, with `--freeze`,
+//! stopped with SIGSTOP and continued: connections hang instead of being refused). Reported: acknowledged
 //! messages lost (each one looked for in the store after recovery, through the REST API), the
 //! reply time before, during and after the outage, and how long `/readyz` took to turn
 //! not-ready after the kill and ready again after the restart (and the outbox to drain).
@@ -47,6 +48,10 @@ pub struct OutageArgs {
     /// How long to wait, after the last message, for `/readyz` to be ready with an empty outbox.
     #[arg(long, default_value = "180s", value_parser = util::parse_duration)]
     pub drain: Duration,
+    /// Freeze the database (SIGSTOP, then SIGCONT) instead of killing and restarting it: its
+    /// connections stay open and hang, as in a network partition, rather than being refused.
+    #[arg(long)]
+    pub freeze: bool,
     /// Hide the live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -144,15 +149,23 @@ pub async fn outage(server: &ServerArgs, args: &OutageArgs, stub: Stub) {
     let progress = (!args.quiet).then(|| spawn(progress(Arc::clone(&records), start_us)));
 
     sleep_until(start_us + args.before.as_micros() as u64).await;
-    mongo.kill().await;
+    let frozen = mongo.pid().filter(|_| args.freeze);
+    match frozen {
+        Some(pid) => signal(pid, "-STOP"),
+        None => mongo.kill().await,
+    }
     let killed_us = now_us();
-    eprintln!("\n# database killed at {:.1}s", (killed_us - start_us) as f64 / 1e6);
+    let verb = if frozen.is_some() { "frozen" } else { "killed" };
+    eprintln!("\n# database {verb} at {:.1}s", (killed_us - start_us) as f64 / 1e6);
     sleep_until(killed_us + args.outage.as_micros() as u64).await;
     let restart_us = now_us();
-    mongo.restart().await;
+    match frozen {
+        Some(pid) => signal(pid, "-CONT"),
+        None => mongo.restart().await,
+    }
     let back_us = now_us();
     eprintln!(
-        "\n# database restarted at {:.1}s (listening after {:.1}s of start-up)",
+        "\n# database back at {:.1}s (after {:.1}s of start-up)",
         (back_us - start_us) as f64 / 1e6,
         (back_us - restart_us) as f64 / 1e6
     );
@@ -184,6 +197,15 @@ pub async fn outage(server: &ServerArgs, args: &OutageArgs, stub: Stub) {
     println!("RESULT {report}");
     if let Ok(target) = Arc::try_unwrap(target) {
         target.stop().await;
+    }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+#[allow(clippy::disallowed_methods, reason = "a client tool signalling the database it started")]
+fn signal(pid: u32, sig: &str) {
+    match std::process::Command::new("kill").args([sig, &pid.to_string()]).status() {
+        Ok(status) if status.success() => {}
+        outcome => eprintln!("kill {sig} {pid}: {outcome:?}"),
     }
 }
 
@@ -346,6 +368,7 @@ fn report(
     let max_outbox = samples.iter().filter_map(|s| s.outbox).max();
     json!({
         "scenario": "outage",
+        "how": if args.freeze { "frozen (SIGSTOP/SIGCONT)" } else { "killed (SIGKILL) and restarted" },
         "rate": args.rate,
         "connections": args.connections,
         "before_s": args.before.as_secs_f64(),
