@@ -34,7 +34,8 @@ if [ "$scenario" = fleet ]; then
   cargo build --release --locked -q -p chatbox --bin chatbox
   exec cargo test --release --locked -q -p chatbox-tests --test fleet_figures -- --ignored --nocapture
 fi
-cargo build --release --locked -q -p chatbox --bin chatbox -p chatbox-load
+cargo build --release --locked -q -p chatbox --bin chatbox
+cargo build --release --locked -q -p chatbox-load
 bin="$CARGO_TARGET_DIR/release"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loadavg), nofile $(ulimit -Hn)" >&2
 if [ "$scenario" = floor ]; then
