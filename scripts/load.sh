@@ -8,6 +8,12 @@
 #   scripts/load.sh stub     [args]  # only the stub OpenAI upstream (for a proxy comparison)
 #   scripts/load.sh floor    [args]  # scenario 1 against a bare relay process instead of chatbox:
 #                                    # what two processes cost on this machine (run's args)
+#   scripts/load.sh outage   [args]  # issue 16: SecantusDB killed for 60 s under 100 msg/s of chat:
+#                                    # acknowledged messages lost (read back from the store), reply
+#                                    # time before/during/after, /readyz flip and recovery (~2.5 min)
+#   scripts/load.sh soak     [args]  # issue 16: 10 min at 500 msg/s, connections and sessions
+#                                    # churning: RSS every minute, drift, fds, outbox, errors
+#                                    # (short smoke: soak --duration 1m --rate 50 --sample 10s)
 #   scripts/load.sh fleet            # issue 14's fleet figures: two instances, SecantusDB, Redis
 #                                    # (relay latency, Redis commands and memory per reply; ~40 s)
 #
@@ -19,7 +25,7 @@
 # The generator raises its open-file limit to the hard limit; the server it starts inherits it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario="${1:?usage: scripts/load.sh run|idle|churn|shutdown|stub [args]}"
+scenario="${1:?usage: scripts/load.sh run|idle|churn|shutdown|outage|soak|stub|floor|fleet [args]}"
 shift
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/load}"
 if [ "$scenario" = fleet ]; then
@@ -28,7 +34,8 @@ if [ "$scenario" = fleet ]; then
   cargo build --release --locked -q -p chatbox --bin chatbox
   exec cargo test --release --locked -q -p chatbox-tests --test fleet_figures -- --ignored --nocapture
 fi
-cargo build --release --locked -q -p chatbox --bin chatbox -p chatbox-load
+cargo build --release --locked -q -p chatbox --bin chatbox
+cargo build --release --locked -q -p chatbox-load
 bin="$CARGO_TARGET_DIR/release"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loadavg), nofile $(ulimit -Hn)" >&2
 if [ "$scenario" = floor ]; then

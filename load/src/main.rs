@@ -14,17 +14,23 @@
 //! | `churn` | scenario 3, sessions created and ended through the TTL sweeper |
 //! | `shutdown` | scenario 4, SIGTERM with streams in flight |
 //! | `relay` | a bare WebSocket ↔ SSE relay process: the floor any gateway stands on |
+//! | `convo` | one-message-at-a-time conversations that record acknowledgements (issue 16) |
+//! | `outage` | a database outage under steady chat: loss, reply time, `/readyz` (issue 16) |
+//! | `soak` | a long run with connections churning: RSS drift, files, outbox (issue 16) |
 //!
 //! Every scenario prints a human table and one `RESULT {json}` line per step on stdout, and a
 //! live progress line on stderr. Figures are reported, never asserted.
 
 mod churn;
 mod client;
+mod convo;
 mod idle;
+mod outage;
 mod relay;
 mod run;
 mod server;
 mod shutdown;
+mod soak;
 mod stats;
 mod stub;
 mod util;
@@ -87,6 +93,12 @@ enum Command {
     Churn(churn::ChurnArgs),
     /// Scenario 4: SIGTERM with a reply streaming on every connection.
     Shutdown(shutdown::ShutdownArgs),
+    /// Issue 16: a MongoDB (SecantusDB) outage under steady chat — acknowledged messages lost,
+    /// reply time before / during / after, `/readyz` flip and recovery.
+    Outage(outage::OutageArgs),
+    /// Issue 16: a long run with connections and sessions churning — RSS drift, open files,
+    /// outbox depth, errors.
+    Soak(soak::SoakArgs),
     /// Only the stub upstream, until killed (prints `stub endpoint URL`).
     Stub,
     /// A bare WebSocket ↔ OpenAI SSE relay (no chatbox logic), until killed: measure it with
@@ -145,6 +157,16 @@ async fn async_main(cli: Cli, nofile: u64) {
         Command::Shutdown(args) => {
             let config = cli.stub.config(1000, 20, 1000);
             shutdown::shutdown(&cli.server, args, config).await;
+        }
+        Command::Outage(args) => {
+            let config = cli.stub.config(20, 4, 5);
+            let stub = start_stub(cli.stub.stub_port, config).await;
+            outage::outage(&cli.server, args, stub).await;
+        }
+        Command::Soak(args) => {
+            let config = cli.stub.config(20, 4, 5);
+            let stub = start_stub(cli.stub.stub_port, config).await;
+            soak::soak(&cli.server, args, stub).await;
         }
         Command::Relay(args) => relay::relay(args).await,
         Command::Stub => {

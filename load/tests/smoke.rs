@@ -1,6 +1,7 @@
-//! Smoke test of the load generator, cheap enough for CI: `chatbox-load run` and `idle` against
-//! the debug `chatbox` binary (`target/<profile>/chatbox`, built once here if missing), and
-//! `run` against `chatbox-load relay`. It checks counts and the shape of the `RESULT` report,
+//! Smoke test of the load generator, cheap enough for CI: `chatbox-load run`, `idle`, `soak`
+//! and `outage` (on SecantusDB, `scripts/mongo-server.sh`) against the debug `chatbox` binary
+//! (`target/<profile>/chatbox`, built once here if missing), and `run` against
+//! `chatbox-load relay`. It checks counts and the shape of the `RESULT` report,
 //! never timings.
 
 use std::process::Command;
@@ -114,4 +115,65 @@ fn the_bare_relay_carries_every_reply() {
         assert_eq!(r[key].as_u64(), Some(40), "{key} in {r}");
     }
     assert_eq!(r["errors_total"].as_u64(), Some(0), "{r}");
+}
+
+#[test]
+fn a_short_soak_answers_every_message_while_connections_and_sessions_churn() {
+    let reports = load(&[
+        "soak",
+        "--duration",
+        "6s",
+        "--rate",
+        "20",
+        "--users",
+        "10",
+        "--messages-per-connection",
+        "3",
+        "--end-every",
+        "2",
+        "--sample",
+        "2s",
+        "--warmup",
+        "2s",
+    ]);
+    let r = &reports[0];
+    let count = |key: &str| r[key].as_u64().unwrap_or_else(|| panic!("{key} in {r}"));
+    assert_eq!(count("messages"), 120, "{r}");
+    assert_eq!(count("acknowledged"), 120, "{r}");
+    assert_eq!(count("replies"), 120, "{r}");
+    assert_eq!(count("errors_total"), 0, "{r}");
+    assert!(count("connections_opened") >= 40, "a new connection every 3 messages: {r}");
+    assert!(count("sessions_ended") >= 10, "{r}");
+    assert!(r["samples"].as_array().is_some_and(|s| s.len() >= 4), "{r}");
+    assert!(r["rss_drift_after_warmup_pct"].is_number(), "{r}");
+    assert!(r["max_fds"].as_u64().is_some(), "{r}");
+}
+
+#[test]
+fn a_short_outage_loses_no_acknowledged_message_and_reports_readyz() {
+    let reports = load(&[
+        "outage",
+        "--rate",
+        "20",
+        "--connections",
+        "10",
+        "--before",
+        "2s",
+        "--outage",
+        "3s",
+        "--after",
+        "2s",
+        "--quiet",
+    ]);
+    let r = &reports[0];
+    let count = |key: &str| r[key].as_u64().unwrap_or_else(|| panic!("{key} in {r}"));
+    assert_eq!(count("messages"), 140, "{r}");
+    assert!(count("acknowledged") > 0, "{r}");
+    assert_eq!(count("acknowledged_found_in_store"), count("acknowledged"), "{r}");
+    assert_eq!(count("acknowledged_lost"), 0, "{r}");
+    assert!(r["phases"]["during"]["acknowledged"].as_u64() > Some(0), "acked in the outage: {r}");
+    let readyz = &r["readyz"];
+    for key in ["not_ready_after_kill_ms", "ready_after_restart_ms"] {
+        assert!(readyz[key].is_number(), "{key} in {r}");
+    }
 }

@@ -63,6 +63,11 @@ impl MongoServer {
         }
     }
 
+    /// The server's process id while it runs (the load generator freezes it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Starts it again on the same port and data directory.
     ///
     /// # Panics

@@ -5,15 +5,17 @@
 //! and the fleet comes back by itself when Redis does (the outage logged once); credentials in
 //! `REDIS_URL` never reach the log. Issue 15: a help request made on one
 //! instance reaches an admin console's event stream on the other within 2 s, and a `stop` sent on
-//! one instance ends the reply streaming on the other.
+//! one instance ends the reply streaming on the other. Issue 16: a session ended through
+//! `POST {P}/sessions/:id/end` on one instance is final on the other too, whether or not a
+//! connection is bound to it there.
 
 use std::time::Duration;
 
-use chatbox_tests::e2e::chat;
+use chatbox_tests::e2e::{chat, stored_messages};
 use chatbox_tests::events::EventStream;
 use chatbox_tests::fleet::{wait_bus, Fleet};
-use chatbox_tests::harness::{is_done, Client, Server, ServerOpts};
-use chatbox_tests::http::post;
+use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
+use chatbox_tests::http::{get, ok_json, post};
 use chatbox_tests::redis::RedisServer;
 use chatbox_tests::upstream::{Script, Upstream};
 use serde_json::{json, Value};
@@ -156,4 +158,64 @@ async fn a_help_request_on_one_instance_reaches_a_console_on_the_other_and_a_sto
         .filter_map(|f| f["content"].as_str())
         .collect();
     assert!(!shown.contains("w39"), "stopped before the end: {shown}");
+}
+
+/// The `session_id`s announced by `connection_status` frames among `frames`.
+fn announced(frames: &[Value]) -> Vec<&str> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "connection_status")
+        .filter_map(|f| f["session_id"].as_str())
+        .collect()
+}
+
+/// `is_active` of `session` in its owner's `GET {P}/sessions` on `server`.
+async fn is_active(server: &Server, token: &str, session: &str) -> bool {
+    let list = ok_json(&get(server, "/sessions", Some(token)).await);
+    let items = list["sessions"].as_array().unwrap_or_else(|| panic!("sessions: {list}"));
+    let item = items.iter().find(|s| s["id"] == session);
+    item.and_then(|s| s["is_active"].as_bool()).unwrap_or_else(|| panic!("{session}: {list}"))
+}
+
+#[tokio::test]
+async fn an_end_on_one_instance_is_final_on_the_other_where_the_user_is_connected() {
+    let Fleet { mongo: _mongo, redis: _redis, upstream: _upstream, a, b } = Fleet::start(&[]).await;
+    let token = a.token("fleet-ender", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let (ended, _) = chat(&mut phone, "fleet-end-1", "before the end").await;
+    let before = stored_messages(&b, &token, &ended).await;
+
+    // Ended through B while the phone stays connected to A, which holds the session in memory.
+    let end = post(&b, &format!("/sessions/{ended}/end"), Some(&token)).await;
+    assert_eq!(ok_json(&end), json!({"status": "ended"}));
+    assert!(
+        a.wait_for_log("session ended on another instance", STEP).await,
+        "A heard of the end\n{}",
+        a.tail()
+    );
+    let (fresh, frames) = chat(&mut phone, &ended, "after the end").await;
+    assert_ne!(fresh, ended, "a new session, not the ended one: {frames:#?}");
+    assert_eq!(announced(&frames).last(), Some(&fresh.as_str()), "announced: {frames:#?}");
+    for server in [&a, &b] {
+        assert!(!is_active(server, &token, &ended).await, "the ended session stays ended");
+        assert!(is_active(server, &token, &fresh).await);
+    }
+    assert_eq!(stored_messages(&a, &token, &ended).await, before, "nothing appended to it");
+
+    // With no connection bound to it on A (the user went away), A still hears of an end made
+    // on B and the user's return to A starts yet another session.
+    phone.close().await;
+    let end = post(&b, &format!("/sessions/{fresh}/end"), Some(&token)).await;
+    assert_eq!(ok_json(&end), json!({"status": "ended"}));
+    let heard = || a.log_text().matches("session ended on another instance").count();
+    let deadline = now() + STEP;
+    while heard() < 2 {
+        assert!(now() < deadline, "A heard of the second end\n{}", a.tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut back = a.connect(&token).await;
+    let (third, frames) = chat(&mut back, &fresh, "back again").await;
+    assert!(third != fresh && third != ended, "yet another session: {frames:#?}");
+    assert!(!is_active(&b, &token, &fresh).await, "the second ended session stays ended");
+    assert_eq!(stored_messages(&b, &token, &fresh).await.len(), 2, "its one exchange only");
 }

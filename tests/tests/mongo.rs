@@ -4,7 +4,8 @@
 //! session per user; a database outage during a conversation loses no acknowledged message and
 //! turns `/readyz` not-ready and back; writes kept in the outbox survive a restart of chatbox
 //! while the database is down and are stored exactly once when it returns; a server started
-//! while the database is down serves and reports not-ready.
+//! while the database is down serves and reports not-ready. Issue 16: replies keep flowing
+//! through an outage, also when the database hangs (SIGSTOP) rather than goes away.
 //!
 //! "Acknowledged" is the server's `loading` frame for a user message (README, Guarantees): it is
 //! sent only after the message is in the store or in the durable outbox.
@@ -225,6 +226,59 @@ async fn replies_keep_flowing_through_an_outage_with_default_settings() {
         .into_iter()
         .map(String::from)
         .chain((1..=3).map(|n| format!("while it is down {n}")))
+        .flat_map(|text| [("user".to_string(), text.clone()), ("ai".to_string(), text)])
+        .collect();
+    let want: Vec<(&str, &str)> = want.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+    wait_stored(&server, &token, &session, &want).await;
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the database server.
+fn signal(mongo: &MongoServer, sig: &str) {
+    let pid = mongo.pid().expect("the database runs").to_string();
+    let sent = std::process::Command::new("kill").args([sig, &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+}
+
+/// Issue 16: a database that hangs instead of refusing (a frozen process, as in a network
+/// partition: its connections stay open and unanswered) holds no acknowledgement and no reply
+/// for long — each call by id gives up after `STORE_CALL_TIMEOUT`, the write goes to the outbox
+/// and the breaker opens — and everything acknowledged reaches the store once it answers again.
+#[tokio::test]
+async fn replies_keep_flowing_while_the_database_hangs() {
+    let mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let opts = ServerOpts::with_upstream(&upstream)
+        .embedded_store()
+        .env("MONGO_URI", &mongo.uri())
+        .env("MONGO_DATABASE", &fresh_database());
+    let server = Server::start(opts).await;
+    let token = server.token("frozen-user", &["user"], None);
+    let mut user = server.connect(&token).await;
+    let (session, _) = chat(&mut user, "frozen-1", "before the freeze").await;
+
+    signal(&mongo, "-STOP");
+    for n in 1..=3 {
+        let content = format!("while it hangs {n}");
+        user.send_user_message(&session, &content).await;
+        let frames = user.recv_reply(OUTAGE_REPLY).await;
+        assert_eq!(
+            frames.first().map(|f| f["type"].clone()),
+            Some("loading".into()),
+            "acknowledged: {frames:#?}"
+        );
+        assert!(is_done(frames.last().expect("outcome")), "answered: {frames:#?}");
+    }
+    assert!(
+        server.wait_for_log("store circuit opened", SLOW_STEP).await,
+        "calls over their deadline open the breaker\n{}",
+        server.tail()
+    );
+    signal(&mongo, "-CONT");
+    wait_ready(&server, 200, Duration::from_secs(60)).await;
+    let want: Vec<(String, String)> = ["before the freeze"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=3).map(|n| format!("while it hangs {n}")))
         .flat_map(|text| [("user".to_string(), text.clone()), ("ai".to_string(), text)])
         .collect();
     let want: Vec<(&str, &str)> = want.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();

@@ -132,6 +132,8 @@ pub(crate) const MONGO_SERVER_SELECTION_TIMEOUT: SettingName =
     name("MONGO_SERVER_SELECTION_TIMEOUT", "mongo.server_selection_timeout");
 pub(crate) const STORE_HISTORY_READ_TIMEOUT: SettingName =
     name("STORE_HISTORY_READ_TIMEOUT", "chatbox.store_history_read_timeout");
+pub(crate) const STORE_CALL_TIMEOUT: SettingName =
+    name("STORE_CALL_TIMEOUT", "chatbox.store_call_timeout");
 pub(crate) const MONGO_RETRY_ATTEMPTS: SettingName =
     name("MONGO_RETRY_ATTEMPTS", "mongo.retry_attempts");
 pub(crate) const MONGO_RETRY_DELAY: SettingName = name("MONGO_RETRY_DELAY", "mongo.retry_delay");

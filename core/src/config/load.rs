@@ -314,6 +314,7 @@ fn read_storage(r: &mut Reader<'_>, d: &StorageConfig) -> StorageConfig {
         outbox_max_entries: r.integer(keys::OUTBOX_MAX_ENTRIES, d.outbox_max_entries),
         encryption_key: r.secret(keys::ENCRYPTION_KEY),
         history_read_timeout: r.duration(keys::STORE_HISTORY_READ_TIMEOUT, d.history_read_timeout),
+        call_timeout: r.duration(keys::STORE_CALL_TIMEOUT, d.call_timeout),
         redis_url: r.secret(keys::REDIS_URL),
     }
 }

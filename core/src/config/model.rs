@@ -293,6 +293,11 @@ pub struct StorageConfig {
     /// Budget of the history read before a model call (`STORE_HISTORY_READ_TIMEOUT`), default
     /// [`HISTORY_READ_TIMEOUT_DEFAULT`].
     pub history_read_timeout: Duration,
+    /// Budget of one MongoDB call by id — a write that acknowledges a message, a load, a history
+    /// read — before it counts as failed (`STORE_CALL_TIMEOUT`), default
+    /// [`STORE_CALL_TIMEOUT_DEFAULT`]: a database that hangs instead of refusing (a network
+    /// partition, a frozen server) then sends writes to the outbox and opens the breaker.
+    pub call_timeout: Duration,
     /// The fleet's Redis (`REDIS_URL`, `redis://` or `rediss://`; may hold credentials), or empty
     /// for one instance with the in-process bus.
     pub redis_url: Secret,
@@ -357,6 +362,13 @@ pub const MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_secs
 /// Default budget of the history read before a model call (issue 16: at most 1 s); past it
 /// the reply goes on with what the instance has.
 pub const HISTORY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default budget of one MongoDB call by id (issue 16). The driver has no per-operation socket
+/// timeout, so a server that stops answering without closing its connections would hold a
+/// message's acknowledgement for as long as it hangs; past this the call fails transiently (the
+/// write goes to the outbox; every store write is idempotent, so one that lands late is
+/// harmless). Listings and aggregations keep their own, longer deadline.
+pub const STORE_CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 
 impl MongoConfig {
     /// The URI with any `user:password@` replaced by `<credentials>@`, for logs.
@@ -586,6 +598,7 @@ impl Config {
                 outbox_max_entries: 100_000,
                 encryption_key: Secret::default(),
                 history_read_timeout: HISTORY_READ_TIMEOUT_DEFAULT,
+                call_timeout: STORE_CALL_TIMEOUT_DEFAULT,
                 redis_url: Secret::default(),
             },
             alerts: AlertConfig::default(),

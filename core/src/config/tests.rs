@@ -471,6 +471,9 @@ fn mongo_uri_from_env_or_any_file_location() {
     assert_eq!(mongo.connect_timeout, Duration::from_secs(3));
     assert_eq!(mongo.server_selection_timeout, Duration::from_secs(2));
     assert_eq!(config.storage.history_read_timeout, Duration::from_secs(1));
+    assert_eq!(config.storage.call_timeout, Duration::from_secs(2));
+    let set = loaded(&minimal(&[("STORE_CALL_TIMEOUT", "250ms")]), None).config;
+    assert_eq!(set.storage.call_timeout, Duration::from_millis(250));
 
     for file in [
         "[mongo]\nuri = \"mongodb://db1\"",

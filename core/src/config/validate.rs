@@ -238,6 +238,7 @@ impl Config {
         rules.not_empty(keys::DATA_DIR, &storage.data_dir.to_string_lossy());
         rules.positive_usize(keys::OUTBOX_MAX_ENTRIES, storage.outbox_max_entries);
         rules.positive_duration(keys::STORE_HISTORY_READ_TIMEOUT, storage.history_read_timeout);
+        rules.positive_duration(keys::STORE_CALL_TIMEOUT, storage.call_timeout);
         rules.positive(keys::MONGO_RETRY_ATTEMPTS, u64::from(storage.retry.attempts));
         rules.ordered(
             (keys::MONGO_RETRY_MAX_DELAY, storage.retry.max_delay),

@@ -67,14 +67,16 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
 
 /// The configured store: MongoDB when `MONGO_URI` is set (not contacted yet: a database that is
 /// down at start-up only makes the server not ready) behind a circuit breaker, so calls stop
-/// waiting on it once it is known to be down; else the embedded store.
+/// waiting on it once it is known to be down, each call by id bounded by `STORE_CALL_TIMEOUT`;
+/// else the embedded store.
 pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
     match &config.storage.backend {
         StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
         #[cfg(feature = "mongodb")]
         StoreConfig::Mongo(mongo) => {
             let store: Arc<dyn SessionStore> = Arc::new(MongoStore::connect(mongo).await?);
-            Ok(Arc::new(BreakerStore::new(store, BreakerLimits::default())))
+            let call_timeout = config.storage.call_timeout;
+            Ok(Arc::new(BreakerStore::new(store, BreakerLimits::default(), call_timeout)))
         }
         #[cfg(not(feature = "mongodb"))]
         StoreConfig::Mongo(_) => Err(WiringError::NoMongo),

@@ -61,8 +61,10 @@ pub async fn user_sessions(engine: &Engine, user_id: &str) -> Result<Vec<Session
 }
 
 /// Ends the caller's session (§4.3, §6.6): the in-memory copy on this process first (freeing
-/// the user's active slot), then the store (`endTs`, `dur`). Ending again succeeds and
-/// overwrites the end time. Connections bound to the session stay open.
+/// the user's active slot), then the store (`endTs`, `dur`), then the other instances' copies
+/// (issue 16: a [`Signal::SessionEnded`](super::delivery::Signal) over the bus, so an instance
+/// where the user is still connected does not revive it). Ending again succeeds and overwrites
+/// the end time. Connections bound to the session stay open.
 pub async fn end_session(
     engine: &Engine,
     user_id: &str,
@@ -73,6 +75,7 @@ pub async fn end_session(
     let in_memory = engine.sessions.with(|t| t.end(id, now, wall)).is_ok();
     let ended = engine.persistence.end(id, wall).await?;
     let doc = ended.ok_or(SessionError::NotFound)?;
+    engine.delivery.session_ended(id);
     engine.metrics.sessions_ended.inc();
     let owner = engine.sessions.owner_of(id).unwrap_or_default();
     engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);

@@ -1,6 +1,7 @@
 //! The relay of the other instances' signals (issue 15), one task per instance in a fleet: a
-//! `stop` received for a session stops its reply if it streams here, and an admin event goes to
-//! this instance's consoles. On a single instance there is nothing to relay and the task ends at
+//! `stop` received for a session stops its reply if it streams here, an admin event goes to
+//! this instance's consoles, and an explicit end (issue 16) ends this instance's in-memory copy
+//! of the session, if it has one, so its next message here starts a new session. On a single instance there is nothing to relay and the task ends at
 //! once. Runs until shutdown drops the connections (stops still matter while replies drain).
 
 use std::sync::Arc;
@@ -24,6 +25,12 @@ pub async fn run(engine: Arc<Engine>) {
             Ok(Signal::StopReply { session }) => {
                 let stopped = engine.replies.stop(&session);
                 tracing::debug!(session_id = %session, stopped, "stop from another instance");
+            }
+            Ok(Signal::SessionEnded { session }) => {
+                let (now, wall) = (engine.clock.now(), engine.clock.wall());
+                if engine.sessions.with(|t| t.end(&session, now, wall)).is_ok() {
+                    tracing::info!(session_id = %session, "session ended on another instance");
+                }
             }
             Ok(Signal::Admin { event }) => engine.delivery.relay_admin_event(event),
             Err(RecvError::Lagged(skipped)) => {

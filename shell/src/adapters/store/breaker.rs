@@ -2,10 +2,19 @@
 //! call asks core's [`CircuitBreaker`] first. Once `STORE_BREAKER_FAILURES` calls in a row failed
 //! transiently, calls are refused at once with a transient error (so the engine's fallbacks —
 //! the outbox, the history deadline — take over without waiting) until one probe call finds the
-//! store back. Wraps the MongoDB store in the binary; the simulator wires its own store.
+//! store back. Calls by id also have a deadline (`STORE_CALL_TIMEOUT`): the MongoDB driver has
+//! no per-operation socket timeout, so a server that hangs rather than refuses (a partition, a
+//! frozen process) would otherwise hold every call — and every acknowledgement — for as long as
+//! it hangs; past the deadline the call fails transiently and counts towards opening the
+//! breaker. When the breaker opens, the calls still waiting give up at once (they were sent to
+//! the same hanging server), so the messages caught in the first moments of an outage wait at
+//! most one deadline, not each its own. Listings, the search, the metrics aggregation and index preparation keep the
+//! engine's longer deadline. Wraps the MongoDB store in the binary; the simulator wires its own
+//! store.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
@@ -23,13 +32,39 @@ use crate::engine::store::{
 pub struct BreakerStore {
     inner: Arc<dyn SessionStore>,
     breaker: Mutex<CircuitBreaker>,
+    /// Deadline of one call by id (`STORE_CALL_TIMEOUT`).
+    call_timeout: Duration,
+    /// Woken when the breaker opens: the calls in flight give up.
+    opened: tokio::sync::Notify,
     clock: Clock,
 }
 
 impl BreakerStore {
-    /// Wraps `inner` with a closed breaker of `limits`.
-    pub fn new(inner: Arc<dyn SessionStore>, limits: BreakerLimits) -> Self {
-        Self { inner, breaker: Mutex::new(CircuitBreaker::new(limits)), clock: Clock::new() }
+    /// Wraps `inner` with a closed breaker of `limits`; calls by id get `call_timeout` each.
+    pub fn new(
+        inner: Arc<dyn SessionStore>,
+        limits: BreakerLimits,
+        call_timeout: Duration,
+    ) -> Self {
+        let breaker = Mutex::new(CircuitBreaker::new(limits));
+        let opened = tokio::sync::Notify::new();
+        Self { inner, breaker, call_timeout, opened, clock: Clock::new() }
+    }
+
+    /// [`BreakerStore::guarded`] with the call's deadline: past `STORE_CALL_TIMEOUT` it fails
+    /// transiently (the call may still complete on the server: every write is idempotent).
+    async fn by_id<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let budget = self.call_timeout;
+        let bounded = async move {
+            tokio::time::timeout(budget, call).await.unwrap_or_else(|_| {
+                Err(StoreError::Transient(format!("{operation} over its {budget:?} deadline")))
+            })
+        };
+        self.guarded(operation, bounded).await
     }
 
     /// Runs `call` if the breaker allows it and reports its outcome; refused calls fail at once.
@@ -45,7 +80,16 @@ impl BreakerStore {
                 "store known to be down (circuit open): {operation} not attempted"
             )));
         }
-        let result = call.await;
+        let opened = self.opened.notified();
+        tokio::pin!(opened);
+        // Registered before the call starts, so an opening while it waits is not missed.
+        opened.as_mut().enable();
+        let result = tokio::select! {
+            result = call => result,
+            () = opened => Err(StoreError::Transient(format!(
+                "store circuit opened while {operation} waited; given up"
+            ))),
+        };
         let outcome = match &result {
             Err(StoreError::Transient(_)) => CallOutcome::Failure,
             _ => CallOutcome::Success,
@@ -56,7 +100,10 @@ impl BreakerStore {
             (was_open, b.is_open())
         });
         match (was_open, is_open) {
-            (false, true) => tracing::warn!(operation, "store circuit opened: calls fail fast"),
+            (false, true) => {
+                tracing::warn!(operation, "store circuit opened: calls fail fast");
+                self.opened.notify_waiters();
+            }
             (true, false) => tracing::info!(operation, "store circuit closed: the store answers"),
             _ => {}
         }
@@ -79,7 +126,7 @@ impl BreakerStore {
 #[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for BreakerStore {
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
-        self.guarded("create", self.inner.create(doc)).await
+        self.by_id("create", self.inner.create(doc)).await
     }
 
     async fn append_message(
@@ -87,11 +134,11 @@ impl SessionStore for BreakerStore {
         session_id: &str,
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
-        self.guarded("append_message", self.inner.append_message(session_id, msg)).await
+        self.by_id("append_message", self.inner.append_message(session_id, msg)).await
     }
 
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
-        self.guarded("update", self.inner.update(session_id, patch)).await
+        self.by_id("update", self.inner.update(session_id, patch)).await
     }
 
     async fn end(
@@ -100,11 +147,11 @@ impl SessionStore for BreakerStore {
         at: UnixMillis,
         cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        self.guarded("end", self.inner.end(session_id, at, cause)).await
+        self.by_id("end", self.inner.end(session_id, at, cause)).await
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
-        self.guarded("load", self.inner.load(session_id)).await
+        self.by_id("load", self.inner.load(session_id)).await
     }
 
     async fn recent_messages(
@@ -112,7 +159,7 @@ impl SessionStore for BreakerStore {
         session_id: &str,
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
-        self.guarded("recent_messages", self.inner.recent_messages(session_id, limit)).await
+        self.by_id("recent_messages", self.inner.recent_messages(session_id, limit)).await
     }
 
     async fn list_by_user(
@@ -124,7 +171,7 @@ impl SessionStore for BreakerStore {
     }
 
     async fn find_by_share_token(&self, token: &str) -> Result<Option<SessionDoc>, StoreError> {
-        self.guarded("find_by_share_token", self.inner.find_by_share_token(token)).await
+        self.by_id("find_by_share_token", self.inner.find_by_share_token(token)).await
     }
 
     async fn set_share_token(
@@ -132,11 +179,11 @@ impl SessionStore for BreakerStore {
         session_id: &str,
         token: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.guarded("set_share_token", self.inner.set_share_token(session_id, token)).await
+        self.by_id("set_share_token", self.inner.set_share_token(session_id, token)).await
     }
 
     async fn clear_share_token(&self, session_id: &str) -> Result<Option<()>, StoreError> {
-        self.guarded("clear_share_token", self.inner.clear_share_token(session_id)).await
+        self.by_id("clear_share_token", self.inner.clear_share_token(session_id)).await
     }
 
     async fn claim_assistance(
@@ -144,14 +191,14 @@ impl SessionStore for BreakerStore {
         session_id: &str,
         admin: &AdminRef,
     ) -> Result<Option<AdminRef>, StoreError> {
-        self.guarded("claim_assistance", self.inner.claim_assistance(session_id, admin)).await
+        self.by_id("claim_assistance", self.inner.claim_assistance(session_id, admin)).await
     }
 
     async fn assisting_admin(
         &self,
         session_id: &str,
     ) -> Result<Option<Option<AdminRef>>, StoreError> {
-        self.guarded("assisting_admin", self.inner.assisting_admin(session_id)).await
+        self.by_id("assisting_admin", self.inner.assisting_admin(session_id)).await
     }
 
     async fn search(&self, query: &AdminSessionQuery) -> Result<Vec<SessionDoc>, StoreError> {
@@ -180,7 +227,7 @@ impl SessionStore for BreakerStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.guarded("ping", self.inner.ping()).await
+        self.by_id("ping", self.inner.ping()).await
     }
 
     /// Not guarded: at shutdown every acknowledged write should get its chance.

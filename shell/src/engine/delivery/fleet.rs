@@ -17,8 +17,9 @@
 //! [`Bus::subscribed`]) once Redis acknowledged it.
 //!
 //! Signals (issue 15) ride the same link: a stop on the session's
-//! channel, admin events on the fleet-wide admins channel (`chatbox:bus:admins`), to which every
-//! instance stays subscribed; received ones go to [`Bus::signals`] listeners.
+//! channel, admin events on the fleet-wide admins channel (`chatbox:bus:admins`) and explicit
+//! session ends on the fleet-wide ends channel (`chatbox:bus:ends`, issue 16), to both of which
+//! every instance stays subscribed; received ones go to [`Bus::signals`] listeners.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,6 +87,13 @@ pub fn admins_channel() -> String {
     "chatbox:bus:admins".to_string()
 }
 
+/// The fleet-wide channel of explicit session ends (issue 16). Fleet-wide rather than the
+/// session's own channel: an instance may hold the session in memory with no connection bound to
+/// it (the user disconnected, or is bound elsewhere), and must still learn of the end.
+pub fn ends_channel() -> String {
+    "chatbox:bus:ends".to_string()
+}
+
 /// The channel of a user.
 pub fn user_channel(user: &str) -> String {
     format!("chatbox:bus:u:{user}")
@@ -137,8 +145,10 @@ impl FleetBus {
             signals,
             metrics,
         };
-        // Every instance hears the admin events, whether or not a console is open on it now.
+        // Every instance hears the admin events, whether or not a console is open on it now,
+        // and every explicit end, whether or not a connection is bound to the session here.
         bus.acquire(admins_channel());
+        bus.acquire(ends_channel());
         (Arc::new(bus), LinkQueues { publish: publish_rx, control: control_rx })
     }
 
@@ -376,6 +386,7 @@ impl Bus for FleetBus {
         let channel = match signal {
             Signal::StopReply { session } => session_channel(session),
             Signal::Admin { .. } => admins_channel(),
+            Signal::SessionEnded { .. } => ends_channel(),
         };
         self.publish(channel, BusEvent::Signal { signal: signal.clone() });
     }
@@ -411,6 +422,7 @@ mod tests {
             seen,
             [
                 LinkCommand::Subscribe(admins_channel()),
+                LinkCommand::Subscribe(ends_channel()),
                 LinkCommand::Subscribe(user_channel("u1")),
                 LinkCommand::Subscribe(session_channel("s"))
             ]
@@ -426,7 +438,10 @@ mod tests {
             queues.control.try_recv().ok(),
             Some(LinkCommand::Unsubscribe(user_channel("u1")))
         );
-        assert_eq!(bus.channels().into_iter().collect::<Vec<_>>(), [admins_channel()]);
+        assert_eq!(
+            bus.channels().into_iter().collect::<Vec<_>>(),
+            [admins_channel(), ends_channel()]
+        );
     }
 
     #[test]
@@ -480,11 +495,12 @@ mod tests {
     }
 
     #[test]
-    fn signals_are_published_on_the_session_or_the_admins_channel() {
+    fn signals_are_published_on_the_session_the_admins_or_the_ends_channel() {
         let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
         assert!(bus.link_up());
         bus.publish_signal(&Signal::StopReply { session: "s".into() });
         bus.publish_signal(&Signal::Admin { event: "{}".into() });
+        bus.publish_signal(&Signal::SessionEnded { session: "s".into() });
         let mut published = Vec::new();
         while let Ok(LinkCommand::Publish { channel, payload }) = queues.publish.try_recv() {
             let message = BusMessage::decode(payload.as_bytes()).expect("decodes");
@@ -500,6 +516,10 @@ mod tests {
                 (
                     admins_channel(),
                     BusEvent::Signal { signal: Signal::Admin { event: "{}".into() } }
+                ),
+                (
+                    ends_channel(),
+                    BusEvent::Signal { signal: Signal::SessionEnded { session: "s".into() } }
                 ),
             ]
         );

@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::clock::Clock;
 use super::metrics::Metrics;
-pub use fleet::admins_channel;
+pub use fleet::{admins_channel, ends_channel};
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
 pub use local::{LocalBus, Replayed};
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
@@ -363,6 +363,12 @@ impl Delivery {
     /// frame; this instance's own reply is stopped by the replies service directly).
     pub fn stop_reply(&self, session: &str) {
         self.bus.publish_signal(&Signal::StopReply { session: session.to_string() });
+    }
+
+    /// Tells the other instances that `session` was ended on request (issue 16), so none of them
+    /// revives it from its in-memory copy; this instance's own copy is ended by the caller.
+    pub fn session_ended(&self, session: &str) {
+        self.bus.publish_signal(&Signal::SessionEnded { session: session.to_string() });
     }
 
     /// Sends `event` about `session` (of `owner`; empty when this instance does not know it)

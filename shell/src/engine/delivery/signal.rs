@@ -1,8 +1,10 @@
 //! Signals (issue 15): news for a service of every instance, not frames for connections — a
-//! `stop` for a reply that may stream on another instance, and the admin consoles' live events.
+//! `stop` for a reply that may stream on another instance, the admin consoles' live events, and
+//! (issue 16) an explicit end, which every instance holding the session in memory must apply.
 //! The delivery service sends them through the [`super::Bus`] port: the in-process bus has no
 //! other instance to tell; the fleet bus publishes them (a stop on the session's channel, admin
-//! events on the fleet-wide admins channel) and hands the ones it receives to its listeners.
+//! events on the fleet-wide admins channel, ends on the fleet-wide ends channel) and hands the ones
+//! it receives to its listeners.
 //!
 //! The admin consoles' live events ([`AdminEvent`]) are what a support inbox must learn without
 //! reloading — a session started, a message stored (a console adds one to the row's count), a
@@ -21,6 +23,13 @@ use serde::{Deserialize, Serialize};
 pub enum Signal {
     /// Stop the reply of `session` streaming on the receiving instance, if any (`stop` frame).
     StopReply {
+        /// Session id.
+        session: String,
+    },
+    /// Session `session` was ended through `POST {P}/sessions/:id/end` (issue 16): an instance
+    /// holding it in memory marks it ended on request, so its next message starts a new session
+    /// there too instead of reviving it.
+    SessionEnded {
         /// Session id.
         session: String,
     },
