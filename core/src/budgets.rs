@@ -205,3 +205,7 @@ pub const SMS_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 /// After the drain plan exits, how long the runtime waits for tasks that are still running
 /// (e.g. a stuck store call) before abandoning them.
 pub const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// At shutdown, how long the trace exporter may take to send the spans still queued (issue 17);
+/// past it they are dropped and the process exits anyway.
+pub const TRACE_FLUSH_BUDGET: Duration = Duration::from_secs(3);

@@ -46,6 +46,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Uploads: limits and storage (issue 17 item 5).
     pub uploads: super::UploadConfig,
+    /// OpenTelemetry trace export and span contents (issue 17 item 3).
+    pub telemetry: super::TelemetryConfig,
 }
 
 /// Where and how the server listens.
@@ -603,6 +605,7 @@ impl Config {
                 standard_output: true,
             },
             uploads: super::UploadConfig::default(),
+            telemetry: super::TelemetryConfig::default(),
         }
     }
 

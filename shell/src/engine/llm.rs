@@ -122,6 +122,15 @@ impl ProviderError {
         }
     }
 
+    /// `transient`, `throttled` or `permanent` (the traces' `error.type`).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            ProviderError::Transient { .. } => "transient",
+            ProviderError::Throttled { .. } => "throttled",
+            ProviderError::Permanent { .. } => "permanent",
+        }
+    }
+
     /// What happened (no secrets).
     pub fn detail(&self) -> &str {
         match self {

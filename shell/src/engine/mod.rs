@@ -45,3 +45,4 @@ pub mod replies;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chatbox_core::protocol::{parse_client_frame, ClientFrame, ErrorInfo, FrameType};
 use chatbox_core::session::Access;
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 use super::caller::Caller;
 use super::delivery::ConnId;
@@ -183,7 +184,13 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
     let (task_engine, conn) = (Arc::clone(engine), conn.clone());
     let job: Job = match frame.frame_type {
         FrameType::ModelSelect => Box::pin(model_select::apply(task_engine, conn, frame, permit)),
-        _ => Box::pin(user_message::apply(task_engine, conn, frame, permit)),
+        _ => {
+            // The message's trace span (issue 17), a child of the connection's, from its
+            // queueing to its reply's end.
+            let span =
+                super::telemetry::message_span(&engine.config, &conn.caller.user_id, requested);
+            Box::pin(user_message::apply(task_engine, conn, frame, permit).instrument(span))
+        }
     };
     engine.ordered.submit(&key, job);
 }

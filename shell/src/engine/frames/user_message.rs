@@ -14,8 +14,9 @@
 use std::sync::Arc;
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
-use chatbox_core::usage::TokenUsage;
+use chatbox_core::usage::{TokenUsage, UsageSource};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use super::ConnCtx;
 use crate::engine::delivery::ReplyFrame;
@@ -24,6 +25,7 @@ use crate::engine::llm::ChatRequest;
 use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
 use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
+use crate::engine::telemetry;
 
 /// Handles one `user_message` (in the session's ordered worker), holding one of the
 /// connection's in-flight permits until it is done.
@@ -51,6 +53,7 @@ pub(super) async fn apply(
     let resolving =
         engine.sessions.resolve_for(&engine.persistence, &engine.delivery, asker, requested);
     let Some(session) = resolving.await else { return };
+    telemetry::record_session(&session);
     let msg = StoredMessage::new(&frame.content, engine.clock.wall(), Sender::User)
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
@@ -111,8 +114,15 @@ async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
         &Frame::loading(session, engine.frame_now()),
         Some(conn.id),
     );
-    let end = streamed(engine, conn, session).await;
-    tracing::debug!(session_id = session, ?end, "reply ended");
+    let model = engine.replies.model(engine.sessions.model_of(session).as_deref());
+    let span = telemetry::reply_span(session, model);
+    let end = streamed(engine, conn, session).instrument(span.clone()).await;
+    telemetry::record_reply_end(
+        &span,
+        end.as_ref(),
+        matches!(end, Some(ReplyEnd::Done | ReplyEnd::Stopped)),
+    );
+    tracing::info!(session_id = session, ?end, "reply ended");
     engine.forward_effects(engine.shutdown.reply_finished(engine.clock.now()));
 }
 
@@ -178,6 +188,7 @@ async fn complete(
     let (model_id, kind) =
         streamed.answered_by.as_ref().map_or((model_id, kind), |m| (m.info.id.as_str(), m.kind));
     let (usage, source) = TokenUsage::settle(streamed.usage, text.len());
+    telemetry::record_usage(streamed.answered_by.as_ref(), usage, source == UsageSource::Estimated);
     if !text.is_empty() {
         let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai)
             .with_meta(&usage_meta(model_id, usage, source));

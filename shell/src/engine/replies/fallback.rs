@@ -20,11 +20,13 @@ use chatbox_core::stream::{Outcome, ReplyTimer};
 use chatbox_core::Instant;
 use futures_util::{stream, StreamExt};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::stream::{ConversationUpdate, ReplyEnd, Run};
 use super::Model;
 use crate::engine::llm::{ChatRequest, EventStream, ProviderError};
 use crate::engine::supervisor::signalled;
+use crate::engine::telemetry;
 
 /// A stream whose first event has arrived, and the model that sent it.
 pub(super) struct Opened {
@@ -122,12 +124,15 @@ impl Run<'_> {
             // An upstream conversation belongs to the provider that started it.
             request.conversation_id = None;
         }
+        let mut tries = 0;
         loop {
             let deadline = replies.clock.to_runtime(first_chunk_by);
             replies.metrics.llm_request(model.kind);
             replies.metrics.provider_requests.with_label_values(&[id]).inc();
+            tries += 1;
+            let span = telemetry::attempt_span(model, tries, !own_model);
             let attempt = tokio::select! {
-                r = open_and_peek(model, request.clone()) => Some(r),
+                r = open_and_peek(model, request.clone()).instrument(span.clone()) => Some(r),
                 _ = tokio::time::sleep_until(deadline) => None,
                 _ = signalled(cut) => return Tried::Ended(self.unfinished(ReplyEnd::Cut)),
                 _ = signalled(stop) => return Tried::Ended(ReplyEnd::Stopped),
@@ -140,12 +145,14 @@ impl Run<'_> {
                 }
                 Some(Err(error)) => error,
                 None => {
+                    telemetry::record_attempt_failed(&span, "timeout");
                     replies.metrics.provider_errors.with_label_values(&[id]).inc();
                     replies.breaker_record(model, CallOutcome::Failure, now);
                     let outcome = timer.handle_timeout(now).unwrap_or(Outcome::Failed);
                     return Tried::Ended(self.emit_failure(outcome));
                 }
             };
+            telemetry::record_attempt_failed(&span, error.kind_label());
             replies.metrics.provider_errors.with_label_values(&[id]).inc();
             tracing::warn!(session_id = %job.session_id, provider_id = id, %error, "provider call failed");
             let outcome = match error.class() {

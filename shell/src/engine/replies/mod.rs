@@ -46,6 +46,9 @@ pub struct Model {
     pub kind: &'static str,
     /// The provider.
     pub provider: Arc<dyn LlmProvider>,
+    /// The upstream model name (`model` of the provider's settings; its id when empty), the
+    /// traces' `gen_ai.request.model`.
+    pub upstream_model: Arc<str>,
 }
 
 /// Models, reply rules and the state replies share.
@@ -86,7 +89,14 @@ impl Replies {
             .providers
             .iter()
             .zip(providers)
-            .map(|(p, provider)| Model { info: model_info(p), kind: provider.kind(), provider })
+            .map(|(p, provider)| Model {
+                info: model_info(p),
+                kind: provider.kind(),
+                provider,
+                upstream_model: Arc::from(
+                    if p.model.is_empty() { &p.id } else { &p.model }.as_str(),
+                ),
+            })
             .collect();
         for model in &models {
             metrics.init_provider(model.kind);
