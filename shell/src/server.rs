@@ -83,6 +83,9 @@ pub async fn start_with_delivery(
     #[cfg(madsim)]
     let files = None;
     let files = files.map(|files| encrypted_files(&engine.config, files));
+    if let Some(files) = &files {
+        let _ = engine.files.set(Arc::clone(files));
+    }
     let app = router::build(Arc::clone(&engine), pages, files);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(

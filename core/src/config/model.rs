@@ -217,6 +217,10 @@ pub struct ProviderConfig {
     /// Provider ids tried, in order, when this one fails before its first chunk (`fallback`,
     /// `LLM_PROVIDER_<n>_FALLBACK`; issue 17); usually empty.
     pub fallback: Vec<String>,
+    /// Whether the model takes images (`vision`, `LLM_PROVIDER_<n>_VISION`; issue 17 item 5):
+    /// the images a user uploads are then sent to it as image parts. `openai` and `anthropic`
+    /// only.
+    pub vision: bool,
 }
 
 impl ProviderConfig {
@@ -230,6 +234,7 @@ impl ProviderConfig {
             api_key: Secret::default(),
             model: String::new(),
             fallback: Vec::new(),
+            vision: false,
         }
     }
 }
@@ -652,6 +657,7 @@ mod tests {
             api_key: Secret::new("sk-live-abcdef", Origin::File),
             model: "gpt-4o".into(),
             fallback: Vec::new(),
+            vision: false,
         });
         config.alerts.smtp = Some(SmtpConfig {
             host: "smtp.mail.internal".into(),

@@ -46,3 +46,4 @@ pub mod sessions;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod vision;

@@ -68,6 +68,7 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
         messages: vec![ChatMessage {
             role: Role::User,
             content: format!("Audio file: {}", redact_query(file_url)),
+            images: Vec::new(),
         }],
         user_key: user_key(user_id),
         conversation_id: None,

@@ -146,6 +146,9 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
         return None;
     }
     messages.shrink_to_fit();
+    // A vision-capable model also sees the images attached since the last reply (issue 17).
+    crate::engine::vision::attach(engine, &model, &conn.caller.user_id, &stored, &mut messages)
+        .await;
     // The replies service adds the upstream conversation id (Dify) it keeps for the session.
     let request =
         ChatRequest { messages, user_key: user_key(&conn.caller.user_id), conversation_id: None };

@@ -49,6 +49,8 @@ pub struct Model {
     /// The upstream model name (`model` of the provider's settings; its id when empty), the
     /// traces' `gen_ai.request.model`.
     pub upstream_model: Arc<str>,
+    /// Whether the model takes images (`vision`, issue 17 item 5).
+    pub vision: bool,
 }
 
 /// Models, reply rules and the state replies share.
@@ -96,6 +98,7 @@ impl Replies {
                 upstream_model: Arc::from(
                     if p.model.is_empty() { &p.id } else { &p.model }.as_str(),
                 ),
+                vision: p.vision,
             })
             .collect();
         for model in &models {
@@ -357,7 +360,11 @@ mod tests {
 
     fn job(replies: &Replies, sender: Option<u64>, mode: ReplyMode) -> ReplyJob {
         let request = ChatRequest {
-            messages: vec![ChatMessage { role: Role::User, content: "hi".into() }],
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: "hi".into(),
+                images: Vec::new(),
+            }],
             user_key: "user-x".into(),
             conversation_id: None,
         };
