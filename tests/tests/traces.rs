@@ -41,6 +41,16 @@ async fn ask_and_close(server: &Server, user: &str, text: &str) -> Vec<Value> {
     frames
 }
 
+/// The JSON log line `reply ended` of `session`'s reply.
+async fn reply_log_line(server: &Server, session: &str) -> Value {
+    assert!(server.wait_for_log("reply ended", STEP).await);
+    let logs = server.log_text();
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "reply ended" && l["fields"]["session_id"] == session)
+        .unwrap_or_else(|| panic!("no \"reply ended\" line for {session} in:\n{logs}"))
+}
+
 fn session_of(frames: &[Value]) -> String {
     frames.last().and_then(|f| f["session_id"].as_str()).expect("session id").to_string()
 }
@@ -126,15 +136,7 @@ async fn one_message_exports_its_span_tree_and_logs_its_trace_id() {
     assert!(receiver.content_types().iter().all(|t| t == "application/x-protobuf"));
 
     // The JSON log line of this message's reply carries the same trace id.
-    assert!(server.wait_for_log("reply ended", STEP).await);
-    let logs = server.log_text();
-    let line: Value = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| {
-            l["fields"]["message"] == "reply ended" && l["fields"]["session_id"] == session.as_str()
-        })
-        .unwrap_or_else(|| panic!("no \"reply ended\" line for {session} in:\n{logs}"));
+    let line = reply_log_line(&server, &session).await;
     assert_eq!(line["trace_id"], conn.trace_id.as_str(), "{line}");
     assert_eq!(line["span_id"], message.span_id.as_str(), "{line}");
 }
@@ -233,15 +235,7 @@ async fn without_an_endpoint_nothing_is_exported_and_logs_carry_no_trace_id() {
     let server = Server::start(opts).await;
     let frames = ask_and_close(&server, "quiet-user", "Hi").await;
     let session = session_of(&frames);
-    assert!(server.wait_for_log("reply ended", STEP).await);
-    let logs = server.log_text();
-    let line: Value = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| {
-            l["fields"]["message"] == "reply ended" && l["fields"]["session_id"] == session.as_str()
-        })
-        .expect("the reply's log line");
+    let line = reply_log_line(&server, &session).await;
     assert!(line.get("trace_id").is_none(), "{line}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests(), 0);
