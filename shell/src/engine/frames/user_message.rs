@@ -42,7 +42,8 @@ pub(super) async fn apply(
         return;
     }
     // Refused before anything is stored or any provider called, like the message rate limit.
-    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()) {
+    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()).await
+    {
         tracing::info!(user_id = %conn.caller.user_id, "daily token budget used up");
         let refusal = ErrorInfo::too_many_requests(wait);
         engine.delivery.send_error(conn.id, Some(requested), refusal);
@@ -202,7 +203,10 @@ async fn complete(
         crate::engine::inbox::message(engine, session, Sender::Ai);
     }
     let tokens = usage.total();
-    engine.replies.record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall());
+    engine
+        .replies
+        .record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall())
+        .await;
     let response_time = streamed.decided - streamed.started;
     let stats = engine.sessions.with(|t| {
         t.record_reply(session, response_time, tokens).ok()?;

@@ -12,7 +12,7 @@ pub mod stops;
 pub mod stream;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chatbox_core::breaker::{BreakerLimits, CallOutcome, CircuitBreaker};
@@ -20,13 +20,14 @@ use chatbox_core::config::{Config, ProviderConfig, ProviderKind};
 use chatbox_core::protocol::ModelInfo;
 use chatbox_core::retry::RetryPolicy;
 use chatbox_core::stream::StreamDeadlines;
-use chatbox_core::usage::{DailyTokenBudget, TokenUsage, UsageSource};
+use chatbox_core::usage::{day_of, DailyTokenBudget, TokenUsage, UsageSource};
 use chatbox_core::{Instant, UnixMillis};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::clock::Clock;
 use super::delivery::Delivery;
+use super::fleet_limits::{FleetHealth, SharedTokens};
 use super::gauge::Gauge;
 use super::llm::LlmProvider;
 use super::metrics::Metrics;
@@ -63,8 +64,13 @@ pub struct Replies {
     breakers: Mutex<Vec<CircuitBreaker>>,
     /// Tokens of finished replies per answering model id, since start (admin metrics).
     tokens: Mutex<BTreeMap<String, TokenUsage>>,
-    /// `USER_TOKEN_BUDGET`.
+    /// `USER_TOKEN_BUDGET`: this instance's counts (all of it without a fleet; the fallback
+    /// while the fleet's counts cannot be read).
     budget: Mutex<DailyTokenBudget>,
+    /// The fleet's shared counts (`REDIS_URL`), when attached.
+    fleet_tokens: OnceLock<Arc<dyn SharedTokens>>,
+    /// Whether the fleet's counts answered lately.
+    fleet_health: FleetHealth,
     model_list: Vec<ModelInfo>,
     deadlines: StreamDeadlines,
     /// Retry schedule for provider calls before the first chunk (§7.2: 1 s, 2 s, cap 30 s).
@@ -117,6 +123,8 @@ impl Replies {
             breakers: Mutex::new(breakers),
             tokens: Mutex::default(),
             budget: Mutex::new(DailyTokenBudget::new(config.llm.user_token_budget)),
+            fleet_tokens: OnceLock::new(),
+            fleet_health: FleetHealth::default(),
             model_list,
             deadlines: StreamDeadlines {
                 first_chunk: config.llm.first_chunk_timeout,
@@ -203,10 +211,36 @@ impl Replies {
         open
     }
 
-    /// `USER_TOKEN_BUDGET`: may `user` start a reply at `now`? `Err` carries the wait until the
-    /// budget resets (next UTC midnight).
-    pub fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
-        let refused = self.budget().check(user, now);
+    /// Makes `USER_TOKEN_BUDGET` count across the fleet through `tokens` (once, at start).
+    pub fn attach_fleet_tokens(&self, tokens: Arc<dyn SharedTokens>) {
+        let _ = self.fleet_tokens.set(tokens);
+    }
+
+    /// May `user` start a reply at `now` (`USER_TOKEN_BUDGET`)? `Err` carries the wait until the
+    /// budget resets. In a fleet the spending of every instance counts (read from Redis); while
+    /// Redis does not answer, this instance's own counts decide.
+    pub async fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
+        if !self.budget().enabled() {
+            return Ok(());
+        }
+        let fleet = self.fleet_tokens.get().filter(|_| self.fleet_health.usable(self.clock.now()));
+        let spent = match fleet {
+            Some(fleet) => match fleet.spent(user, day_of(now)).await {
+                Ok(spent) => {
+                    self.fleet_health.succeeded();
+                    Some(spent)
+                }
+                Err(error) => {
+                    self.fleet_health.failed(self.clock.now(), &error);
+                    None
+                }
+            },
+            None => None,
+        };
+        let refused = match spent {
+            Some(spent) => self.budget().judge(spent, now),
+            None => self.budget().check(user, now),
+        };
         if refused.is_err() {
             self.metrics.token_budget_refusals.inc();
         }
@@ -215,7 +249,7 @@ impl Replies {
 
     /// Records a finished reply's `usage`: the per-model counters (Prometheus and the admin
     /// metrics) and `user`'s budget.
-    pub fn record_usage(
+    pub async fn record_usage(
         &self,
         model_id: &str,
         kind: &str,
@@ -232,6 +266,12 @@ impl Replies {
             entry.completion = entry.completion.saturating_add(usage.completion);
         }
         self.budget().charge(user, usage.total(), now);
+        let fleet = self.fleet_tokens.get().filter(|_| self.budget().enabled());
+        if let Some(fleet) = fleet.filter(|_| usage.total() > 0) {
+            if let Err(error) = fleet.charge(user, day_of(now), usage.total()).await {
+                self.fleet_health.failed(self.clock.now(), &error);
+            }
+        }
     }
 
     /// Tokens of finished replies per answering model id since this instance started.
