@@ -222,3 +222,11 @@ pub const SMS_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 /// After the drain plan exits, how long the runtime waits for tasks that are still running
 /// (e.g. a stuck store call) before abandoning them.
 pub const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// At shutdown, how long the trace exporter may take to send the spans still queued (issue 17);
+/// past it they are dropped and the process exits anyway.
+pub const TRACE_FLUSH_BUDGET: Duration = Duration::from_secs(3);
+
+/// How long a day's fleet-wide token count of one user lives in Redis (`USER_TOKEN_BUDGET` with
+/// `REDIS_URL`, issue 17): two days, so a count outlives its UTC day and then goes by itself.
+pub const FLEET_TOKEN_COUNT_TTL: Duration = Duration::from_secs(2 * 24 * 60 * 60);

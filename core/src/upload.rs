@@ -31,6 +31,21 @@ pub const SNIFF_BYTES: usize = 8192;
 /// Longest accepted file name in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// Largest uploaded image sent to a vision-capable model (5 MiB, Anthropic's per-image limit;
+/// OpenAI's is larger): a bigger one stays a file link the model does not see.
+pub const MAX_VISION_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Most images sent with one message (the newest are kept).
+pub const MAX_VISION_IMAGES: usize = 4;
+
+/// Image types both providers' vision APIs take.
+pub const VISION_IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// Whether an upload of `content_type` and `size` bytes may go to a vision-capable model.
+pub fn vision_image(content_type: &str, size: u64) -> bool {
+    size > 0 && size <= MAX_VISION_IMAGE_BYTES && VISION_IMAGE_TYPES.contains(&content_type)
+}
+
 /// Why an upload is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -280,6 +295,16 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_common_image_types_within_the_bound_go_to_vision_models() {
+        assert!(vision_image("image/png", 67));
+        assert!(vision_image("image/webp", MAX_VISION_IMAGE_BYTES));
+        assert!(!vision_image("image/png", MAX_VISION_IMAGE_BYTES + 1));
+        assert!(!vision_image("image/png", 0));
+        assert!(!vision_image("image/bmp", 10));
+        assert!(!vision_image("application/pdf", 10));
+    }
+
     use super::*;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";

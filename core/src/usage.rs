@@ -63,8 +63,8 @@ impl TokenUsage {
     }
 }
 
-/// The UTC day number of `at` (days since 1970-01-01).
-fn day_of(at: UnixMillis) -> i64 {
+/// The UTC day number of `at` (days since 1970-01-01), the key of a day's spending.
+pub fn day_of(at: UnixMillis) -> i64 {
     at.0.div_euclid(DAY_MS)
 }
 
@@ -123,6 +123,16 @@ impl DailyTokenBudget {
         self.roll(now);
         let used = self.used.entry(user.to_string()).or_default();
         *used = used.saturating_add(tokens);
+    }
+
+    /// The fleet's answer (`spent`: what `user` spent today across every instance, issue 17)
+    /// judged by this budget: `Err` with the wait until the next UTC midnight once it has
+    /// reached the limit.
+    pub fn judge(&self, spent: u64, now: UnixMillis) -> Result<(), Duration> {
+        if self.enabled() && spent >= self.limit {
+            return Err(until_utc_midnight(now));
+        }
+        Ok(())
     }
 
     /// Users counted today.

@@ -83,6 +83,9 @@ pub async fn start_with_delivery(
     #[cfg(madsim)]
     let files = None;
     let files = files.map(|files| encrypted_files(&engine.config, files));
+    if let Some(files) = &files {
+        let _ = engine.files.set(Arc::clone(files));
+    }
     let app = router::build(Arc::clone(&engine), pages, files);
     let supervisor = engine.supervisor.clone();
     supervisor.spawn(
@@ -159,7 +162,10 @@ fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
         crate::adapters::bus::client(config.storage.redis_url.expose().trim()).map_err(|e| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("REDIS_URL: {e}"))
         })?;
-    engine.limits.attach_fleet(Arc::new(crate::adapters::limits::RedisLimits::new(client)));
+    let redis = Arc::new(crate::adapters::limits::RedisLimits::new(client));
+    engine.limits.attach_fleet(Arc::clone(&redis) as _);
+    // USER_TOKEN_BUDGET counts every instance's replies (issue 17).
+    engine.replies.attach_fleet_tokens(redis);
     let leases = Arc::clone(engine);
     engine.supervisor.spawn("fleet-leases", async move {
         leases.limits.run_leases().await;

@@ -158,7 +158,11 @@ async fn main() {
     );
     let provider = OpenAiProvider::new(settings, client);
     let request = ChatRequest {
-        messages: vec![ChatMessage { role: Role::User, content: "Hello".into() }],
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: "Hello".into(),
+            images: Vec::new(),
+        }],
         user_key: "user-bench".into(),
         conversation_id: None,
     };

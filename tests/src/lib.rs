@@ -9,6 +9,8 @@
 //!   switch that runs every harness server against MongoDB (`CHATBOX_TEST_MONGO_URI`).
 //! - [`fleet`] — two chatbox instances on one database and one Redis, for the fleet tests.
 //! - [`http`] — plain HTTP requests of any method for the REST and admin route tests.
+//! - [`otlp`] — a real OTLP/HTTP trace receiver (protobuf bodies decoded with
+//!   `opentelemetry-proto`) for the trace tests.
 //! - [`resume`] — the `resume` frame, seqs and starting a reply, for the resume tests.
 //! - [`twilio`] — a scripted Twilio-compatible SMS API for the SMS alert tests.
 //! - [`uploads`] — requests with a body answered as bytes, multipart bodies, and a real
@@ -28,6 +30,8 @@ pub mod harness;
 pub mod http;
 #[cfg(not(madsim))]
 pub mod mongo;
+#[cfg(not(madsim))]
+pub mod otlp;
 #[cfg(not(madsim))]
 pub mod redis;
 #[cfg(not(madsim))]

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use chatbox::adapters::limits::RedisLimits;
-use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates};
+use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates, SharedTokens};
 use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::Instant;
 use chatbox_tests::fleet::{wait_bus, Fleet};
-use chatbox_tests::harness::{assert_error, is_done, now, Client, Refused};
+use chatbox_tests::harness::{assert_error, is_done, now, unix_now, Client, Refused};
 use chatbox_tests::http::{get, json};
 use chatbox_tests::redis::RedisServer;
 use serde_json::Value;
@@ -273,4 +273,36 @@ async fn an_instance_shutting_down_gives_its_connection_slots_back_at_once() {
             Err(refused) => panic!("the drained instance kept the slot: {refused:?}"),
         }
     }
+}
+
+/// `USER_TOKEN_BUDGET` with `REDIS_URL` (issue 17): the spending of every instance counts. Two
+/// replies of 60 tokens on instance A use up a budget of 100; the user's next message, sent to
+/// instance B (which answered nothing for them), is refused before any provider is called.
+#[tokio::test]
+async fn the_daily_token_budget_holds_for_the_user_across_two_instances() {
+    let script = chatbox_tests::upstream::Script::reply(["Sixty tokens"]).with_usage(30, 30);
+    let fleet = Fleet::scripted(Some(script), &[("USER_TOKEN_BUDGET", "100")]).await;
+    let token = fleet.a.token("fleet-tokens", &["user"], None);
+    let mut on_a = fleet.a.connect(&token).await;
+    let mut session = "new-fleet-tokens".to_string();
+    for text in ["one", "two"] {
+        on_a.send_user_message(&session, text).await;
+        let frames = on_a.recv_reply(STEP).await;
+        let outcome = frames.last().expect("an outcome");
+        assert!(is_done(outcome), "{frames:#?}");
+        session = outcome["session_id"].as_str().expect("session id").to_string();
+    }
+    let requests = fleet.upstream.request_count();
+    let mut on_b = fleet.b.connect(&token).await;
+    on_b.send_user_message(&session, "three").await;
+    let frames = on_b.recv_reply(STEP).await;
+    let outcome = frames.last().expect("an outcome");
+    assert_error(outcome, "TOO_MANY_REQUESTS", "Too many requests, please slow down");
+    let retry_after = outcome["error"]["retry_after"].as_u64().expect("retry_after in ms");
+    assert!(retry_after > 0 && retry_after <= 86_400_000, "until the next UTC midnight: {outcome}");
+    assert_eq!(fleet.upstream.request_count(), requests, "refused before the provider");
+    // The count is in Redis under the day's key.
+    let day = chatbox_core::usage::day_of(chatbox_core::UnixMillis(unix_now() * 1000));
+    let redis = RedisLimits::open(&fleet.redis.url()).expect("redis url");
+    assert_eq!(redis.spent("fleet-tokens", day).await, Ok(120));
 }

@@ -59,7 +59,7 @@ fn provider(kind: Kind, upstream: &Upstream) -> Box<dyn LlmProvider> {
 }
 
 fn msg(role: Role, content: &str) -> ChatMessage {
-    ChatMessage { role, content: content.to_owned() }
+    ChatMessage { role, content: content.to_owned(), images: Vec::new() }
 }
 
 fn request(text: &str) -> ChatRequest {

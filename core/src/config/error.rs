@@ -218,6 +218,16 @@ pub enum ConfigError {
         /// The ids along the cycle, first and last the same.
         cycle: Vec<String>,
     },
+    /// `vision` on a provider whose API chatbox sends no images to (only `openai` and
+    /// `anthropic` take image parts).
+    #[error(
+        "{provider}: {} is only supported for type openai or anthropic",
+        provider_fields_text(provider.slot, &["vision"])
+    )]
+    ProviderVision {
+        /// Which provider.
+        provider: ProviderRef,
+    },
 }
 
 impl ConfigError {
@@ -247,7 +257,8 @@ impl ConfigError {
             | Self::ProviderEndpoint { .. }
             | Self::ProviderDuplicateId { .. }
             | Self::ProviderFallbackUnknown { .. }
-            | Self::ProviderFallbackCycle { .. } => Vec::new(),
+            | Self::ProviderFallbackCycle { .. }
+            | Self::ProviderVision { .. } => Vec::new(),
         }
     }
 }

@@ -176,6 +176,28 @@ pub(crate) const UPLOAD_S3_ACCESS_KEY_ID: SettingName =
 pub(crate) const UPLOAD_S3_SECRET_ACCESS_KEY: SettingName =
     name("UPLOAD_S3_SECRET_ACCESS_KEY", "upload.s3.secret_access_key");
 
+// OpenTelemetry trace export (issue 17 item 3): the standard `OTEL_*` variables, and how user
+// ids appear on spans.
+pub(crate) const OTEL_SDK_DISABLED: SettingName = name("OTEL_SDK_DISABLED", "otel.sdk_disabled");
+pub(crate) const OTEL_TRACES_EXPORTER: SettingName =
+    name("OTEL_TRACES_EXPORTER", "otel.traces_exporter");
+pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: SettingName =
+    name("OTEL_EXPORTER_OTLP_ENDPOINT", "otel.endpoint");
+pub(crate) const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: SettingName =
+    name("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel.traces_endpoint");
+pub(crate) const OTEL_EXPORTER_OTLP_PROTOCOL: SettingName =
+    name("OTEL_EXPORTER_OTLP_PROTOCOL", "otel.protocol");
+pub(crate) const OTEL_EXPORTER_OTLP_HEADERS: SettingName =
+    name("OTEL_EXPORTER_OTLP_HEADERS", "otel.headers");
+pub(crate) const OTEL_EXPORTER_OTLP_TIMEOUT: SettingName =
+    name("OTEL_EXPORTER_OTLP_TIMEOUT", "otel.timeout");
+pub(crate) const OTEL_SERVICE_NAME: SettingName = name("OTEL_SERVICE_NAME", "otel.service_name");
+pub(crate) const OTEL_TRACES_SAMPLER: SettingName =
+    name("OTEL_TRACES_SAMPLER", "otel.traces_sampler");
+pub(crate) const OTEL_TRACES_SAMPLER_ARG: SettingName =
+    name("OTEL_TRACES_SAMPLER_ARG", "otel.traces_sampler_arg");
+pub(crate) const TRACE_USER_ID: SettingName = name("TRACE_USER_ID", "otel.trace_user_id");
+
 // Logging.
 pub(crate) const LOG_LEVEL: SettingName = name("LOG_LEVEL", "log.level");
 pub(crate) const LOG_FORMAT: SettingName = name("LOG_FORMAT", "log.format");

@@ -65,6 +65,7 @@ pub fn load(
     let alerts = read_alerts(&mut reader);
     let log = read_log(&mut reader, &defaults.log);
     let uploads = super::uploads::read(&mut reader, &defaults.uploads);
+    let telemetry = super::telemetry::read(&mut reader);
 
     let config = Config {
         server,
@@ -78,6 +79,7 @@ pub fn load(
         alerts,
         log,
         uploads,
+        telemetry,
     };
 
     errors.append(&mut reader.errors);

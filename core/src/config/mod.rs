@@ -20,6 +20,7 @@
 //! - `model` — the typed [`Config`] and its defaults.
 //! - `validate` — [`Config::validate`] and [`Config::warnings`].
 //! - `uploads` — the upload settings and their rules ([`UploadConfig`]).
+//! - `telemetry` — the OpenTelemetry settings and their rules ([`TelemetryConfig`]).
 //! - `load` — [`load`]: all of the above, in order.
 //! - `error` — [`ConfigError`], [`ConfigErrors`].
 
@@ -31,6 +32,7 @@ mod providers;
 mod read;
 mod secret;
 mod source;
+mod telemetry;
 mod uploads;
 mod validate;
 
@@ -51,6 +53,11 @@ pub use model::{
 pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,
     MIN_JWT_SECRET_BYTES, PLACEHOLDER_MARKERS, WEAK_PATTERNS,
+};
+pub use telemetry::{
+    traces_url_of, OtlpConfig, RootSampler, TelemetryConfig, TraceSampler, TraceUserId,
+    OTEL_EXPORT_TIMEOUT_DEFAULT, OTEL_SERVICE_NAME_DEFAULT, OTLP_PROTOCOL_HTTP_PROTOBUF,
+    OTLP_TRACES_PATH,
 };
 pub use uploads::{S3Config, UploadConfig, UPLOAD_S3_REGION_DEFAULT};
 pub use validate::{is_csp_source_list, redis_url_problem, ENCRYPTION_KEY_BYTES};

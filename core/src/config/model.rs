@@ -46,6 +46,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Uploads: limits and storage (issue 17 item 5).
     pub uploads: super::UploadConfig,
+    /// OpenTelemetry trace export and span contents (issue 17 item 3).
+    pub telemetry: super::TelemetryConfig,
 }
 
 /// Where and how the server listens.
@@ -215,6 +217,10 @@ pub struct ProviderConfig {
     /// Provider ids tried, in order, when this one fails before its first chunk (`fallback`,
     /// `LLM_PROVIDER_<n>_FALLBACK`; issue 17); usually empty.
     pub fallback: Vec<String>,
+    /// Whether the model takes images (`vision`, `LLM_PROVIDER_<n>_VISION`; issue 17 item 5):
+    /// the images a user uploads are then sent to it as image parts. `openai` and `anthropic`
+    /// only.
+    pub vision: bool,
 }
 
 impl ProviderConfig {
@@ -228,6 +234,7 @@ impl ProviderConfig {
             api_key: Secret::default(),
             model: String::new(),
             fallback: Vec::new(),
+            vision: false,
         }
     }
 }
@@ -609,6 +616,7 @@ impl Config {
                 standard_output: true,
             },
             uploads: super::UploadConfig::default(),
+            telemetry: super::TelemetryConfig::default(),
         }
     }
 
@@ -655,6 +663,7 @@ mod tests {
             api_key: Secret::new("sk-live-abcdef", Origin::File),
             model: "gpt-4o".into(),
             fallback: Vec::new(),
+            vision: false,
         });
         config.alerts.smtp = Some(SmtpConfig {
             host: "smtp.mail.internal".into(),

@@ -62,6 +62,8 @@ struct RawProvider {
     model: Option<String>,
     /// Fallback provider ids, in order.
     fallback: Option<Vec<String>>,
+    /// Whether the model takes images (`vision`), as written.
+    vision: Option<String>,
     /// The file entry was not a table: already reported, dropped.
     malformed: bool,
 }
@@ -113,6 +115,18 @@ pub(crate) fn read(
             (None, ProviderKind::Echo) => raw.id.clone().unwrap_or_default(),
             (None, _) => String::new(),
         };
+        let vision = match raw.vision.as_deref().map(vision_text) {
+            None => false,
+            Some(Some(vision)) => vision,
+            Some(None) => {
+                errors.push(ConfigError::ProviderMalformed {
+                    location: format!("{provider}: LLM_PROVIDER_{}_VISION / vision", index + 1),
+                    expected: "true or false",
+                    found: "another value",
+                });
+                false
+            }
+        };
         read.slots.push(index + 1);
         read.providers.push(ProviderConfig {
             id: raw.id.unwrap_or_default(),
@@ -122,6 +136,7 @@ pub(crate) fn read(
             api_key: raw.api_key.unwrap_or_default(),
             model: raw.model.unwrap_or_default(),
             fallback: raw.fallback.unwrap_or_default(),
+            vision,
         });
     }
     read
@@ -192,7 +207,13 @@ fn read_entry(table: &Table, at: &str, errors: &mut Vec<ConfigError>) -> RawProv
     let api_key = field(&["apiKey", "api_key"]).map(|key| Secret::new(key, Origin::File));
     let model = field(&["model"]);
     let fallback = read_fallback(table, at, errors);
-    RawProvider { id, name, kind, endpoint, api_key, model, fallback, malformed: false }
+    let vision =
+        table.iter().find(|(key, _)| key.eq_ignore_ascii_case("vision")).map(|(_, v)| match v {
+            Value::String(text) => text.trim().to_string(),
+            Value::Boolean(b) => b.to_string(),
+            other => super::read::kind(other).to_string(),
+        });
+    RawProvider { id, name, kind, endpoint, api_key, model, fallback, vision, malformed: false }
 }
 
 /// The entry's `fallback`: an array of strings or a comma-separated string.
@@ -227,6 +248,15 @@ fn read_fallback(table: &Table, at: &str, errors: &mut Vec<ConfigError>) -> Opti
     }
 }
 
+/// `true`/`false`/`1`/`0`/`yes`/`no` (any case).
+fn vision_text(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// `a, b,,c` → `[a, b, c]`.
 fn split_ids(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_string).collect()
@@ -245,6 +275,7 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
             api_key: var("API_KEY").map(|key| Secret::new(key, Origin::Env)),
             model: var("MODEL"),
             fallback: var("FALLBACK").map(|text| split_ids(&text)),
+            vision: var("VISION"),
             malformed: false,
         };
         if let Some(entry) = raws.get_mut(n - 1) {
@@ -255,6 +286,7 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
             entry.api_key = env.api_key.or(entry.api_key.take());
             entry.model = env.model.or(entry.model.take());
             entry.fallback = env.fallback.or(entry.fallback.take());
+            entry.vision = env.vision.or(entry.vision.take());
         } else if env.id.is_some()
             || env.name.is_some()
             || env.kind.is_some()
@@ -262,6 +294,7 @@ fn merge_env(sources: &Sources<'_>, raws: &mut Vec<RawProvider>, warnings: &mut 
             || env.api_key.is_some()
             || env.model.is_some()
             || env.fallback.is_some()
+            || env.vision.is_some()
         {
             if raws.len() + 1 != n {
                 warnings.push(format!(
@@ -301,8 +334,11 @@ pub(crate) fn problems(providers: &[ProviderConfig]) -> Vec<ConfigError> {
         }
         if needs_endpoint && !p.endpoint.trim().is_empty() {
             if let Some(reason) = endpoint_problem(p.endpoint.trim()) {
-                errors.push(ConfigError::ProviderEndpoint { provider, reason });
+                errors.push(ConfigError::ProviderEndpoint { provider: provider.clone(), reason });
             }
+        }
+        if p.vision && !matches!(p.kind, ProviderKind::OpenAi | ProviderKind::Anthropic) {
+            errors.push(ConfigError::ProviderVision { provider });
         }
         if !p.id.is_empty() {
             positions_by_id.entry(p.id.as_str()).or_default().push(index + 1);
@@ -374,6 +410,7 @@ mod tests {
             api_key: Secret::new("sk-1", Origin::File),
             model: String::new(),
             fallback: Vec::new(),
+            vision: false,
         }
     }
 

@@ -78,6 +78,7 @@ impl Config {
         self.check_storage(&mut rules);
         self.check_alerts_and_log(&mut rules);
         super::uploads::problems(&self.uploads, &mut rules.errors);
+        super::telemetry::problems(&self.telemetry, &mut rules.errors);
         rules.errors
     }
 

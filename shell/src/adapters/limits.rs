@@ -17,14 +17,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatbox_core::budgets::FLEET_LIMIT_TIMEOUT;
+use chatbox_core::budgets::{FLEET_LIMIT_TIMEOUT, FLEET_TOKEN_COUNT_TTL};
 use chatbox_core::rate::{window_micros, Decision, RateLimit};
 use chatbox_core::Instant;
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 use tokio::time::timeout;
 
-use crate::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates, Unavailable};
+use crate::engine::fleet_limits::{
+    ConnectionLeases, Scope, SharedRates, SharedTokens, Unavailable,
+};
 
 /// The sliding log of [`chatbox_core::rate::SlidingLog`]: KEYS[1] the log, ARGV limit and window
 /// (µs). Returns `{1, 0}` when allowed, `{0, retry_after_us}` when denied.
@@ -67,6 +69,10 @@ return 1
 
 fn rate_key(scope: Scope, user: &str) -> String {
     format!("chatbox:limit:{}:{user}", scope.as_str())
+}
+
+fn tokens_key(user: &str, day: i64) -> String {
+    format!("chatbox:tokens:{day}:{user}")
 }
 
 fn lease_key(user: &str) -> String {
@@ -192,5 +198,37 @@ impl ConnectionLeases for RedisLimits {
         })
         .await
         .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl SharedTokens for RedisLimits {
+    async fn spent(&self, user: &str, day: i64) -> Result<u64, Unavailable> {
+        let key = tokens_key(user, day);
+        self.run(|mut conn| async move {
+            let spent: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            Ok(spent.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn charge(&self, user: &str, day: i64, tokens: u64) -> Result<(), Unavailable> {
+        let key = tokens_key(user, day);
+        let ttl = FLEET_TOKEN_COUNT_TTL.as_secs();
+        self.run(|mut conn| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("INCRBY")
+                .arg(&key)
+                .arg(tokens)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
     }
 }

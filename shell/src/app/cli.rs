@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chatbox_core::config::{self, jwt_secret_problems, Config, LogFormat, Origin, Secret};
+use chatbox_core::config::{self, jwt_secret_problems, Config, Origin, Secret};
 use clap::{Parser, Subcommand};
 
-use super::wiring;
+use super::{telemetry, wiring};
 use crate::adapters::data_dir;
 use crate::http::auth::mint;
 use crate::http::pages::PageOptions;
@@ -218,19 +218,6 @@ fn log_colour() -> bool {
     std::io::stderr().is_terminal() && !no_color
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.clone()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(log_colour());
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option<u16>) -> ExitCode {
     let (mut config, warnings) = if dev {
         match dev_config(data_dir) {
@@ -266,10 +253,6 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
     if let Some(port) = port {
         config.server.port = port;
     }
-    init_logging(&config);
-    for warning in &warnings {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {
@@ -277,7 +260,21 @@ fn serve(dev: bool, path: Option<&Path>, data_dir: Option<PathBuf>, port: Option
             return ExitCode::FAILURE;
         }
     };
+    // Logs, and trace export when OTEL_EXPORTER_OTLP_ENDPOINT is set (its requests run on
+    // the runtime).
+    let telemetry = match telemetry::init(&config, log_colour(), runtime.handle()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let code = runtime.block_on(run(Arc::new(config), dev, path.map(Path::to_path_buf)));
+    // Queued spans are sent while the runtime still runs (bounded by TRACE_FLUSH_BUDGET).
+    telemetry.shutdown();
     // Tasks still running after the drain plan exited (e.g. a stuck store call) are abandoned.
     runtime.shutdown_timeout(chatbox_core::budgets::RUNTIME_SHUTDOWN_GRACE);
     code

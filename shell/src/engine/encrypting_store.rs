@@ -51,6 +51,10 @@ impl EncryptingStore {
 #[async_trait]
 #[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for EncryptingStore {
+    fn system_name(&self) -> &'static str {
+        self.inner.system_name()
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let mut sealed = doc.clone();
         sealed.messages = doc.messages.iter().map(|m| self.seal(m)).collect();

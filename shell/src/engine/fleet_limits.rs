@@ -75,6 +75,16 @@ pub trait ConnectionLeases: Send + Sync + fmt::Debug {
     async fn release(&self, user: &str, lease: &str) -> Result<(), Unavailable>;
 }
 
+/// Every user's token spending per UTC day, shared by the fleet (`USER_TOKEN_BUDGET` with
+/// `REDIS_URL`, issue 17).
+#[async_trait]
+pub trait SharedTokens: Send + Sync + fmt::Debug {
+    /// Tokens `user` spent on UTC day `day` (core's `usage::day_of`) across the fleet.
+    async fn spent(&self, user: &str, day: i64) -> Result<u64, Unavailable>;
+    /// Adds `tokens` to `user`'s spending of `day`.
+    async fn charge(&self, user: &str, day: i64, tokens: u64) -> Result<(), Unavailable>;
+}
+
 /// A fleet backend: shared rates and connection leases.
 pub trait FleetLimiter: SharedRates + ConnectionLeases {}
 

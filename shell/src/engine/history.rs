@@ -50,7 +50,7 @@ fn to_chat(msg: &StoredMessage) -> Option<ChatMessage> {
         "admin" => (Role::User, format!("{ADMIN_PREFIX}{}", msg.content)),
         _ => (Role::User, msg.content.clone()),
     };
-    Some(ChatMessage { role, content })
+    Some(ChatMessage { role, content, images: Vec::new() })
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Optional observer (simulator, tests).
     pub probe: OnceLock<Arc<dyn Probe>>,
+    /// Uploaded files, for images sent to vision-capable models (set by the server when upload
+    /// storage exists; the simulator has none).
+    pub files: OnceLock<Arc<dyn crate::engine::files::FileStore>>,
     /// Origin allow-list, replaceable at runtime.
     pub origins: OriginList,
     /// Inbound frame limits.
@@ -171,6 +174,7 @@ impl Engine {
             inbound_limits: InboundLimits::default(),
             shutdown: ShutdownLatch::new(),
             probe: OnceLock::new(),
+            files: OnceLock::new(),
             metrics,
             supervisor,
             clock,

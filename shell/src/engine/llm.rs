@@ -40,6 +40,30 @@ pub struct ChatMessage {
     pub role: Role,
     /// What was said.
     pub content: String,
+    /// Images the user attached, for a vision-capable model (issue 17 item 5); usually empty.
+    pub images: Vec<ImagePart>,
+}
+
+impl ChatMessage {
+    /// A text line without images.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage { role, content: content.into(), images: Vec::new() }
+    }
+}
+
+/// One image sent to a model: its type and bytes (the adapters encode them as base64).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImagePart {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    /// The image's bytes.
+    pub data: bytes::Bytes,
+}
+
+impl fmt::Debug for ImagePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImagePart({}, {} bytes)", self.media_type, self.data.len())
+    }
 }
 
 /// A request for one reply.
@@ -119,6 +143,15 @@ impl ProviderError {
         match self {
             ProviderError::Throttled { retry_after, .. } => Some(retry_after),
             _ => None,
+        }
+    }
+
+    /// `transient`, `throttled` or `permanent` (the traces' `error.type`).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            ProviderError::Transient { .. } => "transient",
+            ProviderError::Throttled { .. } => "throttled",
+            ProviderError::Permanent { .. } => "permanent",
         }
     }
 

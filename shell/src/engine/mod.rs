@@ -45,3 +45,5 @@ pub mod replies;
 pub mod sessions;
 pub mod store;
 pub mod supervisor;
+pub mod telemetry;
+pub mod vision;

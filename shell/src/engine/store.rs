@@ -196,6 +196,12 @@ impl StoreError {
     reason = "default methods are written with the port's own methods"
 )]
 pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// The database behind it, as the traces' `db.system.name` (`mongodb`, `redb`; `memory`
+    /// for doubles). Wrappers answer their inner store's.
+    fn system_name(&self) -> &'static str {
+        "memory"
+    }
+
     /// Inserts a new session unless the user already has an active one (then reports it).
     /// Inserting an id that already exists succeeds without change.
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError>;

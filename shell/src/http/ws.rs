@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use super::auth::Verifier;
 use super::ws_session::{close_message, EngineSide, SessionLoop};
@@ -33,6 +34,7 @@ use crate::engine::delivery::{KickSignal, Registration};
 use crate::engine::fleet_limits::LeaseGuard;
 use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
+use crate::engine::telemetry;
 
 /// State of the WebSocket route.
 #[derive(Debug, Clone)]
@@ -146,12 +148,15 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_engine = Arc::clone(engine);
-    engine.supervisor.spawn("websocket", async move {
+    // The connection's trace span (issue 17): every message's span is its child.
+    let span = telemetry::connection_span(&engine.config, &caller.user_id);
+    let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => run_connection(task_engine, upgraded, caller, (slot, lease)).await,
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
-    });
+    };
+    engine.supervisor.spawn("websocket", task.instrument(span));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -193,6 +198,7 @@ async fn run_connection(
         kick: Arc::clone(&kick),
     };
     let id = engine.delivery.register(registration);
+    telemetry::record_connection(&tracing::Span::current(), id);
     let ctx = ConnCtx {
         id,
         caller,
@@ -216,6 +222,7 @@ async fn run_connection(
         },
     };
     let end = session.run(ws).await;
+    telemetry::record_connection_end(&tracing::Span::current(), &end);
     frames::on_disconnect(&engine, id);
     engine.metrics.websocket_connections.dec();
     engine.metrics.observe_connection_duration(engine.clock.now() - opened);

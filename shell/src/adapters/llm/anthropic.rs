@@ -16,6 +16,7 @@
 //! one wins); the end carries them.
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use chatbox_core::budgets::ANTHROPIC_MAX_TOKENS;
 use eventsource_stream::Event;
 use serde::Serialize;
@@ -23,7 +24,7 @@ use serde::Serialize;
 use super::http_client::{join_url, ProviderSettings, Upstream};
 use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
 use crate::engine::llm::{
-    ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, Role, TokenUsage,
+    ChatMessage, ChatRequest, EventStream, ImagePart, LlmProvider, ProviderError, Role, TokenUsage,
 };
 
 const UPSTREAM: Upstream = Upstream { kind: "anthropic", display: "Anthropic" };
@@ -59,11 +60,39 @@ struct Body<'a> {
     stream: bool,
 }
 
-/// One turn on the wire.
-#[derive(Debug, PartialEq, Eq, Serialize)]
+/// One turn on the wire: its text, and (for a vision model) the images the user attached,
+/// sent as base64 `image` blocks before the text block.
+#[derive(Debug, PartialEq, Eq)]
 struct Turn {
     role: &'static str,
     content: String,
+    images: Vec<ImagePart>,
+}
+
+impl Serialize for Turn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("role", self.role)?;
+        if self.images.is_empty() {
+            map.serialize_entry("content", &self.content)?;
+        } else {
+            let mut blocks: Vec<serde_json::Value> = self
+                .images
+                .iter()
+                .map(|image| {
+                    let data = base64::engine::general_purpose::STANDARD.encode(&image.data);
+                    serde_json::json!({"type": "image", "source": {
+                        "type": "base64", "media_type": image.media_type, "data": data}})
+                })
+                .collect();
+            if !self.content.is_empty() {
+                blocks.push(serde_json::json!({"type": "text", "text": self.content}));
+            }
+            map.serialize_entry("content", &blocks)?;
+        }
+        map.end()
+    }
 }
 
 /// Splits the conversation into Anthropic's top-level `system` text and alternating turns
@@ -79,7 +108,7 @@ fn to_wire(messages: &[ChatMessage]) -> (Option<String>, Vec<Turn>) {
 
     let mut turns: Vec<Turn> = Vec::new();
     for message in &messages[leading_system..] {
-        if message.content.is_empty() {
+        if message.content.is_empty() && message.images.is_empty() {
             continue;
         }
         let role = match message.role {
@@ -88,10 +117,17 @@ fn to_wire(messages: &[ChatMessage]) -> (Option<String>, Vec<Turn>) {
         };
         match turns.last_mut() {
             Some(last) if last.role == role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&message.content);
+                if !message.content.is_empty() {
+                    last.content.push_str("\n\n");
+                    last.content.push_str(&message.content);
+                }
+                last.images.extend(message.images.iter().cloned());
             }
-            _ => turns.push(Turn { role, content: message.content.clone() }),
+            _ => turns.push(Turn {
+                role,
+                content: message.content.clone(),
+                images: message.images.clone(),
+            }),
         }
     }
     (system, turns)
@@ -185,7 +221,7 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, content: &str) -> ChatMessage {
-        ChatMessage { role, content: content.to_owned() }
+        ChatMessage { role, content: content.to_owned(), images: Vec::new() }
     }
 
     #[test]
@@ -204,9 +240,9 @@ mod tests {
         assert_eq!(
             turns,
             vec![
-                Turn { role: "user", content: "a\n\nb".into() },
-                Turn { role: "assistant", content: "c".into() },
-                Turn { role: "user", content: "note\n\nd".into() },
+                Turn { role: "user", content: "a\n\nb".into(), images: vec![] },
+                Turn { role: "assistant", content: "c".into(), images: vec![] },
+                Turn { role: "user", content: "note\n\nd".into(), images: vec![] },
             ]
         );
         let (system, _) = to_wire(&[msg(Role::User, "x")]);

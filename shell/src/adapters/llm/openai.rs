@@ -12,13 +12,14 @@
 //! ends before that is a truncated stream.
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use eventsource_stream::Event;
 use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};
 use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
 use crate::engine::llm::{
-    ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent, TokenUsage,
+    ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent, TokenUsage,
 };
 
 const UPSTREAM: Upstream = Upstream { kind: "openai", display: "OpenAI" };
@@ -59,7 +60,34 @@ struct StreamOptions {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: WireContent<'a>,
+}
+
+/// A line's content: plain text, or (with images, for a vision model) content parts — the text
+/// then each image as an `image_url` with a `data:` URL.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(Vec<serde_json::Value>),
+}
+
+impl<'a> WireContent<'a> {
+    fn of(message: &'a ChatMessage) -> Self {
+        if message.images.is_empty() {
+            return WireContent::Text(&message.content);
+        }
+        let mut parts = Vec::with_capacity(message.images.len() + 1);
+        if !message.content.is_empty() {
+            parts.push(serde_json::json!({"type": "text", "text": message.content}));
+        }
+        for image in &message.images {
+            let data = base64::engine::general_purpose::STANDARD.encode(&image.data);
+            let url = format!("data:{};base64,{data}", image.media_type);
+            parts.push(serde_json::json!({"type": "image_url", "image_url": {"url": url}}));
+        }
+        WireContent::Parts(parts)
+    }
 }
 
 #[async_trait]
@@ -74,7 +102,7 @@ impl LlmProvider for OpenAiProvider {
             messages: request
                 .messages
                 .iter()
-                .map(|m| WireMessage { role: m.role.as_str(), content: &m.content })
+                .map(|m| WireMessage { role: m.role.as_str(), content: WireContent::of(m) })
                 .collect(),
             stream: true,
             stream_options: StreamOptions { include_usage: true },

@@ -15,7 +15,7 @@ mod tests {
     use crate::engine::llm::ChatMessage;
 
     fn line(role: Role, content: &str) -> ChatMessage {
-        ChatMessage { role, content: content.to_owned() }
+        ChatMessage { role, content: content.to_owned(), images: Vec::new() }
     }
 
     #[test]

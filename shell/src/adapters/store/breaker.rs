@@ -125,6 +125,10 @@ impl BreakerStore {
 #[async_trait]
 #[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for BreakerStore {
+    fn system_name(&self) -> &'static str {
+        self.inner.system_name()
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         self.by_id("create", self.inner.create(doc)).await
     }

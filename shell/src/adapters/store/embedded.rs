@@ -121,6 +121,10 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
+    fn system_name(&self) -> &'static str {
+        "redb"
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let doc = doc.clone();
         let (id, user) = (doc.id.clone(), doc.user_id.clone());

@@ -68,6 +68,7 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
         messages: vec![ChatMessage {
             role: Role::User,
             content: format!("Audio file: {}", redact_query(file_url)),
+            images: Vec::new(),
         }],
         user_key: user_key(user_id),
         conversation_id: None,
@@ -92,7 +93,7 @@ fn voice(engine: &Arc<Engine>, session: &str, user_id: &str, file_url: &str) {
             let (usage, source) = TokenUsage::settle(streamed.usage, streamed.text.len());
             let answered = streamed.answered_by.as_ref().map_or(&job_model, |m| &m.info.id);
             let kind = streamed.answered_by.as_ref().map_or(job_kind, |m| m.kind);
-            engine.replies.record_usage(answered, kind, &user, usage, engine.clock.wall());
+            engine.replies.record_usage(answered, kind, &user, usage, engine.clock.wall()).await;
             let msg = StoredMessage::new(&streamed.text, engine.clock.wall(), Sender::Ai)
                 .with_meta(&usage_meta(answered, usage, source));
             if engine.persistence.append(&session, msg).await.is_ok() {

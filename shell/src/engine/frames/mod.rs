@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chatbox_core::protocol::{parse_client_frame, ClientFrame, ErrorInfo, FrameType};
 use chatbox_core::session::Access;
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 use super::caller::Caller;
 use super::delivery::ConnId;
@@ -181,15 +182,26 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
     // for each other (a session id is only authoritative once resolved for its owner).
     let key = format!("{}\u{0}{requested}", conn.caller.user_id);
     let (task_engine, conn) = (Arc::clone(engine), conn.clone());
-    let job: Job = Box::pin(async move {
-        // The connection's in-flight permit is held until the frame is handled.
-        let _permit = permit;
-        let (engine, conn, frame) = (task_engine.as_ref(), &conn, &frame);
-        match frame.frame_type {
-            FrameType::ModelSelect => model_select::apply(engine, conn, frame).await,
-            _ => user_message::apply(engine, conn, frame).await,
+    let job: Job = match frame.frame_type {
+        FrameType::ModelSelect => Box::pin(async move {
+            // The connection's in-flight permit is held until the frame is handled.
+            let _permit = permit;
+            model_select::apply(task_engine.as_ref(), &conn, &frame).await;
+        }),
+        _ => {
+            // The message's trace span (issue 17), a child of the connection's, from its
+            // queueing to its reply's end.
+            let span =
+                super::telemetry::message_span(&engine.config, &conn.caller.user_id, requested);
+            Box::pin(
+                async move {
+                    let _permit = permit;
+                    user_message::apply(task_engine.as_ref(), &conn, &frame).await;
+                }
+                .instrument(span),
+            )
         }
-    });
+    };
     engine.ordered.submit(&key, job);
 }
 

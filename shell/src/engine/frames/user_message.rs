@@ -12,7 +12,8 @@
 //! assisting admin, store it as `admin` and relay it to the session.
 
 use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
-use chatbox_core::usage::TokenUsage;
+use chatbox_core::usage::{TokenUsage, UsageSource};
+use tracing::Instrument;
 
 use super::ConnCtx;
 use crate::engine::delivery::ReplyFrame;
@@ -21,6 +22,7 @@ use crate::engine::llm::ChatRequest;
 use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
 use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
+use crate::engine::telemetry;
 
 /// Handles one `user_message` (in the session's ordered worker).
 pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) {
@@ -30,7 +32,8 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
         return;
     }
     // Refused before anything is stored or any provider called, like the message rate limit.
-    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()) {
+    if let Err(wait) = engine.replies.check_budget(&conn.caller.user_id, engine.clock.wall()).await
+    {
         tracing::info!(user_id = %conn.caller.user_id, "daily token budget used up");
         let refusal = ErrorInfo::too_many_requests(wait);
         engine.delivery.send_error(conn.id, Some(requested), refusal);
@@ -41,6 +44,7 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     let resolving =
         engine.sessions.resolve_for(&engine.persistence, &engine.delivery, asker, requested);
     let Some(session) = resolving.await else { return };
+    telemetry::record_session(&session);
     let msg = StoredMessage::new(&frame.content, engine.clock.wall(), Sender::User)
         .with_file(&frame.file_id, &frame.file_url)
         .with_meta(&frame.metadata);
@@ -109,8 +113,15 @@ async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
         &Frame::loading(session, engine.frame_now()),
         Some(conn.id),
     );
-    let end = streamed(engine, conn, session).await;
-    tracing::debug!(session_id = session, ?end, "reply ended");
+    let model = engine.replies.model(engine.sessions.model_of(session).as_deref());
+    let span = telemetry::reply_span(session, model);
+    let end = streamed(engine, conn, session).instrument(span.clone()).await;
+    telemetry::record_reply_end(
+        &span,
+        end.as_ref(),
+        matches!(end, Some(ReplyEnd::Done | ReplyEnd::Stopped)),
+    );
+    tracing::info!(session_id = session, ?end, "reply ended");
     engine.forward_effects(engine.shutdown.reply_finished(engine.clock.now()));
 }
 
@@ -134,6 +145,9 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
         return None;
     }
     messages.shrink_to_fit();
+    // A vision-capable model also sees the images attached since the last reply (issue 17).
+    crate::engine::vision::attach(engine, &model, &conn.caller.user_id, &stored, &mut messages)
+        .await;
     // The replies service adds the upstream conversation id (Dify) it keeps for the session.
     let request =
         ChatRequest { messages, user_key: user_key(&conn.caller.user_id), conversation_id: None };
@@ -176,6 +190,7 @@ async fn complete(
     let (model_id, kind) =
         streamed.answered_by.as_ref().map_or((model_id, kind), |m| (m.info.id.as_str(), m.kind));
     let (usage, source) = TokenUsage::settle(streamed.usage, text.len());
+    telemetry::record_usage(streamed.answered_by.as_ref(), usage, source == UsageSource::Estimated);
     if !text.is_empty() {
         let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai)
             .with_meta(&usage_meta(model_id, usage, source));
@@ -190,7 +205,10 @@ async fn complete(
         );
     }
     let tokens = usage.total();
-    engine.replies.record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall());
+    engine
+        .replies
+        .record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall())
+        .await;
     let response_time = streamed.decided - streamed.started;
     let stats = engine.sessions.with(|t| {
         t.record_reply(session, response_time, tokens).ok()?;

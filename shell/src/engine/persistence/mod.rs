@@ -24,6 +24,7 @@ use chatbox_core::retry::{ErrorClass, RetryDecision, RetryPolicy};
 use chatbox_core::session::{AdminRef, EndCause};
 use chatbox_core::UnixMillis;
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use super::clock::Clock;
 use super::metrics::Metrics;
@@ -83,8 +84,18 @@ impl Persistence {
         }
     }
 
-    /// Runs `op` until it succeeds, fails permanently, or the retry schedule gives up.
-    async fn with_retry<T, F, Fut>(
+    /// Runs `op` until it succeeds, fails permanently, or the retry schedule gives up, in a
+    /// trace span of the operation (issue 17).
+    async fn with_retry<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let span = super::telemetry::store_span(operation, self.store.system_name());
+        self.with_retry_in(operation, op).instrument(span).await
+    }
+
+    async fn with_retry_in<T, F, Fut>(
         &self,
         operation: &'static str,
         mut op: F,
@@ -112,6 +123,11 @@ impl Persistence {
                         if error.class() == ErrorClass::Transient {
                             self.ready.store(false, Ordering::Relaxed);
                         }
+                        let span = tracing::Span::current();
+                        super::telemetry::record_store_failed(
+                            &span,
+                            error.class() == ErrorClass::Transient,
+                        );
                         tracing::error!(operation, ?reason, %error, "store operation failed");
                         return Err(error);
                     }

@@ -49,13 +49,16 @@ use chatbox_core::{Instant, UnixMillis};
 use futures_util::{stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::clock::Clock;
 use super::delivery::{ConnId, Delivery, ReplyFrame};
+use super::fleet_limits::SharedTokens;
 use super::gauge::Gauge;
 use super::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent};
 use super::metrics::Metrics;
 use super::supervisor::signalled;
+use super::telemetry;
 pub use models::Model;
 use models::Models;
 pub use stops::Stops;
@@ -142,10 +145,16 @@ impl Replies {
         }
     }
 
-    /// `USER_TOKEN_BUDGET`: may `user` start a reply at `now`? `Err` carries the wait until the
-    /// budget resets (next UTC midnight).
-    pub fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
-        let refused = self.usage.check(user, now);
+    /// Makes `USER_TOKEN_BUDGET` count across the fleet through `tokens` (once, at start).
+    pub fn attach_fleet_tokens(&self, tokens: Arc<dyn SharedTokens>) {
+        self.usage.attach_fleet(tokens);
+    }
+
+    /// May `user` start a reply at `now` (`USER_TOKEN_BUDGET`)? `Err` carries the wait until the
+    /// budget resets. In a fleet the spending of every instance counts (read from Redis); while
+    /// Redis does not answer, this instance's own counts decide.
+    pub async fn check_budget(&self, user: &str, now: UnixMillis) -> Result<(), Duration> {
+        let refused = self.usage.check(user, now, self.clock.now()).await;
         if refused.is_err() {
             self.metrics.token_budget_refusals.inc();
         }
@@ -154,7 +163,7 @@ impl Replies {
 
     /// Records a finished reply's `usage`: the per-model counters (Prometheus and the admin
     /// metrics) and `user`'s budget.
-    pub fn record_usage(
+    pub async fn record_usage(
         &self,
         model_id: &str,
         kind: &str,
@@ -164,7 +173,7 @@ impl Replies {
     ) {
         self.metrics.add_tokens(kind, usage.total());
         self.metrics.add_model_tokens(model_id, usage.prompt, usage.completion);
-        self.usage.record(model_id, user, usage, now);
+        self.usage.record(model_id, user, usage, now, self.clock.now()).await;
     }
 
     /// Tokens of finished replies per answering model id since this instance started.
@@ -597,12 +606,15 @@ impl Run<'_> {
             // An upstream conversation belongs to the provider that started it.
             request.conversation_id = None;
         }
+        let mut tries = 0;
         loop {
             let deadline = replies.clock.to_runtime(first_chunk_by);
             replies.metrics.llm_request(model.kind);
             replies.metrics.provider_requests.with_label_values(&[id]).inc();
+            tries += 1;
+            let span = telemetry::attempt_span(model, tries, !own_model);
             let attempt = tokio::select! {
-                r = open_and_peek(model, request.clone()) => Some(r),
+                r = open_and_peek(model, request.clone()).instrument(span.clone()) => Some(r),
                 _ = tokio::time::sleep_until(deadline) => None,
                 _ = signalled(cut) => return Tried::Ended(self.unfinished(ReplyEnd::Cut)),
                 _ = signalled(stop) => return Tried::Ended(ReplyEnd::Stopped),
@@ -617,10 +629,12 @@ impl Run<'_> {
                 None => {
                     replies.metrics.provider_errors.with_label_values(&[id]).inc();
                     replies.models.breaker_record(model, CallOutcome::Failure, now);
+                    telemetry::record_attempt_failed(&span, "timeout");
                     let outcome = timer.handle_timeout(now).unwrap_or(Outcome::Failed);
                     return Tried::Ended(self.emit_failure(outcome));
                 }
             };
+            telemetry::record_attempt_failed(&span, error.kind_label());
             replies.metrics.provider_errors.with_label_values(&[id]).inc();
             tracing::warn!(session_id = %job.session_id, provider_id = id, %error, "provider call failed");
             let outcome = match error.class() {
@@ -719,7 +733,11 @@ mod tests {
 
     fn job(replies: &Replies, sender: Option<u64>, mode: ReplyMode) -> ReplyJob {
         let request = ChatRequest {
-            messages: vec![ChatMessage { role: Role::User, content: "hi".into() }],
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: "hi".into(),
+                images: Vec::new(),
+            }],
             user_key: "user-x".into(),
             conversation_id: None,
         };

@@ -23,6 +23,11 @@ pub struct Model {
     pub kind: &'static str,
     /// The provider.
     pub provider: Arc<dyn LlmProvider>,
+    /// The upstream model name (`model` of the provider's settings; its id when empty), the
+    /// traces' `gen_ai.request.model`.
+    pub upstream_model: Arc<str>,
+    /// Whether the model takes images (`vision`, issue 17 item 5).
+    pub vision: bool,
 }
 
 /// The configured models, their fallback chains and their providers' breakers.
@@ -44,7 +49,15 @@ impl Models {
             .providers
             .iter()
             .zip(providers)
-            .map(|(p, provider)| Model { info: model_info(p), kind: provider.kind(), provider })
+            .map(|(p, provider)| Model {
+                info: model_info(p),
+                kind: provider.kind(),
+                provider,
+                upstream_model: Arc::from(
+                    if p.model.is_empty() { &p.id } else { &p.model }.as_str(),
+                ),
+                vision: p.vision,
+            })
             .collect();
         for model in &models {
             metrics.init_provider(model.kind);

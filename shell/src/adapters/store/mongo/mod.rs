@@ -314,6 +314,10 @@ fn touch() -> Document {
 
 #[async_trait]
 impl SessionStore for MongoStore {
+    fn system_name(&self) -> &'static str {
+        "mongodb"
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         observe("create", async {
             let document = session_to_document(doc);
