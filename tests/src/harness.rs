@@ -117,6 +117,10 @@ impl ServerOpts {
             env.insert("MONGO_DATABASE".into(), crate::mongo::fresh_database());
             env.insert("MONGO_CONNECT_TIMEOUT".into(), "2s".into());
             env.insert("MONGO_SERVER_SELECTION_TIMEOUT".into(), "2s".into());
+            // The CI's SecantusDB is one Python process shared by every test running at once on
+            // a 2-core box: a first call on a fresh database can take seconds there, which the
+            // 2 s production default would count as an outage (tests of the deadline set theirs).
+            env.insert("STORE_CALL_TIMEOUT".into(), "20s".into());
         }
         Self { env, providers: 0 }
     }
@@ -131,7 +135,9 @@ impl ServerOpts {
 
     /// Uses the MongoDB at `uri`, in a database of its own.
     #[must_use]
-    pub fn mongo(self, uri: &str) -> Self {
+    pub fn mongo(mut self, uri: &str) -> Self {
+        // A test's own database (an outage test, say) runs under the production deadline.
+        self.env.remove("STORE_CALL_TIMEOUT");
         self.env("MONGO_URI", uri)
             .env("MONGO_DATABASE", &crate::mongo::fresh_database())
             .env("MONGO_CONNECT_TIMEOUT", "1s")
