@@ -23,6 +23,9 @@ use serde_json::Value;
 const SLOW_STEP: Duration = Duration::from_secs(30);
 
 /// A server on `mongo`'s database `db`, with short store timeouts so an outage is noticed fast.
+/// The outages here are refusals (the server is killed), which server selection bounds; the
+/// per-call deadline is generous because a fresh database on SecantusDB (Python) can take
+/// seconds to answer on a loaded 2-core box. The default deadline has its own tests below.
 fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
     ServerOpts::with_upstream(upstream)
         .env("MONGO_URI", uri)
@@ -32,6 +35,7 @@ fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
         .env("MONGO_RETRY_ATTEMPTS", "2")
         .env("MONGO_RETRY_DELAY", "100ms")
         .env("MONGO_RETRY_MAX_DELAY", "500ms")
+        .env("STORE_CALL_TIMEOUT", "10s")
 }
 
 /// Sends `content` and waits (long) for the reply's outcome; the frames.
