@@ -298,26 +298,9 @@ fn read_sampler(r: &mut Reader<'_>) -> TraceSampler {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::config::tests::minimal as env;
     use crate::config::{load, ConfigError};
-
-    const SECRET: &str = "Zq8#mW2$vT9!kL4@pR7^nX1&cB6*hJ3%";
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = [
-            ("JWT_SECRET", SECRET),
-            ("LLM_PROVIDER_1_ID", "echo"),
-            ("LLM_PROVIDER_1_NAME", "Echo"),
-            ("LLM_PROVIDER_1_TYPE", "echo"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect();
-        env.extend(pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        env
-    }
 
     fn telemetry(pairs: &[(&str, &str)]) -> TelemetryConfig {
         load(&env(pairs), None).expect("valid").config.telemetry

@@ -13,8 +13,9 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// The smallest valid environment: a secret and the echo provider.
-fn minimal(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+/// The smallest valid environment: a secret and the echo provider (shared by the config
+/// modules' own tests).
+pub(super) fn minimal(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut map = env(&[
         ("JWT_SECRET", STRONG),
         ("LLM_PROVIDER_1_ID", "echo"),

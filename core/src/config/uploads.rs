@@ -129,26 +129,8 @@ pub(crate) fn problems(uploads: &UploadConfig, errors: &mut Vec<ConfigError>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
+    use crate::config::tests::minimal as env;
     use crate::config::{load, ConfigError};
-
-    const SECRET: &str = "Zq8#mW2$vT9!kL4@pR7^nX1&cB6*hJ3%";
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = [
-            ("JWT_SECRET", SECRET),
-            ("LLM_PROVIDER_1_ID", "echo"),
-            ("LLM_PROVIDER_1_NAME", "Echo"),
-            ("LLM_PROVIDER_1_TYPE", "echo"),
-            ("LLM_PROVIDER_1_ENDPOINT", "http://127.0.0.1:1"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect();
-        env.extend(pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        env
-    }
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
         match load(&env(pairs), None) {
