@@ -32,8 +32,10 @@ use super::replies::Model;
 pub const TARGET: &str = "chatbox::trace";
 
 /// The `user.id` attribute of `user` for this configuration, or `None` when `TRACE_USER_ID` is
-/// `omitted`.
+/// `omitted` or no trace is exported (the hash runs for every message and connection, and
+/// without an exporter nothing reads it).
 pub fn user_attribute(config: &Config, user: &str) -> Option<String> {
+    config.telemetry.otlp.as_ref()?;
     match config.telemetry.user_id {
         TraceUserId::Omitted => None,
         TraceUserId::Hashed => Some(hashed_user_id(config.auth.jwt_secret.expose(), user)),
