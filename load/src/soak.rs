@@ -41,8 +41,10 @@ pub struct SoakArgs {
     /// Interval between samples of the server.
     #[arg(long, default_value = "60s", value_parser = util::parse_duration)]
     pub sample: Duration,
-    /// RSS drift is measured from the first sample at or after this.
-    #[arg(long, default_value = "2m", value_parser = util::parse_duration)]
+    /// RSS drift is measured from the first sample at or after this. The default is one minute
+    /// past the server's default `RESUME_WINDOW` (5 min): until then every reply is still held
+    /// for a resume and memory grows by design.
+    #[arg(long, default_value = "6m", value_parser = util::parse_duration)]
     pub warmup: Duration,
     /// How long one message may take to reach its outcome before it counts as an error.
     #[arg(long, default_value = "30s", value_parser = util::parse_duration)]
@@ -184,7 +186,9 @@ impl User {
         let mut in_cycle = 0u64;
         for i in 0u64.. {
             let due = first_us + (i as f64 * period_us) as u64;
-            if due >= end_us {
+            // A user behind its schedule (a saturated box) stops at the end too, instead of
+            // sending its backlog as fast as it can after the measured time.
+            if due >= end_us || now_us() >= end_us {
                 break;
             }
             sleep_until(due).await;
