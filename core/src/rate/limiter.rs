@@ -11,11 +11,12 @@
 //! `(slot, stamp)` pairs in the order they were stamped: using a key gives it a fresh stamp and
 //! pushes the pair at the back, so the older pairs of that key go stale (their stamp no longer
 //! matches the slot's) and are skipped when they reach the front. The queue is compacted (stale
-//! pairs dropped, order kept) when it grows past twice the keys plus a constant, so it holds at
-//! most `2 · max_keys + 33` pairs and every operation is O(1) amortised. Stamps are `u32` and
+//! pairs dropped, order kept) when its allocation is full and it holds more than twice the keys
+//! plus a constant; it grows only when it is full of at most that many, so it holds at most
+//! `2 · (2 · max_keys + 33)` pairs and every operation is O(1) amortised. Stamps are `u32` and
 //! wrap; a stale pair can never be mistaken for a live one because fewer than 2³² stamps are
 //! issued while a pair sits in the queue (it would have to hold more than 2³² pairs, and it holds
-//! at most `2 · max_keys + 33 < 2³²`, `max_keys ≤ MAX_KEYS`).
+//! at most `4 · max_keys + 66 < 2³²`, `max_keys ≤ MAX_KEYS`).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
@@ -29,7 +30,7 @@ use crate::time::Instant;
 
 /// The most keys one limiter tracks (`max_keys` is clamped to it): keeps the stamp argument of
 /// the module doc valid and slot numbers within `u32`.
-const MAX_KEYS: usize = 1 << 30;
+const MAX_KEYS: usize = 1 << 29;
 
 /// The stamp of a free slot; live stamps are never zero.
 const FREE: u32 = 0;
@@ -120,7 +121,7 @@ pub struct RateLimiter<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter enforcing `limit` per key and tracking at most `max_keys` keys (at least 1, at
-    /// most 2³⁰), counting in [`DEFAULT_BUCKETS`] sub-buckets per window.
+    /// most 2²⁹), counting in [`DEFAULT_BUCKETS`] sub-buckets per window.
     pub fn new(limit: RateLimit, max_keys: usize) -> Self {
         Self::with_buckets(limit, max_keys, DEFAULT_BUCKETS)
     }
@@ -275,17 +276,22 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         stamp
     }
 
-    /// Makes `slot` the most recently used, compacting the recency queue when it has grown past
-    /// twice the keys (module doc, "Layout").
+    /// Makes `slot` the most recently used. When the recency queue is full (its allocation) and
+    /// holds more than twice the keys, it is compacted instead of grown (module doc, "Layout"):
+    /// compacting reads one random stamp per pair, so the fuller the queue the fewer reads per
+    /// use, and the allocation stays at the power of two above `2 · len + QUEUE_SLACK`.
     fn promote(&mut self, slot: u32) {
         let stamp = self.stamp();
         self.entries[slot as usize].stamp = stamp;
-        self.order.push_back((slot, stamp));
-        if self.order.len() > 2 * self.len + QUEUE_SLACK {
+        if self.order.len() == self.order.capacity()
+            && self.order.len() > 2 * self.len + QUEUE_SLACK
+        {
             let entries = &self.entries;
             self.order.retain(|&(s, stamp)| entries[s as usize].stamp == stamp);
-            debug_assert_eq!(self.order.len(), self.len, "one live pair per key");
+            // The slot's own older pairs went with the other stale ones.
+            debug_assert_eq!(self.order.len() + 1, self.len, "one live pair per other key");
         }
+        self.order.push_back((slot, stamp));
     }
 
     /// The least recently used slot, dropping the stale pairs in front of it.
@@ -328,7 +334,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let slot = match evicted.or_else(|| self.free.pop()) {
             Some(slot) => slot,
             None => {
-                // `len < cap ≤ 2³⁰` here, so the arena holds fewer than 2³⁰ slots.
+                // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
                 let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
                 self.entries.push(Entry { key: None, newest: 0, stamp: FREE });
                 self.counts.resize(self.counts.len() + self.stride, 0);
@@ -594,7 +600,7 @@ mod tests {
             if step % 97 == 0 {
                 assert_eq!(plain.cleanup(now), wrapping.cleanup(now), "cleanup at {step}");
             }
-            assert!(wrapping.order.len() <= 2 * wrapping.len() + QUEUE_SLACK + 1);
+            assert!(wrapping.order.len() <= 4 * wrapping.max_keys() + 2 * QUEUE_SLACK + 2);
             assert!(wrapping.recency_matches_events());
         }
         assert!(wrapping.next_stamp < 10_000, "the stamps wrapped");
