@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //!
-//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key, the newest bucket of
-//! its ring and its recency stamp, and `counts[s · stride ..][.. stride]` its ring of counters,
-//! so a key costs no allocation of its own. A [`HashTable`] of slot numbers finds a key's slot
+//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the newest bucket
+//! of its ring, `stamps[s]` its recency stamp and `counts[s · stride ..][.. stride]` its ring of
+//! counters, so a key costs no allocation of its own. The stamps have an array of their own
+//! because the queue's compaction reads one at random per pair: 4 bytes a key keeps them in
+//! cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
 //! (the key is hashed once per check). Recency is an exact LRU kept as a queue of
 //! `(slot, stamp)` pairs in the order they were stamped: using a key gives it a fresh stamp and
 //! pushes the pair at the back, so the older pairs of that key go stale (their stamp no longer
@@ -68,8 +70,6 @@ struct Entry<K> {
     key: Option<K>,
     /// The newest bucket of the slot's ring.
     newest: u64,
-    /// The recency stamp of the key's last allowed event; [`FREE`] when the slot is free.
-    stamp: u32,
 }
 
 /// A keyed sliding-window rate limiter: at most `limit.limit` allowed events per key in any
@@ -99,6 +99,8 @@ pub struct RateLimiter<K: Hash + Eq + Clone> {
     stride: usize,
     /// The arena; slot `s` is `entries[s]` with its ring at `counts[s * stride..][..stride]`.
     entries: Vec<Entry<K>>,
+    /// `stamps[s]`: the recency stamp of slot `s`'s last allowed event; [`FREE`] when free.
+    stamps: Vec<u32>,
     counts: Vec<u32>,
     /// Free slots of the arena (removed by `cleanup`).
     free: Vec<u32>,
@@ -137,6 +139,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             geo,
             stride: usize::try_from(geo.slots()).unwrap_or(1).max(1),
             entries: Vec::new(),
+            stamps: Vec::new(),
             counts: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -282,12 +285,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// use, and the allocation stays at the power of two above `2 · len + QUEUE_SLACK`.
     fn promote(&mut self, slot: u32) {
         let stamp = self.stamp();
-        self.entries[slot as usize].stamp = stamp;
+        self.stamps[slot as usize] = stamp;
         if self.order.len() == self.order.capacity()
             && self.order.len() > 2 * self.len + QUEUE_SLACK
         {
-            let entries = &self.entries;
-            self.order.retain(|&(s, stamp)| entries[s as usize].stamp == stamp);
+            let stamps = &self.stamps;
+            self.order.retain(|&(s, stamp)| stamps[s as usize] == stamp);
             // The slot's own older pairs went with the other stale ones.
             debug_assert_eq!(self.order.len() + 1, self.len, "one live pair per other key");
         }
@@ -297,7 +300,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// The least recently used slot, dropping the stale pairs in front of it.
     fn lru(&mut self) -> Option<u32> {
         while let Some(&(slot, stamp)) = self.order.front() {
-            if self.entries[slot as usize].stamp == stamp {
+            if self.stamps[slot as usize] == stamp {
                 return Some(slot);
             }
             self.order.pop_front();
@@ -336,7 +339,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             None => {
                 // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
                 let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-                self.entries.push(Entry { key: None, newest: 0, stamp: FREE });
+                self.entries.push(Entry { key: None, newest: 0 });
+                self.stamps.push(FREE);
                 self.counts.resize(self.counts.len() + self.stride, 0);
                 slot
             }
@@ -366,9 +370,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let mut removed = 0;
         while self.lru().is_some_and(|slot| !self.window(slot).is_live(first)) {
             if let Some(slot) = self.unlink_lru() {
-                let entry = &mut self.entries[slot as usize];
-                entry.key = None;
-                entry.stamp = FREE;
+                self.entries[slot as usize].key = None;
+                self.stamps[slot as usize] = FREE;
                 self.free.push(slot);
                 removed += 1;
             }
@@ -386,7 +389,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.order
             .iter()
-            .filter(|&&(slot, stamp)| self.entries[slot as usize].stamp == stamp)
+            .filter(|&&(slot, stamp)| self.stamps[slot as usize] == stamp)
             .map(|&(slot, _)| slot)
     }
 
