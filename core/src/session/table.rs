@@ -18,9 +18,9 @@ use super::record::{AdminRef, EndCause, Session, SessionId, SessionSnapshot, Ses
 use crate::response_times::ResponseTimes;
 use crate::time::{Instant, UnixMillis};
 
-/// The steps of one [`SessionTable::sweep_batch`]: idle ends and drops of due sessions. At about
-/// 7 µs a step at a million sessions (BENCHMARKS.md), one batch holds the shell's table lock for
-/// a few milliseconds at most, well under the 10 ms bound of issue 18.
+/// The steps of one [`SessionTable::sweep_batch`]: idle ends and drops of due sessions. At 3–4 µs
+/// a step at a million sessions (BENCHMARKS.md), one batch holds the shell's table lock for about
+/// 2 ms (p99 3 ms), under the 10 ms bound of issue 18.
 pub const SWEEP_BATCH: usize = 512;
 
 /// The in-memory registry of live sessions for one server process (PROTOCOL.md §6).
