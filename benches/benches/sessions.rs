@@ -9,19 +9,30 @@
 //! dropped outside the timing) at the instant all `n` sessions reach their idle timeout, so each
 //! iteration ends `n` sessions; criterion reports the time per sweep and the sessions per second
 //! (`Throughput::Elements(n)`).
+//!
+//! The shell sweeps in batches of [`SWEEP_BATCH`] steps, one lock hold each (issue 18 item 5), so
+//! the lock is held for one batch, not one sweep: `sweep_one_batch` times single batches of the
+//! same all-expired sweep (a clone swept batch by batch, re-cloned untimed when done), and in
+//! benchmark mode the binary then prints the distribution of one batch's time over
+//! [`BATCH_PASSES`] whole batched sweeps: p50, p99 and max, the max being the longest lock hold.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use chatbox_benches::{
-    build_session_table, count_label, session_counts, SessionFixture, SplitMix64, SEQUENCE_LEN,
-    WALL,
+    bench_mode, build_session_table, count_label, session_counts, SessionFixture, SplitMix64,
+    SEQUENCE_LEN, WALL,
 };
-use chatbox_core::session::{ResolutionKind, SessionId, SessionLimits, SessionTable};
+use chatbox_core::session::{
+    ResolutionKind, SessionId, SessionLimits, SessionTable, SweepReport, SWEEP_BATCH,
+};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 
 /// Most operations timed between two untimed clean-ups (bounds the temporary growth).
 const CHUNK: u64 = 10_000;
+
+/// Whole batched sweeps whose batches make the printed distribution of one batch's time.
+const BATCH_PASSES: usize = 3;
 
 /// A stopwatch for `iter_custom`: benchmarks measure real time by definition.
 #[allow(clippy::disallowed_methods, reason = "a benchmark harness measures wall time")]
@@ -109,6 +120,57 @@ fn end(f: &mut SessionFixture, order: &[u32], cursor: &mut usize, iters: u64) ->
     total
 }
 
+/// Times `iters` single batches of the all-expired sweep at `expired`, continuing the partly
+/// swept clone in `swept` and cloning `table` afresh (untimed) when a sweep is done.
+fn one_batch(
+    table: &SessionTable,
+    swept: &mut Option<SessionTable>,
+    expired: chatbox_core::Instant,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let t = swept.get_or_insert_with(|| table.clone());
+        let start = stopwatch();
+        let report = t.sweep_batch(expired, WALL);
+        total += start.elapsed();
+        if !black_box(&report).pending {
+            *swept = None;
+        }
+    }
+    total
+}
+
+/// The time of every batch of [`BATCH_PASSES`] batched sweeps of clones of `table` at
+/// `expired`, sorted, and the longest whole batched sweep (the sum of its batches).
+fn batch_times(table: &SessionTable, expired: chatbox_core::Instant) -> (Vec<Duration>, Duration) {
+    let mut times = Vec::new();
+    let mut longest = Duration::ZERO;
+    for _ in 0..BATCH_PASSES {
+        let mut t = table.clone();
+        let mut pass = Duration::ZERO;
+        loop {
+            let start = stopwatch();
+            let report: SweepReport = t.sweep_batch(expired, WALL);
+            let took = start.elapsed();
+            times.push(took);
+            pass += took;
+            if !black_box(report).pending {
+                break;
+            }
+        }
+        longest = longest.max(pass);
+    }
+    times.sort_unstable();
+    (times, longest)
+}
+
+/// The `q`-quantile (0..=1) of sorted `times`.
+fn quantile(times: &[Duration], q: f64) -> Duration {
+    let last = times.len().saturating_sub(1);
+    times.get((last as f64 * q).round() as usize).copied().unwrap_or_default()
+}
+
 /// A random permutation of `0..n` (Fisher–Yates).
 fn permutation(n: usize, seed: u64) -> Vec<u32> {
     let mut rng = SplitMix64::new(seed);
@@ -168,6 +230,29 @@ fn sessions(c: &mut Criterion) {
             );
         });
         group.finish();
+
+        let mut group = c.benchmark_group(format!("sessions_sweep_batch_{label}"));
+        group.throughput(Throughput::Elements(SWEEP_BATCH.min(n) as u64));
+        let mut swept: Option<SessionTable> = None;
+        group.bench_function("sweep_one_batch", |b| {
+            let f = fixture.get_or_insert_with(|| build_session_table(n));
+            let expired = f.now + idle;
+            b.iter_custom(|iters| one_batch(&f.table, &mut swept, expired, iters));
+        });
+        group.finish();
+        drop(swept);
+        if let (true, Some(f)) = (bench_mode(), &fixture) {
+            let (times, longest) = batch_times(&f.table, f.now + idle);
+            eprintln!(
+                "sessions_sweep_batch_{label}: {} batches of at most {SWEEP_BATCH} steps; one batch \
+                 (one lock hold) p50 {:?}, p99 {:?}, max {:?}; longest whole batched sweep {:?}",
+                times.len(),
+                quantile(&times, 0.5),
+                quantile(&times, 0.99),
+                times.last().copied().unwrap_or_default(),
+                longest,
+            );
+        }
         if let Some(f) = &fixture {
             // Every measured operation restored the table.
             debug_assert_eq!(f.table.memory_stats().active, n);

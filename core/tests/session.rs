@@ -202,6 +202,56 @@ proptest! {
         }
     }
 
+    /// Issue 18 item 5: sweeping in bounded batches (`sweep_at_most` until nothing is pending)
+    /// reports the same ends and drops, in the same order, and leaves the same table as one
+    /// whole `sweep` at the same instant; no batch takes more than its limit of steps, and only
+    /// the last reports nothing pending. Zero TTLs make sessions take two steps in one sweep.
+    #[test]
+    fn batched_sweep_equals_one_sweep(
+        ops in prop::collection::vec(op(), 0..150),
+        jump in advance_millis(),
+        max in 1usize..5,
+        zero_ttl in any::<bool>(),
+    ) {
+        let limits = if zero_ttl {
+            SessionLimits { ended_ttl: Duration::ZERO, ..SessionLimits::default() }
+        } else {
+            SessionLimits::default()
+        };
+        let mut d = Driver::new(limits);
+        for op in &ops {
+            d.apply(op);
+        }
+        d.now += Duration::from_millis(jump);
+        let (at, wall) = (d.now, d.wall());
+        let mut whole = d.table.clone();
+        let expected = whole.sweep(at, wall);
+        prop_assert!(!expected.pending);
+
+        let mut batched = d.table;
+        let (mut ended, mut dropped) = (Vec::new(), Vec::new());
+        loop {
+            let batch = batched.sweep_at_most(at, wall, max);
+            let steps = batch.idle_ended.len() + batch.dropped.len();
+            prop_assert!(steps <= max, "{} steps in a batch of {}", steps, max);
+            prop_assert!(!batch.pending || steps == max, "pending after a short batch");
+            ended.extend(batch.idle_ended);
+            dropped.extend(batch.dropped);
+            batched.check_invariants().unwrap();
+            if !batch.pending {
+                break;
+            }
+        }
+        prop_assert_eq!(&ended, &expected.idle_ended);
+        prop_assert_eq!(&dropped, &expected.dropped);
+        let state = |t: &SessionTable| format!("{:?}", t.iter().collect::<Vec<_>>());
+        prop_assert_eq!(state(&batched), state(&whole));
+        prop_assert_eq!(batched.next_deadline(), whole.next_deadline());
+        prop_assert_eq!(batched.memory_stats(), whole.memory_stats());
+        prop_assert!(batched.sweep_batch(at, wall).is_empty(), "a later batch finds nothing");
+        whole.check_invariants().unwrap();
+    }
+
     /// Property 12: through `record_reply`, a session's window never exceeds its capacity.
     #[test]
     fn prop_12_response_times_bounded(

@@ -1,16 +1,45 @@
 //! [`RateLimiter`]: the keyed bucketed-sliding-window limiter with a bounded, least-recently-used
 //! key set. The algorithm and its guarantee are in the module doc of [`super`]; the per-key ring
 //! is [`super::window`].
+//!
+//! # Layout
+//!
+//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the newest bucket
+//! of its ring, `stamps[s]` its recency stamp and `counts[s · stride ..][.. stride]` its ring of
+//! counters, so a key costs no allocation of its own. The stamps have an array of their own
+//! because the queue's compaction reads one at random per pair: 4 bytes a key keeps them in
+//! cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
+//! (the key is hashed once per check). Recency is an exact LRU kept as a queue of
+//! `(slot, stamp)` pairs in the order they were stamped: using a key gives it a fresh stamp and
+//! pushes the pair at the back, so the older pairs of that key go stale (their stamp no longer
+//! matches the slot's) and are skipped when they reach the front. The queue is compacted (stale
+//! pairs dropped, order kept) when its allocation is full and it holds more than twice the keys
+//! plus a constant; it grows only when it is full of at most that many, so it holds at most
+//! `2 · (2 · max_keys + 33)` pairs and every operation is O(1) amortised. Stamps are `u32` and
+//! wrap; a stale pair can never be mistaken for a live one because fewer than 2³² stamps are
+//! issued while a pair sits in the queue (it would have to hold more than 2³² pairs, and it holds
+//! at most `4 · max_keys + 66 < 2³²`, `max_keys ≤ MAX_KEYS`).
 
-use std::hash::Hash;
-use std::num::NonZeroUsize;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use lru::LruCache;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::window::{Geometry, Window, DEFAULT_BUCKETS};
 use super::{Decision, RateLimit};
 use crate::time::Instant;
+
+/// The most keys one limiter tracks (`max_keys` is clamped to it): keeps the stamp argument of
+/// the module doc valid and slot numbers within `u32`.
+const MAX_KEYS: usize = 1 << 29;
+
+/// The stamp of a free slot; live stamps are never zero.
+const FREE: u32 = 0;
+
+/// Stale pairs the recency queue may hold beyond `len` before it is compacted (keeps tiny
+/// limiters from compacting on every use).
+const QUEUE_SLACK: usize = 32;
 
 /// Counters an operator reads to size [`RateLimiter::new`]'s `max_keys` and to export metrics.
 /// All counts are since construction.
@@ -32,6 +61,15 @@ pub struct LimiterStats {
     pub evicted_idle: u64,
     /// Keys removed by [`RateLimiter::cleanup`].
     pub cleaned: u64,
+}
+
+/// One slot of the arena (module doc, "Layout").
+#[derive(Clone, Debug)]
+struct Entry<K> {
+    /// The key, `None` when the slot is free.
+    key: Option<K>,
+    /// The newest bucket of the slot's ring.
+    newest: u64,
 }
 
 /// A keyed sliding-window rate limiter: at most `limit.limit` allowed events per key in any
@@ -57,16 +95,35 @@ pub struct LimiterStats {
 pub struct RateLimiter<K: Hash + Eq + Clone> {
     limit: RateLimit,
     geo: Geometry,
-    /// Per-key windows; recency = the key's last allowed event.
-    keys: LruCache<K, Window>,
+    /// Counters per key (`geo.slots()`).
+    stride: usize,
+    /// The arena; slot `s` is `entries[s]` with its ring at `counts[s * stride..][..stride]`.
+    entries: Vec<Entry<K>>,
+    /// `stamps[s]`: the recency stamp of slot `s`'s last allowed event; [`FREE`] when free.
+    stamps: Vec<u32>,
+    counts: Vec<u32>,
+    /// Free slots of the arena (removed by `cleanup`).
+    free: Vec<u32>,
+    /// Key → slot, hashed with `hasher`.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// `(slot, stamp)` in stamping order, least recently used at the front; stale pairs are
+    /// skipped (module doc, "Layout").
+    order: VecDeque<(u32, u32)>,
+    /// The next stamp to hand out (never [`FREE`]).
+    next_stamp: u32,
+    /// `max_keys`.
+    cap: usize,
+    /// Keys tracked.
+    len: usize,
     /// The largest `now` seen, in nanoseconds.
     clock: u64,
     stats: LimiterStats,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
-    /// A limiter enforcing `limit` per key and tracking at most `max_keys` keys (at least 1),
-    /// counting in [`DEFAULT_BUCKETS`] sub-buckets per window.
+    /// A limiter enforcing `limit` per key and tracking at most `max_keys` keys (at least 1, at
+    /// most 2²⁹), counting in [`DEFAULT_BUCKETS`] sub-buckets per window.
     pub fn new(limit: RateLimit, max_keys: usize) -> Self {
         Self::with_buckets(limit, max_keys, DEFAULT_BUCKETS)
     }
@@ -75,13 +132,24 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `1..=`[`super::MAX_BUCKETS`]): more buckets release events closer to the exact sliding
     /// window at the cost of `buckets + 1` counters per key.
     pub fn with_buckets(limit: RateLimit, max_keys: usize, buckets: u32) -> Self {
-        let cap = NonZeroUsize::new(max_keys).unwrap_or(NonZeroUsize::MIN);
+        let cap = max_keys.clamp(1, MAX_KEYS);
+        let geo = Geometry::new(limit.window, buckets);
         Self {
             limit,
-            geo: Geometry::new(limit.window, buckets),
-            keys: LruCache::new(cap),
+            geo,
+            stride: usize::try_from(geo.slots()).unwrap_or(1).max(1),
+            entries: Vec::new(),
+            stamps: Vec::new(),
+            counts: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            order: VecDeque::new(),
+            next_stamp: 1,
+            cap,
+            len: 0,
             clock: 0,
-            stats: LimiterStats { max_keys: cap.get(), ..LimiterStats::default() },
+            stats: LimiterStats { max_keys: cap, ..LimiterStats::default() },
         }
     }
 
@@ -98,27 +166,27 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// The most keys tracked at once.
     pub fn max_keys(&self) -> usize {
-        self.keys.cap().get()
+        self.cap
     }
 
     /// Keys currently tracked.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.len
     }
 
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len == 0
     }
 
     /// Whether `key` is tracked (does not change its recency).
     pub fn contains(&self, key: &K) -> bool {
-        self.keys.contains(key)
+        self.find(key, self.hasher.hash_one(key)).is_some()
     }
 
     /// The counters since construction.
     pub fn stats(&self) -> LimiterStats {
-        LimiterStats { keys: self.keys.len(), ..self.stats }
+        LimiterStats { keys: self.len, ..self.stats }
     }
 
     /// Moves the limiter's clock to `now` if later and returns it (nanoseconds).
@@ -137,7 +205,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// next check is allowed if nothing else is recorded for it meanwhile (always > 0). With
     /// `limit == 0` every attempt is denied with `retry_after = max(window, 1 ns)`, a hint only.
     ///
-    /// O(k) for k sub-buckets, independent of the number of keys and events.
+    /// O(k) for k sub-buckets, independent of the number of keys and events (amortised: the
+    /// recency queue is compacted now and then, see the module doc).
     pub fn check(&mut self, key: &K, now: Instant) -> Decision {
         let t = self.tick(now);
         let limit = self.limit.limit;
@@ -148,13 +217,16 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
         let bucket = self.geo.bucket(t);
         let first = self.geo.first_counted(t);
-        let decision = match self.keys.peek_mut(key) {
-            Some(window) => {
+        let hash = self.hasher.hash_one(key);
+        let decision = match self.find(key, hash) {
+            Some(slot) => {
+                let at = slot as usize * self.stride;
+                let entry = &mut self.entries[slot as usize];
+                let mut window = Window::view(entry.newest, &mut self.counts[at..at + self.stride]);
                 window.advance(bucket);
-                if window.count_from(first) < u64::from(limit) {
+                let decision = if window.count_from(first) < u64::from(limit) {
                     window.record();
                     debug_assert!(window.count_from(first) <= u64::from(limit));
-                    self.keys.promote(key);
                     Decision::Allowed
                 } else {
                     // `release_at` is Some because the count is at the limit; the fallback only
@@ -164,10 +236,15 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                     debug_assert!(at > t || at == u64::MAX, "a release must lie in the future");
                     let wait = at.saturating_sub(now.as_nanos()).max(1);
                     Decision::Denied { retry_after: Duration::from_nanos(wait) }
+                };
+                entry.newest = window.newest();
+                if decision.is_allowed() {
+                    self.promote(slot);
                 }
+                decision
             }
             None => {
-                self.insert(key, bucket, first);
+                self.insert(key, hash, bucket, first);
                 Decision::Allowed
             }
         };
@@ -175,36 +252,112 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             Decision::Allowed => self.stats.allowed += 1,
             Decision::Denied { .. } => self.stats.denied += 1,
         }
-        debug_assert!(self.keys.len() <= self.keys.cap().get(), "more keys than max_keys");
+        debug_assert!(self.len <= self.cap, "more keys than max_keys");
         debug_assert!(
-            self.keys.peek_lru().is_none_or(|(_, w)| w.last_event().is_some()),
+            self.find(key, hash).is_none_or(|s| self.window(s).last_event().is_some()),
             "a tracked key without events"
         );
         decision
     }
 
-    /// Adds `key` with one event in `bucket`, evicting the least recently used key when full.
-    fn insert(&mut self, key: &K, bucket: u64, first: u64) {
-        let mut window = if self.keys.len() >= self.keys.cap().get() {
-            match self.keys.pop_lru() {
-                Some((_, mut old)) => {
-                    if old.is_live(first) {
-                        self.stats.evicted_live += 1;
-                    } else {
-                        self.stats.evicted_idle += 1;
-                    }
-                    old.reset(bucket);
-                    old
-                }
-                None => Window::new(&self.geo, bucket),
+    /// The slot of `key` (whose hash is `hash`), if tracked.
+    fn find(&self, key: &K, hash: u64) -> Option<u32> {
+        let entries = &self.entries;
+        self.index.find(hash, |&s| entries[s as usize].key.as_ref() == Some(key)).copied()
+    }
+
+    /// The ring of `slot`, read-only.
+    fn window(&self, slot: u32) -> Window<&[u32]> {
+        let at = slot as usize * self.stride;
+        Window::view(self.entries[slot as usize].newest, &self.counts[at..at + self.stride])
+    }
+
+    /// Hands out the next stamp (wrapping, skipping [`FREE`]).
+    fn stamp(&mut self) -> u32 {
+        let stamp = self.next_stamp;
+        self.next_stamp = self.next_stamp.wrapping_add(1).max(FREE + 1);
+        stamp
+    }
+
+    /// Makes `slot` the most recently used. When the recency queue is full (its allocation) and
+    /// holds more than twice the keys, it is compacted instead of grown (module doc, "Layout"):
+    /// compacting reads one random stamp per pair, so the fuller the queue the fewer reads per
+    /// use, and the allocation stays at the power of two above `2 · len + QUEUE_SLACK`.
+    fn promote(&mut self, slot: u32) {
+        let stamp = self.stamp();
+        self.stamps[slot as usize] = stamp;
+        if self.order.len() == self.order.capacity()
+            && self.order.len() > 2 * self.len + QUEUE_SLACK
+        {
+            let stamps = &self.stamps;
+            self.order.retain(|&(s, stamp)| stamps[s as usize] == stamp);
+            // The slot's own older pairs went with the other stale ones.
+            debug_assert_eq!(self.order.len() + 1, self.len, "one live pair per other key");
+        }
+        self.order.push_back((slot, stamp));
+    }
+
+    /// The least recently used slot, dropping the stale pairs in front of it.
+    fn lru(&mut self) -> Option<u32> {
+        while let Some(&(slot, stamp)) = self.order.front() {
+            if self.stamps[slot as usize] == stamp {
+                return Some(slot);
             }
-        } else {
-            Window::new(&self.geo, bucket)
+            self.order.pop_front();
+        }
+        None
+    }
+
+    /// Takes the least recently used key out of the index and the queue; its slot keeps the
+    /// key and ring until the caller overwrites or frees it.
+    fn unlink_lru(&mut self) -> Option<u32> {
+        let slot = self.lru()?;
+        self.order.pop_front();
+        let hash = self.entries[slot as usize].key.as_ref().map(|k| self.hasher.hash_one(k));
+        let found = hash.and_then(|h| self.index.find_entry(h, |&s| s == slot).ok());
+        debug_assert!(found.is_some(), "an LRU slot missing from the index");
+        if let Some(entry) = found {
+            entry.remove();
+        }
+        self.len -= 1;
+        Some(slot)
+    }
+
+    /// Adds `key` (hash `hash`) with one event in `bucket`, evicting the least recently used key
+    /// when full (its slot is reused).
+    fn insert(&mut self, key: &K, hash: u64, bucket: u64, first: u64) {
+        let evicted = if self.len >= self.cap { self.unlink_lru() } else { None };
+        if let Some(slot) = evicted {
+            if self.window(slot).is_live(first) {
+                self.stats.evicted_live += 1;
+            } else {
+                self.stats.evicted_idle += 1;
+            }
+        }
+        let slot = match evicted.or_else(|| self.free.pop()) {
+            Some(slot) => slot,
+            None => {
+                // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
+                let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+                self.entries.push(Entry { key: None, newest: 0 });
+                self.stamps.push(FREE);
+                self.counts.resize(self.counts.len() + self.stride, 0);
+                slot
+            }
         };
+        let at = slot as usize * self.stride;
+        let mut window = Window::view(bucket, &mut self.counts[at..at + self.stride]);
+        window.reset(bucket);
         window.record();
-        // The key is new, so `push` evicts nothing (room was made above).
-        let evicted = self.keys.push(key.clone(), window);
-        debug_assert!(evicted.is_none(), "insert evicted a second key");
+        let entry = &mut self.entries[slot as usize];
+        entry.key = Some(key.clone());
+        entry.newest = bucket;
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| {
+            entries[s as usize].key.as_ref().map_or(0, |k| hasher.hash_one(k))
+        });
+        self.len += 1;
+        self.promote(slot);
     }
 
     /// Drops every key with nothing left in its window at `now` and returns how many were
@@ -215,26 +368,40 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let t = self.tick(now);
         let first = self.geo.first_counted(t);
         let mut removed = 0;
-        while self.keys.peek_lru().is_some_and(|(_, w)| !w.is_live(first)) {
-            self.keys.pop_lru();
-            removed += 1;
+        while self.lru().is_some_and(|slot| !self.window(slot).is_live(first)) {
+            if let Some(slot) = self.unlink_lru() {
+                self.entries[slot as usize].key = None;
+                self.stamps[slot as usize] = FREE;
+                self.free.push(slot);
+                removed += 1;
+            }
         }
         self.stats.cleaned += removed as u64;
         debug_assert!(self.recency_matches_events(), "LRU order differs from event order");
         debug_assert!(
-            self.keys.iter().all(|(_, w)| w.is_live(first)),
+            self.live_slots().all(|s| self.window(s).is_live(first)),
             "cleanup left an idle key behind"
         );
         removed
     }
 
+    /// The tracked slots, least recently used first.
+    fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.order
+            .iter()
+            .filter(|&&(slot, stamp)| self.stamps[slot as usize] == stamp)
+            .map(|&(slot, _)| slot)
+    }
+
     /// The ordering invariant: from least to most recently used, last-event buckets never
-    /// decrease. O(len · k); only used in debug assertions (after `cleanup`) and tests.
+    /// decrease, and the queue holds one live pair per key. O(len · k); only used in debug
+    /// assertions (after `cleanup`) and tests.
     fn recency_matches_events(&self) -> bool {
         let mut previous = 0;
-        // `iter()` runs from the most recently used; walk from the other end.
-        for (_, w) in self.keys.iter().rev() {
-            let Some(last) = w.last_event() else {
+        let mut keys = 0;
+        for slot in self.live_slots() {
+            keys += 1;
+            let Some(last) = self.window(slot).last_event() else {
                 return false;
             };
             if last < previous {
@@ -242,7 +409,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             }
             previous = last;
         }
-        true
+        keys == self.len && self.index.len() == self.len
     }
 }
 
@@ -418,6 +585,32 @@ mod tests {
         assert!(l.is_empty());
         let mut l = RateLimiter::new(RateLimit::new(0, Duration::ZERO), 10);
         assert_eq!(l.check(&"a", at(0)).retry_after(), Some(Duration::from_nanos(1)));
+    }
+
+    #[test]
+    fn recency_survives_stamp_wraparound_and_queue_compaction() {
+        // The same traffic on a limiter whose stamps start just below the wrap: every decision,
+        // eviction and cleanup must match, and the queue must stay bounded.
+        let fresh = || RateLimiter::new(RateLimit::new(2, MINUTE), 4);
+        let (mut plain, mut wrapping) = (fresh(), fresh());
+        wrapping.next_stamp = u32::MAX - 40;
+        let mut x: u64 = 0x9E37_79B9;
+        for step in 0..2_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let key = (x >> 33) % 7;
+            let now = Instant::from_millis(step * 700);
+            assert_eq!(plain.check(&key, now), wrapping.check(&key, now), "step {step}");
+            if step % 97 == 0 {
+                assert_eq!(plain.cleanup(now), wrapping.cleanup(now), "cleanup at {step}");
+            }
+            assert!(wrapping.order.len() <= 4 * wrapping.max_keys() + 2 * QUEUE_SLACK + 2);
+            assert!(wrapping.recency_matches_events());
+        }
+        assert!(wrapping.next_stamp < 10_000, "the stamps wrapped");
+        assert_eq!(plain.stats(), wrapping.stats());
+        for key in 0..7 {
+            assert_eq!(plain.contains(&key), wrapping.contains(&key));
+        }
     }
 
     #[test]

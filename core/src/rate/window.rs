@@ -74,80 +74,89 @@ impl Geometry {
 }
 
 /// One key's counters: a ring of [`Geometry::slots`] event counts and the index of its newest
-/// bucket.
+/// bucket. `C` is the storage: the limiter keeps every key's ring in one flat array and views a
+/// key's part as a `Window<&mut [u32]>`; a `Window<Box<[u32]>>` owns its counters.
 ///
 /// Inputs: [`Window::advance`] (time moved to a bucket), [`Window::record`] (one allowed event in
 /// the newest bucket). Outputs: [`Window::count_from`], [`Window::release_at`],
 /// [`Window::last_event`]. Invariants: see the module doc; each counter is at most the limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Window {
+pub(crate) struct Window<C> {
     /// Bucket index of the newest slot.
     newest: u64,
     /// Bucket `i` lives in `counts[i % slots]`.
-    counts: Box<[u32]>,
+    counts: C,
 }
 
-impl Window {
-    /// An empty window whose newest bucket is `bucket`.
+impl Window<Box<[u32]>> {
+    /// An empty window whose newest bucket is `bucket`, owning its counters.
+    #[cfg(test)]
     pub(crate) fn new(geo: &Geometry, bucket: u64) -> Self {
         let slots = usize::try_from(geo.slots()).unwrap_or(1).max(1);
         Self { newest: bucket, counts: vec![0; slots].into_boxed_slice() }
     }
+}
 
-    /// Empties the window and makes `bucket` its newest bucket (reusing the allocation).
-    pub(crate) fn reset(&mut self, bucket: u64) {
-        self.counts.fill(0);
-        self.newest = bucket;
+impl<C: AsRef<[u32]>> Window<C> {
+    /// The ring stored in `counts` (at least one counter) whose newest bucket is `newest`.
+    pub(crate) fn view(newest: u64, counts: C) -> Self {
+        debug_assert!(!counts.as_ref().is_empty(), "a ring needs at least one counter");
+        Self { newest, counts }
     }
 
     /// The newest bucket index.
-    #[cfg(test)]
     pub(crate) fn newest(&self) -> u64 {
         self.newest
     }
 
+    fn len(&self) -> u64 {
+        self.counts.as_ref().len() as u64
+    }
+
     fn slot(&self, bucket: u64) -> usize {
         // `counts.len()` fits in u64 and the remainder is below it, so both casts are lossless.
-        (bucket % self.counts.len() as u64) as usize
+        (bucket % self.len()) as usize
     }
 
     /// The oldest bucket the ring holds.
     fn oldest(&self) -> u64 {
-        self.newest.saturating_sub(self.counts.len() as u64 - 1)
+        self.newest.saturating_sub(self.len() - 1)
     }
 
-    /// Moves the newest bucket forward to `bucket`, zeroing the buckets that fall out of the
-    /// ring. A `bucket` at or before the newest changes nothing (time never moves a ring back).
-    pub(crate) fn advance(&mut self, bucket: u64) {
-        if bucket <= self.newest {
-            return;
-        }
-        let len = self.counts.len() as u64;
-        if bucket - self.newest >= len {
-            self.counts.fill(0);
-        } else {
-            for i in self.newest + 1..=bucket {
-                let slot = self.slot(i);
-                self.counts[slot] = 0;
-            }
-        }
-        self.newest = bucket;
+    /// The ring positions of buckets `lo ..= hi` (`lo ≤ hi`, at most one ring apart), as the
+    /// position of `lo` and the lengths before and after the wrap. One division per call instead
+    /// of one per bucket: this is the limiter's hot path.
+    fn span(&self, lo: u64, hi: u64) -> (usize, usize, usize) {
+        debug_assert!(lo <= hi && hi - lo < self.len(), "span wider than the ring");
+        let start = self.slot(lo);
+        let n = (hi - lo + 1) as usize;
+        let first = n.min(self.counts.as_ref().len() - start);
+        (start, first, n - first)
     }
 
-    /// Counts one event in the newest bucket.
-    pub(crate) fn record(&mut self) {
-        let slot = self.slot(self.newest);
-        self.counts[slot] = self.counts[slot].saturating_add(1);
+    /// The counters of buckets `lo ..= hi`, oldest first, as the two contiguous runs of the ring.
+    fn runs(&self, lo: u64, hi: u64) -> (&[u32], &[u32]) {
+        let (start, first, wrapped) = self.span(lo, hi);
+        let counts = self.counts.as_ref();
+        (&counts[start..start + first], &counts[..wrapped])
     }
 
     /// The events in buckets `first ..= newest`.
     pub(crate) fn count_from(&self, first: u64) -> u64 {
-        (first.max(self.oldest())..=self.newest).map(|i| u64::from(self.counts[self.slot(i)])).sum()
+        let lo = first.max(self.oldest());
+        if lo > self.newest {
+            return 0;
+        }
+        let (a, b) = self.runs(lo, self.newest);
+        a.iter().chain(b).map(|&c| u64::from(c)).sum()
     }
 
     /// The newest bucket holding an event, if any.
     pub(crate) fn last_event(&self) -> Option<u64> {
-        (self.oldest()..=self.newest).rev().find(|&i| self.counts[self.slot(i)] > 0)
+        let lo = self.oldest();
+        let (a, b) = self.runs(lo, self.newest);
+        let newer = b.iter().rposition(|&c| c > 0).map(|j| lo + (a.len() + j) as u64);
+        newer.or_else(|| a.iter().rposition(|&c| c > 0).map(|j| lo + j as u64))
     }
 
     /// Whether a check counting from bucket `first` would see any event.
@@ -160,18 +169,56 @@ impl Window {
     /// counted buckets until fewer than `limit` remain; the answer is the release of the last
     /// bucket dropped. `None` when the count is already below `limit`.
     pub(crate) fn release_at(&self, geo: &Geometry, first: u64, limit: u32) -> Option<u64> {
-        let mut remaining = self.count_from(first);
+        let lo = first.max(self.oldest());
+        if lo > self.newest {
+            return None;
+        }
+        let (a, b) = self.runs(lo, self.newest);
+        let mut remaining: u64 = a.iter().chain(b).map(|&c| u64::from(c)).sum();
         let limit = u64::from(limit);
         let mut dropped = None;
-        let mut i = first.max(self.oldest());
-        while remaining >= limit && i <= self.newest {
-            remaining -= u64::from(self.counts[self.slot(i)]);
+        for (i, &c) in (lo..).zip(a.iter().chain(b)) {
+            if remaining < limit {
+                break;
+            }
+            remaining -= u64::from(c);
             dropped = Some(i);
-            i += 1;
         }
         // Only reachable with limit 0, which the limiter never asks about.
         debug_assert!(remaining < limit || limit == 0, "dropping every bucket must free a slot");
         dropped.map(|i| geo.release_of(i))
+    }
+}
+
+impl<C: AsRef<[u32]> + AsMut<[u32]>> Window<C> {
+    /// Empties the window and makes `bucket` its newest bucket (reusing the storage).
+    pub(crate) fn reset(&mut self, bucket: u64) {
+        self.counts.as_mut().fill(0);
+        self.newest = bucket;
+    }
+
+    /// Moves the newest bucket forward to `bucket`, zeroing the buckets that fall out of the
+    /// ring. A `bucket` at or before the newest changes nothing (time never moves a ring back).
+    pub(crate) fn advance(&mut self, bucket: u64) {
+        if bucket <= self.newest {
+            return;
+        }
+        if bucket - self.newest >= self.len() {
+            self.counts.as_mut().fill(0);
+        } else {
+            let (start, first, wrapped) = self.span(self.newest + 1, bucket);
+            let counts = self.counts.as_mut();
+            counts[start..start + first].fill(0);
+            counts[..wrapped].fill(0);
+        }
+        self.newest = bucket;
+    }
+
+    /// Counts one event in the newest bucket.
+    pub(crate) fn record(&mut self) {
+        let slot = self.slot(self.newest);
+        let counts = self.counts.as_mut();
+        counts[slot] = counts[slot].saturating_add(1);
     }
 }
 

@@ -31,7 +31,7 @@ pub use outcome::{
     TakeoverOutcome,
 };
 pub use record::{AdminRef, EndCause, Session, SessionId, SessionSnapshot, SessionState};
-pub use table::SessionTable;
+pub use table::{SessionTable, SWEEP_BATCH};
 
 #[cfg(test)]
 mod tests;

@@ -111,10 +111,14 @@ pub struct SweepReport {
     pub idle_ended: Vec<EndedSession>,
     /// Ended sessions dropped from memory (their stored documents stay).
     pub dropped: Vec<SessionId>,
+    /// A bounded sweep ([`sweep_at_most`](super::SessionTable::sweep_at_most)) stopped at its
+    /// limit with sessions still due: call it again. Always `false` after a whole
+    /// [`sweep`](super::SessionTable::sweep).
+    pub pending: bool,
 }
 
 impl SweepReport {
-    /// Whether the sweep changed nothing.
+    /// Whether the sweep changed nothing (a batch that changed nothing leaves nothing pending).
     pub fn is_empty(&self) -> bool {
         self.idle_ended.is_empty() && self.dropped.is_empty()
     }

@@ -648,6 +648,31 @@ fn sweeping_twice_at_the_same_time_does_nothing_more() {
     assert!(t.sweep(T0 + HOUR, wall(T0)).is_empty());
 }
 
+#[test]
+fn a_large_sweep_goes_in_batches_of_sweep_batch() {
+    let mut t = table();
+    let n = 2 * SWEEP_BATCH + 3;
+    for i in 0..n {
+        create(&mut t, &format!("u{i}"), &format!("s{i:05}"), T0);
+    }
+    let at = T0 + HOUR;
+    let sizes: Vec<(usize, bool)> = (0..4)
+        .map(|_| {
+            let batch = t.sweep_batch(at, wall(at));
+            ok(&t);
+            (batch.idle_ended.len(), batch.pending)
+        })
+        .collect();
+    assert_eq!(sizes, vec![(SWEEP_BATCH, true), (SWEEP_BATCH, true), (3, false), (0, false)]);
+    assert_eq!(t.memory_stats(), MemoryStats { active: 0, inactive: n, total: n });
+    // `max` 0 still makes progress (one step).
+    let later = at + 15 * MINUTE;
+    let batch = t.sweep_at_most(later, wall(later), 0);
+    assert_eq!((batch.dropped.len(), batch.pending), (1, true));
+    assert_eq!(t.sweep(later, wall(later)).dropped.len(), n - 1);
+    assert!(t.is_empty());
+}
+
 // ----- remove / stats / invariants --------------------------------------------------------
 
 #[test]

@@ -3,9 +3,15 @@
 //! `SESSION_IDLE_TIMEOUT` and persists their end, drops ended sessions older than `SESSION_TTL`
 //! (and the replies' upstream conversation ids and the persistence's recent messages with them), and cleans idle rate-limiter keys on
 //! its own `Periodic` schedule. Stops when shutdown begins.
+//!
+//! A sweep takes the table's lock once per batch of at most `SWEEP_BATCH` steps (core's
+//! `SessionTable::sweep_batch`) and yields to the runtime between batches, so a million sessions
+//! expiring together never hold the lock every connection needs for more than one batch (issue 18
+//! item 5; BENCHMARKS.md has the batch times).
 
 use std::sync::Arc;
 
+use chatbox_core::session::SweepReport;
 use chatbox_core::timer::Periodic;
 
 use crate::engine::delivery::AdminEvent;
@@ -42,10 +48,23 @@ pub async fn run(engine: Arc<Engine>) {
     }
 }
 
-/// One sweep: end idle sessions (persisting `endTs`/`dur`) and drop expired ones.
+/// One sweep: end idle sessions (persisting `endTs`/`dur`) and drop expired ones, batch by
+/// batch at one instant, each batch under its own short lock hold and handled before the next.
 pub async fn sweep_once(engine: &Engine) {
     let (now, wall) = (engine.clock.now(), engine.clock.wall());
-    let report = engine.sessions.with(|t| t.sweep(now, wall));
+    loop {
+        let report = engine.sessions.with(|t| t.sweep_batch(now, wall));
+        handle(engine, &report).await;
+        if !report.pending {
+            return;
+        }
+        // Let the connections waiting for the table in before the next batch.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Persists and announces what one sweep batch did (outside the table's lock).
+async fn handle(engine: &Engine, report: &SweepReport) {
     for ended in &report.idle_ended {
         engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
@@ -135,6 +154,21 @@ mod tests {
         sweep_once(&h.engine).await;
         assert_eq!(h.engine.sessions.owner_of(&id), None, "dropped SESSION_TTL after its end");
         assert!(stored_end(&h, &id).is_some(), "the store keeps it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_larger_than_one_batch_ends_every_due_session() {
+        let h = Harness::with_config(|c| c.sessions.idle_timeout = HOUR).await;
+        let n = chatbox_core::session::SWEEP_BATCH + 7;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(session(&h, &format!("u{i}")).await);
+        }
+        tokio::time::advance(HOUR + Duration::from_secs(1)).await;
+        sweep_once(&h.engine).await;
+        assert_eq!(h.engine.metrics.sessions_ended.get(), n as u64, "every batch was handled");
+        assert_eq!(h.engine.sessions.with(|t| t.memory_stats().active), 0);
+        assert!(ids.iter().all(|id| stored_end(&h, id).is_some()), "every end is stored");
     }
 
     #[tokio::test(start_paused = true)]
