@@ -163,7 +163,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs, stub_config: StubConfig, s
 }
 
 #[allow(clippy::too_many_arguments)] // one step of one scenario: every input is needed
-async fn run_step(
+pub(crate) async fn run_step(
     step: usize,
     rate: f64,
     server: &ServerArgs,

@@ -76,6 +76,11 @@ impl Stub {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Removes and returns the times recorded for request id `id`.
     pub fn take(&self, id: u64) -> Option<StubTimes> {
         self.shared.times.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
