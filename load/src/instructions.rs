@@ -133,7 +133,9 @@ async fn measure(
         args.valgrind.clone(),
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
-        // The program's own output stays on stdout; valgrind's goes to stderr.
+        // Every dump names its functions (`callgrind_annotate FILE.N` works on one dump).
+        "--compress-strings=no".into(),
+        "--compress-pos=no".into(),
         "--quiet".into(),
     ];
     let mut target = match name {

@@ -52,6 +52,7 @@ struct Shared {
     times: Mutex<HashMap<u64, StubTimes>>,
     requests: AtomicU64,
     streaming: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A running stub upstream (its tasks live as long as the process).
@@ -91,6 +92,11 @@ impl Stub {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// TCP connections accepted so far (fewer than requests when callers keep them alive).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
     /// Replies being streamed now.
     pub fn streaming(&self) -> u64 {
         self.shared.streaming.load(Ordering::Relaxed)
@@ -110,6 +116,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: StubCon
             continue;
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         spawn(async move {
             let service = service_fn(move |request| handle(request, Arc::clone(&shared), config));
