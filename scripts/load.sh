@@ -14,6 +14,11 @@
 #   scripts/load.sh soak     [args]  # issue 16: 10 min at 500 msg/s, connections and sessions
 #                                    # churning: RSS every minute, drift, fds, outbox, errors
 #                                    # (short smoke: soak --duration 1m --rate 50 --sample 10s)
+#   scripts/load.sh instructions [args] # issue 18: CPU instructions per reply, chatbox and the
+#                                    # relay, each under valgrind --tool=callgrind (perf stat
+#                                    # has no instruction counter in a VM): warm-up 100, then
+#                                    # 400 and 2000 messages at 40/s over 40 connections; the
+#                                    # figure is (Ir2 - Ir1) / (replies2 - replies1) (~4 min)
 #   scripts/load.sh fleet            # issue 14's fleet figures: two instances, SecantusDB, Redis
 #                                    # (relay latency, Redis commands and memory per reply; ~40 s)
 #
@@ -25,7 +30,7 @@
 # The generator raises its open-file limit to the hard limit; the server it starts inherits it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario="${1:?usage: scripts/load.sh run|idle|churn|shutdown|outage|soak|stub|floor|fleet [args]}"
+scenario="${1:?usage: scripts/load.sh run|idle|churn|shutdown|outage|soak|instructions|stub|floor|fleet [args]}"
 shift
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/load}"
 if [ "$scenario" = fleet ]; then

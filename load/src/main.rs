@@ -17,6 +17,7 @@
 //! | `convo` | one-message-at-a-time conversations that record acknowledgements (issue 16) |
 //! | `outage` | a database outage under steady chat: loss, reply time, `/readyz` (issue 16) |
 //! | `soak` | a long run with connections churning: RSS drift, files, outbox (issue 16) |
+//! | `instructions` | instructions per reply under callgrind, chatbox and the relay (issue 18) |
 //!
 //! Every scenario prints a human table and one `RESULT {json}` line per step on stdout, and a
 //! live progress line on stderr. Figures are reported, never asserted.
@@ -25,6 +26,7 @@ mod churn;
 mod client;
 mod convo;
 mod idle;
+mod instructions;
 mod outage;
 mod relay;
 mod run;
@@ -99,6 +101,9 @@ enum Command {
     /// Issue 16: a long run with connections and sessions churning — RSS drift, open files,
     /// outbox depth, errors.
     Soak(soak::SoakArgs),
+    /// Issue 18: CPU instructions per reply of chatbox and of the bare relay, each under
+    /// `valgrind --tool=callgrind` (two steps of messages; the difference per reply).
+    Instructions(instructions::InstructionsArgs),
     /// Only the stub upstream, until killed (prints `stub endpoint URL`).
     Stub,
     /// A bare WebSocket ↔ OpenAI SSE relay (no chatbox logic), until killed: measure it with
@@ -167,6 +172,11 @@ async fn async_main(cli: Cli, nofile: u64) {
             let config = cli.stub.config(20, 4, 5);
             let stub = start_stub(cli.stub.stub_port, config).await;
             soak::soak(&cli.server, args, stub).await;
+        }
+        Command::Instructions(args) => {
+            let config = cli.stub.config(20, 4, 5);
+            let stub = start_stub(cli.stub.stub_port, config).await;
+            instructions::instructions(&cli.server, args, config, stub).await;
         }
         Command::Relay(args) => relay::relay(args).await,
         Command::Stub => {

@@ -6,11 +6,17 @@
 //! between two processes, i.e. how much of chatbox's added latency is not chatbox's work.
 //!
 //! It speaks just enough of the chat protocol for the load client: a greeting, `user_message`
-//! in, `ai_response` chunks and a `done` frame out. Each message opens a new upstream
-//! connection (before the first chunk, so not part of the "added" latency).
+//! in, `ai_response` chunks and a `done` frame out.
+//!
+//! It does the transport work chatbox does the way chatbox does it (issue 18: the ratio must
+//! compare like with like): upstream HTTP/1.1 connections are kept alive in one pool per
+//! process, as chatbox's reqwest client keeps them, and the WebSocket has chatbox's buffers
+//! (see `shell/src/http/ws.rs`). A pooled connection is driven by the reply using it rather
+//! than by a task of its own, so it costs no extra wake-up.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::stream::{SelectAll, Stream, StreamExt};
@@ -20,6 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::{spawn, SseEvent, SseReader};
@@ -44,6 +51,26 @@ enum Event {
 
 type Reply = Pin<Box<dyn Stream<Item = (String, Event)> + Send>>;
 
+/// The request half of an upstream HTTP/1.1 connection.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// The connection half, polled by whichever reply uses the connection.
+type Conn = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+
+/// Idle upstream connections, last in first out (reqwest's pool hands out the most recent).
+type Pool = Arc<Mutex<Vec<(Sender, Conn)>>>;
+
+/// chatbox's WebSocket settings at their defaults (`WS_READ_BUFFER_SIZE` 1024, messages up to
+/// 1 MiB, every frame written straight to the socket), as `shell/src/http/ws.rs` sets them.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(1_048_576))
+        .max_frame_size(Some(1_048_576))
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
+}
+
 /// Runs the relay until the process is killed; prints `relay listening on ADDR`.
 pub async fn relay(args: &RelayArgs) {
     let listener = match TcpListener::bind(("127.0.0.1", args.port)).await {
@@ -58,15 +85,19 @@ pub async fn relay(args: &RelayArgs) {
         Err(error) => eprintln!("relay: {error}"),
     }
     let upstream = args.upstream;
+    let pool = Pool::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        spawn(connection(stream, upstream));
+        spawn(connection(stream, upstream, Arc::clone(&pool)));
     }
 }
 
-async fn connection(stream: TcpStream, upstream: SocketAddr) {
-    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+async fn connection(stream: TcpStream, upstream: SocketAddr, pool: Pool) {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+    else {
+        return;
+    };
     let (mut sink, mut inbound) = ws.split();
     let greeting = json!({"type": "connection_status", "status": "connected"});
     if sink.send(Message::text(greeting.to_string())).await.is_err() {
@@ -80,7 +111,7 @@ async fn connection(stream: TcpStream, upstream: SocketAddr) {
                     let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                     let session = frame["session_id"].as_str().unwrap_or("relay").to_string();
                     let content = frame["content"].as_str().unwrap_or("").to_string();
-                    replies.push(Box::pin(reply(upstream, session, content)));
+                    replies.push(reply(upstream, Arc::clone(&pool), session, content));
                     continue;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -106,20 +137,38 @@ async fn connection(stream: TcpStream, upstream: SocketAddr) {
     }
 }
 
+/// An idle connection from `pool` that is still open, else a new one to `upstream`.
+async fn checkout(pool: &Pool, upstream: SocketAddr) -> Result<(Sender, Conn), String> {
+    loop {
+        let idle = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let Some((mut send, mut conn)) = idle else { break };
+        // The connection future ends when the upstream closed it while it was idle.
+        let ready = tokio::select! {
+            ready = send.ready() => ready.is_ok(),
+            _ = conn.as_mut() => false,
+        };
+        if ready {
+            return Ok((send, conn));
+        }
+    }
+    let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((send, Box::pin(conn)))
+}
+
 /// One upstream reply as a stream of events. The connection future is polled by this stream
-/// (not spawned), so a chunk reaches the WebSocket without another task's wake-up.
-fn reply(upstream: SocketAddr, session: String, content: String) -> Reply {
+/// (not spawned), so a chunk reaches the WebSocket without another task's wake-up; once the
+/// body has ended the connection goes back to `pool`.
+fn reply(upstream: SocketAddr, pool: Pool, session: String, content: String) -> Reply {
     let body = json!({
         "model": "stub", "stream": true,
         "messages": [{"role": "user", "content": content}],
     });
     let start = async move {
-        let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut conn = Box::pin(conn);
+        let (mut send, mut conn) = checkout(&pool, upstream).await?;
         let request = hyper::Request::post("/v1/chat/completions")
             .header("host", upstream.to_string())
             .header("content-type", "application/json")
@@ -130,12 +179,14 @@ fn reply(upstream: SocketAddr, session: String, content: String) -> Reply {
             _ = conn.as_mut() => return Err("upstream closed".to_string()),
         };
         Ok::<_, String>(Upstream {
-            _send: send,
+            send,
             conn,
             conn_done: false,
             body: response.into_body(),
             sse: SseReader::default(),
+            done: false,
             ended: false,
+            pool,
         })
     };
     let events = futures_util::stream::once(start).flat_map(|started| match started {
@@ -149,15 +200,30 @@ fn reply(upstream: SocketAddr, session: String, content: String) -> Reply {
 
 /// An upstream response being read, with its connection.
 struct Upstream {
-    _send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    conn: Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    send: Sender,
+    conn: Conn,
+    /// The connection future has ended (the upstream closed it): not reusable.
     conn_done: bool,
     body: Incoming,
     sse: SseReader,
+    /// `[DONE]` was relayed; the body is read to its end only to free the connection.
+    done: bool,
+    /// Nothing more to relay or read.
     ended: bool,
+    pool: Pool,
 }
 
-/// The events of the next body frame (several SSE events may share one frame).
+impl Upstream {
+    /// Puts the connection back into the pool (its response has been read to the end).
+    fn release(self) {
+        if !self.conn_done {
+            self.pool.lock().unwrap_or_else(PoisonError::into_inner).push((self.send, self.conn));
+        }
+    }
+}
+
+/// The events of the next body frame (several SSE events may share one frame); after
+/// `[DONE]`, reads the body to its end and releases the connection.
 async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
     if up.ended {
         return None;
@@ -172,15 +238,23 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
                 Ok(data) => data,
                 Err(_) => continue,
             },
+            Some(Err(_)) if up.done => return None,
             Some(Err(error)) => {
                 up.ended = true;
                 return Some((vec![Event::Failed(error.to_string())], up));
+            }
+            None if up.done => {
+                up.release();
+                return None;
             }
             None => {
                 up.ended = true;
                 return Some((vec![Event::Failed("no [DONE]".into())], up));
             }
         };
+        if up.done {
+            continue;
+        }
         let events: Vec<Event> = up
             .sse
             .push(&data)
@@ -190,7 +264,7 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
                 SseEvent::Done => Event::Done,
             })
             .collect();
-        up.ended = events.iter().any(|e| matches!(e, Event::Done));
+        up.done = events.iter().any(|e| matches!(e, Event::Done));
         if !events.is_empty() {
             return Some((events, up));
         }

@@ -163,7 +163,7 @@ pub async fn run(server: &ServerArgs, args: &RunArgs, stub_config: StubConfig, s
 }
 
 #[allow(clippy::too_many_arguments)] // one step of one scenario: every input is needed
-async fn run_step(
+pub(crate) async fn run_step(
     step: usize,
     rate: f64,
     server: &ServerArgs,
@@ -231,6 +231,7 @@ async fn run_step(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = pid.and_then(util::rss_kib);
     let cpu_before = (pid.and_then(util::cpu_time), util::cpu_time(std::process::id()));
+    let stub_connections_before = stub.connections();
 
     // The open loop, on a thread of its own so that due times are kept to the OS timer's
     // precision rather than the runtime's 1 ms timer wheel.
@@ -312,6 +313,9 @@ async fn run_step(
         },
     });
     report["server_fds_at_end"] = json!(fds);
+    // Upstream connections the server opened during the step: fewer than replies when it
+    // keeps them alive (chatbox's client pool; the relay's pool).
+    report["stub_connections"] = json!(stub.connections() - stub_connections_before);
     // CPU time per reply: steadier than latency on a shared box, and it bounds the rate one
     // core can carry. The generator's own share shows how much of the box it took.
     let per_reply = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
@@ -350,7 +354,7 @@ fn print_step(r: &Value) {
     let rss = &r["server_rss_kib"];
     println!(
         "  server RSS KiB: before {} / connected {} / after {} / HWM {}; per connection {} B; \
-         fds {}; loadavg {}\n  CPU per reply: server {} µs, generator {} µs",
+         fds {}; loadavg {}\n  CPU per reply: server {} µs, generator {} µs; upstream connections {}",
         rss["before_connect"],
         rss["after_connect"],
         rss["after_run"],
@@ -363,6 +367,7 @@ fn print_step(r: &Value) {
         r["loadavg"],
         micros(&r["server_cpu_us_per_reply"]),
         micros(&r["generator_cpu_us_per_reply"]),
+        r["stub_connections"],
     );
 }
 

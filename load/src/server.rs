@@ -69,6 +69,17 @@ impl Target {
         endpoint: &str,
         env: &[(&str, String)],
     ) -> Result<Target, String> {
+        Target::start_under(args, endpoint, env, None).await
+    }
+
+    /// [`Target::start`], with the binary run under `wrapper` (a program and its options, e.g.
+    /// valgrind), which may take up to `limit` to start listening.
+    pub async fn start_under(
+        args: &ServerArgs,
+        endpoint: &str,
+        env: &[(&str, String)],
+        wrapper: Option<(&[String], Duration)>,
+    ) -> Result<Target, String> {
         if let Some(addr) = args.server_addr {
             let secret = std::env::var("JWT_SECRET")
                 .map_err(|_| "--server-addr needs JWT_SECRET in the environment".to_string())?;
@@ -123,8 +134,31 @@ impl Target {
                 pair.split_once('=').ok_or_else(|| format!("--server-env {pair}: no '='"))?;
             all.push((key.to_string(), value.to_string()));
         }
-        let (child, addr) = chatbox_tests::harness::launch(&bin, all, &secret, &data, stderr)
-            .await
+        let launched = match wrapper {
+            None => chatbox_tests::harness::launch(&bin, all, &secret, &data, stderr)
+                .await
+                .map_err(|error| error.to_string()),
+            Some((wrapper, limit)) => {
+                let Some((program, options)) = wrapper.split_first() else {
+                    return Err("an empty wrapper command".into());
+                };
+                let mut command = tokio::process::Command::new(program);
+                command
+                    .args(options)
+                    .arg(&bin)
+                    .args(["serve", "--port", "0"])
+                    .env_clear()
+                    .envs(all)
+                    .env("JWT_SECRET", &secret)
+                    .env("DATA_DIR", &data)
+                    .stderr(std::process::Stdio::from(stderr));
+                if let Some(path) = std::env::var_os("PATH") {
+                    command.env("PATH", path);
+                }
+                spawn_listening(command, "listening on ", limit).await
+            }
+        };
+        let (child, addr) = launched
             .map_err(|error| format!("{error}\n{}", chatbox_tests::harness::log_tail(&log, 30)))?;
         Ok(Target {
             addr,
@@ -135,6 +169,20 @@ impl Target {
             dir: Some(dir),
             terminated_at: None,
         })
+    }
+
+    /// A process this tool started some other way (e.g. `chatbox-load relay`) listening on
+    /// `addr`; it is stopped like a started server.
+    pub fn from_child(child: Child, addr: SocketAddr, prefix: &str) -> Target {
+        Target {
+            addr,
+            pid: child.id(),
+            secret: "unused".into(),
+            prefix: prefix.into(),
+            child: Some(child),
+            dir: None,
+            terminated_at: None,
+        }
     }
 
     /// `ws://ADDR{prefix}/ws`.
@@ -204,6 +252,42 @@ impl Target {
             if let Some(child) = self.child.as_mut() {
                 let _ = child.start_kill();
             }
+        }
+    }
+}
+
+/// Spawns `command` with stdout piped and waits up to `limit` for the line `{prefix}ADDR`;
+/// the rest of stdout is read and dropped. The process is killed if it does not get there.
+pub async fn spawn_listening(
+    mut command: tokio::process::Command,
+    prefix: &str,
+    limit: Duration,
+) -> Result<(Child, SocketAddr), String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped());
+    command.kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(limit, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                // `relay listening on ADDR (upstream …)`: the address is the first word.
+                return rest.split_whitespace().next().and_then(|a| a.parse::<SocketAddr>().ok());
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(addr)) => {
+            util::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok((child, addr))
+        }
+        other => {
+            let _ = child.start_kill();
+            let why = if other.is_err() { "timed out" } else { "stdout closed" };
+            Err(format!("{command:?} did not print `{prefix}ADDR` ({why})"))
         }
     }
 }

@@ -52,6 +52,7 @@ struct Shared {
     times: Mutex<HashMap<u64, StubTimes>>,
     requests: AtomicU64,
     streaming: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A running stub upstream (its tasks live as long as the process).
@@ -76,6 +77,11 @@ impl Stub {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Removes and returns the times recorded for request id `id`.
     pub fn take(&self, id: u64) -> Option<StubTimes> {
         self.shared.times.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
@@ -84,6 +90,11 @@ impl Stub {
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far (fewer than requests when callers keep them alive).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Replies being streamed now.
@@ -105,6 +116,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: StubCon
             continue;
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         spawn(async move {
             let service = service_fn(move |request| handle(request, Arc::clone(&shared), config));

@@ -115,6 +115,9 @@ fn the_bare_relay_carries_every_reply() {
         assert_eq!(r[key].as_u64(), Some(40), "{key} in {r}");
     }
     assert_eq!(r["errors_total"].as_u64(), Some(0), "{r}");
+    // Its upstream connections are kept alive and reused, as chatbox's client pool does.
+    let upstream = r["stub_connections"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    assert!((1..40).contains(&upstream), "40 replies over {upstream} upstream connections: {r}");
 }
 
 #[test]
