@@ -182,6 +182,11 @@ pub const CONNECTION_LEASE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// instance free themselves within it.
 pub const CONNECTION_LEASE_TTL: Duration = Duration::from_secs(15);
 
+/// Longest an exiting instance waits for the releases of its connection leases to reach Redis
+/// (two fleet-limit deadlines): without the wait a drained instance's slots stay taken until
+/// their TTL.
+pub const CONNECTION_LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
+
 // ---- Admin -----------------------------------------------------------------------------------
 
 /// Deadline of the admin listing and the metrics aggregation (PROTOCOL.md §8.5).

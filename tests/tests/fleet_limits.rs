@@ -5,6 +5,7 @@
 //! instances, refusals answer exactly as on one instance, and with Redis stopped each instance
 //! still limits locally and returns to fleet-wide limits when Redis is back.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chatbox::adapters::limits::RedisLimits;
@@ -26,45 +27,72 @@ struct Device {
     bound: bool,
 }
 
-/// Sends one message from `devices[from]` and returns whether it was accepted; the refusal is
-/// checked to be today's `TOO_MANY_REQUESTS` answer. The other bound devices' copy of an
-/// accepted reply is read too, so every device starts the next step with nothing pending.
-async fn send(devices: &mut [Device], from: usize, session: &mut String, text: &str) -> bool {
-    let sender = &mut devices[from];
-    sender.client.send_user_message(session, text).await;
-    sender.bound = true;
-    let frames = sender.client.recv_reply(STEP).await;
-    let outcome = frames.last().expect("an outcome").clone();
-    if outcome["type"] == "error" {
-        assert_error(&outcome, "TOO_MANY_REQUESTS", "Too many requests, please slow down");
-        let retry_after = outcome["error"]["retry_after"].as_u64().expect("retry_after in ms");
-        // Exact in Redis (≤ the window); the local fallback's buckets may add under 3 s.
-        assert!(retry_after > 0 && retry_after < 63_000, "{outcome}");
-        assert_eq!(outcome["session_id"], session.as_str(), "{outcome}");
-        return false;
+/// One user writing to one session from several devices, and the replies already read to their
+/// end. A device that binds on one instance while the other instance's publication of the
+/// previous reply is still on its way through Redis gets that reply's last frames after its own
+/// binding (a live frame of the session, delivered late); they belong to a finished reply and
+/// are skipped, never taken for the answer to the message being sent.
+struct User {
+    devices: Vec<Device>,
+    session: String,
+    finished: HashSet<String>,
+}
+
+impl User {
+    /// Unbound devices on `clients`, writing first to the proposed session id `session`.
+    fn new(clients: Vec<Client>, session: &str) -> Self {
+        let devices = clients.into_iter().map(|client| Device { client, bound: false }).collect();
+        User { devices, session: session.to_string(), finished: HashSet::new() }
     }
-    assert!(is_done(&outcome), "{frames:#?}");
-    *session = outcome["session_id"].as_str().expect("session id").to_string();
-    for (i, other) in devices.iter_mut().enumerate() {
-        if i != from && other.bound {
-            other.client.recv_until(is_done, STEP).await;
+
+    /// Sends one message from `devices[from]` and returns whether it was accepted; the refusal
+    /// is checked to be today's `TOO_MANY_REQUESTS` answer. The other bound devices' copy of an
+    /// accepted reply is read too (up to that reply's own `done`), so every device starts the
+    /// next step with nothing of it pending.
+    async fn send(&mut self, from: usize, text: &str) -> bool {
+        let sender = &mut self.devices[from];
+        sender.client.send_user_message(&self.session, text).await;
+        sender.bound = true;
+        let finished = &self.finished;
+        let outcome = |f: &Value| !is_late(finished, f) && (is_done(f) || f["type"] == "error");
+        let frames = sender.client.recv_until(outcome, STEP).await;
+        let outcome = frames.last().expect("an outcome").clone();
+        if outcome["type"] == "error" {
+            assert_error(&outcome, "TOO_MANY_REQUESTS", "Too many requests, please slow down");
+            let retry_after = outcome["error"]["retry_after"].as_u64().expect("retry_after in ms");
+            // Exact in Redis (≤ the window); the local fallback's buckets may add under 3 s.
+            assert!(retry_after > 0 && retry_after < 63_000, "{outcome}");
+            assert_eq!(outcome["session_id"], self.session.as_str(), "{outcome}");
+            return false;
         }
+        assert!(is_done(&outcome), "{frames:#?}");
+        self.session = outcome["session_id"].as_str().expect("session id").to_string();
+        let reply = outcome["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+        for (i, other) in self.devices.iter_mut().enumerate() {
+            if i != from && other.bound {
+                let own = |f: &Value| is_done(f) && f["metadata"]["reply_id"] == reply.as_str();
+                other.client.recv_until(own, STEP).await;
+            }
+        }
+        self.finished.insert(reply);
+        true
     }
-    true
+}
+
+/// Whether `frame` belongs to a reply already read to its end (a late copy of it).
+fn is_late(finished: &HashSet<String>, frame: &Value) -> bool {
+    frame["metadata"]["reply_id"].as_str().is_some_and(|id| finished.contains(id))
 }
 
 #[tokio::test]
 async fn the_message_rate_holds_for_the_user_across_two_instances() {
     let fleet = Fleet::start(&[("RATE_LIMIT", "4")]).await;
     let token = fleet.a.token("fleet-rate", &["user"], None);
-    let mut devices = [
-        Device { client: fleet.a.connect(&token).await, bound: false },
-        Device { client: fleet.b.connect(&token).await, bound: false },
-    ];
-    let mut session = "fleet-rate-1".to_string();
+    let clients = vec![fleet.a.connect(&token).await, fleet.b.connect(&token).await];
+    let mut user = User::new(clients, "fleet-rate-1");
     let mut accepted = Vec::new();
     for i in 0..8 {
-        accepted.push(send(&mut devices, i % 2, &mut session, &format!("message {i}")).await);
+        accepted.push(user.send(i % 2, &format!("message {i}")).await);
     }
     assert_eq!(accepted.iter().filter(|a| **a).count(), 4, "{accepted:?}");
     assert_eq!(accepted, [true, true, true, true, false, false, false, false]);
@@ -133,11 +161,10 @@ async fn without_redis_each_instance_limits_locally_and_the_fleet_limit_returns_
     // During the outage each instance enforces the limit on its own traffic.
     let outage = fleet.a.token("fleet-outage", &["user"], None);
     for server in [&fleet.a, &fleet.b] {
-        let mut devices = [Device { client: server.connect(&outage).await, bound: false }];
-        let mut session = "fleet-outage-1".to_string();
+        let mut user = User::new(vec![server.connect(&outage).await], "fleet-outage-1");
         let mut accepted = Vec::new();
         for i in 0..3 {
-            accepted.push(send(&mut devices, 0, &mut session, &format!("outage {i}")).await);
+            accepted.push(user.send(0, &format!("outage {i}")).await);
         }
         assert_eq!(accepted, [true, true, false], "local limit on {}", server.addr());
     }
@@ -156,14 +183,11 @@ async fn without_redis_each_instance_limits_locally_and_the_fleet_limit_returns_
     // Past the limiter's pause after a failure, the limit is fleet-wide again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let token = fleet.a.token("fleet-back", &["user"], None);
-    let mut devices = [
-        Device { client: fleet.a.connect(&token).await, bound: false },
-        Device { client: fleet.b.connect(&token).await, bound: false },
-    ];
-    let mut session = "fleet-back-1".to_string();
+    let clients = vec![fleet.a.connect(&token).await, fleet.b.connect(&token).await];
+    let mut user = User::new(clients, "fleet-back-1");
     let mut accepted = Vec::new();
     for i in 0..4 {
-        accepted.push(send(&mut devices, i % 2, &mut session, &format!("back {i}")).await);
+        accepted.push(user.send(i % 2, &format!("back {i}")).await);
     }
     assert_eq!(accepted, [true, true, false, false]);
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE;
 use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::shared::SharedLimiter;
 use chatbox_core::Instant;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Which fleet-wide rate limit a check counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,18 +165,27 @@ impl FleetHealth {
 }
 
 /// The connection leases this instance holds (renewed by the heartbeat) and the queue of
-/// releases for the heartbeat task.
+/// releases for the heartbeat task, with how many of them it has not sent yet (an exiting
+/// instance waits for those, [`LeaseRegistry::settled`]).
 #[derive(Debug)]
 pub struct LeaseRegistry {
     live: Mutex<HashMap<String, String>>,
     release_tx: mpsc::UnboundedSender<(String, String)>,
     release_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+    unsent: AtomicUsize,
+    changed: Notify,
 }
 
 impl Default for LeaseRegistry {
     fn default() -> Self {
         let (release_tx, release_rx) = mpsc::unbounded_channel();
-        Self { live: Mutex::default(), release_tx, release_rx: Mutex::new(Some(release_rx)) }
+        Self {
+            live: Mutex::default(),
+            release_tx,
+            release_rx: Mutex::new(Some(release_rx)),
+            unsent: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
     }
 }
 
@@ -212,9 +222,39 @@ impl LeaseRegistry {
 
     fn drop_lease(&self, id: &str) {
         if let Some(user) = self.live().remove(id) {
+            // Counted before it is queued, so the heartbeat task cannot mark it sent first.
+            self.unsent.fetch_add(1, Ordering::SeqCst);
             // Without a heartbeat task (shutting down) the lease simply expires.
-            let _ = self.release_tx.send((user, id.to_string()));
+            if self.release_tx.send((user, id.to_string())).is_err() {
+                self.unsent.fetch_sub(1, Ordering::SeqCst);
+            }
         }
+        self.changed.notify_waiters();
+    }
+
+    /// The heartbeat task is done with one queued release (sent, or failed: it then expires).
+    pub fn release_sent(&self) {
+        self.unsent.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits, at most `within`, until no lease is held and every release was handled; whether
+    /// that happened. An exiting instance calls it so its drained connections' slots are free
+    /// for the fleet at once rather than after [`chatbox_core::budgets::CONNECTION_LEASE_TTL`].
+    pub async fn settled(&self, within: Duration) -> bool {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                // Registered before the check, so a change in between is not missed.
+                changed.as_mut().enable();
+                if self.is_empty() && self.unsent.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
     }
 }
 

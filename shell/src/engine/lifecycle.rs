@@ -69,6 +69,15 @@ pub async fn run(
                     engine.delivery.kick_all();
                 }
                 Effect::Exit => {
+                    // The drained connections' fleet slots are released by the lease task; the
+                    // process must not end before it sent them (bounded: else they expire).
+                    let left = engine.shutdown.deadline() - engine.clock.now();
+                    let grace = chatbox_core::budgets::CONNECTION_LEASE_RELEASE_GRACE.min(left);
+                    if !engine.limits.leases_released(grace).await {
+                        tracing::debug!(
+                            "connection leases not all released; they expire by themselves"
+                        );
+                    }
                     tracing::info!(
                         cut_replies = report.cut_replies,
                         forced_connections = report.forced_connections,

@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chatbox_core::budgets::{CONNECTION_LEASE_HEARTBEAT, CONNECTION_LEASE_TTL};
 use chatbox_core::config::Config;
@@ -211,6 +212,7 @@ impl Limits {
                     if let Err(error) = fleet.release(&user, &id).await {
                         tracing::debug!(%error, "lease release failed; it expires by itself");
                     }
+                    self.leases.release_sent();
                 }
                 _ = heartbeat.tick() => {
                     for (id, user) in self.leases.snapshot() {
@@ -228,6 +230,13 @@ impl Limits {
                 }
             }
         }
+    }
+
+    /// Waits, at most `within`, for this instance's connection leases to be given back to the
+    /// fleet (every connection closed and its release sent); whether they were. At once without
+    /// a fleet.
+    pub async fn leases_released(&self, within: Duration) -> bool {
+        self.fleet.get().is_none() || self.leases.settled(within).await
     }
 
     /// Drops idle keys from every limiter, reports how many each still holds, and returns how
@@ -258,6 +267,7 @@ mod tests {
     struct Fleet {
         down: AtomicBool,
         calls: AtomicUsize,
+        released: AtomicUsize,
     }
 
     impl Fleet {
@@ -290,6 +300,7 @@ mod tests {
             self.answer(false)
         }
         async fn release(&self, _: &str, _: &str) -> Result<(), Unavailable> {
+            self.released.fetch_add(1, Ordering::SeqCst);
             self.answer(())
         }
     }
@@ -323,6 +334,32 @@ mod tests {
         let later = t + chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE;
         assert!(!limits.check_message("u1", later).await.is_allowed());
         assert!(!limits.fleet_degraded());
+    }
+
+    /// A rolling deploy's drained instance: the release of a closed connection's lease is sent
+    /// before the instance says its leases are back, so the process does not exit first.
+    #[tokio::test]
+    async fn a_closed_connections_lease_is_released_before_the_leases_count_as_back() {
+        let config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        let limits = Limits::new(&config, Arc::new(Metrics::new()));
+        let fleet = Arc::new(Fleet::default());
+        limits.attach_fleet(Arc::clone(&fleet) as Arc<dyn FleetLimiter>);
+        // Down: the connection is let through with a lease the heartbeat would register.
+        fleet.down.store(true, Ordering::SeqCst);
+        let guard = limits.lease_connection("u1", Instant::from_secs(1)).await;
+        let guard = guard.expect("let through").expect("a lease");
+        fleet.down.store(false, Ordering::SeqCst);
+        let checks = async {
+            assert!(!limits.leases_released(Duration::from_millis(50)).await, "a lease is held");
+            drop(guard);
+            assert!(limits.leases_released(Duration::from_secs(5)).await);
+            assert_eq!(fleet.released.load(Ordering::SeqCst), 1, "the release was sent");
+        };
+        // The lease task runs until the runtime ends: here, until the checks are done.
+        tokio::select! {
+            () = limits.run_leases() => panic!("the lease task runs while the fleet is attached"),
+            () = checks => {}
+        }
     }
 
     #[tokio::test]
