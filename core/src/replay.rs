@@ -67,6 +67,10 @@ struct Entry<T> {
 pub struct ReplayLog<T> {
     limits: ReplayLimits,
     entries: HashMap<String, Entry<T>>,
+    /// The ended replies by (end, opening order): expiry and eviction take them from the front
+    /// instead of walking every reply on every frame (issue 18: at steady state the log holds
+    /// tens of thousands of replies, and each frame of each reply went through all of them).
+    ended_order: VecDeque<(Instant, u64, String)>,
     total: usize,
     opened: u64,
 }
@@ -74,7 +78,7 @@ pub struct ReplayLog<T> {
 impl<T: Clone> ReplayLog<T> {
     /// An empty log with `limits`.
     pub fn new(limits: ReplayLimits) -> Self {
-        Self { limits, entries: HashMap::new(), total: 0, opened: 0 }
+        Self { limits, entries: HashMap::new(), ended_order: VecDeque::new(), total: 0, opened: 0 }
     }
 
     /// Frames kept now (all replies).
@@ -130,14 +134,26 @@ impl<T: Clone> ReplayLog<T> {
         }
         if last {
             entry.ended = Some(now);
+            let opened = entry.opened;
+            self.queue_ended(now, opened, reply);
         }
     }
 
     /// The reply ended without a final frame of its own (failed, cut): no live frame follows.
     pub fn end(&mut self, reply: &str, now: Instant) {
         if let Some(entry) = self.entries.get_mut(reply) {
-            entry.ended.get_or_insert(now);
+            if entry.ended.is_none() {
+                entry.ended = Some(now);
+                let opened = entry.opened;
+                self.queue_ended(now, opened, reply);
+            }
         }
+    }
+
+    /// Files an ended reply in `ended_order` (at the back whenever time does not go backwards).
+    fn queue_ended(&mut self, ended: Instant, opened: u64, reply: &str) {
+        let at = self.ended_order.partition_point(|(t, o, _)| (*t, *o) <= (ended, opened));
+        self.ended_order.insert(at, (ended, opened, reply.to_string()));
     }
 
     /// The frames of `reply` after `after_seq`, for a client on `session`.
@@ -165,28 +181,29 @@ impl<T: Clone> ReplayLog<T> {
     /// Forgets the replies that ended `window` or more before `now`.
     pub fn expire(&mut self, now: Instant) {
         let window = self.limits.window;
-        let mut freed = 0;
-        self.entries.retain(|_, e| {
-            let keep = e.ended.is_none_or(|t| now.saturating_duration_since(t) < window);
-            if !keep {
-                freed += e.frames.len();
+        while let Some((ended, _, _)) = self.ended_order.front() {
+            if now.saturating_duration_since(*ended) < window {
+                break;
             }
-            keep
-        });
-        self.total -= freed;
+            let Some((_, opened, id)) = self.ended_order.pop_front() else { break };
+            if self.entries.get(&id).is_some_and(|e| e.opened == opened) {
+                if let Some(e) = self.entries.remove(&id) {
+                    self.total -= e.frames.len();
+                }
+            }
+        }
     }
 
     /// Makes room for one frame: the oldest ended reply goes whole; failing that, the oldest
     /// frame of the oldest reply (possibly `pushing` itself).
     /// Returns whether a frame was freed.
     fn evict_one(&mut self, pushing: &str) -> bool {
-        let oldest_ended = self
-            .entries
-            .iter()
-            .filter(|(id, e)| e.ended.is_some() && !e.frames.is_empty() && id.as_str() != pushing)
-            .min_by_key(|(_, e)| (e.ended, e.opened))
-            .map(|(id, _)| id.clone());
-        if let Some(id) = oldest_ended {
+        let entries = &self.entries;
+        let oldest_ended = self.ended_order.iter().position(|(_, opened, id)| {
+            id.as_str() != pushing
+                && entries.get(id).is_some_and(|e| e.opened == *opened && !e.frames.is_empty())
+        });
+        if let Some((_, _, id)) = oldest_ended.and_then(|at| self.ended_order.remove(at)) {
             if let Some(e) = self.entries.remove(&id) {
                 self.total -= e.frames.len();
             }
@@ -477,6 +494,159 @@ mod tests {
                 prop_assert_eq!(kept, want);
             } else if sub <= n {
                 prop_assert_eq!(merged, None);
+            }
+        }
+    }
+
+    /// The log as it was before `ended_order` (every reply walked on every call): the
+    /// reference the indexed log must match answer for answer.
+    struct WalkingLog {
+        limits: ReplayLimits,
+        entries: HashMap<String, Entry<u64>>,
+        total: usize,
+        opened: u64,
+    }
+
+    impl WalkingLog {
+        fn push(&mut self, reply: &str, seq: u64, last: bool, now: Instant) {
+            self.expire(now);
+            if !self.entries.contains_key(reply) {
+                self.opened += 1;
+                let entry = Entry {
+                    session: "s".into(),
+                    frames: VecDeque::new(),
+                    dropped_through: 0,
+                    ended: None,
+                    opened: self.opened,
+                };
+                self.entries.insert(reply.to_string(), entry);
+            }
+            while self.total >= self.limits.total && self.evict_one(reply) {}
+            let per_reply = self.limits.per_reply;
+            let Some(entry) = self.entries.get_mut(reply) else { return };
+            if entry.ended.is_some() {
+                return;
+            }
+            entry.frames.push_back((seq, seq));
+            self.total += 1;
+            while entry.frames.len() > per_reply {
+                if let Some((dropped, _)) = entry.frames.pop_front() {
+                    entry.dropped_through = dropped;
+                    self.total -= 1;
+                }
+            }
+            if last {
+                entry.ended = Some(now);
+            }
+        }
+
+        fn end(&mut self, reply: &str, now: Instant) {
+            if let Some(entry) = self.entries.get_mut(reply) {
+                entry.ended.get_or_insert(now);
+            }
+        }
+
+        fn replay(&mut self, reply: &str, after_seq: u64, now: Instant) -> Replay<u64> {
+            self.expire(now);
+            let Some(entry) = self.entries.get(reply) else { return Replay::Unavailable };
+            if after_seq < entry.dropped_through {
+                return Replay::Unavailable;
+            }
+            let mut after = entry.frames.iter().filter(|(s, _)| *s > after_seq).peekable();
+            if after.peek().is_some_and(|(s, _)| *s != after_seq + 1) {
+                return Replay::Unavailable;
+            }
+            let frames = after.map(|(_, f)| *f).collect();
+            Replay::Frames { frames, ended: entry.ended.is_some() }
+        }
+
+        fn expire(&mut self, now: Instant) {
+            let window = self.limits.window;
+            let mut freed = 0;
+            self.entries.retain(|_, e| {
+                let keep = e.ended.is_none_or(|t| now.saturating_duration_since(t) < window);
+                if !keep {
+                    freed += e.frames.len();
+                }
+                keep
+            });
+            self.total -= freed;
+        }
+
+        fn evict_one(&mut self, pushing: &str) -> bool {
+            let oldest_ended = self
+                .entries
+                .iter()
+                .filter(|(id, e)| {
+                    e.ended.is_some() && !e.frames.is_empty() && id.as_str() != pushing
+                })
+                .min_by_key(|(_, e)| (e.ended, e.opened))
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest_ended {
+                if let Some(e) = self.entries.remove(&id) {
+                    self.total -= e.frames.len();
+                }
+                return true;
+            }
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.frames.is_empty())
+                .min_by_key(|(_, e)| e.opened)
+                .map(|(id, _)| id.clone());
+            if let Some(entry) = oldest.and_then(|id| self.entries.get_mut(&id)) {
+                if let Some((dropped, _)) = entry.frames.pop_front() {
+                    entry.dropped_through = dropped;
+                    self.total -= 1;
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
+    proptest! {
+        /// Expiry and eviction through `ended_order` answer exactly as walking every reply
+        /// did: the same resumes, the same kept frames and replies, after every operation
+        /// (reply ids reused after they are forgotten, ends without a final frame, windows
+        /// passing mid-run).
+        #[test]
+        fn the_indexed_log_answers_as_the_walking_one(
+            ops in proptest::collection::vec((0u8..4, 0u64..8, 0u64..40), 1..300),
+            per_reply in 1usize..6,
+            total in 1usize..24,
+        ) {
+            let limits = ReplayLimits { per_reply, total, window: Duration::from_secs(50) };
+            let mut log = ReplayLog::new(limits);
+            let mut walking =
+                WalkingLog { limits, entries: HashMap::new(), total: 0, opened: 0 };
+            let mut next_seq: HashMap<String, u64> = HashMap::new();
+            let mut now = 0;
+            for (op, reply, arg) in ops {
+                let id = format!("r{reply}");
+                now += arg % 20;
+                match op {
+                    0 | 1 => {
+                        let seq = next_seq.entry(id.clone()).or_default();
+                        *seq += 1;
+                        log.push(&id, "s", *seq, *seq, op == 1, at(now));
+                        walking.push(&id, *seq, op == 1, at(now));
+                    }
+                    2 => {
+                        log.end(&id, at(now));
+                        walking.end(&id, at(now));
+                    }
+                    _ => {
+                        prop_assert_eq!(
+                            log.replay(&id, "s", arg % 6, at(now)),
+                            walking.replay(&id, arg % 6, at(now))
+                        );
+                    }
+                }
+                prop_assert_eq!(log.len(), walking.total);
+                prop_assert_eq!(log.replies(), walking.entries.len());
+                let ended = log.entries.values().filter(|e| e.ended.is_some()).count();
+                prop_assert_eq!(log.ended_order.len(), ended, "one queue place per ended reply");
             }
         }
     }
