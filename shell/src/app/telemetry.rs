@@ -26,9 +26,10 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::{filter_fn, FilterExt as _, Targets};
+use tracing_subscriber::filter::{filter_fn, FilterExt as _, LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -73,8 +74,7 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     let env_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
-    // Spans are for traces only: the log layer never shows them.
-    let log_filter = env_filter.and(filter_fn(|meta| !meta.is_span()));
+    let log_filter = log_filter(env_filter);
     let otlp = config.telemetry.otlp.as_ref();
     let provider = otlp.map(|otlp| provider(otlp, runtime)).transpose()?;
     let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
@@ -109,6 +109,15 @@ pub fn init(
     });
     let _ = tracing_subscriber::registry().with(log_layer).with(trace_layer).try_init();
     Ok(Telemetry { provider })
+}
+
+/// The log layer's filter: `env_filter`'s events, never spans (spans are for traces only).
+fn log_filter<S: Subscriber>(env_filter: EnvFilter) -> impl Filter<S> {
+    // The level hint keeps the subscriber's maximum level at LOG_LEVEL's: without it the
+    // combined filter has none, so every disabled `trace!`/`debug!` (and every `log` record of
+    // hyper, tungstenite, reqwest…) went through the dispatcher to be refused there (issue 18).
+    let hint = env_filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    env_filter.and(filter_fn(|meta| !meta.is_span()).with_max_level_hint(hint))
 }
 
 /// The tracer provider: OTLP/HTTP protobuf exporter behind the batch span processor.
@@ -259,5 +268,16 @@ mod tests {
         assert!(matches!(parent, Sampler::ParentBased(_)));
         let plain = sampler(TraceSampler { parent_based: false, root: RootSampler::AlwaysOff });
         assert!(matches!(plain, Sampler::AlwaysOff));
+    }
+
+    #[test]
+    fn the_log_filter_caps_the_level_at_log_level() {
+        use tracing_subscriber::Registry;
+        let hint = |directives: &str| {
+            Filter::<Registry>::max_level_hint(&log_filter::<Registry>(EnvFilter::new(directives)))
+        };
+        assert_eq!(hint("warn"), Some(LevelFilter::WARN));
+        assert_eq!(hint("info,chatbox=debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(hint("trace"), Some(LevelFilter::TRACE));
     }
 }
