@@ -11,8 +11,10 @@
 #   scripts/load.sh outage   [args]  # issue 16: SecantusDB killed for 60 s under 100 msg/s of chat:
 #                                    # acknowledged messages lost (read back from the store), reply
 #                                    # time before/during/after, /readyz flip and recovery (~2.5 min)
-#   scripts/load.sh soak     [args]  # issue 16: 10 min at 500 msg/s, connections and sessions
-#                                    # churning: RSS every minute, drift, fds, outbox, errors
+#   scripts/load.sh soak     [args]  # issue 16: 500 msg/s, connections and sessions churning:
+#                                    # RSS every minute, drift after the warm-up (SESSION_TTL +
+#                                    # 1 min: 16 min by default) over the next 10 min (26 min
+#                                    # in all by default), fds, outbox, errors
 #                                    # (short smoke: soak --duration 1m --rate 50 --sample 10s)
 #   scripts/load.sh instructions [args] # issue 18: CPU instructions per reply, chatbox and the
 #                                    # relay, each under valgrind --tool=callgrind (perf stat

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use chatbox_core::budgets::RESUME_WINDOW;
 use serde_json::{json, Value};
 
 use crate::convo::{self, Convo};
@@ -22,9 +23,9 @@ use crate::util::{self, now_us, spawn, HttpConn};
 /// Options of `soak`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
-    /// How long the soak runs.
-    #[arg(long, default_value = "10m", value_parser = util::parse_duration)]
-    pub duration: Duration,
+    /// How long the soak runs; by default the warm-up and then 10 minutes of drift.
+    #[arg(long, value_parser = util::parse_duration)]
+    pub duration: Option<Duration>,
     /// Messages per second across all connections.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
@@ -42,10 +43,11 @@ pub struct SoakArgs {
     #[arg(long, default_value = "60s", value_parser = util::parse_duration)]
     pub sample: Duration,
     /// RSS drift is measured from the first sample at or after this. The default is one minute
-    /// past the server's default `RESUME_WINDOW` (5 min): until then every reply is still held
-    /// for a resume and memory grows by design.
-    #[arg(long, default_value = "6m", value_parser = util::parse_duration)]
-    pub warmup: Duration,
+    /// past the longer of `RESUME_WINDOW` (5 min: every reply is held for a resume) and the
+    /// server's `SESSION_TTL` (15 min unless `--server-env SESSION_TTL=…`: every ended session
+    /// is held): until then memory grows by design, with the rate of replies and of ends.
+    #[arg(long, value_parser = util::parse_duration)]
+    pub warmup: Option<Duration>,
     /// How long one message may take to reach its outcome before it counts as an error.
     #[arg(long, default_value = "30s", value_parser = util::parse_duration)]
     pub reply_limit: Duration,
@@ -68,14 +70,37 @@ struct Tally {
     interval_messages: u64,
     interval_errors: u64,
     interval_reply_us: Vec<u64>,
+    /// When the previous sample was taken (generator clock, µs).
+    interval_start_us: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How long the drift is measured after the warm-up when `--duration` is not given.
+const MEASURED: Duration = Duration::from_secs(10 * 60);
+
+/// The warm-up in force: `--warmup`, else one minute past the longer of `RESUME_WINDOW` and
+/// the server's `SESSION_TTL` (its `--server-env` value, else the default).
+fn warmup(server: &ServerArgs, args: &SoakArgs) -> Duration {
+    if let Some(warmup) = args.warmup {
+        return warmup;
+    }
+    let session_ttl = server
+        .server_env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("SESSION_TTL="))
+        .and_then(|v| util::parse_duration(v).ok())
+        .unwrap_or(chatbox_core::session::SessionLimits::default().ended_ttl);
+    RESUME_WINDOW.max(session_ttl) + Duration::from_secs(60)
+}
+
 /// Runs the soak; prints a line per sample, a summary and one `RESULT` line.
 pub async fn soak(server: &ServerArgs, args: &SoakArgs, stub: Stub) {
+    let warmup = warmup(server, args);
+    let duration = args.duration.unwrap_or(warmup + MEASURED);
     let mongo =
         if args.mongo { Some(chatbox_tests::mongo::MongoServer::start().await) } else { None };
     let mut env = Vec::new();
@@ -93,20 +118,21 @@ pub async fn soak(server: &ServerArgs, args: &SoakArgs, stub: Stub) {
     let users = args.users.max(1);
     println!(
         "# chatbox-load soak: {} msg/s for {:?} over {users} users ({:.2} msg/s each), a new \
-         connection every {} messages, session ended every {} connections, store {} | {} | \
-         loadavg {}",
+         connection every {} messages, session ended every {} connections, store {}, drift \
+         from {:?} | {} | loadavg {}",
         args.rate,
-        args.duration,
+        duration,
         args.rate / users as f64,
         args.messages_per_connection,
         args.end_every,
         if args.mongo { "SecantusDB" } else { "embedded" },
+        warmup,
         target.ws_url(),
         util::loadavg()
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start_us = now_us() + 1_000_000;
-    let end_us = start_us + args.duration.as_micros() as u64;
+    let end_us = start_us + duration.as_micros() as u64;
     let period_us = users as f64 * 1e6 / args.rate.max(0.001);
     let mut tasks = Vec::with_capacity(users);
     for k in 0..users {
@@ -124,7 +150,7 @@ pub async fn soak(server: &ServerArgs, args: &SoakArgs, stub: Stub) {
     let mut samples = Vec::new();
     let mut next = start_us;
     println!(
-        "  {:>6} {:>9} {:>9} {:>6} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9}  loadavg",
+        "  {:>6} {:>9} {:>9} {:>6} {:>6} {:>7} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9}  loadavg",
         "t (s)",
         "RSS MiB",
         "msgs",
@@ -133,6 +159,7 @@ pub async fn soak(server: &ServerArgs, args: &SoakArgs, stub: Stub) {
         "fds",
         "conns",
         "outbox",
+        "ended",
         "errfr",
         "reply p50",
         "reply p99"
@@ -150,7 +177,7 @@ pub async fn soak(server: &ServerArgs, args: &SoakArgs, stub: Stub) {
     let last = sample(&target, &tally, start_us).await;
     print_sample(&last);
     samples.push(last);
-    let report = report(args, &tally, &samples);
+    let report = report(args, (warmup, duration), &tally, &samples);
     print_summary(&report);
     println!("RESULT {report}");
     if let Ok(target) = Arc::try_unwrap(target) {
@@ -271,13 +298,16 @@ impl User {
 async fn sample(target: &Target, tally: &Mutex<Tally>, start_us: u64) -> Value {
     let metrics = target.metrics().await.unwrap_or_default();
     let metric = |name: &str| util::prom_value(&metrics, name);
-    let (interval_messages, interval_errors, reply) = {
+    let now = now_us();
+    let (interval_messages, interval_errors, reply, interval_s) = {
         let mut tally = lock(tally);
         let reply = std::mem::take(&mut tally.interval_reply_us);
+        let since = std::mem::replace(&mut tally.interval_start_us, now).max(start_us);
         (
             std::mem::take(&mut tally.interval_messages),
             std::mem::take(&mut tally.interval_errors),
             reply,
+            now.saturating_sub(since) as f64 / 1e6,
         )
     };
     let (messages, errors) = {
@@ -290,11 +320,13 @@ async fn sample(target: &Target, tally: &Mutex<Tally>, start_us: u64) -> Value {
         "fds": target.fds(),
         "messages": messages,
         "interval_messages": interval_messages,
+        "interval_rate": if interval_s > 0.0 { interval_messages as f64 / interval_s } else { 0.0 },
         "interval_errors": interval_errors,
         "errors": errors,
         "connections": metric("chatbox_websocket_connections_total"),
         "active_sessions": metric("chatbox_active_sessions_total"),
         "outbox_depth": metric("chatbox_outbox_depth"),
+        "ended_sessions": metric("chatbox_ended_sessions_in_memory"),
         "error_frames": metric("chatbox_message_errors_total"),
         "reply": convo::summary(reply),
         "loadavg": util::loadavg(),
@@ -304,15 +336,16 @@ async fn sample(target: &Target, tally: &Mutex<Tally>, start_us: u64) -> Value {
 fn print_sample(s: &Value) {
     let f = |k: &str| s[k].as_f64().map(|v| format!("{v:.0}")).unwrap_or_else(|| "?".into());
     println!(
-        "  {:>6.0} {:>9} {:>9} {:>6} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9.1} {:>9.1}  {}",
+        "  {:>6.0} {:>9} {:>9} {:>6.0} {:>6} {:>7} {:>8} {:>8} {:>7} {:>7} {:>9.1} {:>9.1}  {}",
         s["t_s"].as_f64().unwrap_or(0.0),
         s["rss_kib"].as_u64().map(util::mib).unwrap_or_else(|| "?".into()),
         s["messages"].to_string(),
-        s["interval_messages"].to_string(),
+        s["interval_rate"].as_f64().unwrap_or(0.0),
         s["errors"].to_string(),
         f("fds"),
         f("connections"),
         f("outbox_depth"),
+        f("ended_sessions"),
         f("error_frames"),
         s["reply"]["p50_ms"].as_f64().unwrap_or(0.0),
         s["reply"]["p99_ms"].as_f64().unwrap_or(0.0),
@@ -321,11 +354,15 @@ fn print_sample(s: &Value) {
 }
 
 /// The soak's figures as JSON.
-fn report(args: &SoakArgs, tally: &Mutex<Tally>, samples: &[Value]) -> Value {
+fn report(
+    args: &SoakArgs,
+    (warmup, duration): (Duration, Duration),
+    tally: &Mutex<Tally>,
+    samples: &[Value],
+) -> Value {
     let tally = lock(tally);
     let rss = |s: &Value| s["rss_kib"].as_f64();
-    let warm =
-        samples.iter().find(|s| s["t_s"].as_f64().unwrap_or(0.0) >= args.warmup.as_secs_f64());
+    let warm = samples.iter().find(|s| s["t_s"].as_f64().unwrap_or(0.0) >= warmup.as_secs_f64());
     let last = samples.last();
     let drift = match (warm.and_then(rss), last.and_then(rss)) {
         (Some(w), Some(l)) if w > 0.0 => json!((l - w) / w * 100.0),
@@ -340,7 +377,7 @@ fn report(args: &SoakArgs, tally: &Mutex<Tally>, samples: &[Value]) -> Value {
     json!({
         "scenario": "soak",
         "rate_target": args.rate,
-        "duration_s": args.duration.as_secs_f64(),
+        "duration_s": duration.as_secs_f64(),
         "users": args.users,
         "store": if args.mongo { "secantusdb" } else { "embedded" },
         "messages": tally.messages,
@@ -353,6 +390,7 @@ fn report(args: &SoakArgs, tally: &Mutex<Tally>, samples: &[Value]) -> Value {
         "connections_opened": tally.connections,
         "sessions_ended": tally.ends,
         "reply": convo::summary(tally.reply_us.clone()),
+        "warmup_s": warmup.as_secs_f64(),
         "rss_drift_after_warmup_pct": drift,
         "rss_warm_kib": warm.and_then(rss),
         "rss_last_kib": last.and_then(rss),

@@ -76,11 +76,20 @@ pub async fn end_session(
     let ended = engine.persistence.end(id, wall).await?;
     let doc = ended.ok_or(SessionError::NotFound)?;
     engine.delivery.session_ended(id);
+    forget_final(engine, id);
     engine.metrics.sessions_ended.inc();
     let owner = engine.sessions.owner_of(id).unwrap_or_default();
     engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);
     tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
     Ok(doc)
+}
+
+/// Drops what only a resumed session would use — its recent messages (the history fallback)
+/// and its upstream conversation — when `id` ended on request: such an end is final, so keeping
+/// them until `SESSION_TTL` would only grow memory with the rate of ends (issue 16's soak).
+pub fn forget_final(engine: &Engine, id: &str) {
+    engine.persistence.forget(std::iter::once(id));
+    engine.replies.forget(std::iter::once(id));
 }
 
 /// The caller's session's share token: the existing one, or a new random one stored now
@@ -347,7 +356,19 @@ pub fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::frames::testing::Harness;
     use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn a_session_ended_on_request_drops_its_cached_messages_at_once() {
+        let (h, _client, session) = Harness::with_session().await;
+        assert_eq!(h.engine.persistence.cached_sessions(), 1, "its messages are cached");
+        let owner = h.engine.sessions.owner_of(&session).expect("owned");
+        end_session(&h.engine, &owner, &session).await.expect("ended");
+        assert_eq!(h.engine.persistence.cached_sessions(), 0, "final: nothing kept for a resume");
+        let held = h.engine.sessions.with(|t| t.memory_stats().inactive);
+        assert_eq!(held, 1, "the session itself is still held until SESSION_TTL");
+    }
 
     fn doc(id: &str, started: i64, ended: Option<i64>) -> SessionDoc {
         let mut d = SessionDoc::new(id.into(), "u".into(), UnixMillis(started));

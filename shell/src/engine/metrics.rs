@@ -83,6 +83,9 @@ pub struct Metrics {
     pub llm_errors: IntCounterVec,
     /// `chatbox_active_sessions_total` (gauge): sessions active in memory.
     pub active_sessions: IntGauge,
+    /// `chatbox_ended_sessions_in_memory` (gauge): ended sessions still held, each for
+    /// `SESSION_TTL` after its end (so memory grows with the end rate for that long).
+    pub ended_sessions: IntGauge,
     /// `chatbox_sessions_created_total`: sessions created.
     pub sessions_created: IntCounter,
     /// `chatbox_sessions_ended_total`: sessions ended (by the user, by expiry, by shutdown).
@@ -203,6 +206,13 @@ impl Metrics {
             active_sessions: register(
                 r,
                 IntGauge::new("chatbox_active_sessions_total", "Active sessions in memory"),
+            ),
+            ended_sessions: register(
+                r,
+                IntGauge::new(
+                    "chatbox_ended_sessions_in_memory",
+                    "Ended sessions held in memory until SESSION_TTL after their end",
+                ),
             ),
             sessions_created: register(
                 r,
@@ -529,7 +539,7 @@ mod tests {
     use super::*;
 
     /// Every name of PROTOCOL.md §4.11 plus the rebuild's.
-    const NAMES: [&str; 27] = [
+    const NAMES: [&str; 28] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -557,6 +567,7 @@ mod tests {
         "chatbox_provider_breaker_skips_total",
         "chatbox_model_tokens_total",
         "chatbox_token_budget_refusals_total",
+        "chatbox_ended_sessions_in_memory",
     ];
 
     fn type_line(text: &str, name: &str) -> Option<String> {
@@ -584,6 +595,7 @@ mod tests {
                 name,
                 "chatbox_websocket_connections_total"
                     | "chatbox_active_sessions_total"
+                    | "chatbox_ended_sessions_in_memory"
                     | "chatbox_outbox_depth"
                     | "chatbox_rate_limiter_keys"
                     | "chatbox_replay_buffer_frames"

@@ -337,6 +337,11 @@ impl Persistence {
         self.recent.forget(sessions);
     }
 
+    /// Sessions whose recent messages are cached.
+    pub fn cached_sessions(&self) -> usize {
+        self.recent.len()
+    }
+
     /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
     /// with content (messages without text, such as files, are not sent to the model), or all
     /// of them. Reads `wanted` rows first and twice as many each time that falls short, so a

@@ -45,6 +45,7 @@ pub async fn run(engine: Arc<Engine>) {
         }
         let stats = engine.sessions.with(|t| t.memory_stats());
         engine.metrics.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
+        engine.metrics.ended_sessions.set(i64::try_from(stats.inactive).unwrap_or(i64::MAX));
     }
 }
 
