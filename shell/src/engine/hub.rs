@@ -230,4 +230,9 @@ impl Engine {
     pub(crate) fn signal_force(&self) {
         self.force_tx.send_replace(true);
     }
+
+    /// Whether the shutdown deadline passed (connections are being dropped).
+    pub(crate) fn is_forced(&self) -> bool {
+        *self.force_tx.borrow()
+    }
 }

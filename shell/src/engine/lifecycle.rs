@@ -65,6 +65,7 @@ pub async fn run(
                 Effect::ForceClose { count } => {
                     tracing::warn!(count, "dropping connections at the shutdown deadline");
                     report.forced_connections += count;
+                    // Flag first, then kick: a connection registering in between sees the flag.
                     engine.signal_force();
                     engine.delivery.kick_all();
                 }

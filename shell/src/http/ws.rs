@@ -6,6 +6,7 @@
 //! The connection slot is taken before the upgrade checks and held by an RAII guard, so a failed
 //! upgrade releases it at once and a finished connection releases it on exit (§10 item 12).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,10 +19,11 @@ use chatbox_core::protocol::http::{
 };
 use chatbox_core::protocol::Frame;
 use chatbox_core::shared::{SharedSlots, SlotGuard};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use http::{header, HeaderMap, StatusCode};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -30,7 +32,7 @@ use tracing::Instrument;
 use super::auth::Verifier;
 use super::ws_session::{close_message, EngineSide, SessionLoop};
 use crate::engine::caller::Caller;
-use crate::engine::delivery::{KickSignal, Registration};
+use crate::engine::delivery::{queue, Registration};
 use crate::engine::fleet_limits::LeaseGuard;
 use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
@@ -150,12 +152,10 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
     let task_engine = Arc::clone(engine);
     // The connection's trace span (issue 17): every message's span is its child.
     let span = telemetry::connection_span(&engine.config, &caller.user_id);
-    let task = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run_connection(task_engine, upgraded, caller, (slot, lease)).await,
-            Err(error) => tracing::debug!(%error, "upgrade failed"),
-        }
-    };
+    // `then`, not an `async move` block awaiting both: the block would keep the caller, the
+    // slot and the engine in its state beside the connection's own copies, in every connection.
+    let task = on_upgrade
+        .then(move |upgraded| run_connection(task_engine, upgraded, caller, (slot, lease)));
     engine.supervisor.spawn("websocket", task.instrument(span));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -170,12 +170,75 @@ pub async fn handshake(State(state): State<WsState>, mut req: Request) -> Respon
 
 /// Runs one upgraded connection until it closes; the slot and the fleet lease are released
 /// when it returns.
-async fn run_connection(
+///
+/// A plain function returning an `async move` block, not an `async fn` (which keeps its
+/// arguments twice in its state), and the socket is opened by [`open_socket`] so it is never
+/// a local across an await here: this state sits in every open connection (issue 18, item 4).
+fn run_connection(
     engine: Arc<Engine>,
-    upgraded: hyper::upgrade::Upgraded,
+    upgraded: Result<Upgraded, hyper::Error>,
     caller: Caller,
-    _slot: (SlotGuard<String>, Option<LeaseGuard>),
-) {
+    slot: (SlotGuard<String>, Option<LeaseGuard>),
+) -> impl Future<Output = ()> + Send {
+    // Built before the block so the caller sits once in the state (moved inside the block, it
+    // would also keep its captured copy); the id is set once the connection is registered.
+    let max_in_flight = engine.config.websocket.max_in_flight.max(1) as usize;
+    let mut ctx = ConnCtx { id: 0, caller, in_flight: Arc::new(Semaphore::new(max_in_flight)) };
+    async move {
+        let Some(ws) = open_socket(&engine, upgraded).await else { return };
+        let ws_cfg = &engine.config.websocket;
+        let (tx, rx) = queue::channel(ws_cfg.send_queue);
+        let caller = &ctx.caller;
+        let registration =
+            Registration { user_id: &caller.user_id, is_admin: caller.is_admin(), tx };
+        let id = engine.delivery.register(registration);
+        ctx.id = id;
+        if engine.is_forced() {
+            // The shutdown deadline passed between opening and registering: its kick of every
+            // connection came before this one was there to get it.
+            engine.delivery.kick_all();
+        }
+        telemetry::record_connection(&tracing::Span::current(), id);
+        tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
+        engine.metrics.websocket_connections.inc();
+        let opened = engine.clock.now();
+        frames::on_connect(&engine, &ctx);
+        let session = SessionLoop {
+            conn: id,
+            handler: EngineSide { engine: &engine, conn: &ctx },
+            outbound: rx,
+            clock: engine.clock,
+            timings: KeepaliveTimings {
+                ping_interval: ws_cfg.ping_interval,
+                pong_wait: ws_cfg.pong_wait,
+                write_wait: ws_cfg.write_wait,
+            },
+        };
+        let end = session.run(ws).await;
+        telemetry::record_connection_end(&tracing::Span::current(), &end);
+        frames::on_disconnect(&engine, id);
+        engine.metrics.websocket_connections.dec();
+        engine.metrics.observe_connection_duration(engine.clock.now() - opened);
+        engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));
+        tracing::debug!(conn = id, ?end, "websocket closed");
+        // Released last, after the connection's own cleanup.
+        drop(slot);
+    }
+}
+
+/// The WebSocket over the upgraded connection, or `None`: the upgrade failed, or the server is
+/// shutting down (the client then gets a 1001 close).
+async fn open_socket(
+    engine: &Engine,
+    upgraded: Result<Upgraded, hyper::Error>,
+) -> Option<WebSocketStream<TokioIo<Upgraded>>> {
+    let upgraded = match upgraded {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return None;
+        }
+    };
     let ws_cfg = &engine.config.websocket;
     let config = WebSocketConfig::default()
         .max_message_size(ws_cfg.max_message_size)
@@ -187,45 +250,7 @@ async fn run_connection(
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     if !engine.shutdown.try_open_connection() {
         let _ = ws.send(close_message(1001, "Server shutting down")).await;
-        return;
+        return None;
     }
-    let (tx, rx) = mpsc::channel(ws_cfg.send_queue.max(1));
-    let kick = Arc::new(KickSignal::default());
-    let registration = Registration {
-        user_id: &caller.user_id,
-        is_admin: caller.is_admin(),
-        tx,
-        kick: Arc::clone(&kick),
-    };
-    let id = engine.delivery.register(registration);
-    telemetry::record_connection(&tracing::Span::current(), id);
-    let ctx = ConnCtx {
-        id,
-        caller,
-        in_flight: Arc::new(Semaphore::new(ws_cfg.max_in_flight.max(1) as usize)),
-    };
-    tracing::debug!(user_id = %ctx.caller.user_id, conn = id, "websocket connected");
-    engine.metrics.websocket_connections.inc();
-    let opened = engine.clock.now();
-    frames::on_connect(&engine, &ctx);
-    let session = SessionLoop {
-        conn: id,
-        handler: EngineSide { engine: &engine, conn: &ctx },
-        outbound: rx,
-        kick,
-        force: engine.force_signal(),
-        clock: engine.clock,
-        timings: KeepaliveTimings {
-            ping_interval: ws_cfg.ping_interval,
-            pong_wait: ws_cfg.pong_wait,
-            write_wait: ws_cfg.write_wait,
-        },
-    };
-    let end = session.run(ws).await;
-    telemetry::record_connection_end(&tracing::Span::current(), &end);
-    frames::on_disconnect(&engine, id);
-    engine.metrics.websocket_connections.dec();
-    engine.metrics.observe_connection_duration(engine.clock.now() - opened);
-    engine.forward_effects(engine.shutdown.connection_closed(engine.clock.now()));
-    tracing::debug!(conn = id, ?end, "websocket closed");
+    Some(ws)
 }

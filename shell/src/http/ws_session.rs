@@ -17,17 +17,17 @@ use chatbox_core::budgets::KICK_CLOSE_BUDGET;
 use chatbox_core::keepalive::{DropReason, Keepalive, KeepaliveAction, KeepaliveTimings};
 use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::engine::clock::Clock;
-use crate::engine::delivery::{ConnId, Kick, KickSignal, Outbound};
+use crate::engine::delivery::queue::Next;
+use crate::engine::delivery::queue::OutboundRx;
+use crate::engine::delivery::{ConnId, Kick, Outbound};
 use crate::engine::frames::{self, ConnCtx};
 use crate::engine::hub::Engine;
-use crate::engine::supervisor::signalled;
 
 /// Close code for a peer that broke the WebSocket protocol (RFC 6455 §7.4.1).
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -102,12 +102,9 @@ pub struct SessionLoop<H> {
     pub conn: ConnId,
     /// Receives the data frames.
     pub handler: H,
-    /// The connection's outbound queue.
-    pub outbound: mpsc::Receiver<Outbound>,
-    /// "Drop this connection now" (slow consumer).
-    pub kick: Arc<KickSignal>,
-    /// Turns true when shutdown forces every connection closed.
-    pub force: watch::Receiver<bool>,
+    /// The connection's outbound queue, and its kick ("drop this connection now": a slow
+    /// consumer, or the shutdown deadline).
+    pub outbound: OutboundRx,
     /// The engine's clock: the only source of time.
     pub clock: Clock,
     /// Ping period, pong wait, write wait.
@@ -124,105 +121,114 @@ enum Event {
 
 impl<H: SessionHandler> SessionLoop<H> {
     /// Runs the connection until it ends, and says how it ended.
-    pub async fn run<S>(mut self, mut socket: S) -> SessionEnd
+    ///
+    /// A plain function returning an `async move` block rather than an `async fn`: an async
+    /// fn keeps its arguments twice in its state (as captured and as moved into the body), and
+    /// this state sits in every open connection — 448 bytes of the 1 480 (issue 18, item 4).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn run<S>(mut self, mut socket: S) -> impl Future<Output = SessionEnd>
     where
         S: Sink<Message> + Stream<Item = Result<Message, WsError>> + Unpin,
         S::Error: Display,
     {
-        let conn = self.conn;
-        let mut keepalive = Keepalive::new(self.timings, self.clock.now());
-        loop {
-            let due = keepalive.poll_timeout().unwrap_or(chatbox_core::Instant::MAX);
-            let due = self.clock.to_runtime(due);
-            let event = tokio::select! {
-                msg = socket.next() => Event::Inbound(msg),
-                out = self.outbound.recv() => Event::Outbound(out),
-                _ = tokio::time::sleep_until(due) => Event::Timer,
-                reason = self.kick.kicked() => Event::Kicked(reason),
-                _ = signalled(&mut self.force) => Event::Kicked(Kick::Forced),
-            };
-            let step = match event {
-                Event::Inbound(Some(Ok(Message::Text(text)))) => {
-                    keepalive.on_inbound(self.clock.now());
-                    self.handler.on_text(text.as_str()).await;
-                    Ok(())
-                }
-                Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
-                    keepalive.on_inbound(self.clock.now());
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    self.handler.on_text(&text).await;
-                    Ok(())
-                }
-                Event::Inbound(Some(Ok(Message::Pong(_)))) => {
-                    keepalive.on_pong(self.clock.now());
-                    Ok(())
-                }
-                Event::Inbound(Some(Ok(Message::Ping(_)))) => {
-                    keepalive.on_inbound(self.clock.now());
-                    // tungstenite queued the pong; push it out now.
-                    bounded(&self.clock, &mut keepalive, socket.flush()).await
-                }
-                Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_))))
-                | Event::Inbound(None) => Err(SessionEnd::PeerClosed),
-                Event::Inbound(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
-                    size,
-                    max_size,
-                })))) => {
-                    tracing::info!(conn, size, max_size, "message too big");
-                    let close = close_message(CLOSE_TOO_BIG, "Message too big");
-                    close_within(&mut socket, close, self.timings.write_wait).await;
-                    Err(SessionEnd::TooBig)
-                }
-                Event::Inbound(Some(Err(WsError::Protocol(violation))))
-                    if violation != ProtocolError::ResetWithoutClosingHandshake =>
-                {
-                    tracing::info!(conn, %violation, "websocket protocol violation");
-                    let close = close_message(CLOSE_PROTOCOL_ERROR, "Protocol error");
-                    close_within(&mut socket, close, self.timings.write_wait).await;
-                    Err(SessionEnd::ProtocolViolation)
-                }
-                Event::Inbound(Some(Err(error))) => {
-                    tracing::debug!(conn, %error, "websocket read failed");
-                    Err(SessionEnd::ReadFailed)
-                }
-                Event::Outbound(Some(Outbound::Frame(json))) => {
-                    let sent = bounded(
-                        &self.clock,
-                        &mut keepalive,
-                        socket.send(Message::text(json.as_ref())),
-                    )
-                    .await;
-                    if sent.is_ok() {
-                        self.handler.frame_sent();
+        async move {
+            let conn = self.conn;
+            let mut keepalive = Keepalive::new(self.timings, self.clock.now());
+            loop {
+                let due = keepalive.poll_timeout().unwrap_or(chatbox_core::Instant::MAX);
+                let due = self.clock.to_runtime(due);
+                let event = tokio::select! {
+                    msg = socket.next() => Event::Inbound(msg),
+                    next = self.outbound.next() => match next {
+                        Next::Send(out) => Event::Outbound(Some(out)),
+                        Next::Ended => Event::Outbound(None),
+                        Next::Kicked(reason) => Event::Kicked(reason),
+                    },
+                    _ = tokio::time::sleep_until(due) => Event::Timer,
+                };
+                let step = match event {
+                    Event::Inbound(Some(Ok(Message::Text(text)))) => {
+                        keepalive.on_inbound(self.clock.now());
+                        self.handler.on_text(text.as_str()).await;
+                        Ok(())
                     }
-                    sent
-                }
-                Event::Outbound(Some(Outbound::Close(code, reason))) => {
-                    let close = close_message(code, reason);
-                    close_within(&mut socket, close, self.timings.write_wait).await;
-                    Err(SessionEnd::ServerClosed)
-                }
-                Event::Outbound(None) => Err(SessionEnd::ServerClosed),
-                Event::Timer => match keepalive.handle_timeout(self.clock.now()) {
-                    Some(KeepaliveAction::SendPing) => {
-                        let ping = socket.send(Message::Ping(Default::default()));
-                        bounded(&self.clock, &mut keepalive, ping).await
+                    Event::Inbound(Some(Ok(Message::Binary(bytes)))) => {
+                        keepalive.on_inbound(self.clock.now());
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        self.handler.on_text(&text).await;
+                        Ok(())
                     }
-                    Some(KeepaliveAction::Drop(reason)) => Err(reason.into()),
-                    None => Ok(()),
-                },
-                Event::Kicked(reason) => {
-                    tracing::debug!(conn, ?reason, "connection dropped");
-                    close_within(&mut socket, Message::Close(None), KICK_CLOSE_BUDGET).await;
-                    Err(SessionEnd::Kicked(reason))
+                    Event::Inbound(Some(Ok(Message::Pong(_)))) => {
+                        keepalive.on_pong(self.clock.now());
+                        Ok(())
+                    }
+                    Event::Inbound(Some(Ok(Message::Ping(_)))) => {
+                        keepalive.on_inbound(self.clock.now());
+                        // tungstenite queued the pong; push it out now.
+                        bounded(&self.clock, &mut keepalive, socket.flush()).await
+                    }
+                    Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_))))
+                    | Event::Inbound(None) => Err(SessionEnd::PeerClosed),
+                    Event::Inbound(Some(Err(WsError::Capacity(
+                        CapacityError::MessageTooLong { size, max_size },
+                    )))) => {
+                        tracing::info!(conn, size, max_size, "message too big");
+                        let close = close_message(CLOSE_TOO_BIG, "Message too big");
+                        close_within(&mut socket, close, self.timings.write_wait).await;
+                        Err(SessionEnd::TooBig)
+                    }
+                    Event::Inbound(Some(Err(WsError::Protocol(violation))))
+                        if violation != ProtocolError::ResetWithoutClosingHandshake =>
+                    {
+                        tracing::info!(conn, %violation, "websocket protocol violation");
+                        let close = close_message(CLOSE_PROTOCOL_ERROR, "Protocol error");
+                        close_within(&mut socket, close, self.timings.write_wait).await;
+                        Err(SessionEnd::ProtocolViolation)
+                    }
+                    Event::Inbound(Some(Err(error))) => {
+                        tracing::debug!(conn, %error, "websocket read failed");
+                        Err(SessionEnd::ReadFailed)
+                    }
+                    Event::Outbound(Some(Outbound::Frame(json))) => {
+                        let sent = bounded(
+                            &self.clock,
+                            &mut keepalive,
+                            socket.send(Message::text(json.as_ref())),
+                        )
+                        .await;
+                        if sent.is_ok() {
+                            self.handler.frame_sent();
+                        }
+                        sent
+                    }
+                    Event::Outbound(Some(Outbound::Close(code, reason))) => {
+                        let close = close_message(code, reason);
+                        close_within(&mut socket, close, self.timings.write_wait).await;
+                        Err(SessionEnd::ServerClosed)
+                    }
+                    Event::Outbound(None) => Err(SessionEnd::ServerClosed),
+                    Event::Timer => match keepalive.handle_timeout(self.clock.now()) {
+                        Some(KeepaliveAction::SendPing) => {
+                            let ping = socket.send(Message::Ping(Default::default()));
+                            bounded(&self.clock, &mut keepalive, ping).await
+                        }
+                        Some(KeepaliveAction::Drop(reason)) => Err(reason.into()),
+                        None => Ok(()),
+                    },
+                    Event::Kicked(reason) => {
+                        tracing::debug!(conn, ?reason, "connection dropped");
+                        close_within(&mut socket, Message::Close(None), KICK_CLOSE_BUDGET).await;
+                        Err(SessionEnd::Kicked(reason))
+                    }
+                };
+                if let Err(end) = step {
+                    if end == SessionEnd::PongTimeout {
+                        tracing::debug!(conn, "no pong within the deadline");
+                        close_within(&mut socket, Message::Close(None), self.timings.write_wait)
+                            .await;
+                    }
+                    return end;
                 }
-            };
-            if let Err(end) = step {
-                if end == SessionEnd::PongTimeout {
-                    tracing::debug!(conn, "no pong within the deadline");
-                    close_within(&mut socket, Message::Close(None), self.timings.write_wait).await;
-                }
-                return end;
             }
         }
     }
@@ -275,6 +281,7 @@ mod tests {
     use std::sync::Mutex;
     use std::task::{Context, Poll};
 
+    use crate::engine::delivery::queue::{self, OutboundTx};
     use chatbox_core::Instant;
     use futures_channel::mpsc as chan;
 
@@ -338,8 +345,7 @@ mod tests {
     struct Peer {
         to_server: chan::UnboundedSender<Result<Message, WsError>>,
         from_server: chan::Receiver<Message>,
-        queue: mpsc::Sender<Outbound>,
-        _force: watch::Sender<bool>,
+        queue: OutboundTx,
     }
 
     /// A loop over an in-memory socket whose writes hold `room` frames until the peer reads.
@@ -349,18 +355,15 @@ mod tests {
     ) -> (Peer, SessionLoop<&Recorder>, Duplex<chan::Sender<Message>>) {
         let (to_server, inbound) = chan::unbounded();
         let (outbound, from_server) = chan::channel(room);
-        let (queue, rx) = mpsc::channel(8);
-        let (force_tx, force) = watch::channel(false);
+        let (queue, rx) = queue::channel(8);
         let session = SessionLoop {
             conn: 1,
             handler: recorder,
             outbound: rx,
-            kick: Arc::new(KickSignal::default()),
-            force,
             clock: Clock::new(),
             timings: TIMINGS,
         };
-        let peer = Peer { to_server, from_server, queue, _force: force_tx };
+        let peer = Peer { to_server, from_server, queue };
         (peer, session, Duplex { inbound, outbound })
     }
 
@@ -422,13 +425,24 @@ mod tests {
         let run = session.run(socket);
         tokio::pin!(run);
         for n in 0..3 {
-            peer.queue.send(Outbound::Frame(format!("{{\"n\":{n}}}").into())).await.unwrap();
+            peer.queue.try_send(Outbound::Frame(format!("{{\"n\":{n}}}").into())).unwrap();
         }
         let early = tokio::time::timeout(TIMINGS.write_wait / 2, &mut run).await;
         assert!(early.is_err(), "dropped before the write wait: {early:?}");
         assert_eq!(run.await, SessionEnd::WriteTimeout);
         assert!(since_start(&clock) >= TIMINGS.write_wait);
         assert!(since_start(&clock) < TIMINGS.ping_interval, "no ping was waited for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kick_ends_the_loop_before_what_is_queued() {
+        let recorder = Recorder::default();
+        let (mut peer, session, socket) = pair(&recorder, 8);
+        peer.queue.try_send(Outbound::Frame("{\"n\":1}".into())).unwrap();
+        peer.queue.kick(Kick::SlowConsumer);
+        assert_eq!(session.run(socket).await, SessionEnd::Kicked(Kick::SlowConsumer));
+        let written = peer.from_server.try_recv().ok();
+        assert_eq!(written, Some(Message::Close(None)), "the queued frame was never written");
     }
 
     #[tokio::test(start_paused = true)]
@@ -439,7 +453,7 @@ mod tests {
         tokio::pin!(run);
         peer.to_server.unbounded_send(Ok(Message::text("{\"type\":\"hello\"}"))).unwrap();
         peer.to_server.unbounded_send(Ok(Message::binary(&b"{\"type\":\"bin\"}"[..]))).unwrap();
-        peer.queue.send(Outbound::Frame("{\"type\":\"reply\"}".into())).await.unwrap();
+        peer.queue.try_send(Outbound::Frame("{\"type\":\"reply\"}".into())).unwrap();
         let written = tokio::select! {
             end = &mut run => panic!("ended early: {end:?}"),
             written = peer.from_server.next() => written,
@@ -467,7 +481,7 @@ mod tests {
     async fn a_queued_close_is_sent_and_ends_the_session() {
         let recorder = Recorder::default();
         let (mut peer, session, socket) = pair(&recorder, 8);
-        peer.queue.send(Outbound::Close(1001, "Server shutting down")).await.unwrap();
+        peer.queue.try_send(Outbound::Close(1001, "Server shutting down")).unwrap();
         assert_eq!(session.run(socket).await, SessionEnd::ServerClosed);
         let Some(Message::Close(Some(close))) = peer.from_server.next().await else {
             panic!("no close frame");

@@ -399,12 +399,10 @@ impl Bus for FleetBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::delivery::{KickSignal, Outbound};
 
-    fn conn(bus: &FleetBus, user: &str, admin: bool) -> (ConnId, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(8);
-        let kick = Arc::new(KickSignal::default());
-        (bus.register(Registration { user_id: user, is_admin: admin, tx, kick }), rx)
+    fn conn(bus: &FleetBus, user: &str, admin: bool) -> (ConnId, super::super::queue::OutboundRx) {
+        let (tx, rx) = super::super::queue::channel(8);
+        (bus.register(Registration { user_id: user, is_admin: admin, tx }), rx)
     }
 
     #[test]

@@ -11,28 +11,33 @@
 //! side queue (bounded by `RESUME_HOLD_FRAMES`, overflowing like any queue) and are merged with
 //! the replay on release, under the lock, before any later frame.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::queue::{self, OutboundRx, OutboundTx, TrySendError};
+use super::{Bus, ConnId, Fanout, Kick, Outbound, Registration};
 use chatbox_core::budgets::RESUME_HOLD_FRAMES;
-use tokio::sync::mpsc;
-
-use super::{Bus, ConnId, Fanout, Kick, KickSignal, Outbound, Registration};
 
 /// The registry's view of one connection.
 #[derive(Debug)]
 struct Conn {
     user_id: Arc<str>,
     is_admin: bool,
-    tx: mpsc::Sender<Outbound>,
-    kick: Arc<KickSignal>,
+    tx: OutboundTx,
     session: Option<Arc<str>>,
     /// While held: the connection's own queue, and the side queue `tx` points to meanwhile.
-    held: Option<(mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>)>,
+    held: Option<(OutboundTx, OutboundRx)>,
     /// After a resume from the shared store: what it covered, so the live copies of those
     /// frames (published after Redis recorded them) are not sent again.
     replayed: Option<Replayed>,
+}
+
+impl Conn {
+    /// The connection's own queue (`tx` is a side queue while it is held): kicks go here.
+    fn own_queue(&self) -> &OutboundTx {
+        self.held.as_ref().map_or(&self.tx, |(own, _)| own)
+    }
 }
 
 /// What a resume from the shared store covered of one reply: every seq up to `upto` (the
@@ -74,6 +79,57 @@ impl Replayed {
     }
 }
 
+/// The connections of one user or one session, ascending: a sorted vector, since there are a
+/// few of them (a `BTreeSet` node takes ~100 bytes even for one id, in every connection).
+#[derive(Debug, Default)]
+struct ConnSet(Vec<ConnId>);
+
+impl ConnSet {
+    /// Adds `id` (ids grow, so this is usually a push).
+    fn insert(&mut self, id: ConnId) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    /// Removes `id`; whether it was there.
+    fn remove(&mut self, id: &ConnId) -> bool {
+        match self.0.binary_search(id) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn contains(&self, id: &ConnId) -> bool {
+        self.0.binary_search(id).is_ok()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, ConnId> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConnSet {
+    type Item = &'a ConnId;
+    type IntoIter = std::slice::Iter<'a, ConnId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
@@ -85,8 +141,8 @@ pub struct RegistryStats {
 struct Inner {
     next_id: ConnId,
     conns: HashMap<ConnId, Conn>,
-    by_session: HashMap<Arc<str>, BTreeSet<ConnId>>,
-    by_user: HashMap<Arc<str>, BTreeSet<ConnId>>,
+    by_session: HashMap<Arc<str>, ConnSet>,
+    by_user: HashMap<Arc<str>, ConnSet>,
 }
 
 /// The in-process bus: the registry of this process's open connections.
@@ -105,7 +161,7 @@ impl LocalBus {
     /// Connections bound to `session`.
     #[cfg(test)]
     fn session_connections(&self, session: &str) -> usize {
-        self.lock().by_session.get(session).map_or(0, BTreeSet::len)
+        self.lock().by_session.get(session).map_or(0, ConnSet::len)
     }
 
     fn offer(&self, conn: &Conn, item: Outbound) -> bool {
@@ -116,13 +172,13 @@ impl LocalBus {
         }
         match conn.tx.try_send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(user_id = %conn.user_id, "outbound queue full; dropping slow connection");
-                conn.kick.kick(Kick::SlowConsumer);
+                conn.own_queue().kick(Kick::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -137,7 +193,7 @@ impl Bus for LocalBus {
 impl LocalBus {
     /// Adds a connection; returns its id.
     pub fn register(&self, conn: Registration<'_>) -> ConnId {
-        let Registration { user_id, is_admin, tx, kick } = conn;
+        let Registration { user_id, is_admin, tx } = conn;
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -145,7 +201,7 @@ impl LocalBus {
         inner.by_user.entry(Arc::clone(&user)).or_default().insert(id);
         inner.conns.insert(
             id,
-            Conn { user_id: user, is_admin, tx, kick, session: None, held: None, replayed: None },
+            Conn { user_id: user, is_admin, tx, session: None, held: None, replayed: None },
         );
         id
     }
@@ -280,7 +336,7 @@ impl LocalBus {
         let inner = self.lock();
         for conn in inner.conns.values() {
             if conn.tx.try_send(Outbound::Close(code, reason)).is_err() {
-                conn.kick.kick(Kick::Forced);
+                conn.own_queue().kick(Kick::Forced);
             }
         }
         inner.conns.len()
@@ -290,7 +346,7 @@ impl LocalBus {
     pub fn kick_all(&self) -> usize {
         let inner = self.lock();
         for conn in inner.conns.values() {
-            conn.kick.kick(Kick::Forced);
+            conn.own_queue().kick(Kick::Forced);
         }
         inner.conns.len()
     }
@@ -307,7 +363,7 @@ impl LocalBus {
         if conn.held.is_some() {
             return true;
         }
-        let (side, rx) = mpsc::channel(RESUME_HOLD_FRAMES);
+        let (side, rx) = queue::channel(RESUME_HOLD_FRAMES);
         let own = std::mem::replace(&mut conn.tx, side);
         conn.held = Some((own, rx));
         true
@@ -364,15 +420,9 @@ fn remove_binding(inner: &mut Inner, session: &Arc<str>, id: ConnId) {
 mod tests {
     use super::*;
 
-    fn conn(
-        reg: &LocalBus,
-        user: &str,
-        admin: bool,
-        cap: usize,
-    ) -> (ConnId, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let kick = Arc::new(KickSignal::default());
-        (reg.register(Registration { user_id: user, is_admin: admin, tx, kick }), rx)
+    fn conn(reg: &LocalBus, user: &str, admin: bool, cap: usize) -> (ConnId, OutboundRx) {
+        let (tx, rx) = queue::channel(cap);
+        (reg.register(Registration { user_id: user, is_admin: admin, tx }), rx)
     }
 
     fn frame(text: &str) -> Arc<str> {
@@ -401,6 +451,19 @@ mod tests {
         reg.bind(a, "s1");
         assert_eq!(reg.to_session("s1", &frame("err"), Some(a)), 1, "not twice");
         assert!(ra.try_recv().is_ok() && ra.try_recv().is_ok() && ra.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_conn_set_keeps_each_id_once_in_order() {
+        let mut set = ConnSet::default();
+        for id in [5, 2, 9, 2, 7] {
+            set.insert(id);
+        }
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [2, 5, 7, 9]);
+        assert!(set.contains(&7) && !set.contains(&3));
+        assert!(set.remove(&5) && !set.remove(&5));
+        assert_eq!((&set).into_iter().copied().collect::<Vec<_>>(), [2, 7, 9]);
+        assert_eq!(set.len(), 3);
     }
 
     #[test]
@@ -451,7 +514,7 @@ mod tests {
         ))
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Arc<str>> {
+    fn drain(rx: &mut OutboundRx) -> Vec<Arc<str>> {
         std::iter::from_fn(|| match rx.try_recv() {
             Ok(Outbound::Frame(f)) => Some(f),
             _ => None,

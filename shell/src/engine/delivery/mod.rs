@@ -15,16 +15,17 @@
 mod fleet;
 pub mod fleet_replay;
 mod local;
+pub mod queue;
 pub mod replay;
 pub mod signal;
 pub mod wire;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo, Sender};
 use chatbox_core::replay::{merge_resumed, shared_replay, Liveness, Replay};
 use chatbox_core::Instant;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::broadcast;
 
 use super::clock::Clock;
 use super::metrics::Metrics;
@@ -38,7 +39,7 @@ pub use signal::{AdminEvent, AdminEvents, Signal, ADMIN_EVENTS};
 pub type ConnId = u64;
 
 /// What the connection task writes next.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     /// One serialised frame (shared by every connection of a fan-out).
     Frame(Arc<str>),
@@ -53,36 +54,6 @@ pub enum Kick {
     SlowConsumer,
     /// The shutdown deadline passed.
     Forced,
-}
-
-/// A one-shot "drop this connection now" signal.
-#[derive(Debug, Default)]
-pub struct KickSignal {
-    notify: Notify,
-    reason: Mutex<Option<Kick>>,
-}
-
-impl KickSignal {
-    /// Signals the connection task; the first reason wins.
-    pub fn kick(&self, reason: Kick) {
-        let mut slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-        drop(slot);
-        self.notify.notify_one();
-    }
-
-    /// Waits for a kick and returns its reason.
-    pub async fn kicked(&self) -> Kick {
-        loop {
-            self.notify.notified().await;
-            let slot = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(reason) = *slot {
-                return reason;
-            }
-        }
-    }
 }
 
 /// How a fan-out went: connections that got the frame, and those that could not take it.
@@ -124,10 +95,8 @@ pub struct Registration<'a> {
     pub user_id: &'a str,
     /// Whether that user is an admin.
     pub is_admin: bool,
-    /// Its outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
-    /// How to drop it at once.
-    pub kick: Arc<KickSignal>,
+    /// Its outbound queue (which also carries the kick).
+    pub tx: queue::OutboundTx,
 }
 
 /// The fan-out port. Every method returns at once (no IO is awaited): an implementation that
@@ -549,9 +518,8 @@ mod tests {
     fn error_frames_are_counted_once_per_fan_out() {
         let metrics = Arc::new(Metrics::new());
         let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(&metrics));
-        let (tx, mut rx) = mpsc::channel(4);
-        let kick = Arc::new(KickSignal::default());
-        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
+        let (tx, mut rx) = queue::channel(4);
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx });
         delivery.bind(conn, "s");
         let now = chrono::DateTime::UNIX_EPOCH;
         let error = Frame::error(ErrorInfo::unexpected(), Some("s"), now);
@@ -619,9 +587,8 @@ mod tests {
         let bus = Arc::new(LocalBus::default());
         let delivery =
             Delivery::with_replay(bus.clone(), Arc::new(Remote(read)), Arc::new(Metrics::new()));
-        let (tx, mut rx) = mpsc::channel(16);
-        let kick = Arc::new(KickSignal::default());
-        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
+        let (tx, mut rx) = queue::channel(16);
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx });
         let resumed = delivery
             .resume(conn, "s", ("r1", after_seq), Instant::ZERO, &mut || {
                 bus.bind(conn, "s");

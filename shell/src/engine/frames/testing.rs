@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use chatbox_core::config::Config;
 use serde_json::Value;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::ConnCtx;
 use crate::adapters::llm::echo::EchoProvider;
 use crate::engine::caller::Caller;
 use crate::engine::clock::Clock;
-use crate::engine::delivery::{KickSignal, Outbound, Registration};
+use crate::engine::delivery::queue::{self, OutboundRx};
+use crate::engine::delivery::{Outbound, Registration};
 use crate::engine::dns::StaticResolver;
 use crate::engine::hub::{BusWiring, Engine, Ports};
 use crate::engine::notify::LogNotifier;
@@ -28,7 +29,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// One test connection: its context and its outbound queue.
 pub(crate) struct Client {
     pub ctx: ConnCtx,
-    rx: mpsc::Receiver<Outbound>,
+    rx: OutboundRx,
 }
 
 /// An engine over test doubles.
@@ -74,9 +75,8 @@ impl Harness {
 
     /// A connection of `user_id` (an admin when `admin`), greeted like a real one.
     pub fn connect(&self, user_id: &str, admin: bool) -> Client {
-        let (tx, rx) = mpsc::channel(256);
-        let kick = Arc::new(KickSignal::default());
-        let id = self.engine.delivery.register(Registration { user_id, is_admin: admin, tx, kick });
+        let (tx, rx) = queue::channel(256);
+        let id = self.engine.delivery.register(Registration { user_id, is_admin: admin, tx });
         let roles = if admin { vec!["admin".to_string()] } else { Vec::new() };
         let caller = Caller { user_id: user_id.into(), name: user_id.into(), roles };
         let ctx = ConnCtx { id, caller, in_flight: Arc::new(Semaphore::new(8)) };

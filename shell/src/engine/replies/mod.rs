@@ -709,12 +709,11 @@ async fn open_and_peek(model: &Model, request: ChatRequest) -> Result<EventStrea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::delivery::{KickSignal, LocalBus, Outbound, Registration};
+    use crate::engine::delivery::{LocalBus, Outbound, Registration};
     use crate::engine::llm::{ChatMessage, ChatRequest, EventStream, ProviderError, Role};
     use async_trait::async_trait;
     use chatbox_core::config::ProviderConfig;
     use std::time::Duration;
-    use tokio::sync::mpsc;
 
     /// A provider whose upstream always refuses.
     #[derive(Debug)]
@@ -760,9 +759,8 @@ mod tests {
             Replies::new(&config, vec![Arc::new(Refusing)], Clock::new(), Arc::clone(&metrics));
         assert_eq!(replies.model(None).map(|m| m.kind), Some("refusing"), "kind() labels metrics");
         let delivery = Delivery::new(Arc::new(LocalBus::default()), metrics);
-        let (tx, mut rx) = mpsc::channel(8);
-        let kick = Arc::new(KickSignal::default());
-        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
+        let (tx, mut rx) = crate::engine::delivery::queue::channel(8);
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx });
         let (_cut_tx, cut) = watch::channel(false);
 
         let streamed = replies
@@ -838,9 +836,8 @@ mod tests {
 
     async fn run_once(replies: &Replies, metrics: &Arc<Metrics>) -> Streamed {
         let delivery = Delivery::new(Arc::new(LocalBus::default()), Arc::clone(metrics));
-        let (tx, _rx) = mpsc::channel(64);
-        let kick = Arc::new(KickSignal::default());
-        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx, kick });
+        let (tx, _rx) = crate::engine::delivery::queue::channel(64);
+        let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx });
         let (_cut_tx, cut) = watch::channel(false);
         replies.run(&delivery, job(replies, Some(conn), ReplyMode::Streamed), cut).await
     }
