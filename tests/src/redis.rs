@@ -35,6 +35,32 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`); 0 when the server does not answer.
+    pub async fn subscribers(&self, channel: &str) -> u64 {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "pubsub", "numsub", channel])
+            .stdin(Stdio::null())
+            .output()
+            .await;
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits up to `limit` until `channel` has a subscriber (an instance's bus subscribes a
+    /// channel in the background, after the connection that needs it registered); whether it did.
+    pub async fn until_subscribed(&self, channel: &str, limit: Duration) -> bool {
+        let started = crate::harness::now();
+        loop {
+            if self.subscribers(channel).await > 0 {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server at once, dropping every client connection.
     pub async fn stop(&mut self) {
         shutdown(self.port);

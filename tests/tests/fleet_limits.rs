@@ -272,6 +272,10 @@ async fn an_instance_shutting_down_gives_its_connection_slots_back_at_once() {
     let header = format!("Bearer {token}");
     let auth = [("Authorization", header.as_str())];
     let mut on_b = fleet.b.try_connect(None, &auth).await.expect("the connection on B");
+    // B subscribes the user's channel in the background once the connection registered; the
+    // refusal on A is published there, so A is tried once B listens (under load it may lag).
+    let channel = chatbox::engine::delivery::user_channel("fleet-drained");
+    assert!(fleet.redis.until_subscribed(&channel, STEP).await, "B listens to {channel}");
     assert!(
         matches!(fleet.a.try_connect(None, &auth).await, Err(Refused::Http { status: 429, .. })),
         "B's connection holds the user's only slot"
