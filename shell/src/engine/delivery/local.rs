@@ -121,15 +121,6 @@ impl ConnSet {
     }
 }
 
-impl<'a> IntoIterator for &'a ConnSet {
-    type Item = &'a ConnId;
-    type IntoIter = std::slice::Iter<'a, ConnId>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
@@ -263,7 +254,7 @@ impl LocalBus {
         let mut delivered = 0;
         let bound = inner.by_session.get(session);
         if let Some(set) = bound {
-            for id in set {
+            for id in set.iter() {
                 if let Some(conn) = inner.conns.get(id) {
                     delivered += usize::from(self.offer(conn, Outbound::Frame(Arc::clone(frame))));
                 }
@@ -462,7 +453,7 @@ mod tests {
         assert_eq!(set.iter().copied().collect::<Vec<_>>(), [2, 5, 7, 9]);
         assert!(set.contains(&7) && !set.contains(&3));
         assert!(set.remove(&5) && !set.remove(&5));
-        assert_eq!((&set).into_iter().copied().collect::<Vec<_>>(), [2, 7, 9]);
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [2, 7, 9]);
         assert_eq!(set.len(), 3);
     }
 

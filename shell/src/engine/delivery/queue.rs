@@ -204,7 +204,7 @@ mod tests {
     use std::future::Future;
     use std::pin::pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Context;
+    use std::task::{Context, Waker};
 
     use futures_util::task::ArcWake;
 
@@ -270,10 +270,15 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wake-ups, and the count.
+    fn counting_waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        (Arc::clone(&wakes), futures_util::task::waker(wakes))
+    }
+
     #[test]
     fn recv_waits_for_an_item_and_is_woken_by_a_send_and_by_the_sender_gone() {
-        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
-        let waker = futures_util::task::waker(Arc::clone(&wakes));
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (tx, mut rx) = channel(4);
         {
@@ -292,8 +297,7 @@ mod tests {
 
     #[test]
     fn a_kick_wakes_the_receiver_and_overtakes_what_is_queued() {
-        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
-        let waker = futures_util::task::waker(Arc::clone(&wakes));
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (tx, mut rx) = channel(4);
         {
