@@ -76,20 +76,12 @@ pub async fn end_session(
     let ended = engine.persistence.end(id, wall).await?;
     let doc = ended.ok_or(SessionError::NotFound)?;
     engine.delivery.session_ended(id);
-    forget_final(engine, id);
+    engine.forget_session_caches(std::iter::once(id));
     engine.metrics.sessions_ended.inc();
     let owner = engine.sessions.owner_of(id).unwrap_or_default();
     engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);
     tracing::info!(session_id = id, user_id, in_memory, "session ended by its owner");
     Ok(doc)
-}
-
-/// Drops what only a resumed session would use — its recent messages (the history fallback)
-/// and its upstream conversation — when `id` ended on request: such an end is final, so keeping
-/// them until `SESSION_TTL` would only grow memory with the rate of ends (issue 16's soak).
-pub fn forget_final(engine: &Engine, id: &str) {
-    engine.persistence.forget(std::iter::once(id));
-    engine.replies.forget(std::iter::once(id));
 }
 
 /// The caller's session's share token: the existing one, or a new random one stored now

@@ -235,4 +235,13 @@ impl Engine {
     pub(crate) fn is_forced(&self) -> bool {
         *self.force_tx.borrow()
     }
+
+    /// Drops the per-session caches of `sessions` — their recent messages (the history
+    /// fallback) and upstream conversations: when the sweeper drops them from memory, and at
+    /// once when they end on request (final: nothing will resume them, so holding the caches
+    /// until `SESSION_TTL` would only grow memory with the rate of ends, issue 16's soak).
+    pub fn forget_session_caches<'a>(&self, sessions: impl Iterator<Item = &'a str> + Clone) {
+        self.replies.forget(sessions.clone());
+        self.persistence.forget(sessions);
+    }
 }

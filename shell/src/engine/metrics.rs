@@ -482,6 +482,13 @@ impl Metrics {
         self.outbox_depth.set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
+    /// The sessions in memory: `chatbox_active_sessions_total` and
+    /// `chatbox_ended_sessions_in_memory`.
+    pub fn observe_sessions(&self, stats: chatbox_core::session::MemoryStats) {
+        self.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
+        self.ended_sessions.set(i64::try_from(stats.inactive).unwrap_or(i64::MAX));
+    }
+
     /// A WebSocket connection closed after `lifetime`
     /// (`chatbox_websocket_connection_duration_seconds`).
     pub fn observe_connection_duration(&self, lifetime: Duration) {

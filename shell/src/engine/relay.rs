@@ -31,7 +31,7 @@ pub async fn run(engine: Arc<Engine>) {
                 if engine.sessions.with(|t| t.end(&session, now, wall)).is_ok() {
                     tracing::info!(session_id = %session, "session ended on another instance");
                 }
-                crate::engine::admin::forget_final(&engine, &session);
+                engine.forget_session_caches(std::iter::once(session.as_str()));
             }
             Ok(Signal::Admin { event }) => engine.delivery.relay_admin_event(event),
             Err(RecvError::Lagged(skipped)) => {

@@ -48,9 +48,7 @@ pub async fn prometheus(State(engine): State<Arc<Engine>>) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     }
     // The gauges are read at scrape time so they are exact, not as old as the last sweep.
-    let stats = engine.sessions.with(|t| t.memory_stats());
-    engine.metrics.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
-    engine.metrics.ended_sessions.set(i64::try_from(stats.inactive).unwrap_or(i64::MAX));
+    engine.metrics.observe_sessions(engine.sessions.with(|t| t.memory_stats()));
     let replay = engine.delivery.replay_frames();
     engine.metrics.replay_buffer_frames.set(i64::try_from(replay).unwrap_or(i64::MAX));
     let mut response = engine.metrics.render().into_response();

@@ -43,9 +43,7 @@ pub async fn run(engine: Arc<Engine>) {
             let removed = engine.limits.cleanup(now) + engine.alerts.cleanup(now);
             tracing::debug!(removed, "rate limiter cleanup");
         }
-        let stats = engine.sessions.with(|t| t.memory_stats());
-        engine.metrics.active_sessions.set(i64::try_from(stats.active).unwrap_or(i64::MAX));
-        engine.metrics.ended_sessions.set(i64::try_from(stats.inactive).unwrap_or(i64::MAX));
+        engine.metrics.observe_sessions(engine.sessions.with(|t| t.memory_stats()));
     }
 }
 
@@ -81,8 +79,7 @@ async fn handle(engine: &Engine, report: &SweepReport) {
         }
     }
     if !report.dropped.is_empty() {
-        engine.replies.forget(report.dropped.iter().map(|id| id.as_str()));
-        engine.persistence.forget(report.dropped.iter().map(|id| id.as_str()));
+        engine.forget_session_caches(report.dropped.iter().map(|id| id.as_str()));
         tracing::debug!(dropped = report.dropped.len(), "expired sessions dropped from memory");
     }
 }
