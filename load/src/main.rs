@@ -51,7 +51,9 @@ struct Cli {
     server: server::ServerArgs,
     #[command(flatten)]
     stub: StubArgs,
-    /// Worker threads of the generator's runtime (default: one per core).
+    /// Worker threads of the runtime (default: one for the generator — a second worker woke the
+    /// first on every hand-off and cost 30 % more CPU per reply, BENCHMARKS.md "Generator";
+    /// one per core for `relay`, as chatbox runs).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -116,7 +118,8 @@ fn main() -> std::process::ExitCode {
     let nofile = util::raise_nofile();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(threads) = cli.threads {
+    let generator_default = (!matches!(cli.command, Command::Relay(_))).then_some(1);
+    if let Some(threads) = cli.threads.or(generator_default) {
         builder.worker_threads(threads.max(1));
     }
     let runtime = match builder.build() {

@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::util::{spawn, SseEvent, SseReader};
@@ -60,17 +59,6 @@ type Conn = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, F
 /// Idle upstream connections, last in first out (reqwest's pool hands out the most recent).
 type Pool = Arc<Mutex<Vec<(Sender, Conn)>>>;
 
-/// chatbox's WebSocket settings at their defaults (`WS_READ_BUFFER_SIZE` 1024, messages up to
-/// 1 MiB, every frame written straight to the socket), as `shell/src/http/ws.rs` sets them.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(1_048_576))
-        .max_frame_size(Some(1_048_576))
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(usize::MAX)
-}
-
 /// Runs the relay until the process is killed; prints `relay listening on ADDR`.
 pub async fn relay(args: &RelayArgs) {
     let listener = match TcpListener::bind(("127.0.0.1", args.port)).await {
@@ -94,7 +82,8 @@ pub async fn relay(args: &RelayArgs) {
 }
 
 async fn connection(stream: TcpStream, upstream: SocketAddr, pool: Pool) {
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
+    let Ok(ws) =
+        tokio_tungstenite::accept_async_with_config(stream, Some(crate::util::ws_config())).await
     else {
         return;
     };

@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::util::{now_us, spawn};
@@ -127,31 +127,39 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: StubCon
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// The request id of a load message (`load-<n>`), from the last `user` message of the body.
-fn request_id(body: &Value) -> Option<u64> {
-    let messages = body.get("messages")?.as_array()?;
-    let last =
-        messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
-    last.get("content")?.as_str()?.trim().strip_prefix("load-")?.parse().ok()
+/// The request id of a load message (`load-<n>`): the last JSON string of the body that is
+/// exactly `load-<digits>`. The stub serves the load generator, whose every user message is a
+/// load message, so that string is the last user message's content (assistant replies are tagged
+/// `L<n>.<k>`, user ids are `load-s…`). Searched from the end of the raw bytes instead of parsing
+/// the body, which carries the whole history: a `serde_json::Value` of it was a large share of the
+/// generator's CPU per reply.
+fn request_id(body: &[u8]) -> Option<u64> {
+    const OPEN: &[u8] = b"\"load-";
+    let mut end = body.len();
+    while let Some(at) = body[..end].windows(OPEN.len()).rposition(|w| w == OPEN) {
+        let rest = &body[at + OPEN.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 && rest.get(digits) == Some(&b'"') {
+            return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+        }
+        end = at;
+    }
+    None
 }
 
+/// One OpenAI `chat.completion.chunk` event (written out rather than built as a
+/// `serde_json::Value`: six of them per reply).
 fn sse(content: Option<&str>, first: bool, finish: bool) -> Bytes {
-    let mut delta = json!({});
-    if first {
-        delta["role"] = json!("assistant");
-    }
-    if let Some(text) = content {
-        delta["content"] = json!(text);
-    }
-    let chunk = json!({
-        "id": "chatcmpl-load",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "stub",
-        "choices": [{"index": 0, "delta": delta,
-                     "finish_reason": if finish { json!("stop") } else { Value::Null }}],
-    });
-    Bytes::from(format!("data: {chunk}\n\n"))
+    let role = if first { r#""role":"assistant""# } else { "" };
+    let text = content.map(|text| Value::from(text).to_string());
+    let text = text.map(|t| format!(r#""content":{t}"#)).unwrap_or_default();
+    let comma = if role.is_empty() || text.is_empty() { "" } else { "," };
+    let reason = if finish { r#""stop""# } else { "null" };
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-load\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+         \"model\":\"stub\",\"choices\":[{{\"index\":0,\"delta\":{{{role}{comma}{text}}},\
+         \"finish_reason\":{reason}}}]}}\n\n"
+    ))
 }
 
 /// Decrements the streaming gauge when a reply body is dropped (finished or cut).
@@ -177,8 +185,8 @@ async fn handle(
         return Ok(response);
     }
     let body = match request.into_body().collect().await {
-        Ok(collected) => serde_json::from_slice(&collected.to_bytes()).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
     };
     // Requests that are not load messages get an untracked id of their own.
     let id = request_id(&body);
@@ -228,4 +236,52 @@ async fn handle(
     response.headers_mut().insert("content-type", "text/event-stream".parse().expect("static"));
     response.headers_mut().insert("cache-control", "no-cache".parse().expect("static"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_request_id_is_the_last_load_string() {
+        let body = json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "load-7"},
+                {"role": "assistant", "content": "L7.0 L7.1 "},
+                {"role": "user", "content": "load-12"},
+            ],
+            "user": "load-s1-u3",
+            "stream": true,
+        });
+        assert_eq!(request_id(body.to_string().as_bytes()), Some(12));
+        let spaced = serde_json::to_string_pretty(&body).unwrap();
+        assert_eq!(request_id(spaced.as_bytes()), Some(12));
+        assert_eq!(request_id(br#"{"messages":[{"role":"user","content":"hello"}]}"#), None);
+        assert_eq!(request_id(br#"{"messages":[{"role":"user","content":"load-9x"}]}"#), None);
+        assert_eq!(request_id(b""), None);
+    }
+
+    #[test]
+    fn chunks_are_openai_chunk_events() {
+        let parse = |bytes: Bytes| -> Value {
+            let text = std::str::from_utf8(&bytes).unwrap();
+            let data = text.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+            serde_json::from_str(data).unwrap()
+        };
+        let first = parse(sse(Some("L1.0 \"q\""), true, false));
+        assert_eq!(first["object"], "chat.completion.chunk");
+        assert_eq!(
+            first["choices"][0]["delta"],
+            json!({"role": "assistant", "content": "L1.0 \"q\""})
+        );
+        assert_eq!(first["choices"][0]["finish_reason"], Value::Null);
+        let middle = parse(sse(Some("L1.1 "), false, false));
+        assert_eq!(middle["choices"][0]["delta"], json!({"content": "L1.1 "}));
+        let last = parse(sse(None, false, true));
+        assert_eq!(last["choices"][0]["delta"], json!({}));
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    }
 }

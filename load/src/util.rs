@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The process's time origin; every timestamp is microseconds since it.
 #[allow(clippy::disallowed_methods, reason = "a client tool timing its own requests")]
@@ -105,6 +106,19 @@ pub fn user_token(secret: &str, user: &str) -> String {
         secret.as_bytes(),
         &json!({"user_id": user, "roles": ["user"], "exp": exp}),
     )
+}
+
+/// chatbox's WebSocket settings at their defaults (`WS_READ_BUFFER_SIZE` 1024, messages up to
+/// 1 MiB, every frame written straight to the socket), as `shell/src/http/ws.rs` sets them: the
+/// relay accepts with them and the generator's clients connect with them. tungstenite's default
+/// 128 KiB read buffer is zeroed on every read, which was most of either side's CPU per reply.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(1_048_576))
+        .max_frame_size(Some(1_048_576))
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
 }
 
 /// A `user_message` frame for `session` (the server assigns a session when it knows none).
