@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client;
+use crate::frame::ServerFrame;
 use crate::server::{ServerArgs, Target};
 use crate::stub::Stub;
 use crate::util::{self, now_us, spawn, HttpConn};
@@ -222,17 +223,15 @@ async fn worker(
             let mut session = None;
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else { continue };
-                let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                if let Some(id) = frame.get("session_id").and_then(Value::as_str) {
+                let Some(frame) = ServerFrame::parse(text.as_str()) else { continue };
+                if let Some(id) = frame.session_id.as_deref() {
                     session = Some(id.to_string());
                 }
-                match frame.get("type").and_then(Value::as_str) {
-                    _ if chatbox_tests::harness::is_done(&frame) => return Ok(session),
-                    Some("error") => {
-                        let code = frame.pointer("/error/code").and_then(Value::as_str);
-                        return Err(code.unwrap_or("error").to_string());
-                    }
-                    _ => {}
+                if frame.is_done() {
+                    return Ok(session);
+                }
+                if frame.kind == "error" {
+                    return Err(frame.error_code().unwrap_or("error").to_string());
                 }
             }
             Err("closed".to_string())

@@ -7,7 +7,6 @@
 //! that has room. A load message's content is `load-<id>`; the stub tags each chunk of its
 //! reply `L<id>.<k>`, which is how chunks are attributed to requests.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -26,6 +24,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::frame::ServerFrame;
 use crate::stats::Stats;
 use crate::stub::Stub;
 use crate::util::{connect_from, now_us, SseEvent, SseReader};
@@ -68,44 +67,6 @@ struct InFlight {
     sent_us: u64,
     /// Chunks received so far (the first one is timed).
     chunks: u32,
-}
-
-/// The fields of a server frame the client reads (PROTOCOL.md §2); serde skips the rest without
-/// building them, which a `serde_json::Value` per frame (seven per reply) did not.
-#[derive(Debug, Deserialize)]
-struct ServerFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default, borrow)]
-    session_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    metadata: Option<FrameMetadata<'a>>,
-    #[serde(default, borrow)]
-    error: Option<FrameError<'a>>,
-}
-
-/// The `metadata` field of a reply chunk: `done` is `"true"` on a reply's last frame.
-#[derive(Debug, Deserialize)]
-struct FrameMetadata<'a> {
-    #[serde(default, borrow)]
-    done: Option<Cow<'a, str>>,
-}
-
-/// The `error` object of an error frame.
-#[derive(Debug, Deserialize)]
-struct FrameError<'a> {
-    #[serde(default, borrow)]
-    code: Option<Cow<'a, str>>,
-}
-
-impl ServerFrame<'_> {
-    /// Whether this is a reply's last frame (`harness::is_done` on a typed frame).
-    fn is_done(&self) -> bool {
-        self.kind == "ai_response"
-            && self.metadata.as_ref().and_then(|m| m.done.as_deref()) == Some("true")
-    }
 }
 
 /// A WebSocket client connection over plain TCP.
@@ -208,9 +169,7 @@ pub async fn ws_loop(
                     Some(Ok(_)) => continue,
                 };
                 let now = now_us();
-                let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) else {
-                    continue;
-                };
+                let Some(frame) = ServerFrame::parse(text.as_str()) else { continue };
                 if let Some(id) = frame.session_id.as_deref() {
                     if id != session {
                         session = id.to_string();
@@ -227,8 +186,7 @@ pub async fn ws_loop(
                         }
                     }
                     "error" => {
-                        let code = frame.error.as_ref().and_then(|e| e.code.as_deref());
-                        ctx.stats.error(code.unwrap_or("error_frame"));
+                        ctx.stats.error(frame.error_code().unwrap_or("error_frame"));
                         // Refusals (busy, rate limit) come at once: attribute the error to
                         // the newest request without a chunk, if any.
                         if let Some(position) = pending.iter().rposition(|r| r.chunks == 0) {
@@ -345,31 +303,5 @@ async fn http_one(
         Ok(())
     } else {
         Err("no_done_event".into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_frames_are_read_with_the_fields_the_client_needs() {
-        let done = json!({"type": "ai_response", "session_id": "s1", "content": "L3.0 ",
-            "sender": "ai", "timestamp": "2026-12-06T00:00:00Z",
-            "metadata": {"done": "true", "model": "stub", "extra": {"nested": [1, 2]}}});
-        let text = done.to_string();
-        let frame: ServerFrame = serde_json::from_str(&text).unwrap();
-        assert_eq!((&*frame.kind, frame.session_id.as_deref()), ("ai_response", Some("s1")));
-        assert_eq!(frame.content.as_deref(), Some("L3.0 "));
-        assert!(frame.is_done());
-        let chunk =
-            json!({"type": "ai_response", "content": "L3.1 ", "metadata": {"done": "false"}});
-        assert!(!serde_json::from_str::<ServerFrame>(&chunk.to_string()).unwrap().is_done());
-        let error = json!({"type": "error", "sender": "ai",
-            "error": {"code": "rate_limited", "message": "slow down", "recoverable": true}});
-        let text = error.to_string();
-        let frame: ServerFrame = serde_json::from_str(&text).unwrap();
-        assert!(!frame.is_done());
-        assert_eq!(frame.error.and_then(|e| e.code).as_deref(), Some("rate_limited"));
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{ws_connect, Ws};
+use crate::frame::ServerFrame;
 use crate::util::{now_us, HttpConn};
 
 /// What became of one message.
@@ -167,24 +168,23 @@ async fn follow(ws: &mut Ws, record: &mut Record) -> Result<(), String> {
             Some(Ok(_)) => continue,
         };
         let now = now_us();
-        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-        if let Some(id) = frame.get("session_id").and_then(Value::as_str) {
+        let Some(frame) = ServerFrame::parse(text.as_str()) else { continue };
+        if let Some(id) = frame.session_id.as_deref() {
             record.session = Some(id.to_string());
         }
-        match frame.get("type").and_then(Value::as_str) {
-            Some("loading") => {
+        match &*frame.kind {
+            "loading" => {
                 record.ack_us.get_or_insert(now);
             }
-            Some("ai_response") => {
+            "ai_response" => {
                 record.first_us.get_or_insert(now);
-                if chatbox_tests::harness::is_done(&frame) {
+                if frame.is_done() {
                     record.done_us = Some(now);
                     return Ok(());
                 }
             }
-            Some("error") => {
-                let code = frame.pointer("/error/code").and_then(Value::as_str);
-                record.error = Some(code.unwrap_or("error_frame").to_string());
+            "error" => {
+                record.error = Some(frame.error_code().unwrap_or("error_frame").to_string());
                 return Ok(());
             }
             _ => {}

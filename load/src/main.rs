@@ -25,6 +25,7 @@
 mod churn;
 mod client;
 mod convo;
+mod frame;
 mod idle;
 mod instructions;
 mod outage;
@@ -52,7 +53,7 @@ struct Cli {
     #[command(flatten)]
     stub: StubArgs,
     /// Worker threads of the runtime (default: one for the generator — a second worker woke the
-    /// first on every hand-off and cost 30 % more CPU per reply, BENCHMARKS.md "Generator";
+    /// first on every hand-off and cost 30 % more CPU per reply, BENCHMARKS.md "1b. A lighter generator";
     /// one per core for `relay`, as chatbox runs).
     #[arg(long, global = true)]
     threads: Option<usize>,

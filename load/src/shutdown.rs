@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client;
+use crate::frame::ServerFrame;
 use crate::server::{ServerArgs, Target};
 use crate::stub::StubConfig;
 use crate::util::{self, now_us, spawn};
@@ -142,22 +143,21 @@ pub async fn shutdown(server: &ServerArgs, args: &ShutdownArgs, stub_config: Stu
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(text))) => {
-                        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+                        let Some(frame) = ServerFrame::parse(text.as_str()) else {
                             continue;
                         };
-                        match frame.get("type").and_then(Value::as_str) {
-                            Some("ai_response") => {
-                                if frame.get("content").is_some() && outcome.first_us.is_none() {
+                        match &*frame.kind {
+                            "ai_response" => {
+                                if frame.content.is_some() && outcome.first_us.is_none() {
                                     outcome.first_us = Some(now_us());
                                     streaming.fetch_add(1, Ordering::Relaxed);
                                 }
-                                if chatbox_tests::harness::is_done(&frame) {
+                                if frame.is_done() {
                                     outcome.done_us = Some(now_us());
                                 }
                             }
-                            Some("error") => {
-                                let code = frame.pointer("/error/code").and_then(Value::as_str);
-                                outcome.errors.push(code.unwrap_or("?").to_string());
+                            "error" => {
+                                outcome.errors.push(frame.error_code().unwrap_or("?").to_string());
                             }
                             _ => {}
                         }
