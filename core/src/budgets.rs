@@ -43,11 +43,13 @@ pub const HISTORY_MAX_BYTES: usize = 32 * 1024;
 
 /// Most recent messages the instance keeps per session for the history fallback (issue 16):
 /// when the history read before a model call fails or runs over its budget, the reply is built
-/// from these plus what waits in the outbox, or from the current message alone.
+/// from these plus what waits in the outbox, or from the current message alone. The shell
+/// raises it to `LLM_HISTORY_MAX_MESSAGES` so the cache can also stand in for the read (issue 18).
 pub const HISTORY_CACHE_MESSAGES: usize = 20;
 
-/// Most bytes of message content that cache keeps per session (the newest message is kept
-/// whatever its size), so its memory is bounded by live sessions times 16 KiB.
+/// Bytes of message content that cache keeps per session beyond `LLM_HISTORY_MAX_BYTES` (the
+/// newest message is kept whatever its size), so its memory is bounded by live sessions times
+/// (`LLM_HISTORY_MAX_BYTES` + 16 KiB).
 pub const HISTORY_CACHE_BYTES: usize = 16 * 1024;
 
 /// Attempts at resolving a session for a frame before giving up (fresh ids that collide,

@@ -244,6 +244,11 @@ async fn documents_written_by_the_original_read_through_the_store() {
         "the same messages as the whole session's tail"
     );
     assert_eq!(recent("bare", 5).await, Vec::<String>::new(), "no msgs field");
+    // The mark numbers mid-less messages the same way, and a document without `msgs` has none.
+    let mark = store.history_mark("old").await.unwrap().expect("stored");
+    assert_eq!((mark.count, mark.last_id.as_deref()), (3, Some("legacy-2")));
+    let bare = store.history_mark("bare").await.unwrap().expect("stored");
+    assert_eq!((bare.count, bare.last_id), (0, None));
 
     let bare = store.load("bare").await.unwrap().expect("stored");
     let mut expected = SessionDoc::new("bare".into(), "u2".into(), UnixMillis(5_000));

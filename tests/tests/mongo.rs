@@ -5,7 +5,8 @@
 //! turns `/readyz` not-ready and back; writes kept in the outbox survive a restart of chatbox
 //! while the database is down and are stored exactly once when it returns; a server started
 //! while the database is down serves and reports not-ready. Issue 16: replies keep flowing
-//! through an outage, also when the database hangs (SIGSTOP) rather than goes away.
+//! through an outage, also when the database hangs (SIGSTOP) rather than goes away. Issue 18: a
+//! cached history gives way to what another instance stored.
 //!
 //! "Acknowledged" is the server's `loading` frame for a user message (README, Guarantees): it is
 //! sent only after the message is in the store or in the durable outbox.
@@ -234,6 +235,57 @@ async fn replies_keep_flowing_through_an_outage_with_default_settings() {
         .collect();
     let want: Vec<(&str, &str)> = want.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
     wait_stored(&server, &token, &session, &want).await;
+}
+
+/// `chatbox_history_cache_hits_total` of `server`: replies whose conversation came from its
+/// recent-messages cache instead of a history read.
+async fn history_cache_hits(server: &Server) -> u64 {
+    let metrics = get(server, "/metrics/prometheus", None).await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("chatbox_history_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the history cache counter is exported")
+}
+
+/// Issue 18: a reply takes its conversation from this instance's cache only while the store's
+/// mark (message count and last id) shows nothing was appended elsewhere, so a message the same
+/// user's second device stored through another instance is in the next conversation. The model
+/// sees the last four messages, so instance a's cache alone would hold enough for a reply.
+#[tokio::test]
+async fn a_cached_history_sees_what_another_instance_stored() {
+    let mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let both = || {
+        opts(&upstream, &mongo.uri(), &db)
+            .env("JWT_SECRET", &secret)
+            .env("LLM_HISTORY_MAX_MESSAGES", "4")
+    };
+    let (a, b) = (Server::start(both()).await, Server::start(both()).await);
+    let token = a.token("cached-user", &["user"], None);
+    let mut on_a = a.connect(&token).await;
+    let (session, _) = chat(&mut on_a, "cached-1", "one").await;
+    chat(&mut on_a, &session, "two").await;
+    assert_eq!(last_conversation(&upstream), ["one", "one", "two"]);
+    assert_eq!(history_cache_hits(&a).await, 1, "the second reply used the cache");
+
+    let mut on_b = b.connect(&token).await;
+    chat(&mut on_b, &session, "from the phone").await;
+    chat(&mut on_a, &session, "three").await;
+    // The last four stored messages, less the leading answer (the model's turn comes second).
+    assert_eq!(
+        last_conversation(&upstream),
+        ["from the phone", "from the phone", "three"],
+        "instance a read what b stored"
+    );
+    assert_eq!(history_cache_hits(&a).await, 1, "the mark differed: the store was read");
+    chat(&mut on_a, &session, "four").await;
+    assert_eq!(last_conversation(&upstream), ["three", "three", "four"]);
+    assert_eq!(history_cache_hits(&a).await, 2, "current again after the read");
 }
 
 /// Sends `sig` (`-STOP`, `-CONT`) to the database server.

@@ -13,7 +13,7 @@ use chatbox_core::UnixMillis;
 use super::crypto::ContentCipher;
 use super::ids::random_bytes;
 use super::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 
 /// A store whose message contents are encrypted with `cipher`.
@@ -69,6 +69,15 @@ impl SessionStore for EncryptingStore {
         self.inner.append_message(session_id, &self.seal(msg)).await
     }
 
+    async fn append_message_with(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        self.inner.append_message_with(session_id, &self.seal(msg), patch).await
+    }
+
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         self.inner.update(session_id, patch).await
     }
@@ -96,6 +105,11 @@ impl SessionStore for EncryptingStore {
             self.open_messages(messages);
         }
         Ok(messages)
+    }
+
+    /// Message ids are not encrypted: the inner store's mark is the mark.
+    async fn history_mark(&self, session_id: &str) -> Result<Option<HistoryMark>, StoreError> {
+        self.inner.history_mark(session_id).await
     }
 
     async fn list_by_user(

@@ -164,7 +164,8 @@ impl Engine {
                 config.storage.history_read_timeout,
                 clock,
                 Arc::clone(&metrics),
-            ),
+            )
+            .with_history_cache(config.llm.history_max_messages, config.llm.history_max_bytes),
             limits: Limits::new(&config, Arc::clone(&metrics)),
             replies: Replies::new(&config, providers, clock, Arc::clone(&metrics)),
             ordered: Ordered::new(supervisor.clone()),

@@ -128,6 +128,9 @@ pub struct Metrics {
     pub replay_buffer_frames: IntGauge,
     /// `chatbox_outbox_dropped_total`: outbox entries the store refused permanently (logged).
     pub outbox_dropped: IntCounter,
+    /// `chatbox_history_cache_hits_total`: replies whose conversation came from the recent-
+    /// messages cache, current by the store's mark, instead of a history read (issue 18).
+    pub history_cache_hits: IntCounter,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
     /// `chatbox_fleet_limit_fallbacks_total`: fleet-wide limit checks (rate or connection lease)
@@ -329,6 +332,13 @@ impl Metrics {
                 IntCounter::new(
                     "chatbox_outbox_dropped_total",
                     "Outbox entries the store refused permanently",
+                ),
+            ),
+            history_cache_hits: register(
+                r,
+                IntCounter::new(
+                    "chatbox_history_cache_hits_total",
+                    "Replies whose conversation came from the recent-messages cache",
                 ),
             ),
             rate_limiter_keys: register(
@@ -546,7 +556,7 @@ mod tests {
     use super::*;
 
     /// Every name of PROTOCOL.md §4.11 plus the rebuild's.
-    const NAMES: [&str; 28] = [
+    const NAMES: [&str; 29] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -567,6 +577,7 @@ mod tests {
         "chatbox_outbox_depth",
         "chatbox_replay_buffer_frames",
         "chatbox_outbox_dropped_total",
+        "chatbox_history_cache_hits_total",
         "chatbox_rate_limiter_keys",
         "chatbox_provider_requests_total",
         "chatbox_provider_errors_total",

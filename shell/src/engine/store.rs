@@ -18,6 +18,22 @@ use serde::{Deserialize, Serialize};
 /// The admin metrics of one window (the return of [`SessionStore::window_stats`]).
 pub use super::admin::WindowStats;
 
+/// The end of a session's stored conversation ([`SessionStore::history_mark`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryMark {
+    /// Messages stored in the session.
+    pub count: u64,
+    /// Id of the last of them; `None` when there is none.
+    pub last_id: Option<String>,
+}
+
+impl HistoryMark {
+    /// The mark of a whole conversation, oldest message first.
+    pub fn of(messages: &[StoredMessage]) -> Self {
+        Self { count: messages.len() as u64, last_id: messages.last().map(|m| m.id.clone()) }
+    }
+}
+
 /// One stored message (`msgs[]`, PROTOCOL.md §8.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
@@ -210,6 +226,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn append_message(&self, session_id: &str, msg: &StoredMessage)
         -> Result<(), StoreError>;
 
+    /// Appends `msg` and applies `patch` (which never reactivates) as one write: a reply and
+    /// the session statistics it changed cost one durable write instead of two (issue 18). A
+    /// message already stored means the write was applied before (both parts went together),
+    /// so nothing is done. The default makes the two writes in turn.
+    async fn append_message_with(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        self.append_message(session_id, msg).await?;
+        self.update(session_id, patch).await
+    }
+
     /// Applies a patch to a session; an unknown id is a permanent error.
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError>;
 
@@ -241,6 +271,16 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
             messages.drain(..messages.len().saturating_sub(limit));
             messages
         }))
+    }
+
+    /// Where a session's conversation ends: how many messages it holds and the id of the last
+    /// one; `None` when there is no such session. Messages are only ever appended, so two equal
+    /// marks read at different times mean nothing was appended in between — which is how a
+    /// cached end of the conversation is checked before a reply uses it instead of a full read
+    /// (issue 18). The default loads the whole session; the embedded store reads one row and
+    /// MongoDB projects the array's size and last element.
+    async fn history_mark(&self, session_id: &str) -> Result<Option<HistoryMark>, StoreError> {
+        Ok(self.load(session_id).await?.map(|doc| HistoryMark::of(&doc.messages)))
     }
 
     /// Up to `limit` of a user's sessions, newest start first.

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chatbox::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 use chatbox_core::protocol::query::AdminSessionQuery;
 use chatbox_core::session::{AdminRef, EndCause};
@@ -29,6 +29,8 @@ macro_rules! contract_tests {
             create_append_load_round_trip_keeps_order,
             append_is_idempotent_by_message_id,
             recent_messages_are_the_last_ones_in_order,
+            history_mark_counts_appends_and_names_the_last,
+            append_with_a_patch_is_one_idempotent_write,
             append_to_unknown_session_is_a_permanent_error,
             one_active_session_per_user,
             creating_an_ended_session_does_not_take_the_active_slot,
@@ -143,6 +145,59 @@ pub async fn recent_messages_are_the_last_ones_in_order(store: &dyn SessionStore
     // The contents come back as stored (decrypted when the store encrypts).
     let last = store.recent_messages("s1", 1).await.unwrap().unwrap();
     assert_eq!(last, [message("m4", "x", 2_004, "user")]);
+}
+
+/// The mark a reply checks its cached history against: the message count and the last id, moved
+/// by every append and by nothing else (a repeated append, an update).
+pub async fn history_mark_counts_appends_and_names_the_last(store: &dyn SessionStore) {
+    assert_eq!(store.history_mark("nope").await.unwrap(), None);
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    let empty = HistoryMark { count: 0, last_id: None };
+    assert_eq!(store.history_mark("s1").await.unwrap(), Some(empty));
+    for i in 0..3 {
+        store
+            .append_message("s1", &message(&format!("m{i}"), "x", 2_000 + i, "user"))
+            .await
+            .unwrap();
+    }
+    let three = HistoryMark { count: 3, last_id: Some("m2".into()) };
+    assert_eq!(store.history_mark("s1").await.unwrap(), Some(three.clone()));
+    // A repeated append and an update store nothing new: the mark stays.
+    store.append_message("s1", &message("m1", "x", 2_001, "user")).await.unwrap();
+    let patch = SessionPatch { total_tokens: Some(5), ..SessionPatch::default() };
+    store.update("s1", &patch).await.unwrap();
+    assert_eq!(store.history_mark("s1").await.unwrap(), Some(three));
+    store.append_message("s1", &message("m3", "x", 2_003, "ai")).await.unwrap();
+    let four = HistoryMark { count: 4, last_id: Some("m3".into()) };
+    assert_eq!(store.history_mark("s1").await.unwrap(), Some(four.clone()));
+    assert_eq!(
+        store.history_mark("s1").await.unwrap(),
+        Some(HistoryMark::of(&store.load("s1").await.unwrap().unwrap().messages)),
+        "the mark of the whole stored conversation"
+    );
+}
+
+/// A reply and the statistics it changed, stored together: both or (on a repeat) neither.
+pub async fn append_with_a_patch_is_one_idempotent_write(store: &dyn SessionStore) {
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    let stats = |total: u64, max_ms: u64, avg_ms: u64| SessionPatch {
+        total_tokens: Some(total),
+        response_ms: Some((max_ms, avg_ms)),
+        ..SessionPatch::default()
+    };
+    let reply = message("a1", "an answer", 2_000, "ai");
+    store.append_message_with("s1", &reply, &stats(7, 30, 20)).await.unwrap();
+    let doc = store.load("s1").await.unwrap().unwrap();
+    assert_eq!(doc.messages, std::slice::from_ref(&reply));
+    assert_eq!((doc.total_tokens, doc.max_response_ms, doc.avg_response_ms), (7, 30, 20));
+    assert_eq!(doc.last_activity, Some(UnixMillis(2_000)));
+    // A repeat (a retry after an ambiguous failure) stores nothing, not even a newer patch.
+    store.append_message_with("s1", &reply, &stats(9, 40, 25)).await.unwrap();
+    let again = store.load("s1").await.unwrap().unwrap();
+    assert_eq!(again.messages.len(), 1);
+    assert_eq!(again.total_tokens, 7);
+    let err = store.append_message_with("nope", &reply, &stats(1, 1, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Permanent(_)), "{err:?}");
 }
 
 pub async fn append_to_unknown_session_is_a_permanent_error(store: &dyn SessionStore) {

@@ -24,7 +24,8 @@ use chatbox_core::UnixMillis;
 
 use crate::engine::clock::Clock;
 use crate::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    WindowStats,
 };
 
 /// `inner` behind a circuit breaker.
@@ -141,6 +142,16 @@ impl SessionStore for BreakerStore {
         self.by_id("append_message", self.inner.append_message(session_id, msg)).await
     }
 
+    async fn append_message_with(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        self.by_id("append_message_with", self.inner.append_message_with(session_id, msg, patch))
+            .await
+    }
+
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         self.by_id("update", self.inner.update(session_id, patch)).await
     }
@@ -164,6 +175,10 @@ impl SessionStore for BreakerStore {
         limit: usize,
     ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
         self.by_id("recent_messages", self.inner.recent_messages(session_id, limit)).await
+    }
+
+    async fn history_mark(&self, session_id: &str) -> Result<Option<HistoryMark>, StoreError> {
+        self.by_id("history_mark", self.inner.history_mark(session_id)).await
     }
 
     async fn list_by_user(

@@ -18,7 +18,7 @@ use super::error::{join_error, redb_error};
 use super::ops::{self, Write};
 use super::writer::Writer;
 use crate::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 
 /// Durable sessions in `<data dir>/chatbox.redb`.
@@ -153,6 +153,20 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    /// One transaction: the message's rows and the patched session row.
+    async fn append_message_with(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        let (session_id, msg, patch) = (session_id.to_owned(), msg.clone(), patch.clone());
+        self.run_write("append_message_with", move |txn| {
+            ops::append_message_with(txn, &session_id, &msg, &patch)
+        })
+        .await
+    }
+
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         let (session_id, patch) = (session_id.to_owned(), patch.clone());
         self.run_write("update", move |txn| ops::update(txn, &session_id, &patch)).await
@@ -185,6 +199,12 @@ impl SessionStore for EmbeddedStore {
     ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
         let session_id = session_id.to_owned();
         self.run("recent_messages", move |db| ops::recent_messages(db, &session_id, limit)).await
+    }
+
+    /// The session row's message count and the last message row: two look-ups.
+    async fn history_mark(&self, session_id: &str) -> Result<Option<HistoryMark>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.run("history_mark", move |db| ops::history_mark(db, &session_id)).await
     }
 
     async fn list_by_user(

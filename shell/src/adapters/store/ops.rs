@@ -20,8 +20,8 @@ use super::schema::{
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, SESSIONS, SESSIONS_BY_USER, SHARE_TOKENS,
 };
 use crate::engine::store::{
-    search_matches, search_order, search_page, CreateOutcome, SearchKey, SessionDoc, SessionPatch,
-    StoreError, StoredMessage,
+    search_matches, search_order, search_page, CreateOutcome, HistoryMark, SearchKey, SessionDoc,
+    SessionPatch, StoreError, StoredMessage,
 };
 
 /// What a write decided.
@@ -134,6 +134,21 @@ pub(super) fn append_message(
     }
     sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
     Ok(Write::Commit(()))
+}
+
+/// Appends `msg` and applies `patch` in the same transaction; a message already stored means
+/// both were applied before (nothing is written).
+pub(super) fn append_message_with(
+    txn: &WriteTransaction,
+    session_id: &str,
+    msg: &StoredMessage,
+    patch: &SessionPatch,
+) -> Result<Write<()>, StoreError> {
+    match append_message(txn, session_id, msg)? {
+        Write::Discard(()) => Ok(Write::Discard(())),
+        // The append changed the session row: the transaction commits whatever the patch says.
+        Write::Commit(()) => update(txn, session_id, patch).map(|_| Write::Commit(())),
+    }
 }
 
 /// Applies `patch`. Reactivation clears the end time and the duration and takes the user's
@@ -260,6 +275,20 @@ pub(super) fn recent_messages(
         message_rows(&messages, session_id)?.rev().take(limit).collect::<Result<_, _>>()?;
     out.reverse();
     Ok(Some(out))
+}
+
+/// The session's message count (`next_seq`: rows are only ever appended, from seq 0) and its
+/// last message's id, read in one transaction.
+pub(super) fn history_mark(
+    db: &Database,
+    session_id: &str,
+) -> Result<Option<HistoryMark>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
+    let Some(row) = read_row(&sessions, session_id)? else { return Ok(None) };
+    let messages = txn.open_table(MESSAGES).map_err(redb_error)?;
+    let last = message_rows(&messages, session_id)?.next_back().transpose()?;
+    Ok(Some(HistoryMark { count: row.next_seq, last_id: last.map(|m| m.id) }))
 }
 
 /// Up to `limit` of a user's sessions, newest start first (ties: by id), each with its messages.

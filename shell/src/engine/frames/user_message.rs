@@ -133,7 +133,10 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
         return None;
     };
     let llm = &engine.config.llm;
-    let stored = engine.persistence.conversation_messages(session, llm.history_max_messages).await;
+    let stored = engine
+        .persistence
+        .conversation_messages(session, llm.history_max_messages, llm.history_max_bytes)
+        .await;
     let mut messages = crate::engine::history::conversation(
         &stored,
         llm.history_max_messages,
@@ -191,10 +194,28 @@ async fn complete(
         streamed.answered_by.as_ref().map_or((model_id, kind), |m| (m.info.id.as_str(), m.kind));
     let (usage, source) = TokenUsage::settle(streamed.usage, text.len());
     telemetry::record_usage(streamed.answered_by.as_ref(), usage, source == UsageSource::Estimated);
+    // The session's statistics with this reply, stored with it in one write (issue 18).
+    let tokens = usage.total();
+    let response_time = streamed.decided - streamed.started;
+    let stats = engine.sessions.with(|t| {
+        t.record_reply(session, response_time, tokens).ok()?;
+        let s = t.get(session)?;
+        let rt = s.response_times();
+        Some((s.total_tokens(), rt.max().as_millis() as u64, rt.average().as_millis() as u64))
+    });
+    let patch = stats.map(|(total, max_ms, avg_ms)| SessionPatch {
+        total_tokens: Some(total),
+        response_ms: Some((max_ms, avg_ms)),
+        ..Default::default()
+    });
     if !text.is_empty() {
         let msg = StoredMessage::new(text, engine.clock.wall(), Sender::Ai)
             .with_meta(&usage_meta(model_id, usage, source));
-        if engine.persistence.append(session, msg).await.is_err() {
+        let stored = match patch {
+            Some(patch) => engine.persistence.append_with(session, msg, patch).await,
+            None => engine.persistence.append(session, msg).await,
+        };
+        if stored.is_err() {
             engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
             return ReplyEnd::Failed;
         }
@@ -203,32 +224,18 @@ async fn complete(
             engine.sessions.owner_and_count(session),
             Sender::Ai,
         );
+    } else if let Some(patch) = patch {
+        let _ = engine.persistence.patch(session, patch).await;
     }
-    let tokens = usage.total();
     engine
         .replies
         .record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall())
         .await;
-    let response_time = streamed.decided - streamed.started;
-    let stats = engine.sessions.with(|t| {
-        t.record_reply(session, response_time, tokens).ok()?;
-        let s = t.get(session)?;
-        let rt = s.response_times();
-        Some((s.total_tokens(), rt.max().as_millis() as u64, rt.average().as_millis() as u64))
-    });
     let done = Frame::ai_done(session, model_id, engine.frame_now())
         .in_reply(&streamed.reply_id, streamed.next_seq);
     let at =
         ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
     engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
-    if let Some((total, max_ms, avg_ms)) = stats {
-        let patch = SessionPatch {
-            total_tokens: Some(total),
-            response_ms: Some((max_ms, avg_ms)),
-            ..Default::default()
-        };
-        let _ = engine.persistence.patch(session, patch).await;
-    }
     ReplyEnd::Done
 }
 

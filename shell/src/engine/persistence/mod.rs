@@ -29,7 +29,8 @@ use tracing::Instrument;
 use super::clock::Clock;
 use super::metrics::Metrics;
 use super::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage, WindowStats,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    WindowStats,
 };
 pub use memory::MemoryStore;
 pub use outbox::{EntrySeal, MemoryOutbox, Outbox, OutboxError, PendingWrite, Persisted};
@@ -82,6 +83,14 @@ impl Persistence {
             clock,
             metrics,
         }
+    }
+
+    /// Sizes the recent-messages cache for replies that read `wanted` messages and `max_bytes`
+    /// of text (`LLM_HISTORY_MAX_MESSAGES`, `LLM_HISTORY_MAX_BYTES`), so it can stand in for the
+    /// history read (issue 18; [`recent`]'s module doc).
+    pub fn with_history_cache(mut self, wanted: usize, max_bytes: usize) -> Self {
+        self.recent.widen(wanted, max_bytes);
+        self
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retry schedule gives up, in a
@@ -169,7 +178,22 @@ impl Persistence {
         let cached = message.clone();
         let write = PendingWrite::Append { session_id: session.to_string(), message };
         let persisted = self.persist(write).await?;
-        self.recent.push(session, &cached);
+        self.recent.push(session, &cached, persisted == Persisted::Stored);
+        Ok(persisted)
+    }
+
+    /// Appends `message` to `session` and applies `patch` in one write ([`Persistence::append`]
+    /// otherwise): a reply with the session statistics it changed.
+    pub async fn append_with(
+        &self,
+        session: &str,
+        message: StoredMessage,
+        patch: SessionPatch,
+    ) -> Result<Persisted, StoreError> {
+        let cached = message.clone();
+        let write = PendingWrite::AppendWith { session_id: session.to_string(), message, patch };
+        let persisted = self.persist(write).await?;
+        self.recent.push(session, &cached, persisted == Persisted::Stored);
         Ok(persisted)
     }
 
@@ -278,11 +302,26 @@ impl Persistence {
     /// issue 16): when it fails or runs over, the reply goes on with what this instance has —
     /// the session's cached recent messages and the outbox's pending ones ([`recent::fallback`]),
     /// at least the current message once it was appended here.
-    pub async fn conversation_messages(&self, session: &str, wanted: usize) -> Vec<StoredMessage> {
+    ///
+    /// When the store's [`HistoryMark`] shows nothing was appended since this instance's cached
+    /// entry, and the entry holds `wanted` messages with text or more than `max_bytes` of text
+    /// (or the whole session), the entry is the answer and the messages are not read (issue 18).
+    pub async fn conversation_messages(
+        &self,
+        session: &str,
+        wanted: usize,
+        max_bytes: usize,
+    ) -> Vec<StoredMessage> {
         let budget = self.history_budget;
-        let read = tokio::time::timeout(budget, self.recent_history(session, wanted)).await;
+        let read = tokio::time::timeout(budget, self.history(session, wanted, max_bytes)).await;
         let stored = match read {
-            Ok(Ok(messages)) => Some(messages.unwrap_or_default()),
+            Ok(Ok(Some(History::Cached(mut messages)))) => {
+                // An entry with a mark holds no queued write; one queued since is added.
+                merge_pending(&mut messages, self.pending_appends(session).await);
+                return messages;
+            }
+            Ok(Ok(Some(History::Read(messages, mark)))) => Some((messages, Some(mark))),
+            Ok(Ok(None)) => Some((Vec::new(), None)),
             Ok(Err(error)) => {
                 tracing::warn!(session_id = session, %error, "history read failed; replying from this instance's recent messages");
                 None
@@ -298,13 +337,10 @@ impl Persistence {
         };
         let pending = self.pending_appends(session).await;
         match stored {
-            Some(mut messages) => {
-                for message in pending {
-                    if !messages.iter().any(|m| m.id == message.id) {
-                        messages.push(message);
-                    }
-                }
-                self.recent.replace(session, &messages);
+            Some((mut messages, mark)) => {
+                // Writes not in the store yet: the entry is no longer the store's end.
+                let mark = mark.filter(|_| !merge_pending(&mut messages, pending));
+                self.recent.replace(session, &messages, mark);
                 messages
             }
             None => recent::fallback(self.recent.get(session), pending),
@@ -326,7 +362,9 @@ impl Persistence {
         pending
             .into_iter()
             .filter_map(|write| match write {
-                PendingWrite::Append { message, .. } => Some(message),
+                PendingWrite::Append { message, .. } | PendingWrite::AppendWith { message, .. } => {
+                    Some(message)
+                }
                 _ => None,
             })
             .collect()
@@ -340,6 +378,26 @@ impl Persistence {
     /// Sessions whose recent messages are cached.
     pub fn cached_sessions(&self) -> usize {
         self.recent.len()
+    }
+
+    /// The end of `session`'s conversation: this instance's cached entry when the store's mark
+    /// shows it is current and it holds enough ([`RecentMessages::serve`]), else read from the
+    /// store after the mark (so a later equal mark proves nothing was appended since the read).
+    /// `None` when there is no such session.
+    async fn history(
+        &self,
+        session: &str,
+        wanted: usize,
+        max_bytes: usize,
+    ) -> Result<Option<History>, StoreError> {
+        let mark = self.with_retry("history_mark", || self.store.history_mark(session)).await?;
+        let Some(mark) = mark else { return Ok(None) };
+        if let Some(cached) = self.recent.serve(session, &mark, wanted, max_bytes) {
+            self.metrics.history_cache_hits.inc();
+            return Ok(Some(History::Cached(cached)));
+        }
+        let read = self.recent_history(session, wanted).await?;
+        Ok(read.map(|messages| History::Read(messages, mark)))
     }
 
     /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
@@ -495,6 +553,26 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
     }
 }
 
+/// Appends the `pending` messages not already in `messages`; returns whether any was.
+fn merge_pending(messages: &mut Vec<StoredMessage>, pending: Vec<StoredMessage>) -> bool {
+    let mut added = false;
+    for message in pending {
+        if !messages.iter().any(|m| m.id == message.id) {
+            messages.push(message);
+            added = true;
+        }
+    }
+    added
+}
+
+/// Where a reply's conversation came from ([`Persistence::history`]).
+enum History {
+    /// This instance's cached entry, current by the store's mark.
+    Cached(Vec<StoredMessage>),
+    /// Read from the store, after the store's mark was the one given.
+    Read(Vec<StoredMessage>, HistoryMark),
+}
+
 #[cfg(test)]
 impl Persistence {
     /// The service over in-memory doubles, one attempt per call (unit tests).
@@ -530,6 +608,48 @@ mod tests {
         StoredMessage::new(text, UnixMillis(1), Sender::User)
     }
 
+    fn contents(messages: &[StoredMessage]) -> Vec<&str> {
+        messages.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    #[tokio::test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test stands in for another instance writing to the shared database"
+    )]
+    async fn replies_use_the_cached_history_until_another_writer_appends() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        let persistence = service(Arc::clone(&store), outbox);
+        let hits = || persistence.metrics.history_cache_hits.get();
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        persistence.create(&doc).await.unwrap();
+        let first = message("first");
+        assert_eq!(persistence.append("s", first.clone()).await, Ok(Persisted::Stored));
+        // Nothing read yet: the entry has no mark, so the store is read.
+        let read = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&read), hits()), (vec!["first"], 0));
+        // This instance's own appends move the entry's mark with the store's.
+        let answer = StoredMessage::new("answer", UnixMillis(2), Sender::Ai);
+        persistence.append("s", answer).await.unwrap();
+        persistence.append("s", message("second")).await.unwrap();
+        let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&cached), hits()), (vec!["first", "answer", "second"], 1));
+        let stored = persistence.load("s").await.unwrap().unwrap().messages;
+        assert_eq!(cached, stored, "the cached history is the stored one");
+        // A repeated append stores nothing and leaves the entry current.
+        persistence.append("s", first).await.unwrap();
+        persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!(hits(), 2);
+        // Another instance sharing the database appends: the mark differs, the store is read.
+        store.append_message("s", &message("from another instance")).await.unwrap();
+        let read = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!(contents(&read), ["first", "answer", "second", "from another instance"]);
+        assert_eq!(hits(), 2, "not served from the cache");
+        // The read made the entry current again.
+        let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((cached, hits()), (read, 3));
+    }
+
     #[tokio::test]
     async fn writes_queue_behind_waiting_ones_and_drain_in_order() {
         let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
@@ -541,7 +661,7 @@ mod tests {
         outbox.push(&first).await.unwrap();
         // A new write queues behind it although the store answers, to keep the order.
         assert_eq!(persistence.append("s", message("second")).await, Ok(Persisted::Queued));
-        let history = persistence.conversation_messages("s", 10).await;
+        let history = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!(
             history.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
@@ -563,7 +683,7 @@ mod tests {
         let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
         persistence.create(&doc).await.unwrap();
         persistence.append("s", message("before")).await.unwrap();
-        let up = persistence.conversation_messages("s", 10).await;
+        let up = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!(up.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["before"]);
 
         store.set_down(true);
@@ -573,13 +693,13 @@ mod tests {
         let elsewhere = StoredMessage::new("elsewhere", UnixMillis(3), Sender::Ai);
         let write = PendingWrite::Append { session_id: "s".into(), message: elsewhere };
         outbox.push(&write).await.unwrap();
-        let down = persistence.conversation_messages("s", 10).await;
+        let down = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!(
             down.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
             ["before", "during", "elsewhere"],
             "the cached conversation, then what waits in the outbox"
         );
-        assert!(persistence.conversation_messages("unknown", 10).await.is_empty());
+        assert!(persistence.conversation_messages("unknown", 10, 32 * 1024).await.is_empty());
     }
 
     #[tokio::test]

@@ -34,6 +34,15 @@ pub enum PendingWrite {
         /// The message (plaintext; the store encrypts on the way in).
         message: StoredMessage,
     },
+    /// [`SessionStore::append_message_with`]: a reply and the statistics it changed.
+    AppendWith {
+        /// Session id.
+        session_id: String,
+        /// The message (plaintext; the store encrypts on the way in).
+        message: StoredMessage,
+        /// The change that goes with it.
+        patch: SessionPatch,
+    },
     /// [`SessionStore::update`].
     Update {
         /// Session id.
@@ -55,6 +64,7 @@ impl PendingWrite {
     pub fn session_id(&self) -> &str {
         match self {
             PendingWrite::Append { session_id, .. }
+            | PendingWrite::AppendWith { session_id, .. }
             | PendingWrite::Update { session_id, .. }
             | PendingWrite::End { session_id, .. } => session_id,
         }
@@ -64,6 +74,7 @@ impl PendingWrite {
     pub fn operation(&self) -> &'static str {
         match self {
             PendingWrite::Append { .. } => "append_message",
+            PendingWrite::AppendWith { .. } => "append_message_with",
             PendingWrite::Update { .. } => "update",
             PendingWrite::End { .. } => "end_session",
         }
@@ -75,6 +86,9 @@ impl PendingWrite {
         match self {
             PendingWrite::Append { session_id, message } => {
                 store.append_message(session_id, message).await
+            }
+            PendingWrite::AppendWith { session_id, message, patch } => {
+                store.append_message_with(session_id, message, patch).await
             }
             PendingWrite::Update { session_id, patch } => store.update(session_id, patch).await,
             // Only the sweeper's idle ends wait in the outbox; an end on request is made now.
@@ -249,6 +263,11 @@ mod tests {
                 patch: SessionPatch { name: Some("n".into()), ..Default::default() },
             },
             PendingWrite::End { session_id: "s".into(), at: UnixMillis(5) },
+            PendingWrite::AppendWith {
+                session_id: "s".into(),
+                message: StoredMessage::new("an answer", UnixMillis(6), Sender::Ai),
+                patch: SessionPatch { total_tokens: Some(3), ..Default::default() },
+            },
         ];
         for write in writes {
             let json = serde_json::to_string(&write).unwrap();

@@ -5,6 +5,14 @@
 //! newest message is always kept), and across sessions by the live sessions: the sweeper
 //! forgets a session's entry when the session leaves memory.
 //!
+//! The same cache also spares a reply its history read (issue 18): an entry read from the store
+//! carries the store's [`HistoryMark`] (message count and last id) as of that read, and this
+//! instance's own stored appends move it on. Before a reply, the store's mark is read (one row);
+//! when it equals the entry's, nothing was appended since — by this instance or any other, since
+//! messages are only ever appended — so the entry is the end of the stored conversation and is
+//! used when it holds enough of it ([`RecentMessages::serve`]). An entry holding a write still in
+//! the outbox has no mark: it serves only as the fallback.
+//!
 //! [`fallback`] is the choice made when the store cannot answer: the cached messages and the
 //! outbox's pending ones, merged by id in time order — which, for a session this instance has
 //! not seen before, is at least the current message (its append is cached before the read).
@@ -14,19 +22,22 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use chatbox_core::budgets::{HISTORY_CACHE_BYTES, HISTORY_CACHE_MESSAGES};
 
-use crate::engine::store::StoredMessage;
+use crate::engine::store::{HistoryMark, StoredMessage};
 
 /// One session's recent messages, oldest first, and their content bytes.
 #[derive(Debug, Default)]
 struct Recent {
     messages: VecDeque<StoredMessage>,
     bytes: usize,
+    /// The store's mark these messages end at; `None` when unknown (module doc).
+    mark: Option<HistoryMark>,
 }
 
 impl Recent {
-    fn push(&mut self, message: StoredMessage, (max_messages, max_bytes): (usize, usize)) {
+    /// Adds `message` unless it is already cached; returns whether it was added.
+    fn push(&mut self, message: StoredMessage, (max_messages, max_bytes): (usize, usize)) -> bool {
         if self.messages.iter().any(|m| m.id == message.id) {
-            return;
+            return false;
         }
         self.bytes += message.content.len();
         self.messages.push_back(message);
@@ -37,6 +48,26 @@ impl Recent {
                 self.bytes -= old.content.len();
             }
         }
+        true
+    }
+
+    /// Whether these messages, ending at the store's `mark`, hold all the conversation a reply
+    /// would read: every stored message, or `wanted` with text, or more text than `max_bytes`
+    /// (the conversation is cut before its oldest message either way).
+    fn covers(&self, mark: &HistoryMark, wanted: usize, max_bytes: usize) -> bool {
+        if self.mark.as_ref() != Some(mark) {
+            return false;
+        }
+        if self.messages.len() as u64 == mark.count {
+            return true;
+        }
+        let mut text = 0usize;
+        let mut bytes = 0usize;
+        for m in self.messages.iter().filter(|m| super::super::history::sent_to_model(m)) {
+            text += 1;
+            bytes += m.content.len();
+        }
+        text >= wanted.max(1) || bytes > max_bytes
     }
 }
 
@@ -60,26 +91,62 @@ impl RecentMessages {
         Self { sessions: Mutex::default(), max_messages: max_messages.max(1), max_bytes }
     }
 
+    /// Widens the bounds to what a reply reads (`wanted` messages, `max_bytes` of text) plus the
+    /// fallback's own bounds, so that a long conversation can still be served from the cache.
+    pub fn widen(&mut self, wanted: usize, max_bytes: usize) {
+        self.max_messages = self.max_messages.max(wanted);
+        self.max_bytes = self.max_bytes.max(max_bytes.saturating_add(HISTORY_CACHE_BYTES));
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Recent>> {
         self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `message` was made durable in `session` (stored or queued in the outbox).
-    pub fn push(&self, session: &str, message: &StoredMessage) {
+    /// `message` was made durable in `session`: `stored` in the store (the entry's mark moves
+    /// on by this message), or queued in the outbox (the entry loses its mark).
+    pub fn push(&self, session: &str, message: &StoredMessage, stored: bool) {
         let bounds = (self.max_messages, self.max_bytes);
-        self.lock().entry(session.to_string()).or_default().push(message.clone(), bounds);
+        let mut map = self.lock();
+        let recent = map.entry(session.to_string()).or_default();
+        let added = recent.push(message.clone(), bounds);
+        if !stored {
+            recent.mark = None;
+        } else if added {
+            // A message this instance stored after the marked ones: one more, and the last —
+            // unless something else was appended meanwhile, which the next check sees.
+            recent.mark = recent.mark.take().map(|mark| HistoryMark {
+                count: mark.count.saturating_add(1),
+                last_id: Some(message.id.clone()),
+            });
+        }
     }
 
-    /// The store answered with `messages` (the end of `session`'s conversation, oldest first):
-    /// they replace what was cached, within the bounds.
-    pub fn replace(&self, session: &str, messages: &[StoredMessage]) {
+    /// The store answered with `messages` (the end of `session`'s conversation, oldest first,
+    /// read after the store's mark was `mark`; `None` when they include writes still in the
+    /// outbox): they replace what was cached, within the bounds.
+    pub fn replace(&self, session: &str, messages: &[StoredMessage], mark: Option<HistoryMark>) {
         let bounds = (self.max_messages, self.max_bytes);
         let mut fresh = Recent::default();
         let start = messages.len().saturating_sub(self.max_messages);
         for message in &messages[start..] {
             fresh.push(message.clone(), bounds);
         }
+        fresh.mark = mark;
         self.lock().insert(session.to_string(), fresh);
+    }
+
+    /// The cached end of `session`'s conversation when the store's mark is `mark` and the entry
+    /// holds all a reply would read ([`Recent::covers`]); `None` means "read the store".
+    pub fn serve(
+        &self,
+        session: &str,
+        mark: &HistoryMark,
+        wanted: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<StoredMessage>> {
+        let map = self.lock();
+        let recent = map.get(session)?;
+        recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
     }
 
     /// The cached messages of `session`, oldest first.
@@ -142,12 +209,12 @@ mod tests {
     fn the_cache_keeps_the_newest_messages_within_its_count_and_byte_bounds() {
         let cache = RecentMessages::new(3, 10);
         for (n, text) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            cache.push("s", &message(text, n as i64));
+            cache.push("s", &message(text, n as i64), true);
         }
         assert_eq!(texts(&cache.get("s")), ["b", "c", "d"], "the count bound drops the oldest");
-        cache.push("s", &message("0123456789", 5));
+        cache.push("s", &message("0123456789", 5), true);
         assert_eq!(texts(&cache.get("s")), ["0123456789"], "the byte bound drops the oldest");
-        cache.push("s", &message("far too long for ten bytes", 6));
+        cache.push("s", &message("far too long for ten bytes", 6), true);
         assert_eq!(texts(&cache.get("s")), ["far too long for ten bytes"], "the newest stays");
         assert!(cache.get("other").is_empty(), "per session");
     }
@@ -156,14 +223,67 @@ mod tests {
     fn a_message_is_cached_once_and_a_store_read_replaces_the_entry() {
         let cache = RecentMessages::new(2, 1024);
         let repeated = message("again", 1);
-        cache.push("s", &repeated);
-        cache.push("s", &repeated);
+        cache.push("s", &repeated, true);
+        cache.push("s", &repeated, true);
         assert_eq!(texts(&cache.get("s")), ["again"]);
         let read = [message("x", 1), message("y", 2), message("z", 3)];
-        cache.replace("s", &read);
+        cache.replace("s", &read, None);
         assert_eq!(texts(&cache.get("s")), ["y", "z"], "the end of the read, within the bound");
         cache.forget(["s"].into_iter());
         assert!(cache.is_empty());
+    }
+
+    fn mark(count: u64, last: &StoredMessage) -> HistoryMark {
+        HistoryMark { count, last_id: Some(last.id.clone()) }
+    }
+
+    #[test]
+    fn an_entry_serves_only_at_the_stores_mark_and_when_it_holds_enough() {
+        let cache = RecentMessages::new(2, 1024);
+        let read = [message("x", 1), message("yy", 2), message("zzz", 3)];
+        cache.replace("s", &read, Some(mark(3, &read[2])));
+        assert_eq!(cache.get("s").len(), 2, "the oldest fell out of the bounds");
+        let at = mark(3, &read[2]);
+        let served = cache.serve("s", &at, 2, 1024).expect("two with text were wanted");
+        assert_eq!(texts(&served), ["yy", "zzz"]);
+        assert!(cache.serve("s", &at, 3, 1024).is_none(), "three wanted, the oldest not cached");
+        assert!(cache.serve("s", &at, 3, 4).is_some(), "more text than the byte budget");
+        assert!(cache.serve("s", &mark(4, &read[2]), 2, 1024).is_none(), "the store moved on");
+        assert!(cache.serve("other", &at, 1, 1024).is_none());
+        // Holding the whole session serves any request.
+        let whole = RecentMessages::new(5, 1024);
+        whole.replace("s", &read, Some(mark(3, &read[2])));
+        assert!(whole.serve("s", &mark(3, &read[2]), 50, 32 * 1024).is_some());
+    }
+
+    #[test]
+    fn own_appends_move_the_mark_and_a_queued_one_drops_it() {
+        let cache = RecentMessages::new(10, 1024);
+        let read = [message("a", 1)];
+        cache.replace("s", &read, Some(mark(1, &read[0])));
+        let (b, c) = (message("b", 2), message("c", 3));
+        cache.push("s", &b, true);
+        assert!(cache.serve("s", &mark(2, &b), 10, 1024).is_some(), "stored: one more, the last");
+        cache.push("s", &b, true);
+        assert!(cache.serve("s", &mark(2, &b), 10, 1024).is_some(), "a repeat moves nothing");
+        // Two appends stored as c then e but cached as e then c: the last ids differ.
+        let e = message("e", 4);
+        cache.push("s", &e, true);
+        cache.push("s", &c, true);
+        assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_none(), "cached in another order");
+        cache.replace("s", &[read[0].clone(), b.clone(), c.clone(), e.clone()], Some(mark(4, &e)));
+        assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_some());
+        let d = message("d", 5);
+        cache.push("s", &d, false);
+        assert!(
+            cache.serve("s", &mark(4, &e), 10, 1024).is_none(),
+            "queued: no longer the store's"
+        );
+        assert!(cache.serve("s", &mark(5, &d), 10, 1024).is_none());
+        assert_eq!(texts(&cache.get("s")), ["a", "b", "c", "e", "d"], "still the fallback");
+        // A read that had to add queued writes gives no mark either.
+        cache.replace("s", &read, None);
+        assert!(cache.serve("s", &mark(1, &read[0]), 10, 1024).is_none());
     }
 
     #[test]

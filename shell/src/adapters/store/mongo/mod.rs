@@ -52,7 +52,7 @@ use self::schema::{
 };
 use crate::engine::store::WindowStats;
 use crate::engine::store::{
-    CreateOutcome, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
+    CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
 };
 use chatbox_core::protocol::http::MetricsTotals;
 
@@ -377,51 +377,51 @@ impl SessionStore for MongoStore {
         .await
     }
 
+    /// One `update_one`: the `append_message` filter and push with the patch's `$set`/`$unset`.
+    #[allow(clippy::disallowed_methods, reason = "a reactivating patch takes the two-write path")]
+    async fn append_message_with(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        if patch.reactivate {
+            // Reactivation checks the active-user slot first: never combined.
+            self.append_message(session_id, msg).await?;
+            return self.update(session_id, patch).await;
+        }
+        observe("append_message_with", async {
+            let filter = doc! {
+                field::ID: session_id,
+                format!("{}.{}", field::MESSAGES, schema::msg_field::ID): { "$ne": &msg.id },
+            };
+            let (set, unset) = patch_fields(patch);
+            let mut update = doc! {
+                "$push": { field::MESSAGES: message_to_document(msg) },
+                "$max": { field::LAST_ACTIVITY: date(msg.ts) },
+                "$currentDate": touch(),
+            };
+            if !set.is_empty() {
+                update.insert("$set", set);
+            }
+            if !unset.is_empty() {
+                update.insert("$unset", unset);
+            }
+            let result =
+                self.sessions.update_one(filter, update).await.map_err(|e| classify(&e))?;
+            if result.matched_count == 0 && !self.exists(session_id).await? {
+                return Err(not_found());
+            }
+            // matched 0 on an existing session: stored before, with its patch (a retry).
+            Ok(())
+        })
+        .await
+    }
+
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
         observe("update", async {
-            let SessionPatch {
-                name,
-                model_id,
-                assistance,
-                help_requested,
-                total_tokens,
-                response_ms,
-                reactivate,
-            } = patch;
-            let mut set = Document::new();
-            let mut unset = Document::new();
-            if let Some(name) = name {
-                set.insert(field::NAME, name);
-            }
-            if let Some(model_id) = model_id {
-                set.insert(field::MODEL_ID, model_id);
-            }
-            if let Some((assisted, admin_id, admin_name)) = assistance {
-                // Only ever raised: it records that the session was assisted at some point.
-                if *assisted {
-                    set.insert(field::ADMIN_ASSISTED, true);
-                }
-                for (key, value) in [
-                    (field::ASSISTING_ADMIN_ID, admin_id),
-                    (field::ASSISTING_ADMIN_NAME, admin_name),
-                ] {
-                    if value.is_empty() {
-                        unset.insert(key, "");
-                    } else {
-                        set.insert(key, value);
-                    }
-                }
-            }
-            if let Some(help) = help_requested {
-                set.insert(field::HELP_REQUESTED, *help);
-            }
-            if let Some(total) = total_tokens {
-                set.insert(field::TOTAL_TOKENS, tokens(*total));
-            }
-            if let Some((max_ms, avg_ms)) = response_ms {
-                set.insert(field::MAX_RESPONSE_MS, int64(*max_ms));
-                set.insert(field::AVG_RESPONSE_MS, int64(*avg_ms));
-            }
+            let (mut set, mut unset) = patch_fields(patch);
+            let reactivate = &patch.reactivate;
             let mut user_id = None;
             if *reactivate {
                 let current = self
@@ -541,6 +541,22 @@ impl SessionStore for MongoStore {
                 return Ok(None);
             };
             schema::recent_from_document(session_id, &found, limit).map(Some)
+        })
+        .await
+    }
+
+    /// The recent-messages pipeline with a limit of one: the array's size and last element.
+    async fn history_mark(&self, session_id: &str) -> Result<Option<HistoryMark>, StoreError> {
+        observe("history_mark", async {
+            let mut cursor = self
+                .sessions
+                .aggregate(query::recent_pipeline(session_id, 1))
+                .await
+                .map_err(|e| classify(&e))?;
+            let Some(found) = cursor.try_next().await.map_err(|e| classify(&e))? else {
+                return Ok(None);
+            };
+            schema::mark_from_document(session_id, &found).map(Some)
         })
         .await
     }
@@ -775,4 +791,51 @@ impl SessionStore for MongoStore {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The `$set` and `$unset` documents of a patch's plain fields (everything but reactivation).
+fn patch_fields(patch: &SessionPatch) -> (Document, Document) {
+    let SessionPatch {
+        name,
+        model_id,
+        assistance,
+        help_requested,
+        total_tokens,
+        response_ms,
+        reactivate: _,
+    } = patch;
+    let mut set = Document::new();
+    let mut unset = Document::new();
+    if let Some(name) = name {
+        set.insert(field::NAME, name);
+    }
+    if let Some(model_id) = model_id {
+        set.insert(field::MODEL_ID, model_id);
+    }
+    if let Some((assisted, admin_id, admin_name)) = assistance {
+        // Only ever raised: it records that the session was assisted at some point.
+        if *assisted {
+            set.insert(field::ADMIN_ASSISTED, true);
+        }
+        for (key, value) in
+            [(field::ASSISTING_ADMIN_ID, admin_id), (field::ASSISTING_ADMIN_NAME, admin_name)]
+        {
+            if value.is_empty() {
+                unset.insert(key, "");
+            } else {
+                set.insert(key, value);
+            }
+        }
+    }
+    if let Some(help) = help_requested {
+        set.insert(field::HELP_REQUESTED, *help);
+    }
+    if let Some(total) = total_tokens {
+        set.insert(field::TOTAL_TOKENS, tokens(*total));
+    }
+    if let Some((max_ms, avg_ms)) = response_ms {
+        set.insert(field::MAX_RESPONSE_MS, int64(*max_ms));
+        set.insert(field::AVG_RESPONSE_MS, int64(*avg_ms));
+    }
+    (set, unset)
 }

@@ -24,7 +24,7 @@ use chatbox_core::UnixMillis;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
 use super::query;
-use crate::engine::store::{SessionDoc, StoreError, StoredMessage};
+use crate::engine::store::{HistoryMark, SessionDoc, StoreError, StoredMessage};
 
 /// Field names of the session document.
 pub(super) mod field {
@@ -263,6 +263,18 @@ pub(super) fn recent_from_document(
     let r = Reader { doc: d, session_id, what: "session" };
     let total = usize::try_from(r.count(query::RECENT_TOTAL)?).unwrap_or(usize::MAX);
     messages_field(&r, limit, Some(total))
+}
+
+/// The mark of a document from the recent-messages pipeline with a limit of one.
+pub(super) fn mark_from_document(
+    session_id: &str,
+    d: &Document,
+) -> Result<HistoryMark, StoreError> {
+    let r = Reader { doc: d, session_id, what: "session" };
+    let count = r.count(query::RECENT_TOTAL)?;
+    let total = usize::try_from(count).unwrap_or(usize::MAX);
+    let last = messages_field(&r, 1, Some(total))?.pop();
+    Ok(HistoryMark { count, last_id: last.map(|m| m.id) })
 }
 
 /// The last `last` messages of the `msgs` array of `r`'s document (missing: none). `total` is
