@@ -90,6 +90,39 @@ impl fmt::Debug for MongoStore {
 }
 
 impl MongoStore {
+    /// One `update_one`: `msg` pushed unless a message with its id is stored, `lastActivity`
+    /// moved forward (never back, like the embedded store), and `patch`'s plain fields set in
+    /// the same update. Matching nothing on an existing session means the message (and the
+    /// patch that went with it) is already stored: a retry.
+    async fn push_message(
+        &self,
+        session_id: &str,
+        msg: &StoredMessage,
+        patch: &SessionPatch,
+    ) -> Result<(), StoreError> {
+        let filter = doc! {
+            field::ID: session_id,
+            format!("{}.{}", field::MESSAGES, schema::msg_field::ID): { "$ne": &msg.id },
+        };
+        let (set, unset) = patch_fields(patch);
+        let mut update = doc! {
+            "$push": { field::MESSAGES: message_to_document(msg) },
+            "$max": { field::LAST_ACTIVITY: date(msg.ts) },
+            "$currentDate": touch(),
+        };
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        let result = self.sessions.update_one(filter, update).await.map_err(|e| classify(&e))?;
+        if result.matched_count == 0 && !self.exists(session_id).await? {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
     /// A store for `cfg`: parses the URI (for `mongodb+srv` that resolves DNS), sets the connect
     /// timeout (`MONGO_CONNECT_TIMEOUT`), the server-selection timeout
     /// (`MONGO_SERVER_SELECTION_TIMEOUT`, short, so no call waits the driver's 30 s while the
@@ -355,26 +388,8 @@ impl SessionStore for MongoStore {
         session_id: &str,
         msg: &StoredMessage,
     ) -> Result<(), StoreError> {
-        observe("append_message", async {
-            let filter = doc! {
-                field::ID: session_id,
-                format!("{}.{}", field::MESSAGES, schema::msg_field::ID): { "$ne": &msg.id },
-            };
-            let update = doc! {
-                "$push": { field::MESSAGES: message_to_document(msg) },
-                // Never moves backwards, like the embedded store.
-                "$max": { field::LAST_ACTIVITY: date(msg.ts) },
-                "$currentDate": touch(),
-            };
-            let result =
-                self.sessions.update_one(filter, update).await.map_err(|e| classify(&e))?;
-            if result.matched_count == 0 && !self.exists(session_id).await? {
-                return Err(not_found());
-            }
-            // matched 0 on an existing session: the message is already stored (a retry).
-            Ok(())
-        })
-        .await
+        observe("append_message", self.push_message(session_id, msg, &SessionPatch::default()))
+            .await
     }
 
     /// One `update_one`: the `append_message` filter and push with the patch's `$set`/`$unset`.
@@ -390,32 +405,7 @@ impl SessionStore for MongoStore {
             self.append_message(session_id, msg).await?;
             return self.update(session_id, patch).await;
         }
-        observe("append_message_with", async {
-            let filter = doc! {
-                field::ID: session_id,
-                format!("{}.{}", field::MESSAGES, schema::msg_field::ID): { "$ne": &msg.id },
-            };
-            let (set, unset) = patch_fields(patch);
-            let mut update = doc! {
-                "$push": { field::MESSAGES: message_to_document(msg) },
-                "$max": { field::LAST_ACTIVITY: date(msg.ts) },
-                "$currentDate": touch(),
-            };
-            if !set.is_empty() {
-                update.insert("$set", set);
-            }
-            if !unset.is_empty() {
-                update.insert("$unset", unset);
-            }
-            let result =
-                self.sessions.update_one(filter, update).await.map_err(|e| classify(&e))?;
-            if result.matched_count == 0 && !self.exists(session_id).await? {
-                return Err(not_found());
-            }
-            // matched 0 on an existing session: stored before, with its patch (a retry).
-            Ok(())
-        })
-        .await
+        observe("append_message_with", self.push_message(session_id, msg, patch)).await
     }
 
     async fn update(&self, session_id: &str, patch: &SessionPatch) -> Result<(), StoreError> {
