@@ -189,6 +189,11 @@ pub const CONNECTION_LEASE_TTL: Duration = Duration::from_secs(15);
 /// their TTL.
 pub const CONNECTION_LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
 
+/// Longest an exiting instance waits for the frames it queued on the fleet bus (a reply's last
+/// chunks and `done`, for a user who resumed it on another instance) to be published: the
+/// process must not end with them still queued.
+pub const BUS_FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 // ---- Admin -----------------------------------------------------------------------------------
 
 /// Deadline of the admin listing and the metrics aggregation (PROTOCOL.md §8.5).

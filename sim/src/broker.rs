@@ -347,6 +347,7 @@ async fn serve(
                     broker.publish(conn, &channel, &payload).await?;
                 }
                 LinkCommand::Record(write) => broker.write(conn, &write).await?,
+                LinkCommand::Flush(n) => bus.flush_reached(n),
                 LinkCommand::Subscribe(_) | LinkCommand::Unsubscribe(_) => {}
             },
             Some(command) = queues.control.recv() => match command {
@@ -357,7 +358,7 @@ async fn serve(
                 LinkCommand::Unsubscribe(channel) => {
                     broker.subscription(conn, &channel, false).await?;
                 }
-                LinkCommand::Publish { .. } | LinkCommand::Record(_) => {}
+                LinkCommand::Publish { .. } | LinkCommand::Record(_) | LinkCommand::Flush(_) => {}
             },
             message = inbox.recv() => match message {
                 Some(payload) => bus.deliver(&payload),

@@ -70,6 +70,13 @@ pub async fn run(
                     engine.delivery.kick_all();
                 }
                 Effect::Exit => {
+                    // A reply finished while draining may have been resumed on another instance:
+                    // its last frames must leave through the bus before the process ends.
+                    let left = engine.shutdown.deadline() - engine.clock.now();
+                    engine
+                        .delivery
+                        .flush_bus(chatbox_core::budgets::BUS_FLUSH_GRACE.min(left))
+                        .await;
                     // The drained connections' fleet slots are released by the lease task; the
                     // process must not end before it sent them (bounded: else they expire).
                     let left = engine.shutdown.deadline() - engine.clock.now();

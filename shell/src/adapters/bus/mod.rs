@@ -126,6 +126,7 @@ async fn serve(
                     }
                     Err(error) => return Err(error),
                 },
+                LinkCommand::Flush(n) => bus.flush_reached(n),
                 LinkCommand::Subscribe(_) | LinkCommand::Unsubscribe(_) => {}
             },
             Some(command) = queues.control.recv() => match command {
@@ -134,7 +135,7 @@ async fn serve(
                     bus.confirm(&channel);
                 }
                 LinkCommand::Unsubscribe(channel) => bounded(sink.unsubscribe(channel)).await?,
-                LinkCommand::Publish { .. } | LinkCommand::Record(_) => {}
+                LinkCommand::Publish { .. } | LinkCommand::Record(_) | LinkCommand::Flush(_) => {}
             },
             message = stream.next() => match message {
                 Some(message) => bus.deliver(message.get_payload_bytes()),

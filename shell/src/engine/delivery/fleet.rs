@@ -48,6 +48,9 @@ pub enum LinkCommand {
     Unsubscribe(String),
     /// Write to the shared replay buffer (queued before the frame's publication).
     Record(ReplayWrite),
+    /// Report flush `n` ([`FleetBus::flush_reached`]) once everything queued before it is done
+    /// (publication queue only; shutdown).
+    Flush(u64),
 }
 
 /// One write to a reply's record in the shared replay buffer.
@@ -109,6 +112,8 @@ struct State {
     down: Option<String>,
     /// Channels whose subscription Redis acknowledged on the current link.
     confirmed: HashSet<String>,
+    /// Flushes handed out ([`LinkCommand::Flush`]) and the highest one the link reached.
+    flushes: (u64, u64),
 }
 
 /// The fleet bus: local delivery plus publication to, and subscription from, the other instances.
@@ -119,7 +124,7 @@ pub struct FleetBus {
     publish: mpsc::Sender<LinkCommand>,
     control: mpsc::UnboundedSender<LinkCommand>,
     state: Mutex<State>,
-    /// Woken when a subscription is confirmed or the link drops.
+    /// Woken when a subscription is confirmed, a flush is reached or the link drops.
     confirmations: Notify,
     /// Signals received from the other instances, for this instance's listeners.
     signals: broadcast::Sender<Signal>,
@@ -181,6 +186,14 @@ impl FleetBus {
         drop(state);
         self.confirmations.notify_waiters();
         was_up
+    }
+
+    /// The link handled everything queued before flush `n` (it reports it).
+    pub fn flush_reached(&self, n: u64) {
+        let mut state = self.lock();
+        state.flushes.1 = state.flushes.1.max(n);
+        drop(state);
+        self.confirmations.notify_waiters();
     }
 
     /// Redis acknowledged the subscription to `channel` (the link reports it).
@@ -355,6 +368,37 @@ impl Bus for FleetBus {
 
     fn health(&self) -> Result<(), String> {
         self.lock().down.clone().map_or(Ok(()), Err)
+    }
+
+    /// A [`LinkCommand::Flush`] behind the queued publications, then a wait until the link
+    /// reaches it or drops (an outage discards the queue: nothing is left to wait for).
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let n = {
+                let mut state = self.lock();
+                if state.down.is_some() {
+                    return;
+                }
+                state.flushes.0 += 1;
+                state.flushes.0
+            };
+            if self.publish.send(LinkCommand::Flush(n)).await.is_err() {
+                return;
+            }
+            loop {
+                let notified = self.confirmations.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a report in between is not missed.
+                notified.as_mut().enable();
+                {
+                    let state = self.lock();
+                    if state.down.is_some() || state.flushes.1 >= n {
+                        return;
+                    }
+                }
+                notified.await;
+            }
+        })
     }
 
     fn subscribed(&self, session: &str) -> BoxFuture<'_, bool> {

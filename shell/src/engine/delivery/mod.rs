@@ -183,6 +183,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn subscribed(&self, _session: &str) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }
+    /// Resolves once every publication queued so far has been handed to the other instances
+    /// (or could not be: the link is down); the in-process bus has nothing queued.
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
     /// Sends `signal` to the other instances (issue 15); the in-process bus has none.
     fn publish_signal(&self, _signal: &Signal) {}
     /// The signals received from the other instances from now on; `None` without any.
@@ -206,6 +211,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Waits (at most `within`) until the frames queued on the bus have been published, so an
+    /// exiting instance does not take a resumed reply's last frames with it.
+    pub async fn flush_bus(&self, within: std::time::Duration) {
+        if tokio::time::timeout(within, self.bus.flushed()).await.is_err() {
+            tracing::debug!(?within, "fleet bus publications not all sent before exit");
+        }
+    }
+
     /// Delivery through `bus` with an in-process replay buffer, counting into `metrics`.
     pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Self {
         Self::with_replay(bus, Arc::new(LocalReplay::default()), metrics)
