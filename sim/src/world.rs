@@ -78,6 +78,8 @@ pub struct Report {
 #[derive(Debug, Default)]
 struct Observed {
     decisions: HashMap<String, Vec<(Instant, bool)>>,
+    /// When each key started a fresh budget in the limiter (first use, cleanup, eviction).
+    fresh: HashMap<String, Vec<Instant>>,
     replies: Vec<(String, Instant, Instant, ReplyEnd)>,
 }
 
@@ -88,6 +90,11 @@ impl Probe for Recorder {
     fn on_rate_decision(&self, key: &str, now: Instant, allowed: bool) {
         let mut o = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         o.decisions.entry(key.to_string()).or_default().push((now, allowed));
+    }
+
+    fn on_rate_fresh_key(&self, key: &str, now: Instant) {
+        let mut o = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.fresh.entry(key.to_string()).or_default().push(now);
     }
 
     fn on_reply(&self, session: &str, started: Instant, decided: Instant, end: &ReplyEnd) {
@@ -364,8 +371,13 @@ fn check_rate(observed: &Observed, limit: u32, window: Duration, violations: &mu
         let allowed: Vec<Instant> =
             decisions.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).collect();
         let n = limit as usize;
+        // The guarantee holds between fresh budgets: with more live keys than `max_keys`, an
+        // evicted key starts over (PROTOCOL.md §10 item 28), so a window spanning a fresh start
+        // of the key after its first event is not held to the limit.
+        let fresh = observed.fresh.get(key).map(Vec::as_slice).unwrap_or_default();
         for i in 0..allowed.len().saturating_sub(n) {
-            if allowed[i + n] - allowed[i] <= window {
+            let restarted = fresh.iter().any(|&t| t > allowed[i] && t <= allowed[i + n]);
+            if !restarted && allowed[i + n] - allowed[i] <= window {
                 violations.push(format!(
                     "rate: key {key} was allowed {} events within {:?}",
                     n + 1,

@@ -33,6 +33,11 @@ impl<K: Hash + Eq + Clone> SharedLimiter<K> {
         self.lock().cleanup(now)
     }
 
+    /// Whether `key` is tracked now (its recency is not changed).
+    pub fn contains(&self, key: &K) -> bool {
+        self.lock().contains(key)
+    }
+
     /// Keys tracked now.
     pub fn len(&self) -> usize {
         self.lock().len()

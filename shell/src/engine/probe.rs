@@ -16,6 +16,13 @@ pub trait Probe: Send + Sync + fmt::Debug {
         let _ = (key, now, allowed);
     }
 
+    /// The in-process message limiter did not track `key` before an event it allowed at `now`:
+    /// the key starts a fresh budget (a first use, or a return after `cleanup` or after an LRU
+    /// eviction — with more live keys than `RATE_LIMIT_MAX_KEYS`, PROTOCOL.md §10 item 28).
+    fn on_rate_fresh_key(&self, key: &str, now: Instant) {
+        let _ = (key, now);
+    }
+
     /// A reply of `session` started at `started`; its outcome was decided at `decided` (before
     /// the finished reply was stored) and it ended as `end`.
     fn on_reply(&self, session: &str, started: Instant, decided: Instant, end: &ReplyEnd) {

@@ -168,9 +168,14 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
     let Some(requested) = require_session(engine, conn, &frame) else { return };
     if frame.frame_type == FrameType::UserMessage {
         let now = engine.clock.now();
+        let probe = engine.probe.get();
+        let tracked = probe.map(|_| engine.limits.messages.contains(&conn.caller.user_id));
         let decision = engine.limits.check_message(&conn.caller.user_id, now).await;
-        if let Some(probe) = engine.probe.get() {
+        if let Some(probe) = probe {
             probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
+            if tracked == Some(false) && decision.is_allowed() {
+                probe.on_rate_fresh_key(&conn.caller.user_id, now);
+            }
         }
         if let chatbox_core::rate::Decision::Denied { retry_after } = decision {
             let info = ErrorInfo::too_many_requests(retry_after);
