@@ -188,6 +188,21 @@ impl FleetBus {
         was_up
     }
 
+    /// Waits until `ready` answers for the state: checked now and after each wake-up of
+    /// `confirmations` (a confirmed subscription, a reached flush, the link dropping).
+    async fn wait_for<T>(&self, ready: impl Fn(&State) -> Option<T>) -> T {
+        loop {
+            let notified = self.confirmations.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up in between is not missed.
+            notified.as_mut().enable();
+            if let Some(answer) = ready(&self.lock()) {
+                return answer;
+            }
+            notified.await;
+        }
+    }
+
     /// The link handled everything queued before flush `n` (it reports it).
     pub fn flush_reached(&self, n: u64) {
         let mut state = self.lock();
@@ -385,43 +400,21 @@ impl Bus for FleetBus {
             if self.publish.send(LinkCommand::Flush(n)).await.is_err() {
                 return;
             }
-            loop {
-                let notified = self.confirmations.notified();
-                tokio::pin!(notified);
-                // Registered before the check, so a report in between is not missed.
-                notified.as_mut().enable();
-                {
-                    let state = self.lock();
-                    if state.down.is_some() || state.flushes.1 >= n {
-                        return;
-                    }
-                }
-                notified.await;
-            }
+            self.wait_for(|state| (state.down.is_some() || state.flushes.1 >= n).then_some(()))
+                .await;
         })
     }
 
     fn subscribed(&self, session: &str) -> BoxFuture<'_, bool> {
         let channel = session_channel(session);
         Box::pin(async move {
-            let wait = async {
-                loop {
-                    let notified = self.confirmations.notified();
-                    tokio::pin!(notified);
-                    // Registered before the check, so a confirmation in between is not missed.
-                    notified.as_mut().enable();
-                    {
-                        let state = self.lock();
-                        if state.confirmed.contains(&channel) {
-                            return true;
-                        }
-                        if state.down.is_some() {
-                            return false;
-                        }
-                    }
-                    notified.await;
+            let wait = self.wait_for(|state| {
+                if state.confirmed.contains(&channel) {
+                    Some(true)
+                } else {
+                    state.down.is_some().then_some(false)
                 }
-            };
+            });
             tokio::time::timeout(BUS_COMMAND_TIMEOUT, wait).await.unwrap_or(false)
         })
     }

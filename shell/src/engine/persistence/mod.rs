@@ -176,10 +176,12 @@ impl Persistence {
         message: StoredMessage,
     ) -> Result<Persisted, StoreError> {
         let cached = message.clone();
-        let write = PendingWrite::Append { session_id: session.to_string(), message };
-        let persisted = self.persist(write).await?;
-        self.recent.push(session, &cached, persisted == Persisted::Stored);
-        Ok(persisted)
+        self.message_write(
+            session,
+            &cached,
+            PendingWrite::Append { session_id: session.to_string(), message },
+        )
+        .await
     }
 
     /// Appends `message` to `session` and applies `patch` in one write ([`Persistence::append`]
@@ -192,8 +194,19 @@ impl Persistence {
     ) -> Result<Persisted, StoreError> {
         let cached = message.clone();
         let write = PendingWrite::AppendWith { session_id: session.to_string(), message, patch };
+        self.message_write(session, &cached, write).await
+    }
+
+    /// Persists `write`, which stores `message`; once durable the message is also cached among
+    /// the session's recent messages (moving the cache's mark only when it reached the store).
+    async fn message_write(
+        &self,
+        session: &str,
+        message: &StoredMessage,
+        write: PendingWrite,
+    ) -> Result<Persisted, StoreError> {
         let persisted = self.persist(write).await?;
-        self.recent.push(session, &cached, persisted == Persisted::Stored);
+        self.recent.push(session, message, persisted == Persisted::Stored);
         Ok(persisted)
     }
 

@@ -61,13 +61,10 @@ impl Recent {
         if self.messages.len() as u64 == mark.count {
             return true;
         }
-        let mut text = 0usize;
-        let mut bytes = 0usize;
-        for m in self.messages.iter().filter(|m| super::super::history::sent_to_model(m)) {
-            text += 1;
-            bytes += m.content.len();
-        }
-        text >= wanted.max(1) || bytes > max_bytes
+        // `bytes` is the text the model would get: a message without text adds none.
+        self.bytes > max_bytes
+            || self.messages.iter().filter(|m| super::super::history::sent_to_model(m)).count()
+                >= wanted.max(1)
     }
 }
 
