@@ -4,9 +4,10 @@
 //!
 //! # Layout
 //!
-//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the newest bucket
-//! of its ring, `stamps[s]` its recency stamp and `counts[s · stride ..][.. stride]` its ring of
-//! counters, so a key costs no allocation of its own. The stamps have an array of their own
+//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the head of its
+//! ring (newest bucket and the counters' sum), `stamps[s]` its recency stamp and
+//! `counts[s · stride ..][.. stride]` its ring of counters, so a key costs no allocation of its
+//! own. The stamps have an array of their own
 //! because the queue's compaction reads one at random per pair: 4 bytes a key keeps them in
 //! cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
 //! (the key is hashed once per check). Recency is an exact LRU kept as a queue of
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::window::{Geometry, Window, DEFAULT_BUCKETS};
+use super::window::{Geometry, Head, Position, Window, DEFAULT_BUCKETS};
 use super::{Decision, RateLimit};
 use crate::time::Instant;
 
@@ -68,8 +69,8 @@ pub struct LimiterStats {
 struct Entry<K> {
     /// The key, `None` when the slot is free.
     key: Option<K>,
-    /// The newest bucket of the slot's ring.
-    newest: u64,
+    /// The newest bucket of the slot's ring and its counters' sum.
+    head: Head,
 }
 
 /// A keyed sliding-window rate limiter: at most `limit.limit` allowed events per key in any
@@ -118,6 +119,8 @@ pub struct RateLimiter<K: Hash + Eq + Clone> {
     len: usize,
     /// The largest `now` seen, in nanoseconds.
     clock: u64,
+    /// The bucket of `clock` and its ring position ([`Geometry::position_after`]).
+    at: Position,
     stats: LimiterStats,
 }
 
@@ -149,6 +152,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             cap,
             len: 0,
             clock: 0,
+            at: geo.position(0),
             stats: LimiterStats { max_keys: cap, ..LimiterStats::default() },
         }
     }
@@ -189,10 +193,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         LimiterStats { keys: self.len, ..self.stats }
     }
 
-    /// Moves the limiter's clock to `now` if later and returns it (nanoseconds).
-    fn tick(&mut self, now: Instant) -> u64 {
+    /// Moves the limiter's clock to `now` if later and returns it (nanoseconds) with its bucket's
+    /// position.
+    fn tick(&mut self, now: Instant) -> (u64, Position) {
         self.clock = self.clock.max(now.as_nanos());
-        self.clock
+        self.at = self.geo.position_after(self.clock, self.at);
+        (self.clock, self.at)
     }
 
     /// Decides one attempt by `key` at `now`. Allowed attempts are counted and make `key` the
@@ -208,22 +214,22 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// O(k) for k sub-buckets, independent of the number of keys and events (amortised: the
     /// recency queue is compacted now and then, see the module doc).
     pub fn check(&mut self, key: &K, now: Instant) -> Decision {
-        let t = self.tick(now);
+        let (t, at) = self.tick(now);
         let limit = self.limit.limit;
         if limit == 0 {
             self.stats.denied += 1;
             let hint = self.limit.window.max(Duration::from_nanos(1));
             return Decision::Denied { retry_after: hint };
         }
-        let bucket = self.geo.bucket(t);
-        let first = self.geo.first_counted(t);
+        let first = self.geo.first_counted_at(t, at);
         let hash = self.hasher.hash_one(key);
         let decision = match self.find(key, hash) {
             Some(slot) => {
-                let at = slot as usize * self.stride;
+                let ring = slot as usize * self.stride;
                 let entry = &mut self.entries[slot as usize];
-                let mut window = Window::view(entry.newest, &mut self.counts[at..at + self.stride]);
-                window.advance(bucket);
+                let counts = &mut self.counts[ring..ring + self.stride];
+                let mut window = Window::view_from(entry.head, counts, at);
+                window.advance(at);
                 let decision = if window.count_from(first) < u64::from(limit) {
                     window.record();
                     debug_assert!(window.count_from(first) <= u64::from(limit));
@@ -231,20 +237,20 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 } else {
                     // `release_at` is Some because the count is at the limit; the fallback only
                     // guards the arithmetic.
-                    let at = window.release_at(&self.geo, first, limit).unwrap_or(u64::MAX);
-                    // `at == u64::MAX` means "beyond the end of time" (saturated arithmetic).
-                    debug_assert!(at > t || at == u64::MAX, "a release must lie in the future");
-                    let wait = at.saturating_sub(now.as_nanos()).max(1);
+                    let release = window.release_at(&self.geo, first, limit).unwrap_or(u64::MAX);
+                    // `u64::MAX` means "beyond the end of time" (saturated arithmetic).
+                    debug_assert!(release > t || release == u64::MAX, "a release must be ahead");
+                    let wait = release.saturating_sub(now.as_nanos()).max(1);
                     Decision::Denied { retry_after: Duration::from_nanos(wait) }
                 };
-                entry.newest = window.newest();
+                entry.head = window.head();
                 if decision.is_allowed() {
                     self.promote(slot);
                 }
                 decision
             }
             None => {
-                self.insert(key, hash, bucket, first);
+                self.insert(key, hash, at, first);
                 Decision::Allowed
             }
         };
@@ -268,8 +274,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// The ring of `slot`, read-only.
     fn window(&self, slot: u32) -> Window<&[u32]> {
-        let at = slot as usize * self.stride;
-        Window::view(self.entries[slot as usize].newest, &self.counts[at..at + self.stride])
+        // Every key's newest bucket is at or before the clock's.
+        let ring = slot as usize * self.stride;
+        Window::view_from(
+            self.entries[slot as usize].head,
+            &self.counts[ring..ring + self.stride],
+            self.at,
+        )
     }
 
     /// Hands out the next stamp (wrapping, skipping [`FREE`]).
@@ -289,12 +300,28 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         if self.order.len() == self.order.capacity()
             && self.order.len() > 2 * self.len + QUEUE_SLACK
         {
-            let stamps = &self.stamps;
-            self.order.retain(|&(s, stamp)| stamps[s as usize] == stamp);
+            self.compact();
             // The slot's own older pairs went with the other stale ones.
             debug_assert_eq!(self.order.len() + 1, self.len, "one live pair per other key");
         }
         self.order.push_back((slot, stamp));
+    }
+
+    /// Drops the queue's stale pairs, keeping the order. A plain loop over one contiguous
+    /// slice: `VecDeque::retain` costs several times more per pair (it indexes through the
+    /// ring), and this runs once per `len` promotions or so.
+    fn compact(&mut self) {
+        let stamps = &self.stamps;
+        let pairs = self.order.make_contiguous();
+        let mut kept = 0;
+        for i in 0..pairs.len() {
+            let (slot, stamp) = pairs[i];
+            if stamps.get(slot as usize) == Some(&stamp) {
+                pairs[kept] = (slot, stamp);
+                kept += 1;
+            }
+        }
+        self.order.truncate(kept);
     }
 
     /// The least recently used slot, dropping the stale pairs in front of it.
@@ -325,7 +352,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Adds `key` (hash `hash`) with one event in `bucket`, evicting the least recently used key
     /// when full (its slot is reused).
-    fn insert(&mut self, key: &K, hash: u64, bucket: u64, first: u64) {
+    fn insert(&mut self, key: &K, hash: u64, at: Position, first: u64) {
         let evicted = if self.len >= self.cap { self.unlink_lru() } else { None };
         if let Some(slot) = evicted {
             if self.window(slot).is_live(first) {
@@ -339,19 +366,24 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             None => {
                 // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
                 let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-                self.entries.push(Entry { key: None, newest: 0 });
+                self.entries.push(Entry { key: None, head: Head::default() });
                 self.stamps.push(FREE);
                 self.counts.resize(self.counts.len() + self.stride, 0);
                 slot
             }
         };
-        let at = slot as usize * self.stride;
-        let mut window = Window::view(bucket, &mut self.counts[at..at + self.stride]);
-        window.reset(bucket);
+        let ring = slot as usize * self.stride;
+        let mut window = Window::view_from(
+            Head::empty(at.bucket),
+            &mut self.counts[ring..ring + self.stride],
+            at,
+        );
+        window.reset(at);
         window.record();
+        let head = window.head();
         let entry = &mut self.entries[slot as usize];
         entry.key = Some(key.clone());
-        entry.newest = bucket;
+        entry.head = head;
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
             entries[s as usize].key.as_ref().map_or(0, |k| hasher.hash_one(k))
@@ -365,8 +397,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// it costs O(removed · k): keys are ordered by their last allowed event, so the idle ones are
     /// exactly that end of the list. Keys with events still counted are kept.
     pub fn cleanup(&mut self, now: Instant) -> usize {
-        let t = self.tick(now);
-        let first = self.geo.first_counted(t);
+        let (t, at) = self.tick(now);
+        let first = self.geo.first_counted_at(t, at);
         let mut removed = 0;
         while self.lru().is_some_and(|slot| !self.window(slot).is_live(first)) {
             if let Some(slot) = self.unlink_lru() {

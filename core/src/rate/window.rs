@@ -8,6 +8,11 @@
 //! older than that are never counted again: a later check at `t` (with `b(t) ≥ B`) counts from
 //! `first_counted(t) ≥ b(t) - ⌈W/g⌉ = b(t) - (slots - 1)`, so zeroing them on
 //! [`Window::advance`] loses nothing.
+//!
+//! The hot path divides by nothing: the limiter finds the clock's bucket and ring position once
+//! per bucket width ([`Geometry::position_after`]), a ring finds its positions from that by
+//! subtraction, and each key keeps the sum of its counters ([`Head`]) so that a check counting
+//! the whole ring (always, when `k` divides `W`) reads one number instead of adding `k + 1`.
 
 use std::time::Duration;
 
@@ -30,6 +35,9 @@ pub(crate) struct Geometry {
     width: u64,
     /// Counters per key: enough to hold every bucket a check can count.
     slots: u64,
+    /// `g · (slots − 1) = W`: a check counts exactly the last `slots` buckets, so
+    /// [`Geometry::first_counted_at`] needs no division.
+    exact: bool,
 }
 
 impl Geometry {
@@ -42,7 +50,8 @@ impl Geometry {
         let slots = window.div_ceil(width) + 1;
         debug_assert!(width.saturating_mul(k) >= window, "buckets do not cover the window");
         debug_assert!((1..=k + 1).contains(&slots), "ring larger than k + 1");
-        Self { window, width, slots }
+        let exact = width.checked_mul(slots - 1) == Some(window);
+        Self { window, width, slots, exact }
     }
 
     /// `g` in nanoseconds.
@@ -66,6 +75,47 @@ impl Geometry {
         t.saturating_sub(self.window) / self.width
     }
 
+    /// [`Geometry::first_counted`] of an instant `t` in bucket `at`: when `g · (slots − 1) = W`,
+    /// `⌊(t − W) / g⌋ = ⌊t / g⌋ − (slots − 1)` (and both are 0 before `W`), so no division.
+    #[inline]
+    pub(crate) fn first_counted_at(&self, t: u64, at: Position) -> u64 {
+        debug_assert_eq!(at.bucket, self.bucket(t), "the position of another instant");
+        if self.exact {
+            at.bucket.saturating_sub(self.slots - 1)
+        } else {
+            self.first_counted(t)
+        }
+    }
+
+    /// The ring position of `bucket` (one division).
+    pub(crate) fn position(&self, bucket: u64) -> Position {
+        // The remainder is below `slots`, which is at most `MAX_BUCKETS + 1`: the cast is lossless.
+        let slot = (bucket % self.slots) as usize;
+        Position { bucket, slot, start: bucket.saturating_mul(self.width) }
+    }
+
+    /// The position of instant `t`, given `last`, the position of an earlier-or-equal instant:
+    /// the same when `t` is still in its bucket, found by addition when `t` is less than a ring
+    /// later, and by [`Geometry::position`] otherwise. The limiter's clock only moves forward,
+    /// so most checks need no division at all.
+    #[inline]
+    pub(crate) fn position_after(&self, t: u64, last: Position) -> Position {
+        if t >= last.start && t - last.start < self.width {
+            return last;
+        }
+        let bucket = self.bucket(t);
+        let ahead = bucket.wrapping_sub(last.bucket);
+        if bucket < last.bucket || ahead >= self.slots {
+            return self.position(bucket);
+        }
+        // `ahead < slots` and `last.slot < slots`, so the sum is below `2 · slots`: one wrap.
+        let mut slot = last.slot + ahead as usize;
+        if slot as u64 >= self.slots {
+            slot -= self.slots as usize;
+        }
+        Position { bucket, slot, start: bucket * self.width }
+    }
+
     /// The first instant at which bucket `i` is no longer counted: `(i + 1) · g + W`, the least
     /// `t` with `first_counted(t) > i` (saturating at `u64::MAX`, "never").
     pub(crate) fn release_of(&self, i: u64) -> u64 {
@@ -84,8 +134,58 @@ impl Geometry {
 pub(crate) struct Window<C> {
     /// Bucket index of the newest slot.
     newest: u64,
+    /// The sum of all the ring's counters, kept so that a check need not add them up.
+    total: u64,
+    /// `newest % slots`: the ring position of the newest bucket, kept so that the hot path
+    /// finds positions by subtraction instead of division.
+    pos: usize,
     /// Bucket `i` lives in `counts[i % slots]`.
     counts: C,
+}
+
+/// The sum of `counts`, widened so that no count can overflow it. One slice at a time: over a
+/// contiguous run the compiler vectorises it, where a chained iterator adds one by one.
+fn total(counts: &[u32]) -> u64 {
+    counts.iter().map(|&c| u64::from(c)).sum()
+}
+
+/// What a key keeps of its ring besides the counters: the newest bucket and the counters' sum.
+/// The limiter stores it per key and hands it to [`Window::view`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The bucket index of the ring's newest slot.
+    pub(crate) newest: u64,
+    /// The sum of the ring's counters.
+    total: u64,
+}
+
+impl Head {
+    /// The head of an empty ring whose newest bucket is `newest`.
+    pub(crate) fn empty(newest: u64) -> Self {
+        Self { newest, total: 0 }
+    }
+}
+
+/// Zeroes `counts` and returns what they held. One pass, and no `memset` call for the one or two
+/// counters a check usually clears.
+fn take(counts: &mut [u32]) -> u64 {
+    let mut taken = 0;
+    for count in counts {
+        taken += u64::from(std::mem::take(count));
+    }
+    taken
+}
+
+/// A bucket and its ring position (`bucket % slots`), computed once per limiter check and shared
+/// by the ring operations of that check (see [`Geometry::position`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The bucket index.
+    pub(crate) bucket: u64,
+    /// `bucket % slots`.
+    pub(crate) slot: usize,
+    /// The first instant of the bucket (`bucket · g`).
+    start: u64,
 }
 
 impl Window<Box<[u32]>> {
@@ -93,18 +193,44 @@ impl Window<Box<[u32]>> {
     #[cfg(test)]
     pub(crate) fn new(geo: &Geometry, bucket: u64) -> Self {
         let slots = usize::try_from(geo.slots()).unwrap_or(1).max(1);
-        Self { newest: bucket, counts: vec![0; slots].into_boxed_slice() }
+        let pos = geo.position(bucket).slot;
+        Self { newest: bucket, total: 0, pos, counts: vec![0; slots].into_boxed_slice() }
     }
 }
 
 impl<C: AsRef<[u32]>> Window<C> {
-    /// The ring stored in `counts` (at least one counter) whose newest bucket is `newest`.
-    pub(crate) fn view(newest: u64, counts: C) -> Self {
+    /// The ring stored in `counts` (at least one counter) with head `head`.
+    pub(crate) fn view(head: Head, counts: C) -> Self {
         debug_assert!(!counts.as_ref().is_empty(), "a ring needs at least one counter");
-        Self { newest, counts }
+        let pos = (head.newest % counts.as_ref().len() as u64) as usize;
+        Self { newest: head.newest, total: head.total, pos, counts }
+    }
+
+    /// As [`Window::view`], finding the newest bucket's position from `now` (a position at or
+    /// after `newest`) by subtraction when the two lie within one ring: no division.
+    #[inline]
+    pub(crate) fn view_from(head: Head, counts: C, now: Position) -> Self {
+        let len = counts.as_ref().len();
+        let newest = head.newest;
+        debug_assert!(len > 0 && now.bucket >= newest, "a ring views its past from its present");
+        let back = now.bucket - newest;
+        if back >= len as u64 {
+            return Self::view(head, counts);
+        }
+        // `back < len`, so the cast is lossless and one wrap suffices.
+        let back = back as usize;
+        let pos = if now.slot >= back { now.slot - back } else { now.slot + len - back };
+        Self { newest, total: head.total, pos, counts }
+    }
+
+    /// The head to store for this ring.
+    #[inline]
+    pub(crate) fn head(&self) -> Head {
+        Head { newest: self.newest, total: self.total }
     }
 
     /// The newest bucket index.
+    #[cfg(test)]
     pub(crate) fn newest(&self) -> u64 {
         self.newest
     }
@@ -113,9 +239,19 @@ impl<C: AsRef<[u32]>> Window<C> {
         self.counts.as_ref().len() as u64
     }
 
+    /// The ring position of `bucket`, one of the buckets the ring holds (`oldest ..= newest`).
     fn slot(&self, bucket: u64) -> usize {
-        // `counts.len()` fits in u64 and the remainder is below it, so both casts are lossless.
-        (bucket % self.len()) as usize
+        debug_assert!(
+            bucket <= self.newest && self.newest - bucket < self.len(),
+            "not in the ring"
+        );
+        // `newest - bucket < len`, so the cast is lossless and one wrap suffices.
+        let back = (self.newest - bucket) as usize;
+        if self.pos >= back {
+            self.pos - back
+        } else {
+            self.pos + self.counts.as_ref().len() - back
+        }
     }
 
     /// The oldest bucket the ring holds.
@@ -123,38 +259,52 @@ impl<C: AsRef<[u32]>> Window<C> {
         self.newest.saturating_sub(self.len() - 1)
     }
 
-    /// The ring positions of buckets `lo ..= hi` (`lo ≤ hi`, at most one ring apart), as the
-    /// position of `lo` and the lengths before and after the wrap. One division per call instead
-    /// of one per bucket: this is the limiter's hot path.
-    fn span(&self, lo: u64, hi: u64) -> (usize, usize, usize) {
-        debug_assert!(lo <= hi && hi - lo < self.len(), "span wider than the ring");
+    /// The ring positions of buckets `lo ..= newest` (`lo` held by the ring), as the position of
+    /// `lo` and the lengths before and after the wrap. No division: this is the limiter's hot
+    /// path.
+    fn span(&self, lo: u64) -> (usize, usize, usize) {
         let start = self.slot(lo);
-        let n = (hi - lo + 1) as usize;
+        let n = (self.newest - lo + 1) as usize;
         let first = n.min(self.counts.as_ref().len() - start);
         (start, first, n - first)
     }
 
-    /// The counters of buckets `lo ..= hi`, oldest first, as the two contiguous runs of the ring.
-    fn runs(&self, lo: u64, hi: u64) -> (&[u32], &[u32]) {
-        let (start, first, wrapped) = self.span(lo, hi);
+    /// The counters of buckets `lo ..= newest`, oldest first, as the two contiguous runs of the
+    /// ring.
+    fn runs(&self, lo: u64) -> (&[u32], &[u32]) {
+        let (start, first, wrapped) = self.span(lo);
         let counts = self.counts.as_ref();
         (&counts[start..start + first], &counts[..wrapped])
     }
 
     /// The events in buckets `first ..= newest`.
+    #[inline]
     pub(crate) fn count_from(&self, first: u64) -> u64 {
-        let lo = first.max(self.oldest());
+        debug_assert_eq!(self.total, total(self.counts.as_ref()), "the kept sum is the ring's");
+        let oldest = self.oldest();
+        let lo = first.max(oldest);
         if lo > self.newest {
             return 0;
         }
-        let (a, b) = self.runs(lo, self.newest);
-        a.iter().chain(b).map(|&c| u64::from(c)).sum()
+        if lo == oldest {
+            // The common case: a check counts every bucket the ring holds.
+            return self.total;
+        }
+        // Subtract the held buckets older than `lo`: `oldest ..= lo - 1`.
+        let (a, b) = self.runs(oldest);
+        let older = (lo - oldest) as usize;
+        let before = if older <= a.len() {
+            total(&a[..older])
+        } else {
+            total(a) + total(&b[..older - a.len()])
+        };
+        self.total - before
     }
 
     /// The newest bucket holding an event, if any.
     pub(crate) fn last_event(&self) -> Option<u64> {
         let lo = self.oldest();
-        let (a, b) = self.runs(lo, self.newest);
+        let (a, b) = self.runs(lo);
         let newer = b.iter().rposition(|&c| c > 0).map(|j| lo + (a.len() + j) as u64);
         newer.or_else(|| a.iter().rposition(|&c| c > 0).map(|j| lo + j as u64))
     }
@@ -173,8 +323,8 @@ impl<C: AsRef<[u32]>> Window<C> {
         if lo > self.newest {
             return None;
         }
-        let (a, b) = self.runs(lo, self.newest);
-        let mut remaining: u64 = a.iter().chain(b).map(|&c| u64::from(c)).sum();
+        let (a, b) = self.runs(lo);
+        let mut remaining = self.count_from(first);
         let limit = u64::from(limit);
         let mut dropped = None;
         for (i, &c) in (lo..).zip(a.iter().chain(b)) {
@@ -192,33 +342,46 @@ impl<C: AsRef<[u32]>> Window<C> {
 
 impl<C: AsRef<[u32]> + AsMut<[u32]>> Window<C> {
     /// Empties the window and makes `bucket` its newest bucket (reusing the storage).
-    pub(crate) fn reset(&mut self, bucket: u64) {
+    pub(crate) fn reset(&mut self, at: Position) {
         self.counts.as_mut().fill(0);
-        self.newest = bucket;
+        self.total = 0;
+        self.newest = at.bucket;
+        self.pos = at.slot;
     }
 
     /// Moves the newest bucket forward to `bucket`, zeroing the buckets that fall out of the
     /// ring. A `bucket` at or before the newest changes nothing (time never moves a ring back).
-    pub(crate) fn advance(&mut self, bucket: u64) {
-        if bucket <= self.newest {
+    #[inline]
+    pub(crate) fn advance(&mut self, to: Position) {
+        if to.bucket <= self.newest {
             return;
         }
-        if bucket - self.newest >= self.len() {
+        let (old_newest, old_pos) = (self.newest, self.pos);
+        self.newest = to.bucket;
+        self.pos = to.slot;
+        if to.bucket - old_newest >= self.len() {
             self.counts.as_mut().fill(0);
+            self.total = 0;
         } else {
-            let (start, first, wrapped) = self.span(self.newest + 1, bucket);
+            // The buckets after the old newest up to the new one take the places of the oldest.
+            let (start, first, wrapped) = self.span(old_newest + 1);
+            debug_assert_eq!(start, (old_pos + 1) % self.counts.as_ref().len());
             let counts = self.counts.as_mut();
-            counts[start..start + first].fill(0);
-            counts[..wrapped].fill(0);
+            self.total -= take(&mut counts[start..start + first]) + take(&mut counts[..wrapped]);
         }
-        self.newest = bucket;
     }
 
     /// Counts one event in the newest bucket.
+    #[inline]
     pub(crate) fn record(&mut self) {
-        let slot = self.slot(self.newest);
+        let slot = self.pos;
         let counts = self.counts.as_mut();
-        counts[slot] = counts[slot].saturating_add(1);
+        // A counter never exceeds the limit (a `u32`), so it cannot overflow; were it full, the
+        // event would be dropped from the counter and the sum alike.
+        if let Some(count) = counts[slot].checked_add(1) {
+            counts[slot] = count;
+            self.total += 1;
+        }
     }
 }
 
@@ -263,17 +426,17 @@ mod tests {
         let geo = Geometry::new(Duration::from_nanos(30), 3); // g = 10, 4 slots
         let mut w = Window::new(&geo, 5);
         w.record();
-        w.advance(6);
+        w.advance(geo.position(6));
         w.record();
         w.record();
         assert_eq!(w.count_from(0), 3);
         assert_eq!(w.count_from(6), 2);
         assert_eq!(w.last_event(), Some(6));
-        w.advance(4); // backwards: no-op
+        w.advance(geo.position(4)); // backwards: no-op
         assert_eq!(w.newest(), 6);
-        w.advance(9); // bucket 5 falls out of the 4-slot ring 6..=9
+        w.advance(geo.position(9)); // bucket 5 falls out of the 4-slot ring 6..=9
         assert_eq!(w.count_from(0), 2);
-        w.advance(100);
+        w.advance(geo.position(100));
         assert_eq!(w.count_from(0), 0);
         assert_eq!(w.last_event(), None);
         assert!(!w.is_live(0));
@@ -284,7 +447,7 @@ mod tests {
         let geo = Geometry::new(Duration::from_nanos(30), 3); // g = 10
         let mut w = Window::new(&geo, 1);
         w.record(); // bucket 1
-        w.advance(2);
+        w.advance(geo.position(2));
         w.record(); // bucket 2
         w.record();
         // limit 3 reached; dropping bucket 1 leaves 2 < 3: released at (1+1)*10 + 30 = 50.
@@ -292,5 +455,40 @@ mod tests {
         // limit 2: must drop bucket 2 as well: (2+1)*10 + 30 = 60.
         assert_eq!(w.release_at(&geo, 0, 2), Some(60));
         assert_eq!(w.release_at(&geo, 0, 4), None);
+    }
+
+    #[test]
+    fn positions_without_division_match_the_arithmetic() {
+        // Exact (60 s in 3 s buckets), inexact (61 s + 1 ns) and degenerate (zero, 7 ns) windows;
+        // instants that stay in a bucket, step to the next, jump within a ring and beyond it.
+        let windows = [MINUTE, 61 * SECOND + Duration::from_nanos(1), Duration::ZERO];
+        let windows = windows.into_iter().chain([Duration::from_nanos(7)]);
+        for geo in windows.map(|w| Geometry::new(w, DEFAULT_BUCKETS)) {
+            let mut last = geo.position(0);
+            let mut t: u64 = 0;
+            let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += match x % 4 {
+                    0 => 0,
+                    1 => x % geo.width(),
+                    2 => x % (geo.width() * geo.slots()),
+                    _ => x % (geo.width() * geo.slots() * 3),
+                };
+                let now = geo.position_after(t, last);
+                assert_eq!(now, geo.position(geo.bucket(t)), "t = {t} in {geo:?}");
+                assert_eq!(geo.first_counted_at(t, now), geo.first_counted(t), "t = {t}");
+                for back in [0, 1, geo.slots() - 1, geo.slots()] {
+                    let newest = now.bucket.saturating_sub(back);
+                    let counts = vec![0u32; geo.slots() as usize];
+                    let head = Head::empty(newest);
+                    let viewed = Window::view_from(head, counts.as_slice(), now);
+                    assert_eq!(viewed, Window::view(head, counts.as_slice()), "back {back}");
+                }
+                last = now;
+            }
+        }
     }
 }
