@@ -436,6 +436,7 @@ impl Bus for FleetBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::delivery::Delivery;
 
     fn conn(bus: &FleetBus, user: &str, admin: bool) -> (ConnId, super::super::queue::OutboundRx) {
         let (tx, rx) = super::super::queue::channel(8);
@@ -527,6 +528,58 @@ mod tests {
         assert!(matches!(queues.publish.try_recv(), Ok(LinkCommand::Publish { .. })));
         bus.link_down("gone");
         assert!(!bus.subscribed("s").await, "confirmations end with the link");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_waits_for_the_publications_queued_before_it() {
+        let metrics = Arc::new(Metrics::new());
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
+        bus.flushed().await; // link down: nothing can be queued, nothing to wait for
+        assert!(queues.publish.try_recv().is_err(), "no flush queued while down");
+        assert!(bus.link_up());
+        let (c, _rx) = conn(&bus, "u1", false);
+        bus.bind(c, "s");
+        bus.to_session("s", &Arc::from("done"), None);
+        let flushed = bus.flushed();
+        tokio::pin!(flushed);
+        assert!(futures_util::poll!(flushed.as_mut()).is_pending(), "the link has not sent it");
+        assert!(matches!(queues.publish.try_recv(), Ok(LinkCommand::Publish { .. })));
+        assert_eq!(queues.publish.try_recv().ok(), Some(LinkCommand::Flush(1)), "behind it");
+        bus.flush_reached(0);
+        assert!(
+            futures_util::poll!(flushed.as_mut()).is_pending(),
+            "an older flush is not this one"
+        );
+        bus.flush_reached(1);
+        assert!(futures_util::poll!(flushed.as_mut()).is_ready());
+        // A second flush that the link never reaches ends when the link drops (its queue is gone).
+        let second = bus.flushed();
+        tokio::pin!(second);
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        assert_eq!(queues.publish.try_recv().ok(), Some(LinkCommand::Flush(2)));
+        bus.link_down("gone");
+        assert!(futures_util::poll!(second.as_mut()).is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exiting_instance_waits_for_the_flush_at_most_its_grace() {
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
+        assert!(bus.link_up());
+        let delivery = Delivery::new(bus.clone(), Arc::new(Metrics::new()));
+        let clock = crate::engine::clock::Clock::new();
+        let started = clock.now();
+        delivery.flush_bus(Duration::from_secs(1)).await;
+        assert_eq!(clock.now() - started, Duration::from_secs(1), "nobody answered: the grace");
+        assert_eq!(queues.publish.try_recv().ok(), Some(LinkCommand::Flush(1)));
+        let link = async {
+            if let Some(LinkCommand::Flush(n)) = queues.publish.recv().await {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                bus.flush_reached(n);
+            }
+        };
+        let started = clock.now();
+        tokio::join!(delivery.flush_bus(Duration::from_secs(1)), link);
+        assert_eq!(clock.now() - started, Duration::from_millis(5), "ends when the link answers");
     }
 
     #[test]
