@@ -172,9 +172,11 @@ pub async fn churn(server: &ServerArgs, args: &ChurnArgs, stub: Stub) {
         "{created} sessions in {elapsed:.1} s ({:.0}/s); errors {errors:?}; server HWM {hwm:?} KiB",
         created as f64 / elapsed.max(1e-9)
     );
+    let holds = sweep_holds(&target.metrics().await.unwrap_or_default());
+    println!("sweep lock holds (batches by duration): {holds}");
     let report = json!({"scenario": "churn", "sessions": created, "elapsed_s": elapsed,
         "per_s": created as f64 / elapsed.max(1e-9), "errors": errors, "hwm_kib": hwm,
-        "series": series});
+        "sweep_holds": holds, "series": series});
     println!("RESULT {report}");
     if let Ok(target) = Arc::try_unwrap(target) {
         target.stop().await;
@@ -275,4 +277,23 @@ async fn worker(
             }
         }
     }
+}
+
+/// How long the server's sweep batches held its session table's lock, from its histogram
+/// `chatbox_session_sweep_batch_seconds`: the batch count, their mean, and how many fell within
+/// each bound up to the 10 ms that issue 18 item 5 allows (and beyond it).
+fn sweep_holds(metrics: &str) -> serde_json::Value {
+    const NAME: &str = "chatbox_session_sweep_batch_seconds";
+    let value = |suffix: &str| util::prom_value(metrics, &format!("{NAME}{suffix}"));
+    let count = value("_count").unwrap_or(0.0);
+    let within = |le: &str| value(&format!("_bucket{{le=\"{le}\"}}"));
+    json!({
+        "batches": count,
+        "mean_ms": value("_sum").map(|sum| 1e3 * sum / count.max(1.0)),
+        "within_1ms": within("0.001"),
+        "within_2ms": within("0.002"),
+        "within_5ms": within("0.005"),
+        "within_10ms": within("0.01"),
+        "over_10ms": within("0.01").map(|n| count - n),
+    })
 }

@@ -19,6 +19,11 @@ use prometheus::{
 pub const CONNECTION_DURATION_BUCKETS: [f64; 10] =
     [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
+/// Buckets of `chatbox_session_sweep_batch_seconds`, in seconds: around the 10 ms that no hold
+/// of the session table's lock may exceed (issue 18 item 5).
+pub const SWEEP_BATCH_BUCKETS: [f64; 9] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0];
+
 /// A rate limiter, as the `limiter` label of `chatbox_ratelimit_blocked_total` and
 /// `chatbox_rate_limiter_keys`.
 ///
@@ -131,6 +136,9 @@ pub struct Metrics {
     /// `chatbox_history_cache_hits_total`: replies whose conversation came from the recent-
     /// messages cache, current by the store's mark, instead of a history read (issue 18).
     pub history_cache_hits: IntCounter,
+    /// `chatbox_session_sweep_batch_seconds` (buckets [`SWEEP_BATCH_BUCKETS`]): how long one
+    /// sweep batch held the session table's lock, the longest hold there is (issue 18 item 5).
+    pub sweep_batch: Histogram,
     /// `chatbox_rate_limiter_keys{limiter}` (gauge): keys a limiter currently tracks.
     pub rate_limiter_keys: IntGaugeVec,
     /// `chatbox_fleet_limit_fallbacks_total`: fleet-wide limit checks (rate or connection lease)
@@ -339,6 +347,16 @@ impl Metrics {
                 IntCounter::new(
                     "chatbox_history_cache_hits_total",
                     "Replies whose conversation came from the recent-messages cache",
+                ),
+            ),
+            sweep_batch: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "chatbox_session_sweep_batch_seconds",
+                        "Time one sweep batch held the session table's lock",
+                    )
+                    .buckets(SWEEP_BATCH_BUCKETS.to_vec()),
                 ),
             ),
             rate_limiter_keys: register(
@@ -556,7 +574,7 @@ mod tests {
     use super::*;
 
     /// Every name of PROTOCOL.md §4.11 plus the rebuild's.
-    const NAMES: [&str; 29] = [
+    const NAMES: [&str; 30] = [
         "chatbox_websocket_connections_total",
         "chatbox_messages_received_total",
         "chatbox_messages_sent_total",
@@ -578,6 +596,7 @@ mod tests {
         "chatbox_replay_buffer_frames",
         "chatbox_outbox_dropped_total",
         "chatbox_history_cache_hits_total",
+        "chatbox_session_sweep_batch_seconds",
         "chatbox_rate_limiter_keys",
         "chatbox_provider_requests_total",
         "chatbox_provider_errors_total",

@@ -52,7 +52,12 @@ pub async fn run(engine: Arc<Engine>) {
 pub async fn sweep_once(engine: &Engine) {
     let (now, wall) = (engine.clock.now(), engine.clock.wall());
     loop {
-        let report = engine.sessions.with(|t| t.sweep_batch(now, wall));
+        let (report, held) = engine.sessions.with(|t| {
+            let taken = engine.clock.now();
+            let report = t.sweep_batch(now, wall);
+            (report, engine.clock.now() - taken)
+        });
+        engine.metrics.sweep_batch.observe(held.as_secs_f64());
         handle(engine, &report).await;
         if !report.pending {
             return;
@@ -165,6 +170,7 @@ mod tests {
         tokio::time::advance(HOUR + Duration::from_secs(1)).await;
         sweep_once(&h.engine).await;
         assert_eq!(h.engine.metrics.sessions_ended.get(), n as u64, "every batch was handled");
+        assert_eq!(h.engine.metrics.sweep_batch.get_sample_count(), 2, "each lock hold timed");
         assert_eq!(h.engine.sessions.with(|t| t.memory_stats().active), 0);
         assert!(ids.iter().all(|id| stored_end(&h, id).is_some()), "every end is stored");
     }
