@@ -287,13 +287,14 @@ fn sweep_holds(metrics: &str) -> serde_json::Value {
     let value = |suffix: &str| util::prom_value(metrics, &format!("{NAME}{suffix}"));
     let count = value("_count").unwrap_or(0.0);
     let within = |le: &str| value(&format!("_bucket{{le=\"{le}\"}}"));
+    let within_10ms = within("0.01");
     json!({
         "batches": count,
         "mean_ms": value("_sum").map(|sum| 1e3 * sum / count.max(1.0)),
         "within_1ms": within("0.001"),
         "within_2ms": within("0.002"),
         "within_5ms": within("0.005"),
-        "within_10ms": within("0.01"),
-        "over_10ms": within("0.01").map(|n| count - n),
+        "within_10ms": within_10ms,
+        "over_10ms": within_10ms.map(|n| count - n),
     })
 }

@@ -7,9 +7,8 @@
 //! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the head of its
 //! ring (newest bucket and the counters' sum), `stamps[s]` its recency stamp and
 //! `counts[s · stride ..][.. stride]` its ring of counters, so a key costs no allocation of its
-//! own. The stamps have an array of their own
-//! because the queue's compaction reads one at random per pair: 4 bytes a key keeps them in
-//! cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
+//! own. The stamps have an array of their own because the queue's compaction reads one at random
+//! per pair: 4 bytes a key keeps them in cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
 //! (the key is hashed once per check). Recency is an exact LRU kept as a queue of
 //! `(slot, stamp)` pairs in the order they were stamped: using a key gives it a fresh stamp and
 //! pushes the pair at the back, so the older pairs of that key go stale (their stamp no longer
