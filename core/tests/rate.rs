@@ -330,6 +330,31 @@ proptest! {
         }
     }
 
+    /// Limits on both sides of the counters' width change (a byte up to 255, `u32` above):
+    /// bursts of attempts at a few instants are allowed exactly as an exact sliding log with
+    /// the bucket rule allows them — never more than the limit in any window, and, at a
+    /// window's first instant with nothing counted, exactly the limit.
+    #[test]
+    fn large_limits_are_exact_on_both_counter_widths(
+        n in prop_oneof![250u32..=262, 500u32..=700],
+        bursts in prop::collection::vec((0u64..200, 1usize..400), 1..8),
+    ) {
+        let w = nanos(MINUTE);
+        let mut l = RateLimiter::new(RateLimit::new(n, MINUTE), 4);
+        let mut now = 0u64;
+        let mut events = Vec::new();
+        for (gap_secs, attempts) in bursts {
+            now += gap_secs * 1_000_000_000;
+            let empty = log_count(&events, now, w + 3_000_000_000) == 0;
+            let allowed = (0..attempts).filter(|_| l.check(&0u8, ns(now)).is_allowed()).count();
+            events.extend(std::iter::repeat_n(now, allowed));
+            if empty {
+                prop_assert_eq!(allowed, attempts.min(n as usize));
+            }
+            prop_assert!(most_in_any_window(&events, w) <= n as usize);
+        }
+    }
+
     /// `retry_after` is honest: retrying at `now + retry_after` is allowed, at
     /// `now + retry_after − 1 ns` still denied, when nothing else happens in between.
     #[test]

@@ -4,21 +4,24 @@
 //!
 //! # Layout
 //!
-//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key and the head of its
-//! ring (newest bucket and the counters' sum), `stamps[s]` its recency stamp and
+//! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key, the head of its ring
+//! (newest bucket and the counters' sum) and its recency stamp, and
 //! `counts[s · stride ..][.. stride]` its ring of counters, so a key costs no allocation of its
-//! own. The stamps have an array of their own because the queue's compaction reads one at random
-//! per pair: 4 bytes a key keeps them in cache far longer than the entries. A [`HashTable`] of slot numbers finds a key's slot
-//! (the key is hashed once per check). Recency is an exact LRU kept as a queue of
-//! `(slot, stamp)` pairs in the order they were stamped: using a key gives it a fresh stamp and
-//! pushes the pair at the back, so the older pairs of that key go stale (their stamp no longer
-//! matches the slot's) and are skipped when they reach the front. The queue is compacted (stale
-//! pairs dropped, order kept) when its allocation is full and it holds more than twice the keys
-//! plus a constant; it grows only when it is full of at most that many, so it holds at most
-//! `2 · (2 · max_keys + 33)` pairs and every operation is O(1) amortised. Stamps are `u32` and
-//! wrap; a stale pair can never be mistaken for a live one because fewer than 2³² stamps are
-//! issued while a pair sits in the queue (it would have to hold more than 2³² pairs, and it holds
-//! at most `4 · max_keys + 66 < 2³²`, `max_keys ≤ MAX_KEYS`).
+//! own. The counters are bytes when the limit is at most 255 (every default limit): a counter
+//! never exceeds the limit, and 21 bytes of ring are one cache line where 84 are two. A
+//! [`HashTable`] of slot numbers finds a key's slot (the key is hashed once per check).
+//!
+//! Recency is an exact LRU kept as a queue of `(slot, stamp)` pairs in the order they were
+//! stamped: using a key gives it a fresh stamp and pushes the pair at the back, so the older pairs
+//! of that key go stale (their stamp no longer matches the slot's) and are skipped when they reach
+//! the front. The queue is compacted (stale pairs dropped, order kept) when its allocation is
+//! full and it holds more than twice the keys plus a constant; it grows only when it is full of
+//! at most that many, so it holds at most `2 · (2 · max_keys + 33)` pairs and every operation is
+//! O(1) amortised. A slot's newest pair is its live one, so the compaction reads no stamp: it
+//! keeps the first pair of each slot it meets walking from the back, marking slots in a bitmap.
+//! Stamps are `u32` and wrap; a stale pair can never be mistaken for a live one because fewer
+//! than 2³² stamps are issued while a pair sits in the queue (it would have to hold more than 2³²
+//! pairs, and it holds at most `4 · max_keys + 66 < 2³²`, `max_keys ≤ MAX_KEYS`).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::window::{Geometry, Head, Position, Window, DEFAULT_BUCKETS};
+use super::window::{Counter, Geometry, Head, Position, Window, DEFAULT_BUCKETS};
 use super::{Decision, RateLimit};
 use crate::time::Instant;
 
@@ -70,6 +73,74 @@ struct Entry<K> {
     key: Option<K>,
     /// The newest bucket of the slot's ring and its counters' sum.
     head: Head,
+    /// The recency stamp of the slot's last allowed event; [`FREE`] when free.
+    stamp: u32,
+}
+
+/// Every key's ring of counters, one flat array, its counters as narrow as the limit allows (a
+/// counter never exceeds the limit).
+#[derive(Clone, Debug)]
+enum Counts {
+    /// Limits up to 255: a byte per counter.
+    Narrow(Vec<u8>),
+    /// Larger limits.
+    Wide(Vec<u32>),
+}
+
+impl Counts {
+    /// Empty rings for `limit`.
+    fn for_limit(limit: u32) -> Self {
+        if limit <= u32::from(u8::MAX) {
+            Self::Narrow(Vec::new())
+        } else {
+            Self::Wide(Vec::new())
+        }
+    }
+
+    /// Adds one zeroed ring of `stride` counters.
+    fn push_ring(&mut self, stride: usize) {
+        match self {
+            Self::Narrow(c) => c.resize(c.len() + stride, 0),
+            Self::Wide(c) => c.resize(c.len() + stride, 0),
+        }
+    }
+}
+
+/// One check of a tracked key whose ring is `ring` and head `head` (`RateLimiter::check`):
+/// the decision and the ring's new head.
+#[inline]
+fn decide<T: Counter>(
+    ring: &mut [T],
+    head: Head,
+    geo: &Geometry,
+    (t, at, first): (u64, Position, u64),
+    limit: u32,
+    now: Instant,
+) -> (Decision, Head) {
+    let mut window = Window::view_from(head, ring, at);
+    window.advance(at);
+    let decision = if window.count_from(first) < u64::from(limit) {
+        window.record();
+        debug_assert!(window.count_from(first) <= u64::from(limit));
+        Decision::Allowed
+    } else {
+        // `release_at` is Some because the count is at the limit; the fallback only guards the
+        // arithmetic.
+        let release = window.release_at(geo, first, limit).unwrap_or(u64::MAX);
+        // `u64::MAX` means "beyond the end of time" (saturated arithmetic).
+        debug_assert!(release > t || release == u64::MAX, "a release must be ahead");
+        let wait = release.saturating_sub(now.as_nanos()).max(1);
+        Decision::Denied { retry_after: Duration::from_nanos(wait) }
+    };
+    (decision, window.head())
+}
+
+/// Empties `ring`, counts one event at `at` in it and returns its head (a new key).
+fn start_ring<T: Counter>(ring: &mut [T], at: Position) -> Head {
+    let mut window = Window::view_from(Head::empty(at.bucket), ring, at);
+    window.reset(at);
+    window.record();
+    window.head()
 }
 
 /// A keyed sliding-window rate limiter: at most `limit.limit` allowed events per key in any
@@ -99,9 +170,9 @@ pub struct RateLimiter<K: Hash + Eq + Clone> {
     stride: usize,
     /// The arena; slot `s` is `entries[s]` with its ring at `counts[s * stride..][..stride]`.
     entries: Vec<Entry<K>>,
-    /// `stamps[s]`: the recency stamp of slot `s`'s last allowed event; [`FREE`] when free.
-    stamps: Vec<u32>,
-    counts: Vec<u32>,
+    counts: Counts,
+    /// One bit per slot, the compaction's scratch (kept to reuse its allocation).
+    seen: Vec<u64>,
     /// Free slots of the arena (removed by `cleanup`).
     free: Vec<u32>,
     /// Key → slot, hashed with `hasher`.
@@ -141,8 +212,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             geo,
             stride: usize::try_from(geo.slots()).unwrap_or(1).max(1),
             entries: Vec::new(),
-            stamps: Vec::new(),
-            counts: Vec::new(),
+            counts: Counts::for_limit(limit.limit),
+            seen: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
@@ -224,25 +295,18 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let hash = self.hasher.hash_one(key);
         let decision = match self.find(key, hash) {
             Some(slot) => {
-                let ring = slot as usize * self.stride;
+                let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
                 let entry = &mut self.entries[slot as usize];
-                let counts = &mut self.counts[ring..ring + self.stride];
-                let mut window = Window::view_from(entry.head, counts, at);
-                window.advance(at);
-                let decision = if window.count_from(first) < u64::from(limit) {
-                    window.record();
-                    debug_assert!(window.count_from(first) <= u64::from(limit));
-                    Decision::Allowed
-                } else {
-                    // `release_at` is Some because the count is at the limit; the fallback only
-                    // guards the arithmetic.
-                    let release = window.release_at(&self.geo, first, limit).unwrap_or(u64::MAX);
-                    // `u64::MAX` means "beyond the end of time" (saturated arithmetic).
-                    debug_assert!(release > t || release == u64::MAX, "a release must be ahead");
-                    let wait = release.saturating_sub(now.as_nanos()).max(1);
-                    Decision::Denied { retry_after: Duration::from_nanos(wait) }
+                let state = (t, at, first);
+                let (decision, head) = match &mut self.counts {
+                    Counts::Narrow(c) => {
+                        decide(&mut c[ring], entry.head, &self.geo, state, limit, now)
+                    }
+                    Counts::Wide(c) => {
+                        decide(&mut c[ring], entry.head, &self.geo, state, limit, now)
+                    }
                 };
-                entry.head = window.head();
+                entry.head = head;
                 if decision.is_allowed() {
                     self.promote(slot);
                 }
@@ -259,7 +323,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
         debug_assert!(self.len <= self.cap, "more keys than max_keys");
         debug_assert!(
-            self.find(key, hash).is_none_or(|s| self.window(s).last_event().is_some()),
+            self.find(key, hash).is_none_or(|s| self.last_event(s).is_some()),
             "a tracked key without events"
         );
         decision
@@ -271,15 +335,20 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.index.find(hash, |&s| entries[s as usize].key.as_ref() == Some(key)).copied()
     }
 
-    /// The ring of `slot`, read-only.
-    fn window(&self, slot: u32) -> Window<&[u32]> {
+    /// The newest bucket of `slot`'s ring holding an event, if any.
+    fn last_event(&self, slot: u32) -> Option<u64> {
         // Every key's newest bucket is at or before the clock's.
-        let ring = slot as usize * self.stride;
-        Window::view_from(
-            self.entries[slot as usize].head,
-            &self.counts[ring..ring + self.stride],
-            self.at,
-        )
+        let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
+        let head = self.entries[slot as usize].head;
+        match &self.counts {
+            Counts::Narrow(c) => Window::view_from(head, &c[ring], self.at).last_event(),
+            Counts::Wide(c) => Window::view_from(head, &c[ring], self.at).last_event(),
+        }
+    }
+
+    /// Whether a check counting from bucket `first` would see an event of `slot`.
+    fn is_live(&self, slot: u32, first: u64) -> bool {
+        self.last_event(slot).is_some_and(|b| b >= first)
     }
 
     /// Hands out the next stamp (wrapping, skipping [`FREE`]).
@@ -294,39 +363,56 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// compacting reads one random stamp per pair, so the fuller the queue the fewer reads per
     /// use, and the allocation stays at the power of two above `2 · len + QUEUE_SLACK`.
     fn promote(&mut self, slot: u32) {
-        let stamp = self.stamp();
-        self.stamps[slot as usize] = stamp;
         if self.order.len() == self.order.capacity()
             && self.order.len() > 2 * self.len + QUEUE_SLACK
         {
+            // Before the new stamp: the compaction keeps each slot's newest pair, this slot's too.
             self.compact();
-            // The slot's own older pairs went with the other stale ones.
-            debug_assert_eq!(self.order.len() + 1, self.len, "one live pair per other key");
+            debug_assert_eq!(self.order.len(), self.len, "one live pair per key");
         }
+        let stamp = self.stamp();
+        self.entries[slot as usize].stamp = stamp;
         self.order.push_back((slot, stamp));
     }
 
-    /// Drops the queue's stale pairs, keeping the order. A plain loop over one contiguous
-    /// slice: `VecDeque::retain` costs several times more per pair (it indexes through the
-    /// ring), and this runs once per `len` promotions or so.
+    /// Drops the queue's stale pairs, keeping the order. A slot's newest pair is its live one
+    /// (a slot leaves the queue only from the front, after its older pairs), so one pass from
+    /// the back keeps the first pair it meets of each slot, marking slots in a bitmap of
+    /// `entries.len()` bits: no stamp is read, and the bitmap (128 KiB at a million keys) stays
+    /// in cache where the stamps, one per random slot, would not. Runs once per `len`
+    /// promotions or so.
     fn compact(&mut self) {
-        let stamps = &self.stamps;
+        let words = self.entries.len().div_ceil(64);
+        self.seen.clear();
+        self.seen.resize(words, 0);
+        let seen = &mut self.seen;
         let pairs = self.order.make_contiguous();
-        let mut kept = 0;
-        for i in 0..pairs.len() {
-            let (slot, stamp) = pairs[i];
-            if stamps.get(slot as usize) == Some(&stamp) {
-                pairs[kept] = (slot, stamp);
-                kept += 1;
+        let mut start = pairs.len();
+        for i in (0..pairs.len()).rev() {
+            let pair = pairs[i];
+            let (word, bit) = (pair.0 as usize / 64, 1u64 << (pair.0 % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                start -= 1;
+                pairs[start] = pair;
             }
         }
+        // Move the kept pairs to the front of the buffer rather than advancing the queue's head:
+        // a queue that starts at its buffer's start is contiguous until it wraps, so the next
+        // compaction's `make_contiguous` has nothing to rotate.
+        let kept = pairs.len() - start;
+        pairs.copy_within(start.., 0);
         self.order.truncate(kept);
+        debug_assert!(
+            self.order.iter().all(|&(slot, stamp)| self.entries[slot as usize].stamp == stamp),
+            "the compaction kept a stale pair"
+        );
     }
 
     /// The least recently used slot, dropping the stale pairs in front of it.
     fn lru(&mut self) -> Option<u32> {
         while let Some(&(slot, stamp)) = self.order.front() {
-            if self.stamps[slot as usize] == stamp {
+            if self.entries[slot as usize].stamp == stamp {
                 return Some(slot);
             }
             self.order.pop_front();
@@ -354,7 +440,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn insert(&mut self, key: &K, hash: u64, at: Position, first: u64) {
         let evicted = if self.len >= self.cap { self.unlink_lru() } else { None };
         if let Some(slot) = evicted {
-            if self.window(slot).is_live(first) {
+            if self.is_live(slot, first) {
                 self.stats.evicted_live += 1;
             } else {
                 self.stats.evicted_idle += 1;
@@ -365,21 +451,16 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             None => {
                 // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
                 let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-                self.entries.push(Entry { key: None, head: Head::default() });
-                self.stamps.push(FREE);
-                self.counts.resize(self.counts.len() + self.stride, 0);
+                self.entries.push(Entry { key: None, head: Head::default(), stamp: FREE });
+                self.counts.push_ring(self.stride);
                 slot
             }
         };
-        let ring = slot as usize * self.stride;
-        let mut window = Window::view_from(
-            Head::empty(at.bucket),
-            &mut self.counts[ring..ring + self.stride],
-            at,
-        );
-        window.reset(at);
-        window.record();
-        let head = window.head();
+        let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
+        let head = match &mut self.counts {
+            Counts::Narrow(c) => start_ring(&mut c[ring], at),
+            Counts::Wide(c) => start_ring(&mut c[ring], at),
+        };
         let entry = &mut self.entries[slot as usize];
         entry.key = Some(key.clone());
         entry.head = head;
@@ -399,10 +480,11 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let (t, at) = self.tick(now);
         let first = self.geo.first_counted_at(t, at);
         let mut removed = 0;
-        while self.lru().is_some_and(|slot| !self.window(slot).is_live(first)) {
+        while self.lru().is_some_and(|slot| !self.is_live(slot, first)) {
             if let Some(slot) = self.unlink_lru() {
-                self.entries[slot as usize].key = None;
-                self.stamps[slot as usize] = FREE;
+                let entry = &mut self.entries[slot as usize];
+                entry.key = None;
+                entry.stamp = FREE;
                 self.free.push(slot);
                 removed += 1;
             }
@@ -410,7 +492,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.stats.cleaned += removed as u64;
         debug_assert!(self.recency_matches_events(), "LRU order differs from event order");
         debug_assert!(
-            self.live_slots().all(|s| self.window(s).is_live(first)),
+            self.live_slots().all(|s| self.is_live(s, first)),
             "cleanup left an idle key behind"
         );
         removed
@@ -420,7 +502,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.order
             .iter()
-            .filter(|&&(slot, stamp)| self.stamps[slot as usize] == stamp)
+            .filter(|&&(slot, stamp)| self.entries[slot as usize].stamp == stamp)
             .map(|&(slot, _)| slot)
     }
 
@@ -432,7 +514,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let mut keys = 0;
         for slot in self.live_slots() {
             keys += 1;
-            let Some(last) = self.window(slot).last_event() else {
+            let Some(last) = self.last_event(slot) else {
                 return false;
             };
             if last < previous {
@@ -641,6 +723,61 @@ mod tests {
         assert_eq!(plain.stats(), wrapping.stats());
         for key in 0..7 {
             assert_eq!(plain.contains(&key), wrapping.contains(&key));
+        }
+    }
+
+    /// The same limiter with `u32` counters whatever its limit.
+    fn wide<K: Hash + Eq + Clone>(mut l: RateLimiter<K>) -> RateLimiter<K> {
+        assert!(l.is_empty(), "widened before use");
+        l.counts = Counts::Wide(Vec::new());
+        l
+    }
+
+    #[test]
+    fn counters_are_as_narrow_as_the_limit() {
+        let narrow = |n| matches!(Counts::for_limit(n), Counts::Narrow(_));
+        assert!(narrow(1) && narrow(100) && narrow(255));
+        assert!(!narrow(256) && !narrow(u32::MAX));
+        // At the widest narrow limit and the narrowest wide one, a burst at one instant is allowed
+        // exactly `limit` times: no counter overflows, none is cut short.
+        for n in [255, 256, 1_000] {
+            let mut l = RateLimiter::new(RateLimit::new(n, MINUTE), 4);
+            let allowed = (0..n + 50).filter(|_| l.check(&"a", at(7)).is_allowed()).count();
+            assert_eq!(allowed, n as usize, "limit {n}");
+            // Bucket 2 (6..9 s) is released at 9 s + 60 s.
+            assert_eq!(l.check(&"a", at(7)).retry_after(), Some(62 * SECOND));
+        }
+    }
+
+    #[test]
+    fn narrow_and_wide_counters_decide_alike() {
+        // Random traffic over more keys than fit (evictions), with cleanups: the byte counters
+        // and the `u32` ones give the same decisions, waits, stats and key sets.
+        for (limit, buckets) in [(3, 20), (5, 1), (2, 7)] {
+            let fresh = || RateLimiter::with_buckets(RateLimit::new(limit, MINUTE), 6, buckets);
+            let (mut narrow, mut wide) = (fresh(), wide(fresh()));
+            assert!(matches!(narrow.counts, Counts::Narrow(_)));
+            let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(limit);
+            let mut now = Instant::ZERO;
+            for step in 0..5_000u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let key = x % 9;
+                now += Duration::from_millis((x >> 20) % 4_000);
+                assert_eq!(narrow.check(&key, now), wide.check(&key, now), "step {step}");
+                if step % 101 == 0 {
+                    assert_eq!(narrow.cleanup(now), wide.cleanup(now), "cleanup at {step}");
+                }
+            }
+            assert_eq!(narrow.stats(), wide.stats());
+            assert!(
+                narrow.stats().denied > 0 && narrow.stats().evicted_live > 0,
+                "traffic too thin"
+            );
+            for key in 0..9 {
+                assert_eq!(narrow.contains(&key), wide.contains(&key));
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 //! subtraction, and each key keeps the sum of its counters ([`Head`]) so that a check counting
 //! the whole ring (always, when `k` divides `W`) reads one number instead of adding `k + 1`.
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::time::duration_nanos;
@@ -123,9 +124,81 @@ impl Geometry {
     }
 }
 
+/// One event counter of a ring: as narrow as the limit allows (a counter never exceeds the
+/// limit), so that a ring of a limit up to 255 takes 21 bytes instead of 84 and a check reads
+/// one cache line of it instead of two.
+pub(crate) trait Counter: Copy + Default + Eq + Into<u64> + fmt::Debug {
+    /// The count plus one, `None` when it would overflow.
+    fn plus_one(self) -> Option<Self>;
+}
+
+impl Counter for u8 {
+    #[inline]
+    fn plus_one(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+impl Counter for u32 {
+    #[inline]
+    fn plus_one(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+/// The storage of a ring's counters, read-only.
+pub(crate) trait Ring {
+    /// The counter type.
+    type Count: Counter;
+    /// The counters.
+    fn counts(&self) -> &[Self::Count];
+}
+
+/// The storage of a ring's counters, writable.
+pub(crate) trait RingMut: Ring {
+    /// The counters.
+    fn counts_mut(&mut self) -> &mut [Self::Count];
+}
+
+impl<T: Counter> Ring for &[T] {
+    type Count = T;
+    #[inline]
+    fn counts(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Counter> Ring for &mut [T] {
+    type Count = T;
+    #[inline]
+    fn counts(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Counter> RingMut for &mut [T] {
+    #[inline]
+    fn counts_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T: Counter> Ring for Box<[T]> {
+    type Count = T;
+    fn counts(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Counter> RingMut for Box<[T]> {
+    fn counts_mut(&mut self) -> &mut [T] {
+        self
+    }
+}
+
 /// One key's counters: a ring of [`Geometry::slots`] event counts and the index of its newest
-/// bucket. `C` is the storage: the limiter keeps every key's ring in one flat array and views a
-/// key's part as a `Window<&mut [u32]>`; a `Window<Box<[u32]>>` owns its counters.
+/// bucket. `C` is the storage ([`Ring`]): the limiter keeps every key's ring in one flat array
+/// and views a key's part as a `Window<&mut [T]>`; a `Window<Box<[T]>>` owns its counters.
 ///
 /// Inputs: [`Window::advance`] (time moved to a bucket), [`Window::record`] (one allowed event in
 /// the newest bucket). Outputs: [`Window::count_from`], [`Window::release_at`],
@@ -145,8 +218,8 @@ pub(crate) struct Window<C> {
 
 /// The sum of `counts`, widened so that no count can overflow it. One slice at a time: over a
 /// contiguous run the compiler vectorises it, where a chained iterator adds one by one.
-fn total(counts: &[u32]) -> u64 {
-    counts.iter().map(|&c| u64::from(c)).sum()
+fn total<T: Counter>(counts: &[T]) -> u64 {
+    counts.iter().map(|&c| c.into()).sum()
 }
 
 /// What a key keeps of its ring besides the counters: the newest bucket and the counters' sum.
@@ -168,10 +241,10 @@ impl Head {
 
 /// Zeroes `counts` and returns what they held. One pass, and no `memset` call for the one or two
 /// counters a check usually clears.
-fn take(counts: &mut [u32]) -> u64 {
+fn take<T: Counter>(counts: &mut [T]) -> u64 {
     let mut taken = 0;
     for count in counts {
-        taken += u64::from(std::mem::take(count));
+        taken += std::mem::take(count).into();
     }
     taken
 }
@@ -188,21 +261,21 @@ pub(crate) struct Position {
     start: u64,
 }
 
-impl Window<Box<[u32]>> {
+impl<T: Counter> Window<Box<[T]>> {
     /// An empty window whose newest bucket is `bucket`, owning its counters.
     #[cfg(test)]
     pub(crate) fn new(geo: &Geometry, bucket: u64) -> Self {
         let slots = usize::try_from(geo.slots()).unwrap_or(1).max(1);
         let pos = geo.position(bucket).slot;
-        Self { newest: bucket, total: 0, pos, counts: vec![0; slots].into_boxed_slice() }
+        Self { newest: bucket, total: 0, pos, counts: vec![T::default(); slots].into_boxed_slice() }
     }
 }
 
-impl<C: AsRef<[u32]>> Window<C> {
+impl<C: Ring> Window<C> {
     /// The ring stored in `counts` (at least one counter) with head `head`.
     pub(crate) fn view(head: Head, counts: C) -> Self {
-        debug_assert!(!counts.as_ref().is_empty(), "a ring needs at least one counter");
-        let pos = (head.newest % counts.as_ref().len() as u64) as usize;
+        debug_assert!(!counts.counts().is_empty(), "a ring needs at least one counter");
+        let pos = (head.newest % counts.counts().len() as u64) as usize;
         Self { newest: head.newest, total: head.total, pos, counts }
     }
 
@@ -210,7 +283,7 @@ impl<C: AsRef<[u32]>> Window<C> {
     /// after `newest`) by subtraction when the two lie within one ring: no division.
     #[inline]
     pub(crate) fn view_from(head: Head, counts: C, now: Position) -> Self {
-        let len = counts.as_ref().len();
+        let len = counts.counts().len();
         let newest = head.newest;
         debug_assert!(len > 0 && now.bucket >= newest, "a ring views its past from its present");
         let back = now.bucket - newest;
@@ -236,7 +309,7 @@ impl<C: AsRef<[u32]>> Window<C> {
     }
 
     fn len(&self) -> u64 {
-        self.counts.as_ref().len() as u64
+        self.counts.counts().len() as u64
     }
 
     /// The ring position of `bucket`, one of the buckets the ring holds (`oldest ..= newest`).
@@ -250,7 +323,7 @@ impl<C: AsRef<[u32]>> Window<C> {
         if self.pos >= back {
             self.pos - back
         } else {
-            self.pos + self.counts.as_ref().len() - back
+            self.pos + self.counts.counts().len() - back
         }
     }
 
@@ -265,22 +338,22 @@ impl<C: AsRef<[u32]>> Window<C> {
     fn span(&self, lo: u64) -> (usize, usize, usize) {
         let start = self.slot(lo);
         let n = (self.newest - lo + 1) as usize;
-        let first = n.min(self.counts.as_ref().len() - start);
+        let first = n.min(self.counts.counts().len() - start);
         (start, first, n - first)
     }
 
     /// The counters of buckets `lo ..= newest`, oldest first, as the two contiguous runs of the
     /// ring.
-    fn runs(&self, lo: u64) -> (&[u32], &[u32]) {
+    fn runs(&self, lo: u64) -> (&[C::Count], &[C::Count]) {
         let (start, first, wrapped) = self.span(lo);
-        let counts = self.counts.as_ref();
+        let counts = self.counts.counts();
         (&counts[start..start + first], &counts[..wrapped])
     }
 
     /// The events in buckets `first ..= newest`.
     #[inline]
     pub(crate) fn count_from(&self, first: u64) -> u64 {
-        debug_assert_eq!(self.total, total(self.counts.as_ref()), "the kept sum is the ring's");
+        debug_assert_eq!(self.total, total(self.counts.counts()), "the kept sum is the ring's");
         let oldest = self.oldest();
         let lo = first.max(oldest);
         if lo > self.newest {
@@ -305,11 +378,13 @@ impl<C: AsRef<[u32]>> Window<C> {
     pub(crate) fn last_event(&self) -> Option<u64> {
         let lo = self.oldest();
         let (a, b) = self.runs(lo);
-        let newer = b.iter().rposition(|&c| c > 0).map(|j| lo + (a.len() + j) as u64);
-        newer.or_else(|| a.iter().rposition(|&c| c > 0).map(|j| lo + j as u64))
+        let newer =
+            b.iter().rposition(|&c| c != C::Count::default()).map(|j| lo + (a.len() + j) as u64);
+        newer.or_else(|| a.iter().rposition(|&c| c != C::Count::default()).map(|j| lo + j as u64))
     }
 
     /// Whether a check counting from bucket `first` would see any event.
+    #[cfg(test)]
     pub(crate) fn is_live(&self, first: u64) -> bool {
         self.last_event().is_some_and(|b| b >= first)
     }
@@ -331,7 +406,7 @@ impl<C: AsRef<[u32]>> Window<C> {
             if remaining < limit {
                 break;
             }
-            remaining -= u64::from(c);
+            remaining -= c.into();
             dropped = Some(i);
         }
         // Only reachable with limit 0, which the limiter never asks about.
@@ -340,10 +415,10 @@ impl<C: AsRef<[u32]>> Window<C> {
     }
 }
 
-impl<C: AsRef<[u32]> + AsMut<[u32]>> Window<C> {
+impl<C: RingMut> Window<C> {
     /// Empties the window and makes `bucket` its newest bucket (reusing the storage).
     pub(crate) fn reset(&mut self, at: Position) {
-        self.counts.as_mut().fill(0);
+        self.counts.counts_mut().fill(C::Count::default());
         self.total = 0;
         self.newest = at.bucket;
         self.pos = at.slot;
@@ -360,13 +435,13 @@ impl<C: AsRef<[u32]> + AsMut<[u32]>> Window<C> {
         self.newest = to.bucket;
         self.pos = to.slot;
         if to.bucket - old_newest >= self.len() {
-            self.counts.as_mut().fill(0);
+            self.counts.counts_mut().fill(C::Count::default());
             self.total = 0;
         } else {
             // The buckets after the old newest up to the new one take the places of the oldest.
             let (start, first, wrapped) = self.span(old_newest + 1);
-            debug_assert_eq!(start, (old_pos + 1) % self.counts.as_ref().len());
-            let counts = self.counts.as_mut();
+            debug_assert_eq!(start, (old_pos + 1) % self.counts.counts().len());
+            let counts = self.counts.counts_mut();
             self.total -= take(&mut counts[start..start + first]) + take(&mut counts[..wrapped]);
         }
     }
@@ -375,10 +450,10 @@ impl<C: AsRef<[u32]> + AsMut<[u32]>> Window<C> {
     #[inline]
     pub(crate) fn record(&mut self) {
         let slot = self.pos;
-        let counts = self.counts.as_mut();
-        // A counter never exceeds the limit (a `u32`), so it cannot overflow; were it full, the
-        // event would be dropped from the counter and the sum alike.
-        if let Some(count) = counts[slot].checked_add(1) {
+        let counts = self.counts.counts_mut();
+        // A counter never exceeds the limit (it is as wide as the limit needs), so it cannot
+        // overflow; were it full, the event would be dropped from the counter and the sum alike.
+        if let Some(count) = counts[slot].plus_one() {
             counts[slot] = count;
             self.total += 1;
         }
@@ -424,7 +499,7 @@ mod tests {
     #[test]
     fn ring_advances_and_forgets() {
         let geo = Geometry::new(Duration::from_nanos(30), 3); // g = 10, 4 slots
-        let mut w = Window::new(&geo, 5);
+        let mut w: Window<Box<[u32]>> = Window::new(&geo, 5);
         w.record();
         w.advance(geo.position(6));
         w.record();
@@ -445,7 +520,7 @@ mod tests {
     #[test]
     fn release_drops_oldest_buckets_first() {
         let geo = Geometry::new(Duration::from_nanos(30), 3); // g = 10
-        let mut w = Window::new(&geo, 1);
+        let mut w: Window<Box<[u8]>> = Window::new(&geo, 1);
         w.record(); // bucket 1
         w.advance(geo.position(2));
         w.record(); // bucket 2
@@ -482,7 +557,7 @@ mod tests {
                 assert_eq!(geo.first_counted_at(t, now), geo.first_counted(t), "t = {t}");
                 for back in [0, 1, geo.slots() - 1, geo.slots()] {
                     let newest = now.bucket.saturating_sub(back);
-                    let counts = vec![0u32; geo.slots() as usize];
+                    let counts = vec![0u8; geo.slots() as usize];
                     let head = Head::empty(newest);
                     let viewed = Window::view_from(head, counts.as_slice(), now);
                     assert_eq!(viewed, Window::view(head, counts.as_slice()), "back {back}");
