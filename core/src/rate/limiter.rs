@@ -368,7 +368,11 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         {
             // Before the new stamp: the compaction keeps each slot's newest pair, this slot's too.
             self.compact();
-            debug_assert_eq!(self.order.len(), self.len, "one live pair per key");
+            // One live pair per key, but a key being inserted: counted already, not queued yet.
+            debug_assert!(
+                self.order.len() <= self.len && self.len <= self.order.len() + 1,
+                "one live pair per key"
+            );
         }
         let stamp = self.stamp();
         self.entries[slot as usize].stamp = stamp;
@@ -779,6 +783,22 @@ mod tests {
                 assert_eq!(narrow.contains(&key), wide.contains(&key));
             }
         }
+    }
+
+    #[test]
+    fn a_compaction_while_a_key_is_inserted_keeps_every_key() {
+        // One key used until the queue is full of its stale pairs, so that the next promotion
+        // compacts; that promotion is a new key's, counted but not queued yet.
+        let mut l = RateLimiter::new(RateLimit::new(255, MINUTE), 100);
+        let mut ms = 0;
+        while !(l.order.len() == l.order.capacity() && l.order.len() > 2 * l.len + QUEUE_SLACK) {
+            ms += 1;
+            assert!(l.check(&"a", Instant::from_millis(ms)).is_allowed(), "within the limit");
+        }
+        assert!(l.check(&"b", Instant::from_millis(ms)).is_allowed());
+        assert_eq!(l.order.len(), 2, "the compaction ran: one pair per key");
+        assert!(l.recency_matches_events());
+        assert_eq!(l.cleanup(Instant::from_millis(ms) + 2 * MINUTE), 2, "both keys tracked");
     }
 
     #[test]
