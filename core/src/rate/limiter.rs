@@ -295,7 +295,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let hash = self.hasher.hash_one(key);
         let decision = match self.find(key, hash) {
             Some(slot) => {
-                let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
+                let ring = self.ring(slot);
                 let entry = &mut self.entries[slot as usize];
                 let state = (t, at, first);
                 let (decision, head) = match &mut self.counts {
@@ -335,10 +335,16 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.index.find(hash, |&s| entries[s as usize].key.as_ref() == Some(key)).copied()
     }
 
+    /// Where `slot`'s ring lies in [`Counts`]'s array.
+    fn ring(&self, slot: u32) -> std::ops::Range<usize> {
+        let start = slot as usize * self.stride;
+        start..start + self.stride
+    }
+
     /// The newest bucket of `slot`'s ring holding an event, if any.
     fn last_event(&self, slot: u32) -> Option<u64> {
         // Every key's newest bucket is at or before the clock's.
-        let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
+        let ring = self.ring(slot);
         let head = self.entries[slot as usize].head;
         match &self.counts {
             Counts::Narrow(c) => Window::view_from(head, &c[ring], self.at).last_event(),
@@ -460,7 +466,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 slot
             }
         };
-        let ring = slot as usize * self.stride..(slot as usize + 1) * self.stride;
+        let ring = self.ring(slot);
         let head = match &mut self.counts {
             Counts::Narrow(c) => start_ring(&mut c[ring], at),
             Counts::Wide(c) => start_ring(&mut c[ring], at),

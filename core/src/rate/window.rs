@@ -183,6 +183,7 @@ impl<T: Counter> RingMut for &mut [T] {
     }
 }
 
+#[cfg(test)]
 impl<T: Counter> Ring for Box<[T]> {
     type Count = T;
     fn counts(&self) -> &[T] {
@@ -190,6 +191,7 @@ impl<T: Counter> Ring for Box<[T]> {
     }
 }
 
+#[cfg(test)]
 impl<T: Counter> RingMut for Box<[T]> {
     fn counts_mut(&mut self) -> &mut [T] {
         self
@@ -198,7 +200,7 @@ impl<T: Counter> RingMut for Box<[T]> {
 
 /// One key's counters: a ring of [`Geometry::slots`] event counts and the index of its newest
 /// bucket. `C` is the storage ([`Ring`]): the limiter keeps every key's ring in one flat array
-/// and views a key's part as a `Window<&mut [T]>`; a `Window<Box<[T]>>` owns its counters.
+/// and views a key's part as a `Window<&mut [T]>`; the tests' `Window<Box<[T]>>` owns its counters.
 ///
 /// Inputs: [`Window::advance`] (time moved to a bucket), [`Window::record`] (one allowed event in
 /// the newest bucket). Outputs: [`Window::count_from`], [`Window::release_at`],
@@ -383,12 +385,6 @@ impl<C: Ring> Window<C> {
         newer.or_else(|| a.iter().rposition(|&c| c != C::Count::default()).map(|j| lo + j as u64))
     }
 
-    /// Whether a check counting from bucket `first` would see any event.
-    #[cfg(test)]
-    pub(crate) fn is_live(&self, first: u64) -> bool {
-        self.last_event().is_some_and(|b| b >= first)
-    }
-
     /// The earliest instant at which a check counting from `first` at the newest bucket or later
     /// would see fewer than `limit` events, if nothing is recorded meanwhile: drop the oldest
     /// counted buckets until fewer than `limit` remain; the answer is the release of the last
@@ -514,7 +510,6 @@ mod tests {
         w.advance(geo.position(100));
         assert_eq!(w.count_from(0), 0);
         assert_eq!(w.last_event(), None);
-        assert!(!w.is_live(0));
     }
 
     #[test]
