@@ -15,6 +15,11 @@
 //! (timers, sweepers) scales with the step's length, i.e. with its messages at a fixed rate, so
 //! it is counted per reply at that rate. Only user-space instructions are counted (no
 //! kernel time: syscalls count as the instructions that make them).
+//!
+//! The embedded store's writer thread is also reported on its own, with its commits: group
+//! commit makes its work depend on timing (a faster engine spreads the same writes over more
+//! commits under callgrind, ~200 000 instructions each), so the total of two builds can differ
+//! by more than the code did. The instructions outside the writer thread compare steadily.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,6 +106,15 @@ pub async fn instructions(
                     report["steps"][1]["replies"],
                     report["steps"][1]["ir"]
                 );
+                let writer = report["store_writer_instructions_per_reply"].as_f64();
+                if let Some(writer) = writer.filter(|w| *w > 0.0) {
+                    println!(
+                        "{name}: {:.0} outside the store's writer thread, {writer:.0} in it \
+                         ({:.2} commits per reply)",
+                        per_reply - writer,
+                        report["store_commits_per_reply"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
                 println!("RESULT {report}");
                 figures.push((name.clone(), per_reply));
             }
@@ -199,13 +213,16 @@ async fn measure(
         )
         .await;
         stub.clear();
-        let ir = dump(pid, &out, &format!("{name}-{index}")).await?;
+        let (ir, path) = dump(pid, &out, &format!("{name}-{index}")).await?;
+        let writer = std::fs::read_to_string(&path).map(|text| store_writer(&text)).ok();
         steps.push(json!({
             "step": label,
             "messages": messages,
             "replies": report["done"],
             "errors_total": report["errors_total"],
             "ir": ir,
+            "store_writer_ir": writer.map(|w| w.ir),
+            "store_commits": writer.map(|w| w.commits),
         }));
     }
     let _ = target.sigterm();
@@ -215,11 +232,19 @@ async fn measure(
     drop(target);
     let measured = &steps[1..];
     let replies = |k: usize| measured[k]["replies"].as_u64().unwrap_or(0);
-    let ir = |k: usize| measured[k]["ir"].as_u64().unwrap_or(0);
-    let per_reply = if replies(1) > replies(0) {
-        json!((ir(1) as f64 - ir(0) as f64) / (replies(1) - replies(0)) as f64)
-    } else {
-        Value::Null
+    let per_reply_of = |key: &str| {
+        let value = |k: usize| measured[k][key].as_u64().unwrap_or(0) as f64;
+        if replies(1) > replies(0) {
+            json!((value(1) - value(0)) / (replies(1) - replies(0)) as f64)
+        } else {
+            Value::Null
+        }
+    };
+    let per_reply = per_reply_of("ir");
+    let writer = per_reply_of("store_writer_ir");
+    let outside = match (per_reply.as_f64(), writer.as_f64()) {
+        (Some(all), Some(writer)) => json!(all - writer),
+        _ => Value::Null,
     };
     Ok(json!({
         "scenario": "instructions",
@@ -228,6 +253,9 @@ async fn measure(
         "rate": args.rate,
         "connections": args.connections,
         "instructions_per_reply": per_reply,
+        "store_writer_instructions_per_reply": writer,
+        "instructions_per_reply_outside_store_writer": outside,
+        "store_commits_per_reply": per_reply_of("store_commits"),
         "steps": measured,
         "warmup": steps[0],
         "loadavg": util::loadavg(),
@@ -235,8 +263,8 @@ async fn measure(
 }
 
 /// Dumps (and zeroes) callgrind's counters in process `pid`, whose output file is `out`; the
-/// instructions (Ir) since the previous dump.
-async fn dump(pid: u32, out: &Path, label: &str) -> Result<u64, String> {
+/// instructions (Ir) since the previous dump, and the dump's file.
+async fn dump(pid: u32, out: &Path, label: &str) -> Result<(u64, PathBuf), String> {
     let before = newest_dump(out);
     let status = tokio::time::timeout(
         Duration::from_secs(120),
@@ -257,7 +285,7 @@ async fn dump(pid: u32, out: &Path, label: &str) -> Result<u64, String> {
         if let Some((number, path)) = newest_dump(out) {
             if before.as_ref().is_none_or(|(old, _)| number > *old) {
                 if let Some(ir) = totals(&path) {
-                    return Ok(ir);
+                    return Ok((ir, path));
                 }
             }
         }
@@ -279,6 +307,43 @@ fn newest_dump(out: &Path) -> Option<(u64, PathBuf)> {
             Some((number, entry.path()))
         })
         .max_by_key(|(number, _)| *number)
+}
+
+/// The embedded store's writer thread in one dump: its instructions and its commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct StoreWriter {
+    /// Instructions of the writer's function and everything it called (the whole thread).
+    ir: u64,
+    /// Calls of redb's commit.
+    commits: u64,
+}
+
+/// The writer thread's function (`shell/src/adapters/store/writer.rs`).
+const STORE_WRITER_FN: &str = "chatbox::adapters::store::writer::run";
+/// redb's commit of a write transaction.
+const COMMIT_FN: &str = "redb::transactions::WriteTransaction::commit";
+
+/// [`StoreWriter`] from the text of a dump written with `--compress-strings=no`: the cost lines
+/// under `fn=` the writer (its own, and those after each `calls=` line, which carry the called
+/// function's inclusive cost), and the `calls=` counts whose `cfn=` is the commit.
+fn store_writer(dump: &str) -> StoreWriter {
+    let (mut found, mut in_writer, mut callee_is_commit) = (StoreWriter::default(), false, false);
+    for line in dump.lines() {
+        if let Some(name) = line.strip_prefix("fn=") {
+            in_writer = name == STORE_WRITER_FN;
+        } else if let Some(name) = line.strip_prefix("cfn=") {
+            callee_is_commit = name == COMMIT_FN;
+        } else if let Some(calls) = line.strip_prefix("calls=") {
+            if callee_is_commit {
+                found.commits +=
+                    calls.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+        } else if in_writer && line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            found.ir +=
+                line.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    found
 }
 
 /// The `totals:` (or `summary:`) Ir of a callgrind file.
@@ -311,5 +376,29 @@ mod tests {
         assert_eq!(number, 2);
         assert_eq!(totals(&path), Some(94_532_554));
         assert_eq!(totals(&dir.path().join("x.callgrind.1")), Some(10));
+    }
+
+    #[test]
+    fn the_store_writer_is_its_function_inclusive_and_its_commits_are_counted() {
+        let dump = "events: Ir\n\
+            fn=chatbox::adapters::store::writer::run\n\
+            10 100\n\
+            cfn=redb::transactions::WriteTransaction::commit\n\
+            calls=3 40\n\
+            12 5000\n\
+            cfn=other\n\
+            calls=1 7\n\
+            13 20\n\
+            fn=tokio::worker\n\
+            5 999\n\
+            cfn=chatbox::adapters::store::writer::run\n\
+            calls=1 10\n\
+            6 5120\n\
+            fn=redb::x\n\
+            cfn=redb::transactions::WriteTransaction::commit\n\
+            calls=2 40\n\
+            8 300\n";
+        // Own 100 + the commit calls' 5000 + the other call's 20; the commits of every caller.
+        assert_eq!(store_writer(dump), StoreWriter { ir: 5120, commits: 5 });
     }
 }

@@ -89,10 +89,10 @@ impl LlmProvider for SimProvider {
         "sim"
     }
 
-    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+    async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let (behaviour, noise) = self.draw();
-        let text = last_user_text(&request).unwrap_or_default().to_owned();
+        let text = last_user_text(request).unwrap_or_default().to_owned();
         let chunks = split_chunks(&text, chatbox_core::budgets::ECHO_CHUNKS);
         let gap = Duration::from_millis(20 + noise % 400);
         let idle = self.limits.idle;

@@ -169,7 +169,7 @@ async fn main() {
     let mut failed_samples = Vec::with_capacity(n);
     for i in 0..n + 10 {
         let started = now();
-        let refused = provider.open_stream(request.clone()).await;
+        let refused = provider.open_stream(&request).await;
         assert!(refused.is_err(), "the refusing upstream refuses");
         if i >= 10 {
             failed_samples.push(now() - started);

@@ -92,7 +92,7 @@ async fn drain(mut stream: EventStream) -> (Vec<String>, Result<Option<String>, 
 }
 
 async fn open(provider: &dyn LlmProvider, req: ChatRequest) -> Result<EventStream, ProviderError> {
-    tokio::time::timeout(STEP, provider.open_stream(req)).await.expect("open_stream hung")
+    tokio::time::timeout(STEP, provider.open_stream(&req)).await.expect("open_stream hung")
 }
 
 async fn reply(

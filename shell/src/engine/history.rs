@@ -3,6 +3,8 @@
 //! administrator — trimmed from the oldest end to the configured message and byte budgets. The
 //! current message is always kept, even when it alone exceeds the byte budget.
 
+use std::sync::Arc;
+
 use super::llm::{ChatMessage, Role};
 use super::store::StoredMessage;
 
@@ -11,7 +13,7 @@ pub const ADMIN_PREFIX: &str = "[Administrator] ";
 
 /// Builds the request messages from stored messages (oldest first, ending with the current one).
 pub fn conversation(
-    stored: &[StoredMessage],
+    stored: &[Arc<StoredMessage>],
     max_messages: usize,
     max_bytes: usize,
 ) -> Vec<ChatMessage> {
@@ -59,12 +61,12 @@ mod tests {
     use chatbox_core::protocol::Sender;
     use chatbox_core::UnixMillis;
 
-    fn msg(sender: &str, content: &str) -> StoredMessage {
+    fn msg(sender: &str, content: &str) -> Arc<StoredMessage> {
         let sender = Sender::from_wire(sender).expect("a known sender");
-        StoredMessage {
+        Arc::new(StoredMessage {
             id: content.to_string(),
             ..StoredMessage::new(content, UnixMillis(0), sender)
-        }
+        })
     }
 
     #[test]

@@ -177,5 +177,5 @@ pub trait LlmProvider: Send + Sync + fmt::Debug {
 
     /// Opens a streamed reply. Returns once the upstream accepted the request (headers
     /// received); the events follow on the stream.
-    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError>;
+    async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError>;
 }

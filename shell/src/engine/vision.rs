@@ -6,6 +6,8 @@
 //! `MAX_VISION_IMAGES` of the newest. Other models, other files and anything that cannot be read
 //! keep today's behaviour: the model sees the text only.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use chatbox_core::upload::{is_file_id, is_own_file_url, vision_image, MAX_VISION_IMAGES};
 use futures_util::StreamExt;
@@ -21,7 +23,7 @@ pub async fn attach(
     engine: &Engine,
     model: &Model,
     user: &str,
-    stored: &[StoredMessage],
+    stored: &[Arc<StoredMessage>],
     messages: &mut [ChatMessage],
 ) {
     if !model.vision {
@@ -31,6 +33,7 @@ pub async fn attach(
     let prefix = &engine.config.server.path_prefix;
     let mut wanted: Vec<&StoredMessage> = stored
         .iter()
+        .map(Arc::as_ref)
         .rev()
         .take_while(|m| m.sender != "ai")
         .filter(|m| m.sender == "user" && is_file_id(&m.file_id))

@@ -139,7 +139,7 @@ impl LlmProvider for AnthropicProvider {
         UPSTREAM.kind
     }
 
-    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+    async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
         let (system, messages) = to_wire(&request.messages);
         let body = Body {
             model: &self.settings.model,

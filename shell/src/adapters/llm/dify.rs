@@ -57,8 +57,8 @@ impl LlmProvider for DifyProvider {
         UPSTREAM.kind
     }
 
-    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let Some(query) = last_user_text(&request) else {
+    async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+        let Some(query) = last_user_text(request) else {
             return Err(UPSTREAM.permanent("request has no user message"));
         };
         let body = Body {

@@ -29,8 +29,8 @@ impl LlmProvider for EchoProvider {
         "echo"
     }
 
-    async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let chunks = split_chunks(last_user_text(&request).unwrap_or_default(), ECHO_CHUNKS);
+    async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+        let chunks = split_chunks(last_user_text(request).unwrap_or_default(), ECHO_CHUNKS);
         let events = stream::unfold((chunks.into_iter(), false), |(mut rest, ended)| async move {
             if ended {
                 return None;

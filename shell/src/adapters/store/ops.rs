@@ -125,6 +125,37 @@ pub(super) fn append_message(
     session_id: &str,
     msg: &StoredMessage,
 ) -> Result<Write<()>, StoreError> {
+    append_patched(txn, session_id, msg, None)
+}
+
+/// Appends `msg` and applies `patch` in the same transaction; a message already stored means
+/// both were applied before (nothing is written). The session row is read and written once,
+/// with the append's and the patch's changes together, unless the patch reactivates the session
+/// (that claims the user's active slot: [`update`]'s own path).
+pub(super) fn append_message_with(
+    txn: &WriteTransaction,
+    session_id: &str,
+    msg: &StoredMessage,
+    patch: &SessionPatch,
+) -> Result<Write<()>, StoreError> {
+    if !patch.reactivate {
+        return append_patched(txn, session_id, msg, Some(patch));
+    }
+    match append_message(txn, session_id, msg)? {
+        Write::Discard(()) => Ok(Write::Discard(())),
+        // The append changed the session row: the transaction commits whatever the patch says.
+        Write::Commit(()) => update(txn, session_id, patch).map(|_| Write::Commit(())),
+    }
+}
+
+/// [`append_message`], with `patch`'s plain fields ([`apply_fields`]) applied to the session row
+/// after the append's own changes.
+fn append_patched(
+    txn: &WriteTransaction,
+    session_id: &str,
+    msg: &StoredMessage,
+    patch: Option<&SessionPatch>,
+) -> Result<Write<()>, StoreError> {
     let mut sessions = txn.open_table(SESSIONS).map_err(redb_error)?;
     let mut row = read_row(&sessions, session_id)?.ok_or_else(not_found)?;
     let mut messages = txn.open_table(MESSAGES).map_err(redb_error)?;
@@ -132,23 +163,11 @@ pub(super) fn append_message(
     if !insert_message(&mut messages, &mut ids, session_id, &mut row, msg)? {
         return Ok(Write::Discard(()));
     }
+    if let Some(patch) = patch {
+        apply_fields(&mut row, patch);
+    }
     sessions.insert(session_id, row.encode()?.as_slice()).map_err(redb_error)?;
     Ok(Write::Commit(()))
-}
-
-/// Appends `msg` and applies `patch` in the same transaction; a message already stored means
-/// both were applied before (nothing is written).
-pub(super) fn append_message_with(
-    txn: &WriteTransaction,
-    session_id: &str,
-    msg: &StoredMessage,
-    patch: &SessionPatch,
-) -> Result<Write<()>, StoreError> {
-    match append_message(txn, session_id, msg)? {
-        Write::Discard(()) => Ok(Write::Discard(())),
-        // The append changed the session row: the transaction commits whatever the patch says.
-        Write::Commit(()) => update(txn, session_id, patch).map(|_| Write::Commit(())),
-    }
 }
 
 /// Applies `patch`. Reactivation clears the end time and the duration and takes the user's

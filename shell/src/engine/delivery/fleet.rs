@@ -311,6 +311,10 @@ impl Bus for FleetBus {
         &self.local
     }
 
+    fn has_peers(&self) -> bool {
+        true
+    }
+
     fn register(&self, conn: Registration<'_>) -> ConnId {
         let user_id = conn.user_id;
         let id = self.local.register(conn);

@@ -190,6 +190,10 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     }
     /// Sends `signal` to the other instances (issue 15); the in-process bus has none.
     fn publish_signal(&self, _signal: &Signal) {}
+    /// Whether [`Bus::publish_signal`] reaches other instances (the in-process bus: no).
+    fn has_peers(&self) -> bool {
+        false
+    }
     /// The signals received from the other instances from now on; `None` without any.
     fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
         None
@@ -355,7 +359,12 @@ impl Delivery {
 
     /// Sends `event` about `session` (of `owner`; empty when this instance does not know it)
     /// to every admin console, on this instance and the others.
+    /// Nothing is encoded when no console listens here and there are no other instances (two
+    /// events per reply: ~1 % of a reply's instructions).
     pub fn admin_event(&self, event: AdminEvent<'_>, session: &str, owner: &str) {
+        if !self.admin_events.heard() && !self.bus.has_peers() {
+            return;
+        }
         let json = match event.to_json(session, owner, self.clock.wall_datetime()) {
             Ok(json) => json,
             Err(error) => {

@@ -59,6 +59,11 @@ impl AdminEvents {
         let _ = self.tx.send(event);
     }
 
+    /// Whether a console listens on this instance now.
+    pub fn heard(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// A receiver of the events from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
         self.tx.subscribe()

@@ -43,7 +43,7 @@ mod tests {
             "echo"
         }
 
-        async fn open_stream(&self, _: ChatRequest) -> Result<EventStream, ProviderError> {
+        async fn open_stream(&self, _: &ChatRequest) -> Result<EventStream, ProviderError> {
             let words = futures_util::stream::unfold(0u32, |n| async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let event = if n < 1000 {

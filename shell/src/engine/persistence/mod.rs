@@ -175,10 +175,10 @@ impl Persistence {
         session: &str,
         message: StoredMessage,
     ) -> Result<Persisted, StoreError> {
-        let cached = message.clone();
+        let cached = Arc::new(message.clone());
         self.message_write(
             session,
-            &cached,
+            cached,
             PendingWrite::Append { session_id: session.to_string(), message },
         )
         .await
@@ -192,9 +192,9 @@ impl Persistence {
         message: StoredMessage,
         patch: SessionPatch,
     ) -> Result<Persisted, StoreError> {
-        let cached = message.clone();
+        let cached = Arc::new(message.clone());
         let write = PendingWrite::AppendWith { session_id: session.to_string(), message, patch };
-        self.message_write(session, &cached, write).await
+        self.message_write(session, cached, write).await
     }
 
     /// Persists `write`, which stores `message`; once durable the message is also cached among
@@ -202,7 +202,7 @@ impl Persistence {
     async fn message_write(
         &self,
         session: &str,
-        message: &StoredMessage,
+        message: Arc<StoredMessage>,
         write: PendingWrite,
     ) -> Result<Persisted, StoreError> {
         let persisted = self.persist(write).await?;
@@ -324,7 +324,7 @@ impl Persistence {
         session: &str,
         wanted: usize,
         max_bytes: usize,
-    ) -> Vec<StoredMessage> {
+    ) -> Vec<Arc<StoredMessage>> {
         let budget = self.history_budget;
         let read = tokio::time::timeout(budget, self.history(session, wanted, max_bytes)).await;
         let stored = match read {
@@ -333,7 +333,9 @@ impl Persistence {
                 merge_pending(&mut messages, self.pending_appends(session).await);
                 return messages;
             }
-            Ok(Ok(Some(History::Read(messages, mark)))) => Some((messages, Some(mark))),
+            Ok(Ok(Some(History::Read(messages, mark)))) => {
+                Some((messages.into_iter().map(Arc::new).collect(), Some(mark)))
+            }
             Ok(Ok(None)) => Some((Vec::new(), None)),
             Ok(Err(error)) => {
                 tracing::warn!(session_id = session, %error, "history read failed; replying from this instance's recent messages");
@@ -567,11 +569,11 @@ async fn bounded<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T
 }
 
 /// Appends the `pending` messages not already in `messages`; returns whether any was.
-fn merge_pending(messages: &mut Vec<StoredMessage>, pending: Vec<StoredMessage>) -> bool {
+fn merge_pending(messages: &mut Vec<Arc<StoredMessage>>, pending: Vec<StoredMessage>) -> bool {
     let mut added = false;
     for message in pending {
         if !messages.iter().any(|m| m.id == message.id) {
-            messages.push(message);
+            messages.push(Arc::new(message));
             added = true;
         }
     }
@@ -581,7 +583,7 @@ fn merge_pending(messages: &mut Vec<StoredMessage>, pending: Vec<StoredMessage>)
 /// Where a reply's conversation came from ([`Persistence::history`]).
 enum History {
     /// This instance's cached entry, current by the store's mark.
-    Cached(Vec<StoredMessage>),
+    Cached(Vec<Arc<StoredMessage>>),
     /// Read from the store, after the store's mark was the one given.
     Read(Vec<StoredMessage>, HistoryMark),
 }
@@ -621,7 +623,7 @@ mod tests {
         StoredMessage::new(text, UnixMillis(1), Sender::User)
     }
 
-    fn contents(messages: &[StoredMessage]) -> Vec<&str> {
+    fn contents(messages: &[Arc<StoredMessage>]) -> Vec<&str> {
         messages.iter().map(|m| m.content.as_str()).collect()
     }
 
@@ -648,6 +650,7 @@ mod tests {
         let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!((contents(&cached), hits()), (vec!["first", "answer", "second"], 1));
         let stored = persistence.load("s").await.unwrap().unwrap().messages;
+        let cached: Vec<StoredMessage> = cached.iter().map(|m| (**m).clone()).collect();
         assert_eq!(cached, stored, "the cached history is the stored one");
         // A repeated append stores nothing and leaves the entry current.
         persistence.append("s", first).await.unwrap();

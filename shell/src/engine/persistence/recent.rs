@@ -16,9 +16,13 @@
 //! [`fallback`] is the choice made when the store cannot answer: the cached messages and the
 //! outbox's pending ones, merged by id in time order — which, for a session this instance has
 //! not seen before, is at least the current message (its append is cached before the read).
+//!
+//! Messages are held behind [`Arc`], so serving a reply's history (up to
+//! `LLM_HISTORY_MAX_MESSAGES` of them, each with its metadata map) copies pointers, not
+//! messages: the copies were a fifth of the server's allocations per reply (BENCHMARKS.md "1d").
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use chatbox_core::budgets::{HISTORY_CACHE_BYTES, HISTORY_CACHE_MESSAGES};
 
@@ -27,7 +31,7 @@ use crate::engine::store::{HistoryMark, StoredMessage};
 /// One session's recent messages, oldest first, and their content bytes.
 #[derive(Debug, Default)]
 struct Recent {
-    messages: VecDeque<StoredMessage>,
+    messages: VecDeque<Arc<StoredMessage>>,
     bytes: usize,
     /// The store's mark these messages end at; `None` when unknown (module doc).
     mark: Option<HistoryMark>,
@@ -35,7 +39,11 @@ struct Recent {
 
 impl Recent {
     /// Adds `message` unless it is already cached; returns whether it was added.
-    fn push(&mut self, message: StoredMessage, (max_messages, max_bytes): (usize, usize)) -> bool {
+    fn push(
+        &mut self,
+        message: Arc<StoredMessage>,
+        (max_messages, max_bytes): (usize, usize),
+    ) -> bool {
         if self.messages.iter().any(|m| m.id == message.id) {
             return false;
         }
@@ -101,32 +109,38 @@ impl RecentMessages {
 
     /// `message` was made durable in `session`: `stored` in the store (the entry's mark moves
     /// on by this message), or queued in the outbox (the entry loses its mark).
-    pub fn push(&self, session: &str, message: &StoredMessage, stored: bool) {
+    pub fn push(&self, session: &str, message: Arc<StoredMessage>, stored: bool) {
         let bounds = (self.max_messages, self.max_bytes);
+        let id = message.id.clone();
         let mut map = self.lock();
         let recent = map.entry(session.to_string()).or_default();
-        let added = recent.push(message.clone(), bounds);
+        let added = recent.push(message, bounds);
         if !stored {
             recent.mark = None;
         } else if added {
             // A message this instance stored after the marked ones: one more, and the last —
             // unless something else was appended meanwhile, which the next check sees.
-            recent.mark = recent.mark.take().map(|mark| HistoryMark {
-                count: mark.count.saturating_add(1),
-                last_id: Some(message.id.clone()),
-            });
+            recent.mark = recent
+                .mark
+                .take()
+                .map(|mark| HistoryMark { count: mark.count.saturating_add(1), last_id: Some(id) });
         }
     }
 
     /// The store answered with `messages` (the end of `session`'s conversation, oldest first,
     /// read after the store's mark was `mark`; `None` when they include writes still in the
     /// outbox): they replace what was cached, within the bounds.
-    pub fn replace(&self, session: &str, messages: &[StoredMessage], mark: Option<HistoryMark>) {
+    pub fn replace(
+        &self,
+        session: &str,
+        messages: &[Arc<StoredMessage>],
+        mark: Option<HistoryMark>,
+    ) {
         let bounds = (self.max_messages, self.max_bytes);
         let mut fresh = Recent::default();
         let start = messages.len().saturating_sub(self.max_messages);
         for message in &messages[start..] {
-            fresh.push(message.clone(), bounds);
+            fresh.push(Arc::clone(message), bounds);
         }
         fresh.mark = mark;
         self.lock().insert(session.to_string(), fresh);
@@ -140,14 +154,14 @@ impl RecentMessages {
         mark: &HistoryMark,
         wanted: usize,
         max_bytes: usize,
-    ) -> Option<Vec<StoredMessage>> {
+    ) -> Option<Vec<Arc<StoredMessage>>> {
         let map = self.lock();
         let recent = map.get(session)?;
         recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
     }
 
     /// The cached messages of `session`, oldest first.
-    pub fn get(&self, session: &str) -> Vec<StoredMessage> {
+    pub fn get(&self, session: &str) -> Vec<Arc<StoredMessage>> {
         self.lock().get(session).map(|r| r.messages.iter().cloned().collect()).unwrap_or_default()
     }
 
@@ -174,13 +188,13 @@ impl RecentMessages {
 /// outbox's waiting appends) merged — each message once, by id — in time order (stable, so
 /// messages of the same millisecond keep the order they were made in).
 pub fn fallback(
-    cached: Vec<StoredMessage>,
+    cached: Vec<Arc<StoredMessage>>,
     pending: impl IntoIterator<Item = StoredMessage>,
-) -> Vec<StoredMessage> {
+) -> Vec<Arc<StoredMessage>> {
     let mut messages = cached;
     for message in pending {
         if !messages.iter().any(|m| m.id == message.id) {
-            messages.push(message);
+            messages.push(Arc::new(message));
         }
     }
     messages.sort_by_key(|m| m.ts);
@@ -194,11 +208,11 @@ mod tests {
 
     use super::*;
 
-    fn message(text: &str, ts: i64) -> StoredMessage {
-        StoredMessage::new(text, UnixMillis(ts), Sender::User)
+    fn message(text: &str, ts: i64) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage::new(text, UnixMillis(ts), Sender::User))
     }
 
-    fn texts(messages: &[StoredMessage]) -> Vec<&str> {
+    fn texts(messages: &[Arc<StoredMessage>]) -> Vec<&str> {
         messages.iter().map(|m| m.content.as_str()).collect()
     }
 
@@ -206,12 +220,12 @@ mod tests {
     fn the_cache_keeps_the_newest_messages_within_its_count_and_byte_bounds() {
         let cache = RecentMessages::new(3, 10);
         for (n, text) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            cache.push("s", &message(text, n as i64), true);
+            cache.push("s", message(text, n as i64), true);
         }
         assert_eq!(texts(&cache.get("s")), ["b", "c", "d"], "the count bound drops the oldest");
-        cache.push("s", &message("0123456789", 5), true);
+        cache.push("s", message("0123456789", 5), true);
         assert_eq!(texts(&cache.get("s")), ["0123456789"], "the byte bound drops the oldest");
-        cache.push("s", &message("far too long for ten bytes", 6), true);
+        cache.push("s", message("far too long for ten bytes", 6), true);
         assert_eq!(texts(&cache.get("s")), ["far too long for ten bytes"], "the newest stays");
         assert!(cache.get("other").is_empty(), "per session");
     }
@@ -220,8 +234,8 @@ mod tests {
     fn a_message_is_cached_once_and_a_store_read_replaces_the_entry() {
         let cache = RecentMessages::new(2, 1024);
         let repeated = message("again", 1);
-        cache.push("s", &repeated, true);
-        cache.push("s", &repeated, true);
+        cache.push("s", Arc::clone(&repeated), true);
+        cache.push("s", Arc::clone(&repeated), true);
         assert_eq!(texts(&cache.get("s")), ["again"]);
         let read = [message("x", 1), message("y", 2), message("z", 3)];
         cache.replace("s", &read, None);
@@ -259,19 +273,19 @@ mod tests {
         let read = [message("a", 1)];
         cache.replace("s", &read, Some(mark(1, &read[0])));
         let (b, c) = (message("b", 2), message("c", 3));
-        cache.push("s", &b, true);
+        cache.push("s", Arc::clone(&b), true);
         assert!(cache.serve("s", &mark(2, &b), 10, 1024).is_some(), "stored: one more, the last");
-        cache.push("s", &b, true);
+        cache.push("s", Arc::clone(&b), true);
         assert!(cache.serve("s", &mark(2, &b), 10, 1024).is_some(), "a repeat moves nothing");
         // Two appends stored as c then e but cached as e then c: the last ids differ.
         let e = message("e", 4);
-        cache.push("s", &e, true);
-        cache.push("s", &c, true);
+        cache.push("s", Arc::clone(&e), true);
+        cache.push("s", Arc::clone(&c), true);
         assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_none(), "cached in another order");
         cache.replace("s", &[read[0].clone(), b.clone(), c.clone(), e.clone()], Some(mark(4, &e)));
         assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_some());
         let d = message("d", 5);
-        cache.push("s", &d, false);
+        cache.push("s", Arc::clone(&d), false);
         assert!(
             cache.serve("s", &mark(4, &e), 10, 1024).is_none(),
             "queued: no longer the store's"
@@ -287,10 +301,11 @@ mod tests {
     fn the_fallback_merges_cached_and_pending_once_each_in_time_order() {
         let before = message("before the outage", 1);
         let during = message("during the outage", 3);
-        let answer = StoredMessage::new("an answer", UnixMillis(2), Sender::Ai);
+        let answer = Arc::new(StoredMessage::new("an answer", UnixMillis(2), Sender::Ai));
         let cached = vec![before.clone(), answer.clone(), during.clone()];
         // The outbox holds the outage's writes, some of which this instance also cached.
-        let merged = fallback(cached, [during.clone(), message("queued elsewhere", 4)]);
+        let pending = [(*during).clone(), (*message("queued elsewhere", 4)).clone()];
+        let merged = fallback(cached, pending);
         assert_eq!(
             texts(&merged),
             ["before the outage", "an answer", "during the outage", "queued elsewhere"]
@@ -300,7 +315,7 @@ mod tests {
     #[test]
     fn with_nothing_cached_the_fallback_is_what_waits_in_the_outbox_or_nothing() {
         let current = message("the current message", 1);
-        assert_eq!(texts(&fallback(Vec::new(), [current])), ["the current message"]);
+        assert_eq!(texts(&fallback(Vec::new(), [(*current).clone()])), ["the current message"]);
         assert!(fallback(Vec::new(), []).is_empty());
     }
 }

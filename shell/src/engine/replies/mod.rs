@@ -601,20 +601,23 @@ impl Run<'_> {
         let first_chunk_by = timer.poll_timeout().unwrap_or(Instant::MAX);
         let mut retry = policy.start(Some(first_chunk_by));
         let own_model = model.info.id == job.model.info.id;
-        let mut request = job.request.clone();
-        if !own_model {
-            // An upstream conversation belongs to the provider that started it.
-            request.conversation_id = None;
+        // The job's request is lent to each attempt (up to `LLM_HISTORY_MAX_MESSAGES` lines:
+        // no copy per attempt); a copy without the upstream conversation id is made only when
+        // that id must not be sent — it belongs to the provider that started it.
+        let mut unthreaded = None;
+        if !own_model && job.request.conversation_id.is_some() {
+            unthreaded = Some(ChatRequest { conversation_id: None, ..job.request.clone() });
         }
         let mut tries = 0;
         loop {
+            let request = unthreaded.as_ref().unwrap_or(&job.request);
             let deadline = replies.clock.to_runtime(first_chunk_by);
             replies.metrics.llm_request(model.kind);
             replies.metrics.provider_requests.with_label_values(&[id]).inc();
             tries += 1;
             let span = telemetry::attempt_span(model, tries, !own_model);
             let attempt = tokio::select! {
-                r = open_and_peek(model, request.clone()).instrument(span.clone()) => Some(r),
+                r = open_and_peek(model, request).instrument(span.clone()) => Some(r),
                 _ = tokio::time::sleep_until(deadline) => None,
                 _ = signalled(cut) => return Tried::Ended(self.unfinished(ReplyEnd::Cut)),
                 _ = signalled(stop) => return Tried::Ended(ReplyEnd::Stopped),
@@ -648,7 +651,7 @@ impl Run<'_> {
             if error.class() == ErrorClass::Permanent && request.conversation_id.is_some() {
                 // An upstream conversation can expire (Dify answers 404 "Conversation Not
                 // Exists"): forget it and try once more as a new conversation.
-                request.conversation_id = None;
+                unthreaded = Some(ChatRequest { conversation_id: None, ..request.clone() });
                 *conversation = ConversationUpdate::Forget;
                 continue;
             }
@@ -694,7 +697,7 @@ impl Run<'_> {
 /// Opens `model`'s stream and waits for its first event: a delta or the end is success (the
 /// stream is given back with that event first); an error, or a body that ends first, is the
 /// attempt's failure.
-async fn open_and_peek(model: &Model, request: ChatRequest) -> Result<EventStream, ProviderError> {
+async fn open_and_peek(model: &Model, request: &ChatRequest) -> Result<EventStream, ProviderError> {
     let mut events = model.provider.open_stream(request).await?;
     match events.next().await {
         Some(Ok(first)) => Ok(Box::pin(stream::once(async move { Ok(first) }).chain(events))),
@@ -725,7 +728,7 @@ mod tests {
             "refusing"
         }
 
-        async fn open_stream(&self, _: ChatRequest) -> Result<EventStream, ProviderError> {
+        async fn open_stream(&self, _: &ChatRequest) -> Result<EventStream, ProviderError> {
             Err(ProviderError::Permanent { provider: "refusing", detail: "400".into() })
         }
     }
@@ -802,7 +805,7 @@ mod tests {
         }
 
         #[allow(clippy::disallowed_methods, reason = "a test double records its call times")]
-        async fn open_stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+        async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
             self.calls.lock().unwrap().push(tokio::time::Instant::now());
             let outcome = self.outcomes.lock().unwrap().pop_front().unwrap_or(Ok(()));
             outcome?;
