@@ -256,6 +256,24 @@ proptest! {
     }
 
     #[test]
+    fn a_chunk_written_directly_is_the_chunk_frame_encoded(
+        session in any::<String>(),
+        model in any::<String>(),
+        text in any::<String>(),
+        reply_id in any::<String>(),
+        seq in any::<u64>(),
+        secs in 0i64..4_102_444_800,
+    ) {
+        let at = Utc.timestamp_opt(secs, 0).single().unwrap_or_default();
+        let frame = Frame::ai_chunk(session.as_str(), model.as_str(), text.as_str(), at)
+            .in_reply(reply_id.as_str(), seq);
+        prop_assert_eq!(
+            Frame::ai_chunk_json(&session, &model, &text, (&reply_id, seq), at),
+            frame.to_json()
+        );
+    }
+
+    #[test]
     fn sanitized_fields_are_clean(
         t in any_frame_type(),
         session in dirty(),

@@ -340,6 +340,50 @@ impl Frame {
         self.with_meta(REPLY_ID_KEY, reply_id).with_meta(SEQ_KEY, seq.to_string())
     }
 
+    /// The text of `Frame::ai_chunk(session_id, model_id, text, now).in_reply(reply_id, seq)`
+    /// encoded ([`Frame::to_json`]), written without building that frame: a streamed reply sends
+    /// one per chunk, and the frame's strings and metadata map were most of its cost (issue 18).
+    pub fn ai_chunk_json(
+        session_id: &str,
+        model_id: &str,
+        text: &str,
+        (reply_id, seq): (&str, u64),
+        now: DateTime<Utc>,
+    ) -> String {
+        let seq_text = seq.to_string();
+        let mut metadata = [
+            ("streaming", "true"),
+            ("done", "false"),
+            (REPLY_ID_KEY, reply_id),
+            (SEQ_KEY, seq_text.as_str()),
+        ];
+        // The frame's metadata map writes its keys sorted.
+        metadata.sort_unstable_by_key(|&(key, _)| key);
+        let size = 160 + session_id.len() + model_id.len() + text.len() + reply_id.len();
+        let mut out = String::with_capacity(size);
+        out.push_str("{\"type\":\"");
+        out.push_str(FrameType::AiResponse.as_str());
+        out.push('"');
+        push_str_field(&mut out, "session_id", session_id);
+        push_str_field(&mut out, "content", text);
+        push_str_field(&mut out, "model_id", model_id);
+        out.push_str(",\"sender\":\"");
+        out.push_str(Sender::Ai.as_str());
+        out.push_str("\",\"timestamp\":\"");
+        push_frame_time(&mut out, now);
+        out.push_str("\",\"metadata\":{");
+        for (i, (key, value)) in metadata.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, key);
+            out.push(':');
+            push_json_str(&mut out, value);
+        }
+        out.push_str("}}");
+        out
+    }
+
     /// The final streamed `ai_response`: no content, metadata `streaming:"true"`, `done:"true"`.
     pub fn ai_done(
         session_id: impl Into<String>,

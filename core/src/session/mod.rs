@@ -31,7 +31,7 @@ pub use outcome::{
     TakeoverOutcome,
 };
 pub use record::{AdminRef, EndCause, Session, SessionId, SessionSnapshot, SessionState};
-pub use table::{SessionTable, SWEEP_BATCH};
+pub use table::{SessionTable, SWEEP_BATCH, SWEEP_BATCH_BUCKETS, SWEEP_HOLD_GOAL};
 
 #[cfg(test)]
 mod tests;

@@ -19,10 +19,8 @@ use prometheus::{
 pub const CONNECTION_DURATION_BUCKETS: [f64; 10] =
     [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
-/// Buckets of `chatbox_session_sweep_batch_seconds`, in seconds: around the 10 ms that no hold
-/// of the session table's lock may exceed (issue 18 item 5).
-pub const SWEEP_BATCH_BUCKETS: [f64; 9] =
-    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0];
+/// Buckets of `chatbox_session_sweep_batch_seconds` (core's, shared with the churn scenario).
+pub use chatbox_core::session::SWEEP_BATCH_BUCKETS;
 
 /// A rate limiter, as the `limiter` label of `chatbox_ratelimit_blocked_total` and
 /// `chatbox_rate_limiter_keys`.

@@ -245,7 +245,18 @@ impl Delivery {
         also: Option<ConnId>,
         now: Instant,
     ) -> usize {
-        let text = self.encode_counted(frame);
+        self.send_reply_text(at, self.encode_counted(frame), also, now)
+    }
+
+    /// [`Delivery::send_reply_frame`] for a frame already encoded (a streamed chunk, written by
+    /// core's `Frame::ai_chunk_json`).
+    pub fn send_reply_text(
+        &self,
+        at: ReplyFrame<'_>,
+        text: Arc<str>,
+        also: Option<ConnId>,
+        now: Instant,
+    ) -> usize {
         let mut delivered = 0;
         self.replay.publish(at, &text, now, &mut || {
             delivered = self.bus.to_session(at.session, &text, also);

@@ -408,13 +408,7 @@ impl Run<'_> {
                 Step::Event(Some(Ok(StreamEvent::Delta(chunk)))) => match timer.on_chunk(now) {
                     ChunkVerdict::Deliver => {
                         if job.mode == ReplyMode::Streamed {
-                            let frame = Frame::ai_chunk(
-                                &job.session_id,
-                                &model_id,
-                                chunk.as_str(),
-                                replies.clock.wall_datetime(),
-                            );
-                            self.send_reply_frame(frame, false);
+                            self.send_chunk(&model_id, &chunk);
                         }
                         text.push_str(&chunk);
                         None
@@ -478,6 +472,17 @@ impl Run<'_> {
         };
         let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last };
         self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
+    }
+
+    /// Sends one streamed chunk of the reply, written straight to its wire text.
+    fn send_chunk(&self, model_id: &str, chunk: &str) {
+        let (job, seq) = (self.job, self.seq());
+        self.next_seq.store(seq + 1, Ordering::Relaxed);
+        let now = self.replies.clock.wall_datetime();
+        let text =
+            Frame::ai_chunk_json(&job.session_id, model_id, chunk, (self.reply_id, seq), now);
+        let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last: false };
+        self.delivery.send_reply_text(at, Arc::from(text), job.sender, self.replies.clock.now());
     }
 
     /// Sends the one error frame of a failed reply.
