@@ -141,6 +141,22 @@ pub const SESSION_CREATE_ATTEMPTS: usize = 3;
 /// Most writes the embedded store applies in one transaction (bounds how long the first waits).
 pub const STORE_WRITE_BATCH: usize = 256;
 
+/// How long the embedded store's writer waits for company before committing a batch, given how
+/// many writes its previous commit carried and the configured wait (`STORE_COMMIT_LINGER`):
+/// the configured wait when that commit had company (writes are arriving together), none when
+/// it was alone. So a lone writer, or one caller writing in sequence, is never delayed, and a
+/// wait that gathers nothing ends the waiting. Each commit costs page writes and an fsync
+/// whatever its size, so under load a short wait makes fewer, larger commits (BENCHMARKS.md,
+/// "1e").
+#[must_use]
+pub const fn store_commit_linger(previous_batch: usize, configured: Duration) -> Duration {
+    if previous_batch >= 2 {
+        configured
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// The embedded store's (redb's) page cache. Its default (1 GiB) let the server's memory grow
 /// with the file — about 1.4 KiB per session ever created in the churn scenario
 /// (BENCHMARKS.md); the operating system's page cache still keeps hot pages beyond this.
@@ -242,3 +258,18 @@ pub const TRACE_FLUSH_BUDGET: Duration = Duration::from_secs(3);
 /// How long a day's fleet-wide token count of one user lives in Redis (`USER_TOKEN_BUDGET` with
 /// `REDIS_URL`, issue 17): two days, so a count outlives its UTC day and then goes by itself.
 pub const FLEET_TOKEN_COUNT_TTL: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_waits_only_after_a_commit_with_company() {
+        let configured = Duration::from_millis(1);
+        assert_eq!(store_commit_linger(0, configured), Duration::ZERO);
+        assert_eq!(store_commit_linger(1, configured), Duration::ZERO);
+        assert_eq!(store_commit_linger(2, configured), configured);
+        assert_eq!(store_commit_linger(STORE_WRITE_BATCH, configured), configured);
+        assert_eq!(store_commit_linger(STORE_WRITE_BATCH, Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -9,7 +9,9 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use chatbox::adapters::store::embedded::WriteStats;
 use chatbox::adapters::store::EmbeddedStore;
 use chatbox::engine::store::{CreateOutcome, SessionStore, StoreError};
 
@@ -187,4 +189,74 @@ async fn a_failing_write_in_a_batch_leaves_the_others_applied() {
     let doc = store.load("s1").await.unwrap().unwrap();
     assert_eq!(doc.messages.len(), 180);
     assert!(store.load("nope").await.unwrap().is_none());
+}
+
+/// Group commit waits for company only when writes arrive together: one caller writing in
+/// sequence commits each write at once, alone, and the writer never holds a batch open for it.
+#[tokio::test]
+async fn a_writer_in_sequence_is_never_held_for_company() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with_linger(dir.path(), Duration::from_millis(1)).unwrap();
+    store.create(&session("s1", "u1", 1_000)).await.unwrap();
+    for i in 0..50_i64 {
+        store
+            .append_message("s1", &message(&format!("m{i:02}"), "x", 2_000 + i, "user"))
+            .await
+            .unwrap();
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.writes, 51, "{stats:?}");
+    assert_eq!(stats.batches, stats.writes, "each write committed alone: {stats:?}");
+    assert_eq!(stats.lingered, 0, "a lone writer never waits: {stats:?}");
+}
+
+/// Eight tasks, each creating its session and then appending 40 messages in sequence, against
+/// a store whose writer waits `linger` for company. Returns how the writes shared commits;
+/// every write is checked stored.
+#[allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: concurrent writers are spawned tasks, and a failure should panic"
+)]
+async fn eight_concurrent_writers(linger: Duration) -> WriteStats {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open_with_linger(dir.path(), linger).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (id, user) = (format!("s{t}"), format!("u{t}"));
+            store.create(&session(&id, &user, 1_000)).await.unwrap();
+            for i in 0..40_i64 {
+                let msg = message(&format!("m{i:02}"), "x", 2_000 + i, "user");
+                store.append_message(&id, &msg).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for t in 0..8 {
+        let doc = store.load(&format!("s{t}")).await.unwrap().unwrap();
+        assert_eq!(doc.messages.len(), 40);
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.writes, 8 * 41, "{stats:?}");
+    stats
+}
+
+/// Under concurrent writers a commit that carried several writes makes the next batch wait for
+/// company (`STORE_COMMIT_LINGER`), so writes share commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_share_commits_and_the_writer_waits_for_company() {
+    let stats = eight_concurrent_writers(Duration::from_millis(1)).await;
+    assert!(stats.batches < stats.writes, "writes shared commits: {stats:?}");
+    assert!(stats.lingered > 0, "the writer waited for company: {stats:?}");
+}
+
+/// `STORE_COMMIT_LINGER=0s`: the writer never waits, whatever arrives together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zero_linger_never_waits_for_company() {
+    let stats = eight_concurrent_writers(Duration::ZERO).await;
+    assert_eq!(stats.lingered, 0, "{stats:?}");
 }

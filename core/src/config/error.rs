@@ -79,6 +79,14 @@ pub enum ConfigError {
         /// Always the path prefix setting.
         setting: SettingName,
     },
+    /// A duration above the largest the setting accepts.
+    #[error("{setting}: must be at most {max}")]
+    TooLong {
+        /// The setting.
+        setting: SettingName,
+        /// The largest accepted value, in Go syntax.
+        max: String,
+    },
     /// A count, size, limit or duration that must be greater than zero.
     #[error("{setting}: must be greater than zero")]
     NotPositive {
@@ -243,6 +251,7 @@ impl ConfigError {
             | Self::FrameAncestor { setting, .. }
             | Self::PathPrefix { setting }
             | Self::NotPositive { setting }
+            | Self::TooLong { setting, .. }
             | Self::InvalidNetworks { setting, .. }
             | Self::Empty { setting }
             | Self::InvalidUrl { setting, .. } => vec![setting.env],

@@ -134,6 +134,8 @@ pub(crate) const STORE_HISTORY_READ_TIMEOUT: SettingName =
     name("STORE_HISTORY_READ_TIMEOUT", "chatbox.store_history_read_timeout");
 pub(crate) const STORE_CALL_TIMEOUT: SettingName =
     name("STORE_CALL_TIMEOUT", "chatbox.store_call_timeout");
+pub(crate) const STORE_COMMIT_LINGER: SettingName =
+    name("STORE_COMMIT_LINGER", "chatbox.store_commit_linger");
 pub(crate) const MONGO_RETRY_ATTEMPTS: SettingName =
     name("MONGO_RETRY_ATTEMPTS", "mongo.retry_attempts");
 pub(crate) const MONGO_RETRY_DELAY: SettingName = name("MONGO_RETRY_DELAY", "mongo.retry_delay");

@@ -317,6 +317,7 @@ fn read_storage(r: &mut Reader<'_>, d: &StorageConfig) -> StorageConfig {
         encryption_key: r.secret(keys::ENCRYPTION_KEY),
         history_read_timeout: r.duration(keys::STORE_HISTORY_READ_TIMEOUT, d.history_read_timeout),
         call_timeout: r.duration(keys::STORE_CALL_TIMEOUT, d.call_timeout),
+        commit_linger: r.duration(keys::STORE_COMMIT_LINGER, d.commit_linger),
         redis_url: r.secret(keys::REDIS_URL),
     }
 }

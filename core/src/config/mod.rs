@@ -48,7 +48,7 @@ pub use model::{
     ProviderKind, RateConfig, RateLimit, ServerConfig, SessionConfig, SmsConfig, SmtpConfig,
     SmtpTls, StorageConfig, StoreConfig, StoreRetry, WebSocketConfig, HISTORY_READ_TIMEOUT_DEFAULT,
     MONGO_CONNECT_TIMEOUT_DEFAULT, MONGO_SERVER_SELECTION_TIMEOUT_DEFAULT,
-    STORE_CALL_TIMEOUT_DEFAULT,
+    STORE_CALL_TIMEOUT_DEFAULT, STORE_COMMIT_LINGER_DEFAULT, STORE_COMMIT_LINGER_MAX,
 };
 pub use secret::{
     jwt_secret_problems, placeholder_marker, Origin, Secret, SecretProblem, GENERATE_HINT,

@@ -305,6 +305,10 @@ pub struct StorageConfig {
     /// [`STORE_CALL_TIMEOUT_DEFAULT`]: a database that hangs instead of refusing (a network
     /// partition, a frozen server) then sends writes to the outbox and opens the breaker.
     pub call_timeout: Duration,
+    /// How long the embedded store's writer holds a batch open for more writes when writes are
+    /// arriving together (`STORE_COMMIT_LINGER`), default [`STORE_COMMIT_LINGER_DEFAULT`], at
+    /// most [`STORE_COMMIT_LINGER_MAX`]; `0s` commits every batch at once.
+    pub commit_linger: Duration,
     /// The fleet's Redis (`REDIS_URL`, `redis://` or `rediss://`; may hold credentials), or empty
     /// for one instance with the in-process bus.
     pub redis_url: Secret,
@@ -376,6 +380,18 @@ pub const HISTORY_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 /// write goes to the outbox; every store write is idempotent, so one that lands late is
 /// harmless). Listings and aggregations keep their own, longer deadline.
 pub const STORE_CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Default wait of the embedded store's writer for company under load (issue 18): none. Every
+/// commit costs its page writes and its fsync whatever its size, and at 1 000 msg/s a 1 ms wait
+/// cut the server's CPU per reply by about 10 %, but it put about 1 ms on every
+/// acknowledgement and on the first token, and gained nothing at 500 msg/s (BENCHMARKS.md,
+/// "1e"), so it is an operator's choice. It applies only after a commit that carried several
+/// writes ([`crate::budgets::store_commit_linger`]).
+pub const STORE_COMMIT_LINGER_DEFAULT: Duration = Duration::ZERO;
+
+/// Longest `STORE_COMMIT_LINGER` accepted: past a few milliseconds the wait costs more latency
+/// than the commits it saves are worth.
+pub const STORE_COMMIT_LINGER_MAX: Duration = Duration::from_millis(100);
 
 impl MongoConfig {
     /// The URI with any `user:password@` replaced by `<credentials>@`, for logs.
@@ -606,6 +622,7 @@ impl Config {
                 encryption_key: Secret::default(),
                 history_read_timeout: HISTORY_READ_TIMEOUT_DEFAULT,
                 call_timeout: STORE_CALL_TIMEOUT_DEFAULT,
+                commit_linger: STORE_COMMIT_LINGER_DEFAULT,
                 redis_url: Secret::default(),
             },
             alerts: AlertConfig::default(),

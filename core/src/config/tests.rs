@@ -475,6 +475,13 @@ fn mongo_uri_from_env_or_any_file_location() {
     assert_eq!(config.storage.call_timeout, Duration::from_secs(2));
     let set = loaded(&minimal(&[("STORE_CALL_TIMEOUT", "250ms")]), None).config;
     assert_eq!(set.storage.call_timeout, Duration::from_millis(250));
+    // Issue 18: the embedded store's wait for company, none unless set.
+    assert_eq!(config.storage.commit_linger, Duration::ZERO);
+    let set = loaded(&minimal(&[("STORE_COMMIT_LINGER", "1ms")]), None).config;
+    assert_eq!(set.storage.commit_linger, Duration::from_millis(1));
+    assert!(set.validate().is_ok(), "1ms is valid");
+    let set = loaded(&minimal(&[("STORE_COMMIT_LINGER", "250us")]), None).config;
+    assert_eq!(set.storage.commit_linger, Duration::from_micros(250));
 
     for file in [
         "[mongo]\nuri = \"mongodb://db1\"",

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::error::{ConfigError, ConfigErrors, Relation};
 use super::keys::{self, SettingName};
-use super::model::{Config, LogConfig, SmtpTls, StoreConfig};
+use super::model::{Config, LogConfig, SmtpTls, StoreConfig, STORE_COMMIT_LINGER_MAX};
 use super::providers;
 use super::secret::{jwt_secret_problems, placeholder_marker, Origin};
 use crate::godur;
@@ -240,6 +240,12 @@ impl Config {
         rules.positive_usize(keys::OUTBOX_MAX_ENTRIES, storage.outbox_max_entries);
         rules.positive_duration(keys::STORE_HISTORY_READ_TIMEOUT, storage.history_read_timeout);
         rules.positive_duration(keys::STORE_CALL_TIMEOUT, storage.call_timeout);
+        if storage.commit_linger > STORE_COMMIT_LINGER_MAX {
+            rules.errors.push(ConfigError::TooLong {
+                setting: keys::STORE_COMMIT_LINGER,
+                max: godur::format(STORE_COMMIT_LINGER_MAX),
+            });
+        }
         rules.positive(keys::MONGO_RETRY_ATTEMPTS, u64::from(storage.retry.attempts));
         rules.ordered(
             (keys::MONGO_RETRY_MAX_DELAY, storage.retry.max_delay),
@@ -608,6 +614,17 @@ mod tests {
         assert_eq!(fails(|c| c.websocket.pong_wait = zero), [["WS_PONG_WAIT"]]);
         assert_eq!(fails(|c| c.sessions.ttl = zero), [["SESSION_TTL"]]);
         assert_eq!(fails(|c| c.sessions.reconnect_timeout = zero), [["RECONNECT_TIMEOUT"]]);
+    }
+
+    #[test]
+    fn the_store_commit_linger_is_bounded() {
+        let max = STORE_COMMIT_LINGER_MAX;
+        assert_eq!(
+            fails(|c| c.storage.commit_linger = max + Duration::from_micros(1)),
+            [["STORE_COMMIT_LINGER"]]
+        );
+        passes(|c| c.storage.commit_linger = max);
+        passes(|c| c.storage.commit_linger = Duration::ZERO);
     }
 
     #[test]

@@ -71,7 +71,10 @@ pub fn providers(config: &Config) -> Result<Vec<Arc<dyn LlmProvider>>, WiringErr
 /// else the embedded store.
 pub async fn store(config: &Config) -> Result<Arc<dyn SessionStore>, WiringError> {
     match &config.storage.backend {
-        StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open(&config.storage.data_dir)?)),
+        StoreConfig::Embedded => Ok(Arc::new(EmbeddedStore::open_with_linger(
+            &config.storage.data_dir,
+            config.storage.commit_linger,
+        )?)),
         #[cfg(feature = "mongodb")]
         StoreConfig::Mongo(mongo) => {
             let store: Arc<dyn SessionStore> = Arc::new(MongoStore::connect(mongo).await?);

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chatbox_core::protocol::query::AdminSessionQuery;
@@ -16,6 +17,7 @@ use redb::{Database, WriteTransaction};
 
 use super::error::{join_error, redb_error};
 use super::ops::{self, Write};
+pub use super::writer::WriteStats;
 use super::writer::Writer;
 use crate::engine::store::{
     CreateOutcome, HistoryMark, SessionDoc, SessionPatch, SessionStore, StoreError, StoredMessage,
@@ -52,6 +54,12 @@ impl EmbeddedStore {
     /// cannot be created or read, the file is not a chatbox store of this schema version, or
     /// another process holds the file (all permanent: retrying would not help).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_linger(dir, chatbox_core::config::STORE_COMMIT_LINGER_DEFAULT)
+    }
+
+    /// [`EmbeddedStore::open`] with the writer's wait for company under load
+    /// (`STORE_COMMIT_LINGER`; zero commits every batch at once).
+    pub fn open_with_linger(dir: &Path, linger: Duration) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Permanent(format!(
                 "embedded store: cannot create data directory {}: {e}",
@@ -72,7 +80,7 @@ impl EmbeddedStore {
                 })?,
         );
         ops::init(&db)?;
-        let writer = Writer::start(Arc::clone(&db)).map_err(|e| {
+        let writer = Writer::start(Arc::clone(&db), linger).map_err(|e| {
             StoreError::Permanent(format!("embedded store: cannot start the writer: {e}"))
         })?;
         tracing::info!(path = %path.display(), "embedded store opened");
@@ -82,6 +90,11 @@ impl EmbeddedStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How the writes so far shared commits (group commit and its waiting under load).
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
     }
 
     /// Runs one blocking operation on tokio's blocking pool with a handle to the database.

@@ -8,6 +8,12 @@
 //! survives a crash" still holds, one write alone costs what it did before, and concurrent writes
 //! share the commit.
 //!
+//! Under load the writer also waits a little for company before committing
+//! ([`store_commit_linger`]): when its previous commit carried more than one write, it holds the
+//! next batch open for the configured linger (`STORE_COMMIT_LINGER`, default none) or until the
+//! batch is full, because every commit costs its page writes and its fsync whatever its size. A
+//! lone write, or a caller writing in sequence, commits at once as before.
+//!
 //! Each write must stay atomic on its own, and redb cannot roll back part of a transaction. So
 //! when any write of a batch fails, the batch's transaction is dropped (nothing of it is written)
 //! and its writes are applied again one by one, each in its own transaction committed without an
@@ -21,11 +27,13 @@
 //! queued, and is joined, so the database file is released when the store is.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use chatbox_core::budgets::STORE_WRITE_BATCH;
+use chatbox_core::budgets::{store_commit_linger, STORE_WRITE_BATCH};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -86,23 +94,54 @@ where
     }
 }
 
+/// What the writer has done so far: how writes shared commits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Batches taken off the queue (each one transaction, or one by one after a failure).
+    pub batches: u64,
+    /// Writes in those batches.
+    pub writes: u64,
+    /// Batches held open for company ([`store_commit_linger`]).
+    pub lingered: u64,
+}
+
+/// The counters behind [`WriteStats`], written by the writer thread.
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    writes: AtomicU64,
+    lingered: AtomicU64,
+}
+
 /// The writer thread and the queue to it. Dropping it drains the queue and joins the thread.
 #[derive(Debug)]
 pub(super) struct Writer {
     queue: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`.
-    pub(super) fn start(db: Arc<Database>) -> std::io::Result<Self> {
+    /// Starts the writer thread for `db`; under load a batch waits up to `linger` for company.
+    pub(super) fn start(db: Arc<Database>, linger: Duration) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
+        let counters = Arc::new(Counters::default());
+        let kept = Arc::clone(&counters);
         // adapters may block: this thread exists to wait on redb and fsync
         #[allow(clippy::disallowed_methods)]
         let thread = std::thread::Builder::new()
             .name("chatbox-store-writer".into())
-            .spawn(move || run(&db, &jobs))?;
-        Ok(Self { queue: Some(queue), thread: Some(thread) })
+            .spawn(move || run(&db, &jobs, &kept, linger))?;
+        Ok(Self { queue: Some(queue), thread: Some(thread), counters })
+    }
+
+    /// How writes have shared commits so far.
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            lingered: self.counters.lingered.load(Ordering::Relaxed),
+        }
     }
 
     /// Applies `body` as one atomic write on the writer thread and returns its result once it
@@ -136,17 +175,22 @@ impl Drop for Writer {
     }
 }
 
-/// The writer loop: take what is waiting, apply it as one batch, answer.
-fn run(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+/// The writer loop: take what is waiting (waiting a little for more under load), apply it as
+/// one batch, answer.
+fn run(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>, counters: &Counters, linger: Duration) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(STORE_WRITE_BATCH);
+    let mut previous = 0;
     while let Ok(first) = jobs.recv() {
         batch.push(first);
-        while batch.len() < STORE_WRITE_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        take_waiting(jobs, &mut batch);
+        let wait = store_commit_linger(previous, linger);
+        if !wait.is_zero() && batch.len() < STORE_WRITE_BATCH {
+            counters.lingered.fetch_add(1, Ordering::Relaxed);
+            linger_for_company(jobs, &mut batch, wait);
         }
+        previous = batch.len();
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let failed = match apply_together(db, &mut batch) {
             Ok(()) => None,
             Err(Retry::OneByOne) => apply_one_by_one(db, &mut batch).err(),
@@ -161,6 +205,41 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>) {
                 // caller's retry is safe either way.
                 StoreError::Transient("embedded store: write not durable".into())
             }));
+        }
+    }
+}
+
+/// Adds the writes already waiting, up to a full batch.
+fn take_waiting(jobs: &mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    while batch.len() < STORE_WRITE_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Adds the writes that arrive within `linger`, until the batch is full or the queue closes.
+fn linger_for_company(
+    jobs: &mpsc::Receiver<Box<dyn Job>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    linger: Duration,
+) {
+    // The writer is an OS thread outside the simulated engine; it times its own wait.
+    #[allow(clippy::disallowed_methods)]
+    let until = Instant::now() + linger;
+    while batch.len() < STORE_WRITE_BATCH {
+        #[allow(clippy::disallowed_methods)]
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match jobs.recv_timeout(left) {
+            Ok(job) => {
+                batch.push(job);
+                take_waiting(jobs, batch);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
         }
     }
 }
