@@ -9,6 +9,10 @@ const h = require('./harness');
 const p = require('./pages');
 
 const WINDOW_S = 6;
+// The limiter releases a bucket's events together (core/src/rate/mod.rs: a wait is less than one
+// bucket, W / 20, longer than an exact sliding log's), so a third message sent within 0.3 s of the
+// first may wait up to 6.3 s, which the page shows rounded up.
+const MAX_WAIT_S = Math.ceil(WINDOW_S + WINDOW_S / 20);
 
 let browser;
 let server;
@@ -34,7 +38,7 @@ test('rate limit: the third message shows a countdown and send stays disabled un
   const countdown = page.locator('#retry-countdown');
   await countdown.waitFor({ state: 'visible' });
   const first = Number((await countdown.textContent()).trim());
-  assert.ok(Number.isInteger(first) && first >= 1 && first <= WINDOW_S, `countdown starts at whole seconds ≤ ${WINDOW_S}: ${first}`);
+  assert.ok(Number.isInteger(first) && first >= 1 && first <= MAX_WAIT_S, `countdown starts at whole seconds ≤ ${MAX_WAIT_S}: ${first}`);
   assert.ok(await page.locator('#send-button').isDisabled(), 'send is disabled while counting down');
 
   await page.waitForTimeout(1300);
