@@ -53,7 +53,8 @@
 //!   and [`budgets::ECHO_CHUNKS`], the uploads' [`budgets::UPLOAD_PARTS_IN_FLIGHT`], the store's
 //!   [`budgets::STORE_PING_BUDGET`], [`budgets::STORE_PREPARE_MIN_DELAY`],
 //!   [`budgets::MONGO_INDEX_BUDGET`], [`budgets::SESSION_CREATE_ATTEMPTS`],
-//!   [`budgets::STORE_WRITE_BATCH`], the rule [`budgets::store_commit_linger`], [`budgets::EMBEDDED_CACHE_BYTES`], the fleet bus's
+//!   [`budgets::STORE_WRITE_BATCH`], the rule [`budgets::store_commit_linger`],
+//!   [`budgets::EMBEDDED_CACHE_BYTES`], the fleet bus's
 //!   [`budgets::BUS_MESSAGE_MAX_BYTES`], [`budgets::BUS_PUBLISH_QUEUE`],
 //!   [`budgets::BUS_COMMAND_TIMEOUT`] and [`budgets::BUS_HEARTBEAT`], the signals' queue
 //!   [`budgets::SIGNAL_QUEUE`], the resumes' [`budgets::REPLAY_STREAM_MAXLEN`],

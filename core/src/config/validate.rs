@@ -240,12 +240,11 @@ impl Config {
         rules.positive_usize(keys::OUTBOX_MAX_ENTRIES, storage.outbox_max_entries);
         rules.positive_duration(keys::STORE_HISTORY_READ_TIMEOUT, storage.history_read_timeout);
         rules.positive_duration(keys::STORE_CALL_TIMEOUT, storage.call_timeout);
-        if storage.commit_linger > STORE_COMMIT_LINGER_MAX {
-            rules.errors.push(ConfigError::TooLong {
-                setting: keys::STORE_COMMIT_LINGER,
-                max: godur::format(STORE_COMMIT_LINGER_MAX),
-            });
-        }
+        rules.duration_at_most(
+            keys::STORE_COMMIT_LINGER,
+            storage.commit_linger,
+            STORE_COMMIT_LINGER_MAX,
+        );
         rules.positive(keys::MONGO_RETRY_ATTEMPTS, u64::from(storage.retry.attempts));
         rules.ordered(
             (keys::MONGO_RETRY_MAX_DELAY, storage.retry.max_delay),
@@ -363,6 +362,12 @@ impl Rules {
     fn positive_duration(&mut self, setting: SettingName, value: Duration) {
         if value.is_zero() {
             self.errors.push(ConfigError::NotPositive { setting });
+        }
+    }
+
+    fn duration_at_most(&mut self, setting: SettingName, value: Duration, max: Duration) {
+        if value > max {
+            self.errors.push(ConfigError::TooLong { setting, max: godur::format(max) });
         }
     }
 
