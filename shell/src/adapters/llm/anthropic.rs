@@ -15,10 +15,10 @@
 //! `message_delta`'s `usage.output_tokens` the reply's tokens so far (cumulative, so the last
 //! one wins); the end carries them.
 
+use super::sse::Event;
 use async_trait::async_trait;
 use base64::Engine as _;
 use chatbox_core::budgets::ANTHROPIC_MAX_TOKENS;
-use eventsource_stream::Event;
 use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};

@@ -12,8 +12,8 @@
 //! failure (the original ended silently, §10 item 21); everything else (`ping`, workflow and
 //! node events, `agent_thought`, `message_file`, `message_replace`, `tts_message`…) is skipped.
 
+use super::sse::Event;
 use async_trait::async_trait;
-use eventsource_stream::Event;
 use serde::Serialize;
 
 use super::http_client::{join_url, ProviderSettings, Upstream};

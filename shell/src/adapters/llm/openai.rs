@@ -19,9 +19,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use super::sse::Event;
 use async_trait::async_trait;
 use base64::Engine as _;
-use eventsource_stream::Event;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     fn event(name: &str, data: &str) -> Event {
-        Event { event: name.to_owned(), data: data.to_owned(), ..Event::default() }
+        Event { event: name.to_owned(), data: data.to_owned() }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Turning an upstream's server-sent-event body into the port's [`EventStream`], shared by the
-//! three HTTP providers. `eventsource-stream` does the SSE parsing; each provider supplies a
-//! `SseDecoder` that says what one event means (a delta, the end, an upstream error, nothing).
+//! three HTTP providers. `sse-stream` does the SSE parsing (it finds lines with `memchr`: the
+//! nom-based `eventsource-stream` it replaced cost ~7 000 instructions per chunk, on the path of
+//! every chunk to the client, BENCHMARKS.md "1g"); each provider supplies a `SseDecoder` that
+//! says what one event means (a delta, the end, an upstream error, nothing).
 //!
 //! The rules here are the rebuild's answer to PROTOCOL.md §7.2 and §10 item 21: every stream
 //! ends with exactly one outcome — `End`, or one error. A body that ends without the provider's
@@ -14,12 +16,32 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use chatbox_core::budgets::{PROVIDER_ERROR_BODY_BYTES, SSE_MAX_EVENT_BYTES, SSE_MAX_LINE_BYTES};
-use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{stream, FutureExt, Stream, StreamExt};
 use serde::Serialize;
+use sse_stream::{Sse, SseByteStream};
 
 use super::http_client::{describe, send_for_stream, truncate, ProviderSettings, Upstream};
 use crate::engine::llm::{EventStream, ProviderError, StreamEvent, TokenUsage};
+
+/// One dispatched SSE event, as the providers read it: its type (`"message"` when the event
+/// named none, as in the HTML standard) and its data lines joined with LF.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Event {
+    /// The event type, `"message"` by default.
+    pub(crate) event: String,
+    /// The data, lines joined with LF (no trailing LF).
+    pub(crate) data: String,
+}
+
+impl Event {
+    /// The event of a parsed block, or `None` for a block without data, which the HTML
+    /// standard's dispatch skips (comments, `event:`/`id:`/`retry:`-only blocks).
+    fn of(block: Sse) -> Option<Self> {
+        let data = block.data?;
+        let event = block.event.filter(|name| !name.is_empty());
+        Some(Self { event: event.unwrap_or_else(|| "message".to_owned()), data })
+    }
+}
 
 /// What one SSE event means to a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +89,12 @@ pub(crate) fn event_stream<D: SseDecoder>(
     decoder: D,
 ) -> EventStream {
     // The original read line by line, so a last line without its newline still counted;
-    // eventsource-stream only dispatches an event at a blank line, hence the closing "\n\n"
-    // after a clean end of body (after a transport error the stream stops before it).
+    // sse-stream only dispatches an event at a blank line, hence the closing "\n\n" after a
+    // clean end of body (after a transport error the stream stops before it).
     let body = Box::pin(response.bytes_stream())
         .map(|chunk| chunk.map_err(BodyError::Transport))
         .chain(stream::iter([Ok(Bytes::from_static(b"\n\n"))]));
-    let events = LineLimit::new(body).eventsource();
+    let events = SseByteStream::new(LineLimit::new(body));
     let state = Reader {
         upstream,
         provider_id: provider_id.to_owned(),
@@ -119,7 +141,7 @@ struct Reader<D> {
     upstream: Upstream,
     /// The client-visible model id, for logs.
     provider_id: String,
-    events: Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<BodyError>>> + Send>>,
+    events: Pin<Box<dyn Stream<Item = Result<Sse, sse_stream::Error>> + Send>>,
     decoder: D,
     finished: bool,
 }
@@ -132,25 +154,28 @@ impl<D: SseDecoder> Reader<D> {
         }
         loop {
             let item = match self.events.next().await {
-                Some(Ok(event)) => match self.decoder.decode(&event) {
-                    Decoded::Skip => continue,
-                    Decoded::Delta(text) if text.is_empty() => continue,
-                    Decoded::Delta(text) => Ok(StreamEvent::Delta(text)),
-                    Decoded::End { conversation_id, usage } => {
-                        self.finished = true;
-                        self.drain_ready();
-                        Ok(StreamEvent::End { conversation_id, usage })
+                Some(Ok(block)) => {
+                    match Event::of(block).map(|event| self.decoder.decode(&event)) {
+                        None => continue,
+                        Some(Decoded::Skip) => continue,
+                        Some(Decoded::Delta(text)) if text.is_empty() => continue,
+                        Some(Decoded::Delta(text)) => Ok(StreamEvent::Delta(text)),
+                        Some(Decoded::End { conversation_id, usage }) => {
+                            self.finished = true;
+                            self.drain_ready();
+                            Ok(StreamEvent::End { conversation_id, usage })
+                        }
+                        Some(Decoded::Fail(detail)) => {
+                            self.finished = true;
+                            tracing::warn!(
+                                provider = self.upstream.kind,
+                                model_id = %self.provider_id,
+                                "upstream error event"
+                            );
+                            Err(self.upstream.permanent(format!("upstream error event: {detail}")))
+                        }
                     }
-                    Decoded::Fail(detail) => {
-                        self.finished = true;
-                        tracing::warn!(
-                            provider = self.upstream.kind,
-                            model_id = %self.provider_id,
-                            "upstream error event"
-                        );
-                        Err(self.upstream.permanent(format!("upstream error event: {detail}")))
-                    }
-                },
+                }
                 Some(Err(err)) => {
                     self.finished = true;
                     let error = self.body_error(err);
@@ -182,15 +207,20 @@ impl<D: SseDecoder> Reader<D> {
     }
 
     /// Maps a body or parse failure onto the port's classes.
-    fn body_error(&self, err: EventStreamError<BodyError>) -> ProviderError {
+    fn body_error(&self, err: sse_stream::Error) -> ProviderError {
         match err {
-            EventStreamError::Transport(BodyError::Transport(err)) => {
-                let detail = describe(&err.without_url());
-                self.upstream.transient(format!("connection lost mid-stream: {detail}"))
-            }
-            EventStreamError::Transport(err) => self.upstream.permanent(err.to_string()),
-            EventStreamError::Utf8(_) => self.upstream.permanent("stream is not valid UTF-8"),
-            EventStreamError::Parser(_) => self.upstream.permanent("stream is not valid SSE"),
+            sse_stream::Error::Body(err) => match err.downcast::<BodyError>() {
+                Ok(err) => match *err {
+                    BodyError::Transport(err) => {
+                        let detail = describe(&err.without_url());
+                        self.upstream.transient(format!("connection lost mid-stream: {detail}"))
+                    }
+                    err => self.upstream.permanent(err.to_string()),
+                },
+                Err(err) => self.upstream.permanent(err.to_string()),
+            },
+            sse_stream::Error::Utf8Parse(_) => self.upstream.permanent("stream is not valid UTF-8"),
+            _ => self.upstream.permanent("stream is not valid SSE"),
         }
     }
 
@@ -208,7 +238,7 @@ impl<D: SseDecoder> Reader<D> {
 
 /// Passes body chunks through unchanged, failing once a line exceeds [`SSE_MAX_LINE_BYTES`] or an
 /// event exceeds [`SSE_MAX_EVENT_BYTES`]. Only counts bytes between line terminators (CR, LF,
-/// CRLF); the parsing itself is eventsource-stream's. The runs between terminators are found with
+/// CRLF); the parsing itself is sse-stream's. The runs between terminators are found with
 /// `memchr` (a byte-at-a-time loop cost ~18 instructions a byte: BENCHMARKS.md "1d").
 struct LineLimit<S> {
     inner: S,
@@ -390,6 +420,88 @@ mod tests {
             limit(&[&line, b"\n", &line, b"\r\n", b"a"]),
             Err(BodyError::EventTooLong)
         ));
+    }
+
+    /// Reports every event as a delta `type|data`, and the event with data `END` as the end.
+    struct Echo;
+
+    impl SseDecoder for Echo {
+        fn decode(&mut self, event: &Event) -> Decoded {
+            if event.data == "END" {
+                return Decoded::End { conversation_id: None, usage: None };
+            }
+            Decoded::Delta(format!("{}|{}", event.event, event.data))
+        }
+    }
+
+    /// What `event_stream` makes of a body sent in `chunks`: the deltas, then the outcome.
+    async fn read(chunks: &[&'static [u8]]) -> (Vec<String>, Result<(), ProviderError>) {
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        let body = reqwest::Body::wrap_stream(stream::iter(parts));
+        let response = reqwest::Response::from(http::Response::new(body));
+        let upstream = Upstream { kind: "openai", display: "OpenAI" };
+        let mut events = event_stream(upstream, "m", response, Echo);
+        let mut deltas = Vec::new();
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(StreamEvent::Delta(text)) => deltas.push(text),
+                Ok(StreamEvent::End { .. }) => return (deltas, Ok(())),
+                Err(error) => return (deltas, Err(error)),
+            }
+        }
+        (deltas, Err(upstream.permanent("no outcome")))
+    }
+
+    fn detail(outcome: &Result<(), ProviderError>) -> String {
+        match outcome {
+            Ok(()) => "ok".into(),
+            Err(ProviderError::Permanent { detail, .. }) => format!("permanent: {detail}"),
+            Err(other) => format!("other: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_follow_the_html_standard_across_chunk_boundaries() {
+        let (deltas, outcome) = read(&[
+            b"\xEF\xBB\xBFdata: one\n\n",
+            b": a comment\n\nevent: ping\n\nid: 7\nretry: 10\n\n",
+            b"event: delta\r\ndata: two\r\ndata:  lines\r\n\r\nda",
+            b"ta: split\rdata\r\revent:\ndata:\n\ndata: END\n\n",
+        ])
+        .await;
+        assert_eq!(
+            deltas,
+            ["message|one", "delta|two\n lines", "message|split\n", "message|"],
+            "BOM dropped, comments and data-less blocks skipped, CR/LF/CRLF lines, one leading \
+             space removed, data lines joined with LF, an empty type is \"message\""
+        );
+        assert_eq!(detail(&outcome), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_last_event_without_its_blank_line_still_counts() {
+        let (deltas, outcome) = read(&[b"data: a\n\ndata: END"]).await;
+        assert_eq!((deltas, detail(&outcome)), (vec!["message|a".to_owned()], "ok".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_body_ending_without_the_end_event_is_an_error() {
+        let (deltas, outcome) = read(&[b"data: a\n\n"]).await;
+        assert_eq!(deltas, ["message|a"]);
+        assert_eq!(detail(&outcome), "permanent: stream ended without completion");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_and_long_lines_end_the_stream_with_a_permanent_error() {
+        let (deltas, outcome) = read(&[b"data: a\n\ndata: \xFF\xFE\n\ndata: END\n\n"]).await;
+        assert_eq!(deltas, ["message|a"]);
+        assert_eq!(detail(&outcome), "permanent: stream is not valid UTF-8");
+        let long: &'static [u8] = vec![b'x'; SSE_MAX_LINE_BYTES + 1].leak();
+        let (deltas, outcome) = read(&[b"data: a\n\ndata: ", long, b"\n\n"]).await;
+        assert_eq!(deltas, ["message|a"]);
+        let expected = format!("permanent: SSE line longer than {SSE_MAX_LINE_BYTES} bytes");
+        assert_eq!(detail(&outcome), expected);
     }
 
     #[test]
