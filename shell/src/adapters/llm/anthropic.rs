@@ -21,7 +21,7 @@ use base64::Engine as _;
 use chatbox_core::budgets::ANTHROPIC_MAX_TOKENS;
 use serde::Serialize;
 
-use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::http_client::{ProviderSettings, RequestUrl, Upstream};
 use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
 use crate::engine::llm::{
     ChatMessage, ChatRequest, EventStream, ImagePart, LlmProvider, ProviderError, Role, TokenUsage,
@@ -37,14 +37,14 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub struct AnthropicProvider {
     settings: ProviderSettings,
     client: reqwest::Client,
-    url: String,
+    url: RequestUrl,
 }
 
 impl AnthropicProvider {
     /// A provider for `settings`, sending through the server's shared `client`
     /// (see [`super::http_client::build_client`]).
     pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
-        let url = join_url(&settings.endpoint, "messages");
+        let url = RequestUrl::new(&settings.endpoint, "messages");
         Self { settings, client, url }
     }
 }
@@ -149,8 +149,8 @@ impl LlmProvider for AnthropicProvider {
             stream: true,
         };
         let http = self
-            .client
-            .post(&self.url)
+            .url
+            .post(&self.client)
             .header("x-api-key", self.settings.api_key.expose())
             .header("anthropic-version", ANTHROPIC_VERSION);
         post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await

@@ -16,7 +16,7 @@ use super::sse::Event;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::http_client::{ProviderSettings, RequestUrl, Upstream};
 use super::request::last_user_text;
 use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
 use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError, TokenUsage};
@@ -28,14 +28,14 @@ const UPSTREAM: Upstream = Upstream { kind: "dify", display: "Dify" };
 pub struct DifyProvider {
     settings: ProviderSettings,
     client: reqwest::Client,
-    url: String,
+    url: RequestUrl,
 }
 
 impl DifyProvider {
     /// A provider for `settings`, sending through the server's shared `client`
     /// (see [`super::http_client::build_client`]).
     pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
-        let url = join_url(&settings.endpoint, "chat-messages");
+        let url = RequestUrl::new(&settings.endpoint, "chat-messages");
         Self { settings, client, url }
     }
 }
@@ -68,7 +68,7 @@ impl LlmProvider for DifyProvider {
             user: &request.user_key,
             conversation_id: request.conversation_id.as_deref().filter(|id| !id.is_empty()),
         };
-        let http = self.client.post(&self.url).bearer_auth(self.settings.api_key.expose());
+        let http = self.url.post(&self.client).bearer_auth(self.settings.api_key.expose());
         post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
     }
 }

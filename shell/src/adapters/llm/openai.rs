@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::http_client::{join_url, ProviderSettings, Upstream};
+use super::http_client::{ProviderSettings, RequestUrl, Upstream};
 use super::sse::{error_text, json_data, post_for_events, tokens, Decoded, SseDecoder};
 use crate::engine::llm::{
     ChatMessage, ChatRequest, EventStream, LlmProvider, ProviderError, StreamEvent, TokenUsage,
@@ -38,14 +38,14 @@ const UPSTREAM: Upstream = Upstream { kind: "openai", display: "OpenAI" };
 pub struct OpenAiProvider {
     settings: ProviderSettings,
     client: reqwest::Client,
-    url: String,
+    url: RequestUrl,
 }
 
 impl OpenAiProvider {
     /// A provider for `settings`, sending through the server's shared `client`
     /// (see [`super::http_client::build_client`]).
     pub fn new(settings: ProviderSettings, client: reqwest::Client) -> Self {
-        let url = join_url(&settings.endpoint, "chat/completions");
+        let url = RequestUrl::new(&settings.endpoint, "chat/completions");
         Self { settings, client, url }
     }
 }
@@ -116,7 +116,7 @@ impl LlmProvider for OpenAiProvider {
             stream: true,
             stream_options: StreamOptions { include_usage: true },
         };
-        let http = self.client.post(&self.url).bearer_auth(self.settings.api_key.expose());
+        let http = self.url.post(&self.client).bearer_auth(self.settings.api_key.expose());
         post_for_events(UPSTREAM, &self.settings, http, &body, Decoder::default()).await
     }
 }

@@ -239,7 +239,7 @@ impl Replies {
 /// A stable, non-identifying key for a user (Dify's `user`, §10 item 29).
 pub fn user_key(user_id: &str) -> String {
     let digest = Sha256::digest(user_id.as_bytes());
-    format!("user-{}", hex::encode(&digest[..16]))
+    format!("user-{}", super::ids::hex_lower(&digest[..16]))
 }
 
 /// How a reply reaches the session.
