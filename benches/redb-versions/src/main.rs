@@ -89,6 +89,30 @@ macro_rules! shape {
 shape!(v2, redb2);
 shape!(v5, redb5);
 
+/// What both versions' stores do.
+trait Append {
+    /// One message appended, durably or not.
+    fn append(&mut self, durable: bool);
+}
+
+impl Append for v2::Store {
+    fn append(&mut self, durable: bool) {
+        v2::Store::append(self, durable);
+    }
+}
+
+impl Append for v5::Store {
+    fn append(&mut self, durable: bool) {
+        v5::Store::append(self, durable);
+    }
+}
+
+/// CPU µs per durable and per non-durable commit on `store`, after 4 000 warm-up commits.
+fn measure(mut store: impl Append, (durable, lazy): (usize, usize)) -> (f64, f64) {
+    per_call(4_000, || store.append(false));
+    (per_call(durable, || store.append(true)), per_call(lazy, || store.append(false)))
+}
+
 /// This thread's CPU time so far, nanoseconds (user and kernel).
 fn cpu_nanos() -> u64 {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
@@ -115,19 +139,15 @@ fn main() {
     // `REDB_PHASE=durable` or `lazy` skips the other phase (instruction counts of one kind).
     let phase = std::env::var("REDB_PHASE").unwrap_or_default();
     println!("round version   durable µs/commit   non-durable µs/commit   ({n} commits each)");
+    // Commits of each kind: `n`, or none for the phase `REDB_PHASE` leaves out.
+    let counts = (if phase == "lazy" { 0 } else { n }, if phase == "durable" { 0 } else { n });
     for round in 1..=rounds {
         if only != "5" {
-            let mut store = v2::Store::create(&dir.join("v2.redb"));
-            per_call(4_000, || store.append(false));
-            let durable = per_call(if phase == "lazy" { 0 } else { n }, || store.append(true));
-            let lazy = per_call(if phase == "durable" { 0 } else { n }, || store.append(false));
+            let (durable, lazy) = measure(v2::Store::create(&dir.join("v2.redb")), counts);
             println!("{round:>5} redb 2.6.4 {durable:>14.1} {lazy:>22.1}");
         }
         if only != "2" {
-            let mut store = v5::Store::create(&dir.join("v5.redb"));
-            per_call(4_000, || store.append(false));
-            let durable = per_call(if phase == "lazy" { 0 } else { n }, || store.append(true));
-            let lazy = per_call(if phase == "durable" { 0 } else { n }, || store.append(false));
+            let (durable, lazy) = measure(v5::Store::create(&dir.join("v5.redb")), counts);
             println!("{round:>5} redb 5.0.0 {durable:>14.1} {lazy:>22.1}");
         }
     }
