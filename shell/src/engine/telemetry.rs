@@ -51,7 +51,7 @@ pub fn hashed_user_id(secret: &str, user: &str) -> String {
     hash.update(secret.as_bytes());
     hash.update(b"\0");
     hash.update(user.as_bytes());
-    hex::encode(&hash.finalize()[..16])
+    super::ids::hex_lower(&hash.finalize()[..16])
 }
 
 /// The span of one WebSocket connection, from the upgrade to the close.

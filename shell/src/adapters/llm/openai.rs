@@ -217,7 +217,7 @@ impl Decoder {
     /// `event` read as a plain content [`Chunk`]; `None` when it is anything else, for
     /// [`SseDecoder::decode`]'s general reading.
     fn content_chunk(&mut self, event: &Event) -> Option<Decoded> {
-        if event.event == "error" {
+        if event.name() == "error" {
             return None;
         }
         let chunk: Chunk<'_> = serde_json::from_str(&event.data).ok()?;
@@ -256,7 +256,7 @@ impl Decoder {
     /// Any event but `[DONE]`, read as a JSON tree.
     fn decode_general(&mut self, event: &Event) -> Decoded {
         let Some(json) = json_data(event) else {
-            if event.event == "error" {
+            if event.name() == "error" {
                 return Decoded::Fail(super::http_client::truncate(
                     event.data.clone(),
                     chatbox_core::budgets::PROVIDER_ERROR_BODY_BYTES,
@@ -267,7 +267,7 @@ impl Decoder {
         if let Some(error) = json.get("error").filter(|e| !e.is_null()) {
             return Decoded::Fail(error_text(error));
         }
-        if event.event == "error" {
+        if event.name() == "error" {
             return Decoded::Fail(error_text(&json));
         }
         if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     fn event(name: &str, data: &str) -> Event {
-        Event { event: name.to_owned(), data: data.to_owned() }
+        Event { event: Some(name.to_owned()), data: data.to_owned() }
     }
 
     #[test]

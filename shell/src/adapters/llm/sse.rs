@@ -23,12 +23,12 @@ use sse_stream::{Sse, SseByteStream};
 use super::http_client::{describe, send_for_stream, truncate, ProviderSettings, Upstream};
 use crate::engine::llm::{EventStream, ProviderError, StreamEvent, TokenUsage};
 
-/// One dispatched SSE event, as the providers read it: its type (`"message"` when the event
-/// named none, as in the HTML standard) and its data lines joined with LF.
+/// One dispatched SSE event, as the providers read it: its type ([`Event::name`]) and its data
+/// lines joined with LF.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Event {
-    /// The event type, `"message"` by default.
-    pub(crate) event: String,
+    /// The type the event named, `None` when it named none (or an empty one).
+    pub(crate) event: Option<String>,
     /// The data, lines joined with LF (no trailing LF).
     pub(crate) data: String,
 }
@@ -38,8 +38,14 @@ impl Event {
     /// standard's dispatch skips (comments, `event:`/`id:`/`retry:`-only blocks).
     fn of(block: Sse) -> Option<Self> {
         let data = block.data?;
-        let event = block.event.filter(|name| !name.is_empty());
-        Some(Self { event: event.unwrap_or_else(|| "message".to_owned()), data })
+        Some(Self { event: block.event.filter(|name| !name.is_empty()), data })
+    }
+
+    /// The event type: `"message"` when the event named none, as in the HTML standard. A view,
+    /// not a field: most upstream events name none, and a default kept as a `String` would be
+    /// allocated for every chunk.
+    pub(crate) fn name(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
     }
 }
 
@@ -430,7 +436,7 @@ mod tests {
             if event.data == "END" {
                 return Decoded::End { conversation_id: None, usage: None };
             }
-            Decoded::Delta(format!("{}|{}", event.event, event.data))
+            Decoded::Delta(format!("{}|{}", event.name(), event.data))
         }
     }
 
