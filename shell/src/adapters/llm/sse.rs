@@ -160,28 +160,29 @@ impl<D: SseDecoder> Reader<D> {
         }
         loop {
             let item = match self.events.next().await {
-                Some(Ok(block)) => {
-                    match Event::of(block).map(|event| self.decoder.decode(&event)) {
-                        None => continue,
-                        Some(Decoded::Skip) => continue,
-                        Some(Decoded::Delta(text)) if text.is_empty() => continue,
-                        Some(Decoded::Delta(text)) => Ok(StreamEvent::Delta(text)),
-                        Some(Decoded::End { conversation_id, usage }) => {
-                            self.finished = true;
-                            self.drain_ready();
-                            Ok(StreamEvent::End { conversation_id, usage })
-                        }
-                        Some(Decoded::Fail(detail)) => {
-                            self.finished = true;
-                            tracing::warn!(
-                                provider = self.upstream.kind,
-                                model_id = %self.provider_id,
-                                "upstream error event"
-                            );
-                            Err(self.upstream.permanent(format!("upstream error event: {detail}")))
-                        }
+                // A block without data is no event (the HTML standard): skipped like one the
+                // decoder skips.
+                Some(Ok(block)) => match Event::of(block)
+                    .map_or(Decoded::Skip, |event| self.decoder.decode(&event))
+                {
+                    Decoded::Skip => continue,
+                    Decoded::Delta(text) if text.is_empty() => continue,
+                    Decoded::Delta(text) => Ok(StreamEvent::Delta(text)),
+                    Decoded::End { conversation_id, usage } => {
+                        self.finished = true;
+                        self.drain_ready();
+                        Ok(StreamEvent::End { conversation_id, usage })
                     }
-                }
+                    Decoded::Fail(detail) => {
+                        self.finished = true;
+                        tracing::warn!(
+                            provider = self.upstream.kind,
+                            model_id = %self.provider_id,
+                            "upstream error event"
+                        );
+                        Err(self.upstream.permanent(format!("upstream error event: {detail}")))
+                    }
+                },
                 Some(Err(err)) => {
                     self.finished = true;
                     let error = self.body_error(err);
