@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+# CI builds each target once, so incremental state would only take disk (4.5 GB in target/debug).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 started=$(date +%s)
 
 step() { printf '\n==> %s (%ds)\n' "$*" "$(( $(date +%s) - started ))"; }
@@ -78,6 +80,9 @@ SIM_WORLD=fleet scripts/sim-seeds.sh "${SIM_FLEET_SEEDS:-200}" 1 2>&1 | tee -a t
 step "fuzzing: build every target with libFuzzer, run each ${FUZZ_SECONDS:-20} s from the committed corpus"
 bash scripts/fuzz-install.sh
 FUZZ_LOCKED=1 scripts/fuzz-smoke.sh 2>&1 | tee -a target/test-all.log
+
+# What the run left on disk, so a growing footprint shows before a CI machine runs out.
+du -sh target/* fuzz/target 2>/dev/null | sort -h | tail -n 5 || true
 
 # One closing line for the whole run, summed over every test binary, the browser tier and the
 # seed sweep above.
