@@ -425,14 +425,22 @@ async fn read_reply(ws: &mut Ws, reply_id: Option<String>, until: SimInstant) ->
             reply.unavailable = true;
             return reply;
         }
-        if f["type"] == "error" && !reply.seqs.is_empty() {
-            reply.ended = true;
-            return reply;
+        let named = f["metadata"]["reply_id"].as_str();
+        if f["type"] == "error" {
+            // A failed reply's error frame names the reply: the session may have another reply
+            // streaming on another instance (a message sent from a device that then left), whose
+            // outcome is not this one's. An unnamed error ends a reply that has begun.
+            let ours = named.map_or(!reply.seqs.is_empty(), |id| id == reply.id);
+            if ours && !reply.id.is_empty() {
+                reply.ended = true;
+                return reply;
+            }
+            continue;
         }
         if f["type"] != "ai_response" {
             continue;
         }
-        let Some(id) = f["metadata"]["reply_id"].as_str() else { continue };
+        let Some(id) = named else { continue };
         if reply.id.is_empty() {
             reply.id = id.to_string();
         }

@@ -23,7 +23,9 @@ pub mod resolver;
 #[cfg(madsim)]
 pub mod world;
 
-/// `SIM_LOG=debug` (any filter) prints the server's logs, for reading a failing seed.
+/// `SIM_LOG=debug` (any filter) prints the server's logs. The subscriber draws from the
+/// simulation's random numbers, so with it a seed plays a different world: to read a failing
+/// seed, print with `eprintln!` at the points in question instead (SIMULATION.md).
 #[cfg(madsim)]
 fn log_from_env() {
     if let Ok(filter) = std::env::var("SIM_LOG") {

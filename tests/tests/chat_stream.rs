@@ -3,7 +3,8 @@
 //! 27): the greeting, the frame sequence of a reply for each provider type, the conversation
 //! history sent upstream, and every way a reply can end — done, `LLM_TIMEOUT` (first chunk, idle,
 //! whole reply), `LLM_UNAVAILABLE` (failing upstream, truncated stream) — with exactly one
-//! outcome per reply and nothing after it.
+//! outcome per reply and nothing after it; a failed reply's error frame names the reply and its
+//! seq.
 
 use std::time::Duration;
 
@@ -253,6 +254,14 @@ async fn expect_failed_reply(
     let sent = frames.iter().filter(|f| f["type"] == "ai_response").count();
     assert_eq!(sent, chunks, "chunk frames before the error: {frames:#?}");
     assert!(!frames.iter().any(is_done), "no done frame: {frames:#?}");
+    // The error is the reply's last frame: it names the reply and takes the next seq, as `done`
+    // would (README, "Frames added for resumable replies").
+    let named = &error["metadata"]["reply_id"];
+    assert!(named.as_str().is_some_and(|id| !id.is_empty()), "names its reply: {error}");
+    for chunk in frames.iter().filter(|f| f["type"] == "ai_response") {
+        assert_eq!(&chunk["metadata"]["reply_id"], named, "the same reply: {chunk}");
+    }
+    assert_eq!(error["metadata"]["seq"], (chunks + 1).to_string().as_str(), "{error}");
     client.expect_silence(quiet).await;
 }
 

@@ -465,10 +465,11 @@ impl Run<'_> {
     fn send_reply_frame(&self, frame: Frame, last: bool) {
         let (job, seq) = (self.job, self.seq());
         self.next_seq.store(seq + 1, Ordering::Relaxed);
-        let frame = if frame.frame_type == FrameType::AiResponse {
-            frame.in_reply(self.reply_id, seq)
-        } else {
-            frame
+        // The error frame that ends a failed reply names it too: a client with replies of one
+        // session streaming on two instances (two devices) can tell whose outcome it is.
+        let frame = match frame.frame_type {
+            FrameType::AiResponse | FrameType::Error => frame.in_reply(self.reply_id, seq),
+            _ => frame,
         };
         let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last };
         self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
@@ -777,6 +778,9 @@ mod tests {
         assert_eq!(streamed.end, ReplyEnd::Failed);
         let Ok(Outbound::Frame(text)) = rx.try_recv() else { panic!("an error frame") };
         assert!(text.contains("LLM_UNAVAILABLE"), "{text}");
+        let frame: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(frame["metadata"]["reply_id"], streamed.reply_id.as_str(), "names its reply");
+        assert_eq!(frame["metadata"]["seq"], "1", "the reply's next seq: {text}");
         assert!(rx.try_recv().is_err(), "exactly one outcome frame");
 
         let whole = ReplyMode::Whole { total: VOICE_BUDGET };
