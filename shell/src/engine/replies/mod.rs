@@ -395,13 +395,25 @@ impl Run<'_> {
         };
         let model_id = answered_by.info.id.clone();
         let own_model = model_id == job.model.info.id;
+        // One timer and one wait per signal for the whole stream, moved or kept between chunks:
+        // made afresh for every chunk, each registered with (and removed from) the timer wheel
+        // and the signals' waiter lists, under their locks (BENCHMARKS.md "1i").
+        let mut armed = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
+        let sleep = tokio::time::sleep_until(armed);
+        let (cut_signal, stop_signal) = (signalled(&mut cut), signalled(&mut stop));
+        tokio::pin!(sleep, cut_signal, stop_signal);
         let stopped = loop {
             let deadline = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
+            if deadline != armed {
+                sleep.as_mut().reset(deadline);
+                armed = deadline;
+            }
+            // A signal's future is polled again only while pending: its arm ends the loop.
             let step = tokio::select! {
                 ev = stream.next() => Step::Event(ev),
-                _ = tokio::time::sleep_until(deadline) => Step::Deadline,
-                _ = signalled(&mut cut) => Step::Cut,
-                _ = signalled(&mut stop) => Step::Stop,
+                () = &mut sleep => Step::Deadline,
+                () = &mut cut_signal => Step::Cut,
+                () = &mut stop_signal => Step::Stop,
             };
             let now = replies.clock.now();
             let decided = match step {
