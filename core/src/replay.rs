@@ -289,7 +289,7 @@ pub fn shared_replay<T>(
 /// frame that is a numbered frame of the resumed reply. The held frames that came before any
 /// frame of the reply keep their place (the binding's answer among them), then the replayed
 /// frames, then the rest of the held ones without those already replayed (by seq, or equal to a
-/// replayed one: the reply's unnumbered error frame). `None` when a numbered frame would be
+/// replayed one: an unnumbered error frame, as older releases sent a failed reply's outcome). `None` when a numbered frame would be
 /// skipped (a gap between the replay and the live frames): the resume is unavailable.
 pub fn merge_resumed<T: PartialEq>(
     after_seq: u64,

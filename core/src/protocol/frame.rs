@@ -334,7 +334,7 @@ impl Frame {
 
     /// Stamps a streamed `ai_response` with its reply's identity (PROTOCOL.md §11): the same
     /// `metadata.reply_id` on every frame of one reply and `metadata.seq` counting "1", "2", …;
-    /// the `done` frame takes the next seq. A resuming client names both (`resume`).
+    /// the `done` frame, or the error frame that ends a failed reply, takes the next seq. A resuming client names both (`resume`).
     #[must_use]
     pub fn in_reply(self, reply_id: impl Into<String>, seq: u64) -> Self {
         self.with_meta(REPLY_ID_KEY, reply_id).with_meta(SEQ_KEY, seq.to_string())

@@ -42,7 +42,7 @@ impl Conn {
 
 /// What a resume from the shared store covered of one reply: every seq up to `upto` (the
 /// client's own `after_seq` and the frames replayed after it) and the replayed frames that carry
-/// no seq (a failed reply's error frame). Their live copies can still reach the connection after
+/// no seq (a failed reply's error frame from an instance of an older release). Their live copies can still reach the connection after
 /// the resume: the producer records a frame in the shared store and publishes it in two round
 /// trips, so a read can see the record before the publication arrives — including a read that
 /// found nothing after `after_seq`, whose client already has the frame being published.

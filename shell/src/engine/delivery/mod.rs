@@ -78,11 +78,13 @@ pub enum Resumed {
     Unavailable,
 }
 
-/// The seq of `frame` if it is a numbered `ai_response` frame of `reply_id`.
+/// The seq of `frame` if it is a numbered frame of `reply_id`: an `ai_response`, or the error
+/// frame that ended the reply (an instance of an older release sends it without a seq).
 fn reply_seq(frame: &str, reply_id: &str) -> Option<u64> {
     let value: serde_json::Value = serde_json::from_str(frame).ok()?;
     let metadata = value.get("metadata")?;
-    if value.get("type")? != "ai_response" || metadata.get("reply_id")? != reply_id {
+    let kind = value.get("type")?;
+    if (kind != "ai_response" && kind != "error") || metadata.get("reply_id")? != reply_id {
         return None;
     }
     metadata.get("seq")?.as_str()?.parse().ok()
@@ -564,9 +566,11 @@ mod tests {
         assert_eq!(metrics.message_errors.get(), 1, "only error frames count");
     }
 
-    /// A replay buffer whose shared store always reads `read` (another instance's reply).
+    /// A replay buffer whose shared store always reads `read` (another instance's reply); while
+    /// a read is made, the frames of `during` are published on its bus (they land between the
+    /// read and the release).
     #[derive(Debug)]
-    struct Remote(SharedRead);
+    struct Remote(SharedRead, Option<(Arc<LocalBus>, Vec<Arc<str>>)>);
 
     impl ReplayBuffer for Remote {
         fn publish(&self, _: ReplyFrame<'_>, _: &Arc<str>, _: Instant, fan_out: &mut dyn FnMut()) {
@@ -593,6 +597,11 @@ mod tests {
 
     impl SharedReplay for Remote {
         fn read<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<SharedRead, String>> {
+            if let Some((bus, during)) = &self.1 {
+                for frame in during {
+                    bus.to_session("s", frame, None);
+                }
+            }
             Box::pin(std::future::ready(Ok(self.0.clone())))
         }
         fn liveness<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Option<Liveness>> {
@@ -609,17 +618,36 @@ mod tests {
         ))
     }
 
+    /// The error frame that ends reply `r1` at `seq`, named as the replies service sends it.
+    fn failed(seq: u64) -> Arc<str> {
+        Arc::from(format!(
+            r#"{{"type":"error","error":{{"code":"LLM_TIMEOUT"}},"metadata":{{"reply_id":"r1","seq":"{seq}"}}}}"#
+        ))
+    }
+
     /// Resumes reply `r1` after `after_seq` on a fresh connection against a shared store that
     /// holds `recorded` (live), then publishes `live` to the session; returns what the
     /// connection got.
     async fn resumed_then_live(after_seq: u64, recorded: &[u64], live: &[u64]) -> Vec<Arc<str>> {
+        let live: Vec<_> = live.iter().map(|seq| chunk(*seq)).collect();
+        resumed(after_seq, recorded, &[], &live).await
+    }
+
+    /// As [`resumed_then_live`], with `during` published while the resume reads the store.
+    async fn resumed(
+        after_seq: u64,
+        recorded: &[u64],
+        during: &[Arc<str>],
+        live: &[Arc<str>],
+    ) -> Vec<Arc<str>> {
         let read = SharedRead {
             state: Some((Liveness::Live, "s".to_string())),
             entries: recorded.iter().map(|seq| (*seq, "s".to_string(), chunk(*seq))).collect(),
         };
         let bus = Arc::new(LocalBus::default());
+        let remote = Remote(read, Some((Arc::clone(&bus), during.to_vec())));
         let delivery =
-            Delivery::with_replay(bus.clone(), Arc::new(Remote(read)), Arc::new(Metrics::new()));
+            Delivery::with_replay(bus.clone(), Arc::new(remote), Arc::new(Metrics::new()));
         let (tx, mut rx) = queue::channel(16);
         let conn = delivery.register(Registration { user_id: "u1", is_admin: false, tx });
         let resumed = delivery
@@ -628,8 +656,8 @@ mod tests {
             })
             .await;
         assert_eq!(resumed, Resumed::Live);
-        for seq in live {
-            delivery.bus.to_session("s", &chunk(*seq), None);
+        for frame in live {
+            delivery.bus.to_session("s", frame, None);
         }
         std::iter::from_fn(|| match rx.try_recv() {
             Ok(Outbound::Frame(f)) => Some(f),
@@ -644,6 +672,14 @@ mod tests {
     async fn a_resume_skips_the_live_copies_of_the_frames_it_replayed() {
         let got = resumed_then_live(1, &[2, 3], &[2, 3, 4]).await;
         assert_eq!(got, vec![chunk(2), chunk(3), chunk(4)]);
+    }
+
+    /// The reply's error frame, recorded after the read and published while the connection was
+    /// held, comes after the replayed chunks (merged by its seq), not before them.
+    #[tokio::test]
+    async fn a_held_outcome_follows_the_replayed_frames() {
+        let got = resumed(1, &[2, 3], &[failed(4)], &[]).await;
+        assert_eq!(got, vec![chunk(2), chunk(3), failed(4)]);
     }
 
     /// The fleet world's seeds 1 and 14 under broker delay: the read came after seq 1 was

@@ -23,7 +23,7 @@ pub struct ReplyFrame<'a> {
     pub reply_id: &'a str,
     /// The session it belongs to (a resume must name the same one).
     pub session: &'a str,
-    /// Its seq (`metadata.seq`; error outcomes take the next seq without showing it).
+    /// Its seq (`metadata.seq`; an error outcome takes the next seq as `done` does).
     pub seq: u64,
     /// Whether no frame of the reply follows.
     pub last: bool,

@@ -54,12 +54,22 @@ impl Harness {
         edit: impl FnOnce(&mut Config),
         providers: Vec<Arc<dyn crate::engine::llm::LlmProvider>>,
     ) -> Self {
+        Self::with_store(edit, providers, Arc::new(MemoryStore::new()), 64).await
+    }
+
+    /// As [`Harness::with_providers`] over `store`, with an outbox of `outbox` writes (0: a
+    /// write the store refuses fails at once instead of waiting in the outbox).
+    pub async fn with_store(
+        edit: impl FnOnce(&mut Config),
+        providers: Vec<Arc<dyn crate::engine::llm::LlmProvider>>,
+        store: Arc<MemoryStore>,
+        outbox: usize,
+    ) -> Self {
         let mut config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
         edit(&mut config);
-        let store = Arc::new(MemoryStore::new());
         let ports = Ports {
             store: Arc::clone(&store) as _,
-            outbox: Arc::new(MemoryOutbox::new(64)),
+            outbox: Arc::new(MemoryOutbox::new(outbox)),
             providers,
             notifier: Arc::new(LogNotifier),
             resolver: Arc::new(

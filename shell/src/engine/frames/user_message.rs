@@ -216,7 +216,7 @@ async fn complete(
             None => engine.persistence.append(session, msg).await,
         };
         if stored.is_err() {
-            engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
+            unstored(engine, conn, session, streamed);
             return ReplyEnd::Failed;
         }
         engine.delivery.message_stored(
@@ -250,7 +250,7 @@ async fn stopped(
 ) -> ReplyEnd {
     tracing::info!(session_id = session, chars = streamed.text.len(), "reply stopped by the user");
     if !store_interrupted(engine, session, &streamed.text).await {
-        engine.delivery.send_session_error(session, ErrorInfo::database_error(), conn.id);
+        unstored(engine, conn, session, streamed);
         return ReplyEnd::Failed;
     }
     let done = Frame::ai_done(session, model_id, engine.frame_now())
@@ -260,6 +260,17 @@ async fn stopped(
         ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
     engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
     ReplyEnd::Stopped
+}
+
+/// A reply whose text could not be stored ends with `DATABASE_ERROR` instead of `done`. It is
+/// the reply's last frame, so it names the reply and takes the next seq, and a resume replays it
+/// like any other outcome.
+fn unstored(engine: &Engine, conn: &ConnCtx, session: &str, streamed: &Streamed) {
+    let error = Frame::error(ErrorInfo::database_error(), Some(session), engine.frame_now())
+        .in_reply(&streamed.reply_id, streamed.next_seq);
+    let at =
+        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
+    engine.delivery.send_reply_frame(at, &error, Some(conn.id), engine.clock.now());
 }
 
 /// The metadata key marking a reply that did not finish (issue 15).
@@ -299,6 +310,46 @@ fn report(engine: &Engine, session: &str, streamed: &Streamed, end: &ReplyEnd) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{is_done, is_type, Harness};
+    use crate::adapters::llm::echo::EchoProvider;
+    use crate::engine::llm::{ChatRequest, EventStream, LlmProvider, ProviderError};
+    use crate::engine::persistence::MemoryStore;
+    use std::sync::Arc;
+
+    /// The echo model, which takes the store down as it starts answering: the user's message is
+    /// stored, the reply's own write is refused.
+    #[derive(Debug)]
+    struct DownsTheStore(Arc<MemoryStore>);
+
+    #[async_trait::async_trait]
+    impl LlmProvider for DownsTheStore {
+        fn kind(&self) -> &'static str {
+            "echo"
+        }
+
+        async fn open_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+            self.0.set_down(true);
+            EchoProvider.open_stream(request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_cannot_be_stored_ends_with_its_named_database_error() {
+        let store = Arc::new(MemoryStore::new());
+        let provider = Arc::new(DownsTheStore(Arc::clone(&store)));
+        let h = Harness::with_store(|_| {}, vec![provider], store, 0).await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, r#"{"type":"user_message","session_id":"s-new","content":"hello"}"#).await;
+        let frames = h.until(&mut user, is_type("error")).await;
+        let chunks: Vec<_> = frames.iter().filter(|f| f["type"] == "ai_response").collect();
+        assert!(!chunks.is_empty() && !chunks.iter().any(|f| is_done(f)), "{frames:#?}");
+        let error = frames.last().unwrap();
+        assert_eq!(error["error"]["code"], "DATABASE_ERROR", "{error}");
+        let reply = &chunks[0]["metadata"]["reply_id"];
+        assert_eq!(&error["metadata"]["reply_id"], reply, "names the reply: {error}");
+        assert_eq!(error["metadata"]["seq"], (chunks.len() + 1).to_string().as_str(), "{error}");
+        let replayed = h.engine.delivery.replay_frames();
+        assert_eq!(replayed, chunks.len() + 1, "a resume replays the outcome too");
+    }
 
     #[tokio::test]
     async fn a_message_is_stored_and_answered_with_chunks_and_done() {

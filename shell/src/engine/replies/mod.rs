@@ -355,7 +355,7 @@ struct Run<'a> {
     replies: &'a Replies,
     delivery: &'a Delivery,
     job: &'a ReplyJob,
-    /// Stamped on every `ai_response` frame of this reply.
+    /// Stamped on every `ai_response` frame of this reply and on the error frame that ends it.
     reply_id: &'a str,
     /// The seq the next frame of the reply takes.
     next_seq: AtomicU64,
@@ -395,9 +395,9 @@ impl Run<'_> {
         };
         let model_id = answered_by.info.id.clone();
         let own_model = model_id == job.model.info.id;
-        // One timer and one wait per signal for the whole stream, moved or kept between chunks:
-        // made afresh for every chunk, each registered with (and removed from) the timer wheel
-        // and the signals' waiter lists, under their locks (BENCHMARKS.md "1i").
+        // One timer and one wait per signal for the whole stream, moved or kept between chunks,
+        // instead of new ones per chunk, each registered with (and removed from) the timer wheel
+        // and the signals' waiter lists under their locks (BENCHMARKS.md "1i").
         let mut armed = replies.clock.to_runtime(timer.poll_timeout().unwrap_or(Instant::MAX));
         let sleep = tokio::time::sleep_until(armed);
         let (cut_signal, stop_signal) = (signalled(&mut cut), signalled(&mut stop));
@@ -472,8 +472,8 @@ impl Run<'_> {
         self.next_seq.load(Ordering::Relaxed)
     }
 
-    /// Stamps `frame` with the reply's id and next seq (only `ai_response` frames show them),
-    /// records it for resumes and fans it out.
+    /// Stamps `frame` with the reply's id and next seq (`ai_response` and error frames show
+    /// them), records it for resumes and fans it out.
     fn send_reply_frame(&self, frame: Frame, last: bool) {
         let (job, seq) = (self.job, self.seq());
         self.next_seq.store(seq + 1, Ordering::Relaxed);
