@@ -797,6 +797,7 @@ impl Client {
     /// # Panics
     /// On timeout, on a close, on a read error, or when the frame is not JSON.
     pub async fn recv_frame(&mut self, limit: Duration) -> Value {
+        let limit = patience(limit);
         match self.try_recv_frame(limit).await {
             Some(frame) => frame,
             None => panic!("no frame within {limit:?}"),
@@ -831,7 +832,8 @@ impl Client {
         }
     }
 
-    /// Frames up to and including the first one matching `pred`, within `limit` overall.
+    /// Frames up to and including the first one matching `pred`, within `limit` overall (four
+    /// times that on the MongoDB tier: `patience`).
     ///
     /// # Panics
     /// When no matching frame arrives in time (the frames seen are printed).
@@ -839,6 +841,7 @@ impl Client {
     where
         F: FnMut(&Value) -> bool,
     {
+        let limit = patience(limit);
         let deadline = now() + limit;
         let mut seen = Vec::new();
         loop {
@@ -925,4 +928,16 @@ pub fn reply_text(frames: &[Value]) -> String {
         .filter(|f| f["type"] == "ai_response" && f["metadata"]["done"] == "false")
         .filter_map(|f| f["content"].as_str())
         .collect()
+}
+
+/// How long a wait for an expected frame may take: `limit`, or four times it on CI's MongoDB
+/// tier, where one Python MongoDB-compatible server serves every test of a file at once on two
+/// cores and has taken over 5 s to acknowledge a message. Only a failing test waits that long;
+/// waits for silence (`expect_silence`) are not stretched.
+fn patience(limit: Duration) -> Duration {
+    if crate::mongo::shared_uri().is_some() {
+        limit.saturating_mul(4)
+    } else {
+        limit
+    }
 }
