@@ -441,13 +441,19 @@ async fn read_reply(ws: &mut Ws, reply_id: Option<String>, until: SimInstant) ->
             continue;
         }
         let Some(id) = named else { continue };
+        let seq = f["metadata"]["seq"].as_str().and_then(|s| s.parse::<u64>().ok());
         if reply.id.is_empty() {
+            // The reply to a message just sent starts at seq 1: one first seen mid-stream is an
+            // older reply of the session still streaming (from a device that left).
+            if seq != Some(1) {
+                continue;
+            }
             reply.id = id.to_string();
         }
         if id != reply.id {
             continue;
         }
-        if let Some(seq) = f["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()) {
+        if let Some(seq) = seq {
             reply.seqs.push(seq);
         }
         if is_terminal(&f) {
