@@ -2,7 +2,8 @@
 //! Resumable replies across a fleet (issue 14): two real chatbox processes on one
 //! MongoDB-compatible database (SecantusDB) and one real Redis. A reply streaming on A is resumed
 //! on B with exactly the frames the client missed, then the live ones, once each; a reply that
-//! ended is resumed on B within the window; a reply whose instance was killed with SIGKILL gets
+//! ended is resumed on B within the window; a failed reply's error frame names the reply on both
+//! instances and is replayed by a later resume; a reply whose instance was killed with SIGKILL gets
 //! `RESUME_UNAVAILABLE` within its deadline, never a hang; and a Redis restart under traffic does
 //! not break the replies an instance streams to its own connections.
 
@@ -13,7 +14,7 @@ use chatbox_tests::e2e::stored_messages;
 use chatbox_tests::fleet::{wait_bus, Fleet};
 use chatbox_tests::harness::{assert_error, is_done, now, Client};
 use chatbox_tests::resume::{first_chunks, resume_frame, seq};
-use chatbox_tests::upstream::Script;
+use chatbox_tests::upstream::{Behaviour, Script};
 use serde_json::Value;
 
 /// Generous bound on one step, so a bug fails the test instead of hanging it.
@@ -87,6 +88,37 @@ async fn a_reply_that_ended_is_resumed_on_another_instance_within_the_window() {
     laptop.send_json(&resume_frame(&session, &reply, 5)).await;
     let after = resumed(&mut laptop).await;
     assert_eq!(after, frames[5..].to_vec(), "the recorded frames, unchanged");
+}
+
+#[tokio::test]
+async fn a_failed_reply_ends_with_its_named_error_on_both_instances_and_in_a_later_resume() {
+    // Two chunks, then the model stalls: the idle deadline (2 s) fails the reply on A.
+    let script = Script::reply(["One ", "two ", "three "]).with_behaviour(Behaviour::StallAfter(2));
+    let fleet = Fleet::scripted(Some(script), &[("LLM_IDLE_TIMEOUT", "2s")]).await;
+    let token = fleet.a.token("stalled", &["user"], None);
+    let mut phone = fleet.a.connect(&token).await;
+    let (session, reply, _) = start_reply(&mut phone, 2).await;
+    // A second device binds on B by resuming after seq 1 while the model is silent.
+    let mut laptop = fleet.b.connect(&token).await;
+    laptop.send_json(&resume_frame(&session, &reply, 1)).await;
+
+    let on_a = phone.recv_until(|f| f["type"] == "error", STEP).await;
+    let on_b = laptop.recv_until(|f| f["type"] == "error", STEP).await;
+    let outcome = on_a.last().unwrap();
+    assert_eq!(outcome["error"]["code"], "LLM_TIMEOUT", "{outcome}");
+    assert_eq!(outcome["metadata"]["reply_id"], reply.as_str(), "names its reply: {outcome}");
+    assert_eq!(outcome["metadata"]["seq"], "3", "the seq after the two chunks: {outcome}");
+    assert_eq!(on_b.last(), Some(outcome), "B gets the same outcome frame");
+    let seqs_b: Vec<u64> = on_b.iter().filter(|f| f["type"] == "ai_response").map(seq).collect();
+    assert_eq!(seqs_b, [2], "B: the chunk after its resume point, then the outcome: {on_b:#?}");
+
+    // A device resuming on B after the reply failed gets just the outcome, from Redis.
+    let mut tablet = fleet.b.connect(&token).await;
+    tablet.send_json(&resume_frame(&session, &reply, 2)).await;
+    let later = tablet.recv_until(|f| f["type"] == "error", STEP).await;
+    assert_eq!(later.last(), Some(outcome), "the recorded outcome: {later:#?}");
+    assert!(!later.iter().any(|f| f["type"] == "ai_response"), "nothing else: {later:#?}");
+    tablet.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
