@@ -2,7 +2,8 @@
 // Resumable replies on the chat page (issue 14): the page's socket is cut mid-reply (closed from
 // page.evaluate); the page reconnects, sends `resume` with the reply id and the last seq it
 // showed, and the rest of the reply arrives in the same bubble — the whole text once, no chunk
-// twice, one AI bubble.
+// twice, one AI bubble. A failed reply's error frame that names another reply (the user's other
+// device, on another instance) is shown without cutting the bubble being streamed.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -64,4 +65,44 @@ test('resume: a page whose socket drops mid-reply shows the rest of the reply in
   assert.equal(resumes.length, 1, 'the reconnect resumed the reply');
   assert.match(resumes[0].metadata.reply_id, /^[0-9a-f]+$/);
   assert.ok(Number(resumes[0].metadata.after_seq) >= 2, JSON.stringify(resumes[0]));
+}));
+
+test("resume: another reply's named error (the user's other device, on another instance) does not cut the bubble this page streams", h.withServerLog(() => server, async () => {
+  const page = await h.newPage(browser);
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+      }
+    };
+  });
+  const token = server.token('two-devices', { name: 'Two Devices' });
+  await p.openChat(page, server, token);
+  await p.send(page, 'Spell the alphabet');
+  const bubble = page.locator('#messages .msg[data-sender="ai"]');
+  await page.waitForFunction(
+    () => /bravo/.test(document.querySelector('#messages .msg[data-sender="ai"]')?.textContent || ''),
+    null,
+    { timeout: 10000 },
+  );
+  // What another instance relays when the reply of the user's other device times out: the error
+  // frame names that reply. It arrives on this page's socket like any frame.
+  await page.evaluate(() => {
+    const frame = {
+      type: 'error', session_id: 'other-device-session', sender: 'ai', timestamp: new Date().toISOString(),
+      error: { code: 'LLM_TIMEOUT', message: 'AI service request timed out after 20s', recoverable: true },
+      metadata: { reply_id: 'ffffffffffffffffffffffffffffffff', seq: '3' },
+    };
+    const ws = window.__sockets[window.__sockets.length - 1];
+    ws.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(frame) }));
+  });
+  await page.waitForFunction(() => !document.querySelector('#error-banner').hidden, null, { timeout: 5000 });
+
+  await p.waitReplies(page, 1, 20000);
+  assert.equal(await bubble.count(), 1, 'one AI bubble');
+  assert.equal(await p.msgText(bubble.first()), CHUNKS.join('').trim(), 'the whole reply, in its bubble');
+  assert.equal(await bubble.first().getAttribute('data-interrupted'), null, 'not marked interrupted');
 }));

@@ -437,16 +437,25 @@ function handleFrame(frame) {
       if (frame.content) system(frame.content);
       break;
     case 'error':
-      onError(frame.error || {}, frame.session_id);
+      onError(frame.error || {}, frame.session_id, frame.metadata || {});
       break;
     default:
       break;
   }
 }
 
-function onError(error, sessionId) {
+function onError(error, sessionId, metadata = {}) {
   const message = String(error.message || 'Something went wrong.');
   if (isBindReply(message)) return;
+  // A failed reply's error frame names the reply (README, "Frames added for resumable replies"):
+  // the user's other device may have a reply of this session streaming on another instance, and
+  // its failure does not end the bubble this page streams.
+  const named = typeof metadata.reply_id === 'string' ? metadata.reply_id : '';
+  const streamed = replies.resumePoint();
+  if (named && streamed && named !== streamed.reply_id) {
+    showError(message, Number(error.retry_after) || 0);
+    return;
+  }
   if (message.startsWith(BIND_FAILED) && sessionId) {
     // The bind of a stored session id: not this user's session any more (the history fetch
     // decides), or one already dropped.
