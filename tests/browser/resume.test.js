@@ -25,6 +25,19 @@ test.before(async () => {
 });
 test.after(h.cleanup);
 
+/** Opens the chat page as `token`, asks for the scripted reply and waits until its second chunk
+ *  shows; the AI bubbles' locator. */
+async function spellUntilBravo(page, token) {
+  await p.openChat(page, server, token);
+  await p.send(page, 'Spell the alphabet');
+  await page.waitForFunction(
+    () => /bravo/.test(document.querySelector('#messages .msg[data-sender="ai"]')?.textContent || ''),
+    null,
+    { timeout: 10000 },
+  );
+  return page.locator('#messages .msg[data-sender="ai"]');
+}
+
 test('resume: a page whose socket drops mid-reply shows the rest of the reply in the same bubble, without duplicates', h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);
   // Keep the page's sockets and what it sends reachable from the test.
@@ -44,14 +57,7 @@ test('resume: a page whose socket drops mid-reply shows the rest of the reply in
     };
   });
   const token = server.token('resume-user', { name: 'Resume User' });
-  await p.openChat(page, server, token);
-  await p.send(page, 'Spell the alphabet');
-  const bubble = page.locator('#messages .msg[data-sender="ai"]');
-  await page.waitForFunction(
-    () => /bravo/.test(document.querySelector('#messages .msg[data-sender="ai"]')?.textContent || ''),
-    null,
-    { timeout: 10000 },
-  );
+  const bubble = await spellUntilBravo(page, token);
   const cutAt = await p.msgText(bubble.first());
   assert.ok(!cutAt.includes('hotel.'), `cut before the end: "${cutAt}"`);
   await page.evaluate(() => window.__sockets[window.__sockets.length - 1].close());
@@ -80,14 +86,7 @@ test("resume: another reply's named error (the user's other device, on another i
     };
   });
   const token = server.token('two-devices', { name: 'Two Devices' });
-  await p.openChat(page, server, token);
-  await p.send(page, 'Spell the alphabet');
-  const bubble = page.locator('#messages .msg[data-sender="ai"]');
-  await page.waitForFunction(
-    () => /bravo/.test(document.querySelector('#messages .msg[data-sender="ai"]')?.textContent || ''),
-    null,
-    { timeout: 10000 },
-  );
+  const bubble = await spellUntilBravo(page, token);
   // What another instance relays when the reply of the user's other device times out: the error
   // frame names that reply. It arrives on this page's socket like any frame.
   await page.evaluate(() => {
