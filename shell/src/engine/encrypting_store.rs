@@ -55,6 +55,10 @@ impl SessionStore for EncryptingStore {
         self.inner.system_name()
     }
 
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let mut sealed = doc.clone();
         sealed.messages = doc.messages.iter().map(|m| self.seal(m)).collect();

@@ -218,6 +218,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         "memory"
     }
 
+    /// Whether this process is the store's only writer (the embedded store's file lock): then
+    /// every message appended goes through this process's persistence service, which keeps its
+    /// recent-messages cache in step and can trust it without reading the store's history mark.
+    /// Wrappers answer their inner store's.
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Inserts a new session unless the user already has an active one (then reports it).
     /// Inserting an id that already exists succeeds without change.
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError>;

@@ -130,6 +130,10 @@ impl SessionStore for BreakerStore {
         self.inner.system_name()
     }
 
+    fn exclusive(&self) -> bool {
+        self.inner.exclusive()
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         self.by_id("create", self.inner.create(doc)).await
     }

@@ -138,6 +138,11 @@ impl SessionStore for EmbeddedStore {
         "redb"
     }
 
+    /// redb locks its file: no other process writes this database while the server runs.
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let doc = doc.clone();
         let (id, user) = (doc.id.clone(), doc.user_id.clone());

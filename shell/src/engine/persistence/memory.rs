@@ -21,6 +21,9 @@ pub struct MemoryStore {
     docs: Mutex<BTreeMap<String, SessionDoc>>,
     /// While true, appends and reads by id fail transiently (an outage, for unit tests).
     down: AtomicBool,
+    /// What [`SessionStore::exclusive`] answers (false unless a test stands in for the
+    /// embedded store).
+    exclusive: AtomicBool,
 }
 
 impl MemoryStore {
@@ -36,6 +39,12 @@ impl MemoryStore {
     /// Starts (`true`) or ends an outage: appends and reads by id fail transiently meanwhile.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Answers [`SessionStore::exclusive`] with `exclusive` from now on (read once by a
+    /// persistence service when it is built).
+    pub fn set_exclusive(&self, exclusive: bool) {
+        self.exclusive.store(exclusive, Ordering::Relaxed);
     }
 
     fn available(&self) -> Result<(), StoreError> {
@@ -57,6 +66,10 @@ fn missing() -> StoreError {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn exclusive(&self) -> bool {
+        self.exclusive.load(Ordering::Relaxed)
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         let mut docs = self.docs();
         if docs.contains_key(&doc.id) {

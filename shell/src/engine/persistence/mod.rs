@@ -53,6 +53,8 @@ pub struct Persistence {
     ready: AtomicBool,
     /// Each live session's recent messages, for replies while the store cannot answer.
     recent: RecentMessages,
+    /// The store's [`SessionStore::exclusive`], read once.
+    exclusive: bool,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -72,7 +74,9 @@ impl Persistence {
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.set_outbox_depth(outbox.len());
+        let exclusive = store.exclusive();
         Self {
+            exclusive,
             store,
             outbox,
             wake: Notify::new(),
@@ -205,9 +209,17 @@ impl Persistence {
         message: Arc<StoredMessage>,
         write: PendingWrite,
     ) -> Result<Persisted, StoreError> {
-        let persisted = self.persist(write).await?;
-        self.recent.push(session, message, persisted == Persisted::Stored);
-        Ok(persisted)
+        self.recent.begin(session);
+        match self.persist(write).await {
+            Ok(persisted) => {
+                self.recent.push(session, message, persisted == Persisted::Stored);
+                Ok(persisted)
+            }
+            Err(error) => {
+                self.recent.abandon(session);
+                Err(error)
+            }
+        }
     }
 
     /// Applies `patch` to `session` ([`Persistence::persist`]).
@@ -405,6 +417,15 @@ impl Persistence {
         wanted: usize,
         max_bytes: usize,
     ) -> Result<Option<History>, StoreError> {
+        // Nobody else appends to an exclusive store: the cache, kept in step by every append of
+        // this process, is the store's end without asking (a hop through the store's threads and
+        // ~10 % of a reply's instructions outside the writer; BENCHMARKS.md "1j").
+        if self.exclusive {
+            if let Some(cached) = self.recent.serve_current(session, wanted, max_bytes) {
+                self.metrics.history_cache_hits.inc();
+                return Ok(Some(History::Cached(cached)));
+            }
+        }
         let mark = self.with_retry("history_mark", || self.store.history_mark(session)).await?;
         let Some(mark) = mark else { return Ok(None) };
         if let Some(cached) = self.recent.serve(session, &mark, wanted, max_bytes) {
@@ -664,6 +685,36 @@ mod tests {
         // The read made the entry current again.
         let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!((cached, hits()), (read, 3));
+    }
+
+    /// The embedded store (issue 18, BENCHMARKS.md "1j"): nobody else appends, so a current
+    /// entry is served without asking the store — not even while it is down — and an entry
+    /// whose order is unknown (two writes overlapped) is read again first.
+    #[tokio::test]
+    async fn an_exclusive_store_serves_replies_from_the_cache_without_asking_it() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        store.set_exclusive(true);
+        let persistence = service(Arc::clone(&store), outbox);
+        let hits = || persistence.metrics.history_cache_hits.get();
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        persistence.create(&doc).await.unwrap();
+        persistence.append("s", message("first")).await.unwrap();
+        let read = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&read), hits()), (vec!["first"], 0), "no mark yet: read");
+        persistence.append("s", message("second")).await.unwrap();
+        store.set_down(true);
+        let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&cached), hits()), (vec!["first", "second"], 1), "not asked");
+        store.set_down(false);
+
+        // Two writes of the session at once: their pushes may not follow their commits.
+        persistence.recent.begin("s");
+        persistence.append("s", message("third")).await.unwrap();
+        persistence.recent.abandon("s");
+        let read = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&read), hits()), (vec!["first", "second", "third"], 1), "read");
+        let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((cached, hits()), (read, 2), "current again after the read");
     }
 
     #[tokio::test]

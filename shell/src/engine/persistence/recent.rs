@@ -11,7 +11,10 @@
 //! when it equals the entry's, nothing was appended since — by this instance or any other, since
 //! messages are only ever appended — so the entry is the end of the stored conversation and is
 //! used when it holds enough of it ([`RecentMessages::serve`]). An entry holding a write still in
-//! the outbox has no mark: it serves only as the fallback.
+//! the outbox has no mark: it serves only as the fallback. With a store this process alone
+//! writes (the embedded store) the mark is not even read: every append passes through here, so an
+//! entry with a mark is the store's end ([`RecentMessages::serve_current`]) unless a write of the
+//! session is in flight, or two overlapped and their order in the store is unknown.
 //!
 //! [`fallback`] is the choice made when the store cannot answer: the cached messages and the
 //! outbox's pending ones, merged by id in time order — which, for a session this instance has
@@ -35,9 +38,24 @@ struct Recent {
     bytes: usize,
     /// The store's mark these messages end at; `None` when unknown (module doc).
     mark: Option<HistoryMark>,
+    /// Writes of the session begun and not yet pushed or abandoned.
+    writing: u32,
+    /// Whether two of those overlapped since `writing` was last zero: their commits and their
+    /// pushes may be in different orders, so the entry cannot know the store's order.
+    overlapped: bool,
 }
 
 impl Recent {
+    /// One write ended; whether it overlapped another (then the entry's order is unknown).
+    fn end_write(&mut self) -> bool {
+        self.writing = self.writing.saturating_sub(1);
+        let overlapped = self.overlapped;
+        if self.writing == 0 {
+            self.overlapped = false;
+        }
+        overlapped
+    }
+
     /// Adds `message` unless it is already cached; returns whether it was added.
     fn push(
         &mut self,
@@ -107,15 +125,33 @@ impl RecentMessages {
         self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A write of a message to `session` begins; [`RecentMessages::push`] or
+    /// [`RecentMessages::abandon`] ends it.
+    pub fn begin(&self, session: &str) {
+        let mut map = self.lock();
+        let recent = map.entry(session.to_string()).or_default();
+        recent.writing += 1;
+        recent.overlapped |= recent.writing > 1;
+    }
+
+    /// A write begun with [`RecentMessages::begin`] failed: nothing was made durable.
+    pub fn abandon(&self, session: &str) {
+        if let Some(recent) = self.lock().get_mut(session) {
+            recent.end_write();
+        }
+    }
+
     /// `message` was made durable in `session`: `stored` in the store (the entry's mark moves
-    /// on by this message), or queued in the outbox (the entry loses its mark).
+    /// on by this message), or queued in the outbox (the entry loses its mark). Ends the write
+    /// begun for it ([`RecentMessages::begin`]), if any.
     pub fn push(&self, session: &str, message: Arc<StoredMessage>, stored: bool) {
         let bounds = (self.max_messages, self.max_bytes);
         let id = message.id.clone();
         let mut map = self.lock();
         let recent = map.entry(session.to_string()).or_default();
         let added = recent.push(message, bounds);
-        if !stored {
+        let overlapped = recent.end_write();
+        if !stored || overlapped {
             recent.mark = None;
         } else if added {
             // A message this instance stored after the marked ones: one more, and the last —
@@ -143,7 +179,12 @@ impl RecentMessages {
             fresh.push(Arc::clone(message), bounds);
         }
         fresh.mark = mark;
-        self.lock().insert(session.to_string(), fresh);
+        let mut map = self.lock();
+        // The writes in flight go on: their pushes still end them.
+        if let Some(old) = map.get(session) {
+            (fresh.writing, fresh.overlapped) = (old.writing, old.overlapped);
+        }
+        map.insert(session.to_string(), fresh);
     }
 
     /// The cached end of `session`'s conversation when the store's mark is `mark` and the entry
@@ -157,6 +198,23 @@ impl RecentMessages {
     ) -> Option<Vec<Arc<StoredMessage>>> {
         let map = self.lock();
         let recent = map.get(session)?;
+        recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
+    }
+
+    /// The cached end of `session`'s conversation, trusted as the store's end without reading
+    /// the store's mark: for a store this process alone writes, where every append goes through
+    /// this cache ([`crate::engine::store::SessionStore::exclusive`]). Only an entry that has a
+    /// mark, with no write of the session in flight (one may be durable and not pushed yet), that
+    /// holds all a reply would read.
+    pub fn serve_current(
+        &self,
+        session: &str,
+        wanted: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Arc<StoredMessage>>> {
+        let map = self.lock();
+        let recent = map.get(session)?;
+        let mark = recent.mark.as_ref().filter(|_| recent.writing == 0)?;
         recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
     }
 
@@ -214,6 +272,33 @@ mod tests {
 
     fn texts(messages: &[Arc<StoredMessage>]) -> Vec<&str> {
         messages.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    /// The trusted entry of an exclusive store: served only with a mark, no write in flight,
+    /// and no overlap of two writes since the store's order was last known.
+    #[test]
+    fn an_entry_is_current_only_with_a_mark_and_no_write_in_flight_or_overlapped() {
+        let cache = RecentMessages::new(10, 1024);
+        let first = message("first", 1);
+        cache.replace(
+            "s",
+            std::slice::from_ref(&first),
+            Some(HistoryMark::of(&[(*first).clone()])),
+        );
+        assert_eq!(cache.serve_current("s", 10, 1024).as_deref().map(texts), Some(vec!["first"]));
+        cache.begin("s");
+        assert_eq!(cache.serve_current("s", 10, 1024), None, "a write may be durable, not pushed");
+        cache.push("s", message("second", 2), true);
+        let served = cache.serve_current("s", 10, 1024).expect("current, mark moved on");
+        assert_eq!(texts(&served), ["first", "second"]);
+        cache.begin("s");
+        cache.begin("s");
+        cache.push("s", message("third", 3), true);
+        cache.abandon("s");
+        assert_eq!(cache.serve_current("s", 10, 1024), None, "overlapped writes: order unknown");
+        cache.push("s", message("fourth", 4), true);
+        assert_eq!(cache.serve_current("s", 10, 1024), None, "the mark stays unknown until a read");
+        assert_eq!(cache.serve_current("other", 10, 1024), None, "no entry");
     }
 
     #[test]
