@@ -219,9 +219,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     }
 
     /// Whether this process is the store's only writer (the embedded store's file lock): then
-    /// every message appended goes through this process's persistence service, which keeps its
-    /// recent-messages cache in step and can trust it without reading the store's history mark.
-    /// Wrappers answer their inner store's.
+    /// every message appended is written by this process's persistence service (directly or
+    /// from its outbox), which keeps its recent-messages cache in step and can trust it without
+    /// reading the store's history mark. Wrappers answer their inner store's.
     fn exclusive(&self) -> bool {
         false
     }

@@ -209,17 +209,10 @@ impl Persistence {
         message: Arc<StoredMessage>,
         write: PendingWrite,
     ) -> Result<Persisted, StoreError> {
-        self.recent.begin(session);
-        match self.persist(write).await {
-            Ok(persisted) => {
-                self.recent.push(session, message, persisted == Persisted::Stored);
-                Ok(persisted)
-            }
-            Err(error) => {
-                self.recent.abandon(session);
-                Err(error)
-            }
-        }
+        let writing = Writing::begin(&self.recent, session);
+        let persisted = self.persist(write).await?;
+        writing.pushed(message, persisted == Persisted::Stored);
+        Ok(persisted)
     }
 
     /// Applies `patch` to `session` ([`Persistence::persist`]).
@@ -255,6 +248,8 @@ impl Persistence {
             let front =
                 self.outbox.front().await.map_err(|e| StoreError::Transient(e.to_string()))?;
             let Some((seq, write)) = front else { return Ok(applied) };
+            // A write the cache did not see lands in the store.
+            self.recent.touch(write.session_id());
             let began = self.clock.now();
             let result = write.apply(self.store.as_ref()).await;
             self.metrics.observe_store_operation(write.operation(), self.clock.now() - began);
@@ -331,6 +326,8 @@ impl Persistence {
     /// When the store's [`HistoryMark`] shows nothing was appended since this instance's cached
     /// entry, and the entry holds `wanted` messages with text or more than `max_bytes` of text
     /// (or the whole session), the entry is the answer and the messages are not read (issue 18).
+    /// With an exclusive store the mark is not read either when the entry knows it is current
+    /// ([`RecentMessages::serve_current`]).
     pub async fn conversation_messages(
         &self,
         session: &str,
@@ -338,11 +335,15 @@ impl Persistence {
         max_bytes: usize,
     ) -> Vec<Arc<StoredMessage>> {
         let budget = self.history_budget;
+        let seen = self.recent.generation(session);
         let read = tokio::time::timeout(budget, self.history(session, wanted, max_bytes)).await;
         let stored = match read {
             Ok(Ok(Some(History::Cached(mut messages)))) => {
                 // An entry with a mark holds no queued write; one queued since is added.
-                merge_pending(&mut messages, self.pending_appends(session).await);
+                merge_pending(
+                    &mut messages,
+                    self.pending_appends(session).await.unwrap_or_default(),
+                );
                 return messages;
             }
             Ok(Ok(Some(History::Read(messages, mark)))) => {
@@ -365,28 +366,31 @@ impl Persistence {
         let pending = self.pending_appends(session).await;
         match stored {
             Some((mut messages, mark)) => {
-                // Writes not in the store yet: the entry is no longer the store's end.
-                let mark = mark.filter(|_| !merge_pending(&mut messages, pending));
-                self.recent.replace(session, &messages, mark);
+                // Writes not in the store yet (or an outbox that could not be read): the entry
+                // is not the store's end.
+                let known = pending.is_some();
+                let queued = merge_pending(&mut messages, pending.unwrap_or_default());
+                let mark = mark.filter(|_| known && !queued);
+                self.recent.replace(session, &messages, mark, seen);
                 messages
             }
-            None => recent::fallback(self.recent.get(session), pending),
+            None => recent::fallback(self.recent.get(session), pending.unwrap_or_default()),
         }
     }
 
-    /// The appends of `session` still waiting in the outbox (none when it cannot be read).
-    async fn pending_appends(&self, session: &str) -> Vec<StoredMessage> {
+    /// The appends of `session` still waiting in the outbox; `None` when it cannot be read.
+    async fn pending_appends(&self, session: &str) -> Option<Vec<StoredMessage>> {
         if self.outbox.is_empty() {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let pending = match self.outbox.pending(session).await {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::warn!(session_id = session, %error, "reading the outbox for history failed");
-                return Vec::new();
+                return None;
             }
         };
-        pending
+        let appends = pending
             .into_iter()
             .filter_map(|write| match write {
                 PendingWrite::Append { message, .. } | PendingWrite::AppendWith { message, .. } => {
@@ -394,7 +398,8 @@ impl Persistence {
                 }
                 _ => None,
             })
-            .collect()
+            .collect();
+        Some(appends)
     }
 
     /// Forgets the recent messages of sessions dropped from memory.
@@ -407,18 +412,19 @@ impl Persistence {
         self.recent.len()
     }
 
-    /// The end of `session`'s conversation: this instance's cached entry when the store's mark
-    /// shows it is current and it holds enough ([`RecentMessages::serve`]), else read from the
-    /// store after the mark (so a later equal mark proves nothing was appended since the read).
-    /// `None` when there is no such session.
+    /// The end of `session`'s conversation: this instance's cached entry when it holds enough
+    /// and is current — by itself with an exclusive store ([`RecentMessages::serve_current`]),
+    /// else by the store's mark ([`RecentMessages::serve`]) — or read from the store after the
+    /// mark (so a later equal mark proves nothing was appended since the read). `None` when
+    /// there is no such session.
     async fn history(
         &self,
         session: &str,
         wanted: usize,
         max_bytes: usize,
     ) -> Result<Option<History>, StoreError> {
-        // Nobody else appends to an exclusive store: the cache, kept in step by every append of
-        // this process, is the store's end without asking (a hop through the store's threads and
+        // Nobody else appends to an exclusive store: the cache, kept in step by this process's
+        // appends and told of the outbox's, is the store's end without asking (a hop through the store's threads and
         // ~10 % of a reply's instructions outside the writer; BENCHMARKS.md "1j").
         if self.exclusive {
             if let Some(cached) = self.recent.serve_current(session, wanted, max_bytes) {
@@ -601,9 +607,40 @@ fn merge_pending(messages: &mut Vec<Arc<StoredMessage>>, pending: Vec<StoredMess
     added
 }
 
+/// A write of a session's message in flight, as the recent-messages cache counts them
+/// ([`RecentMessages::begin`]): ended by its push, or abandoned when it fails or its future is
+/// dropped (shutdown), so the count never stays up.
+struct Writing<'a> {
+    recent: &'a RecentMessages,
+    session: &'a str,
+    ended: bool,
+}
+
+impl<'a> Writing<'a> {
+    fn begin(recent: &'a RecentMessages, session: &'a str) -> Self {
+        recent.begin(session);
+        Writing { recent, session, ended: false }
+    }
+
+    /// The message was made durable: `stored` in the store, or queued in the outbox.
+    fn pushed(mut self, message: Arc<StoredMessage>, stored: bool) {
+        self.recent.push(self.session, message, stored);
+        self.ended = true;
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.recent.abandon(self.session);
+        }
+    }
+}
+
 /// Where a reply's conversation came from ([`Persistence::history`]).
 enum History {
-    /// This instance's cached entry, current by the store's mark.
+    /// This instance's cached entry, current by the store's mark or, with an exclusive store,
+    /// by its own.
     Cached(Vec<Arc<StoredMessage>>),
     /// Read from the store, after the store's mark was the one given.
     Read(Vec<StoredMessage>, HistoryMark),

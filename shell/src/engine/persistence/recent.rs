@@ -12,9 +12,11 @@
 //! messages are only ever appended — so the entry is the end of the stored conversation and is
 //! used when it holds enough of it ([`RecentMessages::serve`]). An entry holding a write still in
 //! the outbox has no mark: it serves only as the fallback. With a store this process alone
-//! writes (the embedded store) the mark is not even read: every append passes through here, so an
-//! entry with a mark is the store's end ([`RecentMessages::serve_current`]) unless a write of the
-//! session is in flight, or two overlapped and their order in the store is unknown.
+//! writes (the embedded store) the mark is not even read: every append is written here or from
+//! the outbox, which says so ([`RecentMessages::touch`]), so an entry with a mark is the store's
+//! end ([`RecentMessages::serve_current`]) unless a write of the session is in flight, or two
+//! overlapped and their order in the store is unknown. A store read keeps its mark only when no
+//! write of the session began or was applied while it ran ([`RecentMessages::generation`]).
 //!
 //! [`fallback`] is the choice made when the store cannot answer: the cached messages and the
 //! outbox's pending ones, merged by id in time order — which, for a session this instance has
@@ -43,6 +45,9 @@ struct Recent {
     /// Whether two of those overlapped since `writing` was last zero: their commits and their
     /// pushes may be in different orders, so the entry cannot know the store's order.
     overlapped: bool,
+    /// Counts the writes of the session begun here and applied from the outbox: a store read
+    /// during which it moved cannot say where the store's end is ([`RecentMessages::replace`]).
+    generation: u64,
 }
 
 impl Recent {
@@ -132,12 +137,38 @@ impl RecentMessages {
         let recent = map.entry(session.to_string()).or_default();
         recent.writing += 1;
         recent.overlapped |= recent.writing > 1;
+        recent.generation = recent.generation.wrapping_add(1);
     }
 
-    /// A write begun with [`RecentMessages::begin`] failed: nothing was made durable.
+    /// A write of `session` waiting in the outbox is being applied to the store: the entry no
+    /// longer knows the store's end, and a read in progress cannot tell it either.
+    pub fn touch(&self, session: &str) {
+        let mut map = self.lock();
+        let recent = map.entry(session.to_string()).or_default();
+        recent.mark = None;
+        recent.generation = recent.generation.wrapping_add(1);
+    }
+
+    /// Taken before a store read of `session`: what [`RecentMessages::replace`] needs to know
+    /// that no write of the session began or was applied while the read ran. `None` while a
+    /// write is in flight (it may or may not be in what the read sees).
+    pub fn generation(&self, session: &str) -> Option<u64> {
+        let map = self.lock();
+        match map.get(session) {
+            Some(recent) if recent.writing > 0 => None,
+            Some(recent) => Some(recent.generation),
+            None => Some(0),
+        }
+    }
+
+    /// A write begun with [`RecentMessages::begin`] failed (or was dropped): the entry no longer
+    /// knows the store's end.
     pub fn abandon(&self, session: &str) {
         if let Some(recent) = self.lock().get_mut(session) {
             recent.end_write();
+            // A failure can be ambiguous (a store call timed out after the write committed):
+            // the store may hold a message the entry does not.
+            recent.mark = None;
         }
     }
 
@@ -165,12 +196,16 @@ impl RecentMessages {
 
     /// The store answered with `messages` (the end of `session`'s conversation, oldest first,
     /// read after the store's mark was `mark`; `None` when they include writes still in the
-    /// outbox): they replace what was cached, within the bounds.
+    /// outbox): they replace what was cached, within the bounds. The mark is kept only when
+    /// `seen`, the [`RecentMessages::generation`] taken before the read, is still current: a
+    /// write that began or was applied meanwhile may be missing from the read, or counted in
+    /// the messages and not in the mark.
     pub fn replace(
         &self,
         session: &str,
         messages: &[Arc<StoredMessage>],
         mark: Option<HistoryMark>,
+        seen: Option<u64>,
     ) {
         let bounds = (self.max_messages, self.max_bytes);
         let mut fresh = Recent::default();
@@ -178,12 +213,13 @@ impl RecentMessages {
         for message in &messages[start..] {
             fresh.push(Arc::clone(message), bounds);
         }
-        fresh.mark = mark;
         let mut map = self.lock();
         // The writes in flight go on: their pushes still end them.
         if let Some(old) = map.get(session) {
             (fresh.writing, fresh.overlapped) = (old.writing, old.overlapped);
+            fresh.generation = old.generation;
         }
+        fresh.mark = mark.filter(|_| seen == Some(fresh.generation));
         map.insert(session.to_string(), fresh);
     }
 
@@ -280,11 +316,8 @@ mod tests {
     fn an_entry_is_current_only_with_a_mark_and_no_write_in_flight_or_overlapped() {
         let cache = RecentMessages::new(10, 1024);
         let first = message("first", 1);
-        cache.replace(
-            "s",
-            std::slice::from_ref(&first),
-            Some(HistoryMark::of(&[(*first).clone()])),
-        );
+        let mark = HistoryMark::of(&[(*first).clone()]);
+        cache.replace("s", std::slice::from_ref(&first), Some(mark), cache.generation("s"));
         assert_eq!(cache.serve_current("s", 10, 1024).as_deref().map(texts), Some(vec!["first"]));
         cache.begin("s");
         assert_eq!(cache.serve_current("s", 10, 1024), None, "a write may be durable, not pushed");
@@ -299,6 +332,32 @@ mod tests {
         cache.push("s", message("fourth", 4), true);
         assert_eq!(cache.serve_current("s", 10, 1024), None, "the mark stays unknown until a read");
         assert_eq!(cache.serve_current("other", 10, 1024), None, "no entry");
+    }
+
+    /// A store read during which a write of the session began, or the outbox applied one,
+    /// keeps its messages but not its mark: that write may be missing from them.
+    #[test]
+    fn a_read_overlapping_a_write_or_a_drain_keeps_no_mark() {
+        let cache = RecentMessages::new(10, 1024);
+        let first = message("first", 1);
+        let read = std::slice::from_ref(&first);
+        let mark = HistoryMark::of(&[(*first).clone()]);
+        let seen = cache.generation("s");
+        cache.begin("s");
+        cache.push("s", message("second", 2), true);
+        cache.replace("s", read, Some(mark.clone()), seen);
+        assert_eq!(cache.serve_current("s", 10, 1024), None, "a write ended during the read");
+        let seen = cache.generation("s");
+        cache.touch("s");
+        cache.replace("s", read, Some(mark.clone()), seen);
+        assert_eq!(cache.serve_current("s", 10, 1024), None, "the outbox wrote during the read");
+        cache.begin("s");
+        assert_eq!(cache.generation("s"), None, "a write in flight: no read can be trusted");
+        cache.abandon("s");
+        let seen = cache.generation("s");
+        cache.replace("s", read, Some(mark), seen);
+        let served = cache.serve_current("s", 10, 1024).expect("nothing happened meanwhile");
+        assert_eq!(texts(&served), ["first"]);
     }
 
     #[test]
@@ -323,7 +382,7 @@ mod tests {
         cache.push("s", Arc::clone(&repeated), true);
         assert_eq!(texts(&cache.get("s")), ["again"]);
         let read = [message("x", 1), message("y", 2), message("z", 3)];
-        cache.replace("s", &read, None);
+        cache.replace("s", &read, None, cache.generation("s"));
         assert_eq!(texts(&cache.get("s")), ["y", "z"], "the end of the read, within the bound");
         cache.forget(["s"].into_iter());
         assert!(cache.is_empty());
@@ -337,7 +396,7 @@ mod tests {
     fn an_entry_serves_only_at_the_stores_mark_and_when_it_holds_enough() {
         let cache = RecentMessages::new(2, 1024);
         let read = [message("x", 1), message("yy", 2), message("zzz", 3)];
-        cache.replace("s", &read, Some(mark(3, &read[2])));
+        cache.replace("s", &read, Some(mark(3, &read[2])), cache.generation("s"));
         assert_eq!(cache.get("s").len(), 2, "the oldest fell out of the bounds");
         let at = mark(3, &read[2]);
         let served = cache.serve("s", &at, 2, 1024).expect("two with text were wanted");
@@ -348,7 +407,7 @@ mod tests {
         assert!(cache.serve("other", &at, 1, 1024).is_none());
         // Holding the whole session serves any request.
         let whole = RecentMessages::new(5, 1024);
-        whole.replace("s", &read, Some(mark(3, &read[2])));
+        whole.replace("s", &read, Some(mark(3, &read[2])), whole.generation("s"));
         assert!(whole.serve("s", &mark(3, &read[2]), 50, 32 * 1024).is_some());
     }
 
@@ -356,7 +415,7 @@ mod tests {
     fn own_appends_move_the_mark_and_a_queued_one_drops_it() {
         let cache = RecentMessages::new(10, 1024);
         let read = [message("a", 1)];
-        cache.replace("s", &read, Some(mark(1, &read[0])));
+        cache.replace("s", &read, Some(mark(1, &read[0])), cache.generation("s"));
         let (b, c) = (message("b", 2), message("c", 3));
         cache.push("s", Arc::clone(&b), true);
         assert!(cache.serve("s", &mark(2, &b), 10, 1024).is_some(), "stored: one more, the last");
@@ -367,7 +426,12 @@ mod tests {
         cache.push("s", Arc::clone(&e), true);
         cache.push("s", Arc::clone(&c), true);
         assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_none(), "cached in another order");
-        cache.replace("s", &[read[0].clone(), b.clone(), c.clone(), e.clone()], Some(mark(4, &e)));
+        cache.replace(
+            "s",
+            &[read[0].clone(), b.clone(), c.clone(), e.clone()],
+            Some(mark(4, &e)),
+            cache.generation("s"),
+        );
         assert!(cache.serve("s", &mark(4, &e), 10, 1024).is_some());
         let d = message("d", 5);
         cache.push("s", Arc::clone(&d), false);
@@ -378,7 +442,7 @@ mod tests {
         assert!(cache.serve("s", &mark(5, &d), 10, 1024).is_none());
         assert_eq!(texts(&cache.get("s")), ["a", "b", "c", "e", "d"], "still the fallback");
         // A read that had to add queued writes gives no mark either.
-        cache.replace("s", &read, None);
+        cache.replace("s", &read, None, cache.generation("s"));
         assert!(cache.serve("s", &mark(1, &read[0]), 10, 1024).is_none());
     }
 
