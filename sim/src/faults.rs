@@ -48,6 +48,9 @@ pub struct FaultyStore {
     appends: AtomicU64,
     /// Faults injected so far.
     pub injected: AtomicU64,
+    /// What [`SessionStore::exclusive`] answers: the one server of the chaos world is the
+    /// store's only writer, as with the embedded store.
+    only_writer: bool,
 }
 
 impl FaultyStore {
@@ -66,7 +69,16 @@ impl FaultyStore {
             born: tokio::time::Instant::now(),
             appends: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            only_writer: false,
         }
+    }
+
+    /// Declares the server the store's only writer ([`SessionStore::exclusive`]), so its
+    /// persistence service trusts its history cache as with the embedded store.
+    #[must_use]
+    pub fn only_writer(mut self) -> Self {
+        self.only_writer = true;
+        self
     }
 
     fn roll(&self, per_mille: u64) -> bool {
@@ -105,6 +117,10 @@ impl FaultyStore {
 #[async_trait]
 #[allow(clippy::disallowed_methods, reason = "a store decorator forwards to the store it wraps")]
 impl SessionStore for FaultyStore {
+    fn exclusive(&self) -> bool {
+        self.only_writer
+    }
+
     async fn create(&self, doc: &SessionDoc) -> Result<CreateOutcome, StoreError> {
         self.before("create").await?;
         let outcome = self.inner.create(doc).await?;

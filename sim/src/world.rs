@@ -143,7 +143,8 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
         outages: vec![(outage_at, outage_at + Duration::from_secs(5 + rng.next_u64() % 60))],
         lose_acknowledged_every: scenario.lose_acknowledged_every,
     };
-    let store = Arc::new(FaultyStore::new(rng.next_u64(), faults));
+    // One server writes this store, as with the embedded store: its history cache is trusted.
+    let store = Arc::new(FaultyStore::new(rng.next_u64(), faults).only_writer());
     let outbox = Arc::new(MemoryOutbox::new(10_000));
     let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
     let recorder = Arc::new(Recorder::default());
