@@ -239,15 +239,18 @@ impl Delivery {
         Self { bus, replay, admin_events: AdminEvents::default(), metrics, clock: Clock::default() }
     }
 
-    /// Sends a frame of a reply to the session (and `also`), recording it for resumes.
-    pub fn send_reply_frame(
+    /// Sends the last frame of reply `reply_id` — `done`, or the error frame that ends it — to
+    /// `session` (and `also`): stamped with the reply's id and `seq` like its chunks (PROTOCOL.md
+    /// §11), and recorded for resumes.
+    pub fn send_reply_outcome(
         &self,
-        at: ReplyFrame<'_>,
-        frame: &Frame,
+        (reply_id, session, seq): (&str, &str, u64),
+        frame: Frame,
         also: Option<ConnId>,
         now: Instant,
     ) -> usize {
-        self.send_reply_text(at, self.encode_counted(frame), also, now)
+        let text = self.encode_counted(&frame.in_reply(reply_id, seq));
+        self.send_reply_text(ReplyFrame { reply_id, session, seq, last: true }, text, also, now)
     }
 
     /// [`Delivery::send_reply_frame`] for a frame already encoded (a streamed chunk, written by

@@ -16,7 +16,6 @@ use chatbox_core::usage::{TokenUsage, UsageSource};
 use tracing::Instrument;
 
 use super::ConnCtx;
-use crate::engine::delivery::ReplyFrame;
 use crate::engine::hub::Engine;
 use crate::engine::llm::ChatRequest;
 use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
@@ -231,11 +230,7 @@ async fn complete(
         .replies
         .record_usage(model_id, kind, &conn.caller.user_id, usage, engine.clock.wall())
         .await;
-    let done = Frame::ai_done(session, model_id, engine.frame_now())
-        .in_reply(&streamed.reply_id, streamed.next_seq);
-    let at =
-        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
-    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
+    outcome(engine, conn, session, streamed, Frame::ai_done(session, model_id, engine.frame_now()));
     ReplyEnd::Done
 }
 
@@ -253,24 +248,22 @@ async fn stopped(
         unstored(engine, conn, session, streamed);
         return ReplyEnd::Failed;
     }
-    let done = Frame::ai_done(session, model_id, engine.frame_now())
-        .in_reply(&streamed.reply_id, streamed.next_seq)
-        .with_meta(INTERRUPTED, "true");
-    let at =
-        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
-    engine.delivery.send_reply_frame(at, &done, Some(conn.id), engine.clock.now());
+    let done = Frame::ai_done(session, model_id, engine.frame_now()).with_meta(INTERRUPTED, "true");
+    outcome(engine, conn, session, streamed, done);
     ReplyEnd::Stopped
 }
 
-/// A reply whose text could not be stored ends with `DATABASE_ERROR` instead of `done`. It is
-/// the reply's last frame, so it names the reply and takes the next seq, and a resume replays it
-/// like any other outcome.
+/// A reply whose text could not be stored ends with `DATABASE_ERROR` instead of `done`, as
+/// its outcome like any other.
 fn unstored(engine: &Engine, conn: &ConnCtx, session: &str, streamed: &Streamed) {
-    let error = Frame::error(ErrorInfo::database_error(), Some(session), engine.frame_now())
-        .in_reply(&streamed.reply_id, streamed.next_seq);
-    let at =
-        ReplyFrame { reply_id: &streamed.reply_id, session, seq: streamed.next_seq, last: true };
-    engine.delivery.send_reply_frame(at, &error, Some(conn.id), engine.clock.now());
+    let error = Frame::error(ErrorInfo::database_error(), Some(session), engine.frame_now());
+    outcome(engine, conn, session, streamed, error);
+}
+
+/// Sends `frame` as the streamed reply's last frame, at its next seq.
+fn outcome(engine: &Engine, conn: &ConnCtx, session: &str, streamed: &Streamed, frame: Frame) {
+    let at = (streamed.reply_id.as_str(), session, streamed.next_seq);
+    engine.delivery.send_reply_outcome(at, frame, Some(conn.id), engine.clock.now());
 }
 
 /// The metadata key marking a reply that did not finish (issue 15).

@@ -41,7 +41,7 @@ use std::time::Duration;
 use chatbox_core::breaker::CallOutcome;
 use chatbox_core::config::Config;
 use chatbox_core::fallback::FallbackPlan;
-use chatbox_core::protocol::{ErrorInfo, Frame, FrameType, ModelInfo};
+use chatbox_core::protocol::{ErrorInfo, Frame, ModelInfo};
 use chatbox_core::retry::{retry_after_delay, ErrorClass, Jitter, RetryDecision, RetryPolicy};
 use chatbox_core::stream::{ChunkVerdict, Outcome, ReplyTimer, StreamDeadlines};
 use chatbox_core::usage::{DailyTokenBudget, TokenUsage};
@@ -472,21 +472,6 @@ impl Run<'_> {
         self.next_seq.load(Ordering::Relaxed)
     }
 
-    /// Stamps `frame` with the reply's id and next seq (`ai_response` and error frames show
-    /// them), records it for resumes and fans it out.
-    fn send_reply_frame(&self, frame: Frame, last: bool) {
-        let (job, seq) = (self.job, self.seq());
-        self.next_seq.store(seq + 1, Ordering::Relaxed);
-        // The error frame that ends a failed reply names it too: a client with replies of one
-        // session streaming on two instances (two devices) can tell whose outcome it is.
-        let frame = match frame.frame_type {
-            FrameType::AiResponse | FrameType::Error => frame.in_reply(self.reply_id, seq),
-            _ => frame,
-        };
-        let at = ReplyFrame { reply_id: self.reply_id, session: &job.session_id, seq, last };
-        self.delivery.send_reply_frame(at, &frame, job.sender, self.replies.clock.now());
-    }
-
     /// Sends one streamed chunk of the reply, written straight to its wire text.
     fn send_chunk(&self, model_id: &str, chunk: &str) {
         let (job, seq) = (self.job, self.seq());
@@ -518,12 +503,18 @@ impl Run<'_> {
         end
     }
 
+    /// Sends the error frame that ends a failed streamed reply: its last frame, which names it
+    /// (a client with replies of one session streaming on two instances can tell whose outcome
+    /// it is) and which a resume replays too.
     fn send_error(&self, info: ErrorInfo) {
         let job = self.job;
         if job.mode == ReplyMode::Streamed {
-            let now = self.replies.clock.wall_datetime();
-            // The outcome is the reply's last frame: a resume replays it too.
-            self.send_reply_frame(Frame::error(info, Some(&job.session_id), now), true);
+            let seq = self.seq();
+            self.next_seq.store(seq + 1, Ordering::Relaxed);
+            let error =
+                Frame::error(info, Some(&job.session_id), self.replies.clock.wall_datetime());
+            let at = (self.reply_id, job.session_id.as_str(), seq);
+            self.delivery.send_reply_outcome(at, error, job.sender, self.replies.clock.now());
         }
     }
 }
