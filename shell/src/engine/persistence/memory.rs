@@ -41,8 +41,7 @@ impl MemoryStore {
         self.down.store(down, Ordering::Relaxed);
     }
 
-    /// Answers [`SessionStore::exclusive`] with `exclusive` from now on (read once by a
-    /// persistence service when it is built).
+    /// Answers [`SessionStore::exclusive`] with `exclusive` from now on.
     pub fn set_exclusive(&self, exclusive: bool) {
         self.exclusive.store(exclusive, Ordering::Relaxed);
     }

@@ -53,8 +53,6 @@ pub struct Persistence {
     ready: AtomicBool,
     /// Each live session's recent messages, for replies while the store cannot answer.
     recent: RecentMessages,
-    /// The store's [`SessionStore::exclusive`], read once.
-    exclusive: bool,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -74,9 +72,7 @@ impl Persistence {
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.set_outbox_depth(outbox.len());
-        let exclusive = store.exclusive();
         Self {
-            exclusive,
             store,
             outbox,
             wake: Notify::new(),
@@ -335,7 +331,6 @@ impl Persistence {
         max_bytes: usize,
     ) -> Vec<Arc<StoredMessage>> {
         let budget = self.history_budget;
-        let seen = self.recent.generation(session);
         let read = tokio::time::timeout(budget, self.history(session, wanted, max_bytes)).await;
         let stored = match read {
             Ok(Ok(Some(History::Cached(mut messages)))) => {
@@ -346,10 +341,10 @@ impl Persistence {
                 );
                 return messages;
             }
-            Ok(Ok(Some(History::Read(messages, mark)))) => {
-                Some((messages.into_iter().map(Arc::new).collect(), Some(mark)))
+            Ok(Ok(Some(History::Read(messages, mark, seen)))) => {
+                Some((messages.into_iter().map(Arc::new).collect(), Some(mark), seen))
             }
-            Ok(Ok(None)) => Some((Vec::new(), None)),
+            Ok(Ok(None)) => Some((Vec::new(), None, None)),
             Ok(Err(error)) => {
                 tracing::warn!(session_id = session, %error, "history read failed; replying from this instance's recent messages");
                 None
@@ -365,7 +360,7 @@ impl Persistence {
         };
         let pending = self.pending_appends(session).await;
         match stored {
-            Some((mut messages, mark)) => {
+            Some((mut messages, mark, seen)) => {
                 // Writes not in the store yet (or an outbox that could not be read): the entry
                 // is not the store's end.
                 let known = pending.is_some();
@@ -424,14 +419,17 @@ impl Persistence {
         max_bytes: usize,
     ) -> Result<Option<History>, StoreError> {
         // Nobody else appends to an exclusive store: the cache, kept in step by this process's
-        // appends and told of the outbox's, is the store's end without asking (a hop through the store's threads and
-        // ~10 % of a reply's instructions outside the writer; BENCHMARKS.md "1j").
-        if self.exclusive {
+        // appends and told of the outbox's, is the store's end without asking (a hop through the
+        // store's threads and ~10 % of a reply's instructions outside the writer; BENCHMARKS.md
+        // "1j").
+        if self.store.exclusive() {
             if let Some(cached) = self.recent.serve_current(session, wanted, max_bytes) {
                 self.metrics.history_cache_hits.inc();
                 return Ok(Some(History::Cached(cached)));
             }
         }
+        // Taken before the mark: the read keeps it only if no write of the session came between.
+        let seen = self.recent.generation(session);
         let mark = self.with_retry("history_mark", || self.store.history_mark(session)).await?;
         let Some(mark) = mark else { return Ok(None) };
         if let Some(cached) = self.recent.serve(session, &mark, wanted, max_bytes) {
@@ -439,7 +437,7 @@ impl Persistence {
             return Ok(Some(History::Cached(cached)));
         }
         let read = self.recent_history(session, wanted).await?;
-        Ok(read.map(|messages| History::Read(messages, mark)))
+        Ok(read.map(|messages| History::Read(messages, mark, seen)))
     }
 
     /// The end of a session's stored conversation: enough of its last messages to hold `wanted`
@@ -642,8 +640,9 @@ enum History {
     /// This instance's cached entry, current by the store's mark or, with an exclusive store,
     /// by its own.
     Cached(Vec<Arc<StoredMessage>>),
-    /// Read from the store, after the store's mark was the one given.
-    Read(Vec<StoredMessage>, HistoryMark),
+    /// Read from the store, after the store's mark was the one given and the cache's
+    /// [`RecentMessages::generation`] before that.
+    Read(Vec<StoredMessage>, HistoryMark, Option<u64>),
 }
 
 #[cfg(test)]

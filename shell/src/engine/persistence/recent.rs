@@ -61,6 +61,16 @@ impl Recent {
         overlapped
     }
 
+    /// These messages, when they hold all a reply would read at `mark` ([`Recent::covers`]).
+    fn served(
+        &self,
+        mark: &HistoryMark,
+        wanted: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Arc<StoredMessage>>> {
+        self.covers(mark, wanted, max_bytes).then(|| self.messages.iter().cloned().collect())
+    }
+
     /// Adds `message` unless it is already cached; returns whether it was added.
     fn push(
         &mut self,
@@ -232,9 +242,7 @@ impl RecentMessages {
         wanted: usize,
         max_bytes: usize,
     ) -> Option<Vec<Arc<StoredMessage>>> {
-        let map = self.lock();
-        let recent = map.get(session)?;
-        recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
+        self.lock().get(session)?.served(mark, wanted, max_bytes)
     }
 
     /// The cached end of `session`'s conversation, trusted as the store's end without reading
@@ -251,7 +259,7 @@ impl RecentMessages {
         let map = self.lock();
         let recent = map.get(session)?;
         let mark = recent.mark.as_ref().filter(|_| recent.writing == 0)?;
-        recent.covers(mark, wanted, max_bytes).then(|| recent.messages.iter().cloned().collect())
+        recent.served(mark, wanted, max_bytes)
     }
 
     /// The cached messages of `session`, oldest first.
