@@ -20,6 +20,7 @@ use chatbox_benches::{
 use chatbox_core::rate::{Decision, RateLimit, RateLimiter};
 use chatbox_core::time::duration_nanos;
 use chatbox_core::Instant;
+use compact_str::CompactString;
 use criterion::Criterion;
 use governor::clock::FakeRelativeClock;
 
@@ -83,9 +84,11 @@ trait Exact {
     fn decide(&mut self, key: &String, now: Instant) -> Decision;
 }
 
-impl Exact for RateLimiter<String> {
+/// The core limiter is asked about the same `String` keys as the others and stores them as
+/// [`CompactString`] (inline up to 24 bytes), as the shell's user-keyed limiters do.
+impl Exact for RateLimiter<CompactString> {
     fn decide(&mut self, key: &String, now: Instant) -> Decision {
-        self.check(key, now)
+        self.check(key.as_str(), now)
     }
 }
 
@@ -152,7 +155,7 @@ fn limiter(c: &mut Criterion) {
     for n in limiter_key_counts() {
         let label = count_label(n);
         let mut work: Option<Workload> = None;
-        let mut core: Option<ExactDriver<RateLimiter<String>>> = None;
+        let mut core: Option<ExactDriver<RateLimiter<CompactString>>> = None;
         let mut gov: Option<GovernorDriver> = None;
         let mut log: Option<ExactDriver<SlidingLog<String>>> = None;
         let mut group = c.benchmark_group(format!("limiter_{label}"));

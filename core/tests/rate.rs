@@ -257,7 +257,7 @@ proptest! {
     ) {
         let config = RateLimit::ADMIN_DEFAULT;
         prop_assert_eq!(config, RateLimit::new(20, MINUTE));
-        let mut l = RateLimiter::new(config, 100);
+        let mut l = RateLimiter::<u8>::new(config, 100);
         let w = nanos(config.window);
         let mut now = 0u64;
         let mut log: HashMap<u8, Vec<u64>> = HashMap::new();
@@ -289,8 +289,8 @@ proptest! {
             1 => 0u64..30_000,
         ]), 1..400),
     ) {
-        let mut admin = RateLimiter::new(RateLimit::ADMIN_DEFAULT, 100);
-        let mut messages = RateLimiter::new(RateLimit::USER_MESSAGES, 100);
+        let mut admin = RateLimiter::<u8>::new(RateLimit::ADMIN_DEFAULT, 100);
+        let mut messages = RateLimiter::<u8>::new(RateLimit::USER_MESSAGES, 100);
         let mut now = 0u64;
         let mut mixed = (Vec::new(), Vec::new());
         let mut alone_input = (Vec::new(), Vec::new());
@@ -305,7 +305,7 @@ proptest! {
             }
         }
         let alone = |config: RateLimit, input: &[(u8, u64)]| {
-            let mut l = RateLimiter::new(config, 100);
+            let mut l = RateLimiter::<u8>::new(config, 100);
             input.iter().map(|&(u, t)| l.check(&u, ns(t))).collect::<Vec<_>>()
         };
         prop_assert_eq!(&mixed.0, &alone(RateLimit::ADMIN_DEFAULT, &alone_input.0));
@@ -340,7 +340,7 @@ proptest! {
         bursts in prop::collection::vec((0u64..200, 1usize..400), 1..8),
     ) {
         let w = nanos(MINUTE);
-        let mut l = RateLimiter::new(RateLimit::new(n, MINUTE), 4);
+        let mut l = RateLimiter::<u8>::new(RateLimit::new(n, MINUTE), 4);
         let mut now = 0u64;
         let mut events = Vec::new();
         for (gap_secs, attempts) in bursts {
@@ -363,7 +363,7 @@ proptest! {
         (limit, k) in small_limit(300),
         steps in steps_strategy(300, 3, 200),
     ) {
-        let mut l = RateLimiter::with_buckets(limit, 16, k);
+        let mut l = RateLimiter::<u8>::with_buckets(limit, 16, k);
         let mut now = 500u64;
         for s in &steps {
             now = move_clock(now, s.dt);
@@ -610,7 +610,7 @@ prop_state_machine! {
 #[test]
 fn a_million_keys_stay_within_max_keys() {
     const MAX: usize = 10_000;
-    let mut l = RateLimiter::new(RateLimit::USER_MESSAGES, MAX);
+    let mut l = RateLimiter::<u64>::new(RateLimit::USER_MESSAGES, MAX);
     let mut now = Instant::ZERO;
     for key in 0..1_000_000u64 {
         now += Duration::from_micros(1);
@@ -631,7 +631,7 @@ fn a_million_keys_stay_within_max_keys() {
 #[test]
 fn periodic_cleanup_keeps_the_key_set_small() {
     let window = Duration::from_micros(100);
-    let mut l = RateLimiter::new(RateLimit::new(1, window), 1_000_000);
+    let mut l = RateLimiter::<u64>::new(RateLimit::new(1, window), 1_000_000);
     let tick = Duration::from_millis(1);
     let mut periodic = Periodic::new(tick, Instant::ZERO);
     let mut now = Instant::ZERO;

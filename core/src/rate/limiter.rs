@@ -7,7 +7,10 @@
 //! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key, the head of its ring
 //! (newest bucket and the counters' sum) and its recency stamp, and
 //! `counts[s · stride ..][.. stride]` its ring of counters, so a key costs no allocation of its
-//! own. The counters are bytes when the limit is at most 255 (every default limit): a counter
+//! own. A limiter keyed by text stores its keys as [`CompactString`] ([`LimiterKey`]): a key of
+//! up to 24 bytes (a typical user id; a longer one, or `help_request:<session>`, goes to the
+//! heap) sits inside its 40-byte entry, so the key comparison of a check reads the entry it needs anyway
+//! instead of one more random heap line. The counters are bytes when the limit is at most 255 (every default limit): a counter
 //! never exceeds the limit, and 21 bytes of ring are one cache line where 84 are two. A
 //! [`HashTable`] of slot numbers finds a key's slot (the key is hashed once per check).
 //!
@@ -23,10 +26,12 @@
 //! than 2³² stamps are issued while a pair sits in the queue (it would have to hold more than 2³²
 //! pairs, and it holds at most `4 · max_keys + 66 < 2³²`, `max_keys ≤ MAX_KEYS`).
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
+use compact_str::CompactString;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::window::{Counter, Geometry, Head, Position, Window, DEFAULT_BUCKETS};
@@ -66,15 +71,66 @@ pub struct LimiterStats {
     pub cleaned: u64,
 }
 
+/// How a limiter keyed by `Self` stores a key it is asked about as `Q`: `Q` itself when the
+/// caller's key is the stored one (every `Clone` key), or a [`CompactString`] for a `str`, which
+/// keeps a key of up to 24 bytes inside the arena's entry so that comparing it reads no heap
+/// (module doc, "Layout"). `Self: Borrow<Q>` makes the two hash and compare alike.
+pub trait LimiterKey<Q: ?Sized = Self>: Hash + Eq + Borrow<Q> {
+    /// The stored form of `key`.
+    fn stored(key: &Q) -> Self;
+}
+
+impl<K: Hash + Eq + Clone> LimiterKey<K> for K {
+    fn stored(key: &K) -> Self {
+        key.clone()
+    }
+}
+
+impl LimiterKey<str> for CompactString {
+    fn stored(key: &str) -> Self {
+        CompactString::from(key)
+    }
+}
+
+impl LimiterKey<str> for String {
+    fn stored(key: &str) -> Self {
+        key.to_owned()
+    }
+}
+
 /// One slot of the arena (module doc, "Layout").
 #[derive(Clone, Debug)]
 struct Entry<K> {
     /// The key, `None` when the slot is free.
     key: Option<K>,
-    /// The newest bucket of the slot's ring and its counters' sum.
-    head: Head,
+    /// The newest bucket of the slot's ring.
+    newest: u64,
+    /// The sum of the slot's counters (at most the limit, a `u32`): kept beside the stamp so
+    /// that an entry of a key up to 24 bytes is 40 bytes, not the 48 a nested [`Head`] pads to.
+    total: u32,
     /// The recency stamp of the slot's last allowed event; [`FREE`] when free.
     stamp: u32,
+}
+
+impl<K> Entry<K> {
+    /// A free slot.
+    fn free() -> Self {
+        Self { key: None, newest: 0, total: 0, stamp: FREE }
+    }
+
+    /// The head of the slot's ring.
+    #[inline]
+    fn head(&self) -> Head {
+        Head::new(self.newest, u64::from(self.total))
+    }
+
+    /// Stores the head of the slot's ring.
+    #[inline]
+    fn set_head(&mut self, head: Head) {
+        self.newest = head.newest;
+        // A ring counts at most the limit, a `u32`.
+        self.total = u32::try_from(head.total()).unwrap_or(u32::MAX);
+    }
 }
 
 /// Every key's ring of counters, one flat array, its counters as narrow as the limit allows (a
@@ -254,7 +310,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Whether `key` is tracked (does not change its recency).
-    pub fn contains(&self, key: &K) -> bool {
+    pub fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: LimiterKey<Q>,
+    {
         self.find(key, self.hasher.hash_one(key)).is_some()
     }
 
@@ -283,7 +342,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     ///
     /// O(k) for k sub-buckets, independent of the number of keys and events (amortised: the
     /// recency queue is compacted now and then, see the module doc).
-    pub fn check(&mut self, key: &K, now: Instant) -> Decision {
+    pub fn check<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, now: Instant) -> Decision
+    where
+        K: LimiterKey<Q>,
+    {
         let (t, at) = self.tick(now);
         let limit = self.limit.limit;
         if limit == 0 {
@@ -300,13 +362,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 let state = (t, at, first);
                 let (decision, head) = match &mut self.counts {
                     Counts::Narrow(c) => {
-                        decide(&mut c[ring], entry.head, &self.geo, state, limit, now)
+                        decide(&mut c[ring], entry.head(), &self.geo, state, limit, now)
                     }
                     Counts::Wide(c) => {
-                        decide(&mut c[ring], entry.head, &self.geo, state, limit, now)
+                        decide(&mut c[ring], entry.head(), &self.geo, state, limit, now)
                     }
                 };
-                entry.head = head;
+                entry.set_head(head);
                 if decision.is_allowed() {
                     self.promote(slot);
                 }
@@ -330,9 +392,14 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// The slot of `key` (whose hash is `hash`), if tracked.
-    fn find(&self, key: &K, hash: u64) -> Option<u32> {
+    fn find<Q: Hash + Eq + ?Sized>(&self, key: &Q, hash: u64) -> Option<u32>
+    where
+        K: LimiterKey<Q>,
+    {
         let entries = &self.entries;
-        self.index.find(hash, |&s| entries[s as usize].key.as_ref() == Some(key)).copied()
+        self.index
+            .find(hash, |&s| entries[s as usize].key.as_ref().is_some_and(|k| k.borrow() == key))
+            .copied()
     }
 
     /// Where `slot`'s ring lies in [`Counts`]'s array.
@@ -345,7 +412,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     fn last_event(&self, slot: u32) -> Option<u64> {
         // Every key's newest bucket is at or before the clock's.
         let ring = self.ring(slot);
-        let head = self.entries[slot as usize].head;
+        let head = self.entries[slot as usize].head();
         match &self.counts {
             Counts::Narrow(c) => Window::view_from(head, &c[ring], self.at).last_event(),
             Counts::Wide(c) => Window::view_from(head, &c[ring], self.at).last_event(),
@@ -447,7 +514,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// Adds `key` (hash `hash`) with one event in `bucket`, evicting the least recently used key
     /// when full (its slot is reused).
-    fn insert(&mut self, key: &K, hash: u64, at: Position, first: u64) {
+    fn insert<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, hash: u64, at: Position, first: u64)
+    where
+        K: LimiterKey<Q>,
+    {
         let evicted = if self.len >= self.cap { self.unlink_lru() } else { None };
         if let Some(slot) = evicted {
             if self.is_live(slot, first) {
@@ -461,7 +531,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             None => {
                 // `len < cap ≤ 2²⁹` here, so the arena holds fewer than 2²⁹ slots.
                 let slot = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-                self.entries.push(Entry { key: None, head: Head::default(), stamp: FREE });
+                self.entries.push(Entry::free());
                 self.counts.push_ring(self.stride);
                 slot
             }
@@ -472,8 +542,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             Counts::Wide(c) => start_ring(&mut c[ring], at),
         };
         let entry = &mut self.entries[slot as usize];
-        entry.key = Some(key.clone());
-        entry.head = head;
+        entry.key = Some(K::stored(key));
+        entry.set_head(head);
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index.insert_unique(hash, slot, |&s| {
             entries[s as usize].key.as_ref().map_or(0, |k| hasher.hash_one(k))
@@ -601,7 +671,7 @@ mod tests {
 
     #[test]
     fn full_limiter_evicts_least_recently_used() {
-        let mut l = RateLimiter::new(RateLimit::new(1, MINUTE), 2);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(1, MINUTE), 2);
         assert!(l.check(&"a", at(0)).is_allowed());
         assert!(l.check(&"b", at(1)).is_allowed());
         // A denied check does not refresh "a": recency is the last allowed event.
@@ -620,7 +690,7 @@ mod tests {
 
     #[test]
     fn max_keys_zero_means_one() {
-        let mut l = RateLimiter::new(RateLimit::new(1, MINUTE), 0);
+        let mut l = RateLimiter::<i32>::new(RateLimit::new(1, MINUTE), 0);
         assert_eq!(l.max_keys(), 1);
         assert!(l.check(&1, at(0)).is_allowed());
         assert!(l.check(&2, at(0)).is_allowed());
@@ -644,7 +714,7 @@ mod tests {
 
     #[test]
     fn cleanup_keeps_a_denied_key() {
-        let mut l = RateLimiter::new(RateLimit::new(1, MINUTE), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(1, MINUTE), 10);
         assert!(l.check(&"a", at(0)).is_allowed());
         assert!(l.check(&"b", at(50)).is_allowed());
         assert!(!l.check(&"a", at(59)).is_allowed()); // not promoted: "a" stays LRU
@@ -677,7 +747,7 @@ mod tests {
 
     #[test]
     fn zero_window_limits_per_instant() {
-        let mut l = RateLimiter::new(RateLimit::new(2, Duration::ZERO), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(2, Duration::ZERO), 10);
         assert_eq!(l.bucket_width(), Duration::from_nanos(1));
         assert!(l.check(&"a", at(1)).is_allowed());
         assert!(l.check(&"a", at(1)).is_allowed());
@@ -690,7 +760,7 @@ mod tests {
     fn odd_window() {
         // 7 per 61 s + 1 ns: g rounds up to 3.05 s + 1 ns.
         let w = 61 * SECOND + Duration::from_nanos(1);
-        let mut l = RateLimiter::new(RateLimit::new(7, w), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(7, w), 10);
         assert_eq!(l.bucket_width(), Duration::from_nanos(3_050_000_001));
         for _ in 0..7 {
             assert!(l.check(&"a", at(0)).is_allowed());
@@ -703,10 +773,10 @@ mod tests {
 
     #[test]
     fn zero_limit_denies_everything_without_tracking() {
-        let mut l = RateLimiter::new(RateLimit::new(0, MINUTE), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(0, MINUTE), 10);
         assert_eq!(l.check(&"a", at(0)), Decision::Denied { retry_after: MINUTE });
         assert!(l.is_empty());
-        let mut l = RateLimiter::new(RateLimit::new(0, Duration::ZERO), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(0, Duration::ZERO), 10);
         assert_eq!(l.check(&"a", at(0)).retry_after(), Some(Duration::from_nanos(1)));
     }
 
@@ -714,7 +784,7 @@ mod tests {
     fn recency_survives_stamp_wraparound_and_queue_compaction() {
         // The same traffic on a limiter whose stamps start just below the wrap: every decision,
         // eviction and cleanup must match, and the queue must stay bounded.
-        let fresh = || RateLimiter::new(RateLimit::new(2, MINUTE), 4);
+        let fresh = || RateLimiter::<u64>::new(RateLimit::new(2, MINUTE), 4);
         let (mut plain, mut wrapping) = (fresh(), fresh());
         wrapping.next_stamp = u32::MAX - 40;
         let mut x: u64 = 0x9E37_79B9;
@@ -751,7 +821,7 @@ mod tests {
         // At the widest narrow limit and the narrowest wide one, a burst at one instant is allowed
         // exactly `limit` times: no counter overflows, none is cut short.
         for n in [255, 256, 1_000] {
-            let mut l = RateLimiter::new(RateLimit::new(n, MINUTE), 4);
+            let mut l = RateLimiter::<&str>::new(RateLimit::new(n, MINUTE), 4);
             let allowed = (0..n + 50).filter(|_| l.check(&"a", at(7)).is_allowed()).count();
             assert_eq!(allowed, n as usize, "limit {n}");
             // Bucket 2 (6..9 s) is released at 9 s + 60 s.
@@ -764,7 +834,8 @@ mod tests {
         // Random traffic over more keys than fit (evictions), with cleanups: the byte counters
         // and the `u32` ones give the same decisions, waits, stats and key sets.
         for (limit, buckets) in [(3, 20), (5, 1), (2, 7)] {
-            let fresh = || RateLimiter::with_buckets(RateLimit::new(limit, MINUTE), 6, buckets);
+            let fresh =
+                || RateLimiter::<u64>::with_buckets(RateLimit::new(limit, MINUTE), 6, buckets);
             let (mut narrow, mut wide) = (fresh(), wide(fresh()));
             assert!(matches!(narrow.counts, Counts::Narrow(_)));
             let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(limit);
@@ -795,7 +866,7 @@ mod tests {
     fn a_compaction_while_a_key_is_inserted_keeps_every_key() {
         // One key used until the queue is full of its stale pairs, so that the next promotion
         // compacts; that promotion is a new key's, counted but not queued yet.
-        let mut l = RateLimiter::new(RateLimit::new(255, MINUTE), 100);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(255, MINUTE), 100);
         let mut ms = 0;
         while !(l.order.len() == l.order.capacity() && l.order.len() > 2 * l.len + QUEUE_SLACK) {
             ms += 1;
@@ -809,12 +880,53 @@ mod tests {
 
     #[test]
     fn far_future_does_not_panic() {
-        let mut l = RateLimiter::new(RateLimit::new(1, Duration::MAX), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(1, Duration::MAX), 10);
         assert!(l.check(&"a", Instant::MAX).is_allowed());
         assert!(l.check(&"a", Instant::MAX).retry_after().is_some());
         assert_eq!(l.cleanup(Instant::MAX), 0);
-        let mut l = RateLimiter::new(RateLimit::new(1, MINUTE), 10);
+        let mut l = RateLimiter::<&str>::new(RateLimit::new(1, MINUTE), 10);
         assert!(l.check(&"a", Instant::MAX - G).is_allowed());
         assert!(!l.check(&"a", Instant::MAX).is_allowed());
+    }
+
+    #[test]
+    fn an_entry_of_an_inline_key_is_forty_bytes() {
+        // The layout the module doc counts on: key inline, newest bucket, sum and stamp.
+        assert_eq!(std::mem::size_of::<Entry<CompactString>>(), 40);
+        assert_eq!(std::mem::size_of::<Entry<String>>(), 40);
+    }
+
+    #[test]
+    fn inline_keys_decide_as_owned_strings() {
+        // Keys asked about as `str` and stored as `CompactString` (inline up to 24 bytes, on the
+        // heap beyond) decide, evict and clean up exactly as the same keys stored as `String`.
+        let keys: Vec<String> = (0..12)
+            .map(|i| {
+                if i % 3 == 0 {
+                    format!("a-long-user-id-past-24-bytes-{i}")
+                } else {
+                    format!("u{i}")
+                }
+            })
+            .collect();
+        let mut inline = RateLimiter::<CompactString>::new(RateLimit::new(2, MINUTE), 8);
+        let mut owned = RateLimiter::<String>::new(RateLimit::new(2, MINUTE), 8);
+        let mut x: u64 = 0x5DEE_CE66;
+        let mut now = Instant::ZERO;
+        for step in 0..3_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let key = keys[(x >> 33) as usize % keys.len()].as_str();
+            now += Duration::from_millis((x >> 20) % 3_000);
+            assert_eq!(inline.check(key, now), owned.check(key, now), "step {step}");
+            assert_eq!(inline.contains(key), owned.contains(key));
+            if step % 89 == 0 {
+                assert_eq!(inline.cleanup(now), owned.cleanup(now), "cleanup at {step}");
+            }
+        }
+        assert_eq!(inline.stats(), owned.stats());
+        assert!(inline.stats().evicted_live > 0, "the traffic evicted live keys");
+        for key in &keys {
+            assert_eq!(inline.contains(key.as_str()), owned.contains(key.as_str()));
+        }
     }
 }

@@ -72,7 +72,7 @@ mod log;
 mod slots;
 mod window;
 
-pub use limiter::{LimiterStats, RateLimiter};
+pub use limiter::{LimiterKey, LimiterStats, RateLimiter};
 pub use log::{window_micros, SlidingLog};
 pub use slots::{ConnectionSlots, SlotsFull, DEFAULT_CONNECTIONS_PER_KEY};
 pub use window::{DEFAULT_BUCKETS, MAX_BUCKETS};

@@ -239,6 +239,18 @@ impl Head {
     pub(crate) fn empty(newest: u64) -> Self {
         Self { newest, total: 0 }
     }
+
+    /// The head of a ring whose newest bucket is `newest` and whose counters sum to `total`.
+    #[inline]
+    pub(crate) fn new(newest: u64, total: u64) -> Self {
+        Self { newest, total }
+    }
+
+    /// The sum of the ring's counters.
+    #[inline]
+    pub(crate) fn total(self) -> u64 {
+        self.total
+    }
 }
 
 /// Zeroes `counts` and returns what they held. One pass, and no `memset` call for the one or two

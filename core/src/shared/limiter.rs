@@ -3,7 +3,7 @@
 
 use std::hash::Hash;
 
-use crate::rate::{Decision, LimiterStats, RateLimit, RateLimiter};
+use crate::rate::{Decision, LimiterKey, LimiterStats, RateLimit, RateLimiter};
 use crate::sync::{Mutex, MutexGuard};
 use crate::time::Instant;
 
@@ -24,7 +24,10 @@ impl<K: Hash + Eq + Clone> SharedLimiter<K> {
     }
 
     /// Decides one event for `key` at `now` (a denied event is not counted).
-    pub fn check(&self, key: &K, now: Instant) -> Decision {
+    pub fn check<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Decision
+    where
+        K: LimiterKey<Q>,
+    {
         self.lock().check(key, now)
     }
 
@@ -34,7 +37,10 @@ impl<K: Hash + Eq + Clone> SharedLimiter<K> {
     }
 
     /// Whether `key` is tracked now (its recency is not changed).
-    pub fn contains(&self, key: &K) -> bool {
+    pub fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: LimiterKey<Q>,
+    {
         self.lock().contains(key)
     }
 

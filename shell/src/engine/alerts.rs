@@ -3,6 +3,7 @@
 //! window — excess requests are acknowledged to the user but not alerted. Owns the notifier and
 //! the alert limiter.
 
+use compact_str::CompactString;
 use std::sync::Arc;
 
 use chatbox_core::config::Config;
@@ -19,7 +20,7 @@ use super::supervisor::Supervisor;
 #[derive(Debug)]
 pub struct Alerts {
     notifier: Arc<dyn Notifier>,
-    limiter: SharedLimiter<String>,
+    limiter: SharedLimiter<CompactString>,
     admin_panel_url: Option<String>,
     clock: Clock,
     supervisor: Supervisor,
@@ -53,7 +54,7 @@ impl Alerts {
     /// session's alert budget is spent. Returns whether an alert was sent off.
     pub fn help_requested(&self, session: &str, user_id: &str) -> bool {
         let key = format!("help_request:{session}");
-        if !self.limiter.check(&key, self.clock.now()).is_allowed() {
+        if !self.limiter.check(key.as_str(), self.clock.now()).is_allowed() {
             self.metrics.rate_limited(Limiter::HelpAlert);
             tracing::info!(session_id = session, "help alert skipped: alert rate limit");
             return false;

@@ -6,6 +6,7 @@
 //! outage is logged once and Redis is not asked again before a pause, and the registry of this
 //! instance's connection leases that a heartbeat renews.
 
+use compact_str::CompactString;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,9 +97,9 @@ impl<T: SharedRates + ConnectionLeases> FleetLimiter for T {}
 #[derive(Debug)]
 pub struct InProcessRates {
     /// `user_message` limiter per user id.
-    pub messages: Arc<SharedLimiter<String>>,
+    pub messages: Arc<SharedLimiter<CompactString>>,
     /// Admin-route limiter per admin user id.
-    pub admin: Arc<SharedLimiter<String>>,
+    pub admin: Arc<SharedLimiter<CompactString>>,
 }
 
 impl InProcessRates {
@@ -108,7 +109,7 @@ impl InProcessRates {
             Scope::Messages => &self.messages,
             Scope::Admin => &self.admin,
         };
-        limiter.check(&key.to_string(), now)
+        limiter.check(key, now)
     }
 }
 

@@ -9,6 +9,7 @@
 //! ([`FleetHealth`]). Allowed fleet decisions are also recorded locally, so the fallback starts
 //! from this instance's recent traffic. Public-route limits stay per instance.
 
+use compact_str::CompactString;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -57,9 +58,9 @@ impl PublicLimiters {
 #[derive(Debug)]
 pub struct Limits {
     /// `user_message` limiter per user id (this instance's).
-    pub messages: Arc<SharedLimiter<String>>,
+    pub messages: Arc<SharedLimiter<CompactString>>,
     /// `{P}/admin/*` limiter per admin user id (`config.rate.admin`, PROTOCOL.md §5).
-    pub admin: Arc<SharedLimiter<String>>,
+    pub admin: Arc<SharedLimiter<CompactString>>,
     /// Public-route limiters per client IP, one per route family (§5, §10 item 28).
     pub public: PublicLimiters,
     /// Connection slots per user id (this instance's).

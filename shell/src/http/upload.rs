@@ -15,6 +15,7 @@
 //!   `Content-Disposition` (`inline` only for images, audio and video other than SVG),
 //!   `X-Content-Type-Options: nosniff` and a sandboxing CSP.
 
+use compact_str::CompactString;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -45,7 +46,7 @@ pub struct UploadState {
     verifier: Arc<Verifier>,
     store: Arc<dyn FileStore>,
     signer: UrlSigner,
-    limiter: Arc<SharedLimiter<String>>,
+    limiter: Arc<SharedLimiter<CompactString>>,
 }
 
 /// The upload and file routes over `store`.
@@ -112,7 +113,7 @@ async fn upload(
         Err(body) => return super::rest::error_response(body),
     };
     if let Decision::Denied { retry_after } =
-        state.limiter.check(&caller.user_id, state.engine.clock.now())
+        state.limiter.check(caller.user_id.as_str(), state.engine.clock.now())
     {
         tracing::info!(user_id = %caller.user_id, ?retry_after, "upload rate limit");
         return too_many_requests(retry_after, true);

@@ -169,7 +169,7 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
     if frame.frame_type == FrameType::UserMessage {
         let now = engine.clock.now();
         let probe = engine.probe.get();
-        let tracked = probe.map(|_| engine.limits.messages.contains(&conn.caller.user_id));
+        let tracked = probe.map(|_| engine.limits.messages.contains(conn.caller.user_id.as_str()));
         let decision = engine.limits.check_message(&conn.caller.user_id, now).await;
         if let Some(probe) = probe {
             probe.on_rate_decision(&conn.caller.user_id, now, decision.is_allowed());
