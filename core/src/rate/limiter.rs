@@ -5,14 +5,18 @@
 //! # Layout
 //!
 //! Keys live in a flat arena of slots: `entries[s]` holds slot `s`'s key, the head of its ring
-//! (newest bucket and the counters' sum) and its recency stamp, and
-//! `counts[s · stride ..][.. stride]` its ring of counters, so a key costs no allocation of its
-//! own. A limiter keyed by text stores its keys as [`CompactString`] ([`LimiterKey`]): a key of
-//! up to 24 bytes (a typical user id; a longer one, or `help_request:<session>`, goes to the
-//! heap) sits inside its 40-byte entry, so the key comparison of a check reads the entry it needs anyway
-//! instead of one more random heap line. The counters are bytes when the limit is at most 255 (every default limit): a counter
-//! never exceeds the limit, and 21 bytes of ring are one cache line where 84 are two. A
-//! [`HashTable`] of slot numbers finds a key's slot (the key is hashed once per check).
+//! (newest bucket and the counters' sum), its recency stamp and, for every default limit, the
+//! ring itself, so a key costs no allocation of its own. A [`HashTable`] of slot numbers finds a
+//! key's slot (the key is hashed once per check).
+//!
+//! A check reads the index and then one 64-byte line, the entry. For that:
+//! - a limiter keyed by text stores its keys as [`CompactString`] ([`LimiterKey`]): a key of up
+//!   to 24 bytes (a typical user id; a longer one, or `help_request:<session>`, goes to the heap)
+//!   sits in the entry, so comparing it reads no other line;
+//! - counters are bytes when the limit is at most 255 (a counter never exceeds the limit), and a
+//!   ring of at most [`INLINE_RING`] byte counters (the default 21) sits in the entry too
+//!   ([`Counts::Inline`]). Larger limits, or more buckets, keep their rings in a flat array
+//!   beside the entries, `counts[s · stride ..][.. stride]`.
 //!
 //! Recency is an exact LRU kept as a queue of `(slot, stamp)` pairs in the order they were
 //! stamped: using a key gives it a fresh stamp and pushes the pair at the back, so the older pairs
@@ -98,8 +102,14 @@ impl LimiterKey<str> for String {
     }
 }
 
-/// One slot of the arena (module doc, "Layout").
+/// The most counters a ring keeps inside its key's entry ([`Counts::Inline`]): every default
+/// limit's ring (21 counters) fits, and with a 24-byte key the entry is one 64-byte line.
+const INLINE_RING: usize = 24;
+
+/// One slot of the arena (module doc, "Layout"): aligned to a cache line so that a check's
+/// reads of the key, the head, the stamp and an inline ring are one line.
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 struct Entry<K> {
     /// The key, `None` when the slot is free.
     key: Option<K>,
@@ -110,12 +120,14 @@ struct Entry<K> {
     total: u32,
     /// The recency stamp of the slot's last allowed event; [`FREE`] when free.
     stamp: u32,
+    /// The slot's ring when the counters are [`Counts::Inline`] (unused otherwise).
+    ring: [u8; INLINE_RING],
 }
 
 impl<K> Entry<K> {
     /// A free slot.
     fn free() -> Self {
-        Self { key: None, newest: 0, total: 0, stamp: FREE }
+        Self { key: None, newest: 0, total: 0, stamp: FREE, ring: [0; INLINE_RING] }
     }
 
     /// The head of the slot's ring.
@@ -137,25 +149,31 @@ impl<K> Entry<K> {
 /// counter never exceeds the limit).
 #[derive(Clone, Debug)]
 enum Counts {
-    /// Limits up to 255: a byte per counter.
+    /// Limits up to 255 and rings of at most [`INLINE_RING`] counters (every default): a byte
+    /// per counter, in the key's entry.
+    Inline,
+    /// Other limits up to 255: a byte per counter.
     Narrow(Vec<u8>),
     /// Larger limits.
     Wide(Vec<u32>),
 }
 
 impl Counts {
-    /// Empty rings for `limit`.
-    fn for_limit(limit: u32) -> Self {
-        if limit <= u32::from(u8::MAX) {
-            Self::Narrow(Vec::new())
-        } else {
+    /// Empty rings of `stride` counters for `limit`.
+    fn for_limit(limit: u32, stride: usize) -> Self {
+        if limit > u32::from(u8::MAX) {
             Self::Wide(Vec::new())
+        } else if stride <= INLINE_RING {
+            Self::Inline
+        } else {
+            Self::Narrow(Vec::new())
         }
     }
 
-    /// Adds one zeroed ring of `stride` counters.
+    /// Adds one zeroed ring of `stride` counters (an inline ring comes with its entry).
     fn push_ring(&mut self, stride: usize) {
         match self {
+            Self::Inline => {}
             Self::Narrow(c) => c.resize(c.len() + stride, 0),
             Self::Wide(c) => c.resize(c.len() + stride, 0),
         }
@@ -263,12 +281,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn with_buckets(limit: RateLimit, max_keys: usize, buckets: u32) -> Self {
         let cap = max_keys.clamp(1, MAX_KEYS);
         let geo = Geometry::new(limit.window, buckets);
+        let stride = usize::try_from(geo.slots()).unwrap_or(1).max(1);
         Self {
             limit,
             geo,
-            stride: usize::try_from(geo.slots()).unwrap_or(1).max(1),
+            stride,
             entries: Vec::new(),
-            counts: Counts::for_limit(limit.limit),
+            counts: Counts::for_limit(limit.limit, stride),
             seen: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -361,6 +380,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 let entry = &mut self.entries[slot as usize];
                 let state = (t, at, first);
                 let (decision, head) = match &mut self.counts {
+                    Counts::Inline => {
+                        let head = entry.head();
+                        decide(&mut entry.ring[..self.stride], head, &self.geo, state, limit, now)
+                    }
                     Counts::Narrow(c) => {
                         decide(&mut c[ring], entry.head(), &self.geo, state, limit, now)
                     }
@@ -414,6 +437,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         let ring = self.ring(slot);
         let head = self.entries[slot as usize].head();
         match &self.counts {
+            Counts::Inline => {
+                let inline = &self.entries[slot as usize].ring[..self.stride];
+                Window::view_from(head, inline, self.at).last_event()
+            }
             Counts::Narrow(c) => Window::view_from(head, &c[ring], self.at).last_event(),
             Counts::Wide(c) => Window::view_from(head, &c[ring], self.at).last_event(),
         }
@@ -538,6 +565,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         };
         let ring = self.ring(slot);
         let head = match &mut self.counts {
+            Counts::Inline => start_ring(&mut self.entries[slot as usize].ring[..self.stride], at),
             Counts::Narrow(c) => start_ring(&mut c[ring], at),
             Counts::Wide(c) => start_ring(&mut c[ring], at),
         };
@@ -813,11 +841,22 @@ mod tests {
         l
     }
 
+    /// The same limiter with its byte counters in the flat array instead of the entries.
+    fn outside<K: Hash + Eq + Clone>(mut l: RateLimiter<K>) -> RateLimiter<K> {
+        assert!(l.is_empty(), "moved before use");
+        l.counts = Counts::Narrow(Vec::new());
+        l
+    }
+
     #[test]
     fn counters_are_as_narrow_as_the_limit() {
-        let narrow = |n| matches!(Counts::for_limit(n), Counts::Narrow(_));
-        assert!(narrow(1) && narrow(100) && narrow(255));
-        assert!(!narrow(256) && !narrow(u32::MAX));
+        let narrow = |n, stride| !matches!(Counts::for_limit(n, stride), Counts::Wide(_));
+        assert!(narrow(1, 21) && narrow(100, 21) && narrow(255, 21) && narrow(255, 1025));
+        assert!(!narrow(256, 21) && !narrow(u32::MAX, 21));
+        // Every default ring (21 counters) lives in its entry; longer ones outside.
+        assert!(matches!(Counts::for_limit(100, 21), Counts::Inline));
+        assert!(matches!(Counts::for_limit(100, INLINE_RING), Counts::Inline));
+        assert!(matches!(Counts::for_limit(100, INLINE_RING + 1), Counts::Narrow(_)));
         // At the widest narrow limit and the narrowest wide one, a burst at one instant is allowed
         // exactly `limit` times: no counter overflows, none is cut short.
         for n in [255, 256, 1_000] {
@@ -831,13 +870,14 @@ mod tests {
 
     #[test]
     fn narrow_and_wide_counters_decide_alike() {
-        // Random traffic over more keys than fit (evictions), with cleanups: the byte counters
-        // and the `u32` ones give the same decisions, waits, stats and key sets.
-        for (limit, buckets) in [(3, 20), (5, 1), (2, 7)] {
+        // Random traffic over more keys than fit (evictions), with cleanups: byte counters in the
+        // entries, byte counters in the flat array and `u32` counters give the same decisions,
+        // waits, stats and key sets.
+        for (limit, buckets) in [(3, 20), (5, 1), (2, 7), (4, 23)] {
             let fresh =
                 || RateLimiter::<u64>::with_buckets(RateLimit::new(limit, MINUTE), 6, buckets);
-            let (mut narrow, mut wide) = (fresh(), wide(fresh()));
-            assert!(matches!(narrow.counts, Counts::Narrow(_)));
+            let (mut inline, mut flat, mut wide) = (fresh(), outside(fresh()), wide(fresh()));
+            assert!(matches!(inline.counts, Counts::Inline));
             let mut x: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(limit);
             let mut now = Instant::ZERO;
             for step in 0..5_000u64 {
@@ -846,18 +886,24 @@ mod tests {
                 x ^= x << 17;
                 let key = x % 9;
                 now += Duration::from_millis((x >> 20) % 4_000);
-                assert_eq!(narrow.check(&key, now), wide.check(&key, now), "step {step}");
+                let decided = inline.check(&key, now);
+                assert_eq!(decided, flat.check(&key, now), "flat, step {step}");
+                assert_eq!(decided, wide.check(&key, now), "wide, step {step}");
                 if step % 101 == 0 {
-                    assert_eq!(narrow.cleanup(now), wide.cleanup(now), "cleanup at {step}");
+                    let cleaned = inline.cleanup(now);
+                    assert_eq!(cleaned, flat.cleanup(now), "flat cleanup at {step}");
+                    assert_eq!(cleaned, wide.cleanup(now), "wide cleanup at {step}");
                 }
             }
-            assert_eq!(narrow.stats(), wide.stats());
+            assert_eq!(inline.stats(), flat.stats());
+            assert_eq!(inline.stats(), wide.stats());
             assert!(
-                narrow.stats().denied > 0 && narrow.stats().evicted_live > 0,
+                inline.stats().denied > 0 && inline.stats().evicted_live > 0,
                 "traffic too thin"
             );
             for key in 0..9 {
-                assert_eq!(narrow.contains(&key), wide.contains(&key));
+                assert_eq!(inline.contains(&key), flat.contains(&key));
+                assert_eq!(inline.contains(&key), wide.contains(&key));
             }
         }
     }
@@ -890,10 +936,11 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_of_an_inline_key_is_forty_bytes() {
-        // The layout the module doc counts on: key inline, newest bucket, sum and stamp.
-        assert_eq!(std::mem::size_of::<Entry<CompactString>>(), 40);
-        assert_eq!(std::mem::size_of::<Entry<String>>(), 40);
+    fn an_entry_of_an_inline_key_is_one_cache_line() {
+        // The layout the module doc counts on: key inline, newest bucket, sum, stamp and ring.
+        assert_eq!(std::mem::size_of::<Entry<CompactString>>(), 64);
+        assert_eq!(std::mem::size_of::<Entry<String>>(), 64);
+        assert_eq!(std::mem::align_of::<Entry<CompactString>>(), 64);
     }
 
     #[test]
