@@ -3,7 +3,9 @@
 // page.evaluate); the page reconnects, sends `resume` with the reply id and the last seq it
 // showed, and the rest of the reply arrives in the same bubble — the whole text once, no chunk
 // twice, one AI bubble. A failed reply's error frame that names another reply (the user's other
-// device, on another instance) is shown without cutting the bubble being streamed.
+// device, on another instance) is shown without cutting the bubble being streamed. A reply asked
+// from the user's other device while this page's streams gets a bubble of its own: interleaved
+// chunks never mix.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -104,4 +106,55 @@ test("resume: another reply's named error (the user's other device, on another i
   assert.equal(await bubble.count(), 1, 'one AI bubble');
   assert.equal(await p.msgText(bubble.first()), CHUNKS.join('').trim(), 'the whole reply, in its bubble');
   assert.equal(await bubble.first().getAttribute('data-interrupted'), null, 'not marked interrupted');
+}));
+
+test("resume: a reply asked from the user's other device streams into a bubble of its own beside this page's reply", h.withServerLog(() => server, async () => {
+  const page = await h.newPage(browser);
+  // Note the session the page's socket is in (from the frames it receives).
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        this.addEventListener('message', (e) => {
+          try {
+            const frame = JSON.parse(e.data);
+            if (typeof frame.session_id === 'string' && frame.session_id) window.__session = frame.session_id;
+          } catch {
+            // not a frame
+          }
+        });
+      }
+    };
+  });
+  const token = server.token('two-replies', { name: 'Two Replies' });
+  const bubbles = await spellUntilBravo(page, token);
+  const session = await page.evaluate(() => window.__session);
+  assert.match(session, /^[0-9a-f]+$/, 'the page is in a session');
+
+  // The user's other device (a raw socket, as a mobile app would be) asks in the same session
+  // while this page's reply streams: the two replies' chunks arrive interleaved.
+  const device = await h.newPage(browser);
+  await device.goto(server.url('/healthz'));
+  await device.evaluate(
+    ({ wsUrl, session }) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsUrl);
+      window.__device = ws;
+      ws.onerror = () => reject(new Error('websocket error'));
+      ws.onopen = () => {
+        ws.send(JSON.stringify({ type: 'user_message', session_id: session, content: 'Spell it again', sender: 'user' }));
+        resolve();
+      };
+    }),
+    { wsUrl: `ws://127.0.0.1:${server.port}${h.PREFIX}/ws?token=${encodeURIComponent(token)}`, session },
+  );
+
+  await p.waitReplies(page, 2, 20000);
+  const shown = [];
+  for (let i = 0; i < await bubbles.count(); i += 1) {
+    shown.push([await p.msgText(bubbles.nth(i)), await bubbles.nth(i).getAttribute('data-interrupted')]);
+  }
+  const whole = CHUNKS.join('').trim();
+  assert.deepEqual(shown, [[whole, null], [whole, null]], 'two bubbles, each with its whole reply once');
+  await device.evaluate(() => window.__device.close());
 }));

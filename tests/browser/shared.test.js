@@ -188,3 +188,73 @@ test('console: Prev/Next keep the page size of the results shown when the limit 
   assert.equal(await p.shown(page, '#admin-error'), false, 'no console error');
   assert.deepEqual(page.records.pageErrors, [], 'no script error on the page');
 }));
+
+test('shared: replies of one session streaming at the same time each keep their own bubble', h.withServerLog(() => server, async () => {
+  const page = await h.newPage(browser);
+  await page.goto(server.url('/view/no-such-share'));
+  await page.locator('#error-banner').waitFor({ state: 'visible' });
+
+  const out = await page.evaluate(async () => {
+    const m = await import(new URL('../assets/common.js', location.href).href);
+    const log = document.createElement('div');
+    log.className = 'messages';
+    document.body.append(log);
+    const ended = [];
+    const replies = m.createReplyStream(log, { onDone: (node) => ended.push(m.bubbleSource(node)) });
+    const chunk = (reply, seq, content, extra = {}) =>
+      replies.onFrame({
+        type: 'ai_response', content, metadata: { streaming: 'true', reply_id: reply, seq: String(seq), ...extra },
+      });
+    const texts = () => Array.from(log.querySelectorAll('.msg[data-sender="ai"]'), (n) =>
+      [m.bubbleSource(n), n.dataset.streaming, n.dataset.interrupted ?? null]);
+    const result = {};
+
+    // Two replies interleaved chunk by chunk (two devices of one user, or back-to-back messages).
+    chunk('aaaa', 1, 'One ');
+    chunk('bbbb', 1, 'Uno ');
+    chunk('aaaa', 2, 'two ');
+    chunk('bbbb', 2, 'dos ');
+    chunk('aaaa', 2, 'two '); // a replayed chunk of A: skipped
+    result.interleaved = texts();
+    result.resumeAt = replies.resumePoint();
+    // A ends; B goes on in its bubble.
+    chunk('aaaa', 3, 'three.', { done: 'true' });
+    result.aDone = { texts: texts(), streaming: replies.streaming(), bStreaming: replies.isStreaming('bbbb') };
+    chunk('aaaa', 4, ' late'); // a late frame of the ended reply: no bubble of its own
+    chunk('bbbb', 3, 'tres');
+    result.afterLate = texts();
+    // A third reply starts; the socket drops: the newest (C) is kept to resume, B is cut.
+    chunk('cccc', 1, 'Eins ');
+    result.resumeNewest = replies.resumePoint();
+    replies.finish({ interrupted: true, except: 'cccc' });
+    chunk('bbbb', 5, 'cinco'); // B's frames after the gap: not shown with a hole
+    chunk('cccc', 2, 'zwei', { done: 'true' });
+    result.afterDrop = texts();
+    // A failed reply's named error ends that reply only.
+    chunk('dddd', 1, 'Un ');
+    chunk('eeee', 1, 'Ein ');
+    replies.finish({ replyId: 'dddd', interrupted: true });
+    result.afterNamedError = { streaming: replies.streaming(), eStreaming: replies.isStreaming('eeee') };
+    chunk('eeee', 2, 'zwei', { done: 'true' });
+    result.final = texts();
+    result.ended = ended;
+    log.remove();
+    return result;
+  });
+
+  assert.deepEqual(out.interleaved, [['One two ', 'true', null], ['Uno dos ', 'true', null]],
+    'interleaved chunks grow their own reply\'s bubble; a replayed chunk is skipped');
+  assert.deepEqual(out.resumeAt, { reply_id: 'bbbb', after_seq: '2' }, 'the newest streaming reply is the one to resume');
+  assert.deepEqual(out.aDone, {
+    texts: [['One two three.', 'false', null], ['Uno dos ', 'true', null]], streaming: true, bStreaming: true,
+  }, 'one reply\'s done ends its bubble only');
+  assert.deepEqual(out.afterLate, [['One two three.', 'false', null], ['Uno dos tres', 'true', null]],
+    'a late frame of an ended reply starts no bubble');
+  assert.deepEqual(out.resumeNewest, { reply_id: 'cccc', after_seq: '1' });
+  assert.deepEqual(out.afterDrop, [
+    ['One two three.', 'false', null], ['Uno dos tres', 'false', 'true'], ['Eins zwei', 'false', null],
+  ], 'the reply cut by the drop is marked interrupted and its later frames are not shown; the resumed one completes');
+  assert.deepEqual(out.afterNamedError, { streaming: true, eStreaming: true }, 'a named error ends its reply only');
+  assert.deepEqual(out.final.slice(3), [['Un ', 'false', 'true'], ['Ein zwei', 'false', null]]);
+  assert.deepEqual(out.ended, ['One two three.', 'Uno dos tres', 'Eins zwei', 'Un ', 'Ein zwei'], 'onDone is told of each bubble once');
+}));

@@ -3,11 +3,12 @@
 //! frame ends a slow reply at once — the provider request is cancelled, the text so far is
 //! stored with `metadata.interrupted = "true"` (§4.2 body) and the stream ends with its `done`
 //! frame marked `interrupted` —; a stop with nothing in flight is answered by nothing; a reply cut
-//! by the idle deadline or by shutdown stores its partial text the same way.
+//! by the idle deadline or by shutdown stores its partial text the same way. Two replies of one
+//! session streaming at once (two devices) both complete, and one stop ends both.
 
 use std::time::Duration;
 
-use chatbox_tests::harness::{assert_error, is_done, now, reply_text, Server, ServerOpts};
+use chatbox_tests::harness::{assert_error, is_done, now, reply_text, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, ok_json};
 use chatbox_tests::upstream::{Behaviour, Script, Upstream};
 use serde_json::{json, Value};
@@ -89,6 +90,96 @@ async fn stop_ends_a_slow_reply_with_its_partial_text_stored_and_marked() {
     let last = messages.last().expect("stored");
     assert_eq!(last["content"], "Short answer");
     assert!(last["metadata"].get("interrupted").is_none(), "not marked: {last}");
+}
+
+/// The frames of each reply in `frames`, by `metadata.reply_id`, in order of first appearance.
+fn by_reply(frames: &[Value]) -> Vec<(String, Vec<Value>)> {
+    let mut replies: Vec<(String, Vec<Value>)> = Vec::new();
+    for frame in frames.iter().filter(|f| f["type"] == "ai_response") {
+        let id = frame["metadata"]["reply_id"].as_str().unwrap_or_default().to_string();
+        match replies.iter_mut().find(|(known, _)| *known == id) {
+            Some((_, of_reply)) => of_reply.push(frame.clone()),
+            None => replies.push((id, vec![frame.clone()])),
+        }
+    }
+    replies
+}
+
+/// Reads `client` until `count` replies have ended (`done` or an error), within `limit`.
+async fn recv_replies(client: &mut Client, count: usize) -> Vec<Value> {
+    let mut frames = Vec::new();
+    for _ in 0..count {
+        frames.extend(client.recv_until(|f| is_done(f) || f["type"] == "error", 4 * STEP).await);
+    }
+    frames
+}
+
+/// A server whose replies are twelve chunks 100 ms apart, and two devices of one user with a
+/// reply each streaming in one session: the first asked with the id it proposed, the second in
+/// the session the server named, while the first reply streams (their ordered workers are keyed
+/// by the id asked for, so the two run side by side). The frames the first device saw so far,
+/// the session id, the chunks.
+async fn two_devices_two_replies(
+    upstream: &Upstream,
+    user: &str,
+) -> (Server, String, Client, Client, Vec<Value>, String, Vec<String>) {
+    let chunks: Vec<String> = (0..12).map(|i| format!("w{i} ")).collect();
+    upstream
+        .set_default(Script::reply(chunks.clone()).with_chunk_interval(Duration::from_millis(100)));
+    let server = Server::start(ServerOpts::with_upstream(upstream)).await;
+    let token = server.token(user, &["user"], None);
+    let mut phone = server.connect(&token).await;
+    phone.send_user_message("proposed-1", "Count for me").await;
+    let mut seen =
+        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    let mut laptop = server.connect(&token).await;
+    laptop.send_user_message(&session, "Count again").await;
+    while by_reply(&seen).len() < 2 {
+        seen.extend(phone.recv_until(|f| f["type"] == "ai_response", STEP).await);
+    }
+    (server, token, phone, laptop, seen, session, chunks)
+}
+
+#[tokio::test]
+async fn a_second_reply_of_a_session_does_not_stop_the_first() {
+    let upstream = Upstream::start().await;
+    let (server, token, mut phone, _laptop, mut seen, session, chunks) =
+        two_devices_two_replies(&upstream, "two-devices").await;
+    for (id, frames) in by_reply(&seen) {
+        assert!(!frames.iter().any(is_done), "reply {id} still streaming: {frames:#?}");
+    }
+    seen.extend(recv_replies(&mut phone, 2).await);
+    let replies = by_reply(&seen);
+    assert_eq!(replies.len(), 2, "two replies on the first device: {seen:#?}");
+    let whole = chunks.concat();
+    for (id, frames) in &replies {
+        let done = frames.last().expect("outcome");
+        assert!(is_done(done), "reply {id} ends with done: {frames:#?}");
+        assert!(done["metadata"].get("interrupted").is_none(), "reply {id} not cut: {done}");
+        assert_eq!(reply_text(frames), whole, "reply {id} whole");
+    }
+    let messages = stored_reply(&server, &token, &session).await;
+    let ai: Vec<&Value> = messages.iter().filter(|m| m["sender"] == "ai").collect();
+    assert_eq!(ai.len(), 2, "{messages:#?}");
+    assert!(ai.iter().all(|m| m["content"] == whole.as_str()), "both stored whole: {messages:#?}");
+    assert!(ai.iter().all(|m| m["metadata"].get("interrupted").is_none()), "{messages:#?}");
+}
+
+#[tokio::test]
+async fn one_stop_ends_every_reply_of_the_session() {
+    let upstream = Upstream::start().await;
+    let (_server, _token, mut phone, _laptop, mut seen, session, _chunks) =
+        two_devices_two_replies(&upstream, "two-devices-stop").await;
+    phone.send_json(&stop(&session)).await;
+    seen.extend(recv_replies(&mut phone, 2).await);
+    let replies = by_reply(&seen);
+    assert_eq!(replies.len(), 2, "{seen:#?}");
+    for (id, frames) in &replies {
+        let done = frames.last().expect("outcome");
+        assert!(is_done(done), "reply {id}: {frames:#?}");
+        assert_eq!(done["metadata"]["interrupted"], "true", "reply {id} stopped: {done}");
+    }
 }
 
 #[tokio::test]

@@ -328,11 +328,14 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     state.ws = null;
-    // Keep a streaming bubble open to resume it; anything else ends here.
+    // Keep the newest streaming bubble open to resume it; anything else ends here (a resume
+    // continues one reply, so another one streaming at the same time is cut).
     state.resumePoint = replies.resumePoint();
     if (!state.resumePoint) {
       replies.finish();
       setReplying(false);
+    } else {
+      replies.finish({ interrupted: true, except: state.resumePoint.reply_id });
     }
     ui.loading.hidden = true;
     scheduleReconnect(opened);
@@ -402,8 +405,10 @@ function handleFrame(frame) {
     case 'ai_response':
       ui.loading.hidden = true;
       replies.onFrame(frame);
-      if (frame.metadata?.streaming !== 'true' || frame.metadata?.done === 'true') setReplying(false);
-      else if (!state.replying) setReplying(true); // a reply resumed or joined mid-stream
+      if (frame.metadata?.streaming !== 'true' || frame.metadata?.done === 'true') {
+        // Another reply of the session (the user's other device) may still be streaming.
+        if (!replies.streaming()) setReplying(false);
+      } else if (!state.replying) setReplying(true); // a reply resumed or joined mid-stream
       break;
     case 'user_message':
       if (frame.sender === 'admin') append(messageNode('admin', bubbleOf(frame).text, { timestamp: frame.timestamp }));
@@ -448,13 +453,15 @@ function onError(error, sessionId, metadata = {}) {
   const message = String(error.message || 'Something went wrong.');
   if (isBindReply(message)) return;
   // A failed reply's error frame names the reply (README, "Frames added for resumable replies"):
-  // the user's other device may have a reply of this session streaming on another instance, and
-  // its failure does not end the bubble this page streams.
+  // it ends that reply's bubble only; the user's other device may have another reply of this
+  // session streaming (on this instance or another), which goes on.
   const named = typeof metadata.reply_id === 'string' ? metadata.reply_id : '';
-  const streamed = replies.resumePoint();
-  if (named && streamed && named !== streamed.reply_id) {
-    showError(message, Number(error.retry_after) || 0);
-    return;
+  if (named) {
+    replies.finish({ replyId: named, interrupted: true });
+    if (replies.streaming()) {
+      showError(message, Number(error.retry_after) || 0);
+      return;
+    }
   }
   if (message.startsWith(BIND_FAILED) && sessionId) {
     // The bind of a stored session id: not this user's session any more (the history fetch

@@ -277,48 +277,77 @@ export function appendToLog(log, node, { own = false } = {}) {
 }
 
 /**
- * The AI replies (`ai_response` frames, PROTOCOL.md §3) shown in `log`, one streamed reply at a
- * time. `onFrame(frame)` takes each `ai_response` frame: streamed chunks (metadata.streaming
- * "true") grow one bubble marked data-streaming="true" until metadata.done; a reply that is not
- * streamed is a finished bubble of its own. Chunks are rendered at most once per animation
- * frame; the reply's final text is rendered at once when it ends. `finish()` ends a reply cut
- * short (socket closed, panel left, log cleared): the next chunk starts a new bubble.
+ * The AI replies (`ai_response` frames, PROTOCOL.md §3) shown in `log`. `onFrame(frame)` takes
+ * each `ai_response` frame: streamed chunks (metadata.streaming "true") grow their reply's bubble,
+ * marked data-streaming="true", until metadata.done; a reply that is not streamed is a finished
+ * bubble of its own. Each streamed reply names itself (`metadata.reply_id`, `metadata.seq`, issue
+ * 14), and replies of one session may stream at the same time (PROTOCOL.md §3.2: up to three per
+ * connection, and the user's other devices): each reply id keeps its own bubble, so interleaved
+ * chunks never mix. Chunks without a reply id go to the newest streaming bubble. Chunks are
+ * rendered at most once per animation frame; a reply's final text is rendered at once when it
+ * ends. `finish()` ends every reply cut short (socket closed, panel left, log cleared) and
+ * `finish({ replyId })` one of them: the next chunk of a reply ended that way starts a new bubble,
+ * unless it was ended as `interrupted` (then, as after its `done`, its frames are skipped).
  * `onStreamStart(node)` is told of each streamed bubble when it is made, `onDone(node)` of each
- * reply bubble when it is complete (or cut short). Each streamed reply names itself
- * (`metadata.reply_id`, `metadata.seq`, issue 14): `resumePoint()` is where a reconnected page
- * asks to continue the bubble being streamed (`resume` frame), and a frame of that reply with a
- * seq already shown is skipped, so the bubble never shows a chunk twice.
+ * reply bubble when it is complete (or cut short). `resumePoint()` is where a reconnected page asks
+ * to continue the newest streaming reply (`resume` frame; the page ends the others with
+ * `finish({ interrupted: true, except })`, their missed chunks are not replayed), and a frame of
+ * a reply with a seq already shown is skipped, so a bubble never shows a chunk twice.
  */
 export function createReplyStream(log, { onStreamStart, onDone } = {}) {
-  let node = null; // the bubble being streamed
-  let pending = 0; // the requested animation frame that renders it (0 when none)
-  let replyId = ''; // the streamed reply's id ('' when the server sent none)
-  let lastSeq = 0; // the highest seq shown in that bubble
+  // The streaming replies by id ('' for one the server named no id for), oldest first:
+  // { node, lastSeq (the highest seq shown), pending (its requested animation frame, 0 if none) }.
+  const open = new Map();
+  // Ids of replies whose bubble ended (done, or cut short as interrupted), newest last: a late or
+  // replayed frame of one must not start a bubble of its own, nor show a reply with a hole in it.
+  // A bubble left without `interrupted` (panel left, log cleared) is not remembered: the reply's
+  // next chunk starts a new bubble there. Only the last ENDED_KEPT are remembered.
+  const ended = new Set();
+  const ENDED_KEPT = 64;
 
-  function render() {
-    pending = 0;
-    if (node) keepAtEnd(log, () => renderBubble(node));
+  function render(reply) {
+    reply.pending = 0;
+    keepAtEnd(log, () => renderBubble(reply.node));
   }
 
-  /** Ends the bubble being streamed; `interrupted` marks it (when it shows any text). */
-  function finish({ interrupted = false } = {}) {
-    if (!node) return;
-    if (pending) {
-      cancelAnimationFrame(pending);
-      render();
+  function close(id, interrupted, remember) {
+    const reply = open.get(id);
+    if (!reply) return;
+    open.delete(id);
+    if (id && remember) {
+      ended.add(id);
+      if (ended.size > ENDED_KEPT) ended.delete(ended.values().next().value);
     }
-    if (interrupted && bubbleSource(node)) markInterrupted(node);
-    node.dataset.streaming = 'false';
-    const done = node;
-    node = null;
-    replyId = '';
-    lastSeq = 0;
-    if (onDone) onDone(done);
+    if (reply.pending) {
+      cancelAnimationFrame(reply.pending);
+      render(reply);
+    }
+    if (interrupted && bubbleSource(reply.node)) markInterrupted(reply.node);
+    reply.node.dataset.streaming = 'false';
+    if (onDone) onDone(reply.node);
   }
 
-  /** `{reply_id, after_seq}` of the bubble being streamed, or null when none can be resumed. */
+  /** Ends the reply `replyId`, or every streaming reply but `except`; `interrupted` marks them
+   *  (when they show any text). */
+  function finish({ interrupted = false, replyId, except } = {}) {
+    if (replyId !== undefined) {
+      close(replyId, interrupted, interrupted);
+      return;
+    }
+    for (const id of [...open.keys()]) if (id !== except) close(id, interrupted, interrupted);
+  }
+
+  /** The id of the newest streaming reply, or undefined. */
+  function newest() {
+    let last;
+    for (const id of open.keys()) last = id;
+    return last;
+  }
+
+  /** `{reply_id, after_seq}` of the newest streaming reply, or null when none can be resumed. */
   function resumePoint() {
-    return node && replyId ? { reply_id: replyId, after_seq: String(lastSeq) } : null;
+    const id = newest();
+    return id ? { reply_id: id, after_seq: String(open.get(id).lastSeq) } : null;
   }
 
   function onFrame(frame) {
@@ -331,33 +360,45 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
       if (onDone) onDone(done);
       return;
     }
-    const id = typeof meta.reply_id === 'string' ? meta.reply_id : '';
+    const named = typeof meta.reply_id === 'string' ? meta.reply_id : '';
+    if (named && ended.has(named)) return; // its bubble ended already
+    const id = named || (newest() ?? '');
     const seq = Number(meta.seq) || 0;
-    if (node && id && replyId && id !== replyId) finish();
-    if (node && id && id === replyId && seq > 0 && seq <= lastSeq) return; // shown already
-    if (id) {
-      replyId = id;
-      lastSeq = Math.max(lastSeq, seq);
+    let reply = open.get(id);
+    if (reply && named && seq > 0 && seq <= reply.lastSeq) return; // shown already
+    if (!reply && named && open.has('')) {
+      // A reply that named itself only after its first chunks keeps its bubble.
+      reply = open.get('');
+      open.delete('');
+      open.set(named, reply);
     }
-    if (!node) {
-      node = messageNode('ai', '', { timestamp: frame.timestamp });
+    if (!reply) {
+      const node = messageNode('ai', '', { timestamp: frame.timestamp });
       node.dataset.streaming = 'true';
+      reply = { node, lastSeq: 0, pending: 0 };
+      open.set(id, reply);
       if (onStreamStart) onStreamStart(node);
       appendToLog(log, node);
     }
+    if (named) reply.lastSeq = Math.max(reply.lastSeq, seq);
     if (frame.content) {
-      sources.set(node, bubbleSource(node) + frame.content);
-      if (!pending) pending = requestAnimationFrame(render);
+      sources.set(reply.node, bubbleSource(reply.node) + frame.content);
+      if (!reply.pending) reply.pending = requestAnimationFrame(() => render(reply));
     }
-    if (meta.done === 'true') finish({ interrupted: meta.interrupted === 'true' });
+    if (meta.done === 'true') close(id, meta.interrupted === 'true', true);
   }
 
   /** Whether a reply is being streamed into a bubble now. */
   function streaming() {
-    return node !== null;
+    return open.size > 0;
   }
 
-  return { onFrame, finish, resumePoint, streaming };
+  /** Whether the reply `replyId` is being streamed into a bubble now. */
+  function isStreaming(replyId) {
+    return open.has(replyId);
+  }
+
+  return { onFrame, finish, resumePoint, streaming, isStreaming };
 }
 
 /** Fills a read-only transcript from the API's message objects; `names` overrides the sender

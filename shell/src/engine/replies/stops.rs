@@ -1,15 +1,19 @@
-//! The replies in progress that a `stop` frame can end (issue 15): one entry per session while
-//! its streamed reply runs (a session's replies run one at a time in its ordered worker). A stop
-//! flips the entry's signal; the reply's stream loop sees it, cancels the provider request and
-//! ends as [`super::ReplyEnd::Stopped`]. A stop for a session with nothing registered does
-//! nothing (the issue: "answered by nothing").
+//! The replies in progress that a `stop` frame can end (issue 15): one entry per streamed reply
+//! while it runs, by session. A session can have several at once: the ordered worker is keyed by
+//! the id a message asked for, so a device still using the id it proposed for a new session and
+//! another device using the id the server named run side by side (PROTOCOL.md §3.2: replies may
+//! interleave). A stop flips the signal of every reply of the session; each reply's stream loop
+//! sees it, cancels its provider request and ends as [`super::ReplyEnd::Stopped`]. A reply's
+//! signal lives until that reply ends: the reply loop reads a closed signal as a stop, so
+//! registering a second reply must never drop the first one's sender. A stop for a session with
+//! nothing registered does nothing (the issue: "answered by nothing").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-type Entries = HashMap<String, (u64, watch::Sender<bool>)>;
+type Entries = HashMap<String, Vec<(u64, watch::Sender<bool>)>>;
 
 /// The stop signals of the replies streaming now, by session.
 #[derive(Debug, Default)]
@@ -41,7 +45,7 @@ impl Stops {
             *next
         };
         let (tx, signal) = watch::channel(false);
-        lock(&self.entries).insert(session.to_string(), (token, tx));
+        lock(&self.entries).entry(session.to_string()).or_default().push((token, tx));
         StopGuard {
             entries: Arc::clone(&self.entries),
             session: session.to_string(),
@@ -50,12 +54,14 @@ impl Stops {
         }
     }
 
-    /// Stops the reply of `session` in progress; `false` when none runs here.
+    /// Stops the replies of `session` in progress; `false` when none runs here.
     pub fn stop(&self, session: &str) -> bool {
         match lock(&self.entries).get(session) {
-            Some((_, tx)) => {
-                tx.send_replace(true);
-                true
+            Some(replies) => {
+                for (_, tx) in replies {
+                    tx.send_replace(true);
+                }
+                !replies.is_empty()
             }
             None => false,
         }
@@ -63,7 +69,7 @@ impl Stops {
 
     /// Replies registered now.
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.entries).values().map(Vec::len).sum()
     }
 
     /// Whether no reply is registered.
@@ -75,9 +81,12 @@ impl Stops {
 impl Drop for StopGuard {
     fn drop(&mut self) {
         let mut entries = lock(&self.entries);
-        // A later reply of the same session may have registered meanwhile: leave it.
-        if entries.get(&self.session).is_some_and(|(token, _)| *token == self.token) {
-            entries.remove(&self.session);
+        // Other replies of the same session may be registered: leave them.
+        if let Some(replies) = entries.get_mut(&self.session) {
+            replies.retain(|(token, _)| *token != self.token);
+            if replies.is_empty() {
+                entries.remove(&self.session);
+            }
         }
     }
 }
@@ -98,6 +107,28 @@ mod tests {
         drop(guard);
         assert_eq!(stops.len(), 1, "the older reply's end leaves the newer one registered");
         drop(newer);
+        assert!(stops.is_empty() && !stops.stop("s"));
+    }
+
+    #[tokio::test]
+    async fn a_second_reply_of_a_session_does_not_stop_the_first_and_a_stop_reaches_both() {
+        let stops = Stops::default();
+        let mut first = stops.register("s");
+        let mut second = stops.register("s");
+        let other = stops.register("t");
+        assert_eq!(stops.len(), 3);
+        // The reply loop waits with `signalled`, which a closed signal also ends: the first
+        // reply's signal must still be open and unset.
+        assert!(first.signal.has_changed().is_ok(), "the first reply's signal is still open");
+        assert!(!*first.signal.borrow());
+        assert!(stops.stop("s"));
+        crate::engine::supervisor::signalled(&mut first.signal).await;
+        crate::engine::supervisor::signalled(&mut second.signal).await;
+        assert!(*first.signal.borrow() && *second.signal.borrow(), "both replies see the stop");
+        assert!(!*other.signal.borrow(), "another session's reply goes on");
+        drop(second);
+        assert_eq!(stops.len(), 2, "the first reply stays registered after the second ends");
+        drop((first, other));
         assert!(stops.is_empty() && !stops.stop("s"));
     }
 }
