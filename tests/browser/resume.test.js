@@ -3,8 +3,8 @@
 // page.evaluate); the page reconnects, sends `resume` with the reply id and the last seq it
 // showed, and the rest of the reply arrives in the same bubble — the whole text once, no chunk
 // twice, one AI bubble. A failed reply's error frame that names another reply (the user's other
-// device, on another instance) is shown without cutting the bubble being streamed. A reply asked
-// from the user's other device while this page's streams gets a bubble of its own: interleaved
+// device, on another instance) is shown without cutting the bubble being streamed. A reply of the
+// session streaming at the same time on another instance gets a bubble of its own: interleaved
 // chunks never mix.
 
 const test = require('node:test');
@@ -108,53 +108,48 @@ test("resume: another reply's named error (the user's other device, on another i
   assert.equal(await bubble.first().getAttribute('data-interrupted'), null, 'not marked interrupted');
 }));
 
-test("resume: a reply asked from the user's other device streams into a bubble of its own beside this page's reply", h.withServerLog(() => server, async () => {
+test("resume: a reply of the session streaming at the same time on another instance gets a bubble of its own", h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);
-  // Note the session the page's socket is in (from the frames it receives).
   await page.addInitScript(() => {
     const Native = window.WebSocket;
+    window.__sockets = [];
     window.WebSocket = class extends Native {
       constructor(...args) {
         super(...args);
+        window.__sockets.push(this);
         this.addEventListener('message', (e) => {
-          try {
-            const frame = JSON.parse(e.data);
-            if (typeof frame.session_id === 'string' && frame.session_id) window.__session = frame.session_id;
-          } catch {
-            // not a frame
-          }
+          const frame = JSON.parse(e.data);
+          if (typeof frame.session_id === 'string' && frame.session_id) window.__session = frame.session_id;
         });
       }
     };
   });
   const token = server.token('two-replies', { name: 'Two Replies' });
   const bubbles = await spellUntilBravo(page, token);
-  const session = await page.evaluate(() => window.__session);
-  assert.match(session, /^[0-9a-f]+$/, 'the page is in a session');
-
-  // The user's other device (a raw socket, as a mobile app would be) asks in the same session
-  // while this page's reply streams: the two replies' chunks arrive interleaved.
-  const device = await h.newPage(browser);
-  await device.goto(server.url('/healthz'));
-  await device.evaluate(
-    ({ wsUrl, session }) => new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl);
-      window.__device = ws;
-      ws.onerror = () => reject(new Error('websocket error'));
-      ws.onopen = () => {
-        ws.send(JSON.stringify({ type: 'user_message', session_id: session, content: 'Spell it again', sender: 'user' }));
-        resolve();
+  // What another instance relays while this page's reply streams: the reply to the user's other
+  // device, answered there (one instance answers a session's messages in order; two instances
+  // can answer at the same time). Its chunks arrive between this reply's, on this page's socket.
+  await page.evaluate(async () => {
+    const ws = window.__sockets[window.__sockets.length - 1];
+    const other = 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee';
+    const parts = ['Uno ', 'dos ', 'tres.'];
+    for (let i = 0; i <= parts.length; i += 1) {
+      const last = i === parts.length;
+      const frame = {
+        type: 'ai_response', session_id: window.__session, sender: 'ai', timestamp: new Date().toISOString(),
+        content: last ? '' : parts[i],
+        metadata: { streaming: 'true', done: last ? 'true' : 'false', reply_id: other, seq: String(i + 1) },
       };
-    }),
-    { wsUrl: `ws://127.0.0.1:${server.port}${h.PREFIX}/ws?token=${encodeURIComponent(token)}`, session },
-  );
+      ws.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(frame) }));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  });
 
   await p.waitReplies(page, 2, 20000);
   const shown = [];
   for (let i = 0; i < await bubbles.count(); i += 1) {
     shown.push([await p.msgText(bubbles.nth(i)), await bubbles.nth(i).getAttribute('data-interrupted')]);
   }
-  const whole = CHUNKS.join('').trim();
-  assert.deepEqual(shown, [[whole, null], [whole, null]], 'two bubbles, each with its whole reply once');
-  await device.evaluate(() => window.__device.close());
+  assert.deepEqual(shown, [[CHUNKS.join('').trim(), null], ['Uno dos tres.', null]],
+    'each reply whole in its own bubble, neither cut');
 }));

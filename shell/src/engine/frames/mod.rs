@@ -158,6 +158,21 @@ fn announce(engine: &Engine, conn: &ConnCtx, session: Option<&str>) {
     engine.delivery.announce(conn.id, &conn.caller.user_id, session, models, engine.frame_now());
 }
 
+/// The ordered worker a frame of `conn` naming `requested` queues on: the user's own, since a
+/// user has one active session (§6.2) and the id a frame names is only the session's once
+/// resolved — a device still using the id it proposed for a new session and another using the
+/// id the server named reach the same session, and must not run side by side (§10 item 27:
+/// one session's `user_message` frames in arrival order). Two users never wait for each other.
+/// An assisting admin's messages (stored and relayed, no reply) queue per session they assist.
+fn order_key(engine: &Engine, conn: &ConnCtx, requested: &str) -> String {
+    let user = &conn.caller.user_id;
+    if conn.caller.is_admin() && engine.sessions.is_assisting(user, requested) {
+        format!("{user}\u{0}{requested}")
+    } else {
+        user.clone()
+    }
+}
+
 /// Queues `user_message` / `model_select` behind the session's earlier frames.
 async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame) {
     let Ok(permit) = Arc::clone(&conn.in_flight).try_acquire_owned() else {
@@ -183,9 +198,7 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
             return;
         }
     }
-    // Keyed by user as well: two users proposing the same not-yet-created id must not wait
-    // for each other (a session id is only authoritative once resolved for its owner).
-    let key = format!("{}\u{0}{requested}", conn.caller.user_id);
+    let key = order_key(engine, conn, requested);
     let (task_engine, conn) = (Arc::clone(engine), conn.clone());
     let job: Job = match frame.frame_type {
         FrameType::ModelSelect => Box::pin(async move {

@@ -1,12 +1,11 @@
 //! The replies in progress that a `stop` frame can end (issue 15): one entry per streamed reply
-//! while it runs, by session. A session can have several at once: the ordered worker is keyed by
-//! the id a message asked for, so a device still using the id it proposed for a new session and
-//! another device using the id the server named run side by side (PROTOCOL.md §3.2: replies may
-//! interleave). A stop flips the signal of every reply of the session; each reply's stream loop
-//! sees it, cancels its provider request and ends as [`super::ReplyEnd::Stopped`]. A reply's
-//! signal lives until that reply ends: the reply loop reads a closed signal as a stop, so
-//! registering a second reply must never drop the first one's sender. A stop for a session with
-//! nothing registered does nothing (the issue: "answered by nothing").
+//! while it runs, by session. A stop flips the signal of every reply of the session; each
+//! reply's stream loop sees it, cancels its provider request and ends as
+//! [`super::ReplyEnd::Stopped`]. A session's replies run one at a time here (its user's ordered
+//! worker, `frames::order_key`), but the registry does not count on it: the reply loop reads a
+//! closed signal as a stop, so registering one reply must never drop another's sender (it once
+//! did, and a second device's message stopped the first device's reply). A stop for a session
+//! with nothing registered does nothing (the issue: "answered by nothing").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
