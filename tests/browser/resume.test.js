@@ -27,6 +27,30 @@ test.before(async () => {
 });
 test.after(h.cleanup);
 
+/** Keeps the page's sockets (`window.__sockets`), what it sends (`window.__sent`) and the last
+ *  session a received frame named (`window.__session`) reachable from the test. */
+async function trackSockets(page) {
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.__sent = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+        this.addEventListener('message', (e) => {
+          const frame = JSON.parse(e.data);
+          if (typeof frame.session_id === 'string' && frame.session_id) window.__session = frame.session_id;
+        });
+      }
+      send(data) {
+        window.__sent.push(String(data));
+        super.send(data);
+      }
+    };
+  });
+}
+
 /** Opens the chat page as `token`, asks for the scripted reply and waits until its second chunk
  *  shows; the AI bubbles' locator. */
 async function spellUntilBravo(page, token) {
@@ -42,22 +66,7 @@ async function spellUntilBravo(page, token) {
 
 test('resume: a page whose socket drops mid-reply shows the rest of the reply in the same bubble, without duplicates', h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);
-  // Keep the page's sockets and what it sends reachable from the test.
-  await page.addInitScript(() => {
-    const Native = window.WebSocket;
-    window.__sockets = [];
-    window.__sent = [];
-    window.WebSocket = class extends Native {
-      constructor(...args) {
-        super(...args);
-        window.__sockets.push(this);
-      }
-      send(data) {
-        window.__sent.push(String(data));
-        super.send(data);
-      }
-    };
-  });
+  await trackSockets(page);
   const token = server.token('resume-user', { name: 'Resume User' });
   const bubble = await spellUntilBravo(page, token);
   const cutAt = await p.msgText(bubble.first());
@@ -77,16 +86,7 @@ test('resume: a page whose socket drops mid-reply shows the rest of the reply in
 
 test("resume: another reply's named error (the user's other device, on another instance) does not cut the bubble this page streams", h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);
-  await page.addInitScript(() => {
-    const Native = window.WebSocket;
-    window.__sockets = [];
-    window.WebSocket = class extends Native {
-      constructor(...args) {
-        super(...args);
-        window.__sockets.push(this);
-      }
-    };
-  });
+  await trackSockets(page);
   const token = server.token('two-devices', { name: 'Two Devices' });
   const bubble = await spellUntilBravo(page, token);
   // What another instance relays when the reply of the user's other device times out: the error
@@ -110,20 +110,7 @@ test("resume: another reply's named error (the user's other device, on another i
 
 test("resume: a reply of the session streaming at the same time on another instance gets a bubble of its own", h.withServerLog(() => server, async () => {
   const page = await h.newPage(browser);
-  await page.addInitScript(() => {
-    const Native = window.WebSocket;
-    window.__sockets = [];
-    window.WebSocket = class extends Native {
-      constructor(...args) {
-        super(...args);
-        window.__sockets.push(this);
-        this.addEventListener('message', (e) => {
-          const frame = JSON.parse(e.data);
-          if (typeof frame.session_id === 'string' && frame.session_id) window.__session = frame.session_id;
-        });
-      }
-    };
-  });
+  await trackSockets(page);
   const token = server.token('two-replies', { name: 'Two Replies' });
   const bubbles = await spellUntilBravo(page, token);
   // What another instance relays while this page's reply streams: the reply to the user's other

@@ -16,11 +16,16 @@ let browser;
 let server;
 h.serverAndBrowser((started) => ({ server, browser } = started));
 
-test('shared: reply stream, follow-the-end scrolling, sendFrame and bubbleOf behave as documented', h.withServerLog(() => server, async () => {
+/** A page of the server's that loads common.js: the view page of a share that does not exist. */
+async function sharedPage() {
   const page = await h.newPage(browser);
-  // Any page of the server's: the view page of a share that does not exist loads common.js.
   await page.goto(server.url('/view/no-such-share'));
   await page.locator('#error-banner').waitFor({ state: 'visible' });
+  return page;
+}
+
+test('shared: reply stream, follow-the-end scrolling, sendFrame and bubbleOf behave as documented', h.withServerLog(() => server, async () => {
+  const page = await sharedPage();
 
   const out = await page.evaluate(async () => {
     const m = await import(new URL('../assets/common.js', location.href).href);
@@ -190,9 +195,7 @@ test('console: Prev/Next keep the page size of the results shown when the limit 
 }));
 
 test('shared: replies of one session streaming at the same time each keep their own bubble', h.withServerLog(() => server, async () => {
-  const page = await h.newPage(browser);
-  await page.goto(server.url('/view/no-such-share'));
-  await page.locator('#error-banner').waitFor({ state: 'visible' });
+  const page = await sharedPage();
 
   const out = await page.evaluate(async () => {
     const m = await import(new URL('../assets/common.js', location.href).href);
