@@ -222,7 +222,7 @@ test('shared: replies of one session streaming at the same time each keep their 
     result.resumeAt = replies.resumePoint();
     // A ends; B goes on in its bubble.
     chunk('aaaa', 3, 'three.', { done: 'true' });
-    result.aDone = { texts: texts(), streaming: replies.streaming(), bStreaming: replies.isStreaming('bbbb') };
+    result.aDone = { texts: texts(), streaming: replies.streaming() };
     chunk('aaaa', 4, ' late'); // a late frame of the ended reply: no bubble of its own
     chunk('bbbb', 3, 'tres');
     result.afterLate = texts();
@@ -237,7 +237,7 @@ test('shared: replies of one session streaming at the same time each keep their 
     chunk('dddd', 1, 'Un ');
     chunk('eeee', 1, 'Ein ');
     replies.finish({ replyId: 'dddd', interrupted: true });
-    result.afterNamedError = { streaming: replies.streaming(), eStreaming: replies.isStreaming('eeee') };
+    result.afterNamedError = { streaming: replies.streaming(), texts: texts().slice(3) };
     chunk('eeee', 2, 'zwei', { done: 'true' });
     result.final = texts();
     result.ended = ended;
@@ -249,7 +249,7 @@ test('shared: replies of one session streaming at the same time each keep their 
     'interleaved chunks grow their own reply\'s bubble; a replayed chunk is skipped');
   assert.deepEqual(out.resumeAt, { reply_id: 'bbbb', after_seq: '2' }, 'the newest streaming reply is the one to resume');
   assert.deepEqual(out.aDone, {
-    texts: [['One two three.', 'false', null], ['Uno dos ', 'true', null]], streaming: true, bStreaming: true,
+    texts: [['One two three.', 'false', null], ['Uno dos ', 'true', null]], streaming: true,
   }, 'one reply\'s done ends its bubble only');
   assert.deepEqual(out.afterLate, [['One two three.', 'false', null], ['Uno dos tres', 'true', null]],
     'a late frame of an ended reply starts no bubble');
@@ -257,7 +257,8 @@ test('shared: replies of one session streaming at the same time each keep their 
   assert.deepEqual(out.afterDrop, [
     ['One two three.', 'false', null], ['Uno dos tres', 'false', 'true'], ['Eins zwei', 'false', null],
   ], 'the reply cut by the drop is marked interrupted and its later frames are not shown; the resumed one completes');
-  assert.deepEqual(out.afterNamedError, { streaming: true, eStreaming: true }, 'a named error ends its reply only');
+  assert.deepEqual(out.afterNamedError, { streaming: true, texts: [['Un ', 'false', 'true'], ['Ein ', 'true', null]] },
+    'a named error ends its reply only');
   assert.deepEqual(out.final.slice(3), [['Un ', 'false', 'true'], ['Ein zwei', 'false', null]]);
   assert.deepEqual(out.ended, ['One two three.', 'Uno dos tres', 'Eins zwei', 'Un ', 'Ein zwei'], 'onDone is told of each bubble once');
 }));

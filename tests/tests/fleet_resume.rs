@@ -34,6 +34,22 @@ async fn start_reply(client: &mut Client, chunks: usize) -> (String, String, Vec
     (session, reply, replies)
 }
 
+/// `user`'s phone on A asks and reads its reply's first two chunks; their laptop binds on B by
+/// resuming that reply after `after`. Returns the token, the phone, the laptop, the session and
+/// the reply id.
+async fn resuming_on_b(
+    fleet: &Fleet,
+    user: &str,
+    after: u64,
+) -> (String, Client, Client, String, String) {
+    let token = fleet.a.token(user, &["user"], None);
+    let mut phone = fleet.a.connect(&token).await;
+    let (session, reply, _) = start_reply(&mut phone, 2).await;
+    let mut laptop = fleet.b.connect(&token).await;
+    laptop.send_json(&resume_frame(&session, &reply, after)).await;
+    (token, phone, laptop, session, reply)
+}
+
 /// The reply frames a resumed connection gets up to `done`, after its binding's answer.
 async fn resumed(client: &mut Client) -> Vec<Value> {
     let frames = client.recv_until(is_done, STEP).await;
@@ -95,12 +111,8 @@ async fn a_failed_reply_ends_with_its_named_error_on_both_instances_and_in_a_lat
     // Two chunks, then the model stalls: the idle deadline (2 s) fails the reply on A.
     let script = Script::reply(["One ", "two ", "three "]).with_behaviour(Behaviour::StallAfter(2));
     let fleet = Fleet::scripted(Some(script), &[("LLM_IDLE_TIMEOUT", "2s")]).await;
-    let token = fleet.a.token("stalled", &["user"], None);
-    let mut phone = fleet.a.connect(&token).await;
-    let (session, reply, _) = start_reply(&mut phone, 2).await;
     // A second device binds on B by resuming after seq 1 while the model is silent.
-    let mut laptop = fleet.b.connect(&token).await;
-    laptop.send_json(&resume_frame(&session, &reply, 1)).await;
+    let (token, mut phone, mut laptop, session, reply) = resuming_on_b(&fleet, "stalled", 1).await;
 
     let on_a = phone.recv_until(|f| f["type"] == "error", STEP).await;
     let on_b = laptop.recv_until(|f| f["type"] == "error", STEP).await;
@@ -128,13 +140,8 @@ async fn a_reply_whose_instance_was_killed_is_resume_unavailable_within_its_dead
     let script = Script::reply((0..40).map(|i| format!("w{i} ")))
         .with_chunk_interval(Duration::from_millis(250));
     let fleet = Fleet::scripted(Some(script), &[("LLM_IDLE_TIMEOUT", "3s")]).await;
-    let token = fleet.a.token("orphan", &["user"], None);
-    let mut phone = fleet.a.connect(&token).await;
-    let (session, reply, _) = start_reply(&mut phone, 2).await;
-
     // One client resumes on B while A still streams; then A is killed mid-reply.
-    let mut laptop = fleet.b.connect(&token).await;
-    laptop.send_json(&resume_frame(&session, &reply, 2)).await;
+    let (token, phone, mut laptop, session, reply) = resuming_on_b(&fleet, "orphan", 2).await;
     laptop.recv_until(|f| f["type"] == "ai_response" && seq(f) > 4, STEP).await;
     let pid = fleet.a.pid().expect("A runs");
     let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();

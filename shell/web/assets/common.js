@@ -393,12 +393,7 @@ export function createReplyStream(log, { onStreamStart, onDone } = {}) {
     return open.size > 0;
   }
 
-  /** Whether the reply `replyId` is being streamed into a bubble now. */
-  function isStreaming(replyId) {
-    return open.has(replyId);
-  }
-
-  return { onFrame, finish, resumePoint, streaming, isStreaming };
+  return { onFrame, finish, resumePoint, streaming };
 }
 
 /** Fills a read-only transcript from the API's message objects; `names` overrides the sender

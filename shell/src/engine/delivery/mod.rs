@@ -253,8 +253,9 @@ impl Delivery {
         self.send_reply_text(ReplyFrame { reply_id, session, seq, last: true }, text, also, now)
     }
 
-    /// [`Delivery::send_reply_frame`] for a frame already encoded (a streamed chunk, written by
-    /// core's `Frame::ai_chunk_json`).
+    /// Sends a frame of a reply already encoded (a streamed chunk, written by core's
+    /// `Frame::ai_chunk_json`, or the outcome from [`Delivery::send_reply_outcome`]) to the
+    /// session (and `also`), recording it for resumes.
     pub fn send_reply_text(
         &self,
         at: ReplyFrame<'_>,

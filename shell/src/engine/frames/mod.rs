@@ -17,6 +17,7 @@ mod stop;
 pub(crate) mod testing;
 mod user_message;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -164,12 +165,12 @@ fn announce(engine: &Engine, conn: &ConnCtx, session: Option<&str>) {
 /// id the server named reach the same session, and must not run side by side (§10 item 27:
 /// one session's `user_message` frames in arrival order). Two users never wait for each other.
 /// An assisting admin's messages (stored and relayed, no reply) queue per session they assist.
-fn order_key(engine: &Engine, conn: &ConnCtx, requested: &str) -> String {
+fn order_key<'a>(engine: &Engine, conn: &'a ConnCtx, requested: &str) -> Cow<'a, str> {
     let user = &conn.caller.user_id;
     if conn.caller.is_admin() && engine.sessions.is_assisting(user, requested) {
-        format!("{user}\u{0}{requested}")
+        Cow::Owned(format!("{user}\u{0}{requested}"))
     } else {
-        user.clone()
+        Cow::Borrowed(user)
     }
 }
 

@@ -244,8 +244,10 @@ impl Persistence {
             let front =
                 self.outbox.front().await.map_err(|e| StoreError::Transient(e.to_string()))?;
             let Some((seq, write)) = front else { return Ok(applied) };
-            // A write the cache did not see lands in the store.
-            self.recent.touch(write.session_id());
+            // A message the cache did not see as stored lands in the store.
+            if write.appends() {
+                self.recent.touch(write.session_id());
+            }
             let began = self.clock.now();
             let result = write.apply(self.store.as_ref()).await;
             self.metrics.observe_store_operation(write.operation(), self.clock.now() - began);
@@ -385,15 +387,7 @@ impl Persistence {
                 return None;
             }
         };
-        let appends = pending
-            .into_iter()
-            .filter_map(|write| match write {
-                PendingWrite::Append { message, .. } | PendingWrite::AppendWith { message, .. } => {
-                    Some(message)
-                }
-                _ => None,
-            })
-            .collect();
+        let appends = pending.into_iter().filter_map(PendingWrite::into_appended).collect();
         Some(appends)
     }
 
@@ -751,6 +745,30 @@ mod tests {
         assert_eq!((contents(&read), hits()), (vec!["first", "second", "third"], 1), "read");
         let cached = persistence.conversation_messages("s", 10, 32 * 1024).await;
         assert_eq!((cached, hits()), (read, 2), "current again after the read");
+    }
+
+    /// The outbox draining into an exclusive store: an append the cache did not see as stored
+    /// makes the entry read the store again; a patch (no message) leaves it current.
+    #[tokio::test]
+    async fn a_drained_append_makes_the_exclusive_cache_read_again_and_a_patch_does_not() {
+        let (store, outbox) = (Arc::new(MemoryStore::new()), Arc::new(MemoryOutbox::new(8)));
+        store.set_exclusive(true);
+        let persistence = service(Arc::clone(&store), Arc::clone(&outbox));
+        let hits = || persistence.metrics.history_cache_hits.get();
+        let doc = SessionDoc::new("s".into(), "u".into(), UnixMillis(0));
+        persistence.create(&doc).await.unwrap();
+        persistence.append("s", message("first")).await.unwrap();
+        persistence.conversation_messages("s", 10, 32 * 1024).await;
+        let patch = SessionPatch { name: Some("named".into()), ..Default::default() };
+        outbox.push(&PendingWrite::Update { session_id: "s".into(), patch }).await.unwrap();
+        assert_eq!(persistence.drain_outbox_once().await, Ok(1));
+        persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!(hits(), 1, "a drained patch leaves the entry current");
+        let late = PendingWrite::Append { session_id: "s".into(), message: message("late") };
+        outbox.push(&late).await.unwrap();
+        assert_eq!(persistence.drain_outbox_once().await, Ok(1));
+        let read = persistence.conversation_messages("s", 10, 32 * 1024).await;
+        assert_eq!((contents(&read), hits()), (vec!["first", "late"], 1), "read again");
     }
 
     #[tokio::test]

@@ -70,6 +70,22 @@ impl PendingWrite {
         }
     }
 
+    /// Whether the write appends a message (the only writes that move a session's history
+    /// mark).
+    pub fn appends(&self) -> bool {
+        matches!(self, PendingWrite::Append { .. } | PendingWrite::AppendWith { .. })
+    }
+
+    /// The message the write appends, taken out of it; `None` for other writes.
+    pub fn into_appended(self) -> Option<StoredMessage> {
+        match self {
+            PendingWrite::Append { message, .. } | PendingWrite::AppendWith { message, .. } => {
+                Some(message)
+            }
+            PendingWrite::Update { .. } | PendingWrite::End { .. } => None,
+        }
+    }
+
     /// The operation name used in logs and metrics.
     pub fn operation(&self) -> &'static str {
         match self {
