@@ -205,6 +205,27 @@ pub const CONNECTION_LEASE_TTL: Duration = Duration::from_secs(15);
 /// their TTL.
 pub const CONNECTION_LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
 
+/// Lifetime of a user's fleet-wide turn (`chatbox:turn:{user}` in Redis) without renewal: the
+/// instance answering that user's message renews it every [`FLEET_TURN_RENEW`], so a killed
+/// instance's turn frees itself within this.
+pub const FLEET_TURN_TTL: Duration = Duration::from_secs(15);
+
+/// How often the instance holding a turn renews it (three renewals per TTL).
+pub const FLEET_TURN_RENEW: Duration = Duration::from_secs(5);
+
+/// How long a message queued for its user's turn stays queued without asking again (it asks at
+/// least every 50 ms, `RetryPolicy::FLEET_TURN_POLL`): a waiter whose instance died leaves the
+/// queue within this, so it does not hold up those behind it.
+pub const FLEET_TURN_WAITER_TTL: Duration = Duration::from_secs(2);
+
+/// Longest one holder (or queue head) may stand in front of a waiting message before the message
+/// is answered anyway: the whole-reply deadline (`LLM_STREAM_TIMEOUT`) plus one turn lifetime. A
+/// live holder ends its reply within the deadline and a dead one's turn expires within the TTL,
+/// so only a holder that never lets go is overtaken; the clock restarts whenever the queue moves.
+pub const fn fleet_turn_wait(stream_timeout: Duration) -> Duration {
+    stream_timeout.saturating_add(FLEET_TURN_TTL)
+}
+
 /// Longest an exiting instance waits for the frames it queued on the fleet bus (a reply's last
 /// chunks and `done`, for a user who resumed it on another instance) to be published: the
 /// process must not end with them still queued.
@@ -271,5 +292,16 @@ mod tests {
         assert_eq!(store_commit_linger(2, configured), configured);
         assert_eq!(store_commit_linger(STORE_WRITE_BATCH, configured), configured);
         assert_eq!(store_commit_linger(STORE_WRITE_BATCH, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_turn_is_renewed_before_it_expires_and_waited_for_past_a_whole_reply() {
+        assert!(FLEET_TURN_RENEW * 3 <= FLEET_TURN_TTL, "three renewals per lifetime");
+        let stream = Duration::from_secs(120);
+        assert_eq!(fleet_turn_wait(stream), stream + FLEET_TURN_TTL);
+        assert_eq!(fleet_turn_wait(Duration::MAX), Duration::MAX, "saturates");
+        let poll = crate::retry::RetryPolicy::FLEET_TURN_POLL;
+        let pauses: Vec<u64> = (1..=6).map(|n| poll.base_delay(n).as_millis() as u64).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 50, 50]);
     }
 }

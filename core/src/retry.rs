@@ -84,6 +84,16 @@ impl RetryPolicy {
         jitter: Jitter::None,
     };
 
+    /// How often a message waiting for its user's turn held by another instance asks Redis
+    /// again: 5 ms, ×2, capped at 50 ms (the turn is usually a reply away).
+    pub const FLEET_TURN_POLL: RetryPolicy = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_delay: Duration::from_millis(5),
+        multiplier: 2.0,
+        max_delay: Duration::from_millis(50),
+        jitter: Jitter::None,
+    };
+
     /// The un-jittered delay after failed attempt `attempt` (1-based): `initial × mult^(attempt-1)`,
     /// capped at `max_delay`. Non-decreasing in `attempt`.
     pub fn base_delay(&self, attempt: u32) -> Duration {

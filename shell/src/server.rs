@@ -150,8 +150,8 @@ fn fleet_bus(config: &Config) -> std::io::Result<Option<BusWiring>> {
     Ok(Some(BusWiring { bus, replay: Some(Arc::new(replay)), metrics }))
 }
 
-/// The fleet-wide user, admin and connection limits when `REDIS_URL` is set (issue 14), and the
-/// task renewing this instance's connection leases.
+/// The fleet-wide user, admin and connection limits and the users' turns when `REDIS_URL` is
+/// set (issue 14), and the task renewing this instance's connection leases.
 #[cfg(not(madsim))]
 fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
     let config = &engine.config;
@@ -164,6 +164,8 @@ fn fleet_limits(engine: &Arc<Engine>) -> std::io::Result<()> {
         })?;
     let redis = Arc::new(crate::adapters::limits::RedisLimits::new(client));
     engine.limits.attach_fleet(Arc::clone(&redis) as _);
+    // One user's messages answered one at a time across the fleet (§10 item 27).
+    engine.turns.attach(Arc::clone(&redis) as _, format!("{:016x}", rand::random::<u64>()));
     // USER_TOKEN_BUDGET counts every instance's replies (issue 17).
     engine.replies.attach_fleet_tokens(redis);
     let leases = Arc::clone(engine);

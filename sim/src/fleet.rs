@@ -86,6 +86,10 @@ pub struct FleetReport {
     pub bus_faults: (usize, usize, usize),
     /// Broker commands answered.
     pub broker_commands: u64,
+    /// Replies that ended, on every instance.
+    pub replies: usize,
+    /// Messages that waited for their user's turn held by another instance.
+    pub turn_waits: u64,
 }
 
 /// Rate decisions of every instance, on the simulation's clock (one clock for the whole fleet,
@@ -93,16 +97,34 @@ pub struct FleetReport {
 /// One rate decision: instance, key, when, allowed.
 type Decision = (usize, String, SimInstant, bool);
 
-#[derive(Debug, Default)]
+/// One reply of a session: instance, session, started, outcome decided (simulation's clock).
+type Answered = (usize, String, SimInstant, SimInstant);
+
+#[derive(Debug)]
 struct Recorder {
     instance: usize,
     decisions: Arc<Mutex<Vec<Decision>>>,
+    replies: Arc<Mutex<Vec<Answered>>>,
+    /// The instance's engine clock, to put its instants on the simulation's clock.
+    clock: chatbox::engine::clock::Clock,
 }
 
 impl Probe for Recorder {
     fn on_rate_decision(&self, key: &str, _now: chatbox_core::Instant, allowed: bool) {
         let mut d = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         d.push((self.instance, key.to_string(), now(), allowed));
+    }
+
+    fn on_reply(
+        &self,
+        session: &str,
+        started: chatbox_core::Instant,
+        decided: chatbox_core::Instant,
+        _end: &chatbox::engine::replies::ReplyEnd,
+    ) {
+        let (started, decided) = (self.clock.to_runtime(started), self.clock.to_runtime(decided));
+        let mut r = self.replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.push((self.instance, session.to_string(), started, decided));
     }
 }
 
@@ -160,6 +182,8 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
     let broker = Arc::new(SimBroker::default());
     let store = Arc::new(FaultyStore::new(rng.next_u64(), StoreFaults::default()));
     let decisions = Arc::new(Mutex::new(Vec::new()));
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let engines_metrics = Arc::new(Mutex::new(Vec::new()));
     let handle = madsim::runtime::Handle::current();
     let mut started = Vec::new();
     for index in 0..INSTANCES {
@@ -171,12 +195,17 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
         };
         let provider = Arc::new(SimProvider::new(rng.next_u64(), deadlines));
         let (store, broker, limits_broker) = (store.clone(), broker.clone(), broker.clone());
-        let recorder = Arc::new(Recorder { instance: index, decisions: decisions.clone() });
+        let (decisions, replies) = (decisions.clone(), replies.clone());
+        let engines_metrics = engines_metrics.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         let node =
             handle.create_node().name(format!("server-{index}")).ip(IpAddr::V4(ip(index))).build();
         node.spawn(async move {
             let metrics = Arc::new(Metrics::new());
+            engines_metrics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Arc::clone(&metrics));
             let (bus, queues) = FleetBus::new(format!("instance-{index}"), metrics.clone());
             let replay = SimReplay::new(
                 LocalReplay::new(replay_limits(&config)),
@@ -205,9 +234,14 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
             )
             .await
             .expect("server starts");
+            let clock = running.engine.clock;
+            let recorder = Arc::new(Recorder { instance: index, decisions, replies, clock });
             let _ = running.engine.probe.set(recorder);
             // The fleet-wide limits, as `server::fleet_limits` attaches RedisLimits.
-            running.engine.limits.attach_fleet(Arc::new(SimLimits::new(limits_broker, index)));
+            let limits = Arc::new(SimLimits::new(limits_broker, index));
+            running.engine.limits.attach_fleet(Arc::clone(&limits) as _);
+            // The users' turns, as `server::fleet_limits` attaches them.
+            running.engine.turns.attach(limits, format!("instance-{index}"));
             let engine = running.engine.clone();
             running.engine.supervisor.spawn("fleet-leases", async move {
                 engine.limits.run_leases().await;
@@ -295,7 +329,38 @@ pub async fn run(seed: u64, scenario: FleetScenario) -> FleetReport {
     rate.check_fleet_log(&fleet, &restarts, &mut report.violations);
     rate.check_accepted(&decisions, &faults, &mut report.violations);
     report.broker_commands = broker.commands();
+    let replies = replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.replies = replies.len();
+    check_turns(&replies, &faults, &mut report.violations);
+    let metrics = engines_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.turn_waits = metrics.iter().map(|m| m.fleet_turn_waits.get()).sum();
     report
+}
+
+/// The turn invariant (d), as README's "One reply at a time for a user, across instances"
+/// states it: while the broker answers, two replies of one session never run at the same time,
+/// on one instance or on two; a bus fault (during which an instance answers without the turn,
+/// or a restart loses it) excuses an overlap it touches.
+fn check_turns(replies: &[Answered], faults: &Faults, violations: &mut Vec<String>) {
+    // Sessions in order, so a failing seed lists its violations the same way every run.
+    let mut by_session: std::collections::BTreeMap<&str, Vec<&Answered>> = Default::default();
+    for reply in replies {
+        by_session.entry(reply.1.as_str()).or_default().push(reply);
+    }
+    for (session, mut of_session) in by_session {
+        of_session.sort_by_key(|r| r.2);
+        for pair in of_session.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            if later.2 < earlier.3 && !faults.overlaps(earlier.2, later.3) {
+                violations.push(format!(
+                    "session {session}: a reply on instance {} started {:?} before the reply on instance {} ended, with the broker up",
+                    later.0,
+                    earlier.3 - later.2,
+                    earlier.0
+                ));
+            }
+        }
+    }
 }
 
 /// The rate invariant (b), as README's "Limits for the user, not per instance" states the

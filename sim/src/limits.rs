@@ -1,5 +1,6 @@
 //! The fleet-wide limits of the fleet world (issue 14, Behaviour 3): [`SimLimits`] implements
-//! the engine's `SharedRates` and `ConnectionLeases` ports over the simulated broker, as
+//! the engine's `SharedRates`, `ConnectionLeases` and `SharedTurns` ports over the simulated
+//! broker, as
 //! `RedisLimits` (`shell/src/adapters/limits.rs`) does over Redis — one atomic broker command per
 //! call, each bounded by `FLEET_LIMIT_TIMEOUT`, each on a connection of the broker's current
 //! epoch. So a partition or a delay past the deadline makes the engine fall back to its local
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates, Unavailable};
+use chatbox::engine::turns::{SharedTurns, Take};
 use chatbox_core::budgets::FLEET_LIMIT_TIMEOUT;
 use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::Instant;
@@ -77,5 +79,23 @@ impl ConnectionLeases for SimLimits {
     async fn release(&self, user: &str, lease: &str) -> Result<(), Unavailable> {
         let conn = self.broker.conn(self.index);
         self.bounded(self.broker.release(conn, user, lease)).await
+    }
+}
+
+#[async_trait]
+impl SharedTurns for SimLimits {
+    async fn take(&self, key: &str, holder: &str, ttl: Duration) -> Result<Take, Unavailable> {
+        let conn = self.broker.conn(self.index);
+        self.bounded(self.broker.take_turn(conn, key, holder, ttl)).await
+    }
+
+    async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Unavailable> {
+        let conn = self.broker.conn(self.index);
+        self.bounded(self.broker.renew_turn(conn, key, holder, ttl)).await
+    }
+
+    async fn give_back(&self, key: &str, holder: &str) -> Result<(), Unavailable> {
+        let conn = self.broker.conn(self.index);
+        self.bounded(self.broker.give_back(conn, key, holder)).await
     }
 }

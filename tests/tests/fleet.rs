@@ -7,7 +7,9 @@
 //! instance reaches an admin console's event stream on the other within 2 s, and a `stop` sent on
 //! one instance ends the reply streaming on the other. Issue 16: a session ended through
 //! `POST {P}/sessions/:id/end` on one instance is final on the other too, whether or not a
-//! connection is bound to it there.
+//! connection is bound to it there. PROTOCOL.md §10 item 27 across the fleet: a user's message
+//! sent on one instance while their reply streams on the other is answered after that reply,
+//! with it in the conversation sent to the model.
 
 use std::time::Duration;
 
@@ -218,4 +220,63 @@ async fn an_end_on_one_instance_is_final_on_the_other_where_the_user_is_connecte
     assert!(third != fresh && third != ended, "yet another session: {frames:#?}");
     assert!(!is_active(&b, &token, &fresh).await, "the second ended session stays ended");
     assert_eq!(stored_messages(&b, &token, &fresh).await.len(), 2, "its one exchange only");
+}
+
+#[tokio::test]
+async fn a_message_on_one_instance_waits_for_the_users_reply_streaming_on_the_other() {
+    let chunks: Vec<String> = (0..10).map(|i| format!("w{i} ")).collect();
+    let script = Script::reply(chunks.clone()).with_chunk_interval(Duration::from_millis(150));
+    let fleet = Fleet::scripted(Some(script), &[]).await;
+    let token = fleet.a.token("two-instances", &["user"], None);
+    // The phone asks on A with the id it proposes; its reply streams.
+    let mut phone = fleet.a.connect(&token).await;
+    phone.send_user_message("turns-1", "Count for me").await;
+    let mut seen =
+        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    // The laptop asks on B in the same session while that reply streams.
+    let mut laptop = fleet.b.connect(&token).await;
+    laptop.send_user_message(&session, "Count again").await;
+    // The phone sees both replies (B's through the bus), the second after the first's done.
+    for _ in 0..2 {
+        seen.extend(phone.recv_until(|f| is_done(f) || f["type"] == "error", 4 * STEP).await);
+    }
+    let replies: Vec<&Value> = seen.iter().filter(|f| f["type"] == "ai_response").collect();
+    let ids: Vec<&str> =
+        replies.iter().filter_map(|f| f["metadata"]["reply_id"].as_str()).collect();
+    let first = ids[0];
+    let first_done = ids.iter().rposition(|id| *id == first).expect("first reply");
+    let second_start = ids.iter().position(|id| *id != first).expect("a second reply: {seen:#?}");
+    assert!(first_done < second_start, "answered one after the other: {seen:#?}");
+    let whole = chunks.concat();
+    for id in [first, ids[second_start]] {
+        let of_reply: Vec<Value> = replies
+            .iter()
+            .filter(|f| f["metadata"]["reply_id"] == id)
+            .map(|f| (*f).clone())
+            .collect();
+        let done = of_reply.last().expect("frames");
+        assert!(is_done(done) && done["metadata"].get("interrupted").is_none(), "{of_reply:#?}");
+        assert_eq!(chatbox_tests::harness::reply_text(&of_reply), whole, "reply {id} whole");
+    }
+    // B asked the model with A's exchange in the conversation.
+    let requests = fleet.upstream.requests();
+    let second = &requests.last().expect("two requests").body;
+    let contents: Vec<&str> = second["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents[contents.len() - 3..], ["Count for me", whole.as_str(), "Count again"]);
+    let stored = stored_messages(&fleet.a, &token, &session).await;
+    let stored: Vec<(&str, &str)> = stored.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+    assert_eq!(
+        stored,
+        [("user", "Count for me"), ("ai", &whole), ("user", "Count again"), ("ai", &whole)]
+    );
+    let metrics = get(&fleet.b, "/metrics/prometheus", None).await;
+    let waits =
+        metrics.body.lines().find_map(|l| l.strip_prefix("chatbox_fleet_turn_waits_total "));
+    assert_eq!(waits.map(str::trim), Some("1"), "{}", metrics.body);
 }

@@ -6,7 +6,9 @@
 //!    a connection on A and one on B, a reply streamed by A at about 100 and 1 000 frames/s;
 //!    per frame, arrival on B minus arrival on A (p50/p99);
 //! 2. Redis commands per reply (`INFO commandstats` before and after N replies);
-//! 3. memory Redis holds per streaming reply (`MEMORY USAGE` of its stream and state keys).
+//! 3. memory Redis holds per streaming reply (`MEMORY USAGE` of its stream and state keys);
+//! 4. what a user's fleet-wide turn adds before a message is handled: the take (and, after the
+//!    reply, the give-back) round trip of `RedisLimits` against the fleet's Redis, uncontended.
 //!
 //! Run: `scripts/load.sh fleet` (release build), or
 //! `cargo test -p chatbox-tests --test fleet_figures -- --ignored --nocapture` (debug build).
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use chatbox::adapters::limits::RedisLimits;
+use chatbox::engine::turns::{SharedTurns, Take};
 use chatbox_tests::fleet::Fleet;
 use chatbox_tests::harness::{is_done, now, Client};
 use chatbox_tests::upstream::Script;
@@ -43,16 +47,26 @@ fn command_calls(port: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Reads `client` until `done`; arrival instant of each `ai_response` seq.
+/// Reads `client` until the `done` of the reply that starts next (a late frame of an earlier
+/// reply is skipped); arrival instant of each of its seqs.
 async fn arrivals(client: &mut Client) -> HashMap<u64, Instant> {
     let mut seen = HashMap::new();
+    let mut reply: Option<String> = None;
     loop {
         let frame = client.recv_frame(STEP).await;
-        if frame["type"] == "ai_response" {
-            if let Some(seq) = frame["metadata"]["seq"].as_str().and_then(|s| s.parse().ok()) {
-                seen.insert(seq, now());
-            }
+        if frame["type"] != "ai_response" {
+            continue;
         }
+        let meta = &frame["metadata"];
+        let Some(seq) = meta["seq"].as_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let id = meta["reply_id"].as_str().unwrap_or_default();
+        if reply.is_none() && seq == 1 {
+            reply = Some(id.to_string());
+        }
+        if reply.as_deref() != Some(id) {
+            continue;
+        }
+        seen.insert(seq, now());
         if is_done(&frame) {
             return seen;
         }
@@ -84,8 +98,11 @@ async fn fleet_figures() {
     phone.send_user_message("new", "bind A").await;
     let warm = phone.recv_until(is_done, STEP).await;
     let session = warm.last().and_then(|f| f["session_id"].as_str()).unwrap().to_string();
+    let first = warm.last().map(|f| f["metadata"]["reply_id"].clone()).unwrap_or_default();
     laptop.send_user_message(&session, "bind B").await;
-    laptop.recv_until(is_done, STEP).await;
+    // The first reply's `done` may still reach the laptop through the bus after it bound (A
+    // published it just before): wait for the laptop's own reply.
+    laptop.recv_until(|f| is_done(f) && f["metadata"]["reply_id"] != first, STEP).await;
     phone.recv_until(is_done, STEP).await;
 
     // 1. Relay latency at ~100 and ~1 000 frames/s.
@@ -167,6 +184,29 @@ async fn fleet_figures() {
         );
         phone.recv_until(is_done, STEP).await;
         laptop.recv_until(is_done, STEP).await;
+    }
+
+    // 4. The turn's round trips, uncontended (the first message of each user's turn).
+    let turns = RedisLimits::open(&redis.url()).expect("redis url");
+    let ttl = Duration::from_secs(15);
+    turns.take("warm", "w", ttl).await.expect("redis answers");
+    let (mut takes, mut gives) = (Vec::new(), Vec::new());
+    for i in 0..2000 {
+        let (user, holder) = (format!("figures-{}", i % 100), format!("h{i}"));
+        let started = now();
+        assert_eq!(turns.take(&user, &holder, ttl).await, Ok(Take::Held));
+        takes.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = now();
+        turns.give_back(&user, &holder).await.expect("redis answers");
+        gives.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    for (name, times) in [("take", &mut takes), ("give back", &mut gives)] {
+        times.sort_by(|x, y| x.total_cmp(y));
+        println!(
+            "turn {name}, uncontended, 2000 rounds: p50={:.3} ms p99={:.3} ms",
+            percentile(times, 0.5),
+            percentile(times, 0.99)
+        );
     }
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("# load average after: {}", loadavg.trim());

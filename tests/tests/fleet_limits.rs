@@ -3,13 +3,15 @@
 //! processes on one MongoDB-compatible database (SecantusDB) and one real Redis. The user
 //! message rate, the connections per user and the admin request rate hold across both
 //! instances, refusals answer exactly as on one instance, and with Redis stopped each instance
-//! still limits locally and returns to fleet-wide limits when Redis is back.
+//! still limits locally and returns to fleet-wide limits when Redis is back. The users' turns
+//! (one message answered at a time across instances) have one holder at a time in Redis.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chatbox::adapters::limits::RedisLimits;
 use chatbox::engine::fleet_limits::{ConnectionLeases, Scope, SharedRates, SharedTokens};
+use chatbox::engine::turns::{SharedTurns, Take};
 use chatbox_core::rate::{Decision, RateLimit};
 use chatbox_core::Instant;
 use chatbox_tests::fleet::{wait_bus, Fleet};
@@ -333,4 +335,65 @@ async fn the_daily_token_budget_holds_for_the_user_across_two_instances() {
     let day = chatbox_core::usage::day_of(chatbox_core::UnixMillis(unix_now() * 1000));
     let redis = RedisLimits::open(&fleet.redis.url()).expect("redis url");
     assert_eq!(redis.spent("fleet-tokens", day).await, Ok(120));
+}
+
+#[tokio::test]
+async fn a_users_turn_has_one_holder_at_a_time_goes_to_waiters_in_order_and_frees_itself() {
+    let redis = RedisServer::start().await;
+    let a = RedisLimits::open(&redis.url()).expect("client");
+    let b = RedisLimits::open(&redis.url()).expect("client");
+    let ttl = Duration::from_millis(800);
+    let held = |take: Result<Take, _>| take.expect("redis answers") == Take::Held;
+    let queued_behind = |take: Result<Take, _>, who: &str| {
+        take.expect("redis answers") == Take::Queued { ahead: who.to_string() }
+    };
+    // Many holders on two connections race for one free turn: exactly one gets it, and the
+    // others queue behind it.
+    let takes = (0..20).map(|i| {
+        let turns = if i % 2 == 0 { &a } else { &b };
+        async move { (i, turns.take("racer", &format!("h{i}"), ttl).await) }
+    });
+    let answers = futures_util::future::join_all(takes).await;
+    let winners: Vec<usize> =
+        answers.iter().filter(|(_, t)| t == &Ok(Take::Held)).map(|(i, _)| *i).collect();
+    assert_eq!(winners.len(), 1, "one holder: {answers:?}");
+    let holder = format!("h{}", winners[0]);
+    for (i, take) in &answers {
+        if *i != winners[0] {
+            assert_eq!(take, &Ok(Take::Queued { ahead: holder.clone() }), "h{i}");
+        }
+    }
+    for i in 0..20 {
+        if i != winners[0] {
+            b.give_back("racer", &format!("h{i}")).await.expect("redis answers");
+        }
+    }
+    // Only the holder renews it; another holder giving it back changes nothing.
+    assert_eq!(a.renew("racer", &holder, ttl).await, Ok(true));
+    assert_eq!(b.renew("racer", "other", ttl).await, Ok(false));
+    assert_eq!(b.give_back("racer", "other").await, Ok(()));
+    // Waiters get it in the order they first asked, not in the order they ask once it is free.
+    assert!(queued_behind(b.take("racer", "first", ttl).await, &holder));
+    assert_eq!(a.give_back("racer", &holder).await, Ok(()));
+    assert!(queued_behind(a.take("racer", &holder, ttl).await, "first"), "the old holder queues");
+    assert!(queued_behind(a.take("racer", "second", ttl).await, "first"));
+    assert!(held(b.take("racer", "first", Duration::from_secs(10)).await));
+    // Other users' turns are their own.
+    assert!(held(b.take("someone-else", "first", ttl).await));
+    // A waiter that stops asking leaves the queue: the old holder, ahead of "second", asks no
+    // more; once "first" gives the turn back, "second" gets it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(queued_behind(a.take("racer", "second", ttl).await, "first"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(b.give_back("racer", "first").await, Ok(()));
+    assert!(held(a.take("racer", "second", ttl).await), "silent waiters dropped after 2 s");
+    // Renewed, it outlives its first TTL; not renewed (a killed instance), it expires.
+    tokio::time::sleep(ttl / 2).await;
+    assert_eq!(a.renew("racer", "second", ttl).await, Ok(true));
+    tokio::time::sleep(ttl * 2 / 3).await;
+    assert!(queued_behind(b.take("racer", "third", ttl).await, "second"), "renewed");
+    b.give_back("racer", "third").await.expect("redis answers");
+    tokio::time::sleep(ttl).await;
+    assert!(held(b.take("racer", "third", ttl).await), "expired without renewal");
+    assert_eq!(a.renew("racer", "second", ttl).await, Ok(false));
 }

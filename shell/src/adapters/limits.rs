@@ -1,11 +1,16 @@
 //! The fleet-wide limits in Redis (issue 14): [`RedisLimits`] implements the engine's
-//! [`SharedRates`] and [`ConnectionLeases`] ports with one Lua script per call, so every check is
-//! atomic across instances.
+//! [`SharedRates`], [`ConnectionLeases`], [`SharedTokens`] and [`SharedTurns`] ports with one
+//! command or Lua script per call, so every check is atomic across instances.
 //!
 //! What Redis holds (all of it may be lost; the instances then limit locally until it is back):
 //! - `chatbox:limit:{msg|admin}:{user}` — a ZSET, the user's allowed events of the last window,
 //!   scored by Redis `TIME` in microseconds (at most `limit` members; expires one window after
 //!   the last event). The script is core's [`chatbox_core::rate::SlidingLog`], exact.
+//! - `chatbox:turn:{user}` — a string, the holder id of the instance answering that user's
+//!   message now (PROTOCOL.md §10 item 27 across the fleet; `engine::turns`), expiring
+//!   `FLEET_TURN_TTL` after its last renewal; `…:queue` and `…:seen`, ZSETs of the messages
+//!   waiting for it (holder id → first and last ask, Redis `TIME` in ms), the queue in arrival
+//!   order, a waiter silent for `FLEET_TURN_WAITER_TTL` dropped.
 //! - `chatbox:limit:conn:{user}` — a ZSET of the user's connection leases scored by their
 //!   expiry in milliseconds (at most `MAX_CONNECTIONS` members; renewed by each instance's
 //!   heartbeat, so a killed instance's leases expire by themselves).
@@ -17,7 +22,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatbox_core::budgets::{FLEET_LIMIT_TIMEOUT, FLEET_TOKEN_COUNT_TTL};
+use chatbox_core::budgets::{FLEET_LIMIT_TIMEOUT, FLEET_TOKEN_COUNT_TTL, FLEET_TURN_WAITER_TTL};
 use chatbox_core::rate::{window_micros, Decision, RateLimit};
 use chatbox_core::Instant;
 use redis::aio::MultiplexedConnection;
@@ -27,6 +32,7 @@ use tokio::time::timeout;
 use crate::engine::fleet_limits::{
     ConnectionLeases, Scope, SharedRates, SharedTokens, Unavailable,
 };
+use crate::engine::turns::{SharedTurns, Take};
 
 /// The sliding log of [`chatbox_core::rate::SlidingLog`]: KEYS[1] the log, ARGV limit and window
 /// (µs). Returns `{1, 0}` when allowed, `{0, retry_after_us}` when denied.
@@ -67,6 +73,65 @@ redis.call('PEXPIRE', key, ttl)
 return 1
 ";
 
+/// Asks for turn KEYS[1] as holder ARGV[1] (lease ARGV[2] ms). KEYS[2] is the queue (waiter →
+/// first ask, ms), KEYS[3] the waiters' last asks; a waiter silent for ARGV[3] ms leaves it.
+/// Returns `{1, holder}` when the turn is ARGV[1]'s, `{0, ahead}` when queued behind `ahead`
+/// (the holder, or the queue's head while the turn is free).
+const TAKE: &str = r"
+local turn, queue, seen = KEYS[1], KEYS[2], KEYS[3]
+local me, ttl, patience = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local holder = redis.call('GET', turn)
+if holder == me or (not holder and redis.call('EXISTS', queue) == 0) then
+  redis.call('SET', turn, me, 'PX', ttl)
+  return {1, me}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - patience)) do
+  redis.call('ZREM', queue, gone)
+  redis.call('ZREM', seen, gone)
+end
+redis.call('ZADD', queue, 'NX', now, me)
+redis.call('ZADD', seen, now, me)
+redis.call('PEXPIRE', queue, ttl)
+redis.call('PEXPIRE', seen, ttl)
+if holder then return {0, holder} end
+local head = redis.call('ZRANGE', queue, 0, 0)[1]
+if head ~= me then return {0, head} end
+redis.call('ZREM', queue, me)
+redis.call('ZREM', seen, me)
+redis.call('SET', turn, me, 'PX', ttl)
+return {1, me}
+";
+
+/// Extends turn KEYS[1] to ARGV[2] ms when holder ARGV[1] has it. Returns 1 when renewed.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+";
+
+/// Takes holder ARGV[1] out of queue KEYS[2] / KEYS[3] and deletes turn KEYS[1] when it is
+/// ARGV[1]'s.
+const GIVE_BACK: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// A turn's keys: the holder, the queue and the waiters' last asks.
+fn turn_keys(key: &str) -> [String; 3] {
+    let turn = format!("chatbox:turn:{key}");
+    let (queue, seen) = (format!("{turn}:queue"), format!("{turn}:seen"));
+    [turn, queue, seen]
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn rate_key(scope: Scope, user: &str) -> String {
     format!("chatbox:limit:{}:{user}", scope.as_str())
 }
@@ -86,6 +151,9 @@ pub struct RedisLimits {
     conn: Mutex<Option<MultiplexedConnection>>,
     check: Script,
     lease: Script,
+    take: Script,
+    renew: Script,
+    give_back: Script,
 }
 
 impl RedisLimits {
@@ -96,6 +164,9 @@ impl RedisLimits {
             conn: Mutex::new(None),
             check: Script::new(CHECK),
             lease: Script::new(LEASE),
+            take: Script::new(TAKE),
+            renew: Script::new(RENEW),
+            give_back: Script::new(GIVE_BACK),
         }
     }
 
@@ -230,5 +301,44 @@ impl SharedTokens for RedisLimits {
                 .await
         })
         .await
+    }
+}
+
+#[async_trait]
+impl SharedTurns for RedisLimits {
+    async fn take(&self, key: &str, holder: &str, ttl: Duration) -> Result<Take, Unavailable> {
+        let keys = turn_keys(key);
+        let (held, ahead): (i64, String) = self
+            .run(|mut conn| async move {
+                let mut invocation = self.take.key(&keys[0]);
+                invocation.key(&keys[1]).key(&keys[2]);
+                invocation.arg(holder).arg(millis(ttl)).arg(millis(FLEET_TURN_WAITER_TTL));
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(if held == 1 { Take::Held } else { Take::Queued { ahead } })
+    }
+
+    async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Unavailable> {
+        let [turn, ..] = turn_keys(key);
+        let renewed: i64 = self
+            .run(|mut conn| async move {
+                let mut invocation = self.renew.key(&turn);
+                invocation.arg(holder).arg(millis(ttl));
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn give_back(&self, key: &str, holder: &str) -> Result<(), Unavailable> {
+        let keys = turn_keys(key);
+        self.run(|mut conn| async move {
+            let mut invocation = self.give_back.key(&keys[0]);
+            invocation.key(&keys[1]).key(&keys[2]).arg(holder);
+            invocation.invoke_async::<i64>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
     }
 }

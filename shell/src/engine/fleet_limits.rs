@@ -128,13 +128,27 @@ impl SharedRates for InProcessRates {
 
 /// Whether the shared limiter may be asked: after a failure, not before
 /// [`FLEET_LIMIT_RETRY_PAUSE`] has passed. The outage and the recovery are logged once each.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FleetHealth {
     /// `Some(retry_at)` while the shared limiter is considered down.
     down: Mutex<Option<Instant>>,
+    /// What is down, and what each instance does meanwhile, in the outage's log lines.
+    what: &'static str,
+    meanwhile: &'static str,
+}
+
+impl Default for FleetHealth {
+    fn default() -> Self {
+        Self::named("fleet-wide limits", "each instance limits locally")
+    }
 }
 
 impl FleetHealth {
+    /// Up; an outage is logged as "`what` unavailable: `meanwhile`".
+    pub fn named(what: &'static str, meanwhile: &'static str) -> Self {
+        Self { down: Mutex::new(None), what, meanwhile }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Instant>> {
         self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -148,14 +162,14 @@ impl FleetHealth {
     pub fn failed(&self, now: Instant, error: &Unavailable) {
         let was_up = self.lock().replace(now + FLEET_LIMIT_RETRY_PAUSE).is_none();
         if was_up {
-            tracing::warn!(%error, "fleet-wide limits unavailable: each instance limits locally");
+            tracing::warn!(%error, "{} unavailable: {}", self.what, self.meanwhile);
         }
     }
 
     /// A call succeeded.
     pub fn succeeded(&self) {
         if self.lock().take().is_some() {
-            tracing::info!("fleet-wide limits available again");
+            tracing::info!("{} available again", self.what);
         }
     }
 

@@ -32,6 +32,7 @@ use super::replies::Replies;
 use super::sessions::Sessions;
 use super::store::SessionStore;
 use super::supervisor::Supervisor;
+use super::turns::Turns;
 
 /// The engine's services and what they share.
 #[derive(Debug)]
@@ -67,6 +68,8 @@ pub struct Engine {
     pub alerts: Alerts,
     /// The per-session queues that keep `user_message`/`model_select` in order.
     pub ordered: Ordered,
+    /// In a fleet, the user's turn across instances that each ordered message is handled in.
+    pub turns: Turns,
     /// Host name lookups for the `file_url` rule.
     pub resolver: Arc<dyn Resolver>,
     /// The drain plan.
@@ -169,6 +172,7 @@ impl Engine {
             limits: Limits::new(&config, Arc::clone(&metrics)),
             replies: Replies::new(&config, providers, clock, Arc::clone(&metrics)),
             ordered: Ordered::new(supervisor.clone()),
+            turns: Turns::new(config.llm.stream_timeout, clock, Arc::clone(&metrics)),
             alerts: Alerts::new(&config, notifier, clock, supervisor.clone(), Arc::clone(&metrics)),
             resolver,
             origins: OriginList::new(OriginPolicy::new(&config.websocket.allowed_origins)),

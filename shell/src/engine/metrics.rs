@@ -142,6 +142,12 @@ pub struct Metrics {
     /// `chatbox_fleet_limit_fallbacks_total`: fleet-wide limit checks (rate or connection lease)
     /// decided by the local limiter because Redis did not answer in time (issue 14).
     pub fleet_limit_fallbacks: IntCounter,
+    /// `chatbox_fleet_turn_waits_total`: messages that waited for their user's turn while
+    /// another instance answered that user (PROTOCOL.md §10 item 27 across a fleet).
+    pub fleet_turn_waits: IntCounter,
+    /// `chatbox_fleet_turn_fallbacks_total`: messages answered without the fleet-wide turn
+    /// because Redis did not answer, or because the holder kept it past the longest wait.
+    pub fleet_turn_fallbacks: IntCounter,
     /// `chatbox_provider_requests_total{provider_id}`: attempts made to a configured provider
     /// (by its id; issue 17).
     pub provider_requests: IntCounterVec,
@@ -369,6 +375,20 @@ impl Metrics {
                 IntCounter::new(
                     "chatbox_fleet_limit_fallbacks_total",
                     "Fleet-wide limit checks decided locally because Redis did not answer",
+                ),
+            ),
+            fleet_turn_waits: register(
+                r,
+                IntCounter::new(
+                    "chatbox_fleet_turn_waits_total",
+                    "Messages that waited while another instance answered the same user",
+                ),
+            ),
+            fleet_turn_fallbacks: register(
+                r,
+                IntCounter::new(
+                    "chatbox_fleet_turn_fallbacks_total",
+                    "Messages answered without the fleet-wide turn (Redis away or holder too long)",
                 ),
             ),
             provider_requests: register(

@@ -10,7 +10,8 @@
 //! - [`limits`] — user, admin and public rate limiters, connection slots;
 //! - [`replies`] — models and one reply under core's deadlines, retry schedule and fallbacks,
 //!   token accounts;
-//! - [`alerts`] — help-request alerts and their limiter.
+//! - [`alerts`] — help-request alerts and their limiter;
+//! - [`turns`] — in a fleet, one user's messages answered one at a time across instances.
 //!
 //! Client frames are handled one file each behind one dispatch in [`frames`]; the HTTP routes'
 //! session operations are in [`admin`]; [`lifecycle`] drives shutdown. Ports: [`llm::LlmProvider`],
@@ -46,4 +47,5 @@ pub mod sessions;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod turns;
 pub mod vision;

@@ -3,7 +3,8 @@
 //! hands the frame to its handler — one file per frame type (STYLE.md §12). Errors always answer
 //! the connection that sent the frame, echoing its `session_id` (§10 item 10). `user_message`
 //! and `model_select` run in the session's ordered worker ([`Ordered`], §10 item 27) while
-//! holding one of the connection's in-flight permits. Adding a frame type means adding a file
+//! holding one of the connection's in-flight permits; in a fleet a `user_message` is also
+//! handled in its user's turn across instances (`turns`). Adding a frame type means adding a file
 //! and a match arm. Handlers call the services (sessions, persistence, delivery, replies), which
 //! never call back into this module.
 
@@ -212,10 +213,14 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
             // queueing to its reply's end.
             let span =
                 super::telemetry::message_span(&engine.config, &conn.caller.user_id, requested);
+            let turn = key.to_string();
             Box::pin(
                 async move {
                     let _permit = permit;
-                    user_message::apply(task_engine.as_ref(), &conn, &frame).await;
+                    // In a fleet, also in the user's turn across instances (turns.rs).
+                    let engine = task_engine.as_ref();
+                    let handled = user_message::apply(engine, &conn, &frame);
+                    engine.turns.in_turn(&turn, engine.stop_signal(), handled).await;
                 }
                 .instrument(span),
             )
