@@ -18,6 +18,7 @@ async fn a_fleet_holds_every_invariant() {
     assert!(report.relayed_replies > 0, "no reply crossed instances: {report:?}");
     assert!(report.resumes_exact + report.resumes_unavailable > 0, "no resume: {report:?}");
     assert!(report.fleet_denials > 0, "the fleet-wide rate limit never refused: {report:?}");
+    assert!(report.turn_waits > 0, "no message waited for its user's turn: {report:?}");
     assert!(
         report.violations.is_empty(),
         "invariant violations (replay with the MADSIM_TEST_SEED printed below):\n{}",

@@ -372,28 +372,30 @@ async fn a_users_turn_has_one_holder_at_a_time_goes_to_waiters_in_order_and_free
     assert_eq!(a.renew("racer", &holder, ttl).await, Ok(true));
     assert_eq!(b.renew("racer", "other", ttl).await, Ok(false));
     assert_eq!(b.give_back("racer", "other").await, Ok(()));
-    // Waiters get it in the order they first asked, not in the order they ask once it is free.
-    assert!(queued_behind(b.take("racer", "first", ttl).await, &holder));
+    // Waiters get it in the order they first asked, not in the order they ask once it is free
+    // (names sorting against the arrival order, so a tie broken by name would show).
+    assert!(queued_behind(b.take("racer", "z-first", ttl).await, &holder));
     assert_eq!(a.give_back("racer", &holder).await, Ok(()));
-    assert!(queued_behind(a.take("racer", &holder, ttl).await, "first"), "the old holder queues");
-    assert!(queued_behind(a.take("racer", "second", ttl).await, "first"));
-    assert!(held(b.take("racer", "first", Duration::from_secs(10)).await));
-    // Other users' turns are their own.
-    assert!(held(b.take("someone-else", "first", ttl).await));
-    // A waiter that stops asking leaves the queue: the old holder, ahead of "second", asks no
-    // more; once "first" gives the turn back, "second" gets it.
+    assert!(queued_behind(a.take("racer", &holder, ttl).await, "z-first"), "the old holder queues");
+    assert!(queued_behind(a.take("racer", "a-second", ttl).await, "z-first"));
+    assert!(held(b.take("racer", "z-first", Duration::from_secs(10)).await));
+    // Other users' turns are their own, even a user whose id ends like a key of another kind.
+    assert!(held(b.take("racer:queue", "z-first", ttl).await), "not racer's queue");
+    assert!(held(b.take("someone-else", "z-first", ttl).await));
+    // A waiter that stops asking leaves the queue: the old holder, ahead of "a-second", asks no
+    // more; once "z-first" gives the turn back, "a-second" gets it.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(queued_behind(a.take("racer", "second", ttl).await, "first"));
+    assert!(queued_behind(a.take("racer", "a-second", ttl).await, "z-first"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(b.give_back("racer", "first").await, Ok(()));
-    assert!(held(a.take("racer", "second", ttl).await), "silent waiters dropped after 2 s");
+    assert_eq!(b.give_back("racer", "z-first").await, Ok(()));
+    assert!(held(a.take("racer", "a-second", ttl).await), "silent waiters dropped after 2 s");
     // Renewed, it outlives its first TTL; not renewed (a killed instance), it expires.
     tokio::time::sleep(ttl / 2).await;
-    assert_eq!(a.renew("racer", "second", ttl).await, Ok(true));
+    assert_eq!(a.renew("racer", "a-second", ttl).await, Ok(true));
     tokio::time::sleep(ttl * 2 / 3).await;
-    assert!(queued_behind(b.take("racer", "third", ttl).await, "second"), "renewed");
+    assert!(queued_behind(b.take("racer", "third", ttl).await, "a-second"), "renewed");
     b.give_back("racer", "third").await.expect("redis answers");
     tokio::time::sleep(ttl).await;
     assert!(held(b.take("racer", "third", ttl).await), "expired without renewal");
-    assert_eq!(a.renew("racer", "second", ttl).await, Ok(false));
+    assert_eq!(a.renew("racer", "a-second", ttl).await, Ok(false));
 }

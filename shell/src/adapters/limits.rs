@@ -8,9 +8,9 @@
 //!   the last event). The script is core's [`chatbox_core::rate::SlidingLog`], exact.
 //! - `chatbox:turn:{user}` — a string, the holder id of the instance answering that user's
 //!   message now (PROTOCOL.md §10 item 27 across the fleet; `engine::turns`), expiring
-//!   `FLEET_TURN_TTL` after its last renewal; `…:queue` and `…:seen`, ZSETs of the messages
-//!   waiting for it (holder id → first and last ask, Redis `TIME` in ms), the queue in arrival
-//!   order, a waiter silent for `FLEET_TURN_WAITER_TTL` dropped.
+//!   `FLEET_TURN_TTL` after its last renewal; `chatbox:turnq:{user}` and `chatbox:turns:{user}`,
+//!   ZSETs of the messages waiting for it (holder id → first and last ask, Redis `TIME` in µs),
+//!   the queue in arrival order, a waiter silent for `FLEET_TURN_WAITER_TTL` dropped.
 //! - `chatbox:limit:conn:{user}` — a ZSET of the user's connection leases scored by their
 //!   expiry in milliseconds (at most `MAX_CONNECTIONS` members; renewed by each instance's
 //!   heartbeat, so a killed instance's leases expire by themselves).
@@ -74,7 +74,7 @@ return 1
 ";
 
 /// Asks for turn KEYS[1] as holder ARGV[1] (lease ARGV[2] ms). KEYS[2] is the queue (waiter →
-/// first ask, ms), KEYS[3] the waiters' last asks; a waiter silent for ARGV[3] ms leaves it.
+/// first ask, µs), KEYS[3] the waiters' last asks; a waiter silent for ARGV[3] ms leaves it.
 /// Returns `{1, holder}` when the turn is ARGV[1]'s, `{0, ahead}` when queued behind `ahead`
 /// (the holder, or the queue's head while the turn is free).
 const TAKE: &str = r"
@@ -86,15 +86,17 @@ if holder == me or (not holder and redis.call('EXISTS', queue) == 0) then
   return {1, me}
 end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - patience)) do
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - patience * 1000)) do
   redis.call('ZREM', queue, gone)
   redis.call('ZREM', seen, gone)
 end
 redis.call('ZADD', queue, 'NX', now, me)
 redis.call('ZADD', seen, now, me)
-redis.call('PEXPIRE', queue, ttl)
-redis.call('PEXPIRE', seen, ttl)
+-- The queue outlives any one waiter's silence, whatever lease the asker takes.
+local keep = math.max(ttl, 2 * patience)
+redis.call('PEXPIRE', queue, keep)
+redis.call('PEXPIRE', seen, keep)
 if holder then return {0, holder} end
 local head = redis.call('ZRANGE', queue, 0, 0)[1]
 if head ~= me then return {0, head} end
@@ -121,11 +123,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// A turn's keys: the holder, the queue and the waiters' last asks.
+/// A turn's keys: the holder, the queue and the waiters' last asks. Each kind has its own
+/// prefix, so no user id can name another user's key of another kind (a user called
+/// `alice:queue` must not reach alice's queue).
 fn turn_keys(key: &str) -> [String; 3] {
-    let turn = format!("chatbox:turn:{key}");
-    let (queue, seen) = (format!("{turn}:queue"), format!("{turn}:seen"));
-    [turn, queue, seen]
+    ["chatbox:turn:", "chatbox:turnq:", "chatbox:turns:"].map(|prefix| format!("{prefix}{key}"))
 }
 
 fn millis(duration: Duration) -> u64 {

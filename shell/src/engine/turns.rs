@@ -279,6 +279,11 @@ mod tests {
             self.held.lock().unwrap().insert(key.to_string(), (holder.to_string(), until));
         }
 
+        /// A holder of `key` that never gives it back (its turn lasts an hour).
+        fn stuck(&self, key: &str) {
+            self.set(key, "stuck", Duration::from_secs(3600));
+        }
+
         fn waiters(&self, key: &str) -> Vec<String> {
             let queues = self.queues.lock().unwrap();
             queues.get(key).map(|q| q.iter().map(|(w, _)| w.clone()).collect()).unwrap_or_default()
@@ -433,8 +438,7 @@ mod tests {
     async fn a_holder_that_never_lets_go_is_overtaken_after_the_longest_wait() {
         let clock = Clock::new();
         let shared = Shared::new(clock);
-        let stuck_until = clock.now() + Duration::from_secs(3600);
-        shared.held.lock().unwrap().insert("u1".into(), ("stuck".into(), stuck_until));
+        shared.stuck("u1");
         let (b, metrics) = instance(&shared, "b");
         let started = clock.now();
         let ran_at = b.in_turn("u1", running(), async { clock.now() }).await;
@@ -448,8 +452,7 @@ mod tests {
     async fn shutting_down_ends_the_wait() {
         let clock = Clock::new();
         let shared = Shared::new(clock);
-        let stuck_until = clock.now() + Duration::from_secs(3600);
-        shared.held.lock().unwrap().insert("u1".into(), ("stuck".into(), stuck_until));
+        shared.stuck("u1");
         let (b, metrics) = instance(&shared, "b");
         let (stop_tx, stop) = watch::channel(false);
         let waiting = spawn(async move { b.in_turn("u1", stop, async { "ran" }).await });
@@ -515,8 +518,7 @@ mod tests {
         let clock = Clock::new();
         let shared = Shared::new(clock);
         let (b, _) = instance(&shared, "b");
-        let stuck_until = clock.now() + Duration::from_secs(3600);
-        shared.held.lock().unwrap().insert("u1".into(), ("stuck".into(), stuck_until));
+        shared.stuck("u1");
         let (stop_tx, stop) = watch::channel(false);
         let waiting = spawn(async move { b.in_turn("u1", stop, async {}).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
