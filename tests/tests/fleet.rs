@@ -9,7 +9,8 @@
 //! `POST {P}/sessions/:id/end` on one instance is final on the other too, whether or not a
 //! connection is bound to it there. PROTOCOL.md §10 item 27 across the fleet: a user's message
 //! sent on one instance while their reply streams on the other is answered after that reply,
-//! with it in the conversation sent to the model.
+//! with it in the conversation sent to the model; if the instance answering is killed, the
+//! waiting message is answered once that instance's turn expires.
 
 use std::time::Duration;
 
@@ -279,4 +280,55 @@ async fn a_message_on_one_instance_waits_for_the_users_reply_streaming_on_the_ot
     let waits =
         metrics.body.lines().find_map(|l| l.strip_prefix("chatbox_fleet_turn_waits_total "));
     assert_eq!(waits.map(str::trim), Some("1"), "{}", metrics.body);
+}
+
+/// The value of counter `name` in `server`'s Prometheus metrics (0 when absent).
+async fn counter(server: &Server, name: &str) -> f64 {
+    let metrics = get(server, "/metrics/prometheus", None).await;
+    let prefix = format!("{name} ");
+    let value = metrics.body.lines().find_map(|l| l.strip_prefix(prefix.as_str()).map(str::trim));
+    value.and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_message_waiting_for_a_killed_instance_is_answered_once_its_turn_expires() {
+    // A's reply would stream for 15 s; B's is short.
+    let long = Script::reply((0..60).map(|i| format!("w{i} ")))
+        .with_chunk_interval(Duration::from_millis(250));
+    let fleet = Fleet::scripted(Some(long), &[]).await;
+    let token = fleet.a.token("killed-holder", &["user"], None);
+    let mut phone = fleet.a.connect(&token).await;
+    phone.send_user_message("killed-1", "Count for me").await;
+    let seen =
+        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    fleet.upstream.push_script(Script::reply(["Still ", "here."]));
+    let mut laptop = fleet.b.connect(&token).await;
+    laptop.send_user_message(&session, "Are you there?").await;
+    // B's message waits for A's turn.
+    let deadline = now() + STEP;
+    while counter(&fleet.b, "chatbox_fleet_turn_waits_total").await < 1.0 {
+        assert!(now() < deadline, "B never waited for A's turn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = fleet.a.pid().expect("A runs");
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
+    drop(phone);
+    // Nobody renews A's turn now: it expires within FLEET_TURN_TTL (15 s) and B answers.
+    let frames = laptop.recv_until(|f| is_done(f) || f["type"] == "error", 3 * STEP).await;
+    let done = frames.last().expect("frames");
+    assert!(is_done(done) && done["metadata"].get("interrupted").is_none(), "{frames:#?}");
+    let replies: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();
+    assert_eq!(chatbox_tests::harness::reply_text(&replies), "Still here.");
+    // With the turn, not by giving up on it: A's stored message is in B's conversation.
+    assert_eq!(counter(&fleet.b, "chatbox_fleet_turn_fallbacks_total").await, 0.0);
+    let request = fleet.upstream.last_request().expect("B asked the model");
+    let contents: Vec<&str> = request.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents[contents.len() - 2..], ["Count for me", "Are you there?"]);
 }
