@@ -48,8 +48,9 @@ async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redi
     let degraded = wait_bus(&a, "degraded").await;
     assert_eq!(degraded["status"], "ready", "a bus outage alone keeps the instance ready");
     assert!(degraded["checks"]["bus"]["error"].is_string(), "{degraded}");
-    // Local delivery goes on during the outage.
+    // Local delivery goes on during the outage, the message answered without the user's turn.
     chat(&mut phone, &session, "during the outage").await;
+    assert!(counter(&a, "chatbox_fleet_turn_fallbacks_total").await >= 1.0, "counted");
 
     redis.restart().await;
     wait_bus(&a, "ready").await;
@@ -60,6 +61,8 @@ async fn a_reply_reaches_the_users_devices_on_both_instances_and_survives_a_redi
     let log = a.log_text();
     assert_eq!(log.matches("fleet bus down").count(), 1, "one outage, logged once");
     assert_eq!(log.matches("fleet bus up").count(), 2, "at start and after the outage");
+    let turns_down = "fleet-wide turns unavailable: each instance orders only its own";
+    assert_eq!(log.matches(turns_down).count(), 1, "the turns' outage logged once");
 }
 
 #[tokio::test]
