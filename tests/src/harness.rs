@@ -896,6 +896,32 @@ impl Client {
         }
     }
 
+    /// The data frames that arrive before the server's close, and the close frame (`None` when
+    /// the connection ended without one).
+    ///
+    /// # Panics
+    /// On timeout, or on a frame that is not JSON text.
+    pub async fn frames_until_close(
+        &mut self,
+        limit: Duration,
+    ) -> (Vec<Value>, Option<CloseFrame>) {
+        let deadline = now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no close within {limit:?}; frames seen: {seen:#?}"),
+                Ok(None) | Ok(Some(Err(_))) => return (seen, None),
+                Ok(Some(Ok(Message::Close(close)))) => return (seen, close),
+                Ok(Some(Ok(Message::Text(text)))) => seen.push(
+                    serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {}", text.as_str())),
+                ),
+                Ok(Some(Ok(Message::Binary(bytes)))) => panic!("unexpected binary {bytes:?}"),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// Closes the connection from the client side and waits (at most 2 s) for the server's
     /// answer to the close handshake, i.e. until the server has seen the disconnect.
     pub async fn close(mut self) {

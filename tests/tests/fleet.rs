@@ -10,14 +10,15 @@
 //! connection is bound to it there. PROTOCOL.md §10 item 27 across the fleet: a user's message
 //! sent on one instance while their reply streams on the other is answered after that reply,
 //! with it in the conversation sent to the model; if the instance answering is killed, the
-//! waiting message is answered once that instance's turn expires.
+//! waiting message is answered once that instance's turn expires; one still waiting when its own
+//! instance drains is refused and not stored.
 
 use std::time::Duration;
 
 use chatbox_tests::e2e::{chat, stored_messages};
 use chatbox_tests::events::EventStream;
 use chatbox_tests::fleet::{wait_bus, Fleet};
-use chatbox_tests::harness::{is_done, now, Client, Server, ServerOpts};
+use chatbox_tests::harness::{assert_error, is_done, now, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, ok_json, post};
 use chatbox_tests::redis::RedisServer;
 use chatbox_tests::upstream::{Script, Upstream};
@@ -334,4 +335,52 @@ async fn a_message_waiting_for_a_killed_instance_is_answered_once_its_turn_expir
         .filter_map(|m| m["content"].as_str())
         .collect();
     assert_eq!(contents[contents.len() - 2..], ["Count for me", "Are you there?"]);
+}
+
+#[tokio::test]
+async fn a_message_still_waiting_when_its_instance_drains_is_refused_and_not_stored() {
+    let chunks: Vec<String> = (0..24).map(|i| format!("w{i} ")).collect();
+    let script = Script::reply(chunks.clone()).with_chunk_interval(Duration::from_millis(250));
+    let mut fleet = Fleet::scripted(Some(script), &[]).await;
+    let token = fleet.a.token("drained-waiter", &["user"], None);
+    let mut phone = fleet.a.connect(&token).await;
+    phone.send_user_message("drained-1", "Count for me").await;
+    let seen =
+        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    let mut laptop = fleet.b.connect(&token).await;
+    laptop.send_user_message(&session, "Are you there?").await;
+    let deadline = now() + STEP;
+    while counter(&fleet.b, "chatbox_fleet_turn_waits_total").await < 1.0 {
+        assert!(now() < deadline, "B never waited for A's turn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B drains while its message waits: nothing is stored, and the laptop is told so — by the
+    // refusal a draining server gives, unless B's close (1001, at once: B streams no reply)
+    // overtakes it; either way the message was never acknowledged.
+    fleet.b.sigterm();
+    let (frames, close) = laptop.frames_until_close(STEP).await;
+    for frame in frames.iter().filter(|f| f["type"] != "connection_status") {
+        assert_error(frame, "SERVICE_ERROR", "Service temporarily unavailable");
+    }
+    let close = close.expect("a close frame");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "Server shutting down"));
+    let (status, _) = fleet.b.wait_exit(STEP).await;
+    assert!(status.success(), "B drained: {status}");
+    // A's reply goes on whole, and the store holds only A's exchange.
+    let rest = phone.recv_until(is_done, STEP).await;
+    let whole = chunks.concat();
+    let mut replies: Vec<Value> = seen.into_iter().filter(|f| f["type"] == "ai_response").collect();
+    replies.extend(rest.into_iter().filter(|f| f["type"] == "ai_response"));
+    assert_eq!(chatbox_tests::harness::reply_text(&replies), whole);
+    let deadline = now() + STEP;
+    let stored = loop {
+        let stored = stored_messages(&fleet.a, &token, &session).await;
+        if stored.len() >= 2 || now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stored: Vec<(&str, &str)> = stored.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+    assert_eq!(stored, [("user", "Count for me"), ("ai", whole.as_str())]);
 }

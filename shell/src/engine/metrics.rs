@@ -146,7 +146,7 @@ pub struct Metrics {
     /// another instance answered that user (PROTOCOL.md §10 item 27 across a fleet).
     pub fleet_turn_waits: IntCounter,
     /// `chatbox_fleet_turn_fallbacks_total`: messages answered without the fleet-wide turn
-    /// because Redis did not answer, the holder kept it past the longest wait, or shutdown began.
+    /// because Redis did not answer, or because the holder kept it past the longest wait.
     pub fleet_turn_fallbacks: IntCounter,
     /// `chatbox_provider_requests_total{provider_id}`: attempts made to a configured provider
     /// (by its id; issue 17).
@@ -388,7 +388,7 @@ impl Metrics {
                 r,
                 IntCounter::new(
                     "chatbox_fleet_turn_fallbacks_total",
-                    "Messages answered without the fleet-wide turn (Redis away, holder too long, shutdown)",
+                    "Messages answered without the fleet-wide turn (Redis away or holder too long)",
                 ),
             ),
             provider_requests: register(

@@ -12,11 +12,14 @@
 //! back it goes to the queue's head, not to whoever asks first, so an instance with a backlog of
 //! the user's messages cannot starve another's. A waiting message asks again on core's
 //! [`RetryPolicy::FLEET_TURN_POLL`] schedule; one that stops asking for
-//! [`FLEET_TURN_WAITER_TTL`](chatbox_core::budgets::FLEET_TURN_WAITER_TTL) leaves the queue. A message is handled without the turn when one
-//! holder (or queue head) keeps it past [`fleet_turn_wait`] (a live holder ends its reply within
-//! `LLM_STREAM_TIMEOUT`), when the server begins shutting down (the handler then answers as a
-//! draining server does), and while Redis does not answer: each instance then orders only its
-//! own messages, and [`FleetHealth`] logs the outage once.
+//! [`FLEET_TURN_WAITER_TTL`](chatbox_core::budgets::FLEET_TURN_WAITER_TTL) leaves the queue.
+//!
+//! A message is handled without the turn when one holder (or queue head) keeps it past
+//! [`fleet_turn_wait`] (a live holder ends its reply within `LLM_STREAM_TIMEOUT`), and while
+//! Redis does not answer: each instance then orders only its own messages, and [`FleetHealth`]
+//! logs the outage once. One still waiting when its server begins shutting down is not handled
+//! at all ([`NotHandled`]): stored then, it would land beside the reply it waited for, and the
+//! draining server could not answer it anyway.
 
 use std::fmt;
 use std::future::Future;
@@ -87,9 +90,18 @@ pub struct Turns {
 enum Waited {
     /// The turn is this holder's.
     Held,
-    /// Handle the message without it (Redis away, the wait too long, or shutdown).
+    /// Handle the message without it (Redis away, or the wait too long).
     Without,
+    /// The server began shutting down: do not handle the message.
+    Stopping,
 }
+
+/// A message still waiting for its turn when its server began shutting down: it was not
+/// handled (nothing stored), and the caller answers `SERVICE_ERROR` "Service temporarily
+/// unavailable", as a draining server answers a message, so the client sends
+/// it again to an instance that stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHandled;
 
 impl Turns {
     /// No fleet yet; a turn is waited for at most [`fleet_turn_wait`] of `stream_timeout`.
@@ -116,25 +128,27 @@ impl Turns {
     }
 
     /// Runs `work` in `key`'s fleet-wide turn (at once without a fleet). `stop` turning true
-    /// ends a wait for the turn.
+    /// while the turn is waited for drops `work` unrun ([`NotHandled`]).
     pub async fn in_turn<F: Future>(
         &self,
         key: &str,
         stop: watch::Receiver<bool>,
         work: F,
-    ) -> F::Output {
-        let Some(fleet) = self.fleet.get() else { return work.await };
+    ) -> Result<F::Output, NotHandled> {
+        let Some(fleet) = self.fleet.get() else { return Ok(work.await) };
         let holder = format!("{}-{}", fleet.instance, self.holders.fetch_add(1, Ordering::Relaxed));
-        match self.wait(fleet.shared.as_ref(), key, &holder, stop).await {
+        let waited = self.wait(fleet.shared.as_ref(), key, &holder, stop).await;
+        if !matches!(waited, Waited::Held) && self.health.usable(self.clock.now()) {
+            // Out of the queue at once, so those behind are not held up by a stale entry.
+            let _ = fleet.shared.give_back(key, &holder).await;
+        }
+        match waited {
             Waited::Held => {}
             Waited::Without => {
                 self.metrics.fleet_turn_fallbacks.inc();
-                // Out of the queue at once, so those behind are not held up by a stale entry.
-                if self.health.usable(self.clock.now()) {
-                    let _ = fleet.shared.give_back(key, &holder).await;
-                }
-                return work.await;
+                return Ok(work.await);
             }
+            Waited::Stopping => return Err(NotHandled),
         }
         let output = {
             let mut work = pin!(work);
@@ -148,7 +162,7 @@ impl Turns {
             // The turn expires by itself within its TTL.
             self.health.failed(self.clock.now(), &error);
         }
-        output
+        Ok(output)
     }
 
     /// Takes the turn, asking again while another holder has it.
@@ -203,7 +217,7 @@ impl Turns {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 // A closed signal (no server to stop) never ends the wait.
-                Ok(_) = stop.wait_for(|stopping| *stopping) => return Waited::Without,
+                Ok(_) = stop.wait_for(|stopping| *stopping) => return Waited::Stopping,
             }
         }
     }
@@ -371,7 +385,7 @@ mod tests {
     async fn without_a_fleet_the_work_runs_at_once() {
         let metrics = Arc::new(Metrics::new());
         let turns = Turns::new(STREAM, Clock::new(), Arc::clone(&metrics));
-        assert_eq!(turns.in_turn("u1", running(), async { 7 }).await, 7);
+        assert_eq!(turns.in_turn("u1", running(), async { 7 }).await, Ok(7));
         assert_eq!(metrics.fleet_turn_waits.get() + metrics.fleet_turn_fallbacks.get(), 0);
     }
 
@@ -406,12 +420,12 @@ mod tests {
             })
         };
         // Another user is not held up by u1's turn.
-        assert_eq!(b.in_turn("u2", running(), async { 2 }).await, 2);
+        assert_eq!(b.in_turn("u2", running(), async { 2 }).await, Ok(2));
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(*order.lock().unwrap(), ["first starts"], "the second waits");
         release.send(()).unwrap();
-        first.await.unwrap();
-        second.await.unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
         assert_eq!(*order.lock().unwrap(), ["first starts", "first ends", "second starts"]);
         assert_eq!(shared.holder("u1"), None, "given back after the work");
         assert_eq!((a_metrics.fleet_turn_waits.get(), b_metrics.fleet_turn_waits.get()), (0, 1));
@@ -430,7 +444,10 @@ mod tests {
                 probe.holder("u1")
             })
             .await;
-        assert!(held_late.is_some_and(|h| h.starts_with("a-")), "renewed while the work ran");
+        assert!(
+            held_late.unwrap().is_some_and(|h| h.starts_with("a-")),
+            "renewed while the work ran"
+        );
         assert_eq!(shared.holder("u1"), None);
     }
 
@@ -442,25 +459,33 @@ mod tests {
         let (b, metrics) = instance(&shared, "b");
         let started = clock.now();
         let ran_at = b.in_turn("u1", running(), async { clock.now() }).await;
-        let waited = ran_at.saturating_duration_since(started);
+        let waited = ran_at.unwrap().saturating_duration_since(started);
         assert!(waited >= fleet_turn_wait(STREAM), "waited {waited:?}");
         assert!(waited < fleet_turn_wait(STREAM) + Duration::from_secs(1), "waited {waited:?}");
         assert_eq!((metrics.fleet_turn_waits.get(), metrics.fleet_turn_fallbacks.get()), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutting_down_ends_the_wait() {
+    async fn shutting_down_ends_the_wait_without_handling_the_message() {
         let clock = Clock::new();
         let shared = Shared::new(clock);
         shared.stuck("u1");
         let (b, metrics) = instance(&shared, "b");
         let (stop_tx, stop) = watch::channel(false);
-        let waiting = spawn(async move { b.in_turn("u1", stop, async { "ran" }).await });
+        let ran = Arc::new(AtomicBool::new(false));
+        let work = {
+            let ran = Arc::clone(&ran);
+            async move { ran.store(true, Ordering::Relaxed) }
+        };
+        let waiting = spawn(async move { b.in_turn("u1", stop, work).await });
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!waiting.is_finished(), "still waiting for the stuck holder");
+        assert_eq!(shared.waiters("u1").len(), 1);
         stop_tx.send_replace(true);
-        assert_eq!(waiting.await.unwrap(), "ran");
-        assert_eq!(metrics.fleet_turn_fallbacks.get(), 1);
+        assert_eq!(waiting.await.unwrap(), Err(NotHandled));
+        assert!(!ran.load(Ordering::Relaxed), "not handled: nothing stored beside the holder's");
+        assert!(shared.waiters("u1").is_empty(), "out of the queue");
+        assert_eq!(metrics.fleet_turn_fallbacks.get(), 0, "not answered without the turn");
     }
 
     #[tokio::test(start_paused = true)]
@@ -469,15 +494,15 @@ mod tests {
         let shared = Shared::new(clock);
         shared.down.store(true, Ordering::Relaxed);
         let (a, metrics) = instance(&shared, "a");
-        assert_eq!(a.in_turn("u1", running(), async { 1 }).await, 1);
-        assert_eq!(a.in_turn("u1", running(), async { 2 }).await, 2);
+        assert_eq!(a.in_turn("u1", running(), async { 1 }).await, Ok(1));
+        assert_eq!(a.in_turn("u1", running(), async { 2 }).await, Ok(2));
         assert_eq!(shared.calls.load(Ordering::Relaxed), 1, "not asked again before the pause");
         assert_eq!(metrics.fleet_turn_fallbacks.get(), 2);
         shared.down.store(false, Ordering::Relaxed);
         tokio::time::sleep(chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE).await;
         let holder = Arc::clone(&shared);
         let during = a.in_turn("u1", running(), async move { holder.holder("u1") }).await;
-        assert!(during.is_some(), "held again once Redis answers");
+        assert!(during.unwrap().is_some(), "held again once Redis answers");
         assert_eq!(metrics.fleet_turn_fallbacks.get(), 2);
     }
 
@@ -498,8 +523,8 @@ mod tests {
         let on_a = {
             let (a, a1, a2) = (Arc::clone(&a), work("a1"), work("a2"));
             spawn(async move {
-                a.in_turn("u1", running(), a1).await;
-                a.in_turn("u1", running(), a2).await;
+                a.in_turn("u1", running(), a1).await.unwrap();
+                a.in_turn("u1", running(), a2).await.unwrap();
             })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -508,7 +533,7 @@ mod tests {
             spawn(async move { b.in_turn("u1", running(), b1).await })
         };
         on_a.await.unwrap();
-        on_b.await.unwrap();
+        on_b.await.unwrap().unwrap();
         assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2"], "b1 asked before a2");
         assert!(shared.waiters("u1").is_empty());
     }
@@ -524,7 +549,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(shared.waiters("u1").len(), 1);
         stop_tx.send_replace(true);
-        waiting.await.unwrap();
+        assert_eq!(waiting.await.unwrap(), Err(NotHandled));
         assert!(shared.waiters("u1").is_empty(), "taken out at once, not after its TTL");
     }
 }

@@ -33,6 +33,7 @@ use super::caller::Caller;
 use super::delivery::ConnId;
 use super::hub::Engine;
 use super::supervisor::Supervisor;
+use super::turns::NotHandled;
 pub use admin_leave::end_assistance;
 
 /// One connection as the engine sees it.
@@ -220,7 +221,12 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
                     // In a fleet, also in the user's turn across instances (turns.rs).
                     let engine = task_engine.as_ref();
                     let handled = user_message::apply(engine, &conn, &frame);
-                    engine.turns.in_turn(&turn, engine.stop_signal(), handled).await;
+                    let turn = engine.turns.in_turn(&turn, engine.stop_signal(), handled).await;
+                    if let Err(NotHandled) = turn {
+                        // Still waiting when the drain began: nothing stored, sent elsewhere.
+                        let refusal = ErrorInfo::service_unavailable();
+                        engine.delivery.send_error(conn.id, Some(&frame.session_id), refusal);
+                    }
                 }
                 .instrument(span),
             )
