@@ -232,13 +232,9 @@ async fn a_message_on_one_instance_waits_for_the_users_reply_streaming_on_the_ot
     let chunks: Vec<String> = (0..10).map(|i| format!("w{i} ")).collect();
     let script = Script::reply(chunks.clone()).with_chunk_interval(Duration::from_millis(150));
     let fleet = Fleet::scripted(Some(script), &[]).await;
-    let token = fleet.a.token("two-instances", &["user"], None);
     // The phone asks on A with the id it proposes; its reply streams.
-    let mut phone = fleet.a.connect(&token).await;
-    phone.send_user_message("turns-1", "Count for me").await;
-    let mut seen =
-        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
-    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    let (token, mut phone, mut seen, session) =
+        phone_streaming_on_a(&fleet, "two-instances", "turns-1").await;
     // The laptop asks on B in the same session while that reply streams.
     let mut laptop = fleet.b.connect(&token).await;
     laptop.send_user_message(&session, "Count again").await;
@@ -286,6 +282,35 @@ async fn a_message_on_one_instance_waits_for_the_users_reply_streaming_on_the_ot
     assert_eq!(waits.map(str::trim), Some("1"), "{}", metrics.body);
 }
 
+/// `user`'s phone on A asks "Count for me" in a new session proposed as `proposed` and reads
+/// its reply's first two chunks: the token, the phone, the frames seen and the session id.
+async fn phone_streaming_on_a(
+    fleet: &Fleet,
+    user: &str,
+    proposed: &str,
+) -> (String, Client, Vec<Value>, String) {
+    let token = fleet.a.token(user, &["user"], None);
+    let mut phone = fleet.a.connect(&token).await;
+    phone.send_user_message(proposed, "Count for me").await;
+    let seen =
+        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    (token, phone, seen, session)
+}
+
+/// The user's laptop on B asks "Are you there?" in `session`; returns once B counts the
+/// message waiting for the user's turn.
+async fn laptop_waiting_on_b(fleet: &Fleet, token: &str, session: &str) -> Client {
+    let mut laptop = fleet.b.connect(token).await;
+    laptop.send_user_message(session, "Are you there?").await;
+    let deadline = now() + STEP;
+    while counter(&fleet.b, "chatbox_fleet_turn_waits_total").await < 1.0 {
+        assert!(now() < deadline, "B never waited for A's turn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    laptop
+}
+
 /// The value of counter `name` in `server`'s Prometheus metrics (0 when absent).
 async fn counter(server: &Server, name: &str) -> f64 {
     let metrics = get(server, "/metrics/prometheus", None).await;
@@ -300,21 +325,11 @@ async fn a_message_waiting_for_a_killed_instance_is_answered_once_its_turn_expir
     let long = Script::reply((0..60).map(|i| format!("w{i} ")))
         .with_chunk_interval(Duration::from_millis(250));
     let fleet = Fleet::scripted(Some(long), &[]).await;
-    let token = fleet.a.token("killed-holder", &["user"], None);
-    let mut phone = fleet.a.connect(&token).await;
-    phone.send_user_message("killed-1", "Count for me").await;
-    let seen =
-        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
-    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
+    let (token, phone, _, session) =
+        phone_streaming_on_a(&fleet, "killed-holder", "killed-1").await;
     fleet.upstream.push_script(Script::reply(["Still ", "here."]));
-    let mut laptop = fleet.b.connect(&token).await;
-    laptop.send_user_message(&session, "Are you there?").await;
     // B's message waits for A's turn.
-    let deadline = now() + STEP;
-    while counter(&fleet.b, "chatbox_fleet_turn_waits_total").await < 1.0 {
-        assert!(now() < deadline, "B never waited for A's turn");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut laptop = laptop_waiting_on_b(&fleet, &token, &session).await;
     let pid = fleet.a.pid().expect("A runs");
     let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
     assert!(killed.is_ok_and(|s| s.success()), "SIGKILL sent");
@@ -342,19 +357,9 @@ async fn a_message_still_waiting_when_its_instance_drains_is_refused_and_not_sto
     let chunks: Vec<String> = (0..24).map(|i| format!("w{i} ")).collect();
     let script = Script::reply(chunks.clone()).with_chunk_interval(Duration::from_millis(250));
     let mut fleet = Fleet::scripted(Some(script), &[]).await;
-    let token = fleet.a.token("drained-waiter", &["user"], None);
-    let mut phone = fleet.a.connect(&token).await;
-    phone.send_user_message("drained-1", "Count for me").await;
-    let seen =
-        phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
-    let session = seen.last().expect("chunk")["session_id"].as_str().expect("id").to_string();
-    let mut laptop = fleet.b.connect(&token).await;
-    laptop.send_user_message(&session, "Are you there?").await;
-    let deadline = now() + STEP;
-    while counter(&fleet.b, "chatbox_fleet_turn_waits_total").await < 1.0 {
-        assert!(now() < deadline, "B never waited for A's turn");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (token, mut phone, seen, session) =
+        phone_streaming_on_a(&fleet, "drained-waiter", "drained-1").await;
+    let mut laptop = laptop_waiting_on_b(&fleet, &token, &session).await;
     // B drains while its message waits: nothing is stored, and the laptop is told so — by the
     // refusal a draining server gives, unless B's close (1001, at once: B streams no reply)
     // overtakes it; either way the message was never acknowledged.
