@@ -84,6 +84,7 @@
 //!   ([`session::naming::MAX_NAME_BYTES`], [`session::naming::CUT_NAME_BYTES`]).
 //! - [`shared`] — the few thread-safe wrappers the server shares between tasks (loom-checked).
 //! - [`sync`] — `std::sync` normally, `loom::sync` under `--cfg loom`.
+//! - [`turn`] — a user's fleet-wide turn, the model of the Redis turn scripts ([`turn::TurnBook`]).
 //! - [`upload`] — upload rules: name checks ([`upload::MAX_NAME_BYTES`]), type sniffed from the
 //!   first [`upload::SNIFF_BYTES`], the defaults [`upload::MAX_UPLOAD_SIZE_DEFAULT`],
 //!   [`upload::UPLOAD_RATE_DEFAULT`] and [`upload::FILE_URL_TTL_DEFAULT`], the signed `file_url`
@@ -108,6 +109,7 @@ pub mod stream;
 pub mod sync;
 pub mod time;
 pub mod timer;
+pub mod turn;
 pub mod upload;
 pub mod usage;
 

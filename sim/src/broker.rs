@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use chatbox::engine::delivery::fleet_replay::{state_value, FleetReplay, ReplayStore, StoredRead};
 use chatbox::engine::delivery::{BoxFuture, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
-use chatbox::engine::turns::Take;
 use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT, FLEET_TURN_WAITER_TTL};
 use chatbox_core::rate::{Decision, RateLimit, SlidingLog};
 use chatbox_core::retry::RetryPolicy;
+use chatbox_core::turn::{Take, TurnBook};
 use tokio::sync::mpsc;
 use tokio::time::Instant as SimInstant;
 
@@ -57,10 +57,8 @@ struct State {
     logs: HashMap<String, SlidingLog>,
     /// Connection leases per user: lease id → expiry (lost with a restart).
     leases: HashMap<String, HashMap<String, SimInstant>>,
-    /// The users' turns: key → holder and expiry (lost with a restart).
-    turns: HashMap<String, (String, SimInstant)>,
-    /// Each turn's waiters in arrival order, with their last ask (lost with a restart).
-    turn_queues: HashMap<String, Vec<(String, SimInstant)>>,
+    /// The users' turns, one core `TurnBook` per key, the scripts' model (lost with a restart).
+    turns: HashMap<String, TurnBook>,
     /// The origin of the broker's clock (Redis `TIME`): its first command.
     origin: Option<SimInstant>,
     /// What the fleet-wide limits decided, for the invariants (kept across restarts).
@@ -123,7 +121,6 @@ impl SimBroker {
         state.logs.clear();
         state.leases.clear();
         state.turns.clear();
-        state.turn_queues.clear();
         state.restarts.push(now());
     }
 
@@ -200,9 +197,7 @@ impl SimBroker {
         .await
     }
 
-    /// Asks for `key`'s turn as `holder` (the adapter's take script): the turn when it is
-    /// `holder`'s, or free with nobody queued ahead; otherwise `holder` queued (kept in its place
-    /// on later asks) behind the one returned. Waiters silent for `FLEET_TURN_WAITER_TTL` leave.
+    /// Asks for `key`'s turn as `holder` (the adapter's take script, core's `TurnBook::take`).
     pub async fn take_turn(
         &self,
         conn: Conn,
@@ -210,30 +205,7 @@ impl SimBroker {
         holder: &str,
         ttl: Duration,
     ) -> Result<Take, Lost> {
-        self.command(conn, |s| {
-            let at = now();
-            let current = s.turns.get(key).filter(|(_, until)| *until > at).map(|(h, _)| h.clone());
-            let queue = s.turn_queues.entry(key.to_string()).or_default();
-            queue.retain(|(_, asked)| at.duration_since(*asked) < FLEET_TURN_WAITER_TTL);
-            if current.as_deref() == Some(holder) || (current.is_none() && queue.is_empty()) {
-                s.turns.insert(key.to_string(), (holder.to_string(), at + ttl));
-                return Take::Held;
-            }
-            match queue.iter_mut().find(|(w, _)| w == holder) {
-                Some((_, asked)) => *asked = at,
-                None => queue.push((holder.to_string(), at)),
-            }
-            if let Some(ahead) = current {
-                return Take::Queued { ahead };
-            }
-            if queue[0].0 != holder {
-                return Take::Queued { ahead: queue[0].0.clone() };
-            }
-            queue.remove(0);
-            s.turns.insert(key.to_string(), (holder.to_string(), at + ttl));
-            Take::Held
-        })
-        .await
+        self.turn(conn, key, |book, now| book.take(holder, ttl, FLEET_TURN_WAITER_TTL, now)).await
     }
 
     /// Extends `key`'s turn when `holder` has it (the adapter's renew script).
@@ -244,29 +216,33 @@ impl SimBroker {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, Lost> {
-        self.command(conn, |s| {
-            let at = now();
-            match s.turns.get_mut(key) {
-                Some((h, until)) if h == holder && *until > at => {
-                    *until = at + ttl;
-                    true
-                }
-                _ => false,
-            }
-        })
-        .await
+        self.turn(conn, key, |book, now| book.renew(holder, ttl, now)).await
     }
 
     /// Takes `holder` out of `key`'s queue and gives the turn back when it is `holder`'s (the
     /// adapter's give-back script).
     pub async fn give_back(&self, conn: Conn, key: &str, holder: &str) -> Result<(), Lost> {
+        self.turn(conn, key, |book, _| book.give_back(holder)).await
+    }
+
+    /// Runs `op` on `key`'s turn book at the broker's time (Redis `TIME`), as one command.
+    async fn turn<T>(
+        &self,
+        conn: Conn,
+        key: &str,
+        op: impl FnOnce(&mut TurnBook, chatbox_core::Instant) -> T,
+    ) -> Result<T, Lost> {
         self.command(conn, |s| {
-            if let Some(queue) = s.turn_queues.get_mut(key) {
-                queue.retain(|(w, _)| w != holder);
-            }
-            if s.turns.get(key).is_some_and(|(h, _)| h == holder) {
+            let at = now();
+            let origin = *s.origin.get_or_insert(at);
+            let since = at.duration_since(origin);
+            let now = chatbox_core::Instant::ZERO.saturating_add(since);
+            let book = s.turns.entry(key.to_string()).or_default();
+            let answer = op(book, now);
+            if book.is_idle(now) {
                 s.turns.remove(key);
             }
+            answer
         })
         .await
     }

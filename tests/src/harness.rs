@@ -878,22 +878,9 @@ impl Client {
     /// # Panics
     /// On timeout or when a data frame arrives first.
     pub async fn expect_close(&mut self, limit: Duration) -> Option<CloseFrame> {
-        let deadline = now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => panic!("no close within {limit:?}"),
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(Message::Close(close)))) => return close,
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    panic!("expected a close, got frame {}", text.as_str())
-                }
-                Ok(Some(Ok(other))) => {
-                    if let Message::Binary(bytes) = other {
-                        panic!("expected a close, got binary {bytes:?}");
-                    }
-                }
-            }
-        }
+        let (frames, close) = self.frames_until_close(limit).await;
+        assert!(frames.is_empty(), "expected a close, got frames {frames:#?}");
+        close
     }
 
     /// The data frames that arrive before the server's close, and the close frame (`None` when

@@ -73,7 +73,8 @@ redis.call('PEXPIRE', key, ttl)
 return 1
 ";
 
-/// Asks for turn KEYS[1] as holder ARGV[1] (lease ARGV[2] ms). KEYS[2] is the queue (waiter →
+/// Asks for turn KEYS[1] as holder ARGV[1] (lease ARGV[2] ms); core's
+/// [`chatbox_core::turn::TurnBook`] is its model (with `RENEW` and `GIVE_BACK`). KEYS[2] is the queue (waiter →
 /// first ask, µs), KEYS[3] the waiters' last asks; a waiter silent for ARGV[3] ms leaves it.
 /// Returns `{1, holder}` when the turn is ARGV[1]'s, `{0, ahead}` when queued behind `ahead`
 /// (the holder, or the queue's head while the turn is free).

@@ -37,21 +37,10 @@ use super::clock::Clock;
 use super::fleet_limits::{FleetHealth, Unavailable};
 use super::metrics::Metrics;
 
-/// What asking for a turn got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Take {
-    /// The turn is the asker's for the TTL.
-    Held,
-    /// The asker is queued; `ahead` holds the turn now, or is the queue's head while the turn
-    /// is free.
-    Queued {
-        /// The holder id in the way.
-        ahead: String,
-    },
-}
+pub use chatbox_core::turn::Take;
 
 /// Turns every instance of the fleet shares: at most one holder per key at a time, the others
-/// queued in the order they first asked.
+/// queued in the order they first asked (core's [`chatbox_core::turn::TurnBook`] is the rule).
 #[async_trait]
 pub trait SharedTurns: Send + Sync + fmt::Debug {
     /// Takes `key`'s turn for `holder` for `ttl` when it is free and `holder` heads the queue
@@ -127,17 +116,23 @@ impl Turns {
         }
     }
 
-    /// Runs `work` in `key`'s fleet-wide turn (at once without a fleet). `stop` turning true
-    /// while the turn is waited for drops `work` unrun ([`NotHandled`]).
+    /// Whether turns are fleet-wide (attached): only then does a caller need a key.
+    pub fn is_fleet(&self) -> bool {
+        self.fleet.get().is_some()
+    }
+
+    /// Runs `work` in `key`'s fleet-wide turn; at once without a fleet or a key. The server's
+    /// stop signal (`stop`, subscribed to only in a fleet) turning true while the turn is waited
+    /// for drops `work` unrun ([`NotHandled`]).
     pub async fn in_turn<F: Future>(
         &self,
-        key: &str,
-        stop: watch::Receiver<bool>,
+        key: Option<&str>,
+        stop: impl FnOnce() -> watch::Receiver<bool>,
         work: F,
     ) -> Result<F::Output, NotHandled> {
-        let Some(fleet) = self.fleet.get() else { return Ok(work.await) };
+        let (Some(key), Some(fleet)) = (key, self.fleet.get()) else { return Ok(work.await) };
         let holder = format!("{}-{}", fleet.instance, self.holders.fetch_add(1, Ordering::Relaxed));
-        let waited = self.wait(fleet.shared.as_ref(), key, &holder, stop).await;
+        let waited = self.wait(fleet.shared.as_ref(), key, &holder, stop()).await;
         if !matches!(waited, Waited::Held) && self.health.usable(self.clock.now()) {
             // Out of the queue at once, so those behind are not held up by a stale entry.
             let _ = fleet.shared.give_back(key, &holder).await;
@@ -250,15 +245,14 @@ mod tests {
     use std::sync::Mutex;
 
     use chatbox_core::budgets::FLEET_TURN_WAITER_TTL;
-    use chatbox_core::Instant;
+    use chatbox_core::turn::TurnBook;
 
-    /// One Redis's turns: holder and expiry per key, and each key's queue of waiters with their
-    /// last ask, on the runtime's (paused) clock; fails every call while `down`.
+    /// One Redis's turns: a book per key (core's model of the scripts), on the runtime's
+    /// (paused) clock; fails every call while `down`.
     #[derive(Debug)]
     struct Shared {
         clock: Clock,
-        held: Mutex<HashMap<String, (String, Instant)>>,
-        queues: Mutex<HashMap<String, Vec<(String, Instant)>>>,
+        books: Mutex<HashMap<String, TurnBook>>,
         down: AtomicBool,
         calls: AtomicU64,
     }
@@ -267,91 +261,56 @@ mod tests {
         fn new(clock: Clock) -> Arc<Self> {
             Arc::new(Self {
                 clock,
-                held: Mutex::new(HashMap::new()),
-                queues: Mutex::new(HashMap::new()),
+                books: Mutex::new(HashMap::new()),
                 down: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
             })
         }
 
-        fn answer(&self) -> Result<(), Unavailable> {
+        /// Runs `op` on `key`'s book, as one Redis call.
+        fn call<T>(
+            &self,
+            key: &str,
+            op: impl FnOnce(&mut TurnBook) -> T,
+        ) -> Result<T, Unavailable> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if self.down.load(Ordering::Relaxed) {
                 return Err(Unavailable("down".into()));
             }
-            Ok(())
+            Ok(op(self.books.lock().unwrap().entry(key.to_string()).or_default()))
         }
 
         fn holder(&self, key: &str) -> Option<String> {
-            let now = self.clock.now();
-            let held = self.held.lock().unwrap();
-            held.get(key).filter(|(_, until)| *until > now).map(|(holder, _)| holder.clone())
-        }
-
-        fn set(&self, key: &str, holder: &str, ttl: Duration) {
-            let until = self.clock.now() + ttl;
-            self.held.lock().unwrap().insert(key.to_string(), (holder.to_string(), until));
+            let books = self.books.lock().unwrap();
+            books.get(key).and_then(|b| b.holder(self.clock.now())).map(str::to_owned)
         }
 
         /// A holder of `key` that never gives it back (its turn lasts an hour).
         fn stuck(&self, key: &str) {
-            self.set(key, "stuck", Duration::from_secs(3600));
+            let (hour, now) = (Duration::from_secs(3600), self.clock.now());
+            let _ = self.call(key, |b| b.take("stuck", hour, FLEET_TURN_WAITER_TTL, now));
         }
 
         fn waiters(&self, key: &str) -> Vec<String> {
-            let queues = self.queues.lock().unwrap();
-            queues.get(key).map(|q| q.iter().map(|(w, _)| w.clone()).collect()).unwrap_or_default()
+            let books = self.books.lock().unwrap();
+            books.get(key).map(|b| b.waiters().map(str::to_owned).collect()).unwrap_or_default()
         }
     }
 
     #[async_trait]
     impl SharedTurns for Shared {
         async fn take(&self, key: &str, holder: &str, ttl: Duration) -> Result<Take, Unavailable> {
-            self.answer()?;
             let now = self.clock.now();
-            let current = self.holder(key);
-            if current.as_deref() == Some(holder) {
-                self.set(key, holder, ttl);
-                return Ok(Take::Held);
-            }
-            let mut queues = self.queues.lock().unwrap();
-            let queue = queues.entry(key.to_string()).or_default();
-            queue
-                .retain(|(_, asked)| now.saturating_duration_since(*asked) < FLEET_TURN_WAITER_TTL);
-            match queue.iter_mut().find(|(w, _)| w == holder) {
-                Some((_, asked)) => *asked = now,
-                None => queue.push((holder.to_string(), now)),
-            }
-            if let Some(ahead) = current {
-                return Ok(Take::Queued { ahead });
-            }
-            if queue[0].0 != holder {
-                return Ok(Take::Queued { ahead: queue[0].0.clone() });
-            }
-            queue.remove(0);
-            drop(queues);
-            self.set(key, holder, ttl);
-            Ok(Take::Held)
+            self.call(key, |b| b.take(holder, ttl, FLEET_TURN_WAITER_TTL, now))
         }
 
         async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Unavailable> {
-            self.answer()?;
-            let mine = self.holder(key).as_deref() == Some(holder);
-            if mine {
-                self.set(key, holder, ttl);
-            }
-            Ok(mine)
+            let now = self.clock.now();
+            self.call(key, |b| b.renew(holder, ttl, now))
         }
 
         async fn give_back(&self, key: &str, holder: &str) -> Result<(), Unavailable> {
-            self.answer()?;
-            if let Some(queue) = self.queues.lock().unwrap().get_mut(key) {
-                queue.retain(|(w, _)| w != holder);
-            }
-            if self.holder(key).as_deref() == Some(holder) {
-                self.held.lock().unwrap().remove(key);
-            }
-            Ok(())
+            self.call(key, |b| b.give_back(holder))
         }
     }
 
@@ -385,7 +344,7 @@ mod tests {
     async fn without_a_fleet_the_work_runs_at_once() {
         let metrics = Arc::new(Metrics::new());
         let turns = Turns::new(STREAM, Clock::new(), Arc::clone(&metrics));
-        assert_eq!(turns.in_turn("u1", running(), async { 7 }).await, Ok(7));
+        assert_eq!(turns.in_turn(Some("u1"), running, async { 7 }).await, Ok(7));
         assert_eq!(metrics.fleet_turn_waits.get() + metrics.fleet_turn_fallbacks.get(), 0);
     }
 
@@ -399,7 +358,7 @@ mod tests {
         let first = {
             let (a, order) = (Arc::clone(&a), Arc::clone(&order));
             spawn(async move {
-                a.in_turn("u1", running(), async {
+                a.in_turn(Some("u1"), running, async {
                     order.lock().unwrap().push("first starts");
                     released.await.unwrap();
                     order.lock().unwrap().push("first ends");
@@ -412,7 +371,7 @@ mod tests {
         let second = {
             let (b, order) = (Arc::clone(&b), Arc::clone(&order));
             spawn(async move {
-                b.in_turn("u1", running(), async {
+                b.in_turn(Some("u1"), running, async {
                     order.lock().unwrap().push("second starts");
                     Arc::clone(&order)
                 })
@@ -420,7 +379,7 @@ mod tests {
             })
         };
         // Another user is not held up by u1's turn.
-        assert_eq!(b.in_turn("u2", running(), async { 2 }).await, Ok(2));
+        assert_eq!(b.in_turn(Some("u2"), running, async { 2 }).await, Ok(2));
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(*order.lock().unwrap(), ["first starts"], "the second waits");
         release.send(()).unwrap();
@@ -439,7 +398,7 @@ mod tests {
         let (a, _) = instance(&shared, "a");
         let probe = Arc::clone(&shared);
         let held_late = a
-            .in_turn("u1", running(), async move {
+            .in_turn(Some("u1"), running, async move {
                 tokio::time::sleep(FLEET_TURN_TTL * 3).await;
                 probe.holder("u1")
             })
@@ -458,7 +417,7 @@ mod tests {
         shared.stuck("u1");
         let (b, metrics) = instance(&shared, "b");
         let started = clock.now();
-        let ran_at = b.in_turn("u1", running(), async { clock.now() }).await;
+        let ran_at = b.in_turn(Some("u1"), running, async { clock.now() }).await;
         let waited = ran_at.unwrap().saturating_duration_since(started);
         assert!(waited >= fleet_turn_wait(STREAM), "waited {waited:?}");
         assert!(waited < fleet_turn_wait(STREAM) + Duration::from_secs(1), "waited {waited:?}");
@@ -477,7 +436,7 @@ mod tests {
             let ran = Arc::clone(&ran);
             async move { ran.store(true, Ordering::Relaxed) }
         };
-        let waiting = spawn(async move { b.in_turn("u1", stop, work).await });
+        let waiting = spawn(async move { b.in_turn(Some("u1"), move || stop, work).await });
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!waiting.is_finished(), "still waiting for the stuck holder");
         assert_eq!(shared.waiters("u1").len(), 1);
@@ -494,14 +453,14 @@ mod tests {
         let shared = Shared::new(clock);
         shared.down.store(true, Ordering::Relaxed);
         let (a, metrics) = instance(&shared, "a");
-        assert_eq!(a.in_turn("u1", running(), async { 1 }).await, Ok(1));
-        assert_eq!(a.in_turn("u1", running(), async { 2 }).await, Ok(2));
+        assert_eq!(a.in_turn(Some("u1"), running, async { 1 }).await, Ok(1));
+        assert_eq!(a.in_turn(Some("u1"), running, async { 2 }).await, Ok(2));
         assert_eq!(shared.calls.load(Ordering::Relaxed), 1, "not asked again before the pause");
         assert_eq!(metrics.fleet_turn_fallbacks.get(), 2);
         shared.down.store(false, Ordering::Relaxed);
         tokio::time::sleep(chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE).await;
         let holder = Arc::clone(&shared);
-        let during = a.in_turn("u1", running(), async move { holder.holder("u1") }).await;
+        let during = a.in_turn(Some("u1"), running, async move { holder.holder("u1") }).await;
         assert!(during.unwrap().is_some(), "held again once Redis answers");
         assert_eq!(metrics.fleet_turn_fallbacks.get(), 2);
     }
@@ -523,14 +482,14 @@ mod tests {
         let on_a = {
             let (a, a1, a2) = (Arc::clone(&a), work("a1"), work("a2"));
             spawn(async move {
-                a.in_turn("u1", running(), a1).await.unwrap();
-                a.in_turn("u1", running(), a2).await.unwrap();
+                a.in_turn(Some("u1"), running, a1).await.unwrap();
+                a.in_turn(Some("u1"), running, a2).await.unwrap();
             })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         let on_b = {
             let (b, b1) = (Arc::clone(&b), work("b1"));
-            spawn(async move { b.in_turn("u1", running(), b1).await })
+            spawn(async move { b.in_turn(Some("u1"), running, b1).await })
         };
         on_a.await.unwrap();
         on_b.await.unwrap().unwrap();
@@ -545,7 +504,7 @@ mod tests {
         let (b, _) = instance(&shared, "b");
         shared.stuck("u1");
         let (stop_tx, stop) = watch::channel(false);
-        let waiting = spawn(async move { b.in_turn("u1", stop, async {}).await });
+        let waiting = spawn(async move { b.in_turn(Some("u1"), move || stop, async {}).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(shared.waiters("u1").len(), 1);
         stop_tx.send_replace(true);

@@ -214,14 +214,16 @@ async fn queue_ordered(engine: &Arc<Engine>, conn: &ConnCtx, frame: ClientFrame)
             // queueing to its reply's end.
             let span =
                 super::telemetry::message_span(&engine.config, &conn.caller.user_id, requested);
-            let turn = key.to_string();
+            // The turn's key outlives this call only in a fleet: no allocation without one.
+            let turn = engine.turns.is_fleet().then(|| key.to_string());
             Box::pin(
                 async move {
                     let _permit = permit;
                     // In a fleet, also in the user's turn across instances (turns.rs).
                     let engine = task_engine.as_ref();
                     let handled = user_message::apply(engine, &conn, &frame);
-                    let turn = engine.turns.in_turn(&turn, engine.stop_signal(), handled).await;
+                    let stop = || engine.stop_signal();
+                    let turn = engine.turns.in_turn(turn.as_deref(), stop, handled).await;
                     if let Err(NotHandled) = turn {
                         // Still waiting when the drain began: nothing stored, sent elsewhere.
                         let refusal = ErrorInfo::service_unavailable();
