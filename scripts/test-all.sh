@@ -70,6 +70,13 @@ step "loom model checking of core::shared (own target dir)"
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
   cargo test -p chatbox-core --release --locked --test loom 2>&1 | tee -a target/test-all.log
 
+step "lint the simulated build too (clippy under --cfg madsim: the simulator and the server it runs)"
+# (the shell's and core's own unit tests use tokio's paused clock and do not build under madsim)
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+  cargo clippy -p chatbox-sim --all-targets --locked -- -D warnings 2>&1 | tee -a target/test-all.log
+RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim \
+  cargo clippy -p chatbox -p chatbox-core --lib --locked -- -D warnings 2>&1 | tee -a target/test-all.log
+
 step "deterministic simulation under madsim: smoke and replay proof (own target dir)"
 RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim MADSIM_TEST_SEED=1 \
   cargo test -p chatbox-sim --locked -- --skip one_simulated_hour 2>&1 | tee -a target/test-all.log

@@ -180,7 +180,7 @@ pub async fn run(seed: u64, scenario: Scenario) -> Report {
             match shutdown_at {
                 Some(at) => {
                     tokio::time::sleep(at).await;
-                    let clock = running.engine.clock.clone();
+                    let clock = running.engine.clock;
                     let begin = clock.now();
                     let _report = running.shutdown().await;
                     let _ = stopped_tx.send((begin, clock.now(), config.server.shutdown_timeout));
@@ -450,12 +450,12 @@ async fn connect_as(token: &str) -> Option<Ws> {
 /// do not count as traffic: the server pings every 20 s, which must not keep a drain going.
 async fn drain(ws: &mut Ws) -> bool {
     const QUIET: Duration = Duration::from_secs(25);
-    let mut quiet_until = tokio::time::Instant::now() + QUIET;
+    let mut quiet_until = sim_now() + QUIET;
     loop {
-        let left = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+        let left = quiet_until.saturating_duration_since(sim_now());
         match read(ws, left).await {
             Read::Frame(serde_json::Value::Null) => {}
-            Read::Frame(_) => quiet_until = tokio::time::Instant::now() + QUIET,
+            Read::Frame(_) => quiet_until = sim_now() + QUIET,
             Read::Closed(_) => return false,
             Read::Timeout => return true,
         }
@@ -465,10 +465,10 @@ async fn drain(ws: &mut Ws) -> bool {
 /// Reads until `n` terminal frames (errors, or replies' `done`) have arrived; `false` if the
 /// connection closed or `limit` passed first.
 async fn await_outcomes(ws: &mut Ws, n: usize, limit: Duration) -> bool {
-    let give_up = tokio::time::Instant::now() + limit;
+    let give_up = sim_now() + limit;
     let mut seen = 0;
     while seen < n {
-        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        let left = give_up.saturating_duration_since(sim_now());
         match read(ws, left).await {
             Read::Frame(f) => {
                 let done = f["type"] == "ai_response" && f["metadata"]["done"] == "true";
@@ -492,13 +492,13 @@ async fn user(
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let user = format!("user-{index}");
-    let end = tokio::time::Instant::now() + until;
+    let end = sim_now() + until;
     let mut session = format!("proposed-{index}");
     let mut sent = 0u64;
     let violation = |text: String| {
         log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).violations.push(text)
     };
-    while tokio::time::Instant::now() < end {
+    while sim_now() < end {
         tokio::time::sleep(Duration::from_millis(rng.next_u64() % 20_000)).await;
         let Some(mut ws) = connect(&user).await else { continue };
         // A reply started before this user vanished keeps streaming to the session's new
@@ -565,9 +565,9 @@ async fn user(
             // The reply's own deadline, plus the longest adversity this world injects on top of
             // it: a clock jump (≤ 40 s) and one network fault on this client (≤ 30 s).
             let limit = deadlines.total + MAX_JUMP + MAX_NET_FAULT + Duration::from_secs(10);
-            let give_up = tokio::time::Instant::now() + limit;
+            let give_up = sim_now() + limit;
             loop {
-                let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                let left = give_up.saturating_duration_since(sim_now());
                 match read(&mut ws, left).await {
                     Read::Frame(f) => {
                         if let Some(id) = f["session_id"].as_str() {
@@ -577,7 +577,7 @@ async fn user(
                         }
                         match f["type"].as_str() {
                             Some("loading") if loading_at.is_none() => {
-                                loading_at = Some(tokio::time::Instant::now());
+                                loading_at = Some(sim_now());
                                 let sid = f["session_id"].as_str().unwrap_or_default().to_string();
                                 log.lock()
                                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -651,11 +651,11 @@ async fn post(path: &str, token: &str) -> Option<u16> {
 /// leaves (over WebSocket or HTTP).
 async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let end = tokio::time::Instant::now() + until;
+    let end = sim_now() + until;
     let Ok(token) = mint(SECRET.as_bytes(), "admin-1", Some("Ada"), &["admin".into()], None) else {
         return;
     };
-    while tokio::time::Instant::now() < end {
+    while sim_now() < end {
         tokio::time::sleep(Duration::from_secs(60 + rng.next_u64() % 600)).await;
         let live = store.live_sessions();
         if live.is_empty() {
@@ -681,8 +681,14 @@ async fn admin(seed: u64, until: Duration, store: Arc<FaultyStore>) {
     }
 }
 
+/// The simulation's own clock, for the simulated users' pacing (madsim's; not server code).
+#[allow(clippy::disallowed_methods, reason = "the simulated users' clock is madsim's")]
+fn sim_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 /// The simulated wall clock (for reading a failing seed next to the server's log).
-#[allow(clippy::disallowed_methods)]
+#[allow(clippy::disallowed_methods, reason = "the simulated wall clock is madsim's")]
 fn wall_now() -> std::time::SystemTime {
     std::time::SystemTime::now()
 }
