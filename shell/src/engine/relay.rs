@@ -34,6 +34,9 @@ pub async fn run(engine: Arc<Engine>) {
                 engine.forget_session_caches(std::iter::once(session.as_str()));
             }
             Ok(Signal::Admin { event }) => engine.delivery.relay_admin_event(event),
+            Ok(Signal::Unbound { session, connections }) => {
+                engine.sessions.detach_unbound(&session, connections);
+            }
             Err(RecvError::Lagged(skipped)) => {
                 tracing::warn!(skipped, "signal relay fell behind; signals skipped");
             }

@@ -29,7 +29,7 @@ use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_PUBLISH_QUEUE};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use super::wire::{BusEvent, BusMessage};
-use super::{BoxFuture, Bus, ConnId, Fanout, LocalBus, Registration, Signal};
+use super::{BoxFuture, Bus, ConnId, Fanout, LocalBus, Rebound, Registration, Signal};
 use crate::engine::metrics::Metrics;
 
 /// A request to the link task.
@@ -261,6 +261,9 @@ impl FleetBus {
             BusEvent::UnbindAdmin { session, admin, owner } => {
                 let unbound = self.local.unbind_admin(&session, &admin, &owner);
                 self.release(&session_channel(&session), unbound);
+                if unbound > 0 {
+                    let _ = self.signals.send(Signal::Unbound { session, connections: unbound });
+                }
             }
             BusEvent::Signal { signal } => {
                 // No listener (none started yet) is fine: signals are not kept.
@@ -335,15 +338,15 @@ impl Bus for FleetBus {
         session
     }
 
-    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
-        let previous = self.local.bind(conn, session);
-        if self.local.bound(conn).as_deref() == Some(session) {
+    fn bind(&self, conn: ConnId, session: &str) -> Rebound {
+        let rebound = self.local.bind(conn, session);
+        if let Rebound::Moved { previous } = &rebound {
             self.acquire(session_channel(session));
+            if let Some(previous) = previous {
+                self.release(&session_channel(previous), 1);
+            }
         }
-        if let Some(previous) = &previous {
-            self.release(&session_channel(previous), 1);
-        }
-        previous
+        rebound
     }
 
     fn unbind_admin(&self, session: &str, admin_id: &str, owner: &str) -> usize {
@@ -428,6 +431,8 @@ impl Bus for FleetBus {
             Signal::StopReply { session } => session_channel(session),
             Signal::Admin { .. } => admins_channel(),
             Signal::SessionEnded { .. } => ends_channel(),
+            // This instance's own bookkeeping: never published.
+            Signal::Unbound { .. } => return,
         };
         self.publish(channel, BusEvent::Signal { signal: signal.clone() });
     }
@@ -620,7 +625,7 @@ mod tests {
     #[test]
     fn messages_from_other_instances_are_delivered_and_own_ones_ignored() {
         let metrics = Arc::new(Metrics::new());
-        let (bus, _queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
+        let (bus, mut queues) = FleetBus::new("a".into(), Arc::clone(&metrics));
         let (user, mut ru) = conn(&bus, "u1", false);
         let (admin, mut ra) = conn(&bus, "boss", true);
         bus.bind(user, "s");
@@ -637,10 +642,17 @@ mod tests {
             "b",
             BusEvent::UnbindAdmin { session: "s".into(), admin: "boss".into(), owner: "u1".into() },
         );
+        let mut signals = bus.signals().expect("a fleet bus has signals");
         bus.deliver(leave.encode().as_bytes());
         assert_eq!(bus.bound(admin), None, "the admin left on another instance");
         assert_eq!(bus.bound(user).as_deref(), Some("s"));
-        let mut signals = bus.signals().expect("a fleet bus has signals");
+        // The session table here hears of it: that connection no longer keeps it alive.
+        let unbound = Signal::Unbound { session: "s".into(), connections: 1 };
+        assert_eq!(signals.try_recv().ok(), Some(unbound.clone()));
+        bus.publish_signal(&unbound);
+        while let Ok(command) = queues.publish.try_recv() {
+            assert!(!matches!(command, LinkCommand::Publish { .. }), "never published");
+        }
         let stop = BusMessage::new(
             "b",
             BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } },

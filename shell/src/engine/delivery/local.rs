@@ -144,6 +144,20 @@ pub struct LocalBus {
     pub stats: RegistryStats,
 }
 
+/// What binding a connection changed, so the session table counts each connection once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebound {
+    /// The connection is gone (it closed before the binding): nothing was bound.
+    Gone,
+    /// It was already bound to that session.
+    Unchanged,
+    /// It is bound there now, moved from `previous`.
+    Moved {
+        /// The session it was bound to before, if any.
+        previous: Option<Arc<str>>,
+    },
+}
+
 impl LocalBus {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,24 +232,21 @@ impl LocalBus {
         self.lock().conns.get(&id).and_then(|c| c.session.clone())
     }
 
-    /// Binds (or moves) a connection to `session`; returns the previous binding.
-    pub fn bind(&self, id: ConnId, session: &str) -> Option<Arc<str>> {
+    /// Binds (or moves) a connection to `session`; says what changed.
+    pub fn bind(&self, id: ConnId, session: &str) -> Rebound {
         let mut inner = self.lock();
+        let Some(conn) = inner.conns.get_mut(&id) else { return Rebound::Gone };
+        if conn.session.as_deref() == Some(session) {
+            return Rebound::Unchanged;
+        }
+        conn.replayed = None;
         let session: Arc<str> = Arc::from(session);
-        let previous = match inner.conns.get_mut(&id) {
-            Some(conn) => {
-                if conn.session.as_deref() != Some(&*session) {
-                    conn.replayed = None;
-                }
-                conn.session.replace(Arc::clone(&session))
-            }
-            None => return None,
-        };
+        let previous = conn.session.replace(Arc::clone(&session));
         if let Some(prev) = &previous {
             remove_binding(&mut inner, prev, id);
         }
         inner.by_session.entry(session).or_default().insert(id);
-        previous
+        Rebound::Moved { previous }
     }
 
     /// Queues a frame on one connection; `false` if it is gone or was dropped as a slow consumer.
@@ -462,9 +473,13 @@ mod tests {
         let reg = LocalBus::default();
         let (a, _ra) = conn(&reg, "u1", false, 8);
         reg.bind(a, "old");
-        assert_eq!(reg.bind(a, "new").as_deref(), Some("old"));
+        assert_eq!(reg.bind(a, "new"), Rebound::Moved { previous: Some(Arc::from("old")) });
+        assert_eq!(reg.bind(a, "new"), Rebound::Unchanged);
         assert_eq!(reg.session_connections("old"), 0);
         assert_eq!(reg.session_connections("new"), 1);
+        reg.unregister(a);
+        assert_eq!(reg.bind(a, "new"), Rebound::Gone, "a closed connection is not bound");
+        assert_eq!(reg.session_connections("new"), 0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::clock::Clock;
 use super::metrics::Metrics;
 pub use fleet::{admins_channel, ends_channel};
 pub use fleet::{session_channel, user_channel, FleetBus, LinkCommand, LinkQueues, ReplayWrite};
-pub use local::{LocalBus, Replayed};
+pub use local::{LocalBus, Rebound, Replayed};
 pub use replay::{replay_limits, LocalReplay, ReplayBuffer, ReplyFrame, SharedRead, SharedReplay};
 pub use signal::{AdminEvent, AdminEvents, Signal, ADMIN_EVENTS};
 
@@ -123,8 +123,8 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn bound(&self, conn: ConnId) -> Option<Arc<str>> {
         self.local().bound(conn)
     }
-    /// Binds (or moves) a local connection to `session`; returns the previous binding.
-    fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+    /// Binds (or moves) a local connection to `session`; says what changed.
+    fn bind(&self, conn: ConnId, session: &str) -> Rebound {
         self.local().bind(conn, session)
     }
     /// Unbinds the admin connections of `admin_id` from `session` (never the owner's own).
@@ -453,8 +453,8 @@ impl Delivery {
         self.bus.bound(conn)
     }
 
-    /// Binds (or moves) a connection to `session`; returns the previous binding.
-    pub fn bind(&self, conn: ConnId, session: &str) -> Option<Arc<str>> {
+    /// Binds (or moves) a connection to `session`; says what changed.
+    pub fn bind(&self, conn: ConnId, session: &str) -> Rebound {
         self.bus.bind(conn, session)
     }
 

@@ -38,6 +38,17 @@ pub enum Signal {
         /// The event's JSON text, delivered unchanged.
         event: String,
     },
+    /// Never published: raised on this instance when another instance's admin leave unbound
+    /// `connections` of this instance's admin connections from `session`, so they stop keeping
+    /// its copy here from idling out (they did not close, so nothing else detaches them).
+    /// Not on the wire: another instance cannot send it.
+    #[serde(skip)]
+    Unbound {
+        /// Session id.
+        session: String,
+        /// How many connections were unbound here.
+        connections: usize,
+    },
 }
 
 /// The fan-out of admin events to this instance's consoles (one receiver per open stream).

@@ -36,7 +36,8 @@ pub async fn end_assistance(engine: &Engine, session: &str, admin_id: &str) -> O
     engine.delivery.send_session(session, &frame, None);
     // After the farewell, the admin's sockets stop seeing the session (§10 item 3).
     if let Some(owner) = engine.sessions.owner_of(session) {
-        engine.delivery.unbind_admin(session, admin_id, &owner);
+        let unbound = engine.delivery.unbind_admin(session, admin_id, &owner);
+        engine.sessions.detach_unbound(session, unbound);
     }
     Some(left.admin)
 }
@@ -59,6 +60,9 @@ mod tests {
         // The admin's socket was bound by the frame and is unbound again after the farewell.
         h.until(&mut admin, is_type("admin_leave")).await;
         h.until(&mut user, is_type("admin_leave")).await;
+        // Only the user's connection still keeps the session from idling out, and once it
+        // closes none does (the admin's closing later takes nothing away).
+        assert_eq!(h.attached(&session), 1);
         // Who assists is cleared; `adminAssisted` keeps saying the session was assisted (issue 15).
         assert!(h
             .store
@@ -66,5 +70,8 @@ mod tests {
             .iter()
             .any(|d| d.id == session && d.assisting_admin_id.is_empty() && d.admin_assisted));
         assert_eq!(h.engine.delivery.bound(admin.ctx.id), None);
+        h.disconnect(user);
+        h.disconnect(admin);
+        assert_eq!(h.attached(&session), 0);
     }
 }

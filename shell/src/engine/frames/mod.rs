@@ -126,8 +126,9 @@ async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
 /// subscribe race (issue 14).
 async fn move_binding_confirmed(engine: &Engine, conn: &ConnCtx, session: &str) {
     engine.delivery.hold(conn.id);
-    move_binding(engine, conn, session);
-    engine.delivery.subscribed(session).await;
+    if move_binding(engine, conn, session) {
+        engine.delivery.subscribed(session).await;
+    }
     engine.delivery.release(conn.id);
 }
 
@@ -149,10 +150,14 @@ async fn check_access(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool 
     }
 }
 
-/// Binds `conn` to `session` (detaching it from its previous session) and announces it.
-fn move_binding(engine: &Engine, conn: &ConnCtx, session: &str) {
-    engine.sessions.bind(&engine.delivery, conn.id, session);
-    announce(engine, conn, Some(session));
+/// Binds `conn` to `session` (detaching it from its previous session) and announces it;
+/// `false` when the connection had closed meanwhile.
+fn move_binding(engine: &Engine, conn: &ConnCtx, session: &str) -> bool {
+    let bound = engine.sessions.bind(&engine.delivery, conn.id, session);
+    if bound {
+        announce(engine, conn, Some(session));
+    }
+    bound
 }
 
 /// Tells `conn` where it is bound, with the model list (`connection_status`).
@@ -358,6 +363,23 @@ mod tests {
         h.send(&user, &text).await;
         h.until(&mut user, is_error("TOO_MANY_REQUESTS")).await;
         assert_eq!(h.messages(&session).len(), 2, "only the first message and its reply");
+    }
+
+    #[tokio::test]
+    async fn a_message_whose_connection_closed_before_its_session_was_made_leaves_it_unattached() {
+        let h = Harness::new().await;
+        let user = h.connect("u1", false);
+        // The ordered worker runs the message after the connection is gone.
+        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
+        h.disconnect(user);
+        let session = loop {
+            let stored = h.store.snapshot().into_iter().find(|d| d.messages.len() == 2);
+            if let Some(doc) = stored {
+                break doc.id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert_eq!(h.attached(&session), 0, "nothing holds the new session from idling out");
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     let resumed = engine
         .delivery
         .resume(conn.id, session, (point.reply_id, point.after_seq), now, &mut || {
-            move_binding(engine, conn, session)
+            let _ = move_binding(engine, conn, session);
         })
         .await;
     tracing::debug!(
@@ -124,6 +124,24 @@ mod tests {
         let frames = h.until(&mut again, is_error("RESUME_UNAVAILABLE")).await;
         assert_eq!(frames.last().unwrap()["session_id"], session.as_str());
         assert_eq!(h.engine.delivery.bound(again.ctx.id).as_deref(), Some(session.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_connection_counts_once_on_its_session_however_often_it_binds_there() {
+        let h = Harness::new().await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
+        let frames = h.until(&mut user, is_done).await;
+        let done = frames.last().expect("done frame");
+        let session = done["session_id"].as_str().expect("session").to_string();
+        let reply = done["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+        for _ in 0..3 {
+            h.send(&user, &resume(&session, &reply, "0")).await;
+            h.until(&mut user, is_done).await;
+        }
+        assert_eq!(h.attached(&session), 1);
+        h.disconnect(user);
+        assert_eq!(h.attached(&session), 0, "its close lets the session idle out");
     }
 
     #[tokio::test]

@@ -94,6 +94,16 @@ impl Harness {
         Client { ctx, rx }
     }
 
+    /// `client` closes.
+    pub fn disconnect(&self, client: Client) {
+        super::on_disconnect(&self.engine, client.ctx.id);
+    }
+
+    /// How many connections the session table counts on `session` (0 when not in memory).
+    pub fn attached(&self, session: &str) -> u32 {
+        self.engine.sessions.with(|t| t.get(session).map_or(0, |s| s.attached()))
+    }
+
     /// `client` sends `text`.
     pub async fn send(&self, client: &Client, text: &str) {
         super::on_text(&self.engine, &client.ctx, text).await;

@@ -20,7 +20,7 @@ use chatbox_core::shared::SessionHandle;
 
 use super::caller::Caller;
 use super::clock::Clock;
-use super::delivery::{ConnId, Delivery};
+use super::delivery::{ConnId, Delivery, Rebound};
 use super::metrics::Metrics;
 use super::persistence::Persistence;
 use super::store::{CreateOutcome, SessionDoc, SessionPatch};
@@ -83,10 +83,24 @@ impl Sessions {
     }
 
     /// Binds `conn` to `session` in `delivery` and moves its attachment from its previous
-    /// session (§3.7).
-    pub fn bind(&self, delivery: &Delivery, conn: ConnId, session: &str) {
-        let previous = delivery.bind(conn, session);
-        self.rebind(previous.as_deref(), session);
+    /// session (§3.7). A connection counts once: not again when it was bound there already,
+    /// and not at all when it closed before the binding (it would never be detached).
+    /// `false` when it had closed.
+    pub fn bind(&self, delivery: &Delivery, conn: ConnId, session: &str) -> bool {
+        match delivery.bind(conn, session) {
+            Rebound::Moved { previous } => self.rebind(previous.as_deref(), session),
+            Rebound::Unchanged => {}
+            Rebound::Gone => return false,
+        }
+        true
+    }
+
+    /// `count` connections stopped seeing `session` without closing (its assisting admin
+    /// left, §10 item 3): they no longer keep it from idling out.
+    pub fn detach_unbound(&self, session: &str, count: usize) {
+        for _ in 0..count {
+            self.detach(session);
+        }
     }
 
     /// [`Sessions::resolve`] for a frame of `asker`: when the session chosen is not where the
@@ -111,9 +125,11 @@ impl Sessions {
             // Frames for the new session are held until this instance's subscription to it is
             // confirmed (the fleet's subscribe race, issue 14), then released in order.
             delivery.hold(asker.conn);
-            self.bind(delivery, asker.conn, &id);
-            delivery.announce(asker.conn, asker.user, Some(&id), asker.models, now);
-            delivery.subscribed(&id).await;
+            // A connection that closed meanwhile has nobody to announce to or wait for.
+            if self.bind(delivery, asker.conn, &id) {
+                delivery.announce(asker.conn, asker.user, Some(&id), asker.models, now);
+                delivery.subscribed(&id).await;
+            }
             delivery.release(asker.conn);
         }
         Some(id)
