@@ -66,7 +66,9 @@ pub async fn on_text(engine: &Arc<Engine>, conn: &ConnCtx, text: &str) {
         return;
     }
     if let Some(requested) = frame.session() {
-        if engine.delivery.bound(conn.id).is_none() && !bind(engine, conn, requested).await {
+        let ordered = matches!(frame.frame_type, FrameType::UserMessage | FrameType::ModelSelect);
+        if engine.delivery.bound(conn.id).is_none() && !bind(engine, conn, requested, ordered).await
+        {
             return;
         }
     }
@@ -112,12 +114,24 @@ fn require_session<'f>(engine: &Engine, conn: &ConnCtx, frame: &'f ClientFrame) 
 
 /// Binds an unbound connection to the first session id it names (§3.7). Returns `false`
 /// when the binding was refused (the frame is dropped, the connection stays unbound).
-async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
-    let allowed = check_access(engine, conn, requested).await;
-    if allowed {
-        move_binding_confirmed(engine, conn, requested).await;
+///
+/// An id whose owner the store cannot tell (it is down) is never bound: the connection would
+/// receive that session's frames if it is someone else's (§10 item 13, bind only on success).
+/// An `ordered` frame (`user_message`, `model_select`) still goes on unbound: its session is
+/// resolved for its sender (their own, or a new one), and the connection is bound to that.
+async fn bind(engine: &Engine, conn: &ConnCtx, requested: &str, ordered: bool) -> bool {
+    match verdict(engine, conn, requested).await {
+        Verdict::Allowed => {
+            move_binding_confirmed(engine, conn, requested).await;
+            true
+        }
+        Verdict::Unverified if ordered => true,
+        Verdict::Unverified => {
+            reply_error(engine, conn, Some(requested), ErrorInfo::service_unavailable());
+            false
+        }
+        Verdict::Refused => false,
     }
-    allowed
 }
 
 /// [`move_binding`], answered (`connection_status` and anything after it) only once frames
@@ -133,20 +147,46 @@ async fn move_binding_confirmed(engine: &Engine, conn: &ConnCtx, session: &str) 
 }
 
 /// The ownership check of a binding (§3.7): `false`, with the `SERVICE_ERROR` answer sent,
-/// when the session belongs to another user.
+/// when the session belongs to another user, or when the store cannot say whose it is.
 async fn check_access(engine: &Engine, conn: &ConnCtx, requested: &str) -> bool {
+    match verdict(engine, conn, requested).await {
+        Verdict::Allowed => true,
+        Verdict::Refused => false,
+        Verdict::Unverified => {
+            reply_error(engine, conn, Some(requested), ErrorInfo::service_unavailable());
+            false
+        }
+    }
+}
+
+/// What the ownership check of a binding found.
+enum Verdict {
+    /// The caller's own session, one it assists, or an id that is nobody's (a new session).
+    Allowed,
+    /// Another user's session; the `SERVICE_ERROR` answer is sent.
+    Refused,
+    /// Not in memory, and the store could not be asked: nothing is answered yet.
+    Unverified,
+}
+
+/// The ownership check of a binding (§3.7), loading the session from the store if needed.
+async fn verdict(engine: &Engine, conn: &ConnCtx, requested: &str) -> Verdict {
     let mut access = engine.sessions.access(&conn.caller, requested);
     if access == Access::Unknown {
-        engine.sessions.load_on_demand(&engine.persistence, requested).await;
+        let answered = engine.sessions.load_on_demand(&engine.persistence, requested).await;
         access = engine.sessions.access(&conn.caller, requested);
+        if !answered && access == Access::Unknown {
+            tracing::info!(user_id = %conn.caller.user_id, session_id = requested, "binding not verified: the store did not answer");
+            return Verdict::Unverified;
+        }
     }
     match access {
         Access::Denied => {
             tracing::info!(user_id = %conn.caller.user_id, session_id = requested, "binding refused");
             reply_error(engine, conn, Some(requested), ErrorInfo::bind_failed());
-            false
+            Verdict::Refused
         }
-        Access::Owner | Access::AssistingAdmin | Access::Unknown => true,
+        Access::Owner | Access::AssistingAdmin | Access::Unknown => Verdict::Allowed,
     }
 }
 
@@ -380,6 +420,36 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
         assert_eq!(h.attached(&session), 0, "nothing holds the new session from idling out");
+    }
+
+    #[tokio::test]
+    async fn a_session_the_store_cannot_vouch_for_is_not_bound() {
+        let store = Arc::new(crate::engine::persistence::MemoryStore::new());
+        let providers = || vec![Arc::new(crate::adapters::llm::echo::EchoProvider) as _];
+        let first = Harness::with_store(|_| {}, providers(), Arc::clone(&store), 64).await;
+        let mut owner = first.connect("u1", false);
+        let session = first.start_session(&mut owner, "mine").await;
+        // Another instance sharing the store, which is down: it cannot tell whose `session` is.
+        let h = Harness::with_store(|_| {}, providers(), Arc::clone(&store), 64).await;
+        store.set_down(true);
+        let mut other = h.connect("u2", false);
+        let typing = format!(r#"{{"type":"typing_indicator","session_id":"{session}"}}"#);
+        h.send(&other, &typing).await;
+        let frames = h.until(&mut other, is_error("SERVICE_ERROR")).await;
+        let refusal = frames.last().unwrap();
+        assert_eq!(refusal["error"]["message"], "Service temporarily unavailable", "{refusal}");
+        assert_eq!(h.engine.delivery.bound(other.ctx.id), None);
+        let stop = format!(r#"{{"type":"stop","session_id":"{session}"}}"#);
+        h.send(&other, &stop).await;
+        h.until(&mut other, is_error("SERVICE_ERROR")).await;
+        assert_eq!(h.engine.delivery.bound(other.ctx.id), None);
+        // A message still gets its sender a session of their own, never the one it named.
+        let text = format!(r#"{{"type":"user_message","session_id":"{session}","content":"x"}}"#);
+        h.send(&other, &text).await;
+        let frames = h.until(&mut other, |f| f["type"] == "connection_status").await;
+        let bound = h.engine.delivery.bound(other.ctx.id).expect("bound to its own session");
+        assert_ne!(&*bound, session.as_str(), "{frames:?}");
+        assert_eq!(h.engine.sessions.owner_of(&bound).as_deref(), Some("u2"));
     }
 
     #[tokio::test]

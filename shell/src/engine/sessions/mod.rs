@@ -165,23 +165,25 @@ impl Sessions {
     }
 
     /// Loads a session that is not in memory from the store, so it resumes on any instance
-    /// (§10 item 23). Failures leave it unknown.
-    pub async fn load_on_demand(&self, persistence: &Persistence, id: &str) {
+    /// (§10 item 23). Failures leave it unknown; `false` then: the store could not say whether
+    /// the id is someone's session.
+    pub async fn load_on_demand(&self, persistence: &Persistence, id: &str) -> bool {
         if self.with(|t| t.get(id).is_some()) {
-            return;
+            return true;
         }
         let doc = match persistence.load(id).await {
             Ok(Some(doc)) => doc,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(error) => {
                 tracing::warn!(session_id = id, %error, "loading session failed");
-                return;
+                return false;
             }
         };
         let snapshot = snapshot_of(&doc);
         let (now, wall) = (self.clock.now(), self.clock.wall());
         let outcome = self.with(|t| t.insert_loaded(snapshot, now, wall));
         tracing::debug!(session_id = id, ?outcome, "session loaded on demand");
+        true
     }
 
     /// Makes this instance's copy of session `id` show `holder` as its assisting admin (issue 14:
