@@ -196,6 +196,24 @@ async fn prometheus_outside_the_allowed_networks_is_forbidden() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_junk_in_forwarded_for_does_not_hand_the_choice_to_x_real_ip() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(
+        ServerOpts::with_upstream(&upstream)
+            .env("TRUSTED_PROXIES", "127.0.0.0/8")
+            .env("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8"),
+    )
+    .await;
+    // The proxy (127.0.0.1) reports an allowed client: the gate opens.
+    let allowed =
+        call(&server, "GET", "/metrics/prometheus", None, &[("X-Forwarded-For", "10.1.2.3")]).await;
+    assert_eq!(allowed.status, 200);
+    // The client wrote junk and an X-Real-IP; the proxy appended the client's real address.
+    let forged = [("X-Forwarded-For", "junk, 203.0.113.7"), ("X-Real-IP", "10.1.2.3")];
+    assert_forbidden(&call(&server, "GET", "/metrics/prometheus", None, &forged).await);
+}
+
+#[tokio::test]
 async fn healthz_and_readyz_bodies() {
     let upstream = Upstream::start().await;
     let server = Server::start(ServerOpts::with_upstream(&upstream).provider(

@@ -4,9 +4,12 @@
 //!
 //! The rule is the original framework's: `X-Forwarded-For` is read right to left (every header
 //! line, comma-separated), skipping trusted proxies; the first untrusted address is the client,
-//! and when every hop is trusted the leftmost one is. A header with an entry that is not an IP
-//! address is ignored as a whole, and `X-Real-IP` is tried the same way; when neither gives an
-//! address, the peer is the client. Headers from an untrusted peer are never believed.
+//! and when every hop is trusted the leftmost one is. An entry that is not an IP address ends
+//! the walk: reached before any untrusted address, it makes the header say nothing, and
+//! `X-Real-IP` is tried the same way; when neither gives an address, the peer is the client.
+//! Entries left of the client are never read, so a junk entry a client writes there cannot
+//! push the choice onto a header it also wrote. Headers from an untrusted peer are never
+//! believed.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -32,7 +35,8 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, is_trusted: impl Fn(IpAddr) ->
         .unwrap_or(peer)
 }
 
-/// The client named by one forwarding header, `None` when it is absent or malformed.
+/// The client named by one forwarding header, `None` when it is absent, or malformed at or
+/// right of the client.
 fn from_header(
     headers: &HeaderMap,
     name: &str,
@@ -40,12 +44,17 @@ fn from_header(
 ) -> Option<IpAddr> {
     let mut hops = Vec::new();
     for value in headers.get_all(name) {
-        for part in value.to_str().ok()?.split(',') {
-            hops.push(part.trim().parse::<IpAddr>().ok()?.to_canonical());
+        hops.extend(value.to_str().ok()?.split(','));
+    }
+    let mut left = hops.len();
+    for hop in hops.iter().rev() {
+        left -= 1;
+        let ip = hop.trim().parse::<IpAddr>().ok()?.to_canonical();
+        if left == 0 || !is_trusted(ip) {
+            return Some(ip);
         }
     }
-    let leftmost = *hops.first()?;
-    Some(hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(leftmost))
+    None
 }
 
 /// The client IP of `req` under `config`; a request without a [`PeerAddr`] (never the case
@@ -117,9 +126,20 @@ mod tests {
     }
 
     #[test]
+    fn junk_left_of_the_client_is_never_read() {
+        // The proxy appended the real client; the client wrote the junk and the X-Real-IP.
+        let h = headers(&[("x-forwarded-for", "junk, 203.0.113.7"), ("x-real-ip", "127.0.0.1")]);
+        assert_eq!(resolve(ip("10.0.0.1"), &h, trusted), ip("203.0.113.7"));
+        let h = headers(&[("x-forwarded-for", "x"), ("x-forwarded-for", "203.0.113.7, 10.0.0.2")]);
+        assert_eq!(resolve(ip("10.0.0.1"), &h, trusted), ip("203.0.113.7"));
+    }
+
+    #[test]
     fn malformed_forwarded_for_falls_back_to_real_ip_then_peer() {
-        let h = headers(&[("x-forwarded-for", "junk, 203.0.113.7"), ("x-real-ip", "198.51.100.4")]);
+        let h = headers(&[("x-forwarded-for", "203.0.113.7, junk"), ("x-real-ip", "198.51.100.4")]);
         assert_eq!(resolve(ip("10.0.0.1"), &h, trusted), ip("198.51.100.4"));
+        let h = headers(&[("x-forwarded-for", "198.51.100.1, junk, 10.2.2.2")]);
+        assert_eq!(resolve(ip("10.0.0.1"), &h, trusted), ip("10.0.0.1"));
         let h = headers(&[("x-forwarded-for", "")]);
         assert_eq!(resolve(ip("10.0.0.1"), &h, trusted), ip("10.0.0.1"));
         assert_eq!(resolve(ip("10.0.0.1"), &HeaderMap::new(), trusted), ip("10.0.0.1"));
