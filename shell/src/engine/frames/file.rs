@@ -48,11 +48,27 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     }
     engine.sessions.record_message(session);
     engine.delivery.message_stored(session, engine.sessions.owner_and_count(session), sender);
-    let broadcast = Frame::file_broadcast(frame, session, Sender::User, engine.frame_now());
+    // The assisting admin's file reaches the user as the admin's (§10 item 25).
+    let broadcast = Frame::file_broadcast(frame, session, sender, engine.frame_now());
     engine.delivery.send_session(session, &broadcast, Some(conn.id));
-    if frame.frame_type == FrameType::VoiceMessage {
+    if frame.frame_type == FrameType::VoiceMessage
+        && sender == Sender::User
+        && !ai_paused(engine, session).await
+    {
         voice(engine, session, &conn.caller.user_id, &frame.file_url);
     }
+}
+
+/// Whether the model stays silent in `session` because an admin assists (§10 item 2), as for
+/// a `user_message`: in a fleet the store says who assists.
+async fn ai_paused(engine: &Engine, session: &str) -> bool {
+    if !engine.config.llm.pause_ai_when_assisted {
+        return false;
+    }
+    if engine.config.storage.has_redis() {
+        engine.sessions.refresh_assistance(&engine.persistence, session).await;
+    }
+    engine.sessions.with(|t| t.get(session).is_some_and(|s| s.assisting_admin().is_some()))
 }
 
 /// Answers a voice message in the background (§3.8): the session's chosen model, asked about
@@ -167,5 +183,31 @@ mod tests {
         assert!(frames.iter().all(|f| f["type"] != "loading"), "no streaming frames for voice");
         let stored = h.messages(&session);
         assert_eq!(stored.last().map(|m| m.sender.as_str()), Some("ai"));
+    }
+
+    #[tokio::test]
+    async fn while_an_admin_assists_voice_is_not_answered_and_the_admins_file_is_the_admins() {
+        let (h, mut user, session) = Harness::with_session().await;
+        let select =
+            format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"echo"}}"#);
+        h.send(&user, &select).await;
+        h.until(&mut user, |f| f["content"] == "Model changed to echo").await;
+        h.assist(&session, "boss").await;
+        let voice = |id: &str| {
+            format!(
+                r#"{{"type":"voice_message","session_id":"{session}","file_id":"{id}","file_url":"https://files.example.com/{id}.ogg"}}"#
+            )
+        };
+        let mut admin = h.connect("boss", true);
+        h.send(&admin, &voice("v1")).await;
+        let frames = h.until(&mut user, |f| f["file_id"] == "v1").await;
+        assert_eq!(frames.last().unwrap()["sender"], "admin", "{frames:?}");
+        h.send(&user, &voice("v2")).await;
+        h.until(&mut admin, |f| f["file_id"] == "v2").await;
+        // Every task spawned for the two (an answer would be one) has ended.
+        let idle = h.engine.supervisor.wait_idle();
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(20), idle).await.is_ok());
+        let senders: Vec<_> = h.messages(&session).iter().map(|m| m.sender.clone()).collect();
+        assert_eq!(&senders[senders.len() - 2..], ["admin", "user"], "no answer: {senders:?}");
     }
 }
