@@ -512,6 +512,44 @@ pub struct LogConfig {
     pub standard_output: bool,
 }
 
+/// The levels a `LOG_LEVEL` directive may name (`tracing`'s, and the original's words).
+const LOG_LEVELS: [(&str, &str); 9] = [
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("fatal", "error"),
+    ("panic", "error"),
+    ("off", "off"),
+];
+
+impl LogConfig {
+    /// `level` as a `tracing` filter: each comma-separated directive a level or
+    /// `target=level`, the original's level words mapped (`warning` → `warn`, `fatal` and
+    /// `panic` → `error`). `None` when a directive is neither (a typo such as `inf` would be
+    /// read as a target name and silence every log line).
+    pub fn filter(&self) -> Option<String> {
+        let level = |word: &str| {
+            let word = word.trim().to_ascii_lowercase();
+            LOG_LEVELS.iter().find(|(name, _)| *name == word).map(|(_, level)| *level)
+        };
+        let mut directives = Vec::new();
+        for directive in self.level.split(',') {
+            let directive = match directive.split_once('=') {
+                Some((target, word)) if !target.trim().is_empty() => {
+                    format!("{}={}", target.trim(), level(word)?)
+                }
+                Some(_) => return None,
+                None => level(directive)?.to_string(),
+            };
+            directives.push(directive);
+        }
+        Some(directives.join(","))
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

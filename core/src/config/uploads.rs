@@ -86,8 +86,10 @@ pub(crate) fn read(r: &mut Reader<'_>, d: &UploadConfig) -> UploadConfig {
 
 /// Every problem of the upload settings.
 pub(crate) fn problems(uploads: &UploadConfig, errors: &mut Vec<ConfigError>) {
-    let positive: [(SettingName, bool); 3] = [
+    let positive: [(SettingName, bool); 4] = [
         (keys::MAX_UPLOAD_SIZE, uploads.max_size == 0),
+        // 0 would refuse every upload with 429, like the message and admin limits it is an error.
+        (keys::UPLOAD_RATE_LIMIT, uploads.rate.limit == 0),
         (keys::UPLOAD_RATE_WINDOW, uploads.rate.window.is_zero()),
         (keys::FILE_URL_TTL, uploads.url_ttl.is_zero()),
     ];
@@ -162,6 +164,7 @@ mod tests {
             ("UPLOAD_S3_ACCESS_KEY_ID", "id"),
             ("MAX_UPLOAD_SIZE", "0"),
             ("FILE_URL_TTL", "0s"),
+            ("UPLOAD_RATE_LIMIT", "0"),
         ]);
         let text = found.join("\n");
         assert!(text.contains("UPLOAD_S3_BUCKET"), "{text}");
@@ -169,5 +172,9 @@ mod tests {
         assert!(text.contains("UPLOAD_S3_ENDPOINT"), "{text}");
         assert!(text.contains("MAX_UPLOAD_SIZE"), "{text}");
         assert!(text.contains("FILE_URL_TTL"), "{text}");
+        assert!(
+            text.contains("UPLOAD_RATE_LIMIT / chatbox.upload_rate_limit: must be greater"),
+            "{text}"
+        );
     }
 }

@@ -324,6 +324,15 @@ impl Config {
         }
         let LogConfig { level, .. } = &self.log;
         rules.not_empty(keys::LOG_LEVEL, level);
+        if !level.trim().is_empty() && self.log.filter().is_none() {
+            rules.errors.push(ConfigError::Unparsable {
+                setting: keys::LOG_LEVEL,
+                expected: "a level (error, warn, info, debug, trace, off) or comma-separated \
+                           target=level directives"
+                    .into(),
+                found: format!("{level:?}"),
+            });
+        }
     }
 }
 
@@ -524,6 +533,18 @@ mod tests {
     fn host_and_log_level_must_not_be_empty() {
         assert_eq!(fails(|c| c.server.host = " ".into()), [["SERVER_HOST"]]);
         assert_eq!(fails(|c| c.log.level = String::new()), [["LOG_LEVEL"]]);
+    }
+
+    #[test]
+    fn a_log_level_must_name_levels_and_the_originals_words_are_understood() {
+        for typo in ["inf", "chatbox", "info,hyper", "=debug", "chatbox=loud"] {
+            assert_eq!(fails(|c| c.log.level = typo.into()), [["LOG_LEVEL"]], "{typo}");
+        }
+        let filter = |level: &str| LogConfig { level: level.into(), ..valid().log }.filter();
+        assert_eq!(filter("Warning").as_deref(), Some("warn"));
+        assert_eq!(filter("fatal").as_deref(), Some("error"));
+        assert_eq!(filter("info, hyper=WARN").as_deref(), Some("info,hyper=warn"));
+        assert_eq!(filter("chatbox::engine=debug").as_deref(), Some("chatbox::engine=debug"));
     }
 
     #[test]

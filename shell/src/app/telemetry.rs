@@ -73,7 +73,7 @@ pub fn init(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Telemetry, TelemetryError> {
     let env_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
+        .unwrap_or_else(|_| EnvFilter::new(config.log.filter().unwrap_or_default()));
     let log_filter = log_filter(env_filter);
     let otlp = config.telemetry.otlp.as_ref();
     let provider = otlp.map(|otlp| provider(otlp, runtime)).transpose()?;
