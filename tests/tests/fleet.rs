@@ -167,6 +167,40 @@ async fn a_help_request_on_one_instance_reaches_a_console_on_the_other_and_a_sto
     assert!(!shown.contains("w39"), "stopped before the end: {shown}");
 }
 
+#[tokio::test]
+async fn a_stop_on_one_instance_reaches_a_reply_streaming_on_the_other_after_the_user_left_it() {
+    let Fleet { mongo: _mongo, redis: _redis, upstream, a, b } = Fleet::start(&[]).await;
+    let token = a.token("fleet-stop", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let (session, _) = chat(&mut phone, "fleet-stop-1", "Hello").await;
+    let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    upstream.push_script(Script::reply(chunks).with_chunk_interval(Duration::from_millis(150)));
+    phone.send_user_message(&session, "Tell me everything").await;
+    phone.recv_until(|f| f["type"] == "ai_response" && f["metadata"]["seq"] == "2", STEP).await;
+    // The phone leaves A, which keeps streaming the reply with no connection of the session.
+    drop(phone);
+    let mut laptop = b.connect(&token).await;
+    laptop
+        .send_json(&json!({"type": "stop", "session_id": session, "timestamp": chrono::Utc::now().to_rfc3339()}))
+        .await;
+    // The reply is stored when it ends: at once when stopped, after 6 s of chunks if not.
+    let reply = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let body = ok_json(&get(&b, &format!("/sessions/{session}"), Some(&token)).await);
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            if let Some(reply) = messages.get(3) {
+                break reply.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the reply is stored");
+    assert_eq!(reply["metadata"]["interrupted"], "true", "stopped from B: {reply}");
+    let text = reply["content"].as_str().unwrap_or_default();
+    assert!(!text.contains("w39"), "stopped before the end: {text}");
+}
+
 /// The `session_id`s announced by `connection_status` frames among `frames`.
 fn announced(frames: &[Value]) -> Vec<&str> {
     frames

@@ -90,9 +90,11 @@ pub fn admins_channel() -> String {
     "chatbox:bus:admins".to_string()
 }
 
-/// The fleet-wide channel of explicit session ends (issue 16). Fleet-wide rather than the
-/// session's own channel: an instance may hold the session in memory with no connection bound to
-/// it (the user disconnected, or is bound elsewhere), and must still learn of the end.
+/// The fleet-wide channel of explicit session ends (issue 16) and of stops. Fleet-wide rather
+/// than the session's own channel: an instance may hold the session in memory, or stream its
+/// reply, with no connection bound to it (the user disconnected, or is bound elsewhere now), and
+/// must still learn of the end or the stop. (The name predates the stops; instances of an older
+/// version subscribe to it too, so a rolling deploy keeps both.)
 pub fn ends_channel() -> String {
     "chatbox:bus:ends".to_string()
 }
@@ -428,7 +430,7 @@ impl Bus for FleetBus {
 
     fn publish_signal(&self, signal: &Signal) {
         let channel = match signal {
-            Signal::StopReply { session } => session_channel(session),
+            Signal::StopReply { .. } => ends_channel(),
             Signal::Admin { .. } => admins_channel(),
             Signal::SessionEnded { .. } => ends_channel(),
             // This instance's own bookkeeping: never published.
@@ -592,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn signals_are_published_on_the_session_the_admins_or_the_ends_channel() {
+    fn signals_are_published_on_the_fleet_wide_admins_or_ends_channel() {
         let (bus, mut queues) = FleetBus::new("a".into(), Arc::new(Metrics::new()));
         assert!(bus.link_up());
         bus.publish_signal(&Signal::StopReply { session: "s".into() });
@@ -607,7 +609,9 @@ mod tests {
             published,
             [
                 (
-                    session_channel("s"),
+                    // Fleet-wide: the instance streaming the reply may have no connection of the
+                    // session left, so it is not subscribed to the session's channel.
+                    ends_channel(),
                     BusEvent::Signal { signal: Signal::StopReply { session: "s".into() } }
                 ),
                 (
