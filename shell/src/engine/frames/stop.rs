@@ -62,6 +62,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stop_sent_on_loading_reaches_the_reply_while_its_history_is_read() {
+        let store = Arc::new(crate::engine::persistence::MemoryStore::new());
+        let h = Harness::with_store(|_| {}, vec![Arc::new(Slow)], Arc::clone(&store), 64).await;
+        let mut user = h.connect("u1", false);
+        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"talk"}"#).await;
+        let frames = h.until(&mut user, |f| f["metadata"]["seq"] == "2").await;
+        let session = frames.last().unwrap()["session_id"].as_str().unwrap().to_string();
+        h.send(&user, &stop(&session)).await;
+        h.until(&mut user, is_done).await;
+        // The next reply's history read takes a while; the stop comes right on `loading`.
+        store.set_load_pause(Duration::from_millis(300));
+        let again =
+            format!(r#"{{"type":"user_message","session_id":"{session}","content":"more"}}"#);
+        h.send(&user, &again).await;
+        h.until(&mut user, is_type("loading")).await;
+        h.send(&user, &stop(&session)).await;
+        let frames = h.until(&mut user, is_done).await;
+        let done = frames.last().unwrap();
+        assert_eq!(done["metadata"]["interrupted"], "true", "{done}");
+        let chunks = frames.iter().filter(|f| f["metadata"]["done"] == "false").count();
+        assert_eq!(chunks, 0, "stopped before the stream opened: {frames:?}");
+    }
+
+    #[tokio::test]
     async fn a_stop_ends_the_reply_with_its_partial_text_stored_and_marked() {
         let h = Harness::with_providers(|_| {}, vec![Arc::new(Slow)]).await;
         let mut user = h.connect("u1", false);

@@ -18,7 +18,9 @@ use tracing::Instrument;
 use super::ConnCtx;
 use crate::engine::hub::Engine;
 use crate::engine::llm::ChatRequest;
-use crate::engine::replies::{usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, Streamed};
+use crate::engine::replies::{
+    usage_meta, user_key, ReplyEnd, ReplyJob, ReplyMode, StopGuard, Streamed,
+};
 use crate::engine::sessions::Asker;
 use crate::engine::store::{SessionPatch, StoredMessage};
 use crate::engine::telemetry;
@@ -107,6 +109,8 @@ async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
         engine.delivery.send_session_error(session, ErrorInfo::service_unavailable(), conn.id);
         return;
     }
+    // Stoppable before it is acknowledged: a stop sent on `loading` reaches it (issue 15).
+    let stop = engine.replies.stoppable(session);
     engine.delivery.send_session(
         session,
         &Frame::loading(session, engine.frame_now()),
@@ -114,7 +118,7 @@ async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
     );
     let model = engine.replies.model(engine.sessions.model_of(session).as_deref());
     let span = telemetry::reply_span(session, model);
-    let end = streamed(engine, conn, session).instrument(span.clone()).await;
+    let end = streamed(engine, conn, session, stop).instrument(span.clone()).await;
     telemetry::record_reply_end(
         &span,
         end.as_ref(),
@@ -124,7 +128,12 @@ async fn answer(engine: &Engine, conn: &ConnCtx, session: &str) {
     engine.forward_effects(engine.shutdown.reply_finished(engine.clock.now()));
 }
 
-async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<ReplyEnd> {
+async fn streamed(
+    engine: &Engine,
+    conn: &ConnCtx,
+    session: &str,
+    stop: StopGuard,
+) -> Option<ReplyEnd> {
     let model_id = engine.sessions.model_of(session);
     let Some(model) = engine.replies.model(model_id.as_deref()).cloned() else {
         tracing::warn!(session_id = session, model_id = ?model_id, "no provider for the session's model");
@@ -164,7 +173,8 @@ async fn streamed(engine: &Engine, conn: &ConnCtx, session: &str) -> Option<Repl
     // Counted live until the reply is stored too, so shutdown waits (bounded) for a cut
     // reply's partial text; the replies service counts the run itself as well.
     let live = engine.replies.live().enter();
-    let streamed = engine.replies.run(&engine.delivery, job, engine.cut_signal()).await;
+    let streamed =
+        engine.replies.run_stoppable(&engine.delivery, job, engine.cut_signal(), stop).await;
     let end = match streamed.end {
         ReplyEnd::Done => complete(engine, conn, session, (&model_id, kind), &streamed).await,
         ReplyEnd::Stopped => stopped(engine, conn, session, &model_id, &streamed).await,

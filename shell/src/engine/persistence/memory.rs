@@ -24,6 +24,8 @@ pub struct MemoryStore {
     /// What [`SessionStore::exclusive`] answers (false unless a test stands in for the
     /// embedded store).
     exclusive: AtomicBool,
+    /// How long each read by id takes, in milliseconds (a slow database, for unit tests).
+    load_pause_ms: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
@@ -44,6 +46,12 @@ impl MemoryStore {
     /// Answers [`SessionStore::exclusive`] with `exclusive` from now on.
     pub fn set_exclusive(&self, exclusive: bool) {
         self.exclusive.store(exclusive, Ordering::Relaxed);
+    }
+
+    /// Makes every read by id (a load, a history read) take `pause` from now on.
+    pub fn set_load_pause(&self, pause: std::time::Duration) {
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.load_pause_ms.store(ms, Ordering::Relaxed);
     }
 
     fn available(&self) -> Result<(), StoreError> {
@@ -144,6 +152,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
+        let pause = self.load_pause_ms.load(Ordering::Relaxed);
+        if pause > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
         self.available()?;
         Ok(self.docs().get(session_id).cloned())
     }

@@ -61,7 +61,7 @@ use super::supervisor::signalled;
 use super::telemetry;
 pub use models::Model;
 use models::Models;
-pub use stops::Stops;
+pub use stops::{StopGuard, Stops};
 pub use usage::usage_meta;
 use usage::Usage;
 
@@ -188,8 +188,38 @@ impl Replies {
     pub async fn run(
         &self,
         delivery: &Delivery,
+        job: ReplyJob,
+        cut: watch::Receiver<bool>,
+    ) -> Streamed {
+        let stop = (job.mode == ReplyMode::Streamed).then(|| self.stops.register(&job.session_id));
+        self.run_with(delivery, job, cut, stop).await
+    }
+
+    /// A stop registration for the streamed reply of `session` about to run: taken before the
+    /// message is acknowledged, so a `stop` sent as soon as `loading` arrives (while history is
+    /// read) reaches the reply instead of finding nothing in flight.
+    pub fn stoppable(&self, session: &str) -> StopGuard {
+        self.stops.register(session)
+    }
+
+    /// [`Replies::run`] for a streamed reply whose stop registration was taken earlier
+    /// ([`Replies::stoppable`]).
+    pub async fn run_stoppable(
+        &self,
+        delivery: &Delivery,
+        job: ReplyJob,
+        cut: watch::Receiver<bool>,
+        stop: StopGuard,
+    ) -> Streamed {
+        self.run_with(delivery, job, cut, Some(stop)).await
+    }
+
+    async fn run_with(
+        &self,
+        delivery: &Delivery,
         mut job: ReplyJob,
         cut: watch::Receiver<bool>,
+        guard: Option<StopGuard>,
     ) -> Streamed {
         let streamed = job.mode == ReplyMode::Streamed;
         if streamed {
@@ -208,7 +238,6 @@ impl Replies {
         };
         // Only streamed replies are stoppable; a voice answer gets a signal that never fires.
         let (_never, unstoppable) = watch::channel(false);
-        let guard = streamed.then(|| self.stops.register(&job.session_id));
         let stop = guard.as_ref().map_or(unstoppable, |g| g.signal.clone());
         let Driven { end, text, decided, next_seq, conversation, answered_by, usage } =
             run.drive(started, cut, stop).await;
