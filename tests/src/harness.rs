@@ -909,6 +909,24 @@ impl Client {
         }
     }
 
+    /// Starts the close handshake with `code` and `reason`; the server's answering close frame
+    /// (`None` when the connection ended without one).
+    ///
+    /// # Panics
+    /// When nothing ends the connection within `limit`.
+    pub async fn close_handshake(
+        mut self,
+        code: u16,
+        reason: &str,
+        limit: Duration,
+    ) -> Option<CloseFrame> {
+        let frame = CloseFrame { code: code.into(), reason: reason.to_string().into() };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        let (frames, close) = self.frames_until_close(limit).await;
+        assert!(frames.is_empty(), "expected the close answer, got frames {frames:#?}");
+        close
+    }
+
     /// Closes the connection from the client side and waits (at most 2 s) for the server's
     /// answer to the close handshake, i.e. until the server has seen the disconnect.
     pub async fn close(mut self) {

@@ -155,6 +155,26 @@ async fn oversized_message_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_text_message_that_is_not_utf8_closes_with_1007_and_a_client_close_is_answered() {
+    let upstream = Upstream::start().await;
+    let server = Server::start(ServerOpts::with_upstream(&upstream)).await;
+    let token = server.token("utf8-user", &["user"], None);
+
+    let mut client = server.connect(&token).await;
+    client
+        .send_frame(Frame::message(vec![0xff, 0xfe, b'{'], OpCode::Data(OpData::Text), true))
+        .await;
+    let close = client.expect_close(STEP).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1007, "{close:?}");
+
+    // The client closes first: the server answers the close handshake (a browser would
+    // otherwise see 1006, an abnormal closure).
+    let client = server.connect(&token).await;
+    let answer = client.close_handshake(1000, "bye", STEP).await.expect("the server's close");
+    assert_eq!(u16::from(answer.code), 1000, "{answer:?}");
+}
+
+#[tokio::test]
 async fn frames_breaking_the_websocket_protocol_close_with_1002() {
     let upstream = Upstream::start().await;
     let server = Server::start(ServerOpts::with_upstream(&upstream)).await;

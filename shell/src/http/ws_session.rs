@@ -33,6 +33,8 @@ use crate::engine::hub::Engine;
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// Close code for a message over `MAX_MESSAGE_SIZE` (PROTOCOL.md §3.1).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 
 /// What the loop hands the data frames to.
 pub trait SessionHandler {
@@ -167,8 +169,16 @@ impl<H: SessionHandler> SessionLoop<H> {
                         // tungstenite queued the pong; push it out now.
                         bounded(&self.clock, &mut keepalive, socket.flush()).await
                     }
-                    Event::Inbound(Some(Ok(Message::Close(_) | Message::Frame(_))))
-                    | Event::Inbound(None) => Err(SessionEnd::PeerClosed),
+                    Event::Inbound(Some(Ok(Message::Close(_)))) => {
+                        // tungstenite queued the answer to the peer's close; push it out, so
+                        // the peer sees its close handshake complete (not 1006).
+                        let write_wait = self.timings.write_wait;
+                        let _ = tokio::time::timeout(write_wait, socket.flush()).await;
+                        Err(SessionEnd::PeerClosed)
+                    }
+                    Event::Inbound(Some(Ok(Message::Frame(_)))) | Event::Inbound(None) => {
+                        Err(SessionEnd::PeerClosed)
+                    }
                     Event::Inbound(Some(Err(WsError::Capacity(
                         CapacityError::MessageTooLong { size, max_size },
                     )))) => {
@@ -182,6 +192,12 @@ impl<H: SessionHandler> SessionLoop<H> {
                     {
                         tracing::info!(conn, %violation, "websocket protocol violation");
                         let close = close_message(CLOSE_PROTOCOL_ERROR, "Protocol error");
+                        close_within(&mut socket, close, self.timings.write_wait).await;
+                        Err(SessionEnd::ProtocolViolation)
+                    }
+                    Event::Inbound(Some(Err(WsError::Utf8(_)))) => {
+                        tracing::info!(conn, "text message that is not UTF-8");
+                        let close = close_message(CLOSE_INVALID_PAYLOAD, "Invalid UTF-8");
                         close_within(&mut socket, close, self.timings.write_wait).await;
                         Err(SessionEnd::ProtocolViolation)
                     }
