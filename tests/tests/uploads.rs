@@ -121,10 +121,12 @@ async fn without_a_valid_signature_only_the_uploader_or_an_admin_gets_the_file()
     let signer = UrlSigner::from_secret(server.secret().as_bytes());
     let past = unix_now() - 10;
     let expired = format!("{plain}?expires={past}&sig={}", signer.sign(file_id, past));
+    // Not even a number: answered like any other bad signature, not with a plain-text 400.
+    let garbled = format!("{plain}?expires=soon&sig=x");
     let uploader = server.token("uploader", &["user"], None);
     let other = server.token("someone-else", &["user"], None);
     let admin = server.token("boss", &["admin"], None);
-    for path in [&plain, &tampered, &expired] {
+    for path in [&plain, &tampered, &expired, &garbled] {
         assert_refused(&fetch(&server, path, None).await, 404, "NOT_FOUND");
         assert_refused(&fetch(&server, path, Some(&other)).await, 404, "NOT_FOUND");
         let own = fetch(&server, path, Some(&uploader)).await;

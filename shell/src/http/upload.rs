@@ -278,10 +278,11 @@ fn signed_url(state: &UploadState, file_id: &str) -> String {
     )
 }
 
-/// The capability of a `file_url`.
+/// The capability of a `file_url`. `expires` is read as text: a value that is not a number is
+/// a bad signature (404 like any other), not a query the extractor refuses in plain text.
 #[derive(Debug, Deserialize)]
 struct Signature {
-    expires: Option<i64>,
+    expires: Option<String>,
     sig: Option<String>,
 }
 
@@ -295,7 +296,8 @@ async fn serve(
         return not_found();
     }
     let now = state.engine.clock.wall().0 / 1000;
-    let signed = match (signature.expires, signature.sig.as_deref()) {
+    let expires = signature.expires.and_then(|e| e.parse::<i64>().ok());
+    let signed = match (expires, signature.sig.as_deref()) {
         (Some(expires), Some(sig)) => state.signer.verify(&file_id, expires, sig, now),
         _ => false,
     };
