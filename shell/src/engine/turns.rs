@@ -81,6 +81,10 @@ enum Waited {
     Held,
     /// Handle the message without it (Redis away, or the wait too long).
     Without,
+    /// Handle the message without it: the take went unanswered (a timeout), so Redis may have
+    /// made this holder the turn's after all; it is given back once the message is handled,
+    /// rather than left to keep the user's other instances waiting for its TTL.
+    Unanswered,
     /// The server began shutting down: do not handle the message.
     Stopping,
 }
@@ -143,6 +147,13 @@ impl Turns {
                 self.metrics.fleet_turn_fallbacks.inc();
                 return Ok(work.await);
             }
+            Waited::Unanswered => {
+                self.metrics.fleet_turn_fallbacks.inc();
+                let output = work.await;
+                // After the work, not before: a Redis that hangs must not delay the reply.
+                let _ = fleet.shared.give_back(key, &holder).await;
+                return Ok(output);
+            }
             Waited::Stopping => return Err(NotHandled),
         }
         let output = {
@@ -186,7 +197,7 @@ impl Turns {
                 }
                 Err(error) => {
                     self.health.failed(self.clock.now(), &error);
-                    return Waited::Without;
+                    return Waited::Unanswered;
                 }
             };
             if attempts == 0 {
@@ -248,12 +259,14 @@ mod tests {
     use chatbox_core::turn::TurnBook;
 
     /// One Redis's turns: a book per key (core's model of the scripts), on the runtime's
-    /// (paused) clock; fails every call while `down`.
+    /// (paused) clock; fails every call while `down`, and applies a take but loses its answer
+    /// while `mute` (a timeout after Redis ran the script).
     #[derive(Debug)]
     struct Shared {
         clock: Clock,
         books: Mutex<HashMap<String, TurnBook>>,
         down: AtomicBool,
+        mute: AtomicBool,
         calls: AtomicU64,
     }
 
@@ -263,6 +276,7 @@ mod tests {
                 clock,
                 books: Mutex::new(HashMap::new()),
                 down: AtomicBool::new(false),
+                mute: AtomicBool::new(false),
                 calls: AtomicU64::new(0),
             })
         }
@@ -301,7 +315,11 @@ mod tests {
     impl SharedTurns for Shared {
         async fn take(&self, key: &str, holder: &str, ttl: Duration) -> Result<Take, Unavailable> {
             let now = self.clock.now();
-            self.call(key, |b| b.take(holder, ttl, FLEET_TURN_WAITER_TTL, now))
+            let taken = self.call(key, |b| b.take(holder, ttl, FLEET_TURN_WAITER_TTL, now));
+            if self.mute.swap(false, Ordering::Relaxed) {
+                return Err(Unavailable("timed out".into()));
+            }
+            taken
         }
 
         async fn renew(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Unavailable> {
@@ -448,6 +466,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_take_whose_answer_was_lost_is_given_back_after_the_message() {
+        let shared = Shared::new(Clock::new());
+        let (a, metrics) = instance(&shared, "a");
+        shared.mute.store(true, Ordering::Relaxed);
+        let during = a.in_turn(Some("u1"), running, async { shared.holder("u1") }).await;
+        assert_eq!(during, Ok(Some("a-0".to_string())), "Redis made it the holder after all");
+        assert_eq!(metrics.fleet_turn_fallbacks.get(), 1);
+        assert_eq!(shared.holder("u1"), None, "not left to block the user for its TTL");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn while_redis_is_away_messages_run_without_the_turn_and_redis_is_asked_after_a_pause() {
         let clock = Clock::new();
         let shared = Shared::new(clock);
@@ -455,7 +484,9 @@ mod tests {
         let (a, metrics) = instance(&shared, "a");
         assert_eq!(a.in_turn(Some("u1"), running, async { 1 }).await, Ok(1));
         assert_eq!(a.in_turn(Some("u1"), running, async { 2 }).await, Ok(2));
-        assert_eq!(shared.calls.load(Ordering::Relaxed), 1, "not asked again before the pause");
+        // The first message's take, and its give-back in case Redis applied it; the second
+        // message is not asked about before the pause.
+        assert_eq!(shared.calls.load(Ordering::Relaxed), 2, "not asked again before the pause");
         assert_eq!(metrics.fleet_turn_fallbacks.get(), 2);
         shared.down.store(false, Ordering::Relaxed);
         tokio::time::sleep(chatbox_core::budgets::FLEET_LIMIT_RETRY_PAUSE).await;
