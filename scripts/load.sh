@@ -7,7 +7,8 @@
 #   scripts/load.sh shutdown [args]  # 4. 10 000 connections streaming, SIGTERM, what clients got
 #   scripts/load.sh stub     [args]  # only the stub OpenAI upstream (for a proxy comparison)
 #   scripts/load.sh floor    [args]  # scenario 1 against a bare relay process instead of chatbox:
-#                                    # what two processes cost on this machine (run's args)
+#                                    # what two processes cost on this machine (run's args);
+#                                    # FLOOR_RELAY_ARGS=--tasks gives it chatbox's task layout
 #   scripts/load.sh outage   [args]  # issue 16: SecantusDB killed for 60 s under 100 msg/s of chat:
 #                                    # acknowledged messages lost (read back from the store), reply
 #                                    # time before/during/after, /readyz flip and recovery (~2.5 min)
@@ -48,7 +49,10 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, loadavg $(cut -d' ' -f1-3 /proc/loada
 if [ "$scenario" = floor ]; then
   # The relay calls the run's in-process stub on a fixed port; the run measures the relay.
   stub_port="${FLOOR_STUB_PORT:-18999}"
-  "$bin/chatbox-load" relay --port 0 --upstream "127.0.0.1:$stub_port" >"$CARGO_TARGET_DIR/relay.out" &
+  # FLOOR_RELAY_ARGS=--tasks: the relay with chatbox's task layout (two hops per chunk).
+  # shellcheck disable=SC2086
+  "$bin/chatbox-load" relay --port 0 --upstream "127.0.0.1:$stub_port" ${FLOOR_RELAY_ARGS:-} \
+    >"$CARGO_TARGET_DIR/relay.out" &
   relay_pid=$!
   trap 'kill "$relay_pid" 2>/dev/null || true' EXIT
   for _ in $(seq 100); do grep -q '^relay listening' "$CARGO_TARGET_DIR/relay.out" && break; sleep 0.1; done

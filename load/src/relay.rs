@@ -39,6 +39,12 @@ pub struct RelayArgs {
     /// The OpenAI-compatible upstream (e.g. the stub of `chatbox-load run --stub-port P`).
     #[arg(long, default_value = "127.0.0.1:18999")]
     pub upstream: SocketAddr,
+    /// chatbox's task layout instead of the fewest wake-ups: each reply in a task of its own
+    /// that sends its events to the WebSocket's task, and each upstream connection driven by
+    /// a task of its own (as reqwest drives it). What the two hops per chunk cost by
+    /// themselves (BENCHMARKS.md "1k").
+    #[arg(long)]
+    pub tasks: bool,
 }
 
 /// What one upstream reply produced.
@@ -69,19 +75,28 @@ pub async fn relay(args: &RelayArgs) {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => println!("relay listening on {addr} (upstream {})", args.upstream),
+        Ok(addr) => {
+            let layout = if args.tasks { "chatbox's tasks" } else { "one task per WebSocket" };
+            println!("relay listening on {addr} (upstream {}, {layout})", args.upstream);
+        }
         Err(error) => eprintln!("relay: {error}"),
     }
     let upstream = args.upstream;
     let pool = Pool::default();
+    let tasked = args.tasks.then(TaskedPool::default);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        spawn(connection(stream, upstream, Arc::clone(&pool)));
+        spawn(connection(stream, upstream, Arc::clone(&pool), tasked.clone()));
     }
 }
 
-async fn connection(stream: TcpStream, upstream: SocketAddr, pool: Pool) {
+async fn connection(
+    stream: TcpStream,
+    upstream: SocketAddr,
+    pool: Pool,
+    tasked: Option<TaskedPool>,
+) {
     let Ok(ws) =
         tokio_tungstenite::accept_async_with_config(stream, Some(crate::util::ws_config())).await
     else {
@@ -100,7 +115,10 @@ async fn connection(stream: TcpStream, upstream: SocketAddr, pool: Pool) {
                     let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                     let session = frame["session_id"].as_str().unwrap_or("relay").to_string();
                     let content = frame["content"].as_str().unwrap_or("").to_string();
-                    replies.push(reply(upstream, Arc::clone(&pool), session, content));
+                    replies.push(match &tasked {
+                        Some(tasked) => tasked::reply(upstream, Arc::clone(tasked), session, content),
+                        None => reply(upstream, Arc::clone(&pool), session, content),
+                    });
                     continue;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -125,6 +143,10 @@ async fn connection(stream: TcpStream, upstream: SocketAddr, pool: Pool) {
         }
     }
 }
+
+/// Idle upstream connections of the `--tasks` layout: each one's connection future runs in a
+/// task of its own, so only the request half is pooled.
+type TaskedPool = Arc<Mutex<Vec<Sender>>>;
 
 /// An idle connection from `pool` that is still open, else a new one to `upstream`.
 async fn checkout(pool: &Pool, upstream: SocketAddr) -> Result<(Sender, Conn), String> {
@@ -257,5 +279,100 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
         if !events.is_empty() {
             return Some((events, up));
         }
+    }
+}
+
+/// The `--tasks` layout: chatbox's two hops per chunk (connection task → reply task → the
+/// WebSocket's task) around the same transport work.
+mod tasked {
+    use super::{
+        json, spawn, BodyExt, Bytes, Event, Full, PoisonError, Reply, Sender, SocketAddr, SseEvent,
+        SseReader, TaskedPool, TcpStream, TokioIo,
+    };
+
+    /// One upstream reply, run by a task of its own; its events come through a channel.
+    pub(super) fn reply(
+        upstream: SocketAddr,
+        pool: TaskedPool,
+        session: String,
+        content: String,
+    ) -> Reply {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        spawn(async move {
+            let events = match run(upstream, &pool, &content, &tx).await {
+                Ok(()) => return,
+                Err(why) => Event::Failed(why),
+            };
+            let _ = tx.send(events);
+        });
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        });
+        Box::pin(futures_util::StreamExt::map(events, move |event| (session.clone(), event)))
+    }
+
+    /// Sends the reply's events; the connection goes back to `pool` after its body ended.
+    async fn run(
+        upstream: SocketAddr,
+        pool: &TaskedPool,
+        content: &str,
+        tx: &tokio::sync::mpsc::UnboundedSender<Event>,
+    ) -> Result<(), String> {
+        let mut send = checkout(pool, upstream).await?;
+        let body = json!({
+            "model": "stub", "stream": true,
+            "messages": [{"role": "user", "content": content}],
+        });
+        let request = hyper::Request::post("/v1/chat/completions")
+            .header("host", upstream.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let mut body = send.send_request(request).await.map_err(|e| e.to_string())?.into_body();
+        let (mut sse, mut done) = (SseReader::default(), false);
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(_) if done => return Ok(()),
+                Err(error) => return Err(error.to_string()),
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if done {
+                continue;
+            }
+            for event in sse.push(&data) {
+                let event = match event {
+                    SseEvent::Text(text) => Event::Chunk(text),
+                    SseEvent::Done => {
+                        done = true;
+                        Event::Done
+                    }
+                };
+                let _ = tx.send(event);
+            }
+        }
+        if !done {
+            return Err("no [DONE]".into());
+        }
+        pool.lock().unwrap_or_else(PoisonError::into_inner).push(send);
+        Ok(())
+    }
+
+    /// An idle, open connection from `pool`, else a new one whose future runs in its own task.
+    async fn checkout(pool: &TaskedPool, upstream: SocketAddr) -> Result<Sender, String> {
+        loop {
+            let idle = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some(mut send) = idle else { break };
+            if send.ready().await.is_ok() {
+                return Ok(send);
+            }
+        }
+        let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        spawn(conn);
+        Ok(send)
     }
 }
