@@ -115,6 +115,11 @@ impl UnixMillis {
         (self.0.saturating_sub(earlier.0) / 1000).max(0)
     }
 
+    /// `d` earlier (saturating).
+    pub fn minus(self, d: Duration) -> UnixMillis {
+        UnixMillis(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+
     /// The same instant as a UTC `chrono` date-time (the epoch when out of chrono's range).
     pub fn to_datetime(self) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp_millis(self.0).unwrap_or_default()
@@ -138,6 +143,8 @@ mod tests {
         assert_eq!(Instant::MAX + SECOND, Instant::MAX);
         assert_eq!(Instant::from_secs(5) - Instant::from_secs(7), Duration::ZERO);
         assert_eq!(Instant::from_secs(7) - Instant::from_secs(5), 2 * SECOND);
+        assert_eq!(UnixMillis(5_000).minus(2 * SECOND), UnixMillis(3_000));
+        assert_eq!(UnixMillis(i64::MIN).minus(SECOND), UnixMillis(i64::MIN));
         assert_eq!(Instant::from_millis(1500), Instant::from_secs(1) + Duration::from_millis(500));
     }
 

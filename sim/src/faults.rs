@@ -160,6 +160,16 @@ impl SessionStore for FaultyStore {
         self.inner.end(session_id, at, cause).await
     }
 
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.before("end").await?;
+        self.inner.end_if_idle(session_id, at, quiet_since).await
+    }
+
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
         self.before("load").await?;
         self.inner.load(session_id).await

@@ -6,7 +6,8 @@
 //! while the database is down and are stored exactly once when it returns; a server started
 //! while the database is down serves and reports not-ready. Issue 16: replies keep flowing
 //! through an outage, also when the database hangs (SIGSTOP) rather than goes away. Issue 18: a
-//! cached history gives way to what another instance stored.
+//! cached history gives way to what another instance stored. An instance whose copy of a
+//! session went idle does not end it while another instance stores its messages.
 //!
 //! "Acknowledged" is the server's `loading` frame for a user message (README, Guarantees): it is
 //! sent only after the message is in the store or in the durable outbox.
@@ -14,7 +15,7 @@
 use std::time::Duration;
 
 use chatbox_tests::e2e::{chat, stored_messages};
-use chatbox_tests::harness::{is_done, reply_text, Client, Server, ServerOpts};
+use chatbox_tests::harness::{is_done, now, reply_text, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, json, ok_json};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
 use chatbox_tests::upstream::Upstream;
@@ -43,6 +44,63 @@ fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
 async fn send(client: &mut Client, session: &str, content: &str) -> Vec<Value> {
     client.send_user_message(session, content).await;
     client.recv_reply(SLOW_STEP).await
+}
+
+/// `is_active` of `session` in its owner's `GET {P}/sessions` on `server`.
+async fn is_active(server: &Server, token: &str, session: &str) -> bool {
+    let list = ok_json(&get(server, "/sessions", Some(token)).await);
+    let items = list["sessions"].as_array().cloned().unwrap_or_default();
+    let item = items.iter().find(|s| s["id"] == session).cloned().unwrap_or_default();
+    item["is_active"].as_bool().unwrap_or_else(|| panic!("{session}: {list}"))
+}
+
+#[tokio::test]
+async fn a_copy_idle_on_one_instance_does_not_end_a_session_served_by_the_other() {
+    let mongo = MongoServer::start().await;
+    let upstream = Upstream::start().await;
+    let db = fresh_database();
+    let secret = chatbox::app::cli::generate_secret();
+    let idle = Duration::from_secs(3);
+    let both = || {
+        opts(&upstream, &mongo.uri(), &db)
+            .env("JWT_SECRET", &secret)
+            .env("SESSION_IDLE_TIMEOUT", "3s")
+            .env("RECONNECT_TIMEOUT", "1s")
+            .env("SESSION_TTL", "1m")
+            .env("SESSION_CLEANUP_INTERVAL", "500ms")
+    };
+    let (a, b) = (Server::start(both()).await, Server::start(both()).await);
+    let token = a.token("mover", &["user"], None);
+    let mut phone = a.connect(&token).await;
+    let (session, _) = chat(&mut phone, "mover-1", "first, on A").await;
+    phone.close().await;
+    // The user goes on on B for longer than the idle timeout; A's copy sees none of it.
+    let mut laptop = b.connect(&token).await;
+    let until = now() + idle * 2;
+    let mut sent = 0;
+    while now() < until {
+        let (same, _) = chat(&mut laptop, &session, &format!("on B, {sent}")).await;
+        assert_eq!(same, session, "still the one session");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        a.wait_for_log("session not ended: messages were stored elsewhere", idle).await,
+        "A's copy went idle and gave way\n{}",
+        a.log_text()
+    );
+    assert!(is_active(&b, &token, &session).await, "still active in the store");
+    let (same, _) = chat(&mut laptop, &session, "still here").await;
+    assert_eq!(same, session);
+    // Once the user is gone for a whole idle timeout, B's copy ends it.
+    laptop.close().await;
+    let ended = tokio::time::timeout(idle * 5, async {
+        while is_active(&a, &token, &session).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "ended after the idle timeout\n{}", b.log_text());
 }
 
 /// Polls `/readyz` until its status is `want` (at most `within`); the last body.

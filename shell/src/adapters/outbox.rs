@@ -203,7 +203,7 @@ mod tests {
     }
 
     fn end(n: i64) -> PendingWrite {
-        PendingWrite::End { session_id: format!("s{n}"), at: UnixMillis(n) }
+        PendingWrite::End { session_id: format!("s{n}"), at: UnixMillis(n), quiet_since: None }
     }
 
     #[tokio::test]
@@ -244,8 +244,11 @@ mod tests {
     async fn sealed_entries_hold_no_plaintext() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = FileOutbox::open(dir.path(), 10, Some(Arc::new(HexSeal))).unwrap();
-        let secret =
-            PendingWrite::End { session_id: "very-private-session".into(), at: UnixMillis(1) };
+        let secret = PendingWrite::End {
+            session_id: "very-private-session".into(),
+            at: UnixMillis(1),
+            quiet_since: Some(UnixMillis(0)),
+        };
         outbox.push(&secret).await.unwrap();
         drop(outbox);
         let raw = std::fs::read(dir.path().join(FileOutbox::FILE_NAME)).unwrap();

@@ -95,6 +95,15 @@ impl SessionStore for EncryptingStore {
         Ok(self.inner.end(session_id, at, cause).await?.map(|d| self.open(d)))
     }
 
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.inner.end_if_idle(session_id, at, quiet_since).await
+    }
+
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
         Ok(self.inner.load(session_id).await?.map(|d| self.open(d)))
     }

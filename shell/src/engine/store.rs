@@ -261,6 +261,21 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError>;
 
+    /// Ends `session_id` for idleness only if no message was stored after `quiet_since` (its
+    /// `lastActivity`): another instance sharing the database may be serving it while the
+    /// ending instance saw nothing. `false` when it was not ended (a newer message, or an
+    /// unknown id). The default, for a store only this process writes (whose own table saw
+    /// every message), ends it unconditionally.
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let _ = quiet_since;
+        Ok(self.end(session_id, at, EndCause::Idle).await?.is_some())
+    }
+
     /// Loads one session with its messages.
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError>;
 

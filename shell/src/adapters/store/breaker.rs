@@ -169,6 +169,15 @@ impl SessionStore for BreakerStore {
         self.by_id("end", self.inner.end(session_id, at, cause)).await
     }
 
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        self.by_id("end", self.inner.end_if_idle(session_id, at, quiet_since)).await
+    }
+
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
         self.by_id("load", self.inner.load(session_id)).await
     }

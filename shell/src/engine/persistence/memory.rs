@@ -151,6 +151,21 @@ impl SessionStore for MemoryStore {
         Ok(Some(doc.clone()))
     }
 
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let last = self.docs().get(session_id).map(|d| d.last_activity);
+        if last.is_none_or(|last| last.is_some_and(|at| at > quiet_since)) {
+            return Ok(false);
+        }
+        #[allow(clippy::disallowed_methods, reason = "the store's own end, behind the condition")]
+        let ended = self.end(session_id, at, EndCause::Idle).await?;
+        Ok(ended.is_some())
+    }
+
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
         let pause = self.load_pause_ms.load(Ordering::Relaxed);
         if pause > 0 {

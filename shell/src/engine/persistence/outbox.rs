@@ -50,12 +50,16 @@ pub enum PendingWrite {
         /// The change.
         patch: SessionPatch,
     },
-    /// [`SessionStore::end`] (the result is not needed).
+    /// [`SessionStore::end`] (the result is not needed) for idleness; with `quiet_since`,
+    /// [`SessionStore::end_if_idle`].
     End {
         /// Session id.
         session_id: String,
         /// End time.
         at: UnixMillis,
+        /// End only if no message was stored after this (entries of older versions: always).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quiet_since: Option<UnixMillis>,
     },
 }
 
@@ -108,8 +112,11 @@ impl PendingWrite {
             }
             PendingWrite::Update { session_id, patch } => store.update(session_id, patch).await,
             // Only the sweeper's idle ends wait in the outbox; an end on request is made now.
-            PendingWrite::End { session_id, at } => {
+            PendingWrite::End { session_id, at, quiet_since: None } => {
                 store.end(session_id, *at, EndCause::Idle).await.map(drop)
+            }
+            PendingWrite::End { session_id, at, quiet_since: Some(quiet) } => {
+                store.end_if_idle(session_id, *at, *quiet).await.map(drop)
             }
         }
     }
@@ -278,7 +285,7 @@ mod tests {
                 session_id: "s".into(),
                 patch: SessionPatch { name: Some("n".into()), ..Default::default() },
             },
-            PendingWrite::End { session_id: "s".into(), at: UnixMillis(5) },
+            PendingWrite::End { session_id: "s".into(), at: UnixMillis(5), quiet_since: None },
             PendingWrite::AppendWith {
                 session_id: "s".into(),
                 message: StoredMessage::new("an answer", UnixMillis(6), Sender::Ai),

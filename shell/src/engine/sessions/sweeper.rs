@@ -16,7 +16,6 @@ use chatbox_core::timer::Periodic;
 
 use crate::engine::delivery::AdminEvent;
 use crate::engine::hub::Engine;
-use crate::engine::persistence::PendingWrite;
 
 /// Runs until the server stops accepting.
 pub async fn run(engine: Arc<Engine>) {
@@ -69,19 +68,29 @@ pub async fn sweep_once(engine: &Engine) {
 
 /// Persists and announces what one sweep batch did (outside the table's lock).
 async fn handle(engine: &Engine, report: &SweepReport) {
+    let idle = engine.config.sessions.idle_timeout;
     for ended in &report.idle_ended {
-        engine.metrics.sessions_ended.inc();
         let id = ended.id.as_str();
+        // Idle here, but another instance sharing the store may have stored messages meanwhile:
+        // the store ends it only if none came within the idle timeout (issue 14).
+        let quiet_since = ended.ended_wall.minus(idle);
+        match engine.persistence.end_idle(id, ended.ended_wall, quiet_since).await {
+            Ok(Some(false)) => {
+                // Served elsewhere: this instance's stale copy goes, the stored session stays.
+                tracing::info!(session_id = id, "session not ended: messages were stored elsewhere within the idle timeout; forgotten here");
+                engine.sessions.with(|t| t.remove(id));
+                engine.forget_session_caches(std::iter::once(id));
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(session_id = id, %error, "persisting an idle end failed");
+            }
+        }
+        engine.metrics.sessions_ended.inc();
         tracing::info!(session_id = id, "session ended after inactivity");
         let owner = engine.sessions.owner_of(id).unwrap_or_default();
         engine.delivery.admin_event(AdminEvent::SessionEnded, id, &owner);
-        if let Err(error) = engine
-            .persistence
-            .persist(PendingWrite::End { session_id: id.to_string(), at: ended.ended_wall })
-            .await
-        {
-            tracing::warn!(session_id = id, %error, "persisting an idle end failed");
-        }
     }
     if !report.dropped.is_empty() {
         engine.forget_session_caches(report.dropped.iter().map(|id| id.as_str()));
@@ -123,6 +132,32 @@ mod tests {
         assert_eq!(h.engine.metrics.sessions_ended.get(), 1);
         let ended = h.engine.sessions.with(|t| t.get(&id).map(|s| s.end_cause()));
         assert_eq!(ended, Some(Some(chatbox_core::session::EndCause::Idle)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_idle_here_is_not_ended_while_another_instance_stores_its_messages() {
+        use std::sync::Arc;
+        let store = Arc::new(crate::engine::persistence::MemoryStore::new());
+        let echo = || vec![Arc::new(crate::adapters::llm::echo::EchoProvider) as _];
+        let edit = |c: &mut chatbox_core::config::Config| c.sessions.idle_timeout = HOUR;
+        let a = Harness::with_store(edit, echo(), Arc::clone(&store), 64).await;
+        let id = session(&a, "u1").await;
+        // Another instance on the same store, where the user chats shortly before A's timeout.
+        let b = Harness::with_store(edit, echo(), Arc::clone(&store), 64).await;
+        tokio::time::advance(HOUR - Duration::from_secs(60)).await;
+        let mut user = b.connect("u1", false);
+        let text = format!(r#"{{"type":"user_message","session_id":"{id}","content":"hi"}}"#);
+        b.send(&user, &text).await;
+        b.until(&mut user, crate::engine::frames::testing::is_done).await;
+        tokio::time::advance(Duration::from_secs(120)).await;
+        sweep_once(&a.engine).await;
+        assert_eq!(stored_end(&a, &id), None, "still active in the store");
+        assert_eq!(a.engine.sessions.owner_of(&id), None, "A's stale copy is forgotten");
+        assert_eq!(a.engine.metrics.sessions_ended.get(), 0);
+        // (That the store ends it once a whole idle timeout passes without a message is
+        // `a_copy_idle_on_one_instance_does_not_end_a_session_served_by_the_other` against
+        // MongoDB: the wall clock does not move with the paused runtime here.)
+        drop(user);
     }
 
     #[tokio::test(start_paused = true)]

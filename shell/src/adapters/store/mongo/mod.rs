@@ -90,6 +90,48 @@ impl fmt::Debug for MongoStore {
 }
 
 impl MongoStore {
+    /// Ends the session `filter` matches (`session_id`, for `dur` and logs): `endTs`, the end
+    /// cause and the freed active guard in one find-and-update, then `dur`; `None` when nothing
+    /// matched.
+    async fn end_where(
+        &self,
+        filter: Document,
+        session_id: &str,
+        at: UnixMillis,
+        cause: EndCause,
+    ) -> Result<Option<SessionDoc>, StoreError> {
+        observe("end", async {
+            let cause = schema::end_cause(cause == EndCause::Requested);
+            let update = doc! {
+                "$set": { field::ENDED: date(at), field::END_CAUSE: cause },
+                "$unset": { field::ACTIVE_USER: "" },
+                "$currentDate": touch(),
+            };
+            let Some(after) = self
+                .sessions
+                .find_one_and_update(filter, update)
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(|e| classify(&e))?
+            else {
+                return Ok(None);
+            };
+            let mut ended = session_from_document(&after)?;
+            let duration = at.whole_seconds_since(ended.started);
+            self.sessions
+                .update_one(
+                    doc! { field::ID: session_id },
+                    doc! { "$set": { field::DURATION: Bson::Int64(duration) } },
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            ended.duration_secs = duration;
+            tracing::debug!(%session_id, "session ended in store");
+            Ok(Some(ended))
+        })
+        .await
+    }
+
     /// One `update_one`: `msg` pushed unless a message with its id is stored, `lastActivity`
     /// moved forward (never back, like the embedded store), and `patch`'s plain fields set in
     /// the same update. Matching nothing on an existing session means the message (and the
@@ -471,36 +513,24 @@ impl SessionStore for MongoStore {
         at: UnixMillis,
         cause: EndCause,
     ) -> Result<Option<SessionDoc>, StoreError> {
-        observe("end", async {
-            let cause = schema::end_cause(cause == EndCause::Requested);
-            let update = doc! {
-                "$set": { field::ENDED: date(at), field::END_CAUSE: cause },
-                "$unset": { field::ACTIVE_USER: "" },
-                "$currentDate": touch(),
-            };
-            let Some(after) = self
-                .sessions
-                .find_one_and_update(doc! { field::ID: session_id }, update)
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(|e| classify(&e))?
-            else {
-                return Ok(None);
-            };
-            let mut ended = session_from_document(&after)?;
-            let duration = at.whole_seconds_since(ended.started);
-            self.sessions
-                .update_one(
-                    doc! { field::ID: session_id },
-                    doc! { "$set": { field::DURATION: Bson::Int64(duration) } },
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            ended.duration_secs = duration;
-            tracing::debug!(%session_id, "session ended in store");
-            Ok(Some(ended))
-        })
-        .await
+        self.end_where(doc! { field::ID: session_id }, session_id, at, cause).await
+    }
+
+    /// [`MongoStore::end`] for idleness, only while `lastActivity` is not after `quiet_since`
+    /// (in the same find-and-update, so an append by another instance in between wins; a
+    /// document of the original without the field counts as quiet).
+    async fn end_if_idle(
+        &self,
+        session_id: &str,
+        at: UnixMillis,
+        quiet_since: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let quiet = doc! { "$or": [
+            { field::LAST_ACTIVITY: { "$lte": date(quiet_since) } },
+            { field::LAST_ACTIVITY: { "$exists": false } },
+        ] };
+        let filter = doc! { field::ID: session_id, "$and": [quiet] };
+        Ok(self.end_where(filter, session_id, at, EndCause::Idle).await?.is_some())
     }
 
     async fn load(&self, session_id: &str) -> Result<Option<SessionDoc>, StoreError> {
