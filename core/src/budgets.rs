@@ -171,6 +171,10 @@ pub const BUS_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
 /// still get it), so a slow or lost Redis never holds up the reply path.
 pub const BUS_PUBLISH_QUEUE: usize = 4096;
 
+/// Most queued bus commands (publications, replay-buffer writes) the link sends to Redis in one
+/// pipeline, one round trip: a burst of chunks costs one wait for Redis, not one per command.
+pub const BUS_PIPELINE_MAX: usize = 256;
+
 /// Signals (stops, admin events) held for one slow listener of an instance (issue 15); one that
 /// falls further behind skips the oldest (an admin console then re-reads its list).
 pub const SIGNAL_QUEUE: usize = 1024;

@@ -55,7 +55,7 @@
 //!   [`budgets::MONGO_INDEX_BUDGET`], [`budgets::SESSION_CREATE_ATTEMPTS`],
 //!   [`budgets::STORE_WRITE_BATCH`], the rule [`budgets::store_commit_linger`],
 //!   [`budgets::EMBEDDED_CACHE_BYTES`], the fleet bus's
-//!   [`budgets::BUS_MESSAGE_MAX_BYTES`], [`budgets::BUS_PUBLISH_QUEUE`],
+//!   [`budgets::BUS_MESSAGE_MAX_BYTES`], [`budgets::BUS_PUBLISH_QUEUE`], [`budgets::BUS_PIPELINE_MAX`],
 //!   [`budgets::BUS_COMMAND_TIMEOUT`] and [`budgets::BUS_HEARTBEAT`], the signals' queue
 //!   [`budgets::SIGNAL_QUEUE`], the resumes' [`budgets::REPLAY_STREAM_MAXLEN`],
 //!   [`budgets::REPLY_ALIVE_GRACE`], [`budgets::RESUME_WATCH_INTERVAL`] and

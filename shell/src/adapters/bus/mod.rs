@@ -4,7 +4,8 @@
 //! [`RetryPolicy::BUS_RECONNECT`] backoff, resubscribes and marks it up again: no restart.
 //!
 //! Built on the `redis` crate (multiplexed connection for PUBLISH/PING and the replay buffer's
-//! writes, a dedicated pub/sub connection split into sink and stream). Each acknowledged
+//! writes, sent in pipelines of up to `BUS_PIPELINE_MAX` queued commands; a dedicated pub/sub
+//! connection split into sink and stream). Each acknowledged
 //! SUBSCRIBE is reported to the bus ([`FleetBus::confirm`]): a resume waits for it before reading
 //! the replay, so no frame published in between is lost. [`replay`] is the replay buffer in Redis.
 
@@ -12,7 +13,7 @@ pub mod replay;
 
 use std::sync::Arc;
 
-use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT};
+use chatbox_core::budgets::{BUS_COMMAND_TIMEOUT, BUS_HEARTBEAT, BUS_PIPELINE_MAX};
 use chatbox_core::retry::RetryPolicy;
 use futures_util::StreamExt;
 use tokio::time::timeout;
@@ -49,6 +50,46 @@ fn lost(error: &redis::RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
+}
+
+/// Sends `batch` (publications and replay-buffer writes, in queue order) as one pipeline, then
+/// reports its flush markers reached. Redis runs every command of a pipeline whatever one of
+/// them answers; a refused one (say, a replay write of a seq recorded twice) is logged and the
+/// link goes on (the resume that needs it sees a gap), a lost connection ends the link.
+async fn send(
+    conn: &mut redis::aio::MultiplexedConnection,
+    bus: &FleetBus,
+    batch: Vec<LinkCommand>,
+) -> Result<(), LinkError> {
+    let mut pipe = redis::pipe();
+    let (mut commands, mut flushed) = (0usize, None);
+    for command in batch {
+        match command {
+            LinkCommand::Publish { channel, payload } => {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                commands += 1;
+            }
+            LinkCommand::Record(write) => {
+                replay::add(&mut pipe, &write);
+                commands += 1;
+            }
+            LinkCommand::Flush(n) => flushed = Some(n),
+            LinkCommand::Subscribe(_) | LinkCommand::Unsubscribe(_) => {}
+        }
+    }
+    if commands > 0 {
+        match bounded(pipe.query_async::<()>(conn)).await {
+            Ok(()) => {}
+            Err(LinkError::Redis(error)) if !lost(&error) => {
+                tracing::warn!(%error, commands, "a bus write was refused");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if let Some(n) = flushed {
+        bus.flush_reached(n);
+    }
+    Ok(())
 }
 
 /// The client for `url` (already validated by the configuration).
@@ -111,24 +152,17 @@ async fn serve(
     let mut heartbeat = tokio::time::interval(BUS_HEARTBEAT);
     loop {
         tokio::select! {
-            Some(command) = queues.publish.recv() => match command {
-                LinkCommand::Publish { channel, payload } => {
-                    let mut publish = redis::cmd("PUBLISH");
-                    publish.arg(channel).arg(payload);
-                    bounded(publish.query_async::<i64>(&mut conn)).await?;
-                }
-                LinkCommand::Record(write) => match bounded(replay::write(&mut conn, &write)).await {
-                    Ok(()) => {}
-                    // Redis refused this write (say, a seq recorded twice): the resume that
-                    // needs it sees a gap; the link itself is fine.
-                    Err(LinkError::Redis(error)) if !lost(&error) => {
-                        tracing::warn!(%error, reply_id = %write.reply_id, "replay write refused");
+            Some(command) = queues.publish.recv() => {
+                // Whatever else is queued goes in the same round trip, in order.
+                let mut batch = vec![command];
+                while batch.len() < BUS_PIPELINE_MAX {
+                    match queues.publish.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
                     }
-                    Err(error) => return Err(error),
-                },
-                LinkCommand::Flush(n) => bus.flush_reached(n),
-                LinkCommand::Subscribe(_) | LinkCommand::Unsubscribe(_) => {}
-            },
+                }
+                send(&mut conn, bus, batch).await?;
+            }
             Some(command) = queues.control.recv() => match command {
                 LinkCommand::Subscribe(channel) => {
                     bounded(sink.subscribe(&channel)).await?;

@@ -36,14 +36,10 @@ pub fn state_key(reply_id: &str) -> String {
     format!("chatbox:replay:{reply_id}:state")
 }
 
-/// Executes one queued write on the link's connection: XADD (trimmed) + PEXPIRE of the stream
-/// and SET of the state key, pipelined in one round trip.
-pub(super) async fn write(
-    conn: &mut MultiplexedConnection,
-    write: &ReplayWrite,
-) -> Result<(), redis::RedisError> {
+/// Adds one queued write to the link's pipeline: XADD (trimmed) + PEXPIRE of the stream and
+/// SET of the state key.
+pub(super) fn add(pipe: &mut redis::Pipeline, write: &ReplayWrite) {
     let stream = stream_key(&write.reply_id);
-    let mut pipe = redis::pipe();
     if let Some((seq, entry)) = &write.entry {
         pipe.cmd("XADD")
             .arg(&stream)
@@ -62,7 +58,6 @@ pub(super) async fn write(
         .arg("PX")
         .arg(millis(write.state_ttl))
         .ignore();
-    pipe.query_async::<()>(conn).await
 }
 
 fn millis(ttl: Duration) -> u64 {
