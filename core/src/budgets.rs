@@ -123,6 +123,11 @@ pub const ECHO_CHUNKS: usize = 4;
 /// (bounds memory to about this many 5 MiB parts).
 pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
+/// Longest wait for the host lookup of a `file_url` check (§3.8). The check runs on the
+/// connection's own loop, so a resolver that hangs would stop its writes and pings; past this
+/// the URL is refused (`INVALID_FORMAT`), since its host could not be shown to be public.
+pub const FILE_URL_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 // ---- Store -----------------------------------------------------------------------------------
 
 /// How long `/readyz` waits for the store's ping (PROTOCOL.md §4.10).

@@ -50,7 +50,7 @@
 //!   [`budgets::PROVIDER_ERROR_BODY_BYTES`], [`budgets::SSE_MAX_LINE_BYTES`],
 //!   [`budgets::SSE_MAX_EVENT_BYTES`], [`budgets::ANTHROPIC_MAX_TOKENS`],
 //!   [`budgets::PROVIDER_RETRY_AFTER_BYTES`], the `echo` provider's [`budgets::ECHO_CHUNK_PAUSE`]
-//!   and [`budgets::ECHO_CHUNKS`], the uploads' [`budgets::UPLOAD_PARTS_IN_FLIGHT`], the store's
+//!   and [`budgets::ECHO_CHUNKS`], the uploads' [`budgets::UPLOAD_PARTS_IN_FLIGHT`] and [`budgets::FILE_URL_LOOKUP_TIMEOUT`], the store's
 //!   [`budgets::STORE_PING_BUDGET`], [`budgets::STORE_PREPARE_MIN_DELAY`],
 //!   [`budgets::MONGO_INDEX_BUDGET`], [`budgets::SESSION_CREATE_ATTEMPTS`],
 //!   [`budgets::STORE_WRITE_BATCH`], the rule [`budgets::store_commit_linger`],
