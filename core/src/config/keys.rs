@@ -121,9 +121,11 @@ pub(crate) const PAUSE_AI_WHEN_ASSISTED: SettingName =
 pub(crate) const REDIS_URL: SettingName = name("REDIS_URL", "chatbox.redis_url");
 pub(crate) const ENCRYPTION_KEY: SettingName = name("ENCRYPTION_KEY", "chatbox.encryption_key");
 pub(crate) const MONGO_URI: SettingName = name("MONGO_URI", "mongo.uri");
-/// Older file locations of the MongoDB URI, tried in this order after `mongo.uri`.
+/// Older file locations of the MongoDB URI, tried in this order after `mongo.uri`: the
+/// original connected through `dbs.chat.uri` and used `database.uri` only to warn (§9), so
+/// with both set the former wins.
 pub(crate) const MONGO_URI_FALLBACKS: [SettingName; 2] =
-    [name("MONGO_URI", "database.uri"), name("MONGO_URI", "dbs.chat.uri")];
+    [name("MONGO_URI", "dbs.chat.uri"), name("MONGO_URI", "database.uri")];
 pub(crate) const MONGO_DATABASE: SettingName = name("MONGO_DATABASE", "mongo.database");
 pub(crate) const MONGO_COLLECTION: SettingName = name("MONGO_COLLECTION", "mongo.collection");
 pub(crate) const MONGO_CONNECT_TIMEOUT: SettingName =

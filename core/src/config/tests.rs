@@ -492,6 +492,12 @@ fn mongo_uri_from_env_or_any_file_location() {
         assert!(matches!(loaded.config.storage.backend, StoreConfig::Mongo(_)), "{file}");
         assert!(loaded.warnings.iter().any(|w| w.contains("no credentials")), "{file}");
     }
+    // The original connected through `dbs.chat.uri`; its `database.uri` only warned (§9).
+    let both = "[database]\nuri = \"mongodb://warn-only\"\n[dbs.chat]\nuri = \"mongodb://db1\"";
+    let StoreConfig::Mongo(mongo) = loaded(&minimal(&[]), Some(both)).config.storage.backend else {
+        panic!("mongo")
+    };
+    assert_eq!(mongo.uri.expose(), "mongodb://db1");
     let errors = refused(&minimal(&[("MONGO_URI", "redis://cache")]), None);
     assert_eq!(settings_of(&errors), [["MONGO_URI"]]);
     assert!(!errors[0].to_string().contains("cache"));
