@@ -252,10 +252,13 @@ fn read_rate(r: &mut Reader<'_>, d: &RateConfig) -> RateConfig {
     }
 }
 
+/// An unset `SESSION_TTL` is at least the reconnect window (an original configuration with a
+/// long `reconnect_timeout` and no TTL of its own starts); only set values can contradict.
 fn read_sessions(r: &mut Reader<'_>, d: &SessionConfig) -> SessionConfig {
+    let reconnect_timeout = r.duration(keys::RECONNECT_TIMEOUT, d.reconnect_timeout);
     SessionConfig {
-        reconnect_timeout: r.duration(keys::RECONNECT_TIMEOUT, d.reconnect_timeout),
-        ttl: r.duration(keys::SESSION_TTL, d.ttl),
+        reconnect_timeout,
+        ttl: r.duration(keys::SESSION_TTL, d.ttl.max(reconnect_timeout)),
         idle_timeout: r.duration(keys::SESSION_IDLE_TIMEOUT, d.idle_timeout),
         cleanup_interval: r.duration(keys::SESSION_CLEANUP_INTERVAL, d.cleanup_interval),
     }

@@ -492,6 +492,12 @@ fn mongo_uri_from_env_or_any_file_location() {
         assert!(matches!(loaded.config.storage.backend, StoreConfig::Mongo(_)), "{file}");
         assert!(loaded.warnings.iter().any(|w| w.contains("no credentials")), "{file}");
     }
+    // A long reconnect window with no TTL of its own: the TTL follows it; set, they must agree.
+    let long = loaded(&minimal(&[("RECONNECT_TIMEOUT", "30m")]), None).config;
+    assert_eq!(long.sessions.ttl, Duration::from_secs(30 * 60));
+    assert!(long.validate().is_ok());
+    let both = minimal(&[("RECONNECT_TIMEOUT", "30m"), ("SESSION_TTL", "15m")]);
+    assert_eq!(settings_of(&refused(&both, None)), [["SESSION_TTL", "RECONNECT_TIMEOUT"]]);
     // The original connected through `dbs.chat.uri`; its `database.uri` only warned (§9).
     let both = "[database]\nuri = \"mongodb://warn-only\"\n[dbs.chat]\nuri = \"mongodb://db1\"";
     let StoreConfig::Mongo(mongo) = loaded(&minimal(&[]), Some(both)).config.storage.backend else {
