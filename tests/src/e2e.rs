@@ -70,6 +70,18 @@ pub async fn stored_messages(server: &Server, token: &str, session: &str) -> Vec
         .collect()
 }
 
+/// `is_active` of `session` in its owner's `GET {P}/sessions` on `server` (`token`: the
+/// owner's).
+///
+/// # Panics
+/// When the list does not hold the session.
+pub async fn is_active(server: &Server, token: &str, session: &str) -> bool {
+    let list = ok_json(&get(server, "/sessions", Some(token)).await);
+    let items = list["sessions"].as_array().unwrap_or_else(|| panic!("sessions: {list}"));
+    let item = items.iter().find(|s| s["id"] == session);
+    item.and_then(|s| s["is_active"].as_bool()).unwrap_or_else(|| panic!("{session}: {list}"))
+}
+
 /// `frame` without its `timestamp`, which must be present and a string.
 ///
 /// # Panics

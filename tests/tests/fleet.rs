@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use chatbox_tests::e2e::{chat, stored_messages};
+use chatbox_tests::e2e::{chat, is_active, stored_messages};
 use chatbox_tests::events::EventStream;
 use chatbox_tests::fleet::{wait_bus, Fleet};
 use chatbox_tests::harness::{assert_error, is_done, now, Client, Server, ServerOpts};
@@ -208,14 +208,6 @@ fn announced(frames: &[Value]) -> Vec<&str> {
         .filter(|f| f["type"] == "connection_status")
         .filter_map(|f| f["session_id"].as_str())
         .collect()
-}
-
-/// `is_active` of `session` in its owner's `GET {P}/sessions` on `server`.
-async fn is_active(server: &Server, token: &str, session: &str) -> bool {
-    let list = ok_json(&get(server, "/sessions", Some(token)).await);
-    let items = list["sessions"].as_array().unwrap_or_else(|| panic!("sessions: {list}"));
-    let item = items.iter().find(|s| s["id"] == session);
-    item.and_then(|s| s["is_active"].as_bool()).unwrap_or_else(|| panic!("{session}: {list}"))
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use chatbox_tests::e2e::{chat, stored_messages};
+use chatbox_tests::e2e::{chat, is_active, stored_messages};
 use chatbox_tests::harness::{is_done, now, reply_text, Client, Server, ServerOpts};
 use chatbox_tests::http::{get, json, ok_json};
 use chatbox_tests::mongo::{fresh_database, MongoServer};
@@ -44,14 +44,6 @@ fn opts(upstream: &Upstream, uri: &str, db: &str) -> ServerOpts {
 async fn send(client: &mut Client, session: &str, content: &str) -> Vec<Value> {
     client.send_user_message(session, content).await;
     client.recv_reply(SLOW_STEP).await
-}
-
-/// `is_active` of `session` in its owner's `GET {P}/sessions` on `server`.
-async fn is_active(server: &Server, token: &str, session: &str) -> bool {
-    let list = ok_json(&get(server, "/sessions", Some(token)).await);
-    let items = list["sessions"].as_array().cloned().unwrap_or_default();
-    let item = items.iter().find(|s| s["id"] == session).cloned().unwrap_or_default();
-    item["is_active"].as_bool().unwrap_or_else(|| panic!("{session}: {list}"))
 }
 
 #[tokio::test]

@@ -160,14 +160,19 @@ mod tests {
         assert_eq!(stored.len(), 3, "user, ai, file: the refused one was not stored");
     }
 
+    /// `user` chooses the `echo` model for `session` (voice is answered only once one is).
+    async fn choose_echo(h: &Harness, user: &mut super::super::testing::Client, session: &str) {
+        let select =
+            format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"echo"}}"#);
+        h.send(user, &select).await;
+        h.until(user, |f| f["content"] == "Model changed to echo").await;
+    }
+
     #[tokio::test]
     async fn a_voice_message_is_answered_whole_through_the_reply_path() {
         let (h, mut user, session) = Harness::with_session().await;
         // Voice is answered only once the session has chosen a model (as before).
-        let select =
-            format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"echo"}}"#);
-        h.send(&user, &select).await;
-        h.until(&mut user, |f| f["content"] == "Model changed to echo").await;
+        choose_echo(&h, &mut user, &session).await;
         let voice = format!(
             r#"{{"type":"voice_message","session_id":"{session}","file_id":"v1","file_url":"https://files.example.com/v.ogg?sig=secret"}}"#
         );
@@ -188,10 +193,7 @@ mod tests {
     #[tokio::test]
     async fn while_an_admin_assists_voice_is_not_answered_and_the_admins_file_is_the_admins() {
         let (h, mut user, session) = Harness::with_session().await;
-        let select =
-            format!(r#"{{"type":"model_select","session_id":"{session}","model_id":"echo"}}"#);
-        h.send(&user, &select).await;
-        h.until(&mut user, |f| f["content"] == "Model changed to echo").await;
+        choose_echo(&h, &mut user, &session).await;
         h.assist(&session, "boss").await;
         let voice = |id: &str| {
             format!(

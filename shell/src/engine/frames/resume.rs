@@ -90,7 +90,9 @@ fn watch(engine: &Arc<Engine>, conn: &ConnCtx, session: &str, reply_id: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{is_done, is_error, Harness};
+    use serde_json::Value;
+
+    use super::super::testing::{is_done, is_error, Client, Harness};
 
     fn resume(session: &str, reply: &str, after: &str) -> String {
         format!(
@@ -98,16 +100,23 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_finished_reply_is_replayed_after_the_seq_and_an_unknown_one_is_unavailable() {
-        let h = Harness::new().await;
-        let mut user = h.connect("u1", false);
-        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
-        let frames = h.until(&mut user, is_done).await;
+    /// `user` says hello in a new session; the reply's `ai_response` frames, the session's id
+    /// and the reply's id.
+    async fn first_reply(h: &Harness, user: &mut Client) -> (Vec<Value>, String, String) {
+        h.send(user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
+        let frames = h.until(user, is_done).await;
         let sent: Vec<_> = frames.into_iter().filter(|f| f["type"] == "ai_response").collect();
         let done = sent.last().expect("done frame");
         let session = done["session_id"].as_str().expect("session").to_string();
         let reply = done["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+        (sent, session, reply)
+    }
+
+    #[tokio::test]
+    async fn a_finished_reply_is_replayed_after_the_seq_and_an_unknown_one_is_unavailable() {
+        let h = Harness::new().await;
+        let mut user = h.connect("u1", false);
+        let (sent, session, reply) = first_reply(&h, &mut user).await;
         assert_eq!(h.engine.delivery.replay_frames(), sent.len(), "the reply's frames are held");
 
         let mut back = h.connect("u1", false);
@@ -130,11 +139,7 @@ mod tests {
     async fn a_connection_counts_once_on_its_session_however_often_it_binds_there() {
         let h = Harness::new().await;
         let mut user = h.connect("u1", false);
-        h.send(&user, r#"{"type":"user_message","session_id":"p","content":"hello"}"#).await;
-        let frames = h.until(&mut user, is_done).await;
-        let done = frames.last().expect("done frame");
-        let session = done["session_id"].as_str().expect("session").to_string();
-        let reply = done["metadata"]["reply_id"].as_str().expect("reply id").to_string();
+        let (_, session, reply) = first_reply(&h, &mut user).await;
         for _ in 0..3 {
             h.send(&user, &resume(&session, &reply, "0")).await;
             h.until(&mut user, is_done).await;
