@@ -153,6 +153,24 @@ async fn update_persists_each_patch_field() {
     contract::update_persists_each_patch_field(store_on(&collection).await, reopen).await;
 }
 
+/// Another instance stored a message after the ending instance's quiet point: the idle end
+/// is refused in the same find-and-update, and goes through once the session is quiet.
+#[tokio::test]
+async fn an_idle_end_is_refused_while_a_message_came_within_the_quiet_time() {
+    let store = fresh("idle_end").await;
+    store.create(&session("s", "u", 1_000)).await.expect("create");
+    store.append_message("s", &message("m1", "hi", 5_000, "user")).await.expect("append");
+    let ended = |store: &MongoStore| {
+        let store = store.clone();
+        async move { store.load("s").await.expect("load").expect("stored").ended }
+    };
+    assert!(!store.end_if_idle("s", UnixMillis(9_000), UnixMillis(4_999)).await.expect("ask"));
+    assert_eq!(ended(&store).await, None, "still active");
+    assert!(store.end_if_idle("s", UnixMillis(9_000), UnixMillis(5_000)).await.expect("ask"));
+    assert_eq!(ended(&store).await, Some(UnixMillis(9_000)));
+    assert!(!store.end_if_idle("nobody", UnixMillis(9_000), UnixMillis(9_000)).await.expect("ask"));
+}
+
 // ---- the original's documents ----
 
 fn at(ms: i64) -> DateTime {
