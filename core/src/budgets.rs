@@ -202,6 +202,11 @@ pub const FLEET_LIMIT_TIMEOUT: Duration = Duration::from_millis(500);
 /// again (so an outage costs one deadline per pause, not one per message).
 pub const FLEET_LIMIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Lease renewals a heartbeat has in flight at once on its multiplexed Redis connection: one at
+/// a time, a heartbeat of tens of thousands of connections over a network would outlast the
+/// leases' TTL.
+pub const CONNECTION_LEASE_RENEWALS_IN_FLIGHT: usize = 64;
+
 /// How often an instance renews the Redis leases of its open WebSocket connections.
 pub const CONNECTION_LEASE_HEARTBEAT: Duration = Duration::from_secs(5);
 

@@ -60,7 +60,7 @@
 //!   [`budgets::SIGNAL_QUEUE`], the resumes' [`budgets::REPLAY_STREAM_MAXLEN`],
 //!   [`budgets::REPLY_ALIVE_GRACE`], [`budgets::RESUME_WATCH_INTERVAL`] and
 //!   [`budgets::RESUME_HOLD_FRAMES`], the fleet-wide limits' [`budgets::FLEET_LIMIT_TIMEOUT`],
-//!   [`budgets::FLEET_LIMIT_RETRY_PAUSE`], [`budgets::CONNECTION_LEASE_HEARTBEAT`] and
+//!   [`budgets::FLEET_LIMIT_RETRY_PAUSE`], [`budgets::CONNECTION_LEASE_HEARTBEAT`], [`budgets::CONNECTION_LEASE_RENEWALS_IN_FLIGHT`] and
 //!   [`budgets::CONNECTION_LEASE_TTL`], the admin event stream's
 //!   [`budgets::ADMIN_EVENTS_KEEPALIVE`], the admin routes'
 //!   [`budgets::LIST_DEADLINE`] and [`budgets::USER_SESSIONS_LIMIT`], the alert channels'

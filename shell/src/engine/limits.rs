@@ -14,14 +14,17 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chatbox_core::budgets::{CONNECTION_LEASE_HEARTBEAT, CONNECTION_LEASE_TTL};
+use chatbox_core::budgets::{
+    CONNECTION_LEASE_HEARTBEAT, CONNECTION_LEASE_RENEWALS_IN_FLIGHT, CONNECTION_LEASE_TTL,
+};
 use chatbox_core::config::Config;
 use chatbox_core::rate::{Decision, RateLimit, SlotsFull};
 use chatbox_core::shared::{SharedLimiter, SharedSlots};
 use chatbox_core::Instant;
+use futures_util::TryStreamExt;
 
 use super::fleet_limits::{
-    FleetHealth, FleetLimiter, InProcessRates, LeaseGuard, LeaseRegistry, Scope,
+    FleetHealth, FleetLimiter, InProcessRates, LeaseGuard, LeaseRegistry, Scope, Unavailable,
 };
 use super::metrics::{Limiter, Metrics};
 
@@ -215,21 +218,29 @@ impl Limits {
                     }
                     self.leases.release_sent();
                 }
-                _ = heartbeat.tick() => {
-                    for (id, user) in self.leases.snapshot() {
-                        match fleet.lease(&user, &id, self.max_connections, CONNECTION_LEASE_TTL).await {
-                            Ok(true) => {}
-                            // Lost with Redis and no room now: the connection stays open
-                            // (it was allowed), but it no longer takes a fleet slot.
-                            Ok(false) => tracing::debug!(user_id = %user, "lease not renewed: the user is at the limit"),
-                            Err(error) => {
-                                tracing::debug!(%error, "lease heartbeat failed");
-                                break;
-                            }
-                        }
-                    }
-                }
+                _ = heartbeat.tick() => self.renew_leases(fleet.as_ref()).await,
             }
+        }
+    }
+
+    /// One heartbeat: renews every lease of this instance, several at once on the multiplexed
+    /// connection (one at a time, a heartbeat of many connections would outlast the leases'
+    /// TTL); stops at the first failure (Redis away: the leases expire by themselves).
+    async fn renew_leases(&self, fleet: &dyn FleetLimiter) {
+        let renewals = futures_util::stream::iter(self.leases.snapshot().into_iter().map(Ok));
+        let renewed = renewals
+            .try_for_each_concurrent(CONNECTION_LEASE_RENEWALS_IN_FLIGHT, |(id, user)| async move {
+                let ttl = CONNECTION_LEASE_TTL;
+                if !fleet.lease(&user, &id, self.max_connections, ttl).await? {
+                    // Lost with Redis and no room now: the connection stays open (it was
+                    // allowed), but it no longer takes a fleet slot.
+                    tracing::debug!(user_id = %user, "lease not renewed: the user is at the limit");
+                }
+                Ok::<(), Unavailable>(())
+            })
+            .await;
+        if let Err(error) = renewed {
+            tracing::debug!(%error, "lease heartbeat failed");
         }
     }
 
@@ -304,6 +315,30 @@ mod tests {
             self.released.fetch_add(1, Ordering::SeqCst);
             self.answer(())
         }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_renews_every_lease_and_stops_at_the_first_failure() {
+        let config = Config::for_dev("q8Zr4LmWx2Vn7Kp1Tj9Bc6Hs3Gd5Yf0Ne".into(), "/tmp/unused");
+        let limits = Limits::new(&config, Arc::new(Metrics::new()));
+        let fleet = Arc::new(Fleet::default());
+        limits.attach_fleet(Arc::clone(&fleet) as Arc<dyn FleetLimiter>);
+        // Let through while Redis is away: registered for the heartbeat.
+        fleet.down.store(true, Ordering::SeqCst);
+        let mut held = Vec::new();
+        for i in 0..200 {
+            let guard = limits.lease_connection(&format!("u{i}"), Instant::from_secs(1)).await;
+            held.push(guard.expect("let through").expect("a lease"));
+        }
+        fleet.down.store(false, Ordering::SeqCst);
+        let before = fleet.calls.load(Ordering::SeqCst);
+        limits.renew_leases(fleet.as_ref()).await;
+        assert_eq!(fleet.calls.load(Ordering::SeqCst) - before, 200, "every lease renewed");
+        fleet.down.store(true, Ordering::SeqCst);
+        let before = fleet.calls.load(Ordering::SeqCst);
+        limits.renew_leases(fleet.as_ref()).await;
+        let asked = fleet.calls.load(Ordering::SeqCst) - before;
+        assert!((1..=CONNECTION_LEASE_RENEWALS_IN_FLIGHT).contains(&asked), "stopped: {asked}");
     }
 
     #[tokio::test]
