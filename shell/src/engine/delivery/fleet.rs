@@ -341,12 +341,19 @@ impl Bus for FleetBus {
     }
 
     fn bind(&self, conn: ConnId, session: &str) -> Rebound {
+        // The channel is taken before the binding moves, and given back when it did not: a
+        // close racing with this bind releases whatever the connection is bound to when it
+        // runs, and always finds that count taken (taken after the move, a release in between
+        // could unsubscribe a channel another connection still needs, or leave one taken).
+        let channel = session_channel(session);
+        self.acquire(channel.clone());
         let rebound = self.local.bind(conn, session);
-        if let Rebound::Moved { previous } = &rebound {
-            self.acquire(session_channel(session));
-            if let Some(previous) = previous {
+        match &rebound {
+            Rebound::Moved { previous: Some(previous) } => {
                 self.release(&session_channel(previous), 1);
             }
+            Rebound::Moved { previous: None } => {}
+            Rebound::Unchanged | Rebound::Gone => self.release(&channel, 1),
         }
         rebound
     }
@@ -461,6 +468,12 @@ mod tests {
         let (c2, _r2) = conn(&bus, "u1", false);
         bus.bind(c1, "s");
         bus.bind(c2, "s");
+        // A repeat bind takes nothing more; a closed connection's bind leaves nothing taken.
+        assert_eq!(bus.bind(c2, "s"), Rebound::Unchanged);
+        let (gone, _rg) = conn(&bus, "u1", false);
+        bus.unregister(gone);
+        assert_eq!(bus.bind(gone, "t"), Rebound::Gone);
+        assert!(!bus.channels().contains(&session_channel("t")));
         let mut seen = Vec::new();
         while let Ok(command) = queues.control.try_recv() {
             seen.push(command);
@@ -471,7 +484,9 @@ mod tests {
                 LinkCommand::Subscribe(admins_channel()),
                 LinkCommand::Subscribe(ends_channel()),
                 LinkCommand::Subscribe(user_channel("u1")),
-                LinkCommand::Subscribe(session_channel("s"))
+                LinkCommand::Subscribe(session_channel("s")),
+                LinkCommand::Subscribe(session_channel("t")),
+                LinkCommand::Unsubscribe(session_channel("t")),
             ]
         );
         bus.unregister(c1);
