@@ -10,7 +10,7 @@ use chatbox_core::session::Access;
 use chatbox_core::upload::is_own_file_url;
 use chatbox_core::usage::TokenUsage;
 
-use super::{require_session, ConnCtx};
+use super::{ai_paused, require_session, ConnCtx};
 use crate::engine::dns::file_url_allowed;
 use crate::engine::hub::Engine;
 use crate::engine::llm::{ChatMessage, ChatRequest, Role};
@@ -57,18 +57,6 @@ pub(super) async fn apply(engine: &Arc<Engine>, conn: &ConnCtx, frame: &ClientFr
     {
         voice(engine, session, &conn.caller.user_id, &frame.file_url);
     }
-}
-
-/// Whether the model stays silent in `session` because an admin assists (§10 item 2), as for
-/// a `user_message`: in a fleet the store says who assists.
-async fn ai_paused(engine: &Engine, session: &str) -> bool {
-    if !engine.config.llm.pause_ai_when_assisted {
-        return false;
-    }
-    if engine.config.storage.has_redis() {
-        engine.sessions.refresh_assistance(&engine.persistence, session).await;
-    }
-    engine.sessions.with(|t| t.get(session).is_some_and(|s| s.assisting_admin().is_some()))
 }
 
 /// Answers a voice message in the background (§3.8): the session's chosen model, asked about

@@ -206,6 +206,19 @@ fn announce(engine: &Engine, conn: &ConnCtx, session: Option<&str>) {
     engine.delivery.announce(conn.id, &conn.caller.user_id, session, models, engine.frame_now());
 }
 
+/// Whether the model stays silent in `session` because an admin assists (§10 item 2), for a
+/// `user_message` and a `voice_message` alike. In a fleet the takeover (or the leave) may have
+/// happened on another instance: the store says who assists (issue 14).
+async fn ai_paused(engine: &Engine, session: &str) -> bool {
+    if !engine.config.llm.pause_ai_when_assisted {
+        return false;
+    }
+    if engine.config.storage.has_redis() {
+        engine.sessions.refresh_assistance(&engine.persistence, session).await;
+    }
+    engine.sessions.with(|t| t.get(session).is_some_and(|s| s.assisting_admin().is_some()))
+}
+
 /// The ordered worker a frame of `conn` naming `requested` queues on: the user's own, since a
 /// user has one active session (§6.2) and the id a frame names is only the session's once
 /// resolved — a device still using the id it proposed for a new session and another using the

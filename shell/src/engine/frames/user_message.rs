@@ -15,7 +15,7 @@ use chatbox_core::protocol::{ClientFrame, ErrorInfo, Frame, Sender};
 use chatbox_core::usage::{TokenUsage, UsageSource};
 use tracing::Instrument;
 
-use super::ConnCtx;
+use super::{ai_paused, ConnCtx};
 use crate::engine::hub::Engine;
 use crate::engine::llm::ChatRequest;
 use crate::engine::replies::{
@@ -53,17 +53,10 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
         engine.delivery.send_session_error(&session, ErrorInfo::database_error(), conn.id);
         return;
     }
-    if engine.config.llm.pause_ai_when_assisted && engine.config.storage.has_redis() {
-        // In a fleet the takeover (or the leave) may have happened on another instance: the
-        // store says who assists (issue 14).
-        engine.sessions.refresh_assistance(&engine.persistence, &session).await;
-    }
     let now = engine.clock.now();
-    let (name, assisted) = engine.sessions.with(|t| {
+    let name = engine.sessions.with(|t| {
         let _ = t.record_message(&session, now);
-        let name = t.name_if_empty(&session, &frame.content).ok().flatten();
-        let assisted = t.get(&session).and_then(|s| s.assisting_admin().cloned());
-        (name, assisted)
+        t.name_if_empty(&session, &frame.content).ok().flatten()
     });
     engine.delivery.message_stored(
         &session,
@@ -79,7 +72,7 @@ pub(super) async fn apply(engine: &Engine, conn: &ConnCtx, frame: &ClientFrame) 
     // The assisting admin sees what the user writes (§10 item 2).
     let relay = Frame::relayed_message(&session, &frame.content, Sender::User, engine.frame_now());
     engine.delivery.send_session_admins(&session, user, &relay);
-    if assisted.is_some() && engine.config.llm.pause_ai_when_assisted {
+    if ai_paused(engine, &session).await {
         return;
     }
     answer(engine, conn, &session).await;
