@@ -174,17 +174,9 @@ async fn checkout(pool: &Pool, upstream: SocketAddr) -> Result<(Sender, Conn), S
 /// (not spawned), so a chunk reaches the WebSocket without another task's wake-up; once the
 /// body has ended the connection goes back to `pool`.
 fn reply(upstream: SocketAddr, pool: Pool, session: String, content: String) -> Reply {
-    let body = json!({
-        "model": "stub", "stream": true,
-        "messages": [{"role": "user", "content": content}],
-    });
     let start = async move {
         let (mut send, mut conn) = checkout(&pool, upstream).await?;
-        let request = hyper::Request::post("/v1/chat/completions")
-            .header("host", upstream.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
+        let request = request(upstream, &content)?;
         let response = tokio::select! {
             response = send.send_request(request) => response.map_err(|e| e.to_string())?,
             _ = conn.as_mut() => return Err("upstream closed".to_string()),
@@ -207,6 +199,28 @@ fn reply(upstream: SocketAddr, pool: Pool, session: String, content: String) -> 
         Err(why) => futures_util::stream::iter(vec![Event::Failed(why)]).right_stream(),
     });
     Box::pin(events.map(move |event| (session.clone(), event)))
+}
+
+/// The streamed chat request for `content` to the stub at `upstream`.
+fn request(upstream: SocketAddr, content: &str) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let body = json!({
+        "model": "stub", "stream": true,
+        "messages": [{"role": "user", "content": content}],
+    });
+    hyper::Request::post("/v1/chat/completions")
+        .header("host", upstream.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())
+}
+
+/// The relay's events for the SSE events of one body frame.
+fn events(sse: &mut SseReader, data: &Bytes) -> Vec<Event> {
+    let to_event = |event| match event {
+        SseEvent::Text(text) => Event::Chunk(text),
+        SseEvent::Done => Event::Done,
+    };
+    sse.push(data).into_iter().map(to_event).collect()
 }
 
 /// An upstream response being read, with its connection.
@@ -266,15 +280,7 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
         if up.done {
             continue;
         }
-        let events: Vec<Event> = up
-            .sse
-            .push(&data)
-            .into_iter()
-            .map(|event| match event {
-                SseEvent::Text(text) => Event::Chunk(text),
-                SseEvent::Done => Event::Done,
-            })
-            .collect();
+        let events = events(&mut up.sse, &data);
         up.done = events.iter().any(|e| matches!(e, Event::Done));
         if !events.is_empty() {
             return Some((events, up));
@@ -286,8 +292,8 @@ async fn next_events(mut up: Upstream) -> Option<(Vec<Event>, Upstream)> {
 /// WebSocket's task) around the same transport work.
 mod tasked {
     use super::{
-        json, spawn, BodyExt, Bytes, Event, Full, PoisonError, Reply, Sender, SocketAddr, SseEvent,
-        SseReader, TaskedPool, TcpStream, TokioIo,
+        spawn, BodyExt, Event, PoisonError, Reply, Sender, SocketAddr, SseReader, TaskedPool,
+        TcpStream, TokioIo,
     };
 
     /// One upstream reply, run by a task of its own; its events come through a channel.
@@ -319,15 +325,7 @@ mod tasked {
         tx: &tokio::sync::mpsc::UnboundedSender<Event>,
     ) -> Result<(), String> {
         let mut send = checkout(pool, upstream).await?;
-        let body = json!({
-            "model": "stub", "stream": true,
-            "messages": [{"role": "user", "content": content}],
-        });
-        let request = hyper::Request::post("/v1/chat/completions")
-            .header("host", upstream.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
+        let request = super::request(upstream, content)?;
         let mut body = send.send_request(request).await.map_err(|e| e.to_string())?.into_body();
         let (mut sse, mut done) = (SseReader::default(), false);
         while let Some(frame) = body.frame().await {
@@ -340,14 +338,8 @@ mod tasked {
             if done {
                 continue;
             }
-            for event in sse.push(&data) {
-                let event = match event {
-                    SseEvent::Text(text) => Event::Chunk(text),
-                    SseEvent::Done => {
-                        done = true;
-                        Event::Done
-                    }
-                };
+            for event in super::events(&mut sse, &data) {
+                done |= matches!(event, Event::Done);
                 let _ = tx.send(event);
             }
         }
