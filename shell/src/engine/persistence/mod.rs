@@ -153,7 +153,8 @@ impl Persistence {
         if self.outbox.is_empty() {
             let store = Arc::clone(&self.store);
             match self.with_retry(write.operation(), || write.apply(store.as_ref())).await {
-                Ok(()) => return Ok(Persisted::Stored),
+                Ok(true) => return Ok(Persisted::Stored),
+                Ok(false) => return Ok(Persisted::Declined),
                 Err(error) if error.class() == ErrorClass::Permanent => return Err(error),
                 Err(error) => {
                     tracing::warn!(
@@ -166,34 +167,6 @@ impl Persistence {
             }
         }
         self.queue(&write).await.map(|()| Persisted::Queued)
-    }
-
-    /// Ends session `id` for idleness at `at`, only if no message was stored after
-    /// `quiet_since` ([`SessionStore::end_if_idle`]); like [`Persistence::persist`], it waits
-    /// in the outbox (still conditional) while the store fails or older writes wait.
-    /// `Some(false)`: not ended, a message came after (another instance serves the session);
-    /// `None`: queued.
-    pub async fn end_idle(
-        &self,
-        id: &str,
-        at: UnixMillis,
-        quiet_since: UnixMillis,
-    ) -> Result<Option<bool>, StoreError> {
-        if self.outbox.is_empty() {
-            let ended = self
-                .with_retry("end_session", || self.store.end_if_idle(id, at, quiet_since))
-                .await;
-            match ended {
-                Ok(ended) => return Ok(Some(ended)),
-                Err(error) if error.class() == ErrorClass::Permanent => return Err(error),
-                Err(error) => {
-                    tracing::warn!(session_id = id, %error, "store unavailable; keeping the idle end in the outbox");
-                }
-            }
-        }
-        let write =
-            PendingWrite::End { session_id: id.to_string(), at, quiet_since: Some(quiet_since) };
-        self.queue(&write).await.map(|()| None)
     }
 
     /// Appends `message` to `session` ([`Persistence::persist`]); once durable, it is also
@@ -280,7 +253,8 @@ impl Persistence {
             let result = write.apply(self.store.as_ref()).await;
             self.metrics.observe_store_operation(write.operation(), self.clock.now() - began);
             match result {
-                Ok(()) => applied += 1,
+                // Declined (a conditional write whose condition no longer held) is done too.
+                Ok(_) => applied += 1,
                 Err(error) if error.class() == ErrorClass::Transient => return Err(error),
                 Err(error) => {
                     self.metrics.outbox_dropped.inc();

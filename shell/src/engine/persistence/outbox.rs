@@ -100,23 +100,26 @@ impl PendingWrite {
         }
     }
 
-    /// Applies the write to `store` once.
+    /// Applies the write to `store` once; `false` when it is conditional and the store
+    /// declined it (an idle end of a session that another instance stored messages in).
     #[allow(clippy::disallowed_methods, reason = "applied only by the persistence service")]
-    pub async fn apply(&self, store: &dyn SessionStore) -> Result<(), StoreError> {
+    pub async fn apply(&self, store: &dyn SessionStore) -> Result<bool, StoreError> {
         match self {
             PendingWrite::Append { session_id, message } => {
-                store.append_message(session_id, message).await
+                store.append_message(session_id, message).await.map(|()| true)
             }
             PendingWrite::AppendWith { session_id, message, patch } => {
-                store.append_message_with(session_id, message, patch).await
+                store.append_message_with(session_id, message, patch).await.map(|()| true)
             }
-            PendingWrite::Update { session_id, patch } => store.update(session_id, patch).await,
+            PendingWrite::Update { session_id, patch } => {
+                store.update(session_id, patch).await.map(|()| true)
+            }
             // Only the sweeper's idle ends wait in the outbox; an end on request is made now.
             PendingWrite::End { session_id, at, quiet_since: None } => {
-                store.end(session_id, *at, EndCause::Idle).await.map(drop)
+                store.end(session_id, *at, EndCause::Idle).await.map(|_| true)
             }
             PendingWrite::End { session_id, at, quiet_since: Some(quiet) } => {
-                store.end_if_idle(session_id, *at, *quiet).await.map(drop)
+                store.end_if_idle(session_id, *at, *quiet).await
             }
         }
     }
@@ -246,6 +249,9 @@ pub enum Persisted {
     Stored,
     /// The outbox has it; the drain task will store it.
     Queued,
+    /// The store declined it: a conditional write whose condition did not hold (an idle end
+    /// of a session with a message within the idle timeout).
+    Declined,
 }
 
 #[cfg(test)]

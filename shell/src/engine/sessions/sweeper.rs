@@ -16,6 +16,7 @@ use chatbox_core::timer::Periodic;
 
 use crate::engine::delivery::AdminEvent;
 use crate::engine::hub::Engine;
+use crate::engine::persistence::{PendingWrite, Persisted};
 
 /// Runs until the server stops accepting.
 pub async fn run(engine: Arc<Engine>) {
@@ -74,8 +75,13 @@ async fn handle(engine: &Engine, report: &SweepReport) {
         // Idle here, but another instance sharing the store may have stored messages meanwhile:
         // the store ends it only if none came within the idle timeout (issue 14).
         let quiet_since = ended.ended_wall.minus(idle);
-        match engine.persistence.end_idle(id, ended.ended_wall, quiet_since).await {
-            Ok(Some(false)) => {
+        let end = PendingWrite::End {
+            session_id: id.to_string(),
+            at: ended.ended_wall,
+            quiet_since: Some(quiet_since),
+        };
+        match engine.persistence.persist(end).await {
+            Ok(Persisted::Declined) => {
                 // Served elsewhere: this instance's stale copy goes, the stored session stays.
                 tracing::info!(session_id = id, "session not ended: messages were stored elsewhere within the idle timeout; forgotten here");
                 engine.sessions.with(|t| t.remove(id));
